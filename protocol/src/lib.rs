@@ -1,0 +1,296 @@
+//! Wire types shared by the SessionDB node and its clients.
+//!
+//! Everything that crosses the HTTP boundary as JSON is defined here and
+//! nowhere else. The node converts these types into its own internal types at
+//! the edge (`sessiondb_node::http`); internal types are never serialized to
+//! clients directly, so the engine can change without breaking the API.
+//!
+//! Field names are part of the public API and documented in `docs/api.md`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The kinds of events SessionDB understands (SPEC §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Pageview,
+    Click,
+    Custom,
+    Decision,
+}
+
+/// One exposure of a visitor to an experiment variation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub experiment: String,
+    pub variation: String,
+}
+
+/// Event time on the wire: milliseconds since the Unix epoch, or an RFC 3339
+/// string. The node normalises both to milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Timestamp {
+    Milliseconds(i64),
+    Rfc3339(String),
+}
+
+/// One event as sent by a client (SPEC §3.1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub project: String,
+    pub visitor: String,
+    pub ts: Timestamp,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<Decision>,
+}
+
+/// A native ingest batch: `POST /v1/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub events: Vec<Event>,
+}
+
+/// Why one event of a batch was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Position of the event in the batch, from 0.
+    pub index: usize,
+    /// Stable machine-readable reason, e.g. `too_late`, `attribute_count`.
+    pub reason: String,
+    /// Human-readable explanation naming the offending field and the limit.
+    pub message: String,
+}
+
+/// The answer to an ingest batch. A batch may be partly accepted: every
+/// event is either accepted (newly applied), a duplicate (already applied
+/// earlier, so nothing changed), or rejected with its index and a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IngestResponse {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: Vec<Rejection>,
+}
+
+/// An error answer from any endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// Stable machine-readable code, e.g. `unknown_project`.
+    pub error: String,
+    /// What went wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+/// Per-project settings (SPEC §4). Every field has a default; see
+/// `docs/api.md` for ranges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectSettings {
+    pub session_gap_ms: i64,
+    pub session_max_ms: i64,
+    pub midnight_split: bool,
+    pub time_zone: String,
+    pub allowed_lateness_ms: i64,
+    pub future_skew_ms: i64,
+    pub bucket_ms: i64,
+    pub hll_precision: u8,
+    pub retention_ms: i64,
+    /// Attributes that results can be broken down by. A visitor's value for
+    /// each is taken from its exposure event.
+    pub breakdown_attributes: Vec<String>,
+}
+
+/// `POST /v1/projects`: create a project. Unset settings take defaults.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CreateProject {
+    pub name: String,
+    #[serde(default)]
+    pub settings: ProjectSettingsPatch,
+}
+
+/// A partial update of project settings: `PATCH /v1/projects/{name}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettingsPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_gap_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_max_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub midnight_split: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_lateness_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub future_skew_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hll_precision: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown_attributes: Option<Vec<String>>,
+}
+
+/// A project as returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub name: String,
+    pub settings: ProjectSettings,
+    /// Experiments that have received at least one decision.
+    pub experiments: Vec<String>,
+}
+
+/// `GET /v1/projects`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectList {
+    pub projects: Vec<Project>,
+}
+
+/// An estimate with its standard error (HyperLogLog counts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    pub value: f64,
+    pub standard_error: f64,
+}
+
+/// A comparison of a variation against the baseline variation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// (variation − baseline) / baseline.
+    pub relative_improvement: f64,
+    /// 95% confidence interval of the relative improvement.
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub p_value: f64,
+}
+
+/// Metrics of one conversion key for one variation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyMetrics {
+    pub key: String,
+    pub unique_conversions: i64,
+    pub total_conversions: i64,
+    /// Sum of the converting events' values.
+    pub value_sum: f64,
+    /// Σ over visitors of (their converted value)², see `docs/semantics.md`.
+    pub value_sum_squares: f64,
+    pub conversion_rate: f64,
+    pub value_per_visitor: f64,
+    /// Sessions (starting in range, counted for this variation) that
+    /// contain a conversion on this key.
+    pub sessions_with_conversion: i64,
+    /// Conversion rate against the baseline (two-proportion z-test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_comparison: Option<Comparison>,
+    /// Value per visitor against the baseline (Welch's t-test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_comparison: Option<Comparison>,
+}
+
+/// Session metrics of one variation (SPEC §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMetrics {
+    pub sessions: i64,
+    pub bounced_sessions: i64,
+    pub duration_ms_sum: i64,
+    pub pageviews_sum: i64,
+    pub bounce_rate: f64,
+    pub duration_ms_mean: f64,
+    pub pageviews_per_session: f64,
+}
+
+/// Results of one variation (within one breakdown group).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariationResults {
+    pub variation: String,
+    pub visitors: i64,
+    /// Decisions that disagreed with the visitor's sticky variation.
+    pub conflicts: i64,
+    pub active_visitors: Estimate,
+    pub sessions: SessionMetrics,
+    pub metrics: Vec<KeyMetrics>,
+}
+
+/// One breakdown group: all variations for one value of the breakdown
+/// attribute (or the whole experiment when no breakdown is asked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsGroup {
+    /// The breakdown value, `(none)` for visitors without it; absent when
+    /// the query has no breakdown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown_value: Option<String>,
+    pub variations: Vec<VariationResults>,
+}
+
+/// `GET /v1/projects/{project}/experiments/{experiment}/results`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsResponse {
+    pub project: String,
+    pub experiment: String,
+    pub from: i64,
+    pub to: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<String>,
+    pub baseline: Option<String>,
+    pub keys: Vec<String>,
+    pub groups: Vec<ResultsGroup>,
+}
+
+/// One point of a time series: the counters of one bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeriesPoint {
+    /// Bucket start, ms since the epoch.
+    pub ts: i64,
+    pub visitors: i64,
+    pub active_visitors: f64,
+    pub sessions: i64,
+    /// Per requested key, in the order of `TimeSeriesResponse::keys`.
+    pub total_conversions: Vec<i64>,
+    pub unique_conversions: Vec<i64>,
+    pub value_sum: Vec<f64>,
+}
+
+/// The series of one variation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VariationSeries {
+    pub variation: String,
+    pub points: Vec<TimeSeriesPoint>,
+}
+
+/// `GET /v1/projects/{project}/experiments/{experiment}/timeseries`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeriesResponse {
+    pub project: String,
+    pub experiment: String,
+    pub from: i64,
+    pub to: i64,
+    pub interval_ms: i64,
+    pub keys: Vec<String>,
+    pub variations: Vec<VariationSeries>,
+}
+
+/// `GET /v1/status`: what a node is and how it is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: u64,
+    pub version: String,
+    pub shards: u32,
+    pub projects: u64,
+    pub live_visitors: u64,
+    pub events_accepted: u64,
+    pub events_duplicate: u64,
+    pub events_rejected: u64,
+    pub now_ms: i64,
+}
