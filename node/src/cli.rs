@@ -1,0 +1,268 @@
+//! Command line and configuration file of the `sessiondb` binary.
+//!
+//! Exit codes: 0 success; 1 the node failed at run time (the message says
+//! why); 2 bad usage or configuration (clap's convention).
+
+use crate::clock::{ManualClock, SharedClock, SystemClock};
+use crate::engine::{Engine, EngineConfig};
+use crate::server::{self, ServerConfig};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit code for run-time failures.
+pub const EXIT_RUNTIME_ERROR: u8 = 1;
+/// Exit code for bad usage or configuration.
+pub const EXIT_USAGE: u8 = 2;
+
+/// SessionDB: a clustered, in-memory counting database for experiments.
+#[derive(Debug, Parser)]
+#[command(name = "sessiondb", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node. With no options: a single-node cluster on
+    /// 127.0.0.1:7070 with data under ./data.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Parser)]
+pub struct ServeArgs {
+    /// TOML configuration file; flags given on the command line win.
+    #[arg(long, env = "SESSIONDB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to serve HTTP on; port 0 picks a free port.
+    #[arg(long, env = "SESSIONDB_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the node's data.
+    #[arg(long, env = "SESSIONDB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Virtual shards (fixed when the cluster is created).
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Segment actors holding the aggregates.
+    #[arg(long)]
+    pub segment_actors: Option<usize>,
+    /// This node's id in the cluster.
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Threads serving HTTP.
+    #[arg(long)]
+    pub http_workers: Option<usize>,
+    /// Run on a manual clock starting at this time (ms since the epoch),
+    /// settable with POST /v1/admin/clock. For tests.
+    #[arg(long)]
+    pub manual_clock: Option<i64>,
+    /// Feed a synthetic experiment (project `demo`) to watch results move.
+    #[arg(long)]
+    pub demo: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The configuration file: every field optional, same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub shards: Option<u32>,
+    pub segment_actors: Option<usize>,
+    pub node_id: Option<u64>,
+    pub http_workers: Option<usize>,
+}
+
+/// Flags over file over defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+    pub server: ServerConfig,
+}
+
+impl NodeConfig {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read configuration file {}", path.display())
+                })?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid configuration file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let engine_defaults = EngineConfig::default();
+        let server_defaults = ServerConfig::default();
+        Ok(NodeConfig {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:7070".parse().expect("valid")),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            engine: EngineConfig {
+                shards: args
+                    .shards
+                    .or(file.shards)
+                    .unwrap_or(engine_defaults.shards),
+                segment_actors: args
+                    .segment_actors
+                    .or(file.segment_actors)
+                    .unwrap_or(engine_defaults.segment_actors),
+                ..engine_defaults
+            },
+            server: ServerConfig {
+                node_id: args
+                    .node_id
+                    .or(file.node_id)
+                    .unwrap_or(server_defaults.node_id),
+                http_workers: args
+                    .http_workers
+                    .or(file.http_workers)
+                    .unwrap_or(server_defaults.http_workers),
+                ..server_defaults
+            },
+        })
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.log_format);
+            match serve(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    report(&error);
+                    ExitCode::from(EXIT_RUNTIME_ERROR)
+                }
+            }
+        }
+    }
+}
+
+/// One line for the error, then its causes.
+fn report(error: &anyhow::Error) {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONDB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = NodeConfig::resolve(&args)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let listener = TcpListener::bind(config.listen).with_context(|| {
+        format!(
+            "cannot listen on {} (hint: is another node running? use --listen 127.0.0.1:0 for any free port)",
+            config.listen
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let clock: SharedClock = match args.manual_clock {
+        Some(start_ms) => Arc::new(ManualClock::new(start_ms)),
+        None => Arc::new(SystemClock),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let engine = Engine::start(config.engine.clone(), clock).await?;
+        // Tests and scripts read this exact line to find the port.
+        println!("sessiondb listening on http://{address}");
+        tracing::info!(
+            %address,
+            data_dir = %config.data_dir.display(),
+            shards = config.engine.shards,
+            "node started"
+        );
+        if args.demo {
+            tokio::spawn(crate::demo::run(engine.clone()));
+        }
+        server::run(config.server, engine, listener, shutdown_signal()).await?;
+        tracing::info!("node stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_defaults_apply() {
+        let args = ServeArgs::parse_from(["serve", "--shards", "16"]);
+        let config = NodeConfig::resolve(&args).unwrap();
+        assert_eq!(config.engine.shards, 16);
+        assert_eq!(config.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let error = toml::from_str::<FileConfig>("shardz = 3").unwrap_err();
+        assert!(error.to_string().contains("shardz"));
+    }
+}

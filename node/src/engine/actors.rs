@@ -1,0 +1,231 @@
+//! The actors: one session actor per shard, and a fixed number of segment
+//! actors that each own the aggregates of a share of the experiments.
+//!
+//! Architecture invariant: a session actor only ever waits on segment
+//! actors, and segment actors wait on nothing, so there is no cycle and
+//! every queue drains.
+
+use super::mailbox::{Envelope, Mailbox};
+use super::query::{self, QueryError, Results, ResultsQuery, Series};
+use super::segment::{SegmentBatch, SegmentStore};
+use super::shard::{DeltaSink, Outcome, ShardState};
+use crate::clock::SharedClock;
+use crate::event::VisitorEvent;
+use crate::project::ProjectConfig;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub enum SessionMessage {
+    Ingest {
+        events: Vec<VisitorEvent>,
+        reply: oneshot::Sender<Vec<Outcome>>,
+    },
+    Reconfigure {
+        config: Arc<ProjectConfig>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Freeze closed sessions, forget expired visitors.
+    Maintain,
+    VisitorCount {
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+impl std::fmt::Debug for SessionMessage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            SessionMessage::Ingest { .. } => "Ingest",
+            SessionMessage::Reconfigure { .. } => "Reconfigure",
+            SessionMessage::Maintain => "Maintain",
+            SessionMessage::VisitorCount { .. } => "VisitorCount",
+        };
+        formatter.write_str(name)
+    }
+}
+
+#[derive(Debug)]
+pub struct SessionActorState {
+    pub shard: ShardState,
+    pub segments: Arc<Vec<Mailbox<SegmentMessage>>>,
+    pub clock: SharedClock,
+}
+
+#[derive(Debug)]
+pub struct SessionActor;
+
+impl Actor for SessionActor {
+    type Msg = Envelope<SessionMessage>;
+    type State = SessionActorState;
+    type Arguments = SessionActorState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        arguments: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(arguments)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        envelope: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut sink = DeltaSink::new(state.segments.len());
+        match envelope.message {
+            SessionMessage::Ingest { events, reply } => {
+                let now_ms = state.clock.now_ms();
+                let outcomes = state.shard.apply(now_ms, events, &mut sink);
+                // Deltas are queued at the segment actors before the reply,
+                // so a query sent after the acknowledgement sees them.
+                forward(state, &mut sink).await;
+                let _ = reply.send(outcomes);
+            }
+            SessionMessage::Reconfigure { config, reply } => {
+                state.shard.reconfigure(&config, &mut sink);
+                forward(state, &mut sink).await;
+                let _ = reply.send(());
+            }
+            SessionMessage::Maintain => state.shard.maintain(state.clock.now_ms()),
+            SessionMessage::VisitorCount { reply } => {
+                let _ = reply.send(state.shard.visitor_count());
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn forward(state: &SessionActorState, sink: &mut DeltaSink) {
+    for (segment, batch) in sink.drain() {
+        // Waiting without a bound is deliberate: the visitor state already
+        // changed, so the delta must arrive. Segment actors wait on nothing,
+        // so room always comes.
+        if state.segments[segment]
+            .send(SegmentMessage::Apply(batch))
+            .await
+            .is_err()
+        {
+            tracing::warn!(segment, "segment actor stopped; node is shutting down");
+        }
+    }
+}
+
+pub enum SegmentMessage {
+    Apply(SegmentBatch),
+    Results {
+        project: Arc<str>,
+        experiment: Arc<str>,
+        query: ResultsQuery,
+        reply: oneshot::Sender<Result<Results, QueryError>>,
+    },
+    TimeSeries {
+        project: Arc<str>,
+        experiment: Arc<str>,
+        from_ms: i64,
+        to_ms: i64,
+        interval_ms: i64,
+        reply: oneshot::Sender<Option<Series>>,
+    },
+    /// The experiments of a project held here, with their earliest bucket.
+    Experiments {
+        project: Arc<str>,
+        reply: oneshot::Sender<Vec<(Arc<str>, Option<i64>)>>,
+    },
+    Expire {
+        project: Arc<str>,
+        before_ms: i64,
+    },
+    CellCount {
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+impl std::fmt::Debug for SegmentMessage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            SegmentMessage::Apply(_) => "Apply",
+            SegmentMessage::Results { .. } => "Results",
+            SegmentMessage::TimeSeries { .. } => "TimeSeries",
+            SegmentMessage::Experiments { .. } => "Experiments",
+            SegmentMessage::Expire { .. } => "Expire",
+            SegmentMessage::CellCount { .. } => "CellCount",
+        };
+        formatter.write_str(name)
+    }
+}
+
+#[derive(Debug)]
+pub struct SegmentActor;
+
+impl Actor for SegmentActor {
+    type Msg = Envelope<SegmentMessage>;
+    type State = SegmentStore;
+    type Arguments = SegmentStore;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        arguments: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(arguments)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        envelope: Self::Msg,
+        store: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match envelope.message {
+            SegmentMessage::Apply(batch) => store.apply(&batch),
+            SegmentMessage::Results {
+                project,
+                experiment,
+                query,
+                reply,
+            } => {
+                let answer = match store.experiment(&project, &experiment) {
+                    Some(aggregates) => query::results(aggregates, &query),
+                    None => Err(QueryError::UnknownExperiment {
+                        project: project.to_string(),
+                        experiment: experiment.to_string(),
+                    }),
+                };
+                let _ = reply.send(answer);
+            }
+            SegmentMessage::TimeSeries {
+                project,
+                experiment,
+                from_ms,
+                to_ms,
+                interval_ms,
+                reply,
+            } => {
+                let answer = store
+                    .experiment(&project, &experiment)
+                    .map(|aggregates| query::time_series(aggregates, from_ms, to_ms, interval_ms));
+                let _ = reply.send(answer);
+            }
+            SegmentMessage::Experiments { project, reply } => {
+                let experiments = store
+                    .experiments_of(&project)
+                    .into_iter()
+                    .map(|experiment| {
+                        let first = store
+                            .experiment(&project, &experiment)
+                            .and_then(|aggregates| aggregates.first_bucket_ms());
+                        (experiment, first)
+                    })
+                    .collect();
+                let _ = reply.send(experiments);
+            }
+            SegmentMessage::Expire { project, before_ms } => store.expire(&project, before_ms),
+            SegmentMessage::CellCount { reply } => {
+                let _ = reply.send(store.cell_count());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! The queryable aggregates: per (project, experiment), per cell (variation ×
+//! breakdown group) and per time bucket, exact counters and a distinct-count
+//! sketch. Pure data structure; the segment actor owns one `SegmentStore`.
+
+use super::contribution::{ActiveCell, Entry, Metric};
+use super::sketch::Sketch;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// The counters of one conversion key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCounters {
+    pub unique_conversions: i64,
+    pub total_conversions: i64,
+    pub sessions_with_conversion: i64,
+    pub value_sum_micros: i128,
+    pub value_sum_squares_micros: i128,
+}
+
+/// The exact counters of one cell in one bucket (or summed over many).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub visitors: i64,
+    pub conflicts: i64,
+    pub sessions: i64,
+    pub bounced_sessions: i64,
+    pub duration_ms_sum: i64,
+    pub pageviews_sum: i64,
+    pub keys: BTreeMap<Arc<str>, KeyCounters>,
+}
+
+impl Counters {
+    fn apply(&mut self, metric: &Metric, amount: i128) {
+        // Per-visitor amounts are small; only value sums need 128 bits.
+        let small = || i64::try_from(amount).expect("count deltas fit in i64");
+        match metric {
+            Metric::Visitors => self.visitors += small(),
+            Metric::Conflicts => self.conflicts += small(),
+            Metric::Sessions => self.sessions += small(),
+            Metric::BouncedSessions => self.bounced_sessions += small(),
+            Metric::DurationMsSum => self.duration_ms_sum += small(),
+            Metric::PageviewsSum => self.pageviews_sum += small(),
+            Metric::UniqueConversions(key) => self.key(key).unique_conversions += small(),
+            Metric::TotalConversions(key) => self.key(key).total_conversions += small(),
+            Metric::SessionsWithConversion(key) => {
+                self.key(key).sessions_with_conversion += small()
+            }
+            Metric::ValueSumMicros(key) => self.key(key).value_sum_micros += amount,
+            Metric::ValueSumSquaresMicros(key) => {
+                // Wrapping keeps add-then-retract exact even if a transient
+                // partial sum would not fit.
+                let counter = &mut self.key(key).value_sum_squares_micros;
+                *counter = counter.wrapping_add(amount);
+            }
+        }
+    }
+
+    fn key(&mut self, key: &Arc<str>) -> &mut KeyCounters {
+        if !self.keys.contains_key(key) {
+            self.keys.insert(Arc::clone(key), KeyCounters::default());
+        }
+        self.keys.get_mut(key).expect("inserted above")
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Counters) {
+        self.visitors += other.visitors;
+        self.conflicts += other.conflicts;
+        self.sessions += other.sessions;
+        self.bounced_sessions += other.bounced_sessions;
+        self.duration_ms_sum += other.duration_ms_sum;
+        self.pageviews_sum += other.pageviews_sum;
+        for (key, counters) in &other.keys {
+            let mine = self.key(key);
+            mine.unique_conversions += counters.unique_conversions;
+            mine.total_conversions += counters.total_conversions;
+            mine.sessions_with_conversion += counters.sessions_with_conversion;
+            mine.value_sum_micros += counters.value_sum_micros;
+            mine.value_sum_squares_micros = mine
+                .value_sum_squares_micros
+                .wrapping_add(counters.value_sum_squares_micros);
+        }
+    }
+
+    /// The counters of `key`, zero if the key never converted here.
+    pub fn key_counters(&self, key: &str) -> KeyCounters {
+        self.keys.get(key).cloned().unwrap_or_default()
+    }
+}
+
+/// Which visitors a cell counts: all of a variation, or those with one
+/// value of one breakdown attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    Total,
+    Breakdown {
+        attribute: Arc<str>,
+        value: Arc<str>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CellKey {
+    pub variation: Arc<str>,
+    pub group: Group,
+}
+
+/// One cell in one bucket.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub counters: Counters,
+    pub sketch: Option<Sketch>,
+}
+
+/// All aggregates of one experiment.
+#[derive(Debug, Clone)]
+pub struct ExperimentAggregates {
+    pub precision: u8,
+    pub cells: HashMap<CellKey, BTreeMap<i64, Bucket>>,
+    pub keys: BTreeSet<Arc<str>>,
+}
+
+impl ExperimentAggregates {
+    fn new(precision: u8) -> Self {
+        ExperimentAggregates {
+            precision,
+            cells: HashMap::new(),
+            keys: BTreeSet::new(),
+        }
+    }
+
+    fn bucket(&mut self, key: CellKey, bucket_ms: i64) -> &mut Bucket {
+        self.cells
+            .entry(key)
+            .or_default()
+            .entry(bucket_ms)
+            .or_insert_with(|| Bucket {
+                counters: Counters::default(),
+                sketch: None,
+            })
+    }
+
+    fn apply_entry(&mut self, entry: &Entry) {
+        if let Some(key) = metric_key(&entry.metric) {
+            if !self.keys.contains(key) {
+                self.keys.insert(Arc::clone(key));
+            }
+        }
+        for group in groups_of(&entry.assignment.breakdown) {
+            let cell = CellKey {
+                variation: Arc::clone(&entry.assignment.variation),
+                group,
+            };
+            self.bucket(cell, entry.bucket_ms)
+                .counters
+                .apply(&entry.metric, entry.amount);
+        }
+    }
+
+    fn apply_active(&mut self, cell: &ActiveCell, visitor_hash: u64) {
+        let precision = self.precision;
+        for group in groups_of(&cell.assignment.breakdown) {
+            let key = CellKey {
+                variation: Arc::clone(&cell.assignment.variation),
+                group,
+            };
+            self.bucket(key, cell.bucket_ms)
+                .sketch
+                .get_or_insert_with(|| Sketch::new(precision))
+                .insert(visitor_hash);
+        }
+    }
+
+    /// Variations seen, sorted.
+    pub fn variations(&self) -> Vec<Arc<str>> {
+        let mut variations: Vec<Arc<str>> = self
+            .cells
+            .keys()
+            .map(|key| Arc::clone(&key.variation))
+            .collect();
+        variations.sort();
+        variations.dedup();
+        variations
+    }
+
+    /// Earliest bucket holding anything.
+    pub fn first_bucket_ms(&self) -> Option<i64> {
+        self.cells
+            .values()
+            .filter_map(|buckets| buckets.keys().next().copied())
+            .min()
+    }
+
+    /// Sums the counters and unions the sketches of `cell` over
+    /// [from_ms, to_ms).
+    pub fn summarise(
+        &self,
+        cell: &CellKey,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> (Counters, Option<Sketch>) {
+        let mut counters = Counters::default();
+        let mut sketch: Option<Sketch> = None;
+        let Some(buckets) = self.cells.get(cell) else {
+            return (counters, sketch);
+        };
+        for bucket in buckets.range(from_ms..to_ms).map(|(_, bucket)| bucket) {
+            counters.add(&bucket.counters);
+            if let Some(bucket_sketch) = &bucket.sketch {
+                match &mut sketch {
+                    Some(union) => union.merge(bucket_sketch),
+                    None => sketch = Some(bucket_sketch.clone()),
+                }
+            }
+        }
+        (counters, sketch)
+    }
+
+    /// Drops buckets that start before `before_ms` (retention).
+    pub fn expire(&mut self, before_ms: i64) {
+        for buckets in self.cells.values_mut() {
+            *buckets = buckets.split_off(&before_ms);
+        }
+        self.cells.retain(|_, buckets| !buckets.is_empty());
+    }
+}
+
+fn metric_key(metric: &Metric) -> Option<&Arc<str>> {
+    match metric {
+        Metric::UniqueConversions(key)
+        | Metric::TotalConversions(key)
+        | Metric::ValueSumMicros(key)
+        | Metric::ValueSumSquaresMicros(key)
+        | Metric::SessionsWithConversion(key) => Some(key),
+        _ => None,
+    }
+}
+
+/// Each contribution counts in the variation's total and in one group per
+/// breakdown attribute.
+fn groups_of(breakdown: &[(Arc<str>, Arc<str>)]) -> impl Iterator<Item = Group> + '_ {
+    std::iter::once(Group::Total).chain(breakdown.iter().map(|(attribute, value)| {
+        Group::Breakdown {
+            attribute: Arc::clone(attribute),
+            value: Arc::clone(value),
+        }
+    }))
+}
+
+/// A batch of changes from one session actor for one project.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentBatch {
+    pub project: Arc<str>,
+    pub precision: u8,
+    pub entries: Vec<Entry>,
+    pub active: Vec<(ActiveCell, u64)>,
+}
+
+impl SegmentBatch {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.active.is_empty()
+    }
+}
+
+/// Aggregates of every experiment a segment actor is responsible for.
+#[derive(Debug, Default)]
+pub struct SegmentStore {
+    experiments: HashMap<(Arc<str>, Arc<str>), ExperimentAggregates>,
+}
+
+impl SegmentStore {
+    pub fn apply(&mut self, batch: &SegmentBatch) {
+        for entry in &batch.entries {
+            self.experiment_mut(&batch.project, &entry.experiment, batch.precision)
+                .apply_entry(entry);
+        }
+        for (cell, visitor_hash) in &batch.active {
+            self.experiment_mut(&batch.project, &cell.experiment, batch.precision)
+                .apply_active(cell, *visitor_hash);
+        }
+    }
+
+    fn experiment_mut(
+        &mut self,
+        project: &Arc<str>,
+        experiment: &Arc<str>,
+        precision: u8,
+    ) -> &mut ExperimentAggregates {
+        self.experiments
+            .entry((Arc::clone(project), Arc::clone(experiment)))
+            .or_insert_with(|| ExperimentAggregates::new(precision))
+    }
+
+    pub fn experiment(&self, project: &str, experiment: &str) -> Option<&ExperimentAggregates> {
+        // Borrowed-tuple lookups need owned keys with HashMap; experiments
+        // are few, so building the key is cheap next to a query.
+        self.experiments
+            .get(&(Arc::from(project), Arc::from(experiment)))
+    }
+
+    /// Experiments of a project, sorted.
+    pub fn experiments_of(&self, project: &str) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = self
+            .experiments
+            .keys()
+            .filter(|(name, _)| **name == *project)
+            .map(|(_, experiment)| Arc::clone(experiment))
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn cell_count(&self) -> usize {
+        self.experiments
+            .values()
+            .flat_map(|experiment| experiment.cells.values())
+            .map(BTreeMap::len)
+            .sum()
+    }
+
+    /// Drops a project's buckets older than its retention.
+    pub fn expire(&mut self, project: &str, before_ms: i64) {
+        for ((name, _), experiment) in self.experiments.iter_mut() {
+            if **name == *project {
+                experiment.expire(before_ms);
+            }
+        }
+    }
+}

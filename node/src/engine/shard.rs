@@ -1,0 +1,236 @@
+//! The state of one shard: every visitor of every project that hashes to it.
+//! Pure and synchronous; the session actor owns one `ShardState` and feeds it
+//! messages.
+
+use super::contribution::{difference, Contribution, Difference};
+use super::segment::SegmentBatch;
+use super::visitor::{Insert, Visitor};
+use crate::event::{RejectReason, VisitorEvent};
+use crate::hashing;
+use crate::project::ProjectConfig;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What became of one event sent to a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Rejected(RejectReason),
+}
+
+/// Collects the changes a shard produces, per segment actor and project.
+#[derive(Debug)]
+pub struct DeltaSink {
+    segment_count: usize,
+    batches: HashMap<(usize, Arc<str>), SegmentBatch>,
+}
+
+impl DeltaSink {
+    pub fn new(segment_count: usize) -> Self {
+        assert!(segment_count > 0);
+        DeltaSink {
+            segment_count,
+            batches: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, project: &ProjectConfig, visitor_hash: u64, change: Difference) {
+        for entry in change.entries {
+            self.batch(project, &entry.experiment).entries.push(entry);
+        }
+        for cell in change.active_added {
+            self.batch(project, &cell.experiment)
+                .active
+                .push((cell, visitor_hash));
+        }
+    }
+
+    fn batch(&mut self, project: &ProjectConfig, experiment: &str) -> &mut SegmentBatch {
+        let segment = hashing::segment_of(&project.name, experiment, self.segment_count);
+        self.batches
+            .entry((segment, Arc::clone(&project.name)))
+            .or_insert_with(|| SegmentBatch {
+                project: Arc::clone(&project.name),
+                precision: project.settings.hll_precision,
+                ..SegmentBatch::default()
+            })
+    }
+
+    /// The batches collected so far, by segment index.
+    pub fn drain(&mut self) -> Vec<(usize, SegmentBatch)> {
+        self.batches
+            .drain()
+            .map(|((segment, _), batch)| (segment, batch))
+            .filter(|(_, batch)| !batch.is_empty())
+            .collect()
+    }
+}
+
+/// (project, visitor id).
+type VisitorKey = (Arc<str>, Box<str>);
+
+#[derive(Debug)]
+struct ProjectShard {
+    config: Arc<ProjectConfig>,
+    visitors: HashMap<Box<str>, Visitor>,
+}
+
+/// Every visitor of one shard.
+#[derive(Debug, Default)]
+pub struct ShardState {
+    projects: HashMap<Arc<str>, ProjectShard>,
+}
+
+impl ShardState {
+    pub fn visitor_count(&self) -> usize {
+        self.projects
+            .values()
+            .map(|project| project.visitors.len())
+            .sum()
+    }
+
+    /// Applies events in order; answers one outcome per event.
+    pub fn apply(
+        &mut self,
+        now_ms: i64,
+        events: Vec<VisitorEvent>,
+        sink: &mut DeltaSink,
+    ) -> Vec<Outcome> {
+        let mut outcomes = vec![Outcome::Accepted; events.len()];
+        // Group by visitor so each visitor is re-evaluated once per message.
+        let mut by_visitor: HashMap<VisitorKey, Vec<(usize, VisitorEvent)>> = HashMap::new();
+        for (index, event) in events.into_iter().enumerate() {
+            let key = (Arc::clone(&event.project.name), event.visitor.clone());
+            by_visitor.entry(key).or_default().push((index, event));
+        }
+        for ((project_name, visitor_id), events) in by_visitor {
+            let config = newest_config(&events);
+            self.reconfigure(&config, sink);
+            let project = self
+                .projects
+                .get_mut(&project_name)
+                .expect("reconfigure created it");
+            let config = Arc::clone(&project.config);
+            let visitor = project.visitors.entry(visitor_id.clone()).or_default();
+            let accepted_any = apply_to_visitor(
+                &config,
+                now_ms,
+                &visitor_id,
+                visitor,
+                events,
+                &mut outcomes,
+                sink,
+            );
+            if !accepted_any && visitor.is_empty() {
+                project.visitors.remove(&visitor_id);
+            }
+        }
+        outcomes
+    }
+
+    /// Brings a project to `config`, re-evaluating every visitor when the
+    /// change affects contributions. Older versions are ignored.
+    pub fn reconfigure(&mut self, config: &Arc<ProjectConfig>, sink: &mut DeltaSink) {
+        let project = self
+            .projects
+            .entry(Arc::clone(&config.name))
+            .or_insert_with(|| ProjectShard {
+                config: Arc::clone(config),
+                visitors: HashMap::new(),
+            });
+        if project.config.version >= config.version {
+            return;
+        }
+        let previous = std::mem::replace(&mut project.config, Arc::clone(config));
+        if !previous.settings.changes_contributions(&config.settings) {
+            return;
+        }
+        for (visitor_id, visitor) in &project.visitors {
+            let before = visitor.contribute(&previous.settings);
+            let after = visitor.contribute(&config.settings);
+            push_difference(config, visitor_id, &before, &after, sink);
+        }
+    }
+
+    /// Freezes what can no longer change and forgets visitors idle for
+    /// longer than their project's retention.
+    pub fn maintain(&mut self, now_ms: i64) {
+        for project in self.projects.values_mut() {
+            let settings = &project.config.settings;
+            let forget_before_ms = now_ms - settings.retention_ms;
+            project.visitors.retain(|_, visitor| {
+                visitor.freeze(settings, now_ms);
+                visitor.last_event_ms() >= forget_before_ms
+            });
+        }
+    }
+}
+
+fn newest_config(events: &[(usize, VisitorEvent)]) -> Arc<ProjectConfig> {
+    let newest = events
+        .iter()
+        .map(|(_, event)| &event.project)
+        .max_by_key(|config| config.version)
+        .expect("grouped events are never empty");
+    Arc::clone(newest)
+}
+
+fn apply_to_visitor(
+    config: &Arc<ProjectConfig>,
+    now_ms: i64,
+    visitor_id: &str,
+    visitor: &mut Visitor,
+    events: Vec<(usize, VisitorEvent)>,
+    outcomes: &mut [Outcome],
+    sink: &mut DeltaSink,
+) -> bool {
+    let settings = &config.settings;
+    visitor.freeze(settings, now_ms);
+    let before = visitor.contribute(settings);
+    let mut accepted_any = false;
+    let horizon_ms = now_ms - settings.allowed_lateness_ms;
+    for (index, event) in events {
+        // Validation checked the horizon already, against an earlier "now";
+        // this check is the one that guarantees frozen sessions stay frozen.
+        if event.event.ts_ms < horizon_ms {
+            outcomes[index] = Outcome::Rejected(RejectReason::TooLate {
+                ts_ms: event.event.ts_ms,
+                now_ms,
+                allowed_lateness_ms: settings.allowed_lateness_ms,
+            });
+            continue;
+        }
+        outcomes[index] = match visitor.insert(event.event) {
+            Insert::Accepted => {
+                accepted_any = true;
+                Outcome::Accepted
+            }
+            Insert::Duplicate => Outcome::Duplicate,
+            Insert::Full => Outcome::Rejected(RejectReason::VisitorEventLimit),
+        };
+    }
+    if accepted_any {
+        let after = visitor.contribute(settings);
+        push_difference(config, visitor_id, &before, &after, sink);
+    }
+    accepted_any
+}
+
+fn push_difference(
+    config: &ProjectConfig,
+    visitor_id: &str,
+    before: &Contribution,
+    after: &Contribution,
+    sink: &mut DeltaSink,
+) {
+    let change = difference(before, after);
+    if change.is_empty() {
+        return;
+    }
+    sink.push(
+        config,
+        hashing::sketch_hash_of(&config.name, visitor_id),
+        change,
+    );
+}

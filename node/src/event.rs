@@ -1,0 +1,419 @@
+//! The internal event and its validation from the wire event.
+//!
+//! `sessiondb_protocol::Event` is what clients send; `Event` here is what the
+//! engine works with: times in ms, values in micro-units, names shared
+//! (`Arc<str>`), attributes sorted. Validation is the only way to build one,
+//! so the engine can rely on every bound in `limits`.
+
+use crate::limits;
+use crate::project::ProjectConfig;
+use sessiondb_protocol as wire;
+use std::sync::Arc;
+
+/// The kind of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Pageview,
+    Click,
+    Custom,
+    Decision,
+}
+
+/// (name, value) or (experiment, variation) pairs.
+pub type NamePairs = Vec<(Arc<str>, Arc<str>)>;
+
+/// A validated event of one visitor, as the session actors keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: Box<str>,
+    pub ts_ms: i64,
+    pub kind: EventKind,
+    pub key: Option<Arc<str>>,
+    /// `round(value × 10⁶)`; 0 when the event has no value.
+    pub value_micros: i64,
+    /// Sorted by name. Kept only on events that carry decisions: only an
+    /// exposure event's attributes matter (breakdowns).
+    pub attributes: Vec<(Arc<str>, Arc<str>)>,
+    /// (experiment, variation) in the order the client sent them.
+    pub decisions: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl Event {
+    /// The total order of a visitor's events: time, then id (SPEC §4 ties).
+    pub fn order_key(&self) -> (i64, &str) {
+        (self.ts_ms, &self.id)
+    }
+
+    pub fn attribute(&self, name: &str) -> Option<&Arc<str>> {
+        self.attributes
+            .binary_search_by(|(attribute, _)| attribute.as_ref().cmp(name))
+            .ok()
+            .map(|index| &self.attributes[index].1)
+    }
+}
+
+/// An event addressed to its visitor in its project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitorEvent {
+    pub project: Arc<ProjectConfig>,
+    pub visitor: Box<str>,
+    pub event: Event,
+}
+
+/// Why an event was rejected. `code()` is the stable wire reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("`id` is empty")]
+    EmptyId,
+    #[error("`id` is {bytes} bytes; the limit is {max}", max = limits::ID_BYTES_MAX)]
+    IdTooLong { bytes: usize },
+    #[error("`visitor` is empty")]
+    EmptyVisitor,
+    #[error("`visitor` is {bytes} bytes; the limit is {max}", max = limits::VISITOR_BYTES_MAX)]
+    VisitorTooLong { bytes: usize },
+    #[error("project `{project}` does not exist; create it first (POST /v1/projects)")]
+    UnknownProject { project: String },
+    #[error("`ts` {text} is not ms since the epoch nor an RFC 3339 time")]
+    InvalidTimestamp { text: String },
+    #[error("`ts` {ts_ms} is older than now ({now_ms}) minus allowed lateness ({allowed_lateness_ms} ms)")]
+    TooLate {
+        ts_ms: i64,
+        now_ms: i64,
+        allowed_lateness_ms: i64,
+    },
+    #[error("`ts` {ts_ms} is later than now ({now_ms}) plus future skew ({future_skew_ms} ms)")]
+    TooEarly {
+        ts_ms: i64,
+        now_ms: i64,
+        future_skew_ms: i64,
+    },
+    #[error("a custom event needs a `key`")]
+    MissingKey,
+    #[error("`key` must be 1-{max} bytes", max = limits::KEY_BYTES_MAX)]
+    KeyTooLong,
+    #[error("a decision event needs at least one entry in `decisions`")]
+    MissingDecision,
+    #[error("{count} decisions; the limit is {max}", max = limits::DECISIONS_MAX)]
+    TooManyDecisions { count: usize },
+    #[error("decision {index}: experiment and variation must be 1-{max} bytes", max = limits::DECISION_NAME_BYTES_MAX)]
+    InvalidDecision { index: usize },
+    #[error("{count} attributes; the limit is {max}", max = limits::ATTRIBUTES_MAX)]
+    TooManyAttributes { count: usize },
+    #[error("attribute `{name}`: names are 1-{name_max} bytes and values at most {value_max} bytes", name_max = limits::ATTRIBUTE_NAME_BYTES_MAX, value_max = limits::ATTRIBUTE_VALUE_BYTES_MAX)]
+    AttributeTooLong { name: String },
+    #[error("`value` must be finite with |value| ≤ {max:e}", max = limits::VALUE_ABS_MAX)]
+    InvalidValue,
+    #[error("the visitor already holds {max} events inside the lateness horizon", max = limits::VISITOR_EVENTS_MAX)]
+    VisitorEventLimit,
+    #[error("the shard's queue stayed full; retry later")]
+    Overloaded,
+}
+
+impl RejectReason {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::Malformed(_) => "malformed_event",
+            RejectReason::EmptyId => "empty_id",
+            RejectReason::IdTooLong { .. } => "id_too_long",
+            RejectReason::EmptyVisitor => "empty_visitor",
+            RejectReason::VisitorTooLong { .. } => "visitor_too_long",
+            RejectReason::UnknownProject { .. } => "unknown_project",
+            RejectReason::InvalidTimestamp { .. } => "invalid_timestamp",
+            RejectReason::TooLate { .. } => "too_late",
+            RejectReason::TooEarly { .. } => "too_early",
+            RejectReason::MissingKey => "missing_key",
+            RejectReason::KeyTooLong => "key_too_long",
+            RejectReason::MissingDecision => "missing_decision",
+            RejectReason::TooManyDecisions { .. } => "too_many_decisions",
+            RejectReason::InvalidDecision { .. } => "invalid_decision",
+            RejectReason::TooManyAttributes { .. } => "too_many_attributes",
+            RejectReason::AttributeTooLong { .. } => "attribute_too_long",
+            RejectReason::InvalidValue => "invalid_value",
+            RejectReason::VisitorEventLimit => "visitor_event_limit",
+            RejectReason::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// Looks up projects for validation.
+pub trait ProjectLookup {
+    fn project(&self, name: &str) -> Option<Arc<ProjectConfig>>;
+}
+
+/// Validates one wire event against the limits and its project's horizon.
+pub fn validate(
+    event: wire::Event,
+    projects: &impl ProjectLookup,
+    now_ms: i64,
+) -> Result<VisitorEvent, RejectReason> {
+    check_identity(&event)?;
+    let project = projects
+        .project(&event.project)
+        .ok_or_else(|| RejectReason::UnknownProject {
+            project: event.project.clone(),
+        })?;
+    let ts_ms = parse_timestamp(&event.ts)?;
+    check_horizon(ts_ms, now_ms, &project)?;
+    let kind = kind_of(event.event_type);
+    let key = check_key(event.key.as_deref(), kind)?;
+    let value_micros = value_to_micros(event.value)?;
+    let decisions = check_decisions(&event.decisions, kind)?;
+    let attributes = check_attributes(event.attributes)?;
+    // Only an exposure event's attributes are ever read; dropping the rest
+    // keeps visitor state small.
+    let attributes = if decisions.is_empty() {
+        Vec::new()
+    } else {
+        attributes
+    };
+    Ok(VisitorEvent {
+        project,
+        visitor: event.visitor.into_boxed_str(),
+        event: Event {
+            id: event.id.into_boxed_str(),
+            ts_ms,
+            kind,
+            key,
+            value_micros,
+            attributes,
+            decisions,
+        },
+    })
+}
+
+fn check_identity(event: &wire::Event) -> Result<(), RejectReason> {
+    if event.id.is_empty() {
+        return Err(RejectReason::EmptyId);
+    }
+    if event.id.len() > limits::ID_BYTES_MAX {
+        return Err(RejectReason::IdTooLong {
+            bytes: event.id.len(),
+        });
+    }
+    if event.visitor.is_empty() {
+        return Err(RejectReason::EmptyVisitor);
+    }
+    if event.visitor.len() > limits::VISITOR_BYTES_MAX {
+        return Err(RejectReason::VisitorTooLong {
+            bytes: event.visitor.len(),
+        });
+    }
+    Ok(())
+}
+
+pub fn parse_timestamp(ts: &wire::Timestamp) -> Result<i64, RejectReason> {
+    match ts {
+        wire::Timestamp::Milliseconds(ms) => Ok(*ms),
+        wire::Timestamp::Rfc3339(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|time| time.timestamp_millis())
+            .map_err(|_| RejectReason::InvalidTimestamp { text: text.clone() }),
+    }
+}
+
+fn check_horizon(ts_ms: i64, now_ms: i64, project: &ProjectConfig) -> Result<(), RejectReason> {
+    let settings = &project.settings;
+    if ts_ms < now_ms.saturating_sub(settings.allowed_lateness_ms) {
+        return Err(RejectReason::TooLate {
+            ts_ms,
+            now_ms,
+            allowed_lateness_ms: settings.allowed_lateness_ms,
+        });
+    }
+    if ts_ms > now_ms.saturating_add(settings.future_skew_ms) {
+        return Err(RejectReason::TooEarly {
+            ts_ms,
+            now_ms,
+            future_skew_ms: settings.future_skew_ms,
+        });
+    }
+    Ok(())
+}
+
+fn kind_of(event_type: wire::EventType) -> EventKind {
+    match event_type {
+        wire::EventType::Pageview => EventKind::Pageview,
+        wire::EventType::Click => EventKind::Click,
+        wire::EventType::Custom => EventKind::Custom,
+        wire::EventType::Decision => EventKind::Decision,
+    }
+}
+
+fn check_key(key: Option<&str>, kind: EventKind) -> Result<Option<Arc<str>>, RejectReason> {
+    match key {
+        None if kind == EventKind::Custom => Err(RejectReason::MissingKey),
+        None => Ok(None),
+        Some(key) if key.is_empty() || key.len() > limits::KEY_BYTES_MAX => {
+            Err(RejectReason::KeyTooLong)
+        }
+        Some(key) => Ok(Some(Arc::from(key))),
+    }
+}
+
+/// Converts a value to micro-units, rounding half away from zero.
+pub fn value_to_micros(value: Option<f64>) -> Result<i64, RejectReason> {
+    let Some(value) = value else { return Ok(0) };
+    if !value.is_finite() || value.abs() > limits::VALUE_ABS_MAX {
+        return Err(RejectReason::InvalidValue);
+    }
+    let micros = (value * 1e6).round();
+    debug_assert!(micros.abs() <= 1e18);
+    Ok(micros as i64)
+}
+
+fn check_decisions(
+    decisions: &[wire::Decision],
+    kind: EventKind,
+) -> Result<NamePairs, RejectReason> {
+    if kind == EventKind::Decision && decisions.is_empty() {
+        return Err(RejectReason::MissingDecision);
+    }
+    if decisions.len() > limits::DECISIONS_MAX {
+        return Err(RejectReason::TooManyDecisions {
+            count: decisions.len(),
+        });
+    }
+    let name_valid = |name: &str| !name.is_empty() && name.len() <= limits::DECISION_NAME_BYTES_MAX;
+    decisions
+        .iter()
+        .enumerate()
+        .map(|(index, decision)| {
+            if name_valid(&decision.experiment) && name_valid(&decision.variation) {
+                Ok((
+                    Arc::from(decision.experiment.as_str()),
+                    Arc::from(decision.variation.as_str()),
+                ))
+            } else {
+                Err(RejectReason::InvalidDecision { index })
+            }
+        })
+        .collect()
+}
+
+fn check_attributes(
+    attributes: std::collections::BTreeMap<String, String>,
+) -> Result<NamePairs, RejectReason> {
+    if attributes.len() > limits::ATTRIBUTES_MAX {
+        return Err(RejectReason::TooManyAttributes {
+            count: attributes.len(),
+        });
+    }
+    // BTreeMap iterates in name order, which `Event::attribute` relies on.
+    attributes
+        .into_iter()
+        .map(|(name, value)| {
+            let name_valid = !name.is_empty() && name.len() <= limits::ATTRIBUTE_NAME_BYTES_MAX;
+            if !name_valid || value.len() > limits::ATTRIBUTE_VALUE_BYTES_MAX {
+                return Err(RejectReason::AttributeTooLong { name });
+            }
+            Ok((Arc::from(name), Arc::from(value)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::{ProjectRegistry, SettingsPatch};
+
+    impl ProjectLookup for ProjectRegistry {
+        fn project(&self, name: &str) -> Option<Arc<ProjectConfig>> {
+            self.get(name)
+        }
+    }
+
+    fn wire_event() -> wire::Event {
+        wire::Event {
+            id: "e1".into(),
+            project: "shop".into(),
+            visitor: "v1".into(),
+            ts: wire::Timestamp::Milliseconds(1_000_000),
+            event_type: wire::EventType::Decision,
+            key: None,
+            value: Some(12.345_678_9),
+            attributes: [("browser".to_string(), "firefox".to_string())].into(),
+            decisions: vec![wire::Decision {
+                experiment: "x".into(),
+                variation: "a".into(),
+            }],
+        }
+    }
+
+    fn registry() -> ProjectRegistry {
+        let registry = ProjectRegistry::default();
+        registry.create("shop", &SettingsPatch::default()).unwrap();
+        registry
+    }
+
+    #[test]
+    fn valid_event_is_normalised() {
+        let event = validate(wire_event(), &registry(), 1_000_000).unwrap();
+        assert_eq!(event.event.value_micros, 12_345_679);
+        assert_eq!(
+            event.event.attribute("browser").map(|value| &**value),
+            Some("firefox")
+        );
+        assert_eq!(event.event.decisions.len(), 1);
+    }
+
+    #[test]
+    fn each_bound_has_its_reason() {
+        let registry = registry();
+        let check = |change: &dyn Fn(&mut wire::Event), code: &str| {
+            let mut event = wire_event();
+            change(&mut event);
+            let error = validate(event, &registry, 1_000_000).unwrap_err();
+            assert_eq!(error.code(), code, "{error}");
+        };
+        check(&|event| event.id = "x".repeat(129), "id_too_long");
+        check(&|event| event.visitor.clear(), "empty_visitor");
+        check(&|event| event.project = "nope".into(), "unknown_project");
+        check(
+            &|event| event.ts = wire::Timestamp::Milliseconds(1_000_000 - 86_400_001),
+            "too_late",
+        );
+        check(
+            &|event| event.ts = wire::Timestamp::Milliseconds(2_000_000),
+            "too_early",
+        );
+        check(
+            &|event| event.ts = wire::Timestamp::Rfc3339("yesterday".into()),
+            "invalid_timestamp",
+        );
+        check(&|event| event.decisions.clear(), "missing_decision");
+        check(&|event| event.value = Some(f64::NAN), "invalid_value");
+        check(&|event| event.value = Some(2e12), "invalid_value");
+        check(
+            &|event| {
+                event.event_type = wire::EventType::Custom;
+                event.key = None;
+            },
+            "missing_key",
+        );
+        check(
+            &|event| {
+                for index in 0..33 {
+                    event.attributes.insert(format!("a{index}"), "v".into());
+                }
+            },
+            "too_many_attributes",
+        );
+        check(
+            &|event| {
+                event.attributes.insert("long".into(), "v".repeat(257));
+            },
+            "attribute_too_long",
+        );
+    }
+
+    #[test]
+    fn rfc3339_timestamps_are_accepted() {
+        let mut event = wire_event();
+        event.ts = wire::Timestamp::Rfc3339("1970-01-01T00:16:40Z".into());
+        assert_eq!(
+            validate(event, &registry(), 1_000_000).unwrap().event.ts_ms,
+            1_000_000
+        );
+    }
+}

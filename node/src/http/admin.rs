@@ -1,0 +1,48 @@
+//! Health, status and the test clock.
+
+use super::error::ApiError;
+use super::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use sessiondb_protocol as wire;
+
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    let status = state.engine.status().await;
+    HttpResponse::Ok().json(wire::NodeStatus {
+        node_id: state.node_id,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        shards: status.shards,
+        projects: status.projects as u64,
+        live_visitors: status.live_visitors,
+        events_accepted: status.events_accepted,
+        events_duplicate: status.events_duplicate,
+        events_rejected: status.events_rejected,
+        now_ms: status.now_ms,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetClock {
+    now_ms: i64,
+}
+
+/// Moves a manual clock. Refused unless the node runs one (`--manual-clock`).
+pub async fn set_clock(
+    state: web::Data<AppState>,
+    body: web::Json<SetClock>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(clock) = state.engine.clock().as_manual() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "clock_not_manual",
+            "this node runs on the system clock; start it with --manual-clock to set time",
+        ));
+    };
+    clock.set_ms(body.now_ms);
+    Ok(HttpResponse::Ok().json(serde_json::json!({"now_ms": body.now_ms})))
+}

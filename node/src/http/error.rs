@@ -1,0 +1,76 @@
+//! Every HTTP error is a JSON `ErrorResponse` with a stable code.
+
+use crate::engine::query::QueryError;
+use crate::project::ProjectError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use sessiondb_protocol::ErrorResponse;
+
+/// An error answer: status, stable code, human message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(ErrorResponse {
+            error: self.code.to_string(),
+            message: self.message.clone(),
+        })
+    }
+}
+
+impl From<ProjectError> for ApiError {
+    fn from(error: ProjectError) -> Self {
+        let (status, code) = match &error {
+            ProjectError::Unknown { .. } => (StatusCode::NOT_FOUND, "unknown_project"),
+            ProjectError::Exists { .. } => (StatusCode::CONFLICT, "project_exists"),
+            ProjectError::InvalidName { .. } => (StatusCode::BAD_REQUEST, "invalid_project_name"),
+            ProjectError::InvalidSetting { .. } => (StatusCode::BAD_REQUEST, "invalid_settings"),
+            ProjectError::Immutable { .. } => (StatusCode::BAD_REQUEST, "immutable_setting"),
+            ProjectError::TooMany => (StatusCode::BAD_REQUEST, "too_many_projects"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        let (status, code) = match &error {
+            QueryError::UnknownProject { .. } => (StatusCode::NOT_FOUND, "unknown_project"),
+            QueryError::UnknownExperiment { .. } => (StatusCode::NOT_FOUND, "unknown_experiment"),
+            QueryError::UnalignedRange { .. } => (StatusCode::BAD_REQUEST, "unaligned_range"),
+            QueryError::InvalidRange { .. } => (StatusCode::BAD_REQUEST, "invalid_range"),
+            QueryError::TooManyBuckets { .. } => (StatusCode::BAD_REQUEST, "range_too_long"),
+            QueryError::UnknownBreakdown { .. } => (StatusCode::BAD_REQUEST, "unknown_breakdown"),
+            QueryError::UnknownBaseline { .. } => (StatusCode::BAD_REQUEST, "unknown_baseline"),
+            QueryError::TooManyKeys { .. } => (StatusCode::BAD_REQUEST, "too_many_keys"),
+            QueryError::InvalidInterval { .. } => (StatusCode::BAD_REQUEST, "invalid_interval"),
+            QueryError::TooManyPoints { .. } => (StatusCode::BAD_REQUEST, "too_many_points"),
+            QueryError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}

@@ -1,0 +1,56 @@
+//! The HTTP API (`docs/api.md`). Handlers convert wire types
+//! (`sessiondb_protocol`) to internal ones and back; nothing below this
+//! module sees JSON.
+
+mod admin;
+pub mod error;
+pub mod ingest;
+mod projects;
+mod query;
+
+use crate::engine::Engine;
+use actix_web::web;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub node_id: u64,
+}
+
+/// Bodies of small JSON requests (projects, clock) are far below this.
+const SMALL_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Registers every route and the JSON error handlers.
+pub fn configure(config: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default()
+        .limit(SMALL_BODY_BYTES_MAX)
+        .error_handler(|error, _| {
+            ApiError::bad_request("malformed_json", error.to_string()).into()
+        });
+    let query = web::QueryConfig::default()
+        .error_handler(|error, _| ApiError::bad_request("invalid_query", error.to_string()).into());
+    let path = web::PathConfig::default()
+        .error_handler(|error, _| ApiError::bad_request("invalid_path", error.to_string()).into());
+    config
+        .app_data(json)
+        .app_data(query)
+        .app_data(path)
+        .route("/v1/health", web::get().to(admin::health))
+        .route("/v1/status", web::get().to(admin::status))
+        .route("/v1/admin/clock", web::post().to(admin::set_clock))
+        .route("/v1/events", web::post().to(ingest::post_events))
+        .route("/v1/projects", web::post().to(projects::create))
+        .route("/v1/projects", web::get().to(projects::list))
+        .route("/v1/projects/{name}", web::get().to(projects::show))
+        .route("/v1/projects/{name}", web::patch().to(projects::configure))
+        .route(
+            "/v1/projects/{project}/experiments/{experiment}/results",
+            web::get().to(query::results),
+        )
+        .route(
+            "/v1/projects/{project}/experiments/{experiment}/timeseries",
+            web::get().to(query::time_series),
+        );
+}

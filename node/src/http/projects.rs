@@ -1,0 +1,103 @@
+//! Project administration: create, list, show, configure.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::project::{ProjectConfig, SettingsPatch};
+use actix_web::{web, HttpResponse};
+use sessiondb_protocol as wire;
+
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Json<wire::CreateProject>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let config = state
+        .engine
+        .create_project(&body.name, &patch_of(body.settings))?;
+    Ok(HttpResponse::Created().json(project_of(&config, Vec::new())))
+}
+
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut projects = Vec::new();
+    for config in state.engine.projects().list() {
+        projects.push(project_with_experiments(&state, &config).await?);
+    }
+    Ok(HttpResponse::Ok().json(wire::ProjectList { projects }))
+}
+
+pub async fn show(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let config = state.engine.projects().get(&name).ok_or_else(|| {
+        crate::project::ProjectError::Unknown {
+            name: name.to_string(),
+        }
+    })?;
+    Ok(HttpResponse::Ok().json(project_with_experiments(&state, &config).await?))
+}
+
+pub async fn configure(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Json<wire::ProjectSettingsPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let config = state
+        .engine
+        .configure_project(&name, &patch_of(body.into_inner()))
+        .await?;
+    Ok(HttpResponse::Ok().json(project_with_experiments(&state, &config).await?))
+}
+
+async fn project_with_experiments(
+    state: &AppState,
+    config: &ProjectConfig,
+) -> Result<wire::Project, ApiError> {
+    let experiments = state
+        .engine
+        .experiments(&config.name)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name.to_string())
+        .collect();
+    Ok(project_of(config, experiments))
+}
+
+fn patch_of(patch: wire::ProjectSettingsPatch) -> SettingsPatch {
+    SettingsPatch {
+        session_gap_ms: patch.session_gap_ms,
+        session_max_ms: patch.session_max_ms,
+        midnight_split: patch.midnight_split,
+        time_zone: patch.time_zone,
+        allowed_lateness_ms: patch.allowed_lateness_ms,
+        future_skew_ms: patch.future_skew_ms,
+        bucket_ms: patch.bucket_ms,
+        hll_precision: patch.hll_precision,
+        retention_ms: patch.retention_ms,
+        breakdown_attributes: patch.breakdown_attributes,
+    }
+}
+
+fn project_of(config: &ProjectConfig, experiments: Vec<String>) -> wire::Project {
+    let settings = &config.settings;
+    wire::Project {
+        name: config.name.to_string(),
+        settings: wire::ProjectSettings {
+            session_gap_ms: settings.session_gap_ms,
+            session_max_ms: settings.session_max_ms,
+            midnight_split: settings.midnight_split,
+            time_zone: settings.time_zone.name().to_string(),
+            allowed_lateness_ms: settings.allowed_lateness_ms,
+            future_skew_ms: settings.future_skew_ms,
+            bucket_ms: settings.bucket_ms,
+            hll_precision: settings.hll_precision,
+            retention_ms: settings.retention_ms,
+            breakdown_attributes: settings
+                .breakdown_attributes
+                .iter()
+                .map(|name| name.to_string())
+                .collect(),
+        },
+        experiments,
+    }
+}

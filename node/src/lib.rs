@@ -1,0 +1,27 @@
+//! SessionDB node: a clustered, in-memory counting database for
+//! experimentation and product analytics (see `docs/architecture.md`).
+//!
+//! Layers, each depending only on the ones above it:
+//!
+//! - `limits`, `clock`, `hashing`: named bounds, the injectable clock,
+//!   stable hashes.
+//! - `project`: projects and their settings.
+//! - `event`: the internal event and validation from the wire event.
+//! - `stats`: the statistics of a results page (pure math).
+//! - `engine`: session actors, segment actors, queries — behind `Engine`.
+//! - `http`: the HTTP API; the only module that knows the wire types'
+//!   JSON shape besides `event` validation.
+//! - `server`, `cli`, `demo`: the process: configuration, listener,
+//!   shutdown, the synthetic workload.
+
+pub mod cli;
+pub mod clock;
+pub mod demo;
+pub mod engine;
+pub mod event;
+pub mod hashing;
+pub mod http;
+pub mod limits;
+pub mod project;
+pub mod server;
+pub mod stats;

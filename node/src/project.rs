@@ -1,0 +1,409 @@
+//! Projects: tenants with their own settings (SPEC §4) and the registry that
+//! holds them.
+//!
+//! The registry is the node's view of project configuration. With the Cluster
+//! issue it becomes a read view of the placement state machine; callers only
+//! see `ProjectRegistry`, so that change stays inside this module.
+
+use crate::limits;
+use chrono_tz::Tz;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 60 * MINUTE_MS;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Settings of one project, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub session_gap_ms: i64,
+    pub session_max_ms: i64,
+    pub midnight_split: bool,
+    pub time_zone: Tz,
+    pub allowed_lateness_ms: i64,
+    pub future_skew_ms: i64,
+    pub bucket_ms: i64,
+    pub hll_precision: u8,
+    pub retention_ms: i64,
+    pub breakdown_attributes: Vec<Arc<str>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            session_gap_ms: 30 * MINUTE_MS,
+            session_max_ms: DAY_MS,
+            midnight_split: false,
+            time_zone: Tz::UTC,
+            allowed_lateness_ms: DAY_MS,
+            future_skew_ms: 5 * MINUTE_MS,
+            bucket_ms: HOUR_MS,
+            hll_precision: 14,
+            retention_ms: 30 * DAY_MS,
+            breakdown_attributes: ["browser", "device", "country", "campaign", "referrer"]
+                .into_iter()
+                .map(Arc::from)
+                .collect(),
+        }
+    }
+}
+
+/// A requested change of settings; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SettingsPatch {
+    pub session_gap_ms: Option<i64>,
+    pub session_max_ms: Option<i64>,
+    pub midnight_split: Option<bool>,
+    pub time_zone: Option<String>,
+    pub allowed_lateness_ms: Option<i64>,
+    pub future_skew_ms: Option<i64>,
+    pub bucket_ms: Option<i64>,
+    pub hll_precision: Option<u8>,
+    pub retention_ms: Option<i64>,
+    pub breakdown_attributes: Option<Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProjectError {
+    #[error("project `{name}` does not exist")]
+    Unknown { name: String },
+    #[error("project `{name}` already exists")]
+    Exists { name: String },
+    #[error("invalid project name `{name}`: use 1-{max} bytes of a-z, 0-9, `_` and `-`", max = limits::PROJECT_NAME_BYTES_MAX)]
+    InvalidName { name: String },
+    #[error("invalid setting `{field}`: {reason}")]
+    InvalidSetting { field: &'static str, reason: String },
+    #[error("setting `{field}` is fixed when the project is created")]
+    Immutable { field: &'static str },
+    #[error("too many projects: the limit is {max}", max = limits::PROJECTS_MAX)]
+    TooMany,
+}
+
+impl Settings {
+    /// Applies a patch to a copy of these settings and validates the result.
+    /// `creating` allows the fields that are fixed after creation.
+    pub fn patched(&self, patch: &SettingsPatch, creating: bool) -> Result<Settings, ProjectError> {
+        if !creating {
+            if patch.bucket_ms.is_some_and(|value| value != self.bucket_ms) {
+                return Err(ProjectError::Immutable { field: "bucket_ms" });
+            }
+            if patch
+                .hll_precision
+                .is_some_and(|value| value != self.hll_precision)
+            {
+                return Err(ProjectError::Immutable {
+                    field: "hll_precision",
+                });
+            }
+        }
+        let mut settings = self.clone();
+        if let Some(value) = patch.session_gap_ms {
+            settings.session_gap_ms = value;
+        }
+        if let Some(value) = patch.session_max_ms {
+            settings.session_max_ms = value;
+        }
+        if let Some(value) = patch.midnight_split {
+            settings.midnight_split = value;
+        }
+        if let Some(name) = &patch.time_zone {
+            settings.time_zone = name
+                .parse::<Tz>()
+                .map_err(|_| ProjectError::InvalidSetting {
+                    field: "time_zone",
+                    reason: format!("`{name}` is not an IANA time zone name (e.g. `Europe/Paris`)"),
+                })?;
+        }
+        if let Some(value) = patch.allowed_lateness_ms {
+            settings.allowed_lateness_ms = value;
+        }
+        if let Some(value) = patch.future_skew_ms {
+            settings.future_skew_ms = value;
+        }
+        if let Some(value) = patch.bucket_ms {
+            settings.bucket_ms = value;
+        }
+        if let Some(value) = patch.hll_precision {
+            settings.hll_precision = value;
+        }
+        if let Some(value) = patch.retention_ms {
+            settings.retention_ms = value;
+        }
+        if let Some(names) = &patch.breakdown_attributes {
+            settings.breakdown_attributes =
+                names.iter().map(|name| Arc::from(name.as_str())).collect();
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ProjectError> {
+        check_range("session_gap_ms", self.session_gap_ms, 1_000, DAY_MS)?;
+        check_range(
+            "session_max_ms",
+            self.session_max_ms,
+            self.session_gap_ms,
+            7 * DAY_MS,
+        )?;
+        check_range(
+            "allowed_lateness_ms",
+            self.allowed_lateness_ms,
+            0,
+            7 * DAY_MS,
+        )?;
+        check_range("future_skew_ms", self.future_skew_ms, 0, HOUR_MS)?;
+        check_range("bucket_ms", self.bucket_ms, MINUTE_MS, DAY_MS)?;
+        if DAY_MS % self.bucket_ms != 0 || self.bucket_ms % MINUTE_MS != 0 {
+            return Err(ProjectError::InvalidSetting {
+                field: "bucket_ms",
+                reason: "must be a whole number of minutes that divides one day".into(),
+            });
+        }
+        check_range("hll_precision", i64::from(self.hll_precision), 4, 18)?;
+        let retention_min_ms = self.allowed_lateness_ms + self.session_gap_ms;
+        check_range(
+            "retention_ms",
+            self.retention_ms,
+            retention_min_ms,
+            3650 * DAY_MS,
+        )?;
+        self.validate_breakdown_attributes()
+    }
+
+    fn validate_breakdown_attributes(&self) -> Result<(), ProjectError> {
+        let names = &self.breakdown_attributes;
+        if names.len() > limits::BREAKDOWN_ATTRIBUTES_MAX {
+            return Err(ProjectError::InvalidSetting {
+                field: "breakdown_attributes",
+                reason: format!("at most {} attributes", limits::BREAKDOWN_ATTRIBUTES_MAX),
+            });
+        }
+        for (index, name) in names.iter().enumerate() {
+            if name.is_empty() || name.len() > limits::ATTRIBUTE_NAME_BYTES_MAX {
+                return Err(ProjectError::InvalidSetting {
+                    field: "breakdown_attributes",
+                    reason: format!(
+                        "attribute names are 1-{} bytes",
+                        limits::ATTRIBUTE_NAME_BYTES_MAX
+                    ),
+                });
+            }
+            if names[..index].contains(name) {
+                return Err(ProjectError::InvalidSetting {
+                    field: "breakdown_attributes",
+                    reason: format!("`{name}` is listed twice"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a change from `self` to `other` changes how retained events
+    /// contribute to aggregates, so visitors must be re-evaluated.
+    pub fn changes_contributions(&self, other: &Settings) -> bool {
+        self.session_gap_ms != other.session_gap_ms
+            || self.session_max_ms != other.session_max_ms
+            || self.midnight_split != other.midnight_split
+            || self.time_zone != other.time_zone
+            || self.breakdown_attributes != other.breakdown_attributes
+    }
+
+    /// Start of the bucket holding `ts_ms`.
+    pub fn bucket_of(&self, ts_ms: i64) -> i64 {
+        ts_ms.div_euclid(self.bucket_ms) * self.bucket_ms
+    }
+}
+
+fn check_range(field: &'static str, value: i64, min: i64, max: i64) -> Result<(), ProjectError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ProjectError::InvalidSetting {
+        field,
+        reason: format!("{value} is outside [{min}, {max}]"),
+    })
+}
+
+/// A project's configuration at one version. Session actors keep the version
+/// they last applied, to notice changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectConfig {
+    pub name: Arc<str>,
+    pub settings: Settings,
+    pub version: u64,
+}
+
+pub fn validate_name(name: &str) -> Result<(), ProjectError> {
+    let valid_byte = |byte: u8| {
+        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-'
+    };
+    if name.is_empty()
+        || name.len() > limits::PROJECT_NAME_BYTES_MAX
+        || !name.bytes().all(valid_byte)
+    {
+        return Err(ProjectError::InvalidName {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// All projects known to this node.
+#[derive(Debug, Default)]
+pub struct ProjectRegistry {
+    projects: DashMap<Arc<str>, Arc<ProjectConfig>>,
+    version_last: AtomicU64,
+}
+
+impl ProjectRegistry {
+    pub fn get(&self, name: &str) -> Option<Arc<ProjectConfig>> {
+        self.projects
+            .get(name)
+            .map(|entry| Arc::clone(entry.value()))
+    }
+
+    pub fn list(&self) -> Vec<Arc<ProjectConfig>> {
+        let mut projects: Vec<_> = self
+            .projects
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
+            .collect();
+        projects.sort_by(|a, b| a.name.cmp(&b.name));
+        projects
+    }
+
+    pub fn len(&self) -> usize {
+        self.projects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.projects.is_empty()
+    }
+
+    pub fn create(
+        &self,
+        name: &str,
+        patch: &SettingsPatch,
+    ) -> Result<Arc<ProjectConfig>, ProjectError> {
+        validate_name(name)?;
+        let settings = Settings::default().patched(patch, true)?;
+        if self.projects.len() >= limits::PROJECTS_MAX {
+            return Err(ProjectError::TooMany);
+        }
+        let name: Arc<str> = Arc::from(name);
+        let config = Arc::new(ProjectConfig {
+            name: Arc::clone(&name),
+            settings,
+            version: self.next_version(),
+        });
+        match self.projects.entry(name) {
+            dashmap::Entry::Occupied(entry) => Err(ProjectError::Exists {
+                name: entry.key().to_string(),
+            }),
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(Arc::clone(&config));
+                Ok(config)
+            }
+        }
+    }
+
+    /// Returns the previous and the new configuration.
+    pub fn configure(
+        &self,
+        name: &str,
+        patch: &SettingsPatch,
+    ) -> Result<(Arc<ProjectConfig>, Arc<ProjectConfig>), ProjectError> {
+        let mut entry = self
+            .projects
+            .get_mut(name)
+            .ok_or_else(|| ProjectError::Unknown {
+                name: name.to_string(),
+            })?;
+        let previous = Arc::clone(entry.value());
+        let settings = previous.settings.patched(patch, false)?;
+        let config = Arc::new(ProjectConfig {
+            name: Arc::clone(&previous.name),
+            settings,
+            version: self.next_version(),
+        });
+        *entry.value_mut() = Arc::clone(&config);
+        Ok((previous, config))
+    }
+
+    fn next_version(&self) -> u64 {
+        self.version_last.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_applies_defaults_and_rejects_duplicates() {
+        let registry = ProjectRegistry::default();
+        let config = registry.create("shop", &SettingsPatch::default()).unwrap();
+        assert_eq!(config.settings, Settings::default());
+        assert_eq!(
+            registry.create("shop", &SettingsPatch::default()),
+            Err(ProjectError::Exists {
+                name: "shop".into()
+            })
+        );
+        assert!(matches!(
+            registry.create("Shop!", &SettingsPatch::default()),
+            Err(ProjectError::InvalidName { .. })
+        ));
+    }
+
+    #[test]
+    fn bucket_and_precision_are_fixed_after_creation() {
+        let registry = ProjectRegistry::default();
+        registry.create("shop", &SettingsPatch::default()).unwrap();
+        let patch = SettingsPatch {
+            bucket_ms: Some(MINUTE_MS),
+            ..SettingsPatch::default()
+        };
+        assert_eq!(
+            registry.configure("shop", &patch),
+            Err(ProjectError::Immutable { field: "bucket_ms" })
+        );
+        let patch = SettingsPatch {
+            session_gap_ms: Some(10 * MINUTE_MS),
+            ..SettingsPatch::default()
+        };
+        let (previous, config) = registry.configure("shop", &patch).unwrap();
+        assert!(previous.settings.changes_contributions(&config.settings));
+        assert!(config.version > previous.version);
+    }
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        let patch = SettingsPatch {
+            bucket_ms: Some(7 * MINUTE_MS),
+            ..SettingsPatch::default()
+        };
+        let error = Settings::default().patched(&patch, true).unwrap_err();
+        assert!(matches!(
+            error,
+            ProjectError::InvalidSetting {
+                field: "bucket_ms",
+                ..
+            }
+        ));
+        let patch = SettingsPatch {
+            time_zone: Some("Mars/Olympus".into()),
+            ..SettingsPatch::default()
+        };
+        let error = Settings::default().patched(&patch, true).unwrap_err();
+        assert!(matches!(
+            error,
+            ProjectError::InvalidSetting {
+                field: "time_zone",
+                ..
+            }
+        ));
+    }
+}
