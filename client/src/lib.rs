@@ -1,0 +1,671 @@
+//! Rust client library for SessionDB.
+//!
+//! [`Client`] speaks the node's JSON HTTP API (`docs/api.md`) over plain
+//! HTTP. Every request and answer body is a wire type from
+//! [`sessiondb_protocol`], re-exported here as [`protocol`], so the client and
+//! the node cannot disagree about field names.
+//!
+//! ```no_run
+//! use sessiondb_client::protocol::{CreateProject, Decision, Event, EventType, Timestamp};
+//! use sessiondb_client::{Client, ResultsRequest};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), sessiondb_client::ClientError> {
+//!     let client = Client::new("http://127.0.0.1:7070");
+//!     client.health().await?;
+//!     client
+//!         .create_project(&CreateProject { name: "shop".into(), ..Default::default() })
+//!         .await?;
+//!
+//!     let exposure = Event {
+//!         id: "e-1".into(),
+//!         project: "shop".into(),
+//!         visitor: "v-42".into(),
+//!         ts: Timestamp::Rfc3339("2025-11-26T10:00:00Z".into()),
+//!         event_type: EventType::Decision,
+//!         key: None,
+//!         value: None,
+//!         attributes: [("browser".to_string(), "firefox".to_string())].into(),
+//!         decisions: vec![Decision { experiment: "checkout".into(), variation: "b".into() }],
+//!     };
+//!     let answer = client.send(&[exposure]).await?;
+//!     assert!(answer.rejected.is_empty(), "{:?}", answer.rejected);
+//!
+//!     let mut request = ResultsRequest::new("shop", "checkout");
+//!     request.keys = vec!["purchase".into()];
+//!     let results = client.results(&request).await?;
+//!     for group in &results.groups {
+//!         for variation in &group.variations {
+//!             println!("{}: {} visitors", variation.variation, variation.visitors);
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Errors keep three failures apart (see [`ClientError`]): the request never
+//! got an answer (`Transport`), the node answered with an API error (`Api`,
+//! carrying its stable code), or the answer could not be decoded (`Decode`).
+//!
+//! Not yet here (a later issue): client-side batching, retries, backpressure,
+//! the compact binary encoding, and routing events to shard owners.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+pub use sessiondb_protocol as protocol;
+
+use protocol::{
+    CreateProject, ErrorResponse, Event, IngestResponse, NodeStatus, Project, ProjectList,
+    ProjectSettingsPatch, ResultsResponse, TimeSeriesResponse,
+};
+
+/// How long one request may take, connect to last byte, unless changed with
+/// [`Client::with_timeout`].
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// The `code` of [`ClientError::Api`] when an error answer's body is not the
+/// node's `{"error", "message"}` JSON (e.g. a proxy's HTML error page).
+pub const UNRECOGNIZED_ERROR_CODE: &str = "unrecognized_error_body";
+
+/// At most this many bytes of an unrecognized error body are kept in
+/// the `message` of [`ClientError::Api`].
+pub const ERROR_BODY_SNIPPET_BYTES_MAX: usize = 512;
+
+/// Everything that can go wrong in a [`Client`] call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No (complete) answer arrived: connection refused or reset, timeout,
+    /// invalid URL. The node may or may not have applied the request.
+    #[error("request to {url} failed")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The node answered with a 4xx/5xx status. `code` is the stable code
+    /// from `docs/api.md` (e.g. `unknown_project`, `overloaded`), or
+    /// [`UNRECOGNIZED_ERROR_CODE`] if the body was not a SessionDB error.
+    #[error("server answered {status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The node answered with a success status, but the body was not the
+    /// expected JSON type (usually a client/server version mismatch).
+    #[error("could not decode the {status} answer from {url}")]
+    Decode {
+        url: String,
+        status: u16,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status, if the node answered at all.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Transport { .. } => None,
+            ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+        }
+    }
+
+    /// The stable API error code, for [`ClientError::Api`] only.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            ClientError::Transport { .. } | ClientError::Decode { .. } => None,
+        }
+    }
+}
+
+/// A query for `GET /v1/projects/{project}/experiments/{experiment}/results`.
+///
+/// `None` and an empty `keys` leave the choice to the node (see
+/// `docs/api.md`: the whole range with data, no breakdown, every key seen,
+/// the lexicographically first variation as baseline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultsRequest {
+    pub project: String,
+    pub experiment: String,
+    /// Range start, ms since the epoch; a multiple of the project's `bucket_ms`.
+    pub from: Option<i64>,
+    /// Range end (exclusive), ms since the epoch; a multiple of `bucket_ms`.
+    pub to: Option<i64>,
+    /// One of the project's `breakdown_attributes`.
+    pub breakdown: Option<String>,
+    /// Conversion keys. Sent comma-separated, so a key must not contain `,`.
+    pub keys: Vec<String>,
+    /// The variation the others are compared against.
+    pub baseline: Option<String>,
+}
+
+impl ResultsRequest {
+    /// A query with every optional parameter left to the node's defaults.
+    pub fn new(project: impl Into<String>, experiment: impl Into<String>) -> Self {
+        ResultsRequest {
+            project: project.into(),
+            experiment: experiment.into(),
+            from: None,
+            to: None,
+            breakdown: None,
+            keys: Vec::new(),
+            baseline: None,
+        }
+    }
+
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = range_query(self.from, self.to);
+        if let Some(breakdown) = &self.breakdown {
+            query.push(("breakdown", breakdown.clone()));
+        }
+        push_keys(&mut query, &self.keys);
+        if let Some(baseline) = &self.baseline {
+            query.push(("baseline", baseline.clone()));
+        }
+        query
+    }
+}
+
+/// A query for `GET /v1/projects/{project}/experiments/{experiment}/timeseries`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeSeriesRequest {
+    pub project: String,
+    pub experiment: String,
+    /// Range start, ms since the epoch; a multiple of the project's `bucket_ms`.
+    pub from: Option<i64>,
+    /// Range end (exclusive), ms since the epoch; a multiple of `bucket_ms`.
+    pub to: Option<i64>,
+    /// Conversion keys. Sent comma-separated, so a key must not contain `,`.
+    pub keys: Vec<String>,
+    /// Width of one point; a multiple of `bucket_ms` (node default: `bucket_ms`).
+    pub interval_ms: Option<i64>,
+}
+
+impl TimeSeriesRequest {
+    /// A query with every optional parameter left to the node's defaults.
+    pub fn new(project: impl Into<String>, experiment: impl Into<String>) -> Self {
+        TimeSeriesRequest {
+            project: project.into(),
+            experiment: experiment.into(),
+            from: None,
+            to: None,
+            keys: Vec::new(),
+            interval_ms: None,
+        }
+    }
+
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = range_query(self.from, self.to);
+        push_keys(&mut query, &self.keys);
+        if let Some(interval_ms) = self.interval_ms {
+            query.push(("interval_ms", interval_ms.to_string()));
+        }
+        query
+    }
+}
+
+fn range_query(from: Option<i64>, to: Option<i64>) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    if let Some(from) = from {
+        query.push(("from", from.to_string()));
+    }
+    if let Some(to) = to {
+        query.push(("to", to.to_string()));
+    }
+    query
+}
+
+fn push_keys(query: &mut Vec<(&'static str, String)>, keys: &[String]) {
+    if !keys.is_empty() {
+        query.push(("keys", keys.join(",")));
+    }
+}
+
+/// The body of `POST /v1/events`, borrowing the events so that sending does
+/// not copy them. Serializes exactly like [`protocol::EventBatch`].
+#[derive(Serialize)]
+struct EventBatchRef<'a> {
+    events: &'a [Event],
+}
+
+/// An async client for one SessionDB node.
+///
+/// Cheap to clone: clones share one connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Without a trailing `/`.
+    base_url: String,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client for the node at `base_url`, e.g. `http://127.0.0.1:7070`.
+    ///
+    /// The URL is not checked here; a malformed one makes every call fail
+    /// with [`ClientError::Transport`].
+    pub fn new(base_url: impl Into<String>) -> Client {
+        let base_url = base_url.into().trim_end_matches('/').to_string();
+        Client {
+            base_url,
+            http: reqwest::Client::new(),
+            timeout: REQUEST_TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// Replace the per-request timeout (default [`REQUEST_TIMEOUT_DEFAULT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Use a preconfigured `reqwest` client (proxies, pool sizes, …).
+    pub fn with_http_client(mut self, http: reqwest::Client) -> Client {
+        self.http = http;
+        self
+    }
+
+    /// The node's base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET /v1/health`: succeeds while the node serves.
+    pub async fn health(&self) -> Result<(), ClientError> {
+        let url = self.url(&["v1", "health"], &[]);
+        self.execute(self.http.get(&url), &url).await.map(drop)
+    }
+
+    /// `GET /v1/status`: the node's id, shard count and counters.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.get(&["v1", "status"], &[]).await
+    }
+
+    /// `POST /v1/projects`. Fails with code `project_exists` if it does.
+    pub async fn create_project(&self, request: &CreateProject) -> Result<Project, ClientError> {
+        let url = self.url(&["v1", "projects"], &[]);
+        let body = self
+            .execute(self.http.post(&url).json(request), &url)
+            .await?;
+        decode(&url, body)
+    }
+
+    /// `GET /v1/projects/{name}`.
+    pub async fn project(&self, name: &str) -> Result<Project, ClientError> {
+        self.get(&["v1", "projects", name], &[]).await
+    }
+
+    /// `GET /v1/projects`: every project.
+    pub async fn projects(&self) -> Result<Vec<Project>, ClientError> {
+        let list: ProjectList = self.get(&["v1", "projects"], &[]).await?;
+        Ok(list.projects)
+    }
+
+    /// `PATCH /v1/projects/{name}`: change the settings that are `Some`.
+    pub async fn configure_project(
+        &self,
+        name: &str,
+        patch: &ProjectSettingsPatch,
+    ) -> Result<Project, ClientError> {
+        let url = self.url(&["v1", "projects", name], &[]);
+        let body = self
+            .execute(self.http.patch(&url).json(patch), &url)
+            .await?;
+        decode(&url, body)
+    }
+
+    /// `POST /v1/events`: send one batch.
+    ///
+    /// A batch may be partly accepted, so `Ok` does not mean every event was
+    /// applied: check [`IngestResponse::rejected`], which names each rejected
+    /// event by its index in `events`.
+    pub async fn send(&self, events: &[Event]) -> Result<IngestResponse, ClientError> {
+        let url = self.url(&["v1", "events"], &[]);
+        let batch = EventBatchRef { events };
+        let body = self
+            .execute(self.http.post(&url).json(&batch), &url)
+            .await?;
+        decode(&url, body)
+    }
+
+    /// Results of one experiment, per variation (and breakdown value).
+    pub async fn results(&self, request: &ResultsRequest) -> Result<ResultsResponse, ClientError> {
+        let path = experiment_path(&request.project, &request.experiment, "results");
+        self.get(&path, &request.query()).await
+    }
+
+    /// One experiment's counters over time, per variation.
+    pub async fn timeseries(
+        &self,
+        request: &TimeSeriesRequest,
+    ) -> Result<TimeSeriesResponse, ClientError> {
+        let path = experiment_path(&request.project, &request.experiment, "timeseries");
+        self.get(&path, &request.query()).await
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<T, ClientError> {
+        let url = self.url(segments, query);
+        let body = self.execute(self.http.get(&url), &url).await?;
+        decode(&url, body)
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> String {
+        build_url(&self.base_url, segments, query)
+    }
+
+    /// Send the request; answer the body of a 2xx response, or the error.
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let transport = |source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        };
+        let response = request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?.to_vec();
+        if (200..300).contains(&status) {
+            Ok((status, body))
+        } else {
+            Err(api_error(status, &body))
+        }
+    }
+}
+
+fn experiment_path<'a>(project: &'a str, experiment: &'a str, leaf: &'a str) -> [&'a str; 6] {
+    ["v1", "projects", project, "experiments", experiment, leaf]
+}
+
+fn decode<T: DeserializeOwned>(
+    url: &str,
+    (status, body): (u16, Vec<u8>),
+) -> Result<T, ClientError> {
+    serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+        url: url.to_string(),
+        status,
+        source,
+    })
+}
+
+fn api_error(status: u16, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorResponse>(body) {
+        Ok(error) => ClientError::Api {
+            status,
+            code: error.error,
+            message: error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: UNRECOGNIZED_ERROR_CODE.to_string(),
+            message: body_snippet(body),
+        },
+    }
+}
+
+/// The start of `body` as text, cut at a character boundary.
+fn body_snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut end = text.len().min(ERROR_BODY_SNIPPET_BYTES_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+/// `base` + `/segment`… + `?name=value&…`, percent-encoding every segment and
+/// query value, so experiment names may hold any character.
+fn build_url(base: &str, segments: &[&str], query: &[(&str, String)]) -> String {
+    let mut url = base.to_string();
+    for segment in segments {
+        url.push('/');
+        percent_encode_into(&mut url, segment);
+    }
+    for (index, (name, value)) in query.iter().enumerate() {
+        url.push(if index == 0 { '?' } else { '&' });
+        percent_encode_into(&mut url, name);
+        url.push('=');
+        percent_encode_into(&mut url, value);
+    }
+    url
+}
+
+/// Percent-encode all but RFC 3986's unreserved characters, and `,` (the
+/// `keys` separator, which the node splits on after decoding either way).
+fn percent_encode_into(out: &mut String, text: &str) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b',') {
+            out.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{Decision, EventBatch, EventType, Timestamp};
+
+    const BASE: &str = "http://127.0.0.1:7070";
+
+    fn results_url(request: &ResultsRequest) -> String {
+        let path = experiment_path(&request.project, &request.experiment, "results");
+        build_url(BASE, &path, &request.query())
+    }
+
+    #[test]
+    fn results_without_parameters_has_no_query_string() {
+        let request = ResultsRequest::new("shop", "checkout");
+        assert_eq!(
+            results_url(&request),
+            "http://127.0.0.1:7070/v1/projects/shop/experiments/checkout/results"
+        );
+    }
+
+    #[test]
+    fn results_maps_every_parameter() {
+        let request = ResultsRequest {
+            from: Some(1_764_144_000_000),
+            to: Some(1_764_147_600_000),
+            breakdown: Some("browser".into()),
+            keys: vec!["purchase".into(), "add_to_cart".into()],
+            baseline: Some("a".into()),
+            ..ResultsRequest::new("shop", "checkout")
+        };
+        assert_eq!(
+            results_url(&request),
+            "http://127.0.0.1:7070/v1/projects/shop/experiments/checkout/results\
+             ?from=1764144000000&to=1764147600000&breakdown=browser\
+             &keys=purchase,add_to_cart&baseline=a"
+        );
+    }
+
+    #[test]
+    fn path_segments_and_values_are_percent_encoded() {
+        let request = ResultsRequest {
+            keys: vec!["sign up".into()],
+            baseline: Some("a&b=c".into()),
+            ..ResultsRequest::new("shop", "new checkout/v2?")
+        };
+        assert_eq!(
+            results_url(&request),
+            "http://127.0.0.1:7070/v1/projects/shop/experiments/new%20checkout%2Fv2%3F/results\
+             ?keys=sign%20up&baseline=a%26b%3Dc"
+        );
+    }
+
+    #[test]
+    fn non_ascii_is_encoded_as_utf8_bytes() {
+        let mut url = String::new();
+        percent_encode_into(&mut url, "é");
+        assert_eq!(url, "%C3%A9");
+    }
+
+    #[test]
+    fn timeseries_maps_every_parameter() {
+        let request = TimeSeriesRequest {
+            from: Some(0),
+            to: Some(86_400_000),
+            keys: vec!["purchase".into()],
+            interval_ms: Some(3_600_000),
+            ..TimeSeriesRequest::new("demo", "homepage")
+        };
+        let path = experiment_path(&request.project, &request.experiment, "timeseries");
+        assert_eq!(
+            build_url(BASE, &path, &request.query()),
+            "http://127.0.0.1:7070/v1/projects/demo/experiments/homepage/timeseries\
+             ?from=0&to=86400000&keys=purchase&interval_ms=3600000"
+        );
+    }
+
+    #[test]
+    fn trailing_slash_of_base_url_is_dropped() {
+        let client = Client::new("http://localhost:7070//");
+        assert_eq!(client.base_url(), "http://localhost:7070");
+        assert_eq!(
+            client.url(&["v1", "health"], &[]),
+            "http://localhost:7070/v1/health"
+        );
+    }
+
+    #[test]
+    fn borrowed_batch_serializes_like_event_batch() {
+        let events = vec![Event {
+            id: "e-1".into(),
+            project: "shop".into(),
+            visitor: "v-42".into(),
+            ts: Timestamp::Milliseconds(1_764_150_000_000),
+            event_type: EventType::Decision,
+            key: None,
+            value: None,
+            attributes: [("browser".to_string(), "firefox".to_string())].into(),
+            decisions: vec![Decision {
+                experiment: "checkout".into(),
+                variation: "b".into(),
+            }],
+        }];
+        let borrowed = serde_json::to_value(EventBatchRef { events: &events }).unwrap();
+        let owned = serde_json::to_value(EventBatch { events }).unwrap();
+        assert_eq!(borrowed, owned);
+    }
+
+    #[test]
+    fn api_error_body_is_decoded() {
+        let body = br#"{"error":"unknown_project","message":"no project named shop"}"#;
+        let error = api_error(404, body);
+        assert_eq!(error.status(), Some(404));
+        assert_eq!(error.code(), Some("unknown_project"));
+        assert_eq!(
+            error.to_string(),
+            "server answered 404 unknown_project: no project named shop"
+        );
+    }
+
+    #[test]
+    fn unrecognized_error_body_keeps_status_and_a_bounded_snippet() {
+        let body = "é".repeat(ERROR_BODY_SNIPPET_BYTES_MAX); // 2 bytes per char
+        let error = api_error(502, body.as_bytes());
+        let ClientError::Api {
+            status,
+            code,
+            message,
+        } = error
+        else {
+            panic!("expected an Api error, got {error:?}");
+        };
+        assert_eq!(status, 502);
+        assert_eq!(code, UNRECOGNIZED_ERROR_CODE);
+        assert_eq!(message.len(), ERROR_BODY_SNIPPET_BYTES_MAX);
+        assert!(message.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn success_body_of_the_wrong_shape_is_a_decode_error() {
+        let url = "http://127.0.0.1:7070/v1/status";
+        let result: Result<NodeStatus, _> = decode(url, (200, b"{\"status\":\"ok\"}".to_vec()));
+        let error = result.unwrap_err();
+        assert!(matches!(error, ClientError::Decode { status: 200, .. }));
+        assert_eq!(error.code(), None);
+    }
+
+    /// Serve one canned HTTP answer on a local port; answer the base URL.
+    async fn serve_once(status_line: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                let read = stream.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "connection closed before the request ended");
+                request.extend_from_slice(&buffer[..read]);
+            }
+            let response = format!(
+                "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).await.unwrap();
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn error_answer_from_a_server_becomes_an_api_error() {
+        let base = serve_once(
+            "404 Not Found",
+            r#"{"error":"unknown_project","message":"no project named shop"}"#,
+        )
+        .await;
+        let error = Client::new(base).project("shop").await.unwrap_err();
+        assert_eq!(error.status(), Some(404));
+        assert_eq!(error.code(), Some("unknown_project"));
+    }
+
+    #[tokio::test]
+    async fn success_answer_from_a_server_is_decoded() {
+        let base = serve_once(
+            "200 OK",
+            r#"{"accepted":1,"duplicates":0,"rejected":[{"index":1,"reason":"too_late","message":"m"}]}"#,
+        )
+        .await;
+        let answer = Client::new(base).send(&[]).await.unwrap();
+        assert_eq!(answer.accepted, 1);
+        assert_eq!(answer.rejected[0].reason, "too_late");
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_transport_error() {
+        // Bind to learn a free port, then close it so nothing listens there.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let error = Client::new(format!("http://{address}"))
+            .health()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Transport { url, .. } if url.ends_with("/v1/health")),
+            "{error:?}"
+        );
+        assert_eq!(error.status(), None);
+    }
+}
