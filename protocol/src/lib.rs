@@ -289,6 +289,11 @@ pub struct NodeStatus {
     pub shards: u32,
     pub projects: u64,
     pub live_visitors: u64,
+    /// Events held inside the lateness horizon; older sessions are frozen
+    /// into per-visitor summaries.
+    pub retained_events: u64,
+    /// Aggregate cells (cell × bucket) held by segment actors.
+    pub segment_cells: u64,
     pub events_accepted: u64,
     pub events_duplicate: u64,
     pub events_rejected: u64,

@@ -25,10 +25,12 @@ pub enum SessionMessage {
         config: Arc<ProjectConfig>,
         reply: oneshot::Sender<()>,
     },
-    /// Freeze closed sessions, forget expired visitors.
-    Maintain,
-    VisitorCount {
-        reply: oneshot::Sender<usize>,
+    /// Freeze closed sessions, forget expired visitors; reply when done if
+    /// asked to.
+    Maintain { reply: Option<oneshot::Sender<()>> },
+    /// (live visitors, retained events).
+    Sizes {
+        reply: oneshot::Sender<(usize, usize)>,
     },
 }
 
@@ -37,8 +39,8 @@ impl std::fmt::Debug for SessionMessage {
         let name = match self {
             SessionMessage::Ingest { .. } => "Ingest",
             SessionMessage::Reconfigure { .. } => "Reconfigure",
-            SessionMessage::Maintain => "Maintain",
-            SessionMessage::VisitorCount { .. } => "VisitorCount",
+            SessionMessage::Maintain { .. } => "Maintain",
+            SessionMessage::Sizes { .. } => "Sizes",
         };
         formatter.write_str(name)
     }
@@ -88,9 +90,15 @@ impl Actor for SessionActor {
                 forward(state, &mut sink).await;
                 let _ = reply.send(());
             }
-            SessionMessage::Maintain => state.shard.maintain(state.clock.now_ms()),
-            SessionMessage::VisitorCount { reply } => {
-                let _ = reply.send(state.shard.visitor_count());
+            SessionMessage::Maintain { reply } => {
+                state.shard.maintain(state.clock.now_ms());
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            SessionMessage::Sizes { reply } => {
+                let shard = &state.shard;
+                let _ = reply.send((shard.visitor_count(), shard.retained_event_count()));
             }
         }
         Ok(())

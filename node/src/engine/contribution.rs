@@ -25,6 +25,10 @@ pub struct Assignment {
 pub enum Metric {
     Visitors,
     Conflicts,
+    /// Decisions naming a variation (any, sticky or conflicting). Kept per
+    /// experiment, not per cell: it defines which variations exist, so that
+    /// the list does not depend on arrival order.
+    DecisionsNaming(Arc<str>),
     Sessions,
     BouncedSessions,
     DurationMsSum,

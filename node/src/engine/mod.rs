@@ -99,6 +99,8 @@ pub struct EngineStatus {
     pub shards: u32,
     pub projects: usize,
     pub live_visitors: u64,
+    /// Events held inside the horizon; frozen ones are folded away.
+    pub retained_events: u64,
     pub segment_cells: u64,
     pub events_accepted: u64,
     pub events_duplicate: u64,
@@ -205,7 +207,7 @@ impl Engine {
     /// (they get their turn at the next tick).
     pub fn maintain(&self) {
         for session in &self.inner.sessions {
-            let _ = session.try_send(SessionMessage::Maintain);
+            let _ = session.try_send(SessionMessage::Maintain { reply: None });
         }
         let now_ms = self.inner.clock.now_ms();
         for project in self.inner.projects.list() {
@@ -215,6 +217,22 @@ impl Engine {
                     before_ms: now_ms - project.settings.retention_ms,
                 });
             }
+        }
+    }
+
+    /// Freezes and expires in every shard now, and returns when done. Used
+    /// when a manual clock jumps, so tests observe a defined state.
+    pub async fn maintain_now(&self) {
+        let mut replies = Vec::with_capacity(self.inner.sessions.len());
+        for session in &self.inner.sessions {
+            let (reply, answer) = oneshot::channel();
+            let message = SessionMessage::Maintain { reply: Some(reply) };
+            if session.send(message).await.is_ok() {
+                replies.push(answer);
+            }
+        }
+        for answer in replies {
+            let _ = answer.await;
         }
     }
 
@@ -525,16 +543,18 @@ impl Engine {
     }
 
     pub async fn status(&self) -> EngineStatus {
-        let mut live_visitors = 0_u64;
+        let (mut live_visitors, mut retained_events) = (0_u64, 0_u64);
         for session in &self.inner.sessions {
             let (reply, answer) = oneshot::channel();
             let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
             if session
-                .send_within(SessionMessage::VisitorCount { reply }, wait)
+                .send_within(SessionMessage::Sizes { reply }, wait)
                 .await
                 .is_ok()
             {
-                live_visitors += answer.await.unwrap_or(0) as u64;
+                let (visitors, events) = answer.await.unwrap_or((0, 0));
+                live_visitors += visitors as u64;
+                retained_events += events as u64;
             }
         }
         let mut segment_cells = 0_u64;
@@ -552,6 +572,7 @@ impl Engine {
             shards: self.inner.config.shards,
             projects: self.inner.projects.len(),
             live_visitors,
+            retained_events,
             segment_cells,
             events_accepted: counters.accepted.load(Ordering::Relaxed),
             events_duplicate: counters.duplicate.load(Ordering::Relaxed),

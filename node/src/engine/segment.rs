@@ -36,6 +36,9 @@ impl Counters {
         match metric {
             Metric::Visitors => self.visitors += small(),
             Metric::Conflicts => self.conflicts += small(),
+            Metric::DecisionsNaming(_) => {
+                unreachable!("kept per experiment by ExperimentAggregates::apply_entry")
+            }
             Metric::Sessions => self.sessions += small(),
             Metric::BouncedSessions => self.bounced_sessions += small(),
             Metric::DurationMsSum => self.duration_ms_sum += small(),
@@ -118,6 +121,9 @@ pub struct ExperimentAggregates {
     pub precision: u8,
     pub cells: HashMap<CellKey, BTreeMap<i64, Bucket>>,
     pub keys: BTreeSet<Arc<str>>,
+    /// Decisions naming each variation, over all time. A variation exists
+    /// while this is positive.
+    pub decisions_by_variation: BTreeMap<Arc<str>, i64>,
 }
 
 impl ExperimentAggregates {
@@ -126,6 +132,7 @@ impl ExperimentAggregates {
             precision,
             cells: HashMap::new(),
             keys: BTreeSet::new(),
+            decisions_by_variation: BTreeMap::new(),
         }
     }
 
@@ -141,6 +148,18 @@ impl ExperimentAggregates {
     }
 
     fn apply_entry(&mut self, entry: &Entry) {
+        if let Metric::DecisionsNaming(variation) = &entry.metric {
+            let count = self
+                .decisions_by_variation
+                .entry(Arc::clone(variation))
+                .or_insert(0);
+            *count += i64::try_from(entry.amount).expect("decision count deltas fit in i64");
+            assert!(*count >= 0, "retractions never exceed what was added");
+            if *count == 0 {
+                self.decisions_by_variation.remove(variation);
+            }
+            return;
+        }
         if let Some(key) = metric_key(&entry.metric) {
             if !self.keys.contains(key) {
                 self.keys.insert(Arc::clone(key));
@@ -171,16 +190,11 @@ impl ExperimentAggregates {
         }
     }
 
-    /// Variations seen, sorted.
+    /// Variations named by any decision, sorted. Independent of arrival
+    /// order, unlike the set of cells (a sketch keeps cells of a variation a
+    /// visitor left after a late, earlier decision).
     pub fn variations(&self) -> Vec<Arc<str>> {
-        let mut variations: Vec<Arc<str>> = self
-            .cells
-            .keys()
-            .map(|key| Arc::clone(&key.variation))
-            .collect();
-        variations.sort();
-        variations.dedup();
-        variations
+        self.decisions_by_variation.keys().cloned().collect()
     }
 
     /// Earliest bucket holding anything.

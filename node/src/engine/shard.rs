@@ -90,6 +90,15 @@ impl ShardState {
             .sum()
     }
 
+    /// Events held inside the horizon (not yet frozen).
+    pub fn retained_event_count(&self) -> usize {
+        self.projects
+            .values()
+            .flat_map(|project| project.visitors.values())
+            .map(|visitor| visitor.events().len())
+            .sum()
+    }
+
     /// Applies events in order; answers one outcome per event.
     pub fn apply(
         &mut self,

@@ -205,8 +205,11 @@ impl Visitor {
         for (event_index, decision_index, event) in self.decisions_of(experiment) {
             let is_exposure =
                 exposure.retained && exposure.position == (event_index, decision_index);
-            if !is_exposure && *event.decisions[decision_index].1 != *exposure.variation {
-                emit(settings.bucket_of(event.ts_ms), Metric::Conflicts, 1);
+            let named = &event.decisions[decision_index].1;
+            let bucket_ms = settings.bucket_of(event.ts_ms);
+            emit(bucket_ms, Metric::DecisionsNaming(Arc::clone(named)), 1);
+            if !is_exposure && **named != *exposure.variation {
+                emit(bucket_ms, Metric::Conflicts, 1);
             }
         }
         let mut keys: BTreeMap<Arc<str>, (bool, i128)> = exposure

@@ -19,6 +19,8 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         shards: status.shards,
         projects: status.projects as u64,
         live_visitors: status.live_visitors,
+        retained_events: status.retained_events,
+        segment_cells: status.segment_cells,
         events_accepted: status.events_accepted,
         events_duplicate: status.events_duplicate,
         events_rejected: status.events_rejected,
@@ -44,5 +46,8 @@ pub async fn set_clock(
         ));
     };
     clock.set_ms(body.now_ms);
+    // Freeze what the jump closed before answering, so the caller sees a
+    // defined state instead of racing the periodic maintenance.
+    state.engine.maintain_now().await;
     Ok(HttpResponse::Ok().json(serde_json::json!({"now_ms": body.now_ms})))
 }

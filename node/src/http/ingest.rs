@@ -20,8 +20,7 @@ pub async fn post_events(
     let events = elements
         .into_iter()
         .map(|element| {
-            let event: wire::Event = serde_json::from_value(element)
-                .map_err(|error| RejectReason::Malformed(error.to_string()))?;
+            let event = decode_event(element)?;
             engine.validate(event)
         })
         .collect();
@@ -84,6 +83,67 @@ fn parse_batch(body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
         ));
     }
     Ok(events)
+}
+
+/// Decodes one event; on failure, names the offending field.
+fn decode_event(element: serde_json::Value) -> Result<wire::Event, RejectReason> {
+    match serde_json::from_value::<wire::Event>(element.clone()) {
+        Ok(event) => Ok(event),
+        Err(error) => Err(RejectReason::Malformed(describe_malformed(
+            &element, &error,
+        ))),
+    }
+}
+
+/// serde's message for a wrong-typed field does not say which field; this
+/// decodes the fields one by one to find it. Only runs on the error path.
+fn describe_malformed(element: &serde_json::Value, error: &serde_json::Error) -> String {
+    use serde_json::Value;
+    let Value::Object(fields) = element else {
+        return "an event must be a JSON object".to_string();
+    };
+    fn check<T: serde::de::DeserializeOwned>(value: &Value) -> Option<String> {
+        serde_json::from_value::<T>(value.clone())
+            .err()
+            .map(|error| error.to_string())
+    }
+    /// (field, how to check it, what it must be).
+    type FieldCheck = (&'static str, fn(&Value) -> Option<String>, &'static str);
+    let checks: [FieldCheck; 9] = [
+        ("id", check::<String>, "a string"),
+        ("project", check::<String>, "a string"),
+        ("visitor", check::<String>, "a string"),
+        (
+            "ts",
+            check::<wire::Timestamp>,
+            "ms since the epoch (integer) or an RFC 3339 string",
+        ),
+        (
+            "type",
+            check::<wire::EventType>,
+            "one of pageview, click, custom, decision",
+        ),
+        ("key", check::<Option<String>>, "a string"),
+        ("value", check::<Option<f64>>, "a number"),
+        (
+            "attributes",
+            check::<std::collections::BTreeMap<String, String>>,
+            "an object of string values",
+        ),
+        (
+            "decisions",
+            check::<Vec<wire::Decision>>,
+            "an array of {experiment, variation} objects",
+        ),
+    ];
+    for (name, check, expected) in checks {
+        if let Some(value) = fields.get(name) {
+            if let Some(detail) = check(value) {
+                return format!("field `{name}` must be {expected}: {detail}");
+            }
+        }
+    }
+    error.to_string()
 }
 
 pub fn response_of(outcomes: Vec<Outcome>) -> IngestResponse {
