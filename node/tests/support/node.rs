@@ -1,0 +1,318 @@
+//! `TestNode`: the real `sessiondb` binary on a loopback port, with a manual
+//! clock, driven over HTTP.
+
+use reqwest::StatusCode;
+use sessiondb_protocol::{Event, EventBatch, IngestResponse, Project, ResultsResponse};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a node may take to print its listening line (a debug build on a
+/// busy machine can be slow to start; this is a bound, not a delay).
+const STARTUP_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Bound on any single HTTP exchange with the node.
+const REQUEST_WAIT_MAX: Duration = Duration::from_secs(300);
+/// What the node prints once it accepts connections.
+const LISTENING_PREFIX: &str = "sessiondb listening on ";
+/// How much of the node's stderr to show when a test fails.
+const STDERR_TAIL_BYTES: usize = 8_000;
+
+/// A directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "sessiondb-test-{label}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Options for starting a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The manual clock's initial value.
+    pub start_ms: i64,
+    pub shards: Option<u32>,
+}
+
+/// A running `sessiondb serve`, killed on drop.
+#[derive(Debug)]
+pub struct TestNode {
+    child: Child,
+    base_url: String,
+    http: reqwest::Client,
+    stderr_path: PathBuf,
+    // Declared last so it is removed after the child was told to die.
+    data_dir: TempDir,
+}
+
+/// A raw HTTP answer: status and body (parsed as JSON when it is JSON).
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub body: serde_json::Value,
+    pub text: String,
+}
+
+impl RawResponse {
+    /// The `error` code of an error body.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body.get("error").and_then(|e| e.as_str())
+    }
+}
+
+impl TestNode {
+    pub async fn start(start_ms: i64) -> TestNode {
+        TestNode::start_with(NodeOptions {
+            start_ms,
+            shards: None,
+        })
+        .await
+    }
+
+    pub async fn start_with(options: NodeOptions) -> TestNode {
+        let data_dir = TempDir::new("node");
+        let stderr_path = data_dir.path().join("node.stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
+        let node_data = data_dir.path().join("data");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&node_data)
+            .arg("--manual-clock")
+            .arg(options.start_ms.to_string());
+        if let Some(shards) = options.shards {
+            command.arg("--shards").arg(shards.to_string());
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("spawn the sessiondb binary");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+
+        let deadline = Instant::now() + STARTUP_WAIT_MAX;
+        let base_url = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, lines.next_line()).await {
+                Err(_) => panic!(
+                    "node printed no `{LISTENING_PREFIX}` line within {STARTUP_WAIT_MAX:?}; stderr:\n{}",
+                    stderr_tail(&stderr_path)
+                ),
+                Ok(Ok(Some(line))) => {
+                    if let Some(rest) = line.split(LISTENING_PREFIX).nth(1) {
+                        break rest.trim().trim_end_matches('/').to_string();
+                    }
+                }
+                Ok(Ok(None)) => {
+                    let status = child.wait().await;
+                    panic!(
+                        "node exited before listening ({status:?}); stderr:\n{}",
+                        stderr_tail(&stderr_path)
+                    )
+                }
+                Ok(Err(e)) => panic!("reading the node's stdout: {e}"),
+            }
+        };
+        // Keep draining stdout so the node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_WAIT_MAX)
+            .build()
+            .expect("build an HTTP client");
+        TestNode {
+            child,
+            base_url,
+            http,
+            stderr_path,
+            data_dir,
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// The last part of the node's stderr, for failure messages.
+    pub fn stderr_tail(&self) -> String {
+        stderr_tail(&self.stderr_path)
+    }
+
+    async fn into_raw(response: reqwest::Response) -> RawResponse {
+        let status = response.status();
+        let text = response.text().await.expect("read the response body");
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        RawResponse { status, body, text }
+    }
+
+    /// Sends `body` as is, with a JSON content type.
+    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}; node stderr:\n{}", self.stderr_tail()));
+        TestNode::into_raw(response).await
+    }
+
+    pub async fn get_raw(&self, path_and_query: &str) -> RawResponse {
+        let response = self
+            .http
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "GET {path_and_query}: {e}; node stderr:\n{}",
+                    self.stderr_tail()
+                )
+            });
+        TestNode::into_raw(response).await
+    }
+
+    fn expect_status(&self, what: &str, raw: &RawResponse, status: StatusCode) {
+        assert_eq!(
+            raw.status,
+            status,
+            "{what}: unexpected status, body: {}; node stderr:\n{}",
+            raw.text,
+            self.stderr_tail()
+        );
+    }
+
+    /// Creates a project; `settings` is a JSON object of settings to set.
+    pub async fn create_project(&self, name: &str, settings: serde_json::Value) -> Project {
+        let body = serde_json::json!({"name": name, "settings": settings});
+        let raw = self.post_raw("/v1/projects", body.to_string()).await;
+        self.expect_status(&format!("create project {name}"), &raw, StatusCode::CREATED);
+        serde_json::from_value(raw.body).expect("a Project body")
+    }
+
+    pub async fn project(&self, name: &str) -> Project {
+        let raw = self.get_raw(&format!("/v1/projects/{name}")).await;
+        self.expect_status(&format!("get project {name}"), &raw, StatusCode::OK);
+        serde_json::from_value(raw.body).expect("a Project body")
+    }
+
+    /// Sets the node's manual clock.
+    pub async fn set_clock(&self, now_ms: i64) {
+        let body = serde_json::json!({ "now_ms": now_ms });
+        let raw = self.post_raw("/v1/admin/clock", body.to_string()).await;
+        assert!(
+            raw.status.is_success(),
+            "set clock to {now_ms}: {} {}",
+            raw.status,
+            raw.text
+        );
+    }
+
+    /// Sends one batch; the node must answer 200 with an `IngestResponse`.
+    pub async fn send_batch(&self, events: &[Event]) -> IngestResponse {
+        let batch = EventBatch {
+            events: events.to_vec(),
+        };
+        let body = serde_json::to_vec(&batch).expect("a batch serializes");
+        let raw = self.post_raw("/v1/events", body).await;
+        self.expect_status("ingest", &raw, StatusCode::OK);
+        serde_json::from_value(raw.body).expect("an IngestResponse body")
+    }
+
+    /// The results path with its query string.
+    pub fn results_path(
+        project: &str,
+        experiment: &str,
+        from: i64,
+        to: i64,
+        breakdown: Option<&str>,
+        keys: &[&str],
+    ) -> String {
+        let mut path =
+            format!("/v1/projects/{project}/experiments/{experiment}/results?from={from}&to={to}");
+        if let Some(attribute) = breakdown {
+            path.push_str(&format!("&breakdown={attribute}"));
+        }
+        if !keys.is_empty() {
+            path.push_str(&format!("&keys={}", keys.join(",")));
+        }
+        path
+    }
+
+    /// Results of an experiment; the node must answer 200.
+    pub async fn results(
+        &self,
+        project: &str,
+        experiment: &str,
+        from: i64,
+        to: i64,
+        breakdown: Option<&str>,
+        keys: &[&str],
+    ) -> ResultsResponse {
+        let path = TestNode::results_path(project, experiment, from, to, breakdown, keys);
+        let raw = self.get_raw(&path).await;
+        self.expect_status(&format!("GET {path}"), &raw, StatusCode::OK);
+        serde_json::from_value(raw.body)
+            .unwrap_or_else(|e| panic!("GET {path}: not a ResultsResponse ({e}): {}", raw.text))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- node {} stderr (tail) ---\n{}",
+                self.base_url,
+                stderr_tail(&self.stderr_path)
+            );
+        }
+    }
+}
+
+fn stderr_tail(path: &Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(STDERR_TAIL_BYTES);
+    String::from_utf8_lossy(&text[start..]).into_owned()
+}
