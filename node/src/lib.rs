@@ -22,6 +22,7 @@ pub mod event;
 pub mod hashing;
 pub mod http;
 pub mod limits;
+pub mod log;
 pub mod project;
 pub mod server;
 pub mod stats;

@@ -1,0 +1,72 @@
+//! The fault-injection hook: make the Nth write or fsync of segment files
+//! fail, to test the disk-error path without a broken disk.
+//!
+//! A `FaultPlan` is shared (`Arc`) between a test and `LogConfig::fault`.
+//! Arm it with `fail_write_after(n)` / `fail_sync_after(n)`: after `n` more
+//! successful operations of that kind, the next one fails once with an
+//! `io::Error` (kind `Other`). A failing write first writes half of its bytes,
+//! as a real short write before `ENOSPC` would. Counting covers every write
+//! and `sync_data` the log makes on segment files (segment headers
+//! included), from the moment of arming. Without a plan the log pays one
+//! `Option` check per operation.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const DISARMED: u64 = u64::MAX;
+
+#[derive(Debug)]
+pub struct FaultPlan {
+    writes_before_failure: AtomicU64,
+    syncs_before_failure: AtomicU64,
+}
+
+impl Default for FaultPlan {
+    fn default() -> Self {
+        FaultPlan {
+            writes_before_failure: AtomicU64::new(DISARMED),
+            syncs_before_failure: AtomicU64::new(DISARMED),
+        }
+    }
+}
+
+impl FaultPlan {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// After `successes` more writes, the next write fails.
+    pub fn fail_write_after(&self, successes: u64) {
+        assert!(successes < DISARMED);
+        self.writes_before_failure
+            .store(successes, Ordering::SeqCst);
+    }
+
+    /// After `successes` more syncs, the next sync fails.
+    pub fn fail_sync_after(&self, successes: u64) {
+        assert!(successes < DISARMED);
+        self.syncs_before_failure.store(successes, Ordering::SeqCst);
+    }
+
+    /// Called before each write; `Err` means: write half, then fail.
+    pub(super) fn on_write(&self) -> io::Result<()> {
+        countdown(&self.writes_before_failure, "write")
+    }
+
+    /// Called before each sync; `Err` means: fail without syncing.
+    pub(super) fn on_sync(&self) -> io::Result<()> {
+        countdown(&self.syncs_before_failure, "fsync")
+    }
+}
+
+fn countdown(counter: &AtomicU64, operation: &str) -> io::Result<()> {
+    let previous = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| match left {
+        DISARMED => None,
+        0 => Some(DISARMED),
+        left => Some(left - 1),
+    });
+    match previous {
+        Ok(0) => Err(io::Error::other(format!("injected {operation} failure"))),
+        _ => Ok(()),
+    }
+}
