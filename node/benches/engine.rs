@@ -1,0 +1,192 @@
+//! In-process engine benchmark (SPEC §8): decoded events → session and
+//! segment updates on one core, and results-query latency for the SPEC
+//! query shape. Not a test: it reports, it asserts nothing about speed.
+//!
+//! Run: `cargo bench -p sessiondb-node --bench engine -- [--visitors N] [--queries N]`
+
+use sessiondb_node::engine::query::{self, ResultsQuery};
+use sessiondb_node::engine::segment::SegmentStore;
+use sessiondb_node::engine::shard::{DeltaSink, ShardState};
+use sessiondb_node::event::{Event, EventKind, VisitorEvent};
+use sessiondb_node::project::{ProjectConfig, Settings};
+use std::sync::Arc;
+use std::time::Instant;
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+const VARIATIONS: usize = 10;
+const BROWSERS: usize = 10;
+const EVENTS_PER_VISITOR: usize = 8;
+/// Events handed to the shard per call, like one shard's share of a batch.
+const EVENTS_PER_CALL: usize = 512;
+
+struct Options {
+    visitors: usize,
+    queries: usize,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        visitors: 1_000_000,
+        queries: 200,
+    };
+    let arguments: Vec<String> = std::env::args().collect();
+    for pair in arguments.windows(2) {
+        match pair[0].as_str() {
+            "--visitors" => options.visitors = pair[1].parse().expect("--visitors N"),
+            "--queries" => options.queries = pair[1].parse().expect("--queries N"),
+            _ => {}
+        }
+    }
+    options
+}
+
+/// A small deterministic generator (xorshift) so the benchmark needs no
+/// test support code.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+fn generate(visitors: usize, start_ms: i64, config: &Arc<ProjectConfig>) -> Vec<VisitorEvent> {
+    let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    let names = Names::new();
+    let mut events = Vec::with_capacity(visitors * EVENTS_PER_VISITOR);
+    for visitor in 0..visitors {
+        let first_ms = start_ms + random.below(7 * DAY_MS as u64 - HOUR_MS as u64) as i64;
+        let visitor_id: Box<str> = format!("visitor-{visitor}").into();
+        for index in 0..EVENTS_PER_VISITOR {
+            let ts_ms = first_ms + index as i64 * random.below(20 * 60_000) as i64;
+            let mut event = Event {
+                id: format!("{visitor}-{index}").into(),
+                ts_ms,
+                kind: EventKind::Pageview,
+                key: None,
+                value_micros: 0,
+                attributes: Vec::new(),
+                decisions: Vec::new(),
+            };
+            if index == 0 {
+                event.kind = EventKind::Decision;
+                let variation = random.below(VARIATIONS as u64) as usize;
+                let browser = random.below(BROWSERS as u64) as usize;
+                event.decisions = vec![(
+                    Arc::clone(&names.experiment),
+                    Arc::clone(&names.variations[variation]),
+                )];
+                event.attributes = vec![(
+                    Arc::clone(&names.browser),
+                    Arc::clone(&names.browsers[browser]),
+                )];
+            } else if random.below(10) == 0 {
+                event.kind = EventKind::Custom;
+                event.key = Some(Arc::clone(&names.purchase));
+                event.value_micros = random.below(100_000_000) as i64;
+            }
+            events.push(VisitorEvent {
+                project: Arc::clone(config),
+                visitor: visitor_id.clone(),
+                event,
+            });
+        }
+    }
+    events
+}
+
+struct Names {
+    experiment: Arc<str>,
+    browser: Arc<str>,
+    purchase: Arc<str>,
+    variations: Vec<Arc<str>>,
+    browsers: Vec<Arc<str>>,
+}
+
+impl Names {
+    fn new() -> Names {
+        Names {
+            experiment: Arc::from("checkout"),
+            browser: Arc::from("browser"),
+            purchase: Arc::from("purchase"),
+            variations: (0..VARIATIONS)
+                .map(|index| Arc::from(format!("v{index}")))
+                .collect(),
+            browsers: (0..BROWSERS)
+                .map(|index| Arc::from(format!("b{index}")))
+                .collect(),
+        }
+    }
+}
+
+fn main() {
+    let options = options();
+    let start_ms = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
+    let settings = Settings {
+        allowed_lateness_ms: 7 * DAY_MS,
+        breakdown_attributes: vec![Arc::from("browser")],
+        ..Settings::default()
+    };
+    let config = Arc::new(ProjectConfig {
+        name: Arc::from("bench"),
+        settings,
+        version: 1,
+    });
+    let events = generate(options.visitors, start_ms, &config);
+    let event_count = events.len();
+    let now_ms = start_ms + 7 * DAY_MS;
+
+    let mut shard = ShardState::default();
+    let mut store = SegmentStore::default();
+    let mut sink = DeltaSink::new(1);
+    let started = Instant::now();
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<VisitorEvent> = events.by_ref().take(EVENTS_PER_CALL).collect();
+        shard.apply(now_ms, chunk, &mut sink);
+        for (_, batch) in sink.drain() {
+            store.apply(&batch);
+        }
+    }
+    let ingest_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "engine: {event_count} events, {} visitors in {ingest_seconds:.2} s on one core = {:.0} events/s",
+        options.visitors,
+        event_count as f64 / ingest_seconds
+    );
+    println!("segment cells (cell x bucket): {}", store.cell_count());
+
+    let aggregates = store
+        .experiment("bench", "checkout")
+        .expect("experiment exists");
+    let query = ResultsQuery {
+        from_ms: start_ms,
+        to_ms: start_ms + 7 * DAY_MS,
+        breakdown: Some(Arc::from("browser")),
+        keys: vec![Arc::from("purchase")],
+        baseline: None,
+    };
+    let mut latencies_us: Vec<f64> = (0..options.queries)
+        .map(|_| {
+            let started = Instant::now();
+            let results = query::results(aggregates, &query).expect("query runs");
+            assert_eq!(results.groups.len(), BROWSERS);
+            started.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    latencies_us.sort_by(f64::total_cmp);
+    let percentile =
+        |fraction: f64| latencies_us[((latencies_us.len() - 1) as f64 * fraction) as usize];
+    println!(
+        "results query ({VARIATIONS} variations x {BROWSERS} breakdown values x 168 hourly buckets): p50 {:.0} us, p99 {:.0} us",
+        percentile(0.5),
+        percentile(0.99)
+    );
+}
