@@ -47,15 +47,41 @@
 //! got an answer (`Transport`), the node answered with an API error (`Api`,
 //! carrying its stable code), or the answer could not be decoded (`Decode`).
 //!
-//! Not yet here (a later issue): client-side batching, retries, backpressure,
-//! the compact binary encoding, and routing events to shard owners.
+//! # Sending many events
+//!
+//! [`Client::send`] sends one batch and waits for its answer. For a stream
+//! of events use a [`Sender`] (`client.sender(SenderConfig::default())`):
+//! it batches by size and time, bounds what it holds with the backpressure
+//! you choose, retries with backoff (keeping event ids, so the node counts
+//! a retried event once), and [`Sender::flush`] reports the outcome of every
+//! event. It encodes batches in the compact binary format
+//! ([`protocol::binary`]) unless told otherwise ([`Encoding`]), and asks a
+//! [`Router`] where each batch goes. See `docs/client.md` for a guide.
+//!
+//! The crate also holds the `sessiondb-ctl` ops CLI (module `cli`, behind the
+//! default `cli` feature; `docs/cli.md`).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod router;
+pub mod sender;
+
+pub use router::{RoundRobin, Router, SingleNode};
+pub use sender::{
+    Backpressure, Encoding, FailedEvent, FlushReport, RejectedEvent, Sender, SenderConfig,
+    SenderStats,
+};
 pub use sessiondb_protocol as protocol;
+
+/// Compiles the examples of `docs/client.md` as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/client.md")]
+pub struct ClientGuide;
 
 use protocol::{
     CreateProject, ErrorResponse, Event, IngestResponse, NodeStatus, Project, ProjectList,
@@ -103,14 +129,28 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// [`Sender::track`] with [`Backpressure::Error`] found the sender
+    /// already holding `buffer_events_max` events. The event was not taken;
+    /// try again after a flush, or use [`Backpressure::Wait`].
+    #[error("the sender already holds {buffer_events_max} events (buffer_events_max); flush or slow down")]
+    BufferFull { buffer_events_max: usize },
+    /// The sender's worker is gone (the runtime is shutting down).
+    #[error("the sender has stopped")]
+    SenderClosed,
+    /// A [`SenderConfig`] is inconsistent.
+    #[error("invalid sender configuration: {message}")]
+    InvalidConfig { message: String },
 }
 
 impl ClientError {
     /// The HTTP status, if the node answered at all.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ClientError::Transport { .. } => None,
             ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+            ClientError::Transport { .. }
+            | ClientError::BufferFull { .. }
+            | ClientError::SenderClosed
+            | ClientError::InvalidConfig { .. } => None,
         }
     }
 
@@ -118,7 +158,7 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
-            ClientError::Transport { .. } | ClientError::Decode { .. } => None,
+            _ => None,
         }
     }
 }
@@ -325,11 +365,33 @@ impl Client {
     /// applied: check [`IngestResponse::rejected`], which names each rejected
     /// event by its index in `events`.
     pub async fn send(&self, events: &[Event]) -> Result<IngestResponse, ClientError> {
+        self.send_with(events, Encoding::Json).await
+    }
+
+    /// `POST /v1/events`: send one batch in the given encoding.
+    ///
+    /// [`Encoding::Binary`] sends `Content-Type:`
+    /// [`protocol::binary::CONTENT_TYPE`] with the body of
+    /// [`protocol::binary::encode_batch`]. The answer is the same JSON
+    /// [`IngestResponse`] either way.
+    pub async fn send_with(
+        &self,
+        events: &[Event],
+        encoding: Encoding,
+    ) -> Result<IngestResponse, ClientError> {
         let url = self.url(&["v1", "events"], &[]);
-        let batch = EventBatchRef { events };
-        let body = self
-            .execute(self.http.post(&url).json(&batch), &url)
-            .await?;
+        let request = match encoding {
+            Encoding::Json => self.http.post(&url).json(&EventBatchRef { events }),
+            Encoding::Binary => self
+                .http
+                .post(&url)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    protocol::binary::CONTENT_TYPE,
+                )
+                .body(protocol::binary::encode_batch(events)),
+        };
+        let body = self.execute(request, &url).await?;
         decode(&url, body)
     }
 

@@ -1,0 +1,540 @@
+//! `import <file.ndjson>`: stream a file of native events through a
+//! [`Sender`].
+//!
+//! The file is read line by line (never whole), so its size does not
+//! matter; the sender's `buffer_events_max` bounds what is held. A line that
+//! is not an event is rejected locally (reason [`MALFORMED_LINE`]) and not
+//! sent. Every rejected line — local or refused by the node — is written to
+//! the rejections file as `{"line", "id", "reason", "message"}`.
+
+use super::args::{EncodingArg, ImportArgs};
+use super::{CliError, Context, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE};
+use crate::protocol::Event;
+use crate::sender::{FlushReport, REPORT_DETAILS_MAX};
+use crate::{Backpressure, Client, Encoding, Sender, SenderConfig};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The reason of a line that is not a JSON event.
+pub const MALFORMED_LINE: &str = "malformed_line";
+/// The reason of an event that could not be delivered after every retry.
+pub const DELIVERY_FAILED: &str = "delivery_failed";
+/// The import flushes every this many events, so that the rejection
+/// details of one flush stay under [`REPORT_DETAILS_MAX`].
+pub const IMPORT_FLUSH_EVENTS: u64 = REPORT_DETAILS_MAX as u64;
+/// Events the import's sender holds at most.
+pub const IMPORT_BUFFER_EVENTS_MAX: usize = 50_000;
+/// How often the progress line is redrawn.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest line read; a longer one is rejected (its rest skipped).
+pub const LINE_BYTES_MAX: usize = 1024 * 1024;
+
+/// One line of the rejections file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RejectedLine {
+    /// Line number in the input file, from 1.
+    pub line: u64,
+    /// The event's id, when the line had one.
+    pub id: Option<String>,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The summary printed at the end (`--json` prints it as is).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportSummary {
+    pub file: PathBuf,
+    pub lines: u64,
+    pub events_sent: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub elapsed_ms: u64,
+    pub events_per_second: f64,
+    /// Where the rejected lines were written, if anywhere.
+    pub rejections_file: Option<PathBuf>,
+}
+
+pub async fn run(client: &Client, context: &Context, args: ImportArgs) -> Result<u8, CliError> {
+    let file = File::open(&args.file).map_err(|source| {
+        CliError::new(EXIT_INPUT, format!("cannot read {}", args.file.display()))
+            .with_hint("check the path; the file must hold one JSON event per line")
+            .with_source(source)
+    })?;
+    // Fail fast (exit 3) rather than retrying every batch against nothing.
+    client
+        .health()
+        .await
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    let config = SenderConfig {
+        batch_events_max: usize::from(args.batch_events),
+        buffer_events_max: IMPORT_BUFFER_EVENTS_MAX.max(usize::from(args.batch_events)),
+        backpressure: Backpressure::Wait,
+        encoding: match args.encoding {
+            EncodingArg::Binary => Encoding::Binary,
+            EncodingArg::Json => Encoding::Json,
+        },
+        ..SenderConfig::default()
+    };
+    let sender = client
+        .sender(config)
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    let rejections_path = args
+        .rejections_file
+        .clone()
+        .unwrap_or_else(|| default_rejections_path(&args.file));
+    let mut import = Import {
+        rejections: Rejections::new(rejections_path, args.rejections_file.is_some())?,
+        lines: LineMap::default(),
+        progress: Progress::new(),
+        totals: FlushReport::default(),
+        rejected: 0,
+        failed: 0,
+        first_failure: None,
+    };
+    let started = Instant::now();
+    let lines_read = import.read_all(file, &sender).await?;
+    let report = sender
+        .flush()
+        .await
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    import.absorb(report)?;
+    import.progress.clear();
+    import.rejections.finish()?;
+
+    let elapsed = started.elapsed();
+    let events_sent = sender.stats().events_tracked;
+    let summary = ImportSummary {
+        file: args.file.clone(),
+        lines: lines_read,
+        events_sent,
+        accepted: import.totals.accepted,
+        duplicates: import.totals.duplicates,
+        rejected: import.rejected,
+        failed: import.failed,
+        elapsed_ms: elapsed.as_millis() as u64,
+        events_per_second: events_sent as f64 / elapsed.as_secs_f64().max(1e-9),
+        rejections_file: import.rejections.written_path(),
+    };
+    if context.json {
+        context.print_json(&summary)?;
+    } else {
+        print_summary(&summary);
+    }
+    if let Some((error, unreachable)) = &import.first_failure {
+        let failure = CliError::new(
+            if *unreachable {
+                EXIT_UNREACHABLE
+            } else {
+                super::EXIT_FAILED
+            },
+            format!("{} events could not be delivered", summary.failed),
+        )
+        .with_hint("events keep their ids: importing the file again is safe")
+        .with_source(error.clone());
+        failure.print();
+        return Ok(failure.exit_code);
+    }
+    Ok(if summary.rejected > 0 {
+        EXIT_INPUT
+    } else {
+        EXIT_OK
+    })
+}
+
+fn default_rejections_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".rejections.ndjson");
+    PathBuf::from(name)
+}
+
+fn print_summary(summary: &ImportSummary) {
+    println!(
+        "imported {}: {} lines, {} events sent in {:.2} s ({:.0} events/s)",
+        summary.file.display(),
+        summary.lines,
+        summary.events_sent,
+        summary.elapsed_ms as f64 / 1_000.0,
+        summary.events_per_second
+    );
+    println!("  accepted    {}", summary.accepted);
+    println!("  duplicates  {}", summary.duplicates);
+    match &summary.rejections_file {
+        Some(path) => println!(
+            "  rejected    {} (see {})",
+            summary.rejected,
+            path.display()
+        ),
+        None => println!("  rejected    {}", summary.rejected),
+    }
+    if summary.failed > 0 {
+        println!(
+            "  failed      {} (not delivered; safe to import again)",
+            summary.failed
+        );
+    }
+}
+
+/// The state of one import.
+struct Import {
+    rejections: Rejections,
+    lines: LineMap,
+    progress: Progress,
+    totals: FlushReport,
+    rejected: u64,
+    failed: u64,
+    /// The first delivery error, and whether it was a transport error.
+    first_failure: Option<(String, bool)>,
+}
+
+impl Import {
+    /// Reads and tracks every line; answers the number of lines read.
+    async fn read_all(&mut self, file: File, sender: &Sender) -> Result<u64, CliError> {
+        let mut reader = BufReader::new(file);
+        let mut buffer = Vec::new();
+        let mut line_number: u64 = 0;
+        let mut tracked: u64 = 0;
+        loop {
+            buffer.clear();
+            let read = read_line_bounded(&mut reader, &mut buffer).map_err(|source| {
+                CliError::new(EXIT_INPUT, "cannot read the input file").with_source(source)
+            })?;
+            let Some(complete) = read else { break };
+            line_number += 1;
+            match parse_line(&buffer, complete) {
+                Parsed::Blank => self.lines.skip(tracked),
+                Parsed::Bad(mut rejected) => {
+                    rejected.line = line_number;
+                    self.lines.skip(tracked);
+                    self.reject(rejected)?;
+                }
+                Parsed::Event(event) => {
+                    sender.track(*event).await.map_err(|error| {
+                        CliError::new(super::EXIT_FAILED, "the sender stopped").with_source(error)
+                    })?;
+                    tracked += 1;
+                    if tracked.is_multiple_of(IMPORT_FLUSH_EVENTS) {
+                        let report = sender.flush().await.map_err(|error| {
+                            CliError::new(super::EXIT_FAILED, "the sender stopped")
+                                .with_source(error)
+                        })?;
+                        self.absorb(report)?;
+                        if self.failed > 0 {
+                            // The node went away: stop instead of failing
+                            // every remaining batch after its retries.
+                            break;
+                        }
+                    }
+                }
+            }
+            self.progress.show(line_number, sender, self.rejected);
+        }
+        Ok(line_number)
+    }
+
+    fn reject(&mut self, rejected: RejectedLine) -> Result<(), CliError> {
+        self.rejected += 1;
+        self.rejections.write(&rejected)
+    }
+
+    /// Counts a flush report and writes its rejections and failures.
+    fn absorb(&mut self, report: FlushReport) -> Result<(), CliError> {
+        for rejected in &report.rejected {
+            let line = RejectedLine {
+                line: self.lines.line_of(rejected.seq),
+                id: Some(rejected.id.clone()),
+                reason: rejected.reason.clone(),
+                message: rejected.message.clone(),
+            };
+            self.reject(line)?;
+        }
+        for failed in &report.failed {
+            self.failed += 1;
+            if self.first_failure.is_none() {
+                let unreachable = matches!(*failed.error, crate::ClientError::Transport { .. });
+                self.first_failure = Some((error_chain(&*failed.error), unreachable));
+            }
+            let line = RejectedLine {
+                line: self.lines.line_of(failed.seq),
+                id: Some(failed.id.clone()),
+                reason: DELIVERY_FAILED.to_string(),
+                message: error_chain(&*failed.error),
+            };
+            self.rejections.write(&line)?;
+        }
+        // Beyond REPORT_DETAILS_MAX per flush (cannot happen with
+        // IMPORT_FLUSH_EVENTS ≤ REPORT_DETAILS_MAX), count what we cannot list.
+        self.rejected += report.details_dropped;
+        self.totals.accepted += report.accepted;
+        self.totals.duplicates += report.duplicates;
+        Ok(())
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
+}
+
+enum Parsed {
+    Blank,
+    Bad(RejectedLine),
+    Event(Box<Event>),
+}
+
+fn parse_line(bytes: &[u8], complete: bool) -> Parsed {
+    let bad = |id: Option<String>, message: String| {
+        Parsed::Bad(RejectedLine {
+            line: 0,
+            id,
+            reason: MALFORMED_LINE.to_string(),
+            message,
+        })
+    };
+    if !complete {
+        return bad(
+            None,
+            format!("the line is longer than {LINE_BYTES_MAX} bytes"),
+        );
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Parsed::Blank;
+    }
+    match serde_json::from_slice::<Event>(bytes) {
+        Ok(event) => Parsed::Event(Box::new(event)),
+        Err(error) => {
+            let id = serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .and_then(|value| value.get("id")?.as_str().map(str::to_string));
+            bad(id, format!("not a valid event: {error}"))
+        }
+    }
+}
+
+/// Reads one line (without its `\n`) into `buffer`, keeping at most
+/// [`LINE_BYTES_MAX`] bytes of it. `None` at the end of the input;
+/// `Some(false)` when the line was cut.
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    let mut complete = true;
+    let mut any = false;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(any.then_some(complete));
+        }
+        any = true;
+        let (chunk, found_newline) = match available.iter().position(|&b| b == b'\n') {
+            Some(end) => (&available[..end], true),
+            None => (available, false),
+        };
+        let room = LINE_BYTES_MAX.saturating_sub(buffer.len());
+        if chunk.len() > room {
+            complete = false;
+        }
+        buffer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let consumed = chunk.len() + usize::from(found_newline);
+        reader.consume(consumed);
+        if found_newline {
+            return Ok(Some(complete));
+        }
+    }
+}
+
+/// Maps a sender sequence number back to its line: the n-th event is on
+/// line n + 1 plus the number of blank or bad lines before it. Holds one
+/// entry per skipped line only.
+#[derive(Debug, Default)]
+struct LineMap {
+    /// (first sequence number, lines skipped before it), increasing.
+    offsets: Vec<(u64, u64)>,
+}
+
+impl LineMap {
+    /// A line was skipped after `tracked` events were sent.
+    fn skip(&mut self, tracked: u64) {
+        let skipped = self.offsets.last().map_or(0, |&(_, skipped)| skipped) + 1;
+        match self.offsets.last_mut() {
+            Some(last) if last.0 == tracked => last.1 = skipped,
+            _ => self.offsets.push((tracked, skipped)),
+        }
+    }
+
+    fn line_of(&self, seq: u64) -> u64 {
+        let index = self.offsets.partition_point(|&(first, _)| first <= seq);
+        let skipped = if index == 0 {
+            0
+        } else {
+            self.offsets[index - 1].1
+        };
+        seq + 1 + skipped
+    }
+}
+
+/// The rejections file, created at the first rejection (or at once when
+/// the user named it, so an old file is never left behind).
+struct Rejections {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+}
+
+impl Rejections {
+    fn new(path: PathBuf, create_now: bool) -> Result<Rejections, CliError> {
+        let mut rejections = Rejections { path, writer: None };
+        if create_now {
+            rejections.open()?;
+        }
+        Ok(rejections)
+    }
+
+    fn open(&mut self) -> Result<&mut BufWriter<File>, CliError> {
+        if self.writer.is_none() {
+            let file = File::create(&self.path).map_err(|source| self.error(source))?;
+            self.writer = Some(BufWriter::new(file));
+        }
+        Ok(self.writer.as_mut().expect("opened above"))
+    }
+
+    fn write(&mut self, rejected: &RejectedLine) -> Result<(), CliError> {
+        let mut line = serde_json::to_vec(rejected).expect("a RejectedLine serializes");
+        line.push(b'\n');
+        let written = self.open()?.write_all(&line);
+        written.map_err(|source| self_error(&self.path, source))
+    }
+
+    fn finish(&mut self) -> Result<(), CliError> {
+        if let Some(writer) = &mut self.writer {
+            writer
+                .flush()
+                .map_err(|source| self_error(&self.path, source))?;
+        }
+        Ok(())
+    }
+
+    fn written_path(&self) -> Option<PathBuf> {
+        self.writer.as_ref().map(|_| self.path.clone())
+    }
+
+    fn error(&self, source: std::io::Error) -> CliError {
+        self_error(&self.path, source)
+    }
+}
+
+fn self_error(path: &Path, source: std::io::Error) -> CliError {
+    CliError::new(
+        EXIT_INPUT,
+        format!("cannot write the rejections file {}", path.display()),
+    )
+    .with_source(source)
+}
+
+/// A one-line progress display on stderr, only when stderr is a terminal.
+struct Progress {
+    enabled: bool,
+    started: Instant,
+    last_drawn: Option<Instant>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            enabled: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            last_drawn: None,
+        }
+    }
+
+    fn show(&mut self, lines: u64, sender: &Sender, rejected: u64) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last_drawn
+            .is_some_and(|last| now.duration_since(last) < PROGRESS_INTERVAL)
+        {
+            return;
+        }
+        self.last_drawn = Some(now);
+        let resolved = sender.stats().events_resolved;
+        let rate = resolved as f64 / now.duration_since(self.started).as_secs_f64().max(1e-9);
+        eprint!("\r\x1b[2Kimporting: {lines} lines read, {resolved} events acknowledged, {rate:.0} events/s, {rejected} rejected");
+    }
+
+    fn clear(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_map_skips_blank_and_bad_lines() {
+        // Lines: 1 event(seq 0), 2 bad, 3 blank, 4 event(seq 1), 5 event(seq 2), 6 bad, 7 event(seq 3)
+        let mut map = LineMap::default();
+        map.skip(1);
+        map.skip(1);
+        map.skip(3);
+        assert_eq!(
+            (0..4).map(|seq| map.line_of(seq)).collect::<Vec<_>>(),
+            [1, 4, 5, 7]
+        );
+        let mut leading = LineMap::default();
+        leading.skip(0);
+        assert_eq!(leading.line_of(0), 2);
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_flagged() {
+        let mut input = vec![b'x'; LINE_BYTES_MAX + 10];
+        input.extend_from_slice(b"\n{}\nlast");
+        let mut reader = BufReader::with_capacity(1000, &input[..]);
+        let mut buffer = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer).unwrap(),
+            Some(false)
+        );
+        assert_eq!(buffer.len(), LINE_BYTES_MAX);
+        buffer.clear();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer).unwrap(),
+            Some(true)
+        );
+        assert_eq!(buffer, b"{}");
+        buffer.clear();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer).unwrap(),
+            Some(true)
+        );
+        assert_eq!(buffer, b"last");
+        buffer.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut buffer).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_lines_keep_their_id_when_they_have_one() {
+        let Parsed::Bad(rejected) = parse_line(br#"{"id":"e-9","ts":"soon"}"#, true) else {
+            panic!("expected a bad line");
+        };
+        assert_eq!(rejected.id.as_deref(), Some("e-9"));
+        assert_eq!(rejected.reason, MALFORMED_LINE);
+        assert!(matches!(parse_line(b"  \r", true), Parsed::Blank));
+        assert!(matches!(parse_line(b"not json", true), Parsed::Bad(_)));
+    }
+}

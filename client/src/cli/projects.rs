@@ -1,0 +1,146 @@
+//! `projects create|list|show|configure`.
+
+use super::args::SettingsArgs;
+use super::node::print_fields;
+use super::table::{format_duration_ms, Align, Table};
+use super::{CliError, Context, EXIT_OK, EXIT_USAGE};
+use crate::protocol::{CreateProject, Project, ProjectList, ProjectSettingsPatch};
+use crate::Client;
+
+impl SettingsArgs {
+    /// The settings given on the command line, as a patch.
+    pub fn to_patch(&self) -> ProjectSettingsPatch {
+        ProjectSettingsPatch {
+            session_gap_ms: self.session_gap_ms,
+            session_max_ms: self.session_max_ms,
+            midnight_split: self.midnight_split,
+            time_zone: self.time_zone.clone(),
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            future_skew_ms: self.future_skew_ms,
+            bucket_ms: self.bucket_ms,
+            hll_precision: self.hll_precision,
+            retention_ms: self.retention_ms,
+            breakdown_attributes: self.breakdown_attributes.clone(),
+        }
+    }
+}
+
+pub async fn create(
+    client: &Client,
+    context: &Context,
+    name: String,
+    settings: SettingsArgs,
+) -> Result<u8, CliError> {
+    let request = CreateProject {
+        name,
+        settings: settings.to_patch(),
+    };
+    let project = client
+        .create_project(&request)
+        .await
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    if !context.json {
+        println!("created project {}", project.name);
+    }
+    print_project(context, &project)
+}
+
+pub async fn list(client: &Client, context: &Context) -> Result<u8, CliError> {
+    let projects = client
+        .projects()
+        .await
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    if context.json {
+        context.print_json(&ProjectList { projects })?;
+        return Ok(EXIT_OK);
+    }
+    if projects.is_empty() {
+        println!("no projects; create one with `sessiondb-ctl projects create <name>`");
+        return Ok(EXIT_OK);
+    }
+    let mut table = Table::new(&[
+        ("NAME", Align::Left),
+        ("EXPERIMENTS", Align::Right),
+        ("SESSION GAP", Align::Right),
+        ("BUCKET", Align::Right),
+        ("TIME ZONE", Align::Left),
+        ("BREAKDOWNS", Align::Left),
+    ]);
+    for project in &projects {
+        let settings = &project.settings;
+        table.row(vec![
+            project.name.clone(),
+            project.experiments.len().to_string(),
+            format_duration_ms(settings.session_gap_ms),
+            format_duration_ms(settings.bucket_ms),
+            settings.time_zone.clone(),
+            settings.breakdown_attributes.join(","),
+        ]);
+    }
+    print!("{}", table.render());
+    Ok(EXIT_OK)
+}
+
+pub async fn show(client: &Client, context: &Context, name: &str) -> Result<u8, CliError> {
+    let project = client
+        .project(name)
+        .await
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    print_project(context, &project)
+}
+
+pub async fn configure(
+    client: &Client,
+    context: &Context,
+    name: &str,
+    settings: SettingsArgs,
+) -> Result<u8, CliError> {
+    let patch = settings.to_patch();
+    if patch == ProjectSettingsPatch::default() {
+        return Err(CliError::new(EXIT_USAGE, "nothing to configure")
+            .with_hint("pass at least one setting, e.g. --session-gap-ms 900000 (see --help)"));
+    }
+    let project = client
+        .configure_project(name, &patch)
+        .await
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    if !context.json {
+        println!("configured project {}", project.name);
+    }
+    print_project(context, &project)
+}
+
+fn print_project(context: &Context, project: &Project) -> Result<u8, CliError> {
+    if context.json {
+        context.print_json(project)?;
+        return Ok(EXIT_OK);
+    }
+    let settings = &project.settings;
+    let duration = |ms: i64| format!("{} ({ms} ms)", format_duration_ms(ms));
+    let experiments = if project.experiments.is_empty() {
+        "(none yet)".to_string()
+    } else {
+        project.experiments.join(", ")
+    };
+    print_fields(&[
+        ("name", project.name.clone()),
+        ("session_gap_ms", duration(settings.session_gap_ms)),
+        ("session_max_ms", duration(settings.session_max_ms)),
+        ("midnight_split", settings.midnight_split.to_string()),
+        ("time_zone", settings.time_zone.clone()),
+        (
+            "allowed_lateness_ms",
+            duration(settings.allowed_lateness_ms),
+        ),
+        ("future_skew_ms", duration(settings.future_skew_ms)),
+        ("bucket_ms", duration(settings.bucket_ms)),
+        ("hll_precision", settings.hll_precision.to_string()),
+        ("retention_ms", duration(settings.retention_ms)),
+        (
+            "breakdown_attributes",
+            settings.breakdown_attributes.join(","),
+        ),
+        ("experiments", experiments),
+    ]);
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,810 @@
+//! [`Sender`]: buffered, batched, retried ingest.
+//!
+//! # Design
+//!
+//! ```text
+//!  Sender (clonable handle)            worker task (one per Sender::new)
+//!  ──────────────────────────          ─────────────────────────────────────────
+//!  track(event):                        owns the buffer; loops over
+//!    take 1 permit of the event    ──▶    · a command from the channel: an event
+//!    semaphore (Wait: await one;  mpsc     (append, cut a batch at
+//!    Error: BufferFull if none)  bounded   `batch_events_max`) or a flush waiter
+//!    send (seq, event)                    · the linger timer (cut a partial batch)
+//!                                         · a finished batch task (count outcomes,
+//!  flush(): send a waiter, await it         give its permits back, answer waiters)
+//!                                       and starts ready batches while fewer than
+//!                                       `in_flight_batches_max` are in flight.
+//!
+//!  batch task (one per batch): route → encode → POST → on a transport error,
+//!  429/502/503/504 or per-event `overloaded`, back off and resend the same
+//!  events (same ids) until `retry_attempts_max` attempts.
+//! ```
+//!
+//! * **One owner.** Only the worker touches the buffer, the batch list and
+//!   the report, so none of them needs a lock; producers only talk to it
+//!   through the bounded channel.
+//! * **The bound is on events, not messages.** An event holds one permit of a
+//!   semaphore of `buffer_events_max` permits from `track` until its batch is
+//!   resolved (acknowledged, rejected or failed). So the events in the
+//!   channel, in the buffer, waiting for a batch slot and in flight together
+//!   never exceed `buffer_events_max`, whatever the node does.
+//! * **Retries keep ids.** A retried batch carries the same events; if the
+//!   node applied the first attempt (the answer was lost), it counts the
+//!   retry's events as duplicates, so every event is counted once.
+//! * **Flush is a watermark.** A flush cuts the buffer into a batch and waits
+//!   until every batch cut before it is resolved. Every resolved event is
+//!   reported in exactly one [`FlushReport`].
+//!
+//! The worker stops when every handle is dropped, after it has sent what it
+//! still holds (nobody sees that last report; flush first to see it).
+
+use crate::router::{Router, SingleNode};
+use crate::{Client, ClientError};
+use sessiondb_protocol::Event;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore, TryAcquireError};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Most commands (events and flush requests) waiting in the channel in
+/// front of the worker. The worker never blocks while it drains the
+/// channel, so this only smooths bursts; the real bound is
+/// [`SenderConfig::buffer_events_max`].
+pub const CHANNEL_COMMANDS_MAX: usize = 4_096;
+/// Most rejected and failed events described one by one in one
+/// [`FlushReport`]; further ones are only counted in
+/// [`FlushReport::details_dropped`]. Flush often to see every one.
+pub const REPORT_DETAILS_MAX: usize = 100_000;
+/// The per-event reason under which the node refuses events when its shard
+/// queues are full; the sender retries such events.
+pub const OVERLOADED_REASON: &str = "overloaded";
+
+/// How a batch is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// `application/x-sessiondb-batch` (`sessiondb_protocol::binary`):
+    /// compact and cheap to decode. The default.
+    #[default]
+    Binary,
+    /// `application/json`: the `EventBatch` JSON of `docs/api.md`.
+    Json,
+}
+
+/// What [`Sender::track`] does when `buffer_events_max` events are already
+/// held (buffered or in flight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backpressure {
+    /// Wait until a batch resolves and makes room. The default.
+    #[default]
+    Wait,
+    /// Fail at once with [`ClientError::BufferFull`]; the event is not taken.
+    Error,
+}
+
+/// Tuning of a [`Sender`]. Every field has a default; see [`Default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderConfig {
+    /// A batch is sent as soon as it holds this many events (1 – 10 000,
+    /// the node's `BATCH_EVENTS_MAX`). Default 1 000.
+    pub batch_events_max: usize,
+    /// A partial batch is sent this long after its first event arrived.
+    /// Default 5 ms.
+    pub linger_ms: u64,
+    /// Most events held at once: tracked but not yet resolved. Default
+    /// 100 000. At least `batch_events_max`.
+    pub buffer_events_max: usize,
+    /// What `track` does when the buffer is full. Default [`Backpressure::Wait`].
+    pub backpressure: Backpressure,
+    /// Wire encoding of batches. Default [`Encoding::Binary`].
+    pub encoding: Encoding,
+    /// Most batches sent concurrently. Default 4.
+    pub in_flight_batches_max: usize,
+    /// Most attempts per batch, the first included (≥ 1). Default 8.
+    pub retry_attempts_max: u32,
+    /// Backoff before the first retry; doubles per retry. Default 50 ms.
+    pub retry_backoff_initial_ms: u64,
+    /// Largest backoff between two attempts. Default 5 000 ms.
+    pub retry_backoff_max_ms: u64,
+}
+
+impl Default for SenderConfig {
+    fn default() -> SenderConfig {
+        SenderConfig {
+            batch_events_max: 1_000,
+            linger_ms: 5,
+            buffer_events_max: 100_000,
+            backpressure: Backpressure::Wait,
+            encoding: Encoding::Binary,
+            in_flight_batches_max: 4,
+            retry_attempts_max: 8,
+            retry_backoff_initial_ms: 50,
+            retry_backoff_max_ms: 5_000,
+        }
+    }
+}
+
+impl SenderConfig {
+    fn validate(&self) -> Result<(), ClientError> {
+        let invalid = |message: String| Err(ClientError::InvalidConfig { message });
+        let events_max = sessiondb_protocol::binary::BINARY_EVENTS_MAX;
+        if !(1..=events_max).contains(&self.batch_events_max) {
+            return invalid(format!(
+                "batch_events_max is {}; it must be 1 to {events_max}",
+                self.batch_events_max
+            ));
+        }
+        if self.buffer_events_max < self.batch_events_max
+            || self.buffer_events_max > Semaphore::MAX_PERMITS
+        {
+            return invalid(format!(
+                "buffer_events_max is {}; it must be at least batch_events_max ({})",
+                self.buffer_events_max, self.batch_events_max
+            ));
+        }
+        if self.in_flight_batches_max == 0 {
+            return invalid("in_flight_batches_max must be at least 1".into());
+        }
+        if self.retry_attempts_max == 0 {
+            return invalid("retry_attempts_max must be at least 1".into());
+        }
+        if self.retry_backoff_initial_ms > self.retry_backoff_max_ms {
+            return invalid(format!(
+                "retry_backoff_initial_ms ({}) is over retry_backoff_max_ms ({})",
+                self.retry_backoff_initial_ms, self.retry_backoff_max_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An event the node refused, with its reason (`docs/api.md`, "Per-event
+/// reasons").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedEvent {
+    /// The number [`Sender::track`] returned for this event.
+    pub seq: u64,
+    /// The event's id.
+    pub id: String,
+    /// Stable reason code, e.g. `too_late`, `unknown_project`.
+    pub reason: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// An event whose batch never got an answer, or got a whole-batch error,
+/// after every attempt. The node may or may not have applied it (resending
+/// it later is safe: it keeps its id).
+#[derive(Debug, Clone)]
+pub struct FailedEvent {
+    /// The number [`Sender::track`] returned for this event.
+    pub seq: u64,
+    /// The event's id.
+    pub id: String,
+    /// The last attempt's error, shared by every event of the batch.
+    pub error: Arc<ClientError>,
+}
+
+/// The outcome of every event resolved since the previous report.
+#[derive(Debug, Clone, Default)]
+pub struct FlushReport {
+    /// Events newly applied by the node.
+    pub accepted: u64,
+    /// Events the node had already applied (e.g. the lost answer of an
+    /// earlier attempt); nothing changed.
+    pub duplicates: u64,
+    /// Events the node refused, each with its reason.
+    pub rejected: Vec<RejectedEvent>,
+    /// Events that could not be delivered.
+    pub failed: Vec<FailedEvent>,
+    /// Rejected or failed events beyond [`REPORT_DETAILS_MAX`], counted but
+    /// not described.
+    pub details_dropped: u64,
+}
+
+impl FlushReport {
+    /// Every event was accepted or was a duplicate.
+    pub fn is_success(&self) -> bool {
+        self.rejected.is_empty() && self.failed.is_empty() && self.details_dropped == 0
+    }
+
+    /// How many events this report covers.
+    pub fn events(&self) -> u64 {
+        self.accepted
+            + self.duplicates
+            + self.rejected.len() as u64
+            + self.failed.len() as u64
+            + self.details_dropped
+    }
+
+    fn merge(&mut self, other: FlushReport) {
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+        self.details_dropped += other.details_dropped;
+        for rejected in other.rejected {
+            if self.has_room() {
+                self.rejected.push(rejected);
+            } else {
+                self.details_dropped += 1;
+            }
+        }
+        for failed in other.failed {
+            if self.has_room() {
+                self.failed.push(failed);
+            } else {
+                self.details_dropped += 1;
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.rejected.len() + self.failed.len() < REPORT_DETAILS_MAX
+    }
+}
+
+/// Counters of a [`Sender`] since it was created (all handles together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SenderStats {
+    /// Events taken by `track`.
+    pub events_tracked: u64,
+    /// Events held now: tracked, not yet resolved.
+    pub events_held: u64,
+    /// The most events ever held at once; never over `buffer_events_max`.
+    pub events_held_max: u64,
+    /// Events resolved: accepted, duplicate, rejected or failed.
+    pub events_resolved: u64,
+    /// Batches cut from the buffer.
+    pub batches: u64,
+    /// HTTP requests sent, retries included.
+    pub requests_sent: u64,
+    /// Requests that were retries.
+    pub retries: u64,
+}
+
+/// State shared by the handles, the worker and the batch tasks.
+#[derive(Debug)]
+struct Shared {
+    config: SenderConfig,
+    router: Arc<dyn Router>,
+    permits: Semaphore,
+    next_seq: AtomicU64,
+    events_held_max: AtomicU64,
+    batches: AtomicU64,
+    requests_sent: AtomicU64,
+    retries: AtomicU64,
+    /// Events resolved so far; changes after every batch.
+    resolved: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn events_held(&self) -> u64 {
+        (self.config.buffer_events_max - self.permits.available_permits()) as u64
+    }
+}
+
+enum Command {
+    Event { seq: u64, event: Event },
+    Flush(oneshot::Sender<FlushReport>),
+}
+
+/// A buffered, batching, retrying event producer. See the module
+/// documentation for its design.
+///
+/// Cheap to clone: clones share the buffer, the worker and the counters.
+///
+/// ```no_run
+/// use sessiondb_client::protocol::{Event, EventType, Timestamp};
+/// use sessiondb_client::{Client, SenderConfig};
+///
+/// # async fn example() -> Result<(), sessiondb_client::ClientError> {
+/// let client = Client::new("http://127.0.0.1:7070");
+/// let sender = client.sender(SenderConfig::default())?;
+/// for n in 0..10_000 {
+///     sender
+///         .track(Event {
+///             id: format!("pv-{n}"),
+///             project: "shop".into(),
+///             visitor: format!("v-{}", n % 500),
+///             ts: Timestamp::Milliseconds(1_764_150_000_000 + n),
+///             event_type: EventType::Pageview,
+///             key: None,
+///             value: None,
+///             attributes: Default::default(),
+///             decisions: Vec::new(),
+///         })
+///         .await?;
+/// }
+/// let report = sender.flush().await?;
+/// println!("{} accepted, {} rejected", report.accepted, report.rejected.len());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sender {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl Client {
+    /// A [`Sender`] that sends every batch to this client's node.
+    ///
+    /// Must be called inside a Tokio runtime: it spawns the sender's worker.
+    pub fn sender(&self, config: SenderConfig) -> Result<Sender, ClientError> {
+        Sender::new(Arc::new(SingleNode::new(self.clone())), config)
+    }
+}
+
+impl Sender {
+    /// A sender whose batches go where `router` says.
+    ///
+    /// Must be called inside a Tokio runtime: it spawns the sender's worker.
+    /// Fails with [`ClientError::InvalidConfig`] if `config` is inconsistent.
+    pub fn new(router: Arc<dyn Router>, config: SenderConfig) -> Result<Sender, ClientError> {
+        config.validate()?;
+        let (commands, receiver) = mpsc::channel(CHANNEL_COMMANDS_MAX);
+        let shared = Arc::new(Shared {
+            permits: Semaphore::new(config.buffer_events_max),
+            config,
+            router,
+            next_seq: AtomicU64::new(0),
+            events_held_max: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            requests_sent: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            resolved: watch::Sender::new(0),
+        });
+        let worker = Worker::new(Arc::clone(&shared), receiver);
+        tokio::spawn(worker.run());
+        Ok(Sender { commands, shared })
+    }
+
+    /// Hands `event` to the sender, to be sent in a batch.
+    ///
+    /// Returns the event's sequence number (`seq` in [`RejectedEvent`] and
+    /// [`FailedEvent`]) as soon as the sender holds it, long before the node
+    /// acknowledges it: use [`Sender::flush`] to learn the outcome. When
+    /// `buffer_events_max` events are held, waits for room or fails with
+    /// [`ClientError::BufferFull`], per [`SenderConfig::backpressure`].
+    pub async fn track(&self, event: Event) -> Result<u64, ClientError> {
+        let shared = &self.shared;
+        match shared.config.backpressure {
+            Backpressure::Wait => shared
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| ClientError::SenderClosed)?
+                .forget(),
+            Backpressure::Error => match shared.permits.try_acquire() {
+                Ok(permit) => permit.forget(),
+                Err(TryAcquireError::NoPermits) => {
+                    return Err(ClientError::BufferFull {
+                        buffer_events_max: shared.config.buffer_events_max,
+                    })
+                }
+                Err(TryAcquireError::Closed) => return Err(ClientError::SenderClosed),
+            },
+        }
+        shared
+            .events_held_max
+            .fetch_max(shared.events_held(), Ordering::Relaxed);
+        let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        let command = Command::Event { seq, event };
+        let sent = match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            // The channel holds commands, not events: the worker drains it
+            // without blocking, so this waits only for a burst to pass.
+            Err(mpsc::error::TrySendError::Full(command)) => self
+                .commands
+                .send(command)
+                .await
+                .map_err(|_| ClientError::SenderClosed),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(ClientError::SenderClosed),
+        };
+        if let Err(error) = sent {
+            shared.permits.add_permits(1);
+            return Err(error);
+        }
+        Ok(seq)
+    }
+
+    /// Sends what is buffered and waits until every event tracked before
+    /// this call (by any clone) is resolved: acknowledged, rejected with a
+    /// reason, or failed after every retry.
+    ///
+    /// The report covers every event resolved since the previous report
+    /// was handed out, so each event appears in exactly one report. Events
+    /// tracked after this call may be in it too if they resolved first.
+    pub async fn flush(&self) -> Result<FlushReport, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Flush(reply))
+            .await
+            .map_err(|_| ClientError::SenderClosed)?;
+        answer.await.map_err(|_| ClientError::SenderClosed)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SenderStats {
+        let shared = &self.shared;
+        SenderStats {
+            events_tracked: shared.next_seq.load(Ordering::Relaxed),
+            events_held: shared.events_held(),
+            events_held_max: shared.events_held_max.load(Ordering::Relaxed),
+            events_resolved: *shared.resolved.borrow(),
+            batches: shared.batches.load(Ordering::Relaxed),
+            requests_sent: shared.requests_sent.load(Ordering::Relaxed),
+            retries: shared.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The number of resolved events, updated after every batch: to show
+    /// progress, or to wait for lingering batches without flushing
+    /// (`receiver.wait_for(|resolved| *resolved >= n)`).
+    pub fn resolved_events(&self) -> watch::Receiver<u64> {
+        self.shared.resolved.subscribe()
+    }
+
+    /// The configuration the sender runs with.
+    pub fn config(&self) -> &SenderConfig {
+        &self.shared.config
+    }
+}
+
+/// A batch cut from the buffer: events and their sequence numbers, in the
+/// same order.
+struct Batch {
+    id: u64,
+    seqs: Vec<u64>,
+    events: Vec<Event>,
+}
+
+/// The worker: the only owner of the buffer, the batch queue and the report.
+struct Worker {
+    shared: Arc<Shared>,
+    receiver: mpsc::Receiver<Command>,
+    /// Events not yet cut into a batch.
+    buffer: Batch,
+    /// When the current partial batch is cut anyway.
+    linger_deadline: Option<Instant>,
+    /// Cut batches waiting for an in-flight slot.
+    ready: VecDeque<Batch>,
+    /// Each task answers its batch id, its event count and its outcomes.
+    in_flight: JoinSet<(u64, usize, FlushReport)>,
+    /// Ids of batches cut and not yet resolved.
+    unresolved: BTreeSet<u64>,
+    next_batch_id: u64,
+    /// Flush callers, each with the first batch id it does not wait for.
+    waiters: Vec<(u64, oneshot::Sender<FlushReport>)>,
+    report: FlushReport,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, receiver: mpsc::Receiver<Command>) -> Worker {
+        Worker {
+            shared,
+            receiver,
+            buffer: Batch {
+                id: 0,
+                seqs: Vec::new(),
+                events: Vec::new(),
+            },
+            linger_deadline: None,
+            ready: VecDeque::new(),
+            in_flight: JoinSet::new(),
+            unresolved: BTreeSet::new(),
+            next_batch_id: 0,
+            waiters: Vec::new(),
+            report: FlushReport::default(),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut open = true;
+        loop {
+            self.start_ready_batches();
+            if !open && self.unresolved.is_empty() && self.buffer.events.is_empty() {
+                return;
+            }
+            let deadline = self.linger_deadline;
+            tokio::select! {
+                Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    // A batch task only panics on a bug; its events are then
+                    // lost to the report, but never double-counted.
+                    if let Ok((id, events, report)) = joined {
+                        self.resolve(id, events, report);
+                    }
+                }
+                command = self.receiver.recv(), if open => match command {
+                    Some(Command::Event { seq, event }) => self.push(seq, event),
+                    Some(Command::Flush(reply)) => {
+                        self.cut();
+                        self.waiters.push((self.next_batch_id, reply));
+                    }
+                    None => {
+                        open = false;
+                        self.cut();
+                    }
+                },
+                () = sleep_until_or_forever(deadline) => self.cut(),
+            }
+            self.answer_waiters();
+        }
+    }
+
+    fn push(&mut self, seq: u64, event: Event) {
+        if self.buffer.events.is_empty() {
+            let linger = Duration::from_millis(self.shared.config.linger_ms);
+            self.linger_deadline = Some(Instant::now() + linger);
+        }
+        self.buffer.seqs.push(seq);
+        self.buffer.events.push(event);
+        if self.buffer.events.len() >= self.shared.config.batch_events_max {
+            self.cut();
+        }
+    }
+
+    /// Moves the buffer, if not empty, to the ready queue as one batch.
+    fn cut(&mut self) {
+        self.linger_deadline = None;
+        if self.buffer.events.is_empty() {
+            return;
+        }
+        let capacity = self.shared.config.batch_events_max;
+        let id = self.next_batch_id;
+        self.next_batch_id += 1;
+        let batch = Batch {
+            id,
+            seqs: std::mem::replace(&mut self.buffer.seqs, Vec::with_capacity(capacity)),
+            events: std::mem::replace(&mut self.buffer.events, Vec::with_capacity(capacity)),
+        };
+        self.unresolved.insert(id);
+        self.shared.batches.fetch_add(1, Ordering::Relaxed);
+        self.ready.push_back(batch);
+    }
+
+    fn start_ready_batches(&mut self) {
+        while self.in_flight.len() < self.shared.config.in_flight_batches_max {
+            let Some(batch) = self.ready.pop_front() else {
+                return;
+            };
+            let shared = Arc::clone(&self.shared);
+            self.in_flight.spawn(async move {
+                let (id, events) = (batch.id, batch.events.len());
+                (id, events, deliver(&shared, batch).await)
+            });
+        }
+    }
+
+    /// Counts a finished batch of `events` events. The permits given back
+    /// are the batch's size, not the node's counts, so a wrong answer can
+    /// never loosen the bound.
+    fn resolve(&mut self, id: u64, events: usize, report: FlushReport) {
+        self.unresolved.remove(&id);
+        self.report.merge(report);
+        self.shared.permits.add_permits(events);
+        self.shared
+            .resolved
+            .send_modify(|resolved| *resolved += events as u64);
+    }
+
+    /// Answers the flush callers whose batches are all resolved; the first
+    /// one takes the report gathered so far.
+    fn answer_waiters(&mut self) {
+        let oldest_unresolved = self.unresolved.first().copied().unwrap_or(u64::MAX);
+        let mut index = 0;
+        while index < self.waiters.len() {
+            if self.waiters[index].0 <= oldest_unresolved {
+                let (_, reply) = self.waiters.swap_remove(index);
+                // A caller that stopped waiting loses its report; the next
+                // flush gets it instead.
+                if let Err(report) = reply.send(std::mem::take(&mut self.report)) {
+                    self.report.merge(report);
+                }
+            } else {
+                index += 1;
+            }
+        }
+    }
+}
+
+async fn sleep_until_or_forever(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether an error might go away on its own: nothing answered, or the
+/// node (or a proxy in front of it) said "later".
+fn is_retryable(error: &ClientError) -> bool {
+    match error {
+        ClientError::Transport { .. } => true,
+        ClientError::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        _ => false,
+    }
+}
+
+/// Sends one batch until every event is resolved or the attempts run out.
+async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
+    let config = &shared.config;
+    let mut report = FlushReport::default();
+    let Batch {
+        mut seqs,
+        mut events,
+        ..
+    } = batch;
+    let mut attempt: u32 = 0;
+    loop {
+        let client = shared.router.route(&events, attempt);
+        shared.requests_sent.fetch_add(1, Ordering::Relaxed);
+        let last_attempt = attempt + 1 >= config.retry_attempts_max;
+        match client.send_with(&events, config.encoding).await {
+            Ok(answer) => {
+                report.accepted += answer.accepted;
+                report.duplicates += answer.duplicates;
+                let mut retry = vec![false; events.len()];
+                for rejection in answer.rejected {
+                    let Some(index) = (rejection.index < events.len()).then_some(rejection.index)
+                    else {
+                        continue; // A node bug; nothing to attribute it to.
+                    };
+                    if rejection.reason == OVERLOADED_REASON && !last_attempt {
+                        retry[index] = true;
+                    } else {
+                        report.rejected.push(RejectedEvent {
+                            seq: seqs[index],
+                            id: std::mem::take(&mut events[index].id),
+                            reason: rejection.reason,
+                            message: rejection.message,
+                        });
+                    }
+                }
+                if !retry.contains(&true) {
+                    return report;
+                }
+                let mut keep = retry.iter();
+                seqs.retain(|_| *keep.next().unwrap_or(&false));
+                let mut keep = retry.iter();
+                events.retain(|_| *keep.next().unwrap_or(&false));
+            }
+            Err(error) if is_retryable(&error) && !last_attempt => {}
+            Err(error) => {
+                let error = Arc::new(error);
+                report
+                    .failed
+                    .extend(
+                        seqs.into_iter()
+                            .zip(events)
+                            .map(|(seq, event)| FailedEvent {
+                                seq,
+                                id: event.id,
+                                error: Arc::clone(&error),
+                            }),
+                    );
+                return report;
+            }
+        }
+        tokio::time::sleep(backoff(config, attempt)).await;
+        attempt += 1;
+        shared.retries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Exponential backoff with "equal jitter": half the capped exponential
+/// delay, plus a random part of up to the other half, so that senders that
+/// failed together do not retry together.
+fn backoff(config: &SenderConfig, attempt: u32) -> Duration {
+    let exponential = config
+        .retry_backoff_initial_ms
+        .saturating_mul(1u64 << attempt.min(32));
+    let capped = exponential.min(config.retry_backoff_max_ms);
+    let half = capped / 2;
+    Duration::from_millis(half + jitter(capped - half))
+}
+
+/// A random number in `0..=bound`, from std's randomly seeded hasher (no
+/// need for a cryptographic or reproducible source here).
+fn jitter(bound: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish() % (bound + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_cap_with_bounded_jitter() {
+        let config = SenderConfig {
+            retry_backoff_initial_ms: 100,
+            retry_backoff_max_ms: 1_000,
+            ..SenderConfig::default()
+        };
+        for (attempt, full_ms) in [
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (3, 800),
+            (4, 1_000),
+            (40, 1_000),
+        ] {
+            for _ in 0..50 {
+                let delay = backoff(&config, attempt).as_millis() as u64;
+                assert!(
+                    (full_ms / 2..=full_ms).contains(&delay),
+                    "attempt {attempt}: {delay} ms outside {}..={full_ms}",
+                    full_ms / 2
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn inconsistent_configs_are_refused() {
+        let cases = [
+            SenderConfig {
+                batch_events_max: 0,
+                ..SenderConfig::default()
+            },
+            SenderConfig {
+                batch_events_max: 10_001,
+                ..SenderConfig::default()
+            },
+            SenderConfig {
+                batch_events_max: 100,
+                buffer_events_max: 99,
+                ..SenderConfig::default()
+            },
+            SenderConfig {
+                retry_attempts_max: 0,
+                ..SenderConfig::default()
+            },
+            SenderConfig {
+                in_flight_batches_max: 0,
+                ..SenderConfig::default()
+            },
+            SenderConfig {
+                retry_backoff_initial_ms: 10,
+                retry_backoff_max_ms: 5,
+                ..SenderConfig::default()
+            },
+        ];
+        for config in cases {
+            assert!(
+                matches!(config.validate(), Err(ClientError::InvalidConfig { .. })),
+                "{config:?}"
+            );
+        }
+        assert!(SenderConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn report_details_are_bounded_and_counted() {
+        let mut report = FlushReport::default();
+        let rejected = |seq| RejectedEvent {
+            seq,
+            id: format!("e-{seq}"),
+            reason: "too_late".into(),
+            message: String::new(),
+        };
+        report.merge(FlushReport {
+            accepted: 3,
+            rejected: (0..REPORT_DETAILS_MAX as u64).map(rejected).collect(),
+            ..FlushReport::default()
+        });
+        report.merge(FlushReport {
+            duplicates: 2,
+            rejected: vec![rejected(1), rejected(2)],
+            ..FlushReport::default()
+        });
+        assert_eq!(report.rejected.len(), REPORT_DETAILS_MAX);
+        assert_eq!(report.details_dropped, 2);
+        assert_eq!(report.events(), 3 + 2 + REPORT_DETAILS_MAX as u64 + 2);
+        assert!(!report.is_success());
+    }
+}
