@@ -1,59 +1,220 @@
-//! Distinct-count sketches behind a narrow type, so the representation can
-//! change (SPEC §2: "put a better-suited piece behind the same narrow
-//! interface") without touching the segment store.
+//! Distinct-count sketches behind a narrow type (SPEC §2: "put a
+//! better-suited piece behind the same narrow interface").
 //!
-//! Today: hyperloglogplus' HyperLogLog++ with a fixed-key SipHash. Every node
-//! must hash with the same keys — sketches built with different hashers merge
-//! silently wrong (SPEC §10).
+//! Why not hyperloglogplus directly: merging two of its dense sketches costs
+//! ~120–145 µs (SPEC §10), and a results query unions hundreds of them, which
+//! alone would blow the 5 ms p99 target. This is a HyperLogLog with plain
+//! byte registers, so a union is a register-wise max the compiler
+//! vectorises (a few µs for 16 384 registers), and with a sparse form for
+//! small sets so that the many small (cell, bucket) sketches stay small.
+//!
+//! Estimation uses Otmar Ertl's "improved raw estimator" (*New cardinality
+//! estimation algorithms for HyperLogLog sketches*, 2017), which is unbiased
+//! over the whole range without empirical bias tables; its relative standard
+//! error is about `1.04 / √(2^precision)`.
+//!
+//! Elements are 64-bit hashes that are already uniformly distributed
+//! (`hashing::sketch_hash_of`, fixed-key SipHash), so no second hash is
+//! applied. Every node must feed the same hashes: sketches built from
+//! different hash functions merge silently wrong.
 
-use hyperloglogplus::{HyperLogLog, HyperLogLogPlus};
 use serde::{Deserialize, Serialize};
-use siphasher::sip::SipHasher13;
-use std::hash::BuildHasher;
 
-const SKETCH_HASH_KEY_0: u64 = 0x5e55_1014_db00_0011;
-const SKETCH_HASH_KEY_1: u64 = 0x5e55_1014_db00_0012;
+/// Bits of a hash that select the register.
+pub const PRECISION_MIN: u8 = 4;
+pub const PRECISION_MAX: u8 = 18;
 
-/// Builds SipHash-1-3 hashers with constant keys.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct FixedKeyHasher;
+/// A sparse sketch turns dense when it holds more than `m / SPARSE_DIVISOR`
+/// registers: at 4 bytes per sparse entry, it is then a quarter of the dense
+/// size, and lookups in the sorted list start to cost more than they save.
+const SPARSE_DIVISOR: usize = 16;
 
-impl BuildHasher for FixedKeyHasher {
-    type Hasher = SipHasher13;
-    fn build_hasher(&self) -> SipHasher13 {
-        SipHasher13::new_with_keys(SKETCH_HASH_KEY_0, SKETCH_HASH_KEY_1)
-    }
+/// A HyperLogLog sketch of 64-bit hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sketch {
+    precision: u8,
+    registers: Registers,
 }
 
-/// A HyperLogLog++ sketch of visitor hashes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Sketch {
-    inner: HyperLogLogPlus<u64, FixedKeyHasher>,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Registers {
+    /// Non-zero registers as `index << 8 | rank`, sorted by index, one
+    /// entry per index.
+    Sparse(Vec<u32>),
+    /// One rank per register.
+    Dense(Vec<u8>),
 }
 
 impl Sketch {
     pub fn new(precision: u8) -> Sketch {
-        let inner = HyperLogLogPlus::new(precision, FixedKeyHasher)
-            .expect("precision is validated by project settings (4..=18)");
-        Sketch { inner }
+        assert!(
+            (PRECISION_MIN..=PRECISION_MAX).contains(&precision),
+            "precision is validated by project settings"
+        );
+        Sketch {
+            precision,
+            registers: Registers::Sparse(Vec::new()),
+        }
     }
 
-    pub fn insert(&mut self, visitor_hash: u64) {
-        self.inner.insert(&visitor_hash);
+    fn register_count(&self) -> usize {
+        1 << self.precision
+    }
+
+    /// The register a hash selects and the rank it records there: one plus
+    /// the number of leading zeros of the remaining bits (at most
+    /// `64 − precision + 1`).
+    fn index_and_rank(&self, hash: u64) -> (usize, u8) {
+        let index = (hash >> (64 - self.precision)) as usize;
+        let remaining = hash << self.precision;
+        let rank_max = 64 - u32::from(self.precision) + 1;
+        let rank = (remaining.leading_zeros() + 1).min(rank_max);
+        (index, rank as u8)
+    }
+
+    pub fn insert(&mut self, hash: u64) {
+        let (index, rank) = self.index_and_rank(hash);
+        self.raise(index, rank);
+    }
+
+    fn raise(&mut self, index: usize, rank: u8) {
+        match &mut self.registers {
+            Registers::Dense(ranks) => ranks[index] = ranks[index].max(rank),
+            Registers::Sparse(entries) => {
+                let found = entries.binary_search_by_key(&index, |entry| (*entry >> 8) as usize);
+                match found {
+                    Ok(position) => {
+                        let held = (entries[position] & 0xff) as u8;
+                        if rank > held {
+                            entries[position] = (index as u32) << 8 | u32::from(rank);
+                        }
+                    }
+                    Err(position) => {
+                        entries.insert(position, (index as u32) << 8 | u32::from(rank))
+                    }
+                }
+                if entries.len() > self.register_count() / SPARSE_DIVISOR {
+                    self.densify();
+                }
+            }
+        }
+    }
+
+    fn densify(&mut self) {
+        let Registers::Sparse(entries) = &self.registers else {
+            return;
+        };
+        let mut ranks = vec![0_u8; self.register_count()];
+        for entry in entries {
+            ranks[(entry >> 8) as usize] = (entry & 0xff) as u8;
+        }
+        self.registers = Registers::Dense(ranks);
     }
 
     /// Adds every element of `other`. Both must have the same precision,
     /// which holds because a project's precision never changes.
     pub fn merge(&mut self, other: &Sketch) {
-        self.inner
-            .merge(&other.inner)
-            .expect("sketches of one project share a precision");
+        assert_eq!(
+            self.precision, other.precision,
+            "sketches of one project share a precision"
+        );
+        match &other.registers {
+            Registers::Sparse(entries) => {
+                for entry in entries {
+                    self.raise((entry >> 8) as usize, (entry & 0xff) as u8);
+                }
+            }
+            Registers::Dense(other_ranks) => {
+                self.densify();
+                let Registers::Dense(ranks) = &mut self.registers else {
+                    unreachable!("densified above")
+                };
+                // A plain zip of byte slices: the compiler turns this into
+                // vector max instructions.
+                for (rank, other_rank) in ranks.iter_mut().zip(other_ranks) {
+                    *rank = (*rank).max(*other_rank);
+                }
+            }
+        }
     }
 
-    /// The estimated number of distinct elements. Takes `&mut self` because
-    /// hyperloglogplus flushes its insertion buffer here.
-    pub fn estimate(&mut self) -> f64 {
-        self.inner.count()
+    /// The estimated number of distinct elements.
+    pub fn estimate(&self) -> f64 {
+        let rank_max = 64 - usize::from(self.precision) + 1;
+        let mut histogram = [0_u32; 66];
+        match &self.registers {
+            Registers::Dense(ranks) => {
+                for &rank in ranks {
+                    histogram[usize::from(rank)] += 1;
+                }
+            }
+            Registers::Sparse(entries) => {
+                histogram[0] = (self.register_count() - entries.len()) as u32;
+                for entry in entries {
+                    histogram[(entry & 0xff) as usize] += 1;
+                }
+            }
+        }
+        ertl_estimate(&histogram[..=rank_max], self.register_count() as f64)
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.registers {
+            Registers::Sparse(entries) => entries.capacity() * 4,
+            Registers::Dense(ranks) => ranks.capacity(),
+        }
+    }
+}
+
+/// Ertl's improved raw estimator over the register histogram
+/// (`histogram[k]` = registers holding rank k, k = 0 ..= q + 1).
+fn ertl_estimate(histogram: &[u32], registers: f64) -> f64 {
+    let q = histogram.len() - 2;
+    let mut z = registers * tau((registers - f64::from(histogram[q + 1])) / registers);
+    for k in (1..=q).rev() {
+        z += f64::from(histogram[k]);
+        z *= 0.5;
+    }
+    z += registers * sigma(f64::from(histogram[0]) / registers);
+    let alpha_infinity = 1.0 / (2.0 * std::f64::consts::LN_2);
+    alpha_infinity * registers * registers / z
+}
+
+/// σ(x) = x + Σ_{k≥1} x^(2^k) · 2^(k−1); infinite at x = 1 (an empty sketch
+/// estimates 0).
+fn sigma(mut x: f64) -> f64 {
+    if x == 1.0 {
+        return f64::INFINITY;
+    }
+    let mut weight = 1.0;
+    let mut sum = x;
+    loop {
+        x *= x;
+        let previous = sum;
+        sum += x * weight;
+        weight += weight;
+        if sum == previous {
+            return sum;
+        }
+    }
+}
+
+/// τ(x) = (1 − x − Σ_{k≥1} (1 − x^(2^−k))² · 2^−k) / 3.
+fn tau(mut x: f64) -> f64 {
+    if x == 0.0 || x == 1.0 {
+        return 0.0;
+    }
+    let mut weight = 1.0;
+    let mut sum = 1.0 - x;
+    loop {
+        x = x.sqrt();
+        let previous = sum;
+        weight *= 0.5;
+        sum -= (1.0 - x).powi(2) * weight;
+        if sum == previous {
+            return sum / 3.0;
+        }
     }
 }
 
@@ -61,24 +222,89 @@ impl Sketch {
 mod tests {
     use super::*;
 
+    /// A well-mixed 64-bit hash of a counter (SplitMix64's finaliser).
+    fn mixed(value: u64) -> u64 {
+        let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
     #[test]
-    fn merged_estimate_counts_each_element_once() {
-        let mut left = Sketch::new(14);
-        let mut right = Sketch::new(14);
-        for visitor in 0..30_000_u64 {
-            left.insert(visitor);
+    fn empty_and_tiny_sets_are_counted_almost_exactly() {
+        assert_eq!(Sketch::new(14).estimate(), 0.0);
+        for count in [1_u64, 2, 10, 100] {
+            let mut sketch = Sketch::new(14);
+            for value in 0..count {
+                sketch.insert(mixed(value));
+                sketch.insert(mixed(value));
+            }
+            let estimate = sketch.estimate();
+            assert!(
+                (estimate - count as f64).abs() <= 0.02 * count as f64 + 0.5,
+                "{count}: {estimate}"
+            );
         }
-        for visitor in 20_000..50_000_u64 {
-            right.insert(visitor);
+    }
+
+    #[test]
+    fn relative_error_is_near_the_theory_across_cardinalities() {
+        // RMS relative error over 20 independent sets per cardinality must
+        // stay below 1.5 × 1.04/√m (0.81% at precision 14).
+        for count in [1_000_u64, 10_000, 100_000] {
+            let mut squares = 0.0;
+            for trial in 0..20_u64 {
+                let mut sketch = Sketch::new(14);
+                for value in 0..count {
+                    sketch.insert(mixed(value + trial * 1_000_000_007));
+                }
+                let error = sketch.estimate() / count as f64 - 1.0;
+                squares += error * error;
+            }
+            let rms = (squares / 20.0).sqrt();
+            assert!(rms < 1.5 * 1.04 / 128.0, "count {count}: rms {rms}");
         }
-        left.merge(&right);
-        let estimate = left.estimate();
-        let relative_error = (estimate - 50_000.0).abs() / 50_000.0;
-        assert!(relative_error < 0.04, "estimate {estimate}");
-        let mut small = Sketch::new(14);
-        for visitor in [7_u64, 7, 8] {
-            small.insert(visitor);
+    }
+
+    #[test]
+    fn merge_is_a_union_in_any_representation() {
+        let mut small = Sketch::new(12);
+        let mut large = Sketch::new(12);
+        for value in 0..50_u64 {
+            small.insert(mixed(value));
         }
-        assert!((small.estimate() - 2.0).abs() < 0.01);
+        for value in 25..20_000_u64 {
+            large.insert(mixed(value));
+        }
+        assert!(matches!(small.registers, Registers::Sparse(_)));
+        assert!(matches!(large.registers, Registers::Dense(_)));
+        let mut union_into_small = small.clone();
+        union_into_small.merge(&large);
+        let mut union_into_large = large.clone();
+        union_into_large.merge(&small);
+        let mut direct = Sketch::new(12);
+        for value in 0..20_000_u64 {
+            direct.insert(mixed(value));
+        }
+        assert_eq!(union_into_small, direct);
+        assert_eq!(union_into_large, direct);
+        let mut twice = direct.clone();
+        twice.merge(&direct);
+        assert_eq!(twice, direct, "union is idempotent");
+    }
+
+    #[test]
+    fn sparse_turns_dense_at_its_bound() {
+        let mut sketch = Sketch::new(10);
+        let mut value = 0;
+        while matches!(sketch.registers, Registers::Sparse(_)) {
+            sketch.insert(mixed(value));
+            value += 1;
+        }
+        let Registers::Dense(ranks) = &sketch.registers else {
+            unreachable!()
+        };
+        let non_zero = ranks.iter().filter(|&&rank| rank > 0).count();
+        assert_eq!(non_zero, 1024 / SPARSE_DIVISOR + 1);
     }
 }
