@@ -7,16 +7,13 @@
 use sessiondb_node::engine::query::{self, ResultsQuery};
 use sessiondb_node::engine::segment::SegmentStore;
 use sessiondb_node::engine::shard::{DeltaSink, ShardState};
-use sessiondb_node::event::{Event, EventKind, VisitorEvent};
+use sessiondb_node::event::VisitorEvent;
 use sessiondb_node::project::{ProjectConfig, Settings};
 use std::sync::Arc;
 use std::time::Instant;
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
-const VARIATIONS: usize = 10;
-const BROWSERS: usize = 10;
-const EVENTS_PER_VISITOR: usize = 8;
+mod common;
+use common::{generate, BROWSERS, DAY_MS, VARIATIONS};
 /// Events handed to the shard per call, like one shard's share of a batch.
 const EVENTS_PER_CALL: usize = 512;
 
@@ -41,91 +38,6 @@ fn options() -> Options {
     options
 }
 
-/// A small deterministic generator (xorshift) so the benchmark needs no
-/// test support code.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
-fn generate(visitors: usize, start_ms: i64, config: &Arc<ProjectConfig>) -> Vec<VisitorEvent> {
-    let mut random = Random(0x9e37_79b9_7f4a_7c15);
-    let names = Names::new();
-    let mut events = Vec::with_capacity(visitors * EVENTS_PER_VISITOR);
-    for visitor in 0..visitors {
-        let first_ms = start_ms + random.below(7 * DAY_MS as u64 - HOUR_MS as u64) as i64;
-        let visitor_id: Box<str> = format!("visitor-{visitor}").into();
-        for index in 0..EVENTS_PER_VISITOR {
-            let ts_ms = first_ms + index as i64 * random.below(20 * 60_000) as i64;
-            let mut event = Event {
-                id: format!("{visitor}-{index}").into(),
-                ts_ms,
-                kind: EventKind::Pageview,
-                key: None,
-                value_micros: 0,
-                attributes: Vec::new(),
-                decisions: Vec::new(),
-            };
-            if index == 0 {
-                event.kind = EventKind::Decision;
-                let variation = random.below(VARIATIONS as u64) as usize;
-                let browser = random.below(BROWSERS as u64) as usize;
-                event.decisions = vec![(
-                    Arc::clone(&names.experiment),
-                    Arc::clone(&names.variations[variation]),
-                )];
-                event.attributes = vec![(
-                    Arc::clone(&names.browser),
-                    Arc::clone(&names.browsers[browser]),
-                )];
-            } else if random.below(10) == 0 {
-                event.kind = EventKind::Custom;
-                event.key = Some(Arc::clone(&names.purchase));
-                event.value_micros = random.below(100_000_000) as i64;
-            }
-            events.push(VisitorEvent {
-                project: Arc::clone(config),
-                visitor: visitor_id.clone(),
-                event,
-            });
-        }
-    }
-    events
-}
-
-struct Names {
-    experiment: Arc<str>,
-    browser: Arc<str>,
-    purchase: Arc<str>,
-    variations: Vec<Arc<str>>,
-    browsers: Vec<Arc<str>>,
-}
-
-impl Names {
-    fn new() -> Names {
-        Names {
-            experiment: Arc::from("checkout"),
-            browser: Arc::from("browser"),
-            purchase: Arc::from("purchase"),
-            variations: (0..VARIATIONS)
-                .map(|index| Arc::from(format!("v{index}")))
-                .collect(),
-            browsers: (0..BROWSERS)
-                .map(|index| Arc::from(format!("b{index}")))
-                .collect(),
-        }
-    }
-}
-
 fn main() {
     let options = options();
     let start_ms = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
@@ -138,6 +50,7 @@ fn main() {
         name: Arc::from("bench"),
         settings,
         version: 1,
+        ingest_key: Arc::from("bench"),
     });
     let events = generate(options.visitors, start_ms, &config);
     let event_count = events.len();

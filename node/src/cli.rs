@@ -4,7 +4,7 @@
 //! why); 2 bad usage or configuration (clap's convention).
 
 use crate::clock::{ManualClock, SharedClock, SystemClock};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::EngineConfig;
 use crate::server::{self, ServerConfig};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Feed a synthetic experiment (project `demo`) to watch results move.
     #[arg(long)]
     pub demo: bool,
+    /// Testing only: make the log's fsync fail after this many successful
+    /// ones, to exercise the disk-error path (docs/durability.md).
+    #[arg(long, hide = true)]
+    pub fault_log_sync_after: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -204,10 +208,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let engine = Engine::start(config.engine.clone(), clock).await?;
+        let log_config = crate::log::LogConfig {
+            fault: args.fault_log_sync_after.map(|successes| {
+                let plan = crate::log::FaultPlan::new();
+                plan.fail_sync_after(successes);
+                std::sync::Arc::new(plan)
+            }),
+            ..crate::log::LogConfig::default()
+        };
+        let (engine, recovery) = crate::engine::durability::open(
+            config.engine.clone(),
+            clock,
+            &config.data_dir,
+            log_config,
+        )
+        .await
+        .with_context(|| format!("cannot recover the data in {}", config.data_dir.display()))?;
         // Tests and scripts read this exact line to find the port.
         println!("sessiondb listening on http://{address}");
         tracing::info!(
+            recovery_ms = recovery.duration_ms,
+            records_replayed = recovery.records_replayed,
             %address,
             data_dir = %config.data_dir.display(),
             shards = config.engine.shards,

@@ -18,7 +18,10 @@ const DEMO_TICK_MS: u64 = 250;
 
 /// Feeds the demo workload until the engine stops accepting.
 pub async fn run(engine: Engine) {
-    match engine.create_project(DEMO_PROJECT, &SettingsPatch::default()) {
+    match engine
+        .create_project(DEMO_PROJECT, &SettingsPatch::default())
+        .await
+    {
         Ok(_) | Err(ProjectError::Exists { .. }) => {}
         Err(error) => {
             tracing::error!(%error, "demo: cannot create project");
@@ -42,7 +45,9 @@ pub async fn run(engine: Engine) {
             })
             .map(|event| engine.validate(event))
             .collect();
-        engine.ingest(events).await;
+        if let Err(error) = engine.ingest(events).await {
+            tracing::warn!(%error, "demo: batch not accepted");
+        }
     }
 }
 

@@ -11,7 +11,9 @@ use sessiondb_protocol as wire;
 use std::sync::Arc;
 
 /// The kind of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum EventKind {
     Pageview,
     Click,
@@ -23,7 +25,7 @@ pub enum EventKind {
 pub type NamePairs = Vec<(Arc<str>, Arc<str>)>;
 
 /// A validated event of one visitor, as the session actors keep it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     pub id: Box<str>,
     pub ts_ms: i64,
@@ -107,8 +109,15 @@ pub enum RejectReason {
     InvalidValue,
     #[error("the visitor already holds {max} events inside the lateness horizon", max = limits::VISITOR_EVENTS_MAX)]
     VisitorEventLimit,
-    #[error("the shard's queue stayed full; retry later")]
-    Overloaded,
+    /// A compatible-format message of a type SessionDB cannot map to an
+    /// event (`docs/ingest-formats.md`).
+    #[error("message type `{kind}` is not supported")]
+    UnsupportedMessageType { kind: String },
+    /// A compatible-format message of a known type that carries nothing
+    /// SessionDB stores (Segment `identify`, `group`, `alias`). Informational:
+    /// retrying it changes nothing.
+    #[error("`{kind}` messages carry nothing SessionDB stores; acknowledged, not applied")]
+    IgnoredMessageType { kind: String },
 }
 
 impl RejectReason {
@@ -132,7 +141,8 @@ impl RejectReason {
             RejectReason::AttributeTooLong { .. } => "attribute_too_long",
             RejectReason::InvalidValue => "invalid_value",
             RejectReason::VisitorEventLimit => "visitor_event_limit",
-            RejectReason::Overloaded => "overloaded",
+            RejectReason::UnsupportedMessageType { .. } => "unsupported_message_type",
+            RejectReason::IgnoredMessageType { .. } => "ignored_message_type",
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - `server`, `cli`, `demo`: the process: configuration, listener,
 //!   shutdown, the synthetic workload.
 
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod demo;
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod event;
 pub mod hashing;
 pub mod http;
+pub mod journal;
 pub mod limits;
 pub mod log;
 pub mod project;

@@ -51,5 +51,8 @@ pub const ACTOR_QUEUE_MESSAGES_MAX: usize = 64;
 pub const INGEST_QUEUE_WAIT_MS: u64 = 5_000;
 /// How long a request waits for an actor's reply before giving up.
 pub const ACTOR_REPLY_WAIT_MS: u64 = 30_000;
+/// How long a session actor waits for the log to sync a record before it
+/// treats the log as failed.
+pub const LOG_SYNC_WAIT_MS: u64 = 60_000;
 /// Most deltas one session actor sends to one segment actor in one message.
 pub const DELTAS_PER_MESSAGE_MAX: usize = 65_536;

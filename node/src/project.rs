@@ -16,7 +16,7 @@ const HOUR_MS: i64 = 60 * MINUTE_MS;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Settings of one project, validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub session_gap_ms: i64,
     pub session_max_ms: i64,
@@ -79,6 +79,8 @@ pub enum ProjectError {
     Immutable { field: &'static str },
     #[error("too many projects: the limit is {max}", max = limits::PROJECTS_MAX)]
     TooMany,
+    #[error("the change could not be written to disk: {cause}")]
+    Storage { cause: String },
 }
 
 impl Settings {
@@ -228,11 +230,16 @@ fn check_range(field: &'static str, value: i64, min: i64, max: i64) -> Result<()
 
 /// A project's configuration at one version. Session actors keep the version
 /// they last applied, to notice changes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProjectConfig {
     pub name: Arc<str>,
     pub settings: Settings,
     pub version: u64,
+    /// The project's write key for compatible ingest paths (Segment's basic
+    /// auth, Optimizely's `X-SessionDB-Key`): 32 random hex characters,
+    /// generated at creation, unique among projects, never changed by
+    /// `configure`.
+    pub ingest_key: Arc<str>,
 }
 
 pub fn validate_name(name: &str) -> Result<(), ProjectError> {
@@ -282,54 +289,121 @@ impl ProjectRegistry {
         self.projects.is_empty()
     }
 
+    /// Creates and installs a project (see `prepare_create`).
     pub fn create(
         &self,
         name: &str,
         patch: &SettingsPatch,
     ) -> Result<Arc<ProjectConfig>, ProjectError> {
-        validate_name(name)?;
-        let settings = Settings::default().patched(patch, true)?;
-        if self.projects.len() >= limits::PROJECTS_MAX {
-            return Err(ProjectError::TooMany);
-        }
-        let name: Arc<str> = Arc::from(name);
-        let config = Arc::new(ProjectConfig {
-            name: Arc::clone(&name),
-            settings,
-            version: self.next_version(),
-        });
-        match self.projects.entry(name) {
-            dashmap::Entry::Occupied(entry) => Err(ProjectError::Exists {
-                name: entry.key().to_string(),
-            }),
-            dashmap::Entry::Vacant(entry) => {
-                entry.insert(Arc::clone(&config));
-                Ok(config)
-            }
-        }
+        let config = Arc::new(self.prepare_create(name, patch)?);
+        self.install(Arc::clone(&config));
+        Ok(config)
     }
 
-    /// Returns the previous and the new configuration.
+    /// Changes and installs a project's settings; returns the previous and
+    /// the new configuration.
     pub fn configure(
         &self,
         name: &str,
         patch: &SettingsPatch,
     ) -> Result<(Arc<ProjectConfig>, Arc<ProjectConfig>), ProjectError> {
-        let mut entry = self
-            .projects
-            .get_mut(name)
-            .ok_or_else(|| ProjectError::Unknown {
+        let (previous, config) = self.prepare_configure(name, patch)?;
+        let config = Arc::new(config);
+        self.install(Arc::clone(&config));
+        Ok((previous, config))
+    }
+
+    /// Validates a new project and builds its configuration without
+    /// installing it: the engine journals it first. Callers serialise
+    /// prepare + install (the engine's sequencer), so the existence check
+    /// holds until `install`.
+    pub fn prepare_create(
+        &self,
+        name: &str,
+        patch: &SettingsPatch,
+    ) -> Result<ProjectConfig, ProjectError> {
+        validate_name(name)?;
+        let settings = Settings::default().patched(patch, true)?;
+        if self.projects.contains_key(name) {
+            return Err(ProjectError::Exists {
                 name: name.to_string(),
-            })?;
-        let previous = Arc::clone(entry.value());
+            });
+        }
+        if self.projects.len() >= limits::PROJECTS_MAX {
+            return Err(ProjectError::TooMany);
+        }
+        Ok(ProjectConfig {
+            name: Arc::from(name),
+            settings,
+            version: self.next_version(),
+            ingest_key: self.new_ingest_key(),
+        })
+    }
+
+    /// Validates a settings change and builds the new configuration without
+    /// installing it.
+    pub fn prepare_configure(
+        &self,
+        name: &str,
+        patch: &SettingsPatch,
+    ) -> Result<(Arc<ProjectConfig>, ProjectConfig), ProjectError> {
+        let previous = self.get(name).ok_or_else(|| ProjectError::Unknown {
+            name: name.to_string(),
+        })?;
         let settings = previous.settings.patched(patch, false)?;
-        let config = Arc::new(ProjectConfig {
+        let config = ProjectConfig {
             name: Arc::clone(&previous.name),
             settings,
             version: self.next_version(),
-        });
-        *entry.value_mut() = Arc::clone(&config);
+            ingest_key: Arc::clone(&previous.ingest_key),
+        };
         Ok((previous, config))
+    }
+
+    /// Installs a configuration (new, changed, or restored by recovery).
+    /// Versions only grow, so an older configuration never replaces a newer
+    /// one.
+    pub fn install(&self, config: Arc<ProjectConfig>) {
+        self.version_last
+            .fetch_max(config.version, Ordering::SeqCst);
+        match self.projects.entry(Arc::clone(&config.name)) {
+            dashmap::Entry::Occupied(mut entry) => {
+                if entry.get().version < config.version {
+                    entry.insert(config);
+                }
+            }
+            dashmap::Entry::Vacant(entry) => {
+                entry.insert(config);
+            }
+        }
+    }
+
+    /// The project whose ingest key is `key`.
+    ///
+    /// A linear scan over at most `PROJECTS_MAX` projects, on purpose: it
+    /// compares every key, which is where a constant-time comparison goes
+    /// (issue 9); today's `==` leaks timing.
+    pub fn by_ingest_key(&self, key: &str) -> Option<Arc<ProjectConfig>> {
+        if key.is_empty() {
+            return None;
+        }
+        self.projects
+            .iter()
+            .find(|entry| entry.value().ingest_key.as_ref() == key)
+            .map(|entry| Arc::clone(entry.value()))
+    }
+
+    /// A fresh random ingest key that no project holds. 128 random bits make
+    /// a collision practically impossible (two concurrent creations are not
+    /// checked against each other; the bits cover that case too).
+    fn new_ingest_key(&self) -> Arc<str> {
+        use rand::Rng;
+        loop {
+            let key = format!("{:032x}", rand::thread_rng().gen::<u128>());
+            if self.by_ingest_key(&key).is_none() {
+                return Arc::from(key);
+            }
+        }
     }
 
     fn next_version(&self) -> u64 {
@@ -377,6 +451,23 @@ mod tests {
         let (previous, config) = registry.configure("shop", &patch).unwrap();
         assert!(previous.settings.changes_contributions(&config.settings));
         assert!(config.version > previous.version);
+        assert_eq!(config.ingest_key, previous.ingest_key);
+    }
+
+    #[test]
+    fn ingest_keys_are_random_hex_and_find_their_project() {
+        let registry = ProjectRegistry::default();
+        let shop = registry.create("shop", &SettingsPatch::default()).unwrap();
+        let blog = registry.create("blog", &SettingsPatch::default()).unwrap();
+        assert_eq!(shop.ingest_key.len(), 32);
+        assert!(shop.ingest_key.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert_ne!(shop.ingest_key, blog.ingest_key);
+        let found = registry.by_ingest_key(&blog.ingest_key).unwrap();
+        assert_eq!(found.name.as_ref(), "blog");
+        assert!(registry.by_ingest_key("").is_none());
+        assert!(registry
+            .by_ingest_key("0123456789abcdef0123456789abcdef")
+            .is_none());
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //!
 //! Field names are part of the public API and documented in `docs/api.md`.
 
+pub mod binary;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -150,6 +152,11 @@ pub struct Project {
     pub settings: ProjectSettings,
     /// Experiments that have received at least one decision.
     pub experiments: Vec<String>,
+    /// The project's write key for the compatible ingest paths
+    /// (`docs/ingest-formats.md`): Segment's basic-auth user name, or the
+    /// `X-SessionDB-Key` header on the Optimizely path.
+    #[serde(default)]
+    pub ingest_key: String,
 }
 
 /// `GET /v1/projects`.
@@ -298,4 +305,17 @@ pub struct NodeStatus {
     pub events_duplicate: u64,
     pub events_rejected: u64,
     pub now_ms: i64,
+}
+
+/// `POST /v1/admin/checkpoint`: what the checkpoint wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointResponse {
+    /// Every log record up to this position is in the checkpoint.
+    pub position: u64,
+    pub bytes: u64,
+    pub visitors: u64,
+    /// How long ingest waited at the checkpoint's barrier.
+    pub pause_ms: u64,
+    pub duration_ms: u64,
+    pub log_segments_removed: u64,
 }

@@ -17,8 +17,12 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 pub enum SessionMessage {
+    /// Apply events accepted at `now_ms`, once `durable` says their log
+    /// record is on disk (`None`: already durable, e.g. during replay).
     Ingest {
         events: Vec<VisitorEvent>,
+        now_ms: i64,
+        durable: Option<oneshot::Receiver<Result<(), String>>>,
         reply: oneshot::Sender<Vec<Outcome>>,
     },
     Reconfigure {
@@ -28,6 +32,8 @@ pub enum SessionMessage {
     /// Freeze closed sessions, forget expired visitors; reply when done if
     /// asked to.
     Maintain { reply: Option<oneshot::Sender<()>> },
+    /// A copy of the shard's state, for a checkpoint.
+    Snapshot { reply: oneshot::Sender<ShardState> },
     /// (live visitors, retained events).
     Sizes {
         reply: oneshot::Sender<(usize, usize)>,
@@ -41,6 +47,7 @@ impl std::fmt::Debug for SessionMessage {
             SessionMessage::Reconfigure { .. } => "Reconfigure",
             SessionMessage::Maintain { .. } => "Maintain",
             SessionMessage::Sizes { .. } => "Sizes",
+            SessionMessage::Snapshot { .. } => "Snapshot",
         };
         formatter.write_str(name)
     }
@@ -77,8 +84,22 @@ impl Actor for SessionActor {
     ) -> Result<(), ActorProcessingErr> {
         let mut sink = DeltaSink::new(state.segments.len());
         match envelope.message {
-            SessionMessage::Ingest { events, reply } => {
-                let now_ms = state.clock.now_ms();
+            SessionMessage::Ingest {
+                events,
+                now_ms,
+                durable,
+                reply,
+            } => {
+                if let Some(durable) = durable {
+                    // Waiting here is what orders this shard's applies in
+                    // log order; the wait is bounded by the log's sync.
+                    if !log_record_is_durable(durable).await {
+                        // Nothing of an unsynced record is applied; the
+                        // caller already answered with the storage error.
+                        drop(reply);
+                        return Ok(());
+                    }
+                }
                 let outcomes = state.shard.apply(now_ms, events, &mut sink);
                 // Deltas are queued at the segment actors before the reply,
                 // so a query sent after the acknowledgement sees them.
@@ -96,6 +117,9 @@ impl Actor for SessionActor {
                     let _ = reply.send(());
                 }
             }
+            SessionMessage::Snapshot { reply } => {
+                let _ = reply.send(state.shard.clone());
+            }
             SessionMessage::Sizes { reply } => {
                 let shard = &state.shard;
                 let _ = reply.send((shard.visitor_count(), shard.retained_event_count()));
@@ -103,6 +127,11 @@ impl Actor for SessionActor {
         }
         Ok(())
     }
+}
+
+async fn log_record_is_durable(durable: oneshot::Receiver<Result<(), String>>) -> bool {
+    let wait = std::time::Duration::from_millis(crate::limits::LOG_SYNC_WAIT_MS);
+    matches!(tokio::time::timeout(wait, durable).await, Ok(Ok(Ok(()))))
 }
 
 async fn forward(state: &SessionActorState, sink: &mut DeltaSink) {
@@ -148,6 +177,10 @@ pub enum SegmentMessage {
     CellCount {
         reply: oneshot::Sender<usize>,
     },
+    /// A copy of the store, for a checkpoint.
+    Snapshot {
+        reply: oneshot::Sender<SegmentStore>,
+    },
 }
 
 impl std::fmt::Debug for SegmentMessage {
@@ -159,6 +192,7 @@ impl std::fmt::Debug for SegmentMessage {
             SegmentMessage::Experiments { .. } => "Experiments",
             SegmentMessage::Expire { .. } => "Expire",
             SegmentMessage::CellCount { .. } => "CellCount",
+            SegmentMessage::Snapshot { .. } => "Snapshot",
         };
         formatter.write_str(name)
     }
@@ -232,6 +266,9 @@ impl Actor for SegmentActor {
             SegmentMessage::Expire { project, before_ms } => store.expire(&project, before_ms),
             SegmentMessage::CellCount { reply } => {
                 let _ = reply.send(store.cell_count());
+            }
+            SegmentMessage::Snapshot { reply } => {
+                let _ = reply.send(store.clone());
             }
         }
         Ok(())

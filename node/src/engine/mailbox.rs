@@ -60,6 +60,20 @@ impl<M: Send + 'static> Mailbox<M> {
         self.deliver(message, permit)
     }
 
+    /// Waits at most `wait` for room and holds it: the caller can then send
+    /// without waiting, e.g. after writing to the log, so that a message
+    /// that is in the log is never refused by a full queue.
+    pub async fn reserve_within(&self, wait: Duration) -> Result<Reservation<'_, M>, MailboxError> {
+        let permit = tokio::time::timeout(wait, Arc::clone(&self.permits).acquire_owned())
+            .await
+            .map_err(|_| MailboxError::Full)?
+            .map_err(|_| MailboxError::Closed)?;
+        Ok(Reservation {
+            mailbox: self,
+            permit,
+        })
+    }
+
     /// Sends only if there is room now.
     pub fn try_send(&self, message: M) -> Result<(), MailboxError> {
         let permit = Arc::clone(&self.permits)
@@ -85,5 +99,18 @@ impl<M: Send + 'static> Mailbox<M> {
     pub fn stop(&self) {
         self.permits.close();
         self.actor.stop(None);
+    }
+}
+
+/// Room held in a mailbox for one message.
+#[derive(Debug)]
+pub struct Reservation<'a, M: Send + 'static> {
+    mailbox: &'a Mailbox<M>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl<M: Send + 'static> Reservation<'_, M> {
+    pub fn send(self, message: M) -> Result<(), MailboxError> {
+        self.mailbox.deliver(message, self.permit)
     }
 }

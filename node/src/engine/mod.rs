@@ -12,6 +12,7 @@
 
 pub mod actors;
 pub mod contribution;
+pub mod durability;
 pub mod mailbox;
 pub mod query;
 pub mod segment;
@@ -44,6 +45,8 @@ pub struct EngineConfig {
     /// How often session actors freeze closed sessions and forget expired
     /// visitors.
     pub maintenance_interval_ms: u64,
+    /// How often a checkpoint is taken.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -52,8 +55,20 @@ impl Default for EngineConfig {
             shards: 256,
             segment_actors: 4,
             maintenance_interval_ms: 10_000,
+            checkpoint_interval_ms: 60_000,
         }
     }
+}
+
+/// Why a whole ingest call failed (per-event reasons are `Outcome`s).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("the log cannot take writes: {cause}; nothing of this batch was acknowledged, retry on a healthy node")]
+    Storage { cause: String },
+    #[error("the shard queues stayed full for {wait_ms} ms; retry later", wait_ms = limits::INGEST_QUEUE_WAIT_MS)]
+    Overloaded,
+    #[error("the node is shutting down")]
+    ShuttingDown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +79,27 @@ pub enum EngineError {
     InvalidSegmentActors { count: usize },
     #[error("could not start an actor: {reason}")]
     Spawn { reason: String },
+    #[error("cannot open the log in {path}")]
+    Log {
+        path: std::path::PathBuf,
+        #[source]
+        source: crate::log::LogError,
+    },
+    #[error("checkpoint store")]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error("cannot decode {what} of the checkpoint or log")]
+    Codec {
+        what: String,
+        #[source]
+        source: crate::journal::CodecError,
+    },
+    #[error("the data directory was created with {found} {what}, but the node is configured with {configured}; start with --{flag} {found}")]
+    Mismatch {
+        what: &'static str,
+        flag: &'static str,
+        found: usize,
+        configured: usize,
+    },
 }
 
 /// A results request as the API receives it: range and names unchecked.
@@ -123,6 +159,20 @@ struct Inner {
     sessions: Vec<Mailbox<SessionMessage>>,
     segments: Arc<Vec<Mailbox<SegmentMessage>>>,
     counters: EventCounters,
+    storage: Storage,
+    /// Held while a change is given its place in the log and queued at the
+    /// actors, so every shard applies its records in log order (replay
+    /// then reaches the same state). Also held by a checkpoint's barrier.
+    sequencer: tokio::sync::Mutex<()>,
+    /// One checkpoint at a time.
+    checkpointing: tokio::sync::Mutex<()>,
+}
+
+/// Where the engine keeps what it acknowledged.
+#[derive(Debug)]
+pub struct Storage {
+    pub log: Arc<crate::log::Log>,
+    pub checkpoints: Arc<dyn crate::checkpoint::CheckpointStore>,
 }
 
 impl ProjectLookup for Inner {
@@ -138,7 +188,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub async fn start(config: EngineConfig, clock: SharedClock) -> Result<Engine, EngineError> {
+    /// Starts the actors with restored state (empty for a new node).
+    /// Recovery (`durability::open`) is the only caller.
+    async fn start(
+        config: EngineConfig,
+        clock: SharedClock,
+        storage: Storage,
+        restored: durability::Restored,
+    ) -> Result<Engine, EngineError> {
         if config.shards == 0 || config.shards > limits::SHARDS_MAX {
             return Err(EngineError::InvalidShards {
                 shards: config.shards,
@@ -149,9 +206,16 @@ impl Engine {
                 count: config.segment_actors,
             });
         }
+        let durability::Restored {
+            projects,
+            mut shards,
+            mut segment_stores,
+        } = restored;
+        shards.resize_with(config.shards as usize, ShardState::default);
+        segment_stores.resize_with(config.segment_actors, SegmentStore::default);
         let mut segments = Vec::with_capacity(config.segment_actors);
-        for _ in 0..config.segment_actors {
-            let (actor, _) = Actor::spawn(None, SegmentActor, SegmentStore::default())
+        for store in segment_stores {
+            let (actor, _) = Actor::spawn(None, SegmentActor, store)
                 .await
                 .map_err(|error| EngineError::Spawn {
                     reason: error.to_string(),
@@ -160,9 +224,9 @@ impl Engine {
         }
         let segments = Arc::new(segments);
         let mut sessions = Vec::with_capacity(config.shards as usize);
-        for _ in 0..config.shards {
+        for shard in shards {
             let state = SessionActorState {
-                shard: ShardState::default(),
+                shard,
                 segments: Arc::clone(&segments),
                 clock: Arc::clone(&clock),
             };
@@ -173,18 +237,23 @@ impl Engine {
                 })?;
             sessions.push(Mailbox::new(actor, limits::ACTOR_QUEUE_MESSAGES_MAX));
         }
-        let engine = Engine {
+        let registry = ProjectRegistry::default();
+        for project in projects {
+            registry.install(Arc::new(project));
+        }
+        Ok(Engine {
             inner: Arc::new(Inner {
                 config,
                 clock,
-                projects: ProjectRegistry::default(),
+                projects: registry,
                 sessions,
                 segments,
                 counters: EventCounters::default(),
+                storage,
+                sequencer: tokio::sync::Mutex::new(()),
+                checkpointing: tokio::sync::Mutex::new(()),
             }),
-        };
-        engine.spawn_maintenance();
-        Ok(engine)
+        })
     }
 
     /// Periodic freezing and retention. Holds only a weak reference so the
@@ -248,27 +317,60 @@ impl Engine {
         &self.inner.projects
     }
 
-    pub fn create_project(
+    /// Creates a project; returns once its creation is on disk.
+    pub async fn create_project(
         &self,
         name: &str,
         patch: &SettingsPatch,
     ) -> Result<Arc<ProjectConfig>, ProjectError> {
-        self.inner.projects.create(name, patch)
+        let _order = self.inner.sequencer.lock().await;
+        let config = self.inner.projects.prepare_create(name, patch)?;
+        self.journal_project(&config).await?;
+        let config = Arc::new(config);
+        self.inner.projects.install(Arc::clone(&config));
+        Ok(config)
     }
 
-    /// Changes settings; returns once every shard has re-evaluated its
-    /// visitors under them (when the change affects contributions).
+    /// Changes settings; returns once the change is on disk and every shard
+    /// has re-evaluated its visitors under them (when the change affects
+    /// contributions).
     pub async fn configure_project(
         &self,
         name: &str,
         patch: &SettingsPatch,
     ) -> Result<Arc<ProjectConfig>, ProjectError> {
-        let (_, config) = self.inner.projects.configure(name, patch)?;
+        let _order = self.inner.sequencer.lock().await;
+        let (_, config) = self.inner.projects.prepare_configure(name, patch)?;
+        self.journal_project(&config).await?;
+        let config = Arc::new(config);
+        self.inner.projects.install(Arc::clone(&config));
+        self.reconfigure_shards(&config).await;
+        Ok(config)
+    }
+
+    async fn journal_project(&self, config: &ProjectConfig) -> Result<(), ProjectError> {
+        let entry = crate::journal::JournalEntry::Project {
+            config: config.clone(),
+        };
+        let record = (crate::journal::ALL_SHARDS, crate::journal::encode(&entry));
+        let stored = match self.inner.storage.log.enqueue_batch(vec![record]).await {
+            Ok(pending) => pending.durable().await,
+            Err(error) => Err(error),
+        };
+        stored.map(|_| ()).map_err(|error| ProjectError::Storage {
+            cause: error.to_string(),
+        })
+    }
+
+    /// Tells every shard about a new configuration and waits until all have
+    /// re-evaluated. Called in log order (under the sequencer or during
+    /// replay).
+    async fn reconfigure_shards(&self, config: &Arc<ProjectConfig>) {
         let mut replies = Vec::with_capacity(self.inner.sessions.len());
         for session in &self.inner.sessions {
             let (reply, answer) = oneshot::channel();
             let message = SessionMessage::Reconfigure {
-                config: Arc::clone(&config),
+                config: Arc::clone(config),
                 reply,
             };
             if session.send(message).await.is_ok() {
@@ -278,7 +380,6 @@ impl Engine {
         for answer in replies {
             let _ = answer.await;
         }
-        Ok(config)
     }
 
     /// Validates one wire event at the node's current time.
@@ -287,12 +388,17 @@ impl Engine {
     }
 
     /// Applies validated events (rejections pass through at their index)
-    /// and answers one outcome per input, in order.
-    pub async fn ingest(&self, events: Vec<Result<VisitorEvent, RejectReason>>) -> Vec<Outcome> {
+    /// and answers one outcome per input, in order. The events are on disk
+    /// before any is applied; if the log cannot take them, nothing is
+    /// applied and the whole call fails.
+    pub async fn ingest(
+        &self,
+        events: Vec<Result<VisitorEvent, RejectReason>>,
+    ) -> Result<Vec<Outcome>, IngestError> {
+        let now_ms = self.inner.clock.now_ms();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(events.len());
-        let mut per_shard: Vec<(Vec<usize>, Vec<VisitorEvent>)> = Vec::new();
-        let mut shard_slot: std::collections::HashMap<u32, usize> =
-            std::collections::HashMap::new();
+        let mut per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)> =
+            std::collections::BTreeMap::new();
         for (index, event) in events.into_iter().enumerate() {
             match event {
                 Err(reason) => outcomes.push(Outcome::Rejected(reason)),
@@ -303,57 +409,94 @@ impl Engine {
                         &event.visitor,
                         self.inner.config.shards,
                     );
-                    let slot = *shard_slot.entry(shard).or_insert_with(|| {
-                        per_shard.push((Vec::new(), Vec::new()));
-                        per_shard.len() - 1
-                    });
-                    per_shard[slot].0.push(index);
-                    per_shard[slot].1.push(event);
+                    let group = per_shard.entry(shard).or_default();
+                    group.0.push(index);
+                    group.1.push(event);
                 }
             }
         }
-        let shards: Vec<u32> = {
-            let mut pairs: Vec<(u32, usize)> = shard_slot.into_iter().collect();
-            pairs.sort_by_key(|(_, slot)| *slot);
-            pairs.into_iter().map(|(shard, _)| shard).collect()
-        };
-        let sends = per_shard
-            .into_iter()
-            .zip(shards)
-            .map(|((indexes, events), shard)| self.send_to_shard(shard, indexes, events));
-        for (indexes, shard_outcomes) in futures::future::join_all(sends).await {
-            for (index, outcome) in indexes.into_iter().zip(shard_outcomes) {
-                outcomes[index] = outcome;
+        if !per_shard.is_empty() {
+            let answers = self.submit(now_ms, per_shard).await?;
+            for (indexes, shard_outcomes) in answers {
+                for (index, outcome) in indexes.into_iter().zip(shard_outcomes) {
+                    outcomes[index] = outcome;
+                }
             }
         }
         self.count(&outcomes);
-        outcomes
+        Ok(outcomes)
     }
 
-    async fn send_to_shard(
+    /// Logs one record per shard and queues the shards' messages in log
+    /// order; then waits for the sync and the shards' answers.
+    async fn submit(
         &self,
-        shard: u32,
-        indexes: Vec<usize>,
-        events: Vec<VisitorEvent>,
-    ) -> (Vec<usize>, Vec<Outcome>) {
-        let overloaded = |count: usize| vec![Outcome::Rejected(RejectReason::Overloaded); count];
-        let count = events.len();
-        let (reply, answer) = oneshot::channel();
+        now_ms: i64,
+        per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
+    ) -> Result<Vec<(Vec<usize>, Vec<Outcome>)>, IngestError> {
         let wait = Duration::from_millis(limits::INGEST_QUEUE_WAIT_MS);
-        let message = SessionMessage::Ingest { events, reply };
-        if self.inner.sessions[shard as usize]
-            .send_within(message, wait)
+        let records: Vec<(u32, Vec<u8>)> = per_shard
+            .iter()
+            .map(|(shard, (_, events))| (*shard, durability::encode_events(now_ms, events)))
+            .collect();
+        let mut waiting = Vec::with_capacity(per_shard.len());
+        let mut durable_senders = Vec::with_capacity(per_shard.len());
+        let pending = {
+            let _order = self.inner.sequencer.lock().await;
+            // Room first, log second: a record in the log must never meet a
+            // full queue (it would be applied after a restart but not now).
+            let mut reservations = Vec::with_capacity(per_shard.len());
+            for shard in per_shard.keys() {
+                let reservation = self.inner.sessions[*shard as usize]
+                    .reserve_within(wait)
+                    .await
+                    .map_err(|_| IngestError::Overloaded)?;
+                reservations.push(reservation);
+            }
+            let pending = self
+                .inner
+                .storage
+                .log
+                .enqueue_batch(records)
+                .await
+                .map_err(|error| IngestError::Storage {
+                    cause: error.to_string(),
+                })?;
+            for (reservation, (_, (indexes, events))) in reservations.into_iter().zip(per_shard) {
+                let (durable_sender, durable) = oneshot::channel();
+                let (reply, answer) = oneshot::channel();
+                let message = SessionMessage::Ingest {
+                    events,
+                    now_ms,
+                    durable: Some(durable),
+                    reply,
+                };
+                if reservation.send(message).is_ok() {
+                    durable_senders.push(durable_sender);
+                    waiting.push((indexes, answer));
+                }
+            }
+            pending
+        };
+        let synced = pending
+            .durable()
             .await
-            .is_err()
-        {
-            return (indexes, overloaded(count));
+            .map(|_| ())
+            .map_err(|error| error.to_string());
+        for sender in durable_senders {
+            let _ = sender.send(synced.clone());
         }
-        // Once queued, the shard will apply the events; waiting for its
-        // answer without a bound keeps acknowledgements truthful.
-        match answer.await {
-            Ok(outcomes) => (indexes, outcomes),
-            Err(_) => (indexes, overloaded(count)),
+        if let Err(cause) = synced {
+            return Err(IngestError::Storage { cause });
         }
+        let mut answers = Vec::with_capacity(waiting.len());
+        for (indexes, answer) in waiting {
+            // The record is durable, so the shard will apply it; its answer
+            // only reports duplicates and late rejections.
+            let outcomes = answer.await.map_err(|_| IngestError::ShuttingDown)?;
+            answers.push((indexes, outcomes));
+        }
+        Ok(answers)
     }
 
     fn count(&self, outcomes: &[Outcome]) {

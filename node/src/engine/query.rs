@@ -188,7 +188,7 @@ fn group_results(
                 group: group.group(),
             };
             let (counters, sketch) = aggregates.summarise(&cell, query.from_ms, query.to_ms);
-            let active_estimate = sketch.map_or(0.0, |mut sketch| sketch.estimate());
+            let active_estimate = sketch.map_or(0.0, |sketch| sketch.estimate());
             VariationResults {
                 variation: Arc::clone(variation),
                 counters,
@@ -284,7 +284,7 @@ pub fn time_series(
                     SeriesPoint {
                         ts_ms: start_ms,
                         counters,
-                        active_estimate: sketch.map_or(0.0, |mut sketch| sketch.estimate()),
+                        active_estimate: sketch.map_or(0.0, |sketch| sketch.estimate()),
                     }
                 })
                 .collect();

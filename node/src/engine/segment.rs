@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The counters of one conversion key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyCounters {
     pub unique_conversions: i64,
     pub total_conversions: i64,
@@ -18,7 +18,7 @@ pub struct KeyCounters {
 }
 
 /// The exact counters of one cell in one bucket (or summed over many).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub visitors: i64,
     pub conflicts: i64,
@@ -93,7 +93,9 @@ impl Counters {
 
 /// Which visitors a cell counts: all of a variation, or those with one
 /// value of one breakdown attribute.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Group {
     Total,
     Breakdown {
@@ -102,24 +104,37 @@ pub enum Group {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct CellKey {
     pub variation: Arc<str>,
     pub group: Group,
 }
 
 /// One cell in one bucket.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Bucket {
     pub counters: Counters,
     pub sketch: Option<Sketch>,
 }
 
+/// Roll-up size: every cell also keeps one bucket per day, so a query over
+/// whole days unions at most one sketch per day instead of one per base
+/// bucket (24 with hourly buckets).
+pub const ROLLUP_MS: i64 = 24 * 3_600_000;
+
 /// All aggregates of one experiment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExperimentAggregates {
     pub precision: u8,
+    /// Per cell, the base buckets (the project's `bucket_ms`).
     pub cells: HashMap<CellKey, BTreeMap<i64, Bucket>>,
+    /// Per cell, day buckets holding the sum of their base buckets. Empty
+    /// when the base bucket is a day already.
+    pub rollups: HashMap<CellKey, BTreeMap<i64, Bucket>>,
+    /// Whether `rollups` is kept (base bucket shorter than a day).
+    pub rolled_up: bool,
     pub keys: BTreeSet<Arc<str>>,
     /// Decisions naming each variation, over all time. A variation exists
     /// while this is positive.
@@ -127,24 +142,42 @@ pub struct ExperimentAggregates {
 }
 
 impl ExperimentAggregates {
-    fn new(precision: u8) -> Self {
+    fn new(precision: u8, bucket_ms: i64) -> Self {
         ExperimentAggregates {
             precision,
             cells: HashMap::new(),
+            rollups: HashMap::new(),
+            rolled_up: bucket_ms < ROLLUP_MS,
             keys: BTreeSet::new(),
             decisions_by_variation: BTreeMap::new(),
         }
     }
 
-    fn bucket(&mut self, key: CellKey, bucket_ms: i64) -> &mut Bucket {
-        self.cells
+    /// The base bucket and, when rolled up, the day bucket a change goes to.
+    fn buckets(&mut self, key: CellKey, bucket_ms: i64) -> impl Iterator<Item = &mut Bucket> {
+        let empty = || Bucket {
+            counters: Counters::default(),
+            sketch: None,
+        };
+        let rollup = if self.rolled_up {
+            let day_ms = bucket_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
+            Some(
+                self.rollups
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(day_ms)
+                    .or_insert_with(empty),
+            )
+        } else {
+            None
+        };
+        let base = self
+            .cells
             .entry(key)
             .or_default()
             .entry(bucket_ms)
-            .or_insert_with(|| Bucket {
-                counters: Counters::default(),
-                sketch: None,
-            })
+            .or_insert_with(empty);
+        std::iter::once(base).chain(rollup)
     }
 
     fn apply_entry(&mut self, entry: &Entry) {
@@ -170,9 +203,9 @@ impl ExperimentAggregates {
                 variation: Arc::clone(&entry.assignment.variation),
                 group,
             };
-            self.bucket(cell, entry.bucket_ms)
-                .counters
-                .apply(&entry.metric, entry.amount);
+            for bucket in self.buckets(cell, entry.bucket_ms) {
+                bucket.counters.apply(&entry.metric, entry.amount);
+            }
         }
     }
 
@@ -183,10 +216,12 @@ impl ExperimentAggregates {
                 variation: Arc::clone(&cell.assignment.variation),
                 group,
             };
-            self.bucket(key, cell.bucket_ms)
-                .sketch
-                .get_or_insert_with(|| Sketch::new(precision))
-                .insert(visitor_hash);
+            for bucket in self.buckets(key, cell.bucket_ms) {
+                bucket
+                    .sketch
+                    .get_or_insert_with(|| Sketch::new(precision))
+                    .insert(visitor_hash);
+            }
         }
     }
 
@@ -213,29 +248,62 @@ impl ExperimentAggregates {
         from_ms: i64,
         to_ms: i64,
     ) -> (Counters, Option<Sketch>) {
-        let mut counters = Counters::default();
-        let mut sketch: Option<Sketch> = None;
+        let mut summary = Summary::default();
         let Some(buckets) = self.cells.get(cell) else {
-            return (counters, sketch);
+            return (summary.counters, summary.sketch);
         };
-        for bucket in buckets.range(from_ms..to_ms).map(|(_, bucket)| bucket) {
-            counters.add(&bucket.counters);
-            if let Some(bucket_sketch) = &bucket.sketch {
-                match &mut sketch {
-                    Some(union) => union.merge(bucket_sketch),
-                    None => sketch = Some(bucket_sketch.clone()),
-                }
-            }
+        let first_day_ms = (from_ms + ROLLUP_MS - 1).div_euclid(ROLLUP_MS) * ROLLUP_MS;
+        let last_day_ms = to_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
+        if !self.rolled_up || first_day_ms >= last_day_ms {
+            buckets
+                .range(from_ms..to_ms)
+                .for_each(|(_, bucket)| summary.add(bucket));
+            return (summary.counters, summary.sketch);
         }
-        (counters, sketch)
+        // Whole days from the roll-ups, the ragged edges from base buckets.
+        buckets
+            .range(from_ms..first_day_ms)
+            .for_each(|(_, bucket)| summary.add(bucket));
+        if let Some(days) = self.rollups.get(cell) {
+            days.range(first_day_ms..last_day_ms)
+                .for_each(|(_, bucket)| summary.add(bucket));
+        }
+        buckets
+            .range(last_day_ms..to_ms)
+            .for_each(|(_, bucket)| summary.add(bucket));
+        (summary.counters, summary.sketch)
     }
 
-    /// Drops buckets that start before `before_ms` (retention).
+    /// Drops whole days that start before the day of `before_ms`
+    /// (retention). Whole days, so a day roll-up never covers a dropped base
+    /// bucket.
     pub fn expire(&mut self, before_ms: i64) {
-        for buckets in self.cells.values_mut() {
-            *buckets = buckets.split_off(&before_ms);
+        let keep_from_ms = before_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
+        for levels in [&mut self.cells, &mut self.rollups] {
+            for buckets in levels.values_mut() {
+                *buckets = buckets.split_off(&keep_from_ms);
+            }
+            levels.retain(|_, buckets| !buckets.is_empty());
         }
-        self.cells.retain(|_, buckets| !buckets.is_empty());
+    }
+}
+
+/// Counters and sketch union accumulated over buckets.
+#[derive(Default)]
+struct Summary {
+    counters: Counters,
+    sketch: Option<Sketch>,
+}
+
+impl Summary {
+    fn add(&mut self, bucket: &Bucket) {
+        self.counters.add(&bucket.counters);
+        if let Some(bucket_sketch) = &bucket.sketch {
+            match &mut self.sketch {
+                Some(union) => union.merge(bucket_sketch),
+                None => self.sketch = Some(bucket_sketch.clone()),
+            }
+        }
     }
 }
 
@@ -266,6 +334,7 @@ fn groups_of(breakdown: &[(Arc<str>, Arc<str>)]) -> impl Iterator<Item = Group> 
 pub struct SegmentBatch {
     pub project: Arc<str>,
     pub precision: u8,
+    pub bucket_ms: i64,
     pub entries: Vec<Entry>,
     pub active: Vec<(ActiveCell, u64)>,
 }
@@ -277,7 +346,7 @@ impl SegmentBatch {
 }
 
 /// Aggregates of every experiment a segment actor is responsible for.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SegmentStore {
     experiments: HashMap<(Arc<str>, Arc<str>), ExperimentAggregates>,
 }
@@ -285,12 +354,20 @@ pub struct SegmentStore {
 impl SegmentStore {
     pub fn apply(&mut self, batch: &SegmentBatch) {
         for entry in &batch.entries {
-            self.experiment_mut(&batch.project, &entry.experiment, batch.precision)
-                .apply_entry(entry);
+            self.experiment_mut(
+                &batch.project,
+                &entry.experiment,
+                (batch.precision, batch.bucket_ms),
+            )
+            .apply_entry(entry);
         }
         for (cell, visitor_hash) in &batch.active {
-            self.experiment_mut(&batch.project, &cell.experiment, batch.precision)
-                .apply_active(cell, *visitor_hash);
+            self.experiment_mut(
+                &batch.project,
+                &cell.experiment,
+                (batch.precision, batch.bucket_ms),
+            )
+            .apply_active(cell, *visitor_hash);
         }
     }
 
@@ -298,11 +375,11 @@ impl SegmentStore {
         &mut self,
         project: &Arc<str>,
         experiment: &Arc<str>,
-        precision: u8,
+        (precision, bucket_ms): (u8, i64),
     ) -> &mut ExperimentAggregates {
         self.experiments
             .entry((Arc::clone(project), Arc::clone(experiment)))
-            .or_insert_with(|| ExperimentAggregates::new(precision))
+            .or_insert_with(|| ExperimentAggregates::new(precision, bucket_ms))
     }
 
     pub fn experiment(&self, project: &str, experiment: &str) -> Option<&ExperimentAggregates> {

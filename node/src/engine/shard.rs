@@ -53,6 +53,7 @@ impl DeltaSink {
             .or_insert_with(|| SegmentBatch {
                 project: Arc::clone(&project.name),
                 precision: project.settings.hll_precision,
+                bucket_ms: project.settings.bucket_ms,
                 ..SegmentBatch::default()
             })
     }
@@ -70,14 +71,14 @@ impl DeltaSink {
 /// (project, visitor id).
 type VisitorKey = (Arc<str>, Box<str>);
 
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct ProjectShard {
     config: Arc<ProjectConfig>,
     visitors: HashMap<Box<str>, Visitor>,
 }
 
 /// Every visitor of one shard.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ShardState {
     projects: HashMap<Arc<str>, ProjectShard>,
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 /// A visitor's exposure to an experiment that lies in its frozen past, with
 /// what later events need to know about that past.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrozenExposure {
     pub experiment: Arc<str>,
     pub t0_ms: i64,
@@ -25,7 +25,7 @@ pub struct FrozenExposure {
 
 /// Per conversion key: whether the visitor already converted, and the sum
 /// of its converted values so far (for sums of squares).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrozenKey {
     pub key: Arc<str>,
     pub converted: bool,
@@ -42,7 +42,7 @@ pub enum Insert {
 }
 
 /// A visitor: its retained events (inside the horizon) and its frozen past.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Visitor {
     /// Sorted by `Event::order_key`, ids unique.
     events: Vec<Event>,

@@ -28,6 +28,25 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     })
 }
 
+/// Takes a checkpoint now and reports it.
+pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let report = state.engine.checkpoint().await.map_err(|error| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "checkpoint_failed",
+            error.to_string(),
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(wire::CheckpointResponse {
+        position: report.position,
+        bytes: report.bytes as u64,
+        visitors: report.visitors,
+        pause_ms: report.pause_ms,
+        duration_ms: report.duration_ms,
+        log_segments_removed: report.log_segments_removed as u64,
+    }))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct SetClock {
     now_ms: i64,

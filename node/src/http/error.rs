@@ -1,6 +1,7 @@
 //! Every HTTP error is a JSON `ErrorResponse` with a stable code.
 
 use crate::engine::query::QueryError;
+use crate::engine::IngestError;
 use crate::project::ProjectError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -51,6 +52,20 @@ impl From<ProjectError> for ApiError {
             ProjectError::InvalidSetting { .. } => (StatusCode::BAD_REQUEST, "invalid_settings"),
             ProjectError::Immutable { .. } => (StatusCode::BAD_REQUEST, "immutable_setting"),
             ProjectError::TooMany => (StatusCode::BAD_REQUEST, "too_many_projects"),
+            ProjectError::Storage { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            }
+        };
+        ApiError::new(status, code, error.to_string())
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        let (status, code) = match &error {
+            IngestError::Storage { .. } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            IngestError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         };
         ApiError::new(status, code, error.to_string())
     }

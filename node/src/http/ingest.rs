@@ -1,4 +1,4 @@
-//! `POST /v1/events`: native JSON batches.
+//! `POST /v1/events`: native batches, JSON or binary (by content type).
 
 use super::error::ApiError;
 use super::AppState;
@@ -12,20 +12,72 @@ use sessiondb_protocol::{self as wire, IngestResponse, Rejection};
 
 pub async fn post_events(
     state: web::Data<AppState>,
+    request: actix_web::HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload, limits::BODY_BYTES_MAX).await?;
-    let elements = parse_batch(&body)?;
+    let events = if is_binary(&request) {
+        decode_binary_batch(&body)?
+    } else {
+        let elements = parse_batch(&body)?;
+        elements.into_iter().map(decode_event).collect()
+    };
+    let response = ingest_events(&state, events).await?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+fn is_binary(request: &actix_web::HttpRequest) -> bool {
+    request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(wire::binary::CONTENT_TYPE))
+}
+
+/// A binary batch (docs/api.md, Binary batches) fails as a whole when its
+/// framing is wrong; its events are then validated one by one like JSON
+/// ones.
+fn decode_binary_batch(body: &[u8]) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
+    let events = wire::binary::decode_batch(body).map_err(|error| match error {
+        wire::binary::BinaryError::TooManyEvents { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{error}; the limit is {} events (BATCH_EVENTS_MAX)",
+                limits::BATCH_EVENTS_MAX
+            ),
+        ),
+        other => ApiError::bad_request("malformed_binary", other.to_string()),
+    })?;
+    if events.len() > limits::BATCH_EVENTS_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "the batch has {} events; the limit is {} (BATCH_EVENTS_MAX)",
+                events.len(),
+                limits::BATCH_EVENTS_MAX
+            ),
+        ));
+    }
+    Ok(events.into_iter().map(Ok).collect())
+}
+
+/// The one ingest path every format goes through (native JSON and the
+/// compatible formats in `http::compat`): validates each decoded event,
+/// passes rejections through at their index, applies the batch and answers
+/// one outcome per input.
+pub async fn ingest_events(
+    state: &AppState,
+    events: Vec<Result<wire::Event, RejectReason>>,
+) -> Result<IngestResponse, ApiError> {
     let engine = &state.engine;
-    let events = elements
+    let events = events
         .into_iter()
-        .map(|element| {
-            let event = decode_event(element)?;
-            engine.validate(event)
-        })
+        .map(|event| event.and_then(|event| engine.validate(event)))
         .collect();
-    let outcomes = engine.ingest(events).await;
-    Ok(HttpResponse::Ok().json(response_of(outcomes)))
+    let outcomes = engine.ingest(events).await?;
+    Ok(response_of(outcomes))
 }
 
 /// Reads the whole body, refusing more than `limit_bytes` without buffering

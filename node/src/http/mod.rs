@@ -3,10 +3,13 @@
 //! module sees JSON.
 
 mod admin;
+mod compat;
 pub mod error;
 pub mod ingest;
+mod optimizely;
 mod projects;
 mod query;
+mod segment;
 
 use crate::engine::Engine;
 use actix_web::web;
@@ -40,7 +43,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/health", web::get().to(admin::health))
         .route("/v1/status", web::get().to(admin::status))
         .route("/v1/admin/clock", web::post().to(admin::set_clock))
+        .route("/v1/admin/checkpoint", web::post().to(admin::checkpoint))
         .route("/v1/events", web::post().to(ingest::post_events))
+        .route(
+            "/optimizely/v1/events",
+            web::post().to(optimizely::post_events),
+        )
+        .route("/v1/batch", web::post().to(segment::post_batch))
+        .route("/v1/track", web::post().to(segment::post_track))
+        .route("/v1/page", web::post().to(segment::post_page))
+        .route("/v1/identify", web::post().to(segment::post_identify))
         .route("/v1/projects", web::post().to(projects::create))
         .route("/v1/projects", web::get().to(projects::list))
         .route("/v1/projects/{name}", web::get().to(projects::show))

@@ -13,7 +13,8 @@ pub async fn create(
     let body = body.into_inner();
     let config = state
         .engine
-        .create_project(&body.name, &patch_of(body.settings))?;
+        .create_project(&body.name, &patch_of(body.settings))
+        .await?;
     Ok(HttpResponse::Created().json(project_of(&config, Vec::new())))
 }
 
@@ -99,5 +100,6 @@ fn project_of(config: &ProjectConfig, experiments: Vec<String>) -> wire::Project
                 .collect(),
         },
         experiments,
+        ingest_key: config.ingest_key.to_string(),
     }
 }

@@ -427,6 +427,19 @@ pub struct Log {
     byte_slots: Arc<Semaphore>,
 }
 
+/// A batch that has its place in the log and awaits its sync.
+#[derive(Debug)]
+pub struct PendingAppend {
+    answer: tokio::sync::oneshot::Receiver<Result<Range<Position>, LogError>>,
+}
+
+impl PendingAppend {
+    /// Completes when the batch is on disk (or the log failed).
+    pub async fn durable(self) -> Result<Range<Position>, LogError> {
+        self.answer.await.map_err(|_| LogError::Closed)?
+    }
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`, validates it, cuts a torn tail,
     /// and starts the writer. Blocking; call it before serving.
@@ -483,6 +496,17 @@ impl Log {
         &self,
         records: Vec<(u32, Vec<u8>)>,
     ) -> Result<Range<Position>, LogError> {
+        self.enqueue_batch(records).await?.durable().await
+    }
+
+    /// Queues a batch and returns once it has its place in the log order,
+    /// before it is durable. Callers that must keep several queues in the
+    /// log's order (the engine's shard queues) enqueue under one lock and
+    /// await [`PendingAppend::durable`] outside it.
+    pub async fn enqueue_batch(
+        &self,
+        records: Vec<(u32, Vec<u8>)>,
+    ) -> Result<PendingAppend, LogError> {
         let bytes = self.check_batch(&records)?;
         self.check_failure()?;
         let record_permits = Arc::clone(&self.record_slots)
@@ -503,7 +527,7 @@ impl Log {
         };
         let sender = self.sender.as_ref().ok_or(LogError::Closed)?;
         sender.send(request).map_err(|_| LogError::Closed)?;
-        answer.await.map_err(|_| LogError::Closed)?
+        Ok(PendingAppend { answer })
     }
 
     /// Records with positions after `checkpoint`, up to the last position

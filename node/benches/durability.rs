@@ -1,0 +1,190 @@
+//! Durable ingest, checkpoint and recovery, in process (SPEC §6, §8):
+//! events/s with durable acks through `Engine::ingest` (log + group commit +
+//! actors, no HTTP), checkpoint time and size, and recovery time for the
+//! events logged since the last checkpoint. Reports; asserts only
+//! correctness.
+//!
+//! Run: `cargo bench -p sessiondb-node --bench durability -- [--visitors N] [--tail-visitors N] [--batch-events N] [--clients N]`
+
+use sessiondb_node::clock::{ManualClock, SharedClock};
+use sessiondb_node::engine::durability;
+use sessiondb_node::engine::{Engine, EngineConfig};
+use sessiondb_node::event::VisitorEvent;
+use sessiondb_node::log::LogConfig;
+use sessiondb_node::project::SettingsPatch;
+use std::sync::Arc;
+use std::time::Instant;
+
+mod common;
+use common::{generate, DAY_MS};
+
+struct Options {
+    visitors: usize,
+    tail_visitors: usize,
+    batch_events: usize,
+    clients: usize,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        visitors: 200_000,
+        tail_visitors: 200_000,
+        batch_events: 2_000,
+        clients: 8,
+    };
+    let arguments: Vec<String> = std::env::args().collect();
+    for pair in arguments.windows(2) {
+        let value = || pair[1].parse().expect("a number");
+        match pair[0].as_str() {
+            "--visitors" => options.visitors = value(),
+            "--tail-visitors" => options.tail_visitors = value(),
+            "--batch-events" => options.batch_events = value(),
+            "--clients" => options.clients = value(),
+            _ => {}
+        }
+    }
+    options
+}
+
+async fn ingest_concurrently(
+    engine: &Engine,
+    events: Vec<VisitorEvent>,
+    batch_events: usize,
+    clients: usize,
+) -> f64 {
+    let batches: Vec<Vec<VisitorEvent>> = events
+        .chunks(batch_events)
+        .map(<[VisitorEvent]>::to_vec)
+        .collect();
+    let count: usize = batches.iter().map(Vec::len).sum();
+    let queue = Arc::new(std::sync::Mutex::new(batches));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let engine = engine.clone();
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move {
+                loop {
+                    let Some(batch) = queue.lock().expect("not poisoned").pop() else {
+                        return;
+                    };
+                    let outcomes = engine
+                        .ingest(batch.into_iter().map(Ok).collect())
+                        .await
+                        .expect("the log accepts writes");
+                    assert!(outcomes.iter().all(|outcome| matches!(
+                        outcome,
+                        sessiondb_node::engine::shard::Outcome::Accepted
+                    )));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let options = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(options));
+}
+
+async fn run(options: Options) {
+    let data_dir =
+        std::env::temp_dir().join(format!("sessiondb-bench-durability-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let start_ms = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS;
+    let now_ms = start_ms + 7 * DAY_MS;
+    let clock: SharedClock = Arc::new(ManualClock::new(now_ms));
+    let config = EngineConfig {
+        checkpoint_interval_ms: 24 * 3_600_000,
+        ..EngineConfig::default()
+    };
+    let (engine, _) = durability::open(
+        config.clone(),
+        Arc::clone(&clock),
+        &data_dir,
+        LogConfig::default(),
+    )
+    .await
+    .expect("open");
+    let patch = SettingsPatch {
+        allowed_lateness_ms: Some(7 * DAY_MS),
+        breakdown_attributes: Some(vec!["browser".into()]),
+        ..SettingsPatch::default()
+    };
+    let project = engine
+        .create_project("bench", &patch)
+        .await
+        .expect("project");
+
+    let events = generate(options.visitors + options.tail_visitors, start_ms, &project);
+    let split = options.visitors * common::EVENTS_PER_VISITOR;
+    let (head, tail) = events.split_at(split);
+    let rate = ingest_concurrently(
+        &engine,
+        head.to_vec(),
+        options.batch_events,
+        options.clients,
+    )
+    .await;
+    println!(
+        "durable ingest (in process, {} clients x {}-event batches): {} events at {rate:.0} events/s",
+        options.clients,
+        options.batch_events,
+        head.len()
+    );
+    let checkpoint = engine.checkpoint().await.expect("checkpoint");
+    println!(
+        "checkpoint: {} visitors, {:.1} MB, pause {} ms, total {} ms ({:.0} bytes per visitor)",
+        checkpoint.visitors,
+        checkpoint.bytes as f64 / 1e6,
+        checkpoint.pause_ms,
+        checkpoint.duration_ms,
+        checkpoint.bytes as f64 / checkpoint.visitors.max(1) as f64
+    );
+    let tail_rate = ingest_concurrently(
+        &engine,
+        tail.to_vec(),
+        options.batch_events,
+        options.clients,
+    )
+    .await;
+    println!(
+        "{} more events since the checkpoint at {tail_rate:.0} events/s",
+        tail.len()
+    );
+    let before = engine.status().await;
+    engine.shutdown();
+    drop(engine);
+
+    let started = Instant::now();
+    let (engine, report) = durability::open(config, clock, &data_dir, LogConfig::default())
+        .await
+        .expect("reopen");
+    let recovery_ms = started.elapsed().as_millis();
+    println!(
+        "recovery: checkpoint {:.1} MB + {} log records ({} events) in {recovery_ms} ms",
+        report.checkpoint_bytes as f64 / 1e6,
+        report.records_replayed,
+        report.events_replayed
+    );
+    let after = engine.status().await;
+    assert_eq!(
+        after.live_visitors, before.live_visitors,
+        "recovery restores every visitor"
+    );
+    assert_eq!(
+        after.retained_events, before.retained_events,
+        "recovery restores every event"
+    );
+    engine.shutdown();
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -1,0 +1,397 @@
+//! Recovery and checkpoints: how the engine gets its state back after a
+//! crash, and how it saves it so that recovery stays short.
+//!
+//! - **Write path** (`Engine::ingest`): one log record per shard per batch,
+//!   synced (group commit) before the shard applies it and before the
+//!   client's acknowledgement.
+//! - **Checkpoint** (`Engine::checkpoint`): a barrier on the sequencer (no
+//!   new records), a copy of every shard and segment actor's state taken
+//!   after everything queued before the barrier is applied, then — with
+//!   ingest running again — encoding, one atomic write to the checkpoint
+//!   store, and truncation of the log segments the checkpoint covers.
+//! - **Recovery** (`open`): load the latest checkpoint, start the actors
+//!   with it, replay every log record after its position in log order, then
+//!   serve.
+//!
+//! See `docs/durability.md`.
+
+use super::actors::{SegmentMessage, SessionMessage};
+use super::segment::SegmentStore;
+use super::shard::ShardState;
+use super::{Engine, EngineConfig, EngineError, Storage};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SledCheckpointStore};
+use crate::clock::SharedClock;
+use crate::event::VisitorEvent;
+use crate::journal::{self, JournalEntry, JournalEvent};
+use crate::log::{Log, LogConfig};
+use crate::project::ProjectConfig;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// State loaded from a checkpoint.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub projects: Vec<ProjectConfig>,
+    pub shards: Vec<ShardState>,
+    pub segment_stores: Vec<SegmentStore>,
+}
+
+/// What recovery did, for logs and `docs/benchmarks.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub checkpoint_position: u64,
+    pub checkpoint_bytes: usize,
+    pub records_replayed: u64,
+    pub events_replayed: u64,
+    pub log_bytes_cut: u64,
+    pub duration_ms: u64,
+}
+
+/// What a checkpoint wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointReport {
+    pub position: u64,
+    pub bytes: usize,
+    pub visitors: u64,
+    /// Time ingest was held at the barrier.
+    pub pause_ms: u64,
+    pub duration_ms: u64,
+    pub log_segments_removed: usize,
+}
+
+/// Where things live under the data directory.
+const LOG_DIRECTORY: &str = "log";
+const CHECKPOINT_DIRECTORY: &str = "checkpoints";
+const PROJECTS_PART: &str = "projects";
+/// Records replayed between two progress lines in the node's log.
+const REPLAY_PROGRESS_RECORDS: u64 = 100_000;
+
+/// Encodes one shard's events of one batch as a log record.
+pub fn encode_events(now_ms: i64, events: &[VisitorEvent]) -> Vec<u8> {
+    let entry = JournalEntry::Events {
+        now_ms,
+        events: events
+            .iter()
+            .map(|event| JournalEvent {
+                project: Arc::clone(&event.project.name),
+                visitor: event.visitor.clone(),
+                event: event.event.clone(),
+            })
+            .collect(),
+    };
+    journal::encode(&entry)
+}
+
+/// Opens (or creates) the node's storage under `data_dir`, restores the
+/// latest checkpoint, replays the log after it and returns a serving engine.
+pub async fn open(
+    config: EngineConfig,
+    clock: SharedClock,
+    data_dir: &Path,
+    log_config: LogConfig,
+) -> Result<(Engine, RecoveryReport), EngineError> {
+    let started = Instant::now();
+    let checkpoints = SledCheckpointStore::open(data_dir.join(CHECKPOINT_DIRECTORY))?;
+    let checkpoint = checkpoints.read_latest()?;
+    let (restored, position, checkpoint_bytes) = match checkpoint {
+        Some(checkpoint) => {
+            let bytes = checkpoint.bytes();
+            let position = checkpoint.position;
+            (restore(&config, checkpoint)?, position, bytes)
+        }
+        None => (Restored::default(), 0, 0),
+    };
+    tracing::info!(position, bytes = checkpoint_bytes, "checkpoint loaded");
+    let log_path = data_dir.join(LOG_DIRECTORY);
+    let (log, log_report) =
+        Log::open(&log_path, log_config).map_err(|source| EngineError::Log {
+            path: log_path.clone(),
+            source,
+        })?;
+    if let Some(cut) = &log_report.cut {
+        tracing::warn!(?cut, "log tail was torn or damaged and has been cut");
+    }
+    let storage = Storage {
+        log: Arc::new(log),
+        checkpoints: Arc::new(checkpoints),
+    };
+    let engine = Engine::start(config, clock, storage, restored).await?;
+    let (records_replayed, events_replayed) = replay(&engine, position).await?;
+    let report = RecoveryReport {
+        checkpoint_position: position,
+        checkpoint_bytes,
+        records_replayed,
+        events_replayed,
+        log_bytes_cut: log_report.truncated_bytes,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    tracing::info!(?report, "recovered");
+    engine.spawn_maintenance();
+    engine.spawn_checkpoints();
+    Ok((engine, report))
+}
+
+fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, EngineError> {
+    let mut restored = Restored::default();
+    for (name, bytes) in checkpoint.parts {
+        let codec = |source| EngineError::Codec {
+            what: name.clone(),
+            source,
+        };
+        if name == PROJECTS_PART {
+            restored.projects = journal::decode(&bytes, "projects").map_err(codec)?;
+        } else if name.starts_with("shard/") {
+            restored
+                .shards
+                .push(journal::decode(&bytes, "shard").map_err(codec)?);
+        } else if name.starts_with("segment/") {
+            restored
+                .segment_stores
+                .push(journal::decode(&bytes, "segment").map_err(codec)?);
+        }
+    }
+    check_count(
+        "shards",
+        "shards",
+        restored.shards.len(),
+        config.shards as usize,
+    )?;
+    check_count(
+        "segment actors",
+        "segment-actors",
+        restored.segment_stores.len(),
+        config.segment_actors,
+    )?;
+    Ok(restored)
+}
+
+fn check_count(
+    what: &'static str,
+    flag: &'static str,
+    found: usize,
+    configured: usize,
+) -> Result<(), EngineError> {
+    if found == configured {
+        return Ok(());
+    }
+    Err(EngineError::Mismatch {
+        what,
+        flag,
+        found,
+        configured,
+    })
+}
+
+/// Replays every record after `position` in log order.
+async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineError> {
+    let log = Arc::clone(&engine.inner.storage.log);
+    let records = log
+        .replay_after(position)
+        .map_err(|source| EngineError::Log {
+            path: log.dir().to_path_buf(),
+            source,
+        })?;
+    let (mut records_replayed, mut events_replayed) = (0_u64, 0_u64);
+    let mut answers = Vec::new();
+    for record in records {
+        let record = record.map_err(|source| EngineError::Log {
+            path: log.dir().to_path_buf(),
+            source,
+        })?;
+        let entry: JournalEntry =
+            journal::decode(&record.payload, "log record").map_err(|source| {
+                EngineError::Codec {
+                    what: format!("log record {}", record.position),
+                    source,
+                }
+            })?;
+        records_replayed += 1;
+        match entry {
+            JournalEntry::Project { config } => {
+                let config = Arc::new(config);
+                engine.inner.projects.install(Arc::clone(&config));
+                engine.reconfigure_shards(&config).await;
+            }
+            JournalEntry::Events { now_ms, events } => {
+                events_replayed += events.len() as u64;
+                let events = resolve(engine, events);
+                let (reply, answer) = oneshot::channel();
+                let message = SessionMessage::Ingest {
+                    events,
+                    now_ms,
+                    durable: None,
+                    reply,
+                };
+                // The mailbox bound keeps replay from queueing the whole log.
+                if engine.inner.sessions[record.shard as usize]
+                    .send(message)
+                    .await
+                    .is_ok()
+                {
+                    answers.push(answer);
+                }
+            }
+        }
+        if records_replayed % REPLAY_PROGRESS_RECORDS == 0 {
+            tracing::info!(records_replayed, events_replayed, "replaying the log");
+            for answer in answers.drain(..) {
+                let _ = answer.await;
+            }
+        }
+    }
+    for answer in answers {
+        let _ = answer.await;
+    }
+    Ok((records_replayed, events_replayed))
+}
+
+/// Re-attaches replayed events to their project's configuration as the log
+/// has installed it so far.
+fn resolve(engine: &Engine, events: Vec<JournalEvent>) -> Vec<VisitorEvent> {
+    events
+        .into_iter()
+        .filter_map(|event| {
+            let project = engine.inner.projects.get(&event.project);
+            debug_assert!(project.is_some(), "a project is logged before its events");
+            Some(VisitorEvent {
+                project: project?,
+                visitor: event.visitor,
+                event: event.event,
+            })
+        })
+        .collect()
+}
+
+impl Engine {
+    /// Takes a checkpoint now. Ingest pauses only while the actors copy
+    /// their state.
+    pub async fn checkpoint(&self) -> Result<CheckpointReport, CheckpointError> {
+        let _one_at_a_time = self.inner.checkpointing.lock().await;
+        let started = Instant::now();
+        let (shards, segment_stores, projects, position) = {
+            let _barrier = self.inner.sequencer.lock().await;
+            let mut shards = Vec::with_capacity(self.inner.sessions.len());
+            for session in &self.inner.sessions {
+                let (reply, answer) = oneshot::channel();
+                session
+                    .send(SessionMessage::Snapshot { reply })
+                    .await
+                    .map_err(|_| shutting_down())?;
+                shards.push(answer);
+            }
+            let mut shard_states = Vec::with_capacity(shards.len());
+            for answer in shards {
+                shard_states.push(answer.await.map_err(|_| shutting_down())?);
+            }
+            // Every shard answered after forwarding its deltas, so the
+            // segment actors hold them before this request.
+            let mut segment_stores = Vec::with_capacity(self.inner.segments.len());
+            for segment in self.inner.segments.iter() {
+                let (reply, answer) = oneshot::channel();
+                segment
+                    .send(SegmentMessage::Snapshot { reply })
+                    .await
+                    .map_err(|_| shutting_down())?;
+                segment_stores.push(answer.await.map_err(|_| shutting_down())?);
+            }
+            if let Some(cause) = self.inner.storage.log.failure() {
+                return Err(CheckpointError::Damaged {
+                    id: 0,
+                    detail: format!("the log has failed ({cause}); restart the node to recover"),
+                });
+            }
+            let position = self.inner.storage.log.last_position();
+            let projects: Vec<ProjectConfig> = self
+                .inner
+                .projects
+                .list()
+                .iter()
+                .map(|config| (**config).clone())
+                .collect();
+            (shard_states, segment_stores, projects, position)
+        };
+        let pause_ms = started.elapsed().as_millis() as u64;
+        let visitors = shards
+            .iter()
+            .map(|shard| shard.visitor_count() as u64)
+            .sum();
+        let created_ms = self.inner.clock.now_ms();
+        let store = Arc::clone(&self.inner.storage.checkpoints);
+        let checkpoint = tokio::task::spawn_blocking(move || {
+            let checkpoint =
+                encode_checkpoint(position, created_ms, &projects, &shards, &segment_stores);
+            store.write(&checkpoint).map(|()| checkpoint.bytes())
+        })
+        .await
+        .map_err(|error| CheckpointError::Damaged {
+            id: 0,
+            detail: format!("checkpoint task failed: {error}"),
+        })??;
+        let truncated = self
+            .inner
+            .storage
+            .log
+            .truncate_before(position + 1)
+            .map_err(|error| CheckpointError::Damaged {
+                id: 0,
+                detail: format!("log truncation failed: {error}"),
+            })?;
+        let report = CheckpointReport {
+            position,
+            bytes: checkpoint,
+            visitors,
+            pause_ms,
+            duration_ms: started.elapsed().as_millis() as u64,
+            log_segments_removed: truncated.segments_removed,
+        };
+        tracing::info!(?report, "checkpoint written");
+        Ok(report)
+    }
+
+    /// Periodic checkpoints, every `checkpoint_interval_ms`.
+    fn spawn_checkpoints(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = Duration::from_millis(self.inner.config.checkpoint_interval_ms);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                if let Err(error) = (Engine { inner }).checkpoint().await {
+                    tracing::error!(%error, "periodic checkpoint failed");
+                }
+            }
+        });
+    }
+}
+
+fn shutting_down() -> CheckpointError {
+    CheckpointError::Damaged {
+        id: 0,
+        detail: "the node is shutting down".into(),
+    }
+}
+
+fn encode_checkpoint(
+    position: u64,
+    created_ms: i64,
+    projects: &Vec<ProjectConfig>,
+    shards: &[ShardState],
+    segment_stores: &[SegmentStore],
+) -> Checkpoint {
+    let mut parts = vec![(PROJECTS_PART.to_string(), journal::encode(projects))];
+    for (index, shard) in shards.iter().enumerate() {
+        parts.push((format!("shard/{index:05}"), journal::encode(shard)));
+    }
+    for (index, store) in segment_stores.iter().enumerate() {
+        parts.push((format!("segment/{index:05}"), journal::encode(store)));
+    }
+    Checkpoint {
+        position,
+        created_ms,
+        parts,
+    }
+}
