@@ -68,8 +68,21 @@ pub struct TestNode {
     base_url: String,
     http: reqwest::Client,
     stderr_path: PathBuf,
+    /// How it was started, to restart it the same way.
+    options: NodeOptions,
+    extra_args: Vec<String>,
+    /// Processes started on this data directory so far.
+    starts: u32,
     // Declared last so it is removed after the child was told to die.
     data_dir: TempDir,
+}
+
+/// Why a node did not come up: it exited before printing its listening line.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub status: Option<std::process::ExitStatus>,
+    /// Everything the process wrote to stderr.
+    pub stderr: String,
 }
 
 /// A raw HTTP answer: status and body (parsed as JSON when it is JSON).
@@ -97,57 +110,22 @@ impl TestNode {
     }
 
     pub async fn start_with(options: NodeOptions) -> TestNode {
+        TestNode::start_with_args(options, Vec::new()).await
+    }
+
+    /// Starts a node with extra `serve` flags (e.g. test-only fault hooks).
+    pub async fn start_with_args(options: NodeOptions, extra_args: Vec<String>) -> TestNode {
         let data_dir = TempDir::new("node");
         let stderr_path = data_dir.path().join("node.stderr");
-        let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
         let node_data = data_dir.path().join("data");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
-        command
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&node_data)
-            .arg("--manual-clock")
-            .arg(options.start_ms.to_string());
-        if let Some(shards) = options.shards {
-            command.arg("--shards").arg(shards.to_string());
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("spawn the sessiondb binary");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-
-        let deadline = Instant::now() + STARTUP_WAIT_MAX;
-        let base_url = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(remaining, lines.next_line()).await {
-                Err(_) => panic!(
-                    "node printed no `{LISTENING_PREFIX}` line within {STARTUP_WAIT_MAX:?}; stderr:\n{}",
-                    stderr_tail(&stderr_path)
-                ),
-                Ok(Ok(Some(line))) => {
-                    if let Some(rest) = line.split(LISTENING_PREFIX).nth(1) {
-                        break rest.trim().trim_end_matches('/').to_string();
-                    }
-                }
-                Ok(Ok(None)) => {
-                    let status = child.wait().await;
-                    panic!(
-                        "node exited before listening ({status:?}); stderr:\n{}",
-                        stderr_tail(&stderr_path)
-                    )
-                }
-                Ok(Err(e)) => panic!("reading the node's stdout: {e}"),
-            }
-        };
-        // Keep draining stdout so the node never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
+        let (child, base_url) = spawn_node(&node_data, &stderr_path, &options, &extra_args)
+            .await
+            .unwrap_or_else(|failure| {
+                panic!(
+                    "node exited before listening ({:?}); stderr:\n{}",
+                    failure.status, failure.stderr
+                )
+            });
         let http = reqwest::Client::builder()
             .timeout(REQUEST_WAIT_MAX)
             .build()
@@ -157,8 +135,71 @@ impl TestNode {
             base_url,
             http,
             stderr_path,
+            options,
+            extra_args,
+            starts: 1,
             data_dir,
         }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and waits
+    /// for it to be gone. The data directory stays.
+    pub async fn kill_9(&mut self) {
+        self.child
+            .kill()
+            .await
+            .unwrap_or_else(|e| panic!("SIGKILL the node {}: {e}", self.base_url));
+    }
+
+    /// Starts the node again on the same data directory with the same
+    /// options and flags (the manual clock starts at `options.start_ms`
+    /// again). Kill it first; a still running process is killed here.
+    pub async fn restart(&mut self) {
+        let extra_args = self.extra_args.clone();
+        self.restart_with_args(extra_args).await;
+    }
+
+    /// Like `restart`, with other extra `serve` flags.
+    pub async fn restart_with_args(&mut self, extra_args: Vec<String>) {
+        if let Err(failure) = self.try_restart_with_args(extra_args).await {
+            panic!(
+                "node did not restart ({:?}); stderr:\n{}",
+                failure.status, failure.stderr
+            );
+        }
+    }
+
+    /// Like `restart_with_args`, but a node that exits before listening is
+    /// an answer, not a panic.
+    pub async fn try_restart_with_args(
+        &mut self,
+        extra_args: Vec<String>,
+    ) -> Result<(), StartFailure> {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill_9().await;
+        }
+        self.starts += 1;
+        self.stderr_path = self
+            .data_dir
+            .path()
+            .join(format!("node-{}.stderr", self.starts));
+        let node_data = self.node_data_dir();
+        let (child, base_url) =
+            spawn_node(&node_data, &self.stderr_path, &self.options, &extra_args).await?;
+        self.child = child;
+        self.base_url = base_url;
+        self.extra_args = extra_args;
+        Ok(())
+    }
+
+    /// The directory given to `--data-dir`.
+    pub fn node_data_dir(&self) -> PathBuf {
+        self.data_dir.path().join("data")
+    }
+
+    /// Everything the current process wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
     }
 
     pub fn base_url(&self) -> &str {
@@ -191,6 +232,28 @@ impl TestNode {
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}; node stderr:\n{}", self.stderr_tail()));
+        TestNode::into_raw(response).await
+    }
+
+    /// Sends `body` as is, with a JSON content type and extra headers
+    /// (authorization, ingest keys).
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> RawResponse {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response =
+            request.body(body).send().await.unwrap_or_else(|e| {
+                panic!("POST {path}: {e}; node stderr:\n{}", self.stderr_tail())
+            });
         TestNode::into_raw(response).await
     }
 
@@ -309,6 +372,66 @@ impl Drop for TestNode {
             );
         }
     }
+}
+
+/// Spawns `sessiondb serve` on `node_data` and waits for its listening
+/// line; returns the process and its base URL.
+async fn spawn_node(
+    node_data: &Path,
+    stderr_path: &Path,
+    options: &NodeOptions,
+    extra_args: &[String],
+) -> Result<(Child, String), StartFailure> {
+    let stderr = std::fs::File::create(stderr_path).expect("create the stderr file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
+    command
+        .arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(node_data)
+        .arg("--manual-clock")
+        .arg(options.start_ms.to_string());
+    if let Some(shards) = options.shards {
+        command.arg("--shards").arg(shards.to_string());
+    }
+    command
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("spawn the sessiondb binary");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+
+    let deadline = Instant::now() + STARTUP_WAIT_MAX;
+    let base_url = loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, lines.next_line()).await {
+            Err(_) => panic!(
+                "node printed no `{LISTENING_PREFIX}` line within {STARTUP_WAIT_MAX:?}; stderr:\n{}",
+                stderr_tail(stderr_path)
+            ),
+            Ok(Ok(Some(line))) => {
+                if let Some(rest) = line.split(LISTENING_PREFIX).nth(1) {
+                    break rest.trim().trim_end_matches('/').to_string();
+                }
+            }
+            Ok(Ok(None)) => {
+                let status = child.wait().await.ok();
+                let stderr = std::fs::read(stderr_path).unwrap_or_default();
+                return Err(StartFailure {
+                    status,
+                    stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                });
+            }
+            Ok(Err(e)) => panic!("reading the node's stdout: {e}"),
+        }
+    };
+    // Keep draining stdout so the node never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, base_url))
 }
 
 fn stderr_tail(path: &Path) -> String {
