@@ -147,9 +147,9 @@ fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, En
                 .shards
                 .push(journal::decode(&bytes, "shard").map_err(codec)?);
         } else if name.starts_with("segment/") {
-            restored
-                .segment_stores
-                .push(journal::decode(&bytes, "segment").map_err(codec)?);
+            let mut store: SegmentStore = journal::decode(&bytes, "segment").map_err(codec)?;
+            store.reindex();
+            restored.segment_stores.push(store);
         }
     }
     check_count(

@@ -135,8 +135,8 @@ fn groups_of(
     };
     let mut values: Vec<Arc<str>> = aggregates
         .cells
-        .keys()
-        .filter_map(|cell| match &cell.group {
+        .iter()
+        .filter_map(|series| match &series.key.group {
             Group::Breakdown {
                 attribute: name,
                 value,

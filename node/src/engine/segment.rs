@@ -2,7 +2,7 @@
 //! breakdown group) and per time bucket, exact counters and a distinct-count
 //! sketch. Pure data structure; the segment actor owns one `SegmentStore`.
 
-use super::contribution::{ActiveCell, Entry, Metric};
+use super::contribution::{ActiveCell, Assignment, Entry, Metric};
 use super::sketch::Sketch;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -124,17 +124,28 @@ pub struct Bucket {
 /// bucket (24 with hourly buckets).
 pub const ROLLUP_MS: i64 = 24 * 3_600_000;
 
+/// One cell's buckets.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CellSeries {
+    pub key: CellKey,
+    /// Base buckets (the project's `bucket_ms`).
+    pub base: BTreeMap<i64, Bucket>,
+    /// Day buckets holding the sum of their base buckets; empty when the
+    /// base bucket is a day already.
+    pub rollup: BTreeMap<i64, Bucket>,
+}
+
 /// All aggregates of one experiment.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExperimentAggregates {
     pub precision: u8,
-    /// Per cell, the base buckets (the project's `bucket_ms`).
-    pub cells: HashMap<CellKey, BTreeMap<i64, Bucket>>,
-    /// Per cell, day buckets holding the sum of their base buckets. Empty
-    /// when the base bucket is a day already.
-    pub rollups: HashMap<CellKey, BTreeMap<i64, Bucket>>,
-    /// Whether `rollups` is kept (base bucket shorter than a day).
+    /// Whether day roll-ups are kept (base bucket shorter than a day).
     pub rolled_up: bool,
+    pub cells: Vec<CellSeries>,
+    /// Position of each cell in `cells`. Derived, so not encoded: rebuilt
+    /// by `reindex` after decoding.
+    #[serde(skip)]
+    index: HashMap<CellKey, usize>,
     pub keys: BTreeSet<Arc<str>>,
     /// Decisions naming each variation, over all time. A variation exists
     /// while this is positive.
@@ -145,82 +156,123 @@ impl ExperimentAggregates {
     fn new(precision: u8, bucket_ms: i64) -> Self {
         ExperimentAggregates {
             precision,
-            cells: HashMap::new(),
-            rollups: HashMap::new(),
             rolled_up: bucket_ms < ROLLUP_MS,
+            cells: Vec::new(),
+            index: HashMap::new(),
             keys: BTreeSet::new(),
             decisions_by_variation: BTreeMap::new(),
         }
     }
 
-    /// The base bucket and, when rolled up, the day bucket a change goes to.
-    fn buckets(&mut self, key: CellKey, bucket_ms: i64) -> impl Iterator<Item = &mut Bucket> {
+    /// Rebuilds the cell index (after decoding, or after cells were
+    /// dropped).
+    pub fn reindex(&mut self) {
+        self.index = self
+            .cells
+            .iter()
+            .enumerate()
+            .map(|(position, series)| (series.key.clone(), position))
+            .collect();
+        debug_assert_eq!(self.index.len(), self.cells.len(), "cell keys are unique");
+    }
+
+    /// Positions of the cells an assignment counts in: the variation's
+    /// total and one per breakdown attribute. Creates missing cells.
+    fn cell_positions(&mut self, assignment: &Assignment, positions: &mut Vec<usize>) {
+        positions.clear();
+        for group in groups_of(&assignment.breakdown) {
+            let key = CellKey {
+                variation: Arc::clone(&assignment.variation),
+                group,
+            };
+            let position = match self.index.get(&key) {
+                Some(&position) => position,
+                None => {
+                    self.cells.push(CellSeries {
+                        key: key.clone(),
+                        base: BTreeMap::new(),
+                        rollup: BTreeMap::new(),
+                    });
+                    self.index.insert(key, self.cells.len() - 1);
+                    self.cells.len() - 1
+                }
+            };
+            positions.push(position);
+        }
+    }
+
+    /// The base bucket and, when rolled up, the day bucket of one cell.
+    fn buckets(&mut self, position: usize, bucket_ms: i64) -> impl Iterator<Item = &mut Bucket> {
         let empty = || Bucket {
             counters: Counters::default(),
             sketch: None,
         };
-        let rollup = if self.rolled_up {
+        let rolled_up = self.rolled_up;
+        let series = &mut self.cells[position];
+        let rollup = if rolled_up {
             let day_ms = bucket_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
-            Some(
-                self.rollups
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(day_ms)
-                    .or_insert_with(empty),
-            )
+            Some(series.rollup.entry(day_ms).or_insert_with(empty))
         } else {
             None
         };
-        let base = self
-            .cells
-            .entry(key)
-            .or_default()
-            .entry(bucket_ms)
-            .or_insert_with(empty);
+        let base = series.base.entry(bucket_ms).or_insert_with(empty);
         std::iter::once(base).chain(rollup)
     }
 
-    fn apply_entry(&mut self, entry: &Entry) {
-        if let Metric::DecisionsNaming(variation) = &entry.metric {
-            let count = self
-                .decisions_by_variation
-                .entry(Arc::clone(variation))
-                .or_insert(0);
-            *count += i64::try_from(entry.amount).expect("decision count deltas fit in i64");
-            assert!(*count >= 0, "retractions never exceed what was added");
-            if *count == 0 {
-                self.decisions_by_variation.remove(variation);
+    fn apply_entries(&mut self, entries: &[&Entry]) {
+        let mut positions = Vec::new();
+        let mut cached: Option<*const Assignment> = None;
+        for entry in entries {
+            if let Metric::DecisionsNaming(variation) = &entry.metric {
+                self.count_decisions(variation, entry.amount);
+                continue;
             }
-            return;
-        }
-        if let Some(key) = metric_key(&entry.metric) {
-            if !self.keys.contains(key) {
-                self.keys.insert(Arc::clone(key));
+            if let Some(key) = metric_key(&entry.metric) {
+                if !self.keys.contains(key) {
+                    self.keys.insert(Arc::clone(key));
+                }
             }
-        }
-        for group in groups_of(&entry.assignment.breakdown) {
-            let cell = CellKey {
-                variation: Arc::clone(&entry.assignment.variation),
-                group,
-            };
-            for bucket in self.buckets(cell, entry.bucket_ms) {
-                bucket.counters.apply(&entry.metric, entry.amount);
+            // A visitor's entries share one assignment; resolve its cells
+            // once, not once per entry.
+            let assignment = Arc::as_ptr(&entry.assignment);
+            if cached != Some(assignment) {
+                self.cell_positions(&entry.assignment, &mut positions);
+                cached = Some(assignment);
+            }
+            for &position in &positions {
+                for bucket in self.buckets(position, entry.bucket_ms) {
+                    bucket.counters.apply(&entry.metric, entry.amount);
+                }
             }
         }
     }
 
-    fn apply_active(&mut self, cell: &ActiveCell, visitor_hash: u64) {
+    fn count_decisions(&mut self, variation: &Arc<str>, amount: i128) {
+        let count = self.decisions_by_variation.entry(Arc::clone(variation)).or_insert(0);
+        *count += i64::try_from(amount).expect("decision count deltas fit in i64");
+        assert!(*count >= 0, "retractions never exceed what was added");
+        if *count == 0 {
+            self.decisions_by_variation.remove(variation);
+        }
+    }
+
+    fn apply_active(&mut self, active: &[&(ActiveCell, u64)]) {
         let precision = self.precision;
-        for group in groups_of(&cell.assignment.breakdown) {
-            let key = CellKey {
-                variation: Arc::clone(&cell.assignment.variation),
-                group,
-            };
-            for bucket in self.buckets(key, cell.bucket_ms) {
-                bucket
-                    .sketch
-                    .get_or_insert_with(|| Sketch::new(precision))
-                    .insert(visitor_hash);
+        let mut positions = Vec::new();
+        let mut cached: Option<*const Assignment> = None;
+        for (cell, visitor_hash) in active {
+            let assignment = Arc::as_ptr(&cell.assignment);
+            if cached != Some(assignment) {
+                self.cell_positions(&cell.assignment, &mut positions);
+                cached = Some(assignment);
+            }
+            for &position in &positions {
+                for bucket in self.buckets(position, cell.bucket_ms) {
+                    bucket
+                        .sketch
+                        .get_or_insert_with(|| Sketch::new(precision))
+                        .insert(*visitor_hash);
+                }
             }
         }
     }
@@ -235,42 +287,29 @@ impl ExperimentAggregates {
     /// Earliest bucket holding anything.
     pub fn first_bucket_ms(&self) -> Option<i64> {
         self.cells
-            .values()
-            .filter_map(|buckets| buckets.keys().next().copied())
+            .iter()
+            .filter_map(|series| series.base.keys().next().copied())
             .min()
     }
 
     /// Sums the counters and unions the sketches of `cell` over
     /// [from_ms, to_ms).
-    pub fn summarise(
-        &self,
-        cell: &CellKey,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> (Counters, Option<Sketch>) {
+    pub fn summarise(&self, cell: &CellKey, from_ms: i64, to_ms: i64) -> (Counters, Option<Sketch>) {
+        debug_assert_eq!(self.index.len(), self.cells.len(), "index is built");
         let mut summary = Summary::default();
-        let Some(buckets) = self.cells.get(cell) else {
+        let Some(series) = self.index.get(cell).map(|&position| &self.cells[position]) else {
             return (summary.counters, summary.sketch);
         };
         let first_day_ms = (from_ms + ROLLUP_MS - 1).div_euclid(ROLLUP_MS) * ROLLUP_MS;
         let last_day_ms = to_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
         if !self.rolled_up || first_day_ms >= last_day_ms {
-            buckets
-                .range(from_ms..to_ms)
-                .for_each(|(_, bucket)| summary.add(bucket));
+            series.base.range(from_ms..to_ms).for_each(|(_, bucket)| summary.add(bucket));
             return (summary.counters, summary.sketch);
         }
         // Whole days from the roll-ups, the ragged edges from base buckets.
-        buckets
-            .range(from_ms..first_day_ms)
-            .for_each(|(_, bucket)| summary.add(bucket));
-        if let Some(days) = self.rollups.get(cell) {
-            days.range(first_day_ms..last_day_ms)
-                .for_each(|(_, bucket)| summary.add(bucket));
-        }
-        buckets
-            .range(last_day_ms..to_ms)
-            .for_each(|(_, bucket)| summary.add(bucket));
+        series.base.range(from_ms..first_day_ms).for_each(|(_, bucket)| summary.add(bucket));
+        series.rollup.range(first_day_ms..last_day_ms).for_each(|(_, bucket)| summary.add(bucket));
+        series.base.range(last_day_ms..to_ms).for_each(|(_, bucket)| summary.add(bucket));
         (summary.counters, summary.sketch)
     }
 
@@ -279,12 +318,20 @@ impl ExperimentAggregates {
     /// bucket.
     pub fn expire(&mut self, before_ms: i64) {
         let keep_from_ms = before_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
-        for levels in [&mut self.cells, &mut self.rollups] {
-            for buckets in levels.values_mut() {
-                *buckets = buckets.split_off(&keep_from_ms);
-            }
-            levels.retain(|_, buckets| !buckets.is_empty());
+        for series in &mut self.cells {
+            series.base = series.base.split_off(&keep_from_ms);
+            series.rollup = series.rollup.split_off(&keep_from_ms);
         }
+        let before = self.cells.len();
+        self.cells.retain(|series| !series.base.is_empty());
+        if self.cells.len() != before {
+            self.reindex();
+        }
+    }
+
+    /// (cell × bucket) pairs held, base buckets only.
+    pub fn bucket_count(&self) -> usize {
+        self.cells.iter().map(|series| series.base.len()).sum()
     }
 }
 
@@ -353,21 +400,23 @@ pub struct SegmentStore {
 
 impl SegmentStore {
     pub fn apply(&mut self, batch: &SegmentBatch) {
+        // Group by experiment so each experiment is looked up once.
+        let mut entries: BTreeMap<&Arc<str>, Vec<&Entry>> = BTreeMap::new();
         for entry in &batch.entries {
-            self.experiment_mut(
-                &batch.project,
-                &entry.experiment,
-                (batch.precision, batch.bucket_ms),
-            )
-            .apply_entry(entry);
+            entries.entry(&entry.experiment).or_default().push(entry);
         }
-        for (cell, visitor_hash) in &batch.active {
-            self.experiment_mut(
-                &batch.project,
-                &cell.experiment,
-                (batch.precision, batch.bucket_ms),
-            )
-            .apply_active(cell, *visitor_hash);
+        let mut active: BTreeMap<&Arc<str>, Vec<&(ActiveCell, u64)>> = BTreeMap::new();
+        for pair in &batch.active {
+            active.entry(&pair.0.experiment).or_default().push(pair);
+        }
+        let settings = (batch.precision, batch.bucket_ms);
+        for (experiment, entries) in entries {
+            self.experiment_mut(&batch.project, experiment, settings)
+                .apply_entries(&entries);
+        }
+        for (experiment, active) in active {
+            self.experiment_mut(&batch.project, experiment, settings)
+                .apply_active(&active);
         }
     }
 
@@ -380,6 +429,13 @@ impl SegmentStore {
         self.experiments
             .entry((Arc::clone(project), Arc::clone(experiment)))
             .or_insert_with(|| ExperimentAggregates::new(precision, bucket_ms))
+    }
+
+    /// Rebuilds every derived index after decoding from a checkpoint.
+    pub fn reindex(&mut self) {
+        for experiment in self.experiments.values_mut() {
+            experiment.reindex();
+        }
     }
 
     pub fn experiment(&self, project: &str, experiment: &str) -> Option<&ExperimentAggregates> {
@@ -402,11 +458,7 @@ impl SegmentStore {
     }
 
     pub fn cell_count(&self) -> usize {
-        self.experiments
-            .values()
-            .flat_map(|experiment| experiment.cells.values())
-            .map(BTreeMap::len)
-            .sum()
+        self.experiments.values().map(ExperimentAggregates::bucket_count).sum()
     }
 
     /// Drops a project's buckets older than its retention.
