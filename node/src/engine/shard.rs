@@ -197,9 +197,9 @@ fn apply_to_visitor(
 ) -> bool {
     let settings = &config.settings;
     visitor.freeze(settings, now_ms);
-    let before = visitor.contribute(settings);
-    let mut accepted_any = false;
     let horizon_ms = now_ms - settings.allowed_lateness_ms;
+    let mut indexes = Vec::with_capacity(events.len());
+    let mut inserted = Vec::with_capacity(events.len());
     for (index, event) in events {
         // Validation checked the horizon already, against an earlier "now";
         // this check is the one that guarantees frozen sessions stay frozen.
@@ -211,7 +211,13 @@ fn apply_to_visitor(
             });
             continue;
         }
-        outcomes[index] = match visitor.insert(event.event) {
+        indexes.push(index);
+        inserted.push(event.event);
+    }
+    let (inserts, change) = visitor.insert_all(settings, inserted);
+    let mut accepted_any = false;
+    for (index, insert) in indexes.into_iter().zip(inserts) {
+        outcomes[index] = match insert {
             Insert::Accepted => {
                 accepted_any = true;
                 Outcome::Accepted
@@ -220,9 +226,12 @@ fn apply_to_visitor(
             Insert::Full => Outcome::Rejected(RejectReason::VisitorEventLimit),
         };
     }
-    if accepted_any {
-        let after = visitor.contribute(settings);
-        push_difference(config, visitor_id, &before, &after, sink);
+    if !change.is_empty() {
+        sink.push(
+            config,
+            hashing::sketch_hash_of(&config.name, visitor_id),
+            change,
+        );
     }
     accepted_any
 }

@@ -3,7 +3,9 @@
 //! a function of its arguments, so it can be tested exhaustively and the
 //! oracle tests pin it from the outside.
 
-use super::contribution::{ActiveCell, Assignment, Contribution, Entry, Metric, NONE_VALUE};
+use super::contribution::{
+    difference, ActiveCell, Assignment, Contribution, Difference, Entry, Metric, NONE_VALUE,
+};
 use crate::event::{Event, EventKind};
 use crate::limits;
 use crate::project::Settings;
@@ -91,6 +93,13 @@ impl Visitor {
     /// frozen events' contributions are final (docs/semantics.md).
     pub fn freeze(&mut self, settings: &Settings, now_ms: i64) {
         let boundary_ms = now_ms - settings.allowed_lateness_ms - settings.session_gap_ms;
+        if self
+            .events
+            .first()
+            .is_none_or(|event| event.ts_ms >= boundary_ms)
+        {
+            return;
+        }
         let sessions = split_sessions(settings, &self.events);
         let closed = sessions
             .iter()
@@ -101,75 +110,157 @@ impl Visitor {
         }
         let cut = sessions[closed - 1].end;
         let frozen_events: Vec<Event> = self.events.drain(..cut).collect();
-        self.fold_into_frozen(&frozen_events);
+        self.frozen = fold(&self.frozen, &frozen_events);
     }
 
-    fn fold_into_frozen(&mut self, frozen_events: &[Event]) {
-        for experiment in experiments_in(frozen_events) {
-            if self.frozen_exposure(&experiment).is_some() {
-                continue;
+    /// Inserts `events` and answers one `Insert` per event, in order, with
+    /// the change of the visitor's contribution.
+    ///
+    /// Only the sessions from the one holding the earliest new event on can
+    /// change (docs/architecture.md, "Contributions are pure"): the events
+    /// before it keep their sessions and only feed the exposure and
+    /// conversion state, so they are folded into a summary and the
+    /// difference is computed over the suffix alone. A property test checks
+    /// this against the whole-visitor difference. The sketch cells it
+    /// reports may include cells the visitor was already active in through
+    /// the folded events: inserting into a sketch again changes nothing.
+    pub fn insert_all(
+        &mut self,
+        settings: &Settings,
+        events: Vec<Event>,
+    ) -> (Vec<Insert>, Difference) {
+        let mut inserts = Vec::with_capacity(events.len());
+        let mut new_ids: Vec<Box<str>> = Vec::new();
+        for event in events {
+            let id = event.id.clone();
+            let insert = self.insert(event);
+            if insert == Insert::Accepted {
+                new_ids.push(id);
             }
-            let exposure = first_decision(frozen_events, &experiment)
-                .expect("experiment came from these events");
-            let position = self
-                .frozen
-                .partition_point(|frozen| frozen.experiment < experiment);
-            self.frozen.insert(
-                position,
-                FrozenExposure {
-                    experiment,
-                    t0_ms: exposure.ts_ms,
-                    variation: exposure.variation,
-                    attributes: exposure.attributes,
-                    keys: Vec::new(),
-                },
-            );
+            inserts.push(insert);
         }
-        for frozen in &mut self.frozen {
-            for event in frozen_events
-                .iter()
-                .filter(|event| event.ts_ms >= frozen.t0_ms)
-            {
-                let Some(key) = &event.key else { continue };
-                let position = frozen.keys.partition_point(|held| held.key < *key);
-                if frozen
-                    .keys
-                    .get(position)
-                    .is_none_or(|held| held.key != *key)
-                {
-                    frozen.keys.insert(
-                        position,
-                        FrozenKey {
-                            key: Arc::clone(key),
-                            converted: false,
-                            value_sum_micros: 0,
-                        },
-                    );
-                }
-                let held = &mut frozen.keys[position];
-                held.converted = true;
-                held.value_sum_micros += i128::from(event.value_micros);
-            }
+        if new_ids.is_empty() {
+            return (inserts, Difference::default());
         }
-    }
-
-    fn frozen_exposure(&self, experiment: &str) -> Option<&FrozenExposure> {
-        self.frozen
-            .binary_search_by(|frozen| frozen.experiment.as_ref().cmp(experiment))
-            .ok()
-            .map(|index| &self.frozen[index])
+        let is_new = |event: &Event| new_ids.contains(&event.id);
+        let earliest = self
+            .events
+            .iter()
+            .position(is_new)
+            .expect("accepted events are held");
+        let sessions = split_sessions(settings, &self.events);
+        let start = sessions
+            .iter()
+            .find(|session| session.contains(&earliest))
+            .expect("sessions cover every event")
+            .start;
+        let (prefix, suffix_after) = self.events.split_at(start);
+        let suffix_before: Vec<Event> = suffix_after
+            .iter()
+            .filter(|event| !is_new(event))
+            .cloned()
+            .collect();
+        let summary = fold(&self.frozen, prefix);
+        let before = View {
+            frozen: &summary,
+            events: &suffix_before,
+        }
+        .contribute(settings);
+        let after = View {
+            frozen: &summary,
+            events: suffix_after,
+        }
+        .contribute(settings);
+        (inserts, difference(&before, &after))
     }
 
     /// The visitor's contribution to its project's aggregates.
     pub fn contribute(&self, settings: &Settings) -> Contribution {
-        let sessions = split_sessions(settings, &self.events);
+        View {
+            frozen: &self.frozen,
+            events: &self.events,
+        }
+        .contribute(settings)
+    }
+}
+
+/// `frozen` with `events` (the oldest of a visitor's events) folded in: new
+/// exposures, and per key whether it converted and the value sum so far.
+fn fold(frozen: &[FrozenExposure], events: &[Event]) -> Vec<FrozenExposure> {
+    let mut folded = frozen.to_vec();
+    for experiment in experiments_in(events) {
+        if find_frozen(&folded, &experiment).is_some() {
+            continue;
+        }
+        let exposure =
+            first_decision(events, &experiment).expect("experiment came from these events");
+        let position = folded.partition_point(|frozen| frozen.experiment < experiment);
+        folded.insert(
+            position,
+            FrozenExposure {
+                experiment,
+                t0_ms: exposure.ts_ms,
+                variation: exposure.variation,
+                attributes: exposure.attributes,
+                keys: Vec::new(),
+            },
+        );
+    }
+    for frozen in &mut folded {
+        for event in events.iter().filter(|event| event.ts_ms >= frozen.t0_ms) {
+            let Some(key) = &event.key else { continue };
+            let position = frozen.keys.partition_point(|held| held.key < *key);
+            if frozen
+                .keys
+                .get(position)
+                .is_none_or(|held| held.key != *key)
+            {
+                frozen.keys.insert(
+                    position,
+                    FrozenKey {
+                        key: Arc::clone(key),
+                        converted: false,
+                        value_sum_micros: 0,
+                    },
+                );
+            }
+            let held = &mut frozen.keys[position];
+            held.converted = true;
+            held.value_sum_micros += i128::from(event.value_micros);
+        }
+    }
+    folded
+}
+
+fn find_frozen<'a>(frozen: &'a [FrozenExposure], experiment: &str) -> Option<&'a FrozenExposure> {
+    frozen
+        .binary_search_by(|held| held.experiment.as_ref().cmp(experiment))
+        .ok()
+        .map(|index| &frozen[index])
+}
+
+/// A visitor's frozen summary and (some of) its events, borrowed: the
+/// contribution function works on the whole visitor or on a suffix of it.
+struct View<'a> {
+    frozen: &'a [FrozenExposure],
+    events: &'a [Event],
+}
+
+impl View<'_> {
+    fn frozen_exposure(&self, experiment: &str) -> Option<&FrozenExposure> {
+        find_frozen(self.frozen, experiment)
+    }
+
+    /// The contribution of these events given this summary.
+    fn contribute(&self, settings: &Settings) -> Contribution {
+        let sessions = split_sessions(settings, self.events);
         let mut contribution = Contribution::default();
         let mut experiments: Vec<Arc<str>> = self
             .frozen
             .iter()
             .map(|frozen| Arc::clone(&frozen.experiment))
             .collect();
-        experiments.extend(experiments_in(&self.events));
+        experiments.extend(experiments_in(self.events));
         experiments.sort();
         experiments.dedup();
         for experiment in experiments {
@@ -620,5 +711,106 @@ mod tests {
             ..settings
         };
         assert_eq!(split_sessions(&utc, &events), vec![0..2]);
+    }
+
+    mod suffix_difference {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// (minute, kind, key?, value, decision variation?) of a small event.
+        fn event_strategy() -> impl Strategy<Value = (i64, u8, Option<u8>, i64, Option<u8>)> {
+            (
+                0_i64..(3 * 24 * 60),
+                0_u8..4,
+                proptest::option::of(0_u8..2),
+                0_i64..5_000_000,
+                proptest::option::weighted(0.3, 0_u8..3),
+            )
+        }
+
+        fn build(index: usize, spec: (i64, u8, Option<u8>, i64, Option<u8>)) -> Event {
+            let (minute, kind, key, value_micros, decision) = spec;
+            let kind = [
+                EventKind::Pageview,
+                EventKind::Click,
+                EventKind::Custom,
+                EventKind::Decision,
+            ][kind as usize];
+            let key = key.map(|key| Arc::from(["buy", "signup"][key as usize]));
+            let mut event = event(
+                &format!("e{index:03}"),
+                minute * MINUTE_MS,
+                kind,
+                None,
+                value_micros,
+            );
+            event.key = key;
+            if let Some(variation) = decision {
+                event.decisions = vec![(
+                    Arc::from("x"),
+                    Arc::from(["a", "b", "c"][variation as usize]),
+                )];
+                event.attributes = vec![(
+                    Arc::from("browser"),
+                    Arc::from(["ff", "chrome", "safari"][variation as usize]),
+                )];
+            }
+            event
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// The suffix-only difference of `insert_all` equals the
+            /// whole-visitor difference, for any split into "held" and
+            /// "new" events and any order, with midnight splits on.
+            #[test]
+            fn insert_all_matches_the_whole_visitor_difference(
+                specs in proptest::collection::vec(event_strategy(), 1..24),
+                held_count in 0_usize..24,
+                seed in any::<u64>(),
+            ) {
+                let settings = Settings {
+                    midnight_split: true,
+                    session_max_ms: 2 * HOUR_MS,
+                    breakdown_attributes: vec![Arc::from("browser")],
+                    ..Settings::default()
+                };
+                let mut events: Vec<Event> = specs.into_iter().enumerate().map(|(index, spec)| build(index, spec)).collect();
+                // A deterministic shuffle from the seed.
+                let mut state = seed | 1;
+                for index in (1..events.len()).rev() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    events.swap(index, (state % (index as u64 + 1)) as usize);
+                }
+                let held_count = held_count.min(events.len());
+                let new_events = events.split_off(held_count);
+                let mut visitor = Visitor::default();
+                for event in events {
+                    visitor.insert(event);
+                }
+                let mut whole = visitor.clone();
+                let before = whole.contribute(&settings);
+                for event in new_events.clone() {
+                    whole.insert(event);
+                }
+                let after = whole.contribute(&settings);
+                let expected = difference(&before, &after);
+                let (_, actual) = visitor.insert_all(&settings, new_events);
+                prop_assert_eq!(&actual.entries, &expected.entries);
+                // Sketch insertions may repeat cells the visitor is already
+                // active in (an idempotent no-op), but must cover every new
+                // one and nothing it is not active in.
+                for cell in &expected.active_added {
+                    prop_assert!(actual.active_added.contains(cell));
+                }
+                for cell in &actual.active_added {
+                    prop_assert!(after.active.contains(cell));
+                }
+                prop_assert_eq!(visitor, whole);
+            }
+        }
     }
 }
