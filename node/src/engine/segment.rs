@@ -248,7 +248,10 @@ impl ExperimentAggregates {
     }
 
     fn count_decisions(&mut self, variation: &Arc<str>, amount: i128) {
-        let count = self.decisions_by_variation.entry(Arc::clone(variation)).or_insert(0);
+        let count = self
+            .decisions_by_variation
+            .entry(Arc::clone(variation))
+            .or_insert(0);
         *count += i64::try_from(amount).expect("decision count deltas fit in i64");
         assert!(*count >= 0, "retractions never exceed what was added");
         if *count == 0 {
@@ -294,7 +297,12 @@ impl ExperimentAggregates {
 
     /// Sums the counters and unions the sketches of `cell` over
     /// [from_ms, to_ms).
-    pub fn summarise(&self, cell: &CellKey, from_ms: i64, to_ms: i64) -> (Counters, Option<Sketch>) {
+    pub fn summarise(
+        &self,
+        cell: &CellKey,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> (Counters, Option<Sketch>) {
         debug_assert_eq!(self.index.len(), self.cells.len(), "index is built");
         let mut summary = Summary::default();
         let Some(series) = self.index.get(cell).map(|&position| &self.cells[position]) else {
@@ -303,13 +311,25 @@ impl ExperimentAggregates {
         let first_day_ms = (from_ms + ROLLUP_MS - 1).div_euclid(ROLLUP_MS) * ROLLUP_MS;
         let last_day_ms = to_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
         if !self.rolled_up || first_day_ms >= last_day_ms {
-            series.base.range(from_ms..to_ms).for_each(|(_, bucket)| summary.add(bucket));
+            series
+                .base
+                .range(from_ms..to_ms)
+                .for_each(|(_, bucket)| summary.add(bucket));
             return (summary.counters, summary.sketch);
         }
         // Whole days from the roll-ups, the ragged edges from base buckets.
-        series.base.range(from_ms..first_day_ms).for_each(|(_, bucket)| summary.add(bucket));
-        series.rollup.range(first_day_ms..last_day_ms).for_each(|(_, bucket)| summary.add(bucket));
-        series.base.range(last_day_ms..to_ms).for_each(|(_, bucket)| summary.add(bucket));
+        series
+            .base
+            .range(from_ms..first_day_ms)
+            .for_each(|(_, bucket)| summary.add(bucket));
+        series
+            .rollup
+            .range(first_day_ms..last_day_ms)
+            .for_each(|(_, bucket)| summary.add(bucket));
+        series
+            .base
+            .range(last_day_ms..to_ms)
+            .for_each(|(_, bucket)| summary.add(bucket));
         (summary.counters, summary.sketch)
     }
 
@@ -458,7 +478,10 @@ impl SegmentStore {
     }
 
     pub fn cell_count(&self) -> usize {
-        self.experiments.values().map(ExperimentAggregates::bucket_count).sum()
+        self.experiments
+            .values()
+            .map(ExperimentAggregates::bucket_count)
+            .sum()
     }
 
     /// Drops a project's buckets older than its retention.
