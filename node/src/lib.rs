@@ -9,6 +9,9 @@
 //! - `event`: the internal event and validation from the wire event.
 //! - `stats`: the statistics of a results page (pure math).
 //! - `engine`: session actors, segment actors, queries — behind `Engine`.
+//! - `placement`: the control plane — the openraft group that replicates
+//!   members, the shard map and project configurations; the only module
+//!   that imports openraft.
 //! - `http`: the HTTP API; the only module that knows the wire types'
 //!   JSON shape besides `event` validation.
 //! - `server`, `cli`, `demo`: the process: configuration, listener,
@@ -25,6 +28,7 @@ pub mod http;
 pub mod journal;
 pub mod limits;
 pub mod log;
+pub mod placement;
 pub mod project;
 pub mod server;
 pub mod stats;

@@ -1,0 +1,999 @@
+//! The placement state machine, as pure data and pure functions.
+//!
+//! `PlacementState::apply` is what every replica runs for each committed
+//! `PlacementCommand`, in log order; it must give the same answer on every
+//! node, so it reads nothing but the state and the command (no clock, no
+//! randomness, no I/O). This file knows nothing of openraft or sled: the
+//! store (`store.rs`) feeds it commands and mirrors openraft's membership into
+//! it with `set_members`.
+//!
+//! A command whose preconditions fail is answered with
+//! `PlacementResponse::Rejected` and changes nothing. Bad input never panics;
+//! only a broken invariant (a bug here) does.
+
+use crate::limits;
+use crate::project::{self, ProjectConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A node's id in the cluster (openraft's `NodeId`). Stable for the life of
+/// the node's data directory.
+pub type NodeId = u64;
+
+/// The first epoch of every shard.
+pub const EPOCH_INITIAL: u64 = 1;
+
+/// Whether a member votes in Raft elections. Decided by openraft's
+/// membership, mirrored here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Voter,
+    Learner,
+}
+
+/// A member of the cluster, as the last applied membership entry says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's HTTP address (`host:port`).
+    pub address: String,
+    pub role: Role,
+}
+
+/// Who owns one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardAssignment {
+    /// The one node that accepts writes for the shard at this epoch.
+    pub owner: NodeId,
+    /// Grows by one each time ownership changes; never decreases.
+    pub epoch: u64,
+    /// The node the shard is being handed to, between `BeginMove` and
+    /// `CommitMove`/`AbortMove`.
+    pub moving_to: Option<NodeId>,
+}
+
+/// A change to the placement state, proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PlacementCommand {
+    /// Creates the shard map: `shards` shards, all owned by `owner`, at
+    /// epoch 1. Once per cluster.
+    Initialize { shards: u32, owner: NodeId },
+    /// Creates or replaces a project's configuration.
+    PutProject { config: ProjectConfig },
+    /// Starts handing `shard` from its owner `from` to `to`.
+    BeginMove {
+        shard: u32,
+        from: NodeId,
+        to: NodeId,
+        expected_epoch: u64,
+    },
+    /// Finishes a move: `to` becomes the owner at the next epoch.
+    CommitMove {
+        shard: u32,
+        to: NodeId,
+        expected_epoch: u64,
+    },
+    /// Gives up a move; the owner and the epoch stay.
+    AbortMove { shard: u32, expected_epoch: u64 },
+}
+
+impl PlacementCommand {
+    /// The shard the command is about, if any.
+    pub fn shard(&self) -> Option<u32> {
+        match self {
+            PlacementCommand::BeginMove { shard, .. }
+            | PlacementCommand::CommitMove { shard, .. }
+            | PlacementCommand::AbortMove { shard, .. } => Some(*shard),
+            PlacementCommand::Initialize { .. } | PlacementCommand::PutProject { .. } => None,
+        }
+    }
+}
+
+/// The answer to one applied Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlacementResponse {
+    /// The entry carried no command (a leader's blank entry or a membership
+    /// change).
+    NoCommand,
+    Initialized {
+        shards: u32,
+        owner: NodeId,
+    },
+    ProjectStored {
+        name: String,
+        version: u64,
+    },
+    MoveBegun {
+        shard: u32,
+        to: NodeId,
+        epoch: u64,
+    },
+    MoveCommitted {
+        shard: u32,
+        owner: NodeId,
+        epoch: u64,
+    },
+    MoveAborted {
+        shard: u32,
+        epoch: u64,
+    },
+    /// A precondition failed; nothing changed.
+    Rejected {
+        reason: PlacementRejection,
+    },
+}
+
+/// Why a command was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PlacementRejection {
+    #[error("the shard map is already initialized with {shards} shards")]
+    AlreadyInitialized { shards: u32 },
+    #[error("the shard map is not initialized yet")]
+    NotInitialized,
+    #[error("a cluster has 1-{max} shards, not {shards}")]
+    ShardCountOutOfRange { shards: u32, max: u32 },
+    #[error("shard {shard} does not exist: the cluster has {shards} shards")]
+    ShardOutOfRange { shard: u32, shards: u32 },
+    #[error("node {node} is not a member of the cluster")]
+    NotAMember { node: NodeId },
+    #[error("shard {shard} is at epoch {actual}, not {expected}")]
+    EpochMismatch {
+        shard: u32,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("shard {shard} is owned by node {owner}, not node {node}")]
+    NotOwner {
+        shard: u32,
+        node: NodeId,
+        owner: NodeId,
+    },
+    #[error("shard {shard} cannot move to node {node}, which owns it")]
+    MoveToOwner { shard: u32, node: NodeId },
+    #[error("shard {shard} is already moving to node {moving_to}")]
+    MoveInProgress { shard: u32, moving_to: NodeId },
+    #[error("shard {shard} has no move in progress")]
+    NoMoveInProgress { shard: u32 },
+    #[error("shard {shard} is moving to node {moving_to}, not node {to}")]
+    MoveTargetMismatch {
+        shard: u32,
+        to: NodeId,
+        moving_to: NodeId,
+    },
+    #[error("invalid project name `{name}`")]
+    InvalidProjectName { name: String },
+    #[error("project `{name}` is at version {stored}; version {proposed} is not newer")]
+    StaleProjectVersion {
+        name: String,
+        stored: u64,
+        proposed: u64,
+    },
+    #[error("project `{name}`: `{field}` is fixed when the project is created")]
+    ImmutableProjectField { name: String, field: String },
+    #[error("the ingest key is already used by project `{owner}`")]
+    IngestKeyTaken { owner: String },
+    #[error("too many projects: the limit is {max}")]
+    TooManyProjects { max: usize },
+}
+
+/// Everything the placement Raft group agrees on: members (mirrored from
+/// openraft's membership), the shard map and project configurations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlacementState {
+    members: BTreeMap<NodeId, Member>,
+    /// Empty until `Initialize`; then its length never changes.
+    shards: Vec<ShardAssignment>,
+    projects: BTreeMap<String, ProjectConfig>,
+}
+
+/// A state read from disk or from a snapshot breaks an invariant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("placement state is damaged: {detail}")]
+pub struct DamagedState {
+    pub detail: String,
+}
+
+impl PlacementState {
+    pub fn members(&self) -> &BTreeMap<NodeId, Member> {
+        &self.members
+    }
+
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.members.contains_key(&node)
+    }
+
+    /// The shard map; empty before `Initialize`.
+    pub fn shards(&self) -> &[ShardAssignment] {
+        &self.shards
+    }
+
+    pub fn shard(&self, shard: u32) -> Option<&ShardAssignment> {
+        self.shards.get(shard as usize)
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        !self.shards.is_empty()
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        u32::try_from(self.shards.len()).expect("at most SHARDS_MAX shards")
+    }
+
+    pub fn projects(&self) -> &BTreeMap<String, ProjectConfig> {
+        &self.projects
+    }
+
+    pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
+        self.projects.get(name)
+    }
+
+    /// Replaces the mirror of the cluster membership. Called when a
+    /// membership entry is applied or a snapshot installed; openraft's
+    /// membership is the source of truth. A node that leaves keeps the shards
+    /// it owns until they are moved (draining first is the caller's job).
+    pub fn set_members(&mut self, members: BTreeMap<NodeId, Member>) {
+        self.members = members;
+    }
+
+    /// Applies one committed command. Checks every precondition first and
+    /// answers `Rejected` (changing nothing) when one fails.
+    pub fn apply(&mut self, command: PlacementCommand) -> PlacementResponse {
+        let shard_count_before = self.shards.len();
+        let watched = command
+            .shard()
+            .and_then(|shard| Some((shard, self.shard(shard)?.epoch)));
+        let response = match self.try_apply(command) {
+            Ok(response) => response,
+            Err(reason) => PlacementResponse::Rejected { reason },
+        };
+        // The shard count is fixed once set.
+        assert!(
+            shard_count_before == 0 || self.shards.len() == shard_count_before,
+            "the shard count changed from {shard_count_before} to {}",
+            self.shards.len()
+        );
+        // Epochs only grow.
+        if let Some((shard, epoch_before)) = watched {
+            let epoch = self.shards[shard as usize].epoch;
+            assert!(
+                epoch >= epoch_before,
+                "shard {shard}'s epoch went from {epoch_before} to {epoch}"
+            );
+        }
+        if let Err(damage) = self.check() {
+            panic!("apply broke an invariant: {damage}");
+        }
+        response
+    }
+
+    fn try_apply(
+        &mut self,
+        command: PlacementCommand,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        match command {
+            PlacementCommand::Initialize { shards, owner } => self.initialize(shards, owner),
+            PlacementCommand::PutProject { config } => self.put_project(config),
+            PlacementCommand::BeginMove {
+                shard,
+                from,
+                to,
+                expected_epoch,
+            } => self.begin_move(shard, from, to, expected_epoch),
+            PlacementCommand::CommitMove {
+                shard,
+                to,
+                expected_epoch,
+            } => self.commit_move(shard, to, expected_epoch),
+            PlacementCommand::AbortMove {
+                shard,
+                expected_epoch,
+            } => self.abort_move(shard, expected_epoch),
+        }
+    }
+
+    fn initialize(
+        &mut self,
+        shards: u32,
+        owner: NodeId,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        if self.is_initialized() {
+            return Err(PlacementRejection::AlreadyInitialized {
+                shards: self.shard_count(),
+            });
+        }
+        if shards == 0 || shards > limits::SHARDS_MAX {
+            return Err(PlacementRejection::ShardCountOutOfRange {
+                shards,
+                max: limits::SHARDS_MAX,
+            });
+        }
+        self.require_member(owner)?;
+        let assignment = ShardAssignment {
+            owner,
+            epoch: EPOCH_INITIAL,
+            moving_to: None,
+        };
+        self.shards = vec![assignment; shards as usize];
+        Ok(PlacementResponse::Initialized { shards, owner })
+    }
+
+    fn put_project(
+        &mut self,
+        config: ProjectConfig,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        let name = config.name.to_string();
+        if project::validate_name(&name).is_err() {
+            return Err(PlacementRejection::InvalidProjectName { name });
+        }
+        match self.projects.get(&name) {
+            Some(stored) => {
+                if config.version <= stored.version {
+                    return Err(PlacementRejection::StaleProjectVersion {
+                        name,
+                        stored: stored.version,
+                        proposed: config.version,
+                    });
+                }
+                let immutable = if config.ingest_key != stored.ingest_key {
+                    Some("ingest_key")
+                } else if config.settings.bucket_ms != stored.settings.bucket_ms {
+                    Some("bucket_ms")
+                } else if config.settings.hll_precision != stored.settings.hll_precision {
+                    Some("hll_precision")
+                } else {
+                    None
+                };
+                if let Some(field) = immutable {
+                    return Err(PlacementRejection::ImmutableProjectField {
+                        name,
+                        field: field.to_string(),
+                    });
+                }
+            }
+            None => {
+                if self.projects.len() >= limits::PROJECTS_MAX {
+                    return Err(PlacementRejection::TooManyProjects {
+                        max: limits::PROJECTS_MAX,
+                    });
+                }
+                if let Some(owner) = self
+                    .projects
+                    .values()
+                    .find(|other| other.ingest_key == config.ingest_key)
+                {
+                    return Err(PlacementRejection::IngestKeyTaken {
+                        owner: owner.name.to_string(),
+                    });
+                }
+            }
+        }
+        let version = config.version;
+        self.projects.insert(name.clone(), config);
+        Ok(PlacementResponse::ProjectStored { name, version })
+    }
+
+    fn begin_move(
+        &mut self,
+        shard: u32,
+        from: NodeId,
+        to: NodeId,
+        expected_epoch: u64,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        let assignment = self.shard_at_epoch(shard, expected_epoch)?;
+        if assignment.owner != from {
+            return Err(PlacementRejection::NotOwner {
+                shard,
+                node: from,
+                owner: assignment.owner,
+            });
+        }
+        if let Some(moving_to) = assignment.moving_to {
+            return Err(PlacementRejection::MoveInProgress { shard, moving_to });
+        }
+        if to == from {
+            return Err(PlacementRejection::MoveToOwner { shard, node: to });
+        }
+        self.require_member(to)?;
+        let assignment = &mut self.shards[shard as usize];
+        assignment.moving_to = Some(to);
+        Ok(PlacementResponse::MoveBegun {
+            shard,
+            to,
+            epoch: assignment.epoch,
+        })
+    }
+
+    fn commit_move(
+        &mut self,
+        shard: u32,
+        to: NodeId,
+        expected_epoch: u64,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        let assignment = self.shard_at_epoch(shard, expected_epoch)?;
+        match assignment.moving_to {
+            None => return Err(PlacementRejection::NoMoveInProgress { shard }),
+            Some(moving_to) if moving_to != to => {
+                return Err(PlacementRejection::MoveTargetMismatch {
+                    shard,
+                    to,
+                    moving_to,
+                })
+            }
+            Some(_) => {}
+        }
+        self.require_member(to)?;
+        let assignment = &mut self.shards[shard as usize];
+        assignment.owner = to;
+        assignment.epoch += 1;
+        assignment.moving_to = None;
+        Ok(PlacementResponse::MoveCommitted {
+            shard,
+            owner: to,
+            epoch: assignment.epoch,
+        })
+    }
+
+    fn abort_move(
+        &mut self,
+        shard: u32,
+        expected_epoch: u64,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        let assignment = self.shard_at_epoch(shard, expected_epoch)?;
+        if assignment.moving_to.is_none() {
+            return Err(PlacementRejection::NoMoveInProgress { shard });
+        }
+        let assignment = &mut self.shards[shard as usize];
+        assignment.moving_to = None;
+        Ok(PlacementResponse::MoveAborted {
+            shard,
+            epoch: assignment.epoch,
+        })
+    }
+
+    /// The shard, if the map is initialized, the shard exists and its epoch
+    /// is `expected_epoch`.
+    fn shard_at_epoch(
+        &self,
+        shard: u32,
+        expected_epoch: u64,
+    ) -> Result<ShardAssignment, PlacementRejection> {
+        if !self.is_initialized() {
+            return Err(PlacementRejection::NotInitialized);
+        }
+        let assignment = *self
+            .shard(shard)
+            .ok_or(PlacementRejection::ShardOutOfRange {
+                shard,
+                shards: self.shard_count(),
+            })?;
+        if assignment.epoch != expected_epoch {
+            return Err(PlacementRejection::EpochMismatch {
+                shard,
+                expected: expected_epoch,
+                actual: assignment.epoch,
+            });
+        }
+        Ok(assignment)
+    }
+
+    fn require_member(&self, node: NodeId) -> Result<(), PlacementRejection> {
+        if self.is_member(node) {
+            Ok(())
+        } else {
+            Err(PlacementRejection::NotAMember { node })
+        }
+    }
+
+    /// Checks the invariants that hold in every reachable state: a bounded
+    /// shard count, epochs from 1, a move never targets the owner, projects
+    /// stored under their own valid names. Used after every apply (a failure
+    /// there is a bug) and on every state read from disk or a snapshot (a
+    /// failure there is damage).
+    pub fn check(&self) -> Result<(), DamagedState> {
+        let damaged = |detail: String| Err(DamagedState { detail });
+        if self.shards.len() > limits::SHARDS_MAX as usize {
+            return damaged(format!("{} shards", self.shards.len()));
+        }
+        for (shard, assignment) in self.shards.iter().enumerate() {
+            if assignment.epoch < EPOCH_INITIAL {
+                return damaged(format!("shard {shard} has epoch {}", assignment.epoch));
+            }
+            if assignment.moving_to == Some(assignment.owner) {
+                return damaged(format!("shard {shard} is moving to its own owner"));
+            }
+        }
+        for (name, config) in &self.projects {
+            if *config.name != **name || project::validate_name(name).is_err() {
+                return damaged(format!("project stored as `{name}` is `{}`", config.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::project::Settings;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    fn member(address: &str, role: Role) -> Member {
+        Member {
+            address: address.to_string(),
+            role,
+        }
+    }
+
+    /// Nodes 1 and 2 are voters, 3 is a learner.
+    fn three_members() -> BTreeMap<NodeId, Member> {
+        BTreeMap::from([
+            (1, member("127.0.0.1:7001", Role::Voter)),
+            (2, member("127.0.0.1:7002", Role::Voter)),
+            (3, member("127.0.0.1:7003", Role::Learner)),
+        ])
+    }
+
+    fn initialized(shards: u32) -> PlacementState {
+        let mut state = PlacementState::default();
+        state.set_members(three_members());
+        let response = state.apply(PlacementCommand::Initialize { shards, owner: 1 });
+        assert_eq!(
+            response,
+            PlacementResponse::Initialized { shards, owner: 1 }
+        );
+        state
+    }
+
+    fn project(name: &str, version: u64, key: &str) -> ProjectConfig {
+        ProjectConfig {
+            name: Arc::from(name),
+            settings: Settings::default(),
+            version,
+            ingest_key: Arc::from(key),
+        }
+    }
+
+    fn rejection(response: PlacementResponse) -> PlacementRejection {
+        match response {
+            PlacementResponse::Rejected { reason } => reason,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn initialize_gives_every_shard_to_the_first_node_at_epoch_one() {
+        let state = initialized(8);
+        assert_eq!(state.shard_count(), 8);
+        assert!(state.shards().iter().all(|assignment| *assignment
+            == ShardAssignment {
+                owner: 1,
+                epoch: EPOCH_INITIAL,
+                moving_to: None
+            }));
+    }
+
+    #[test]
+    fn initialize_is_rejected_twice_out_of_range_or_for_a_stranger() {
+        let mut state = initialized(4);
+        let before = state.clone();
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::Initialize {
+                shards: 8,
+                owner: 2
+            })),
+            PlacementRejection::AlreadyInitialized { shards: 4 }
+        );
+        assert_eq!(state, before);
+
+        let mut fresh = PlacementState::default();
+        fresh.set_members(three_members());
+        assert_eq!(
+            rejection(fresh.apply(PlacementCommand::Initialize {
+                shards: 0,
+                owner: 1
+            })),
+            PlacementRejection::ShardCountOutOfRange {
+                shards: 0,
+                max: limits::SHARDS_MAX
+            }
+        );
+        assert!(matches!(
+            rejection(fresh.apply(PlacementCommand::Initialize {
+                shards: limits::SHARDS_MAX + 1,
+                owner: 1
+            })),
+            PlacementRejection::ShardCountOutOfRange { .. }
+        ));
+        assert_eq!(
+            rejection(fresh.apply(PlacementCommand::Initialize {
+                shards: 4,
+                owner: 9
+            })),
+            PlacementRejection::NotAMember { node: 9 }
+        );
+        assert!(!fresh.is_initialized());
+    }
+
+    #[test]
+    fn a_move_flips_the_owner_and_bumps_the_epoch_once() {
+        let mut state = initialized(4);
+        assert_eq!(
+            state.apply(PlacementCommand::BeginMove {
+                shard: 2,
+                from: 1,
+                to: 3,
+                expected_epoch: 1
+            }),
+            PlacementResponse::MoveBegun {
+                shard: 2,
+                to: 3,
+                epoch: 1
+            }
+        );
+        assert_eq!(state.shard(2).unwrap().moving_to, Some(3));
+        assert_eq!(
+            state.apply(PlacementCommand::CommitMove {
+                shard: 2,
+                to: 3,
+                expected_epoch: 1
+            }),
+            PlacementResponse::MoveCommitted {
+                shard: 2,
+                owner: 3,
+                epoch: 2
+            }
+        );
+        assert_eq!(
+            *state.shard(2).unwrap(),
+            ShardAssignment {
+                owner: 3,
+                epoch: 2,
+                moving_to: None
+            }
+        );
+        // Replaying the commit (a retry with the old epoch) is fenced.
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::CommitMove {
+                shard: 2,
+                to: 3,
+                expected_epoch: 1
+            })),
+            PlacementRejection::EpochMismatch {
+                shard: 2,
+                expected: 1,
+                actual: 2
+            }
+        );
+        // The other shards did not move.
+        assert_eq!(state.shard(1).unwrap().owner, 1);
+    }
+
+    #[test]
+    fn move_preconditions_are_checked() {
+        let mut state = initialized(4);
+        let before = state.clone();
+        let cases = [
+            (
+                PlacementCommand::BeginMove {
+                    shard: 4,
+                    from: 1,
+                    to: 2,
+                    expected_epoch: 1,
+                },
+                PlacementRejection::ShardOutOfRange {
+                    shard: 4,
+                    shards: 4,
+                },
+            ),
+            (
+                PlacementCommand::BeginMove {
+                    shard: 0,
+                    from: 1,
+                    to: 2,
+                    expected_epoch: 7,
+                },
+                PlacementRejection::EpochMismatch {
+                    shard: 0,
+                    expected: 7,
+                    actual: 1,
+                },
+            ),
+            (
+                PlacementCommand::BeginMove {
+                    shard: 0,
+                    from: 2,
+                    to: 3,
+                    expected_epoch: 1,
+                },
+                PlacementRejection::NotOwner {
+                    shard: 0,
+                    node: 2,
+                    owner: 1,
+                },
+            ),
+            (
+                PlacementCommand::BeginMove {
+                    shard: 0,
+                    from: 1,
+                    to: 1,
+                    expected_epoch: 1,
+                },
+                PlacementRejection::MoveToOwner { shard: 0, node: 1 },
+            ),
+            (
+                PlacementCommand::BeginMove {
+                    shard: 0,
+                    from: 1,
+                    to: 9,
+                    expected_epoch: 1,
+                },
+                PlacementRejection::NotAMember { node: 9 },
+            ),
+            (
+                PlacementCommand::CommitMove {
+                    shard: 0,
+                    to: 2,
+                    expected_epoch: 1,
+                },
+                PlacementRejection::NoMoveInProgress { shard: 0 },
+            ),
+            (
+                PlacementCommand::AbortMove {
+                    shard: 0,
+                    expected_epoch: 1,
+                },
+                PlacementRejection::NoMoveInProgress { shard: 0 },
+            ),
+        ];
+        for (command, expected) in cases {
+            assert_eq!(
+                rejection(state.apply(command.clone())),
+                expected,
+                "{command:?}"
+            );
+            assert_eq!(state, before, "a rejected {command:?} changed the state");
+        }
+
+        let mut fresh = PlacementState::default();
+        assert_eq!(
+            rejection(fresh.apply(PlacementCommand::AbortMove {
+                shard: 0,
+                expected_epoch: 1
+            })),
+            PlacementRejection::NotInitialized
+        );
+    }
+
+    #[test]
+    fn a_move_in_progress_blocks_others_and_can_be_aborted() {
+        let mut state = initialized(2);
+        state.apply(PlacementCommand::BeginMove {
+            shard: 0,
+            from: 1,
+            to: 2,
+            expected_epoch: 1,
+        });
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::BeginMove {
+                shard: 0,
+                from: 1,
+                to: 3,
+                expected_epoch: 1
+            })),
+            PlacementRejection::MoveInProgress {
+                shard: 0,
+                moving_to: 2
+            }
+        );
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::CommitMove {
+                shard: 0,
+                to: 3,
+                expected_epoch: 1
+            })),
+            PlacementRejection::MoveTargetMismatch {
+                shard: 0,
+                to: 3,
+                moving_to: 2
+            }
+        );
+        // The target leaves the cluster: the commit is refused, the abort is not.
+        let mut members = three_members();
+        members.remove(&2);
+        state.set_members(members);
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::CommitMove {
+                shard: 0,
+                to: 2,
+                expected_epoch: 1
+            })),
+            PlacementRejection::NotAMember { node: 2 }
+        );
+        assert_eq!(
+            state.apply(PlacementCommand::AbortMove {
+                shard: 0,
+                expected_epoch: 1
+            }),
+            PlacementResponse::MoveAborted { shard: 0, epoch: 1 }
+        );
+        assert_eq!(
+            *state.shard(0).unwrap(),
+            ShardAssignment {
+                owner: 1,
+                epoch: 1,
+                moving_to: None
+            }
+        );
+    }
+
+    #[test]
+    fn project_versions_only_grow_and_fixed_fields_stay() {
+        let mut state = PlacementState::default();
+        assert_eq!(
+            state.apply(PlacementCommand::PutProject {
+                config: project("shop", 1, "k1")
+            }),
+            PlacementResponse::ProjectStored {
+                name: "shop".into(),
+                version: 1
+            }
+        );
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::PutProject {
+                config: project("shop", 1, "k1")
+            })),
+            PlacementRejection::StaleProjectVersion {
+                name: "shop".into(),
+                stored: 1,
+                proposed: 1
+            }
+        );
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::PutProject {
+                config: project("shop", 2, "other-key")
+            })),
+            PlacementRejection::ImmutableProjectField {
+                name: "shop".into(),
+                field: "ingest_key".into()
+            }
+        );
+        let mut coarser = project("shop", 2, "k1");
+        coarser.settings.bucket_ms *= 2;
+        assert!(matches!(
+            rejection(state.apply(PlacementCommand::PutProject { config: coarser })),
+            PlacementRejection::ImmutableProjectField { field, .. } if field == "bucket_ms"
+        ));
+        let mut changed = project("shop", 5, "k1");
+        changed.settings.session_gap_ms = 60_000;
+        assert!(matches!(
+            state.apply(PlacementCommand::PutProject { config: changed }),
+            PlacementResponse::ProjectStored { version: 5, .. }
+        ));
+        assert_eq!(
+            state.project("shop").unwrap().settings.session_gap_ms,
+            60_000
+        );
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::PutProject {
+                config: project("blog", 1, "k1")
+            })),
+            PlacementRejection::IngestKeyTaken {
+                owner: "shop".into()
+            }
+        );
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::PutProject {
+                config: project("Not Valid", 1, "k2")
+            })),
+            PlacementRejection::InvalidProjectName {
+                name: "Not Valid".into()
+            }
+        );
+        assert_eq!(state.projects().len(), 1);
+    }
+
+    #[test]
+    fn check_finds_damage() {
+        let mut state = initialized(2);
+        assert_eq!(state.check(), Ok(()));
+        state.shards[1].epoch = 0;
+        assert!(state.check().is_err());
+        let mut state = initialized(2);
+        state.shards[0].moving_to = Some(1);
+        assert!(state.check().is_err());
+    }
+
+    /// One step of a random history: a command, or a membership change.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Command(PlacementCommand),
+        Members(Vec<NodeId>),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let node = 0..5u64;
+        let shard = 0..6u32;
+        let epoch = 0..6u64;
+        prop_oneof![
+            (0..6u32, node.clone())
+                .prop_map(|(shards, owner)| PlacementCommand::Initialize { shards, owner }),
+            (shard.clone(), node.clone(), node.clone(), epoch.clone()).prop_map(
+                |(shard, from, to, expected_epoch)| PlacementCommand::BeginMove {
+                    shard,
+                    from,
+                    to,
+                    expected_epoch
+                }
+            ),
+            (shard.clone(), node.clone(), epoch.clone()).prop_map(|(shard, to, expected_epoch)| {
+                PlacementCommand::CommitMove {
+                    shard,
+                    to,
+                    expected_epoch,
+                }
+            }),
+            (shard, epoch).prop_map(|(shard, expected_epoch)| PlacementCommand::AbortMove {
+                shard,
+                expected_epoch
+            }),
+            (1..4u64).prop_map(|version| PlacementCommand::PutProject {
+                config: project("p", version, "key")
+            }),
+        ]
+        .prop_map(Step::Command)
+        .boxed()
+        .prop_union(
+            proptest::collection::vec(0..5u64, 1..4)
+                .prop_map(Step::Members)
+                .boxed(),
+        )
+    }
+
+    proptest! {
+        /// Whatever the commands, epochs never decrease, the shard count is
+        /// fixed once set, each (shard, epoch) names exactly one owner over
+        /// the whole history, and a rejected command changes nothing.
+        #[test]
+        fn random_histories_keep_the_invariants(steps in proptest::collection::vec(step(), 1..200)) {
+            let mut state = PlacementState::default();
+            state.set_members(three_members());
+            let mut owner_at_epoch: HashMap<(u32, u64), NodeId> = HashMap::new();
+            let mut epochs_before: Vec<u64> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Members(nodes) => {
+                        let members = nodes
+                            .into_iter()
+                            .map(|node| (node, member("127.0.0.1:1", Role::Voter)))
+                            .collect();
+                        state.set_members(members);
+                    }
+                    Step::Command(command) => {
+                        let before = state.clone();
+                        let response = state.apply(command);
+                        if matches!(response, PlacementResponse::Rejected { .. }) {
+                            prop_assert_eq!(&state, &before);
+                        }
+                    }
+                }
+                let epochs: Vec<u64> = state.shards().iter().map(|shard| shard.epoch).collect();
+                if !epochs_before.is_empty() {
+                    prop_assert_eq!(epochs.len(), epochs_before.len());
+                    for (after, before) in epochs.iter().zip(&epochs_before) {
+                        prop_assert!(after >= before);
+                    }
+                }
+                epochs_before = epochs;
+                for (shard, assignment) in state.shards().iter().enumerate() {
+                    let owner = *owner_at_epoch
+                        .entry((shard as u32, assignment.epoch))
+                        .or_insert(assignment.owner);
+                    prop_assert_eq!(owner, assignment.owner);
+                    prop_assert_ne!(assignment.moving_to, Some(assignment.owner));
+                }
+                prop_assert_eq!(state.check(), Ok(()));
+            }
+        }
+    }
+}

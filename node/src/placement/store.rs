@@ -1,0 +1,654 @@
+//! The placement Raft group's storage on sled: openraft's log storage
+//! (`PlacementLogStore`) and state machine (`PlacementStateMachine`).
+//!
+//! Architecture invariant: this is the only file of `placement/` that
+//! imports sled. Everything above it sees openraft's storage traits.
+//!
+//! One sled database under `<data-dir>/placement/`, its own (the engine's
+//! checkpoints are a different database), with four trees:
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `log` | entry index, u64 big-endian | `Entry<PlacementTypes>` |
+//! | `log_meta` | `vote`, `committed`, `last_purged` | `Vote`, `Option<LogId>`, `LogId` |
+//! | `machine` | `applied`, `membership`, `state` | `Option<LogId>`, `StoredMembership`, `PlacementState` |
+//! | `snapshots` | last included index + 1 (0: none), u64 big-endian | `StoredSnapshot` |
+//!
+//! Every value is one format-version byte followed by postcard.
+//!
+//! Durability: sled syncs in the background only every 500 ms (SPEC §10),
+//! and we turn that timer off, so each write that openraft needs durable is
+//! followed by an explicit `flush_async`: a saved vote, appended entries
+//! (before the append callback fires), a truncation, and a snapshot. Applied
+//! state is written atomically (one batch) but not flushed: a flush makes
+//! the whole database durable, so the next append or snapshot carries it;
+//! after a crash the state may be older than what was applied, and openraft
+//! re-applies the committed entries from the log. The log is purged only up
+//! to a snapshot, whose flush has made the state before it durable.
+
+// openraft's storage traits fix `StorageError` (~224 bytes) as the error
+// type; the helpers here return it too rather than box and unbox it at every
+// trait method. Errors are rare and end the Raft node anyway.
+#![allow(clippy::result_large_err)]
+
+use super::state::{DamagedState, Member, NodeId, PlacementResponse, PlacementState, Role};
+use super::{PlacementNode, PlacementTypes};
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, LogState, Membership,
+    OptionalSend, RaftLogReader, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The first byte of every stored value. Bump it when an encoding changes,
+/// and teach `decode` the old one.
+const FORMAT_VERSION: u8 = 1;
+
+const TREE_LOG: &str = "log";
+const TREE_LOG_META: &str = "log_meta";
+const TREE_MACHINE: &str = "machine";
+const TREE_SNAPSHOTS: &str = "snapshots";
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_STATE: &[u8] = b"state";
+
+type Error = StorageError<NodeId>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementStoreError {
+    #[error("placement store at {path}: {operation} failed")]
+    Sled {
+        path: PathBuf,
+        operation: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("placement store at {path} is damaged")]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: Box<StorageError<NodeId>>,
+    },
+}
+
+/// A snapshot (openraft's sense: the serialized `PlacementState` at a log
+/// position) as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, PlacementNode>,
+    data: Vec<u8>,
+}
+
+/// Opens (or creates) the placement database at `path` and returns the two
+/// storage halves for `openraft::Raft::new`, plus a receiver of every
+/// applied state.
+pub fn open(
+    path: &Path,
+) -> Result<
+    (
+        PlacementLogStore,
+        PlacementStateMachine,
+        watch::Receiver<Arc<PlacementState>>,
+    ),
+    PlacementStoreError,
+> {
+    let sled_error = |operation: &'static str| {
+        move |source| PlacementStoreError::Sled {
+            path: path.to_path_buf(),
+            operation,
+            source,
+        }
+    };
+    let damaged = |source: Error| PlacementStoreError::Damaged {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let db = sled::Config::new()
+        .path(path)
+        // Durability comes from our explicit flushes, not sled's timer.
+        .flush_every_ms(None)
+        .open()
+        .map_err(sled_error("open"))?;
+    let tree = |name: &str| db.open_tree(name).map_err(sled_error("open tree"));
+    let log_store = PlacementLogStore {
+        db: db.clone(),
+        log: tree(TREE_LOG)?,
+        meta: tree(TREE_LOG_META)?,
+    };
+    log_store.remove_purged().map_err(damaged)?;
+
+    let machine = tree(TREE_MACHINE)?;
+    let subject = || ErrorSubject::StateMachine;
+    let applied: Option<Option<LogId<NodeId>>> =
+        read_value(&machine, KEY_APPLIED, subject()).map_err(damaged)?;
+    let membership: Option<StoredMembership<NodeId, PlacementNode>> =
+        read_value(&machine, KEY_MEMBERSHIP, subject()).map_err(damaged)?;
+    let state: Option<PlacementState> =
+        read_value(&machine, KEY_STATE, subject()).map_err(damaged)?;
+    let state = state.unwrap_or_default();
+    state
+        .check()
+        .map_err(|damage| damaged(damaged_state(damage)))?;
+    let (published, view) = watch::channel(Arc::new(state.clone()));
+    let state_machine = PlacementStateMachine {
+        db: db.clone(),
+        machine,
+        snapshots: tree(TREE_SNAPSHOTS)?,
+        applied: applied.flatten(),
+        membership: membership.unwrap_or_default(),
+        state,
+        published,
+    };
+    Ok((log_store, state_machine, view))
+}
+
+fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, postcard::Error> {
+    postcard::to_extend(value, vec![FORMAT_VERSION])
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| AnyError::new(&e)),
+        Some((version, _)) => Err(AnyError::error(format!(
+            "unknown format version {version} (this build reads {FORMAT_VERSION})"
+        ))),
+        None => Err(AnyError::error("empty value")),
+    }
+}
+
+fn io_error(subject: ErrorSubject<NodeId>, verb: ErrorVerb, source: impl Into<AnyError>) -> Error {
+    StorageIOError::new(subject, verb, source).into()
+}
+
+fn damaged_state(damage: DamagedState) -> Error {
+    io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &damage)
+}
+
+fn read_value<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+    subject: ErrorSubject<NodeId>,
+) -> Result<Option<T>> {
+    let Some(bytes) = tree
+        .get(key)
+        .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?
+    else {
+        return Ok(None);
+    };
+    decode(&bytes)
+        .map(Some)
+        .map_err(|e| io_error(subject, ErrorVerb::Read, e))
+}
+
+fn write_value<T: Serialize>(
+    tree: &sled::Tree,
+    key: &[u8],
+    value: &T,
+    subject: ErrorSubject<NodeId>,
+) -> Result<()> {
+    let bytes = encode(value).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
+    tree.insert(key, bytes)
+        .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
+    Ok(())
+}
+
+async fn flush(db: &sled::Db, subject: ErrorSubject<NodeId>) -> Result<()> {
+    db.flush_async()
+        .await
+        .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
+    Ok(())
+}
+
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn index_of_key(key: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| {
+        io_error(
+            ErrorSubject::Logs,
+            ErrorVerb::Read,
+            AnyError::error("log key is not 8 bytes"),
+        )
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// openraft's log storage: the vote, the entries, the committed and the last
+/// purged log id. Cheap to clone (sled handles); a clone is the log reader.
+#[derive(Debug, Clone)]
+pub struct PlacementLogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl PlacementLogStore {
+    fn last_purged(&self) -> Result<Option<LogId<NodeId>>> {
+        read_value(&self.meta, KEY_LAST_PURGED, ErrorSubject::Logs)
+    }
+
+    /// Removes entries at or below the last purged index. `purge` records
+    /// the purge point before removing, so a crash can leave some behind.
+    fn remove_purged(&self) -> Result<()> {
+        let Some(purged) = self.last_purged()? else {
+            return Ok(());
+        };
+        self.remove_range(..=purged.index)
+    }
+
+    fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<()> {
+        let range = key_range(range);
+        let mut batch = sled::Batch::default();
+        for key in self.log.range(range).keys() {
+            let key = key.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            batch.remove(key);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+    }
+}
+
+fn key_range(range: impl RangeBounds<u64>) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
+    let map = |bound: Bound<&u64>| match bound {
+        Bound::Included(index) => Bound::Included(log_key(*index)),
+        Bound::Excluded(index) => Bound::Excluded(log_key(*index)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (map(range.start_bound()), map(range.end_bound()))
+}
+
+impl RaftLogReader<PlacementTypes> for PlacementLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<PlacementTypes>>> {
+        let mut entries = Vec::new();
+        for item in self.log.range(key_range(range)) {
+            let (key, value) =
+                item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let index = index_of_key(&key)?;
+            let entry: Entry<PlacementTypes> = decode(&value)
+                .map_err(|e| io_error(ErrorSubject::LogIndex(index), ErrorVerb::Read, e))?;
+            // Paired with the key written in `append`.
+            assert_eq!(
+                entry.log_id.index, index,
+                "log entry stored under another index"
+            );
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<PlacementTypes> for PlacementLogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<PlacementTypes>> {
+        let last_purged_log_id = self.last_purged()?;
+        let last_entry = match self
+            .log
+            .last()
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, &e))?
+        {
+            Some((_, value)) => {
+                let entry: Entry<PlacementTypes> =
+                    decode(&value).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                Some(entry.log_id)
+            }
+            None => None,
+        };
+        // Purging past the last entry leaves the log empty at that point.
+        let last_log_id = std::cmp::max(last_entry, last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<()> {
+        write_value(&self.meta, KEY_VOTE, vote, ErrorSubject::Vote)?;
+        // A vote must be durable before it is answered.
+        flush(&self.db, ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>> {
+        read_value(&self.meta, KEY_VOTE, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<()> {
+        // Not flushed: a lost update only means re-applying fewer entries
+        // after a restart; the leader tells us the commit point again.
+        write_value(&self.meta, KEY_COMMITTED, &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>> {
+        let committed: Option<Option<LogId<NodeId>>> =
+            read_value(&self.meta, KEY_COMMITTED, ErrorSubject::Store)?;
+        Ok(committed.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<PlacementTypes>) -> Result<()>
+    where
+        I: IntoIterator<Item = Entry<PlacementTypes>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = encode(&entry)
+                .map_err(|e| io_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
+            batch.insert(&log_key(entry.log_id.index), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+        // The entries are readable now; they are durable only after the
+        // flush, and only then may openraft count them.
+        match self.db.flush_async().await {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                let cause = io_error(ErrorSubject::Logs, ErrorVerb::Write, &error);
+                callback.log_io_completed(Err(std::io::Error::from(error)));
+                Err(cause)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<()> {
+        self.remove_range(log_id.index..)?;
+        // Conflicting entries must not come back after a crash once newer
+        // ones are appended over them.
+        flush(&self.db, ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<()> {
+        if self.last_purged()? >= Some(log_id) {
+            return Ok(());
+        }
+        // The purge point first: a crash between the two leaves extra
+        // entries, which `open` removes, never a hole.
+        write_value(&self.meta, KEY_LAST_PURGED, &log_id, ErrorSubject::Logs)?;
+        self.remove_range(..=log_id.index)
+    }
+}
+
+/// openraft's state machine: the applied `PlacementState`, the last applied
+/// log id and membership, and the current snapshot.
+#[derive(Debug)]
+pub struct PlacementStateMachine {
+    db: sled::Db,
+    machine: sled::Tree,
+    snapshots: sled::Tree,
+    applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, PlacementNode>,
+    state: PlacementState,
+    published: watch::Sender<Arc<PlacementState>>,
+}
+
+/// The members of an openraft membership, with their roles.
+fn members_of(membership: &Membership<NodeId, PlacementNode>) -> BTreeMap<NodeId, Member> {
+    let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, node)| {
+            let role = if voters.contains(id) {
+                Role::Voter
+            } else {
+                Role::Learner
+            };
+            let member = Member {
+                address: node.address.clone(),
+                role,
+            };
+            (*id, member)
+        })
+        .collect()
+}
+
+impl PlacementStateMachine {
+    /// Writes the applied log id, membership and state in one atomic batch.
+    fn persist(&self) -> Result<()> {
+        let subject = || ErrorSubject::StateMachine;
+        let encode_value = |value: Result<Vec<u8>, postcard::Error>| {
+            value.map_err(|e| io_error(subject(), ErrorVerb::Write, &e))
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(KEY_APPLIED, encode_value(encode(&self.applied))?);
+        batch.insert(KEY_MEMBERSHIP, encode_value(encode(&self.membership))?);
+        batch.insert(KEY_STATE, encode_value(encode(&self.state))?);
+        self.machine
+            .apply_batch(batch)
+            .map_err(|e| io_error(subject(), ErrorVerb::Write, &e))
+    }
+
+    fn publish(&self) {
+        self.published.send_replace(Arc::new(self.state.clone()));
+    }
+}
+
+/// Stores a snapshot as the current one and drops older ones. Keys order
+/// snapshots by the last index they include, so a builder that finishes
+/// after a newer snapshot was installed can never make it current.
+async fn store_snapshot(
+    db: &sled::Db,
+    snapshots: &sled::Tree,
+    snapshot: &StoredSnapshot,
+) -> Result<()> {
+    let signature = Some(snapshot.meta.signature());
+    let write_error = |source: AnyError| {
+        io_error(
+            ErrorSubject::Snapshot(signature.clone()),
+            ErrorVerb::Write,
+            source,
+        )
+    };
+    let key = snapshot
+        .meta
+        .last_log_id
+        .map_or(0, |log_id| log_id.index + 1)
+        .to_be_bytes();
+    let bytes = encode(snapshot).map_err(|e| write_error(AnyError::new(&e)))?;
+    snapshots
+        .insert(key, bytes)
+        .map_err(|e| write_error(AnyError::new(&e)))?;
+    for older in snapshots.range(..key).keys() {
+        let older = older.map_err(|e| write_error(AnyError::new(&e)))?;
+        snapshots
+            .remove(older)
+            .map_err(|e| write_error(AnyError::new(&e)))?;
+    }
+    flush(db, ErrorSubject::Snapshot(signature)).await
+}
+
+impl RaftStateMachine<PlacementTypes> for PlacementStateMachine {
+    type SnapshotBuilder = PlacementSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(
+        Option<LogId<NodeId>>,
+        StoredMembership<NodeId, PlacementNode>,
+    )> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<PlacementResponse>>
+    where
+        I: IntoIterator<Item = Entry<PlacementTypes>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        for entry in entries {
+            self.applied = Some(entry.log_id);
+            let response = match entry.payload {
+                EntryPayload::Blank => PlacementResponse::NoCommand,
+                EntryPayload::Normal(command) => self.state.apply(command),
+                EntryPayload::Membership(membership) => {
+                    self.state.set_members(members_of(&membership));
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    PlacementResponse::NoCommand
+                }
+            };
+            responses.push(response);
+        }
+        if !responses.is_empty() {
+            self.persist()?;
+            self.publish();
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        PlacementSnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+            applied: self.applied,
+            membership: self.membership.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, PlacementNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<()> {
+        let data = snapshot.into_inner();
+        let read_error = |source: AnyError| {
+            io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                source,
+            )
+        };
+        let mut state: PlacementState = decode(&data).map_err(read_error)?;
+        state
+            .check()
+            .map_err(|damage| read_error(AnyError::new(&damage)))?;
+        state.set_members(members_of(meta.last_membership.membership()));
+        self.state = state;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.persist()?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        // Also flushes the state written above.
+        store_snapshot(&self.db, &self.snapshots, &stored).await?;
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<PlacementTypes>>> {
+        let Some((_, bytes)) = self
+            .snapshots
+            .last()
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?
+        else {
+            return Ok(None);
+        };
+        let stored: StoredSnapshot = decode(&bytes)
+            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}
+
+/// Builds a snapshot from a copy of the state taken when it was asked for,
+/// so applying goes on while it is written.
+#[derive(Debug)]
+pub struct PlacementSnapshotBuilder {
+    db: sled::Db,
+    snapshots: sled::Tree,
+    applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, PlacementNode>,
+    state: PlacementState,
+}
+
+impl RaftSnapshotBuilder<PlacementTypes> for PlacementSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<PlacementTypes>> {
+        let subject = || ErrorSubject::Snapshot(None);
+        let data = encode(&self.state).map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        // sled's id generator is monotonic across restarts.
+        let sequence = self
+            .db
+            .generate_id()
+            .map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        let position = match self.applied {
+            Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
+            None => "empty".to_string(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!("{position}-{sequence}"),
+        };
+        let stored = StoredSnapshot { meta, data };
+        store_snapshot(&self.db, &self.snapshots, &stored).await?;
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_other_format_versions_are_refused() {
+        let vote = Vote::new_committed(3, 1);
+        let bytes = encode(&vote).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        let decoded: Vote<NodeId> = decode(&bytes).unwrap();
+        assert_eq!(decoded, vote);
+
+        let mut future = bytes.clone();
+        future[0] = 99;
+        let error = decode::<Vote<NodeId>>(&future).unwrap_err();
+        assert!(error.to_string().contains("format version 99"), "{error}");
+        assert!(decode::<Vote<NodeId>>(&[]).is_err());
+        assert!(decode::<Vote<NodeId>>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn log_keys_sort_by_index() {
+        let keys: Vec<[u8; 8]> = [0, 1, 255, 256, u64::MAX].map(log_key).to_vec();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(index_of_key(&log_key(256)).unwrap(), 256);
+        assert!(index_of_key(b"short").is_err());
+    }
+}
