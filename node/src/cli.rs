@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 the node failed at run time (the message says
 //! why); 2 bad usage or configuration (clap's convention).
 
+use crate::admin_token::{self, AdminToken, AdminTokenSource};
 use crate::clock::{ManualClock, SharedClock, SystemClock};
 use crate::engine::EngineConfig;
 use crate::server::{self, ServerConfig};
@@ -71,6 +72,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Admin token for the console and /v1/admin/* (16–256 visible ASCII
+    /// characters). Without one, the node generates a token at its first
+    /// start and keeps it in <data-dir>/admin-token.
+    #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +95,7 @@ pub struct FileConfig {
     pub segment_actors: Option<usize>,
     pub node_id: Option<u64>,
     pub http_workers: Option<usize>,
+    pub admin_token: Option<String>,
 }
 
 /// Flags over file over defaults.
@@ -98,6 +105,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
     pub server: ServerConfig,
+    /// The configured admin token; `None`: use or create the token file.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl NodeConfig {
@@ -112,6 +121,13 @@ impl NodeConfig {
             }
             None => FileConfig::default(),
         };
+        let admin_token = args
+            .admin_token
+            .clone()
+            .or(file.admin_token)
+            .map(|text| AdminToken::parse(&text))
+            .transpose()
+            .context("invalid --admin-token / SESSIONDB_ADMIN_TOKEN / admin_token")?;
         let engine_defaults = EngineConfig::default();
         let server_defaults = ServerConfig::default();
         Ok(NodeConfig {
@@ -146,6 +162,7 @@ impl NodeConfig {
                     .unwrap_or(server_defaults.http_workers),
                 ..server_defaults
             },
+            admin_token,
         })
     }
 }
@@ -198,6 +215,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     listener.set_nonblocking(true)?;
+    let (admin_token, admin_token_source) =
+        admin_token::resolve(config.admin_token.clone(), &config.data_dir)?;
+    // The path only: the token never goes to a log.
+    match &admin_token_source {
+        AdminTokenSource::Configured => tracing::info!("admin token: configured"),
+        AdminTokenSource::File(path) => {
+            tracing::info!(path = %path.display(), "admin token: read from file")
+        }
+        AdminTokenSource::Generated(path) => {
+            tracing::info!(path = %path.display(), "admin token: generated and stored in file")
+        }
+    }
     let address = listener.local_addr()?;
     let clock: SharedClock = match args.manual_clock {
         Some(start_ms) => Arc::new(ManualClock::new(start_ms)),
@@ -237,7 +266,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.demo {
             tokio::spawn(crate::demo::run(engine.clone()));
         }
-        server::run(config.server, engine, listener, shutdown_signal()).await?;
+        server::run(
+            config.server,
+            engine,
+            admin_token,
+            listener,
+            shutdown_signal(),
+        )
+        .await?;
         tracing::info!("node stopped");
         Ok(())
     })
@@ -279,6 +315,23 @@ mod tests {
         assert_eq!(config.engine.shards, 16);
         assert_eq!(config.listen, "127.0.0.1:7070".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(config.admin_token, None);
+    }
+
+    #[test]
+    fn admin_token_flag_is_checked() {
+        let args = ServeArgs::parse_from(["serve", "--admin-token", "0123456789abcdef"]);
+        let config = NodeConfig::resolve(&args).unwrap();
+        assert!(config.admin_token.unwrap().matches(b"0123456789abcdef"));
+        let args = ServeArgs::parse_from(["serve", "--admin-token", "short"]);
+        let error = NodeConfig::resolve(&args).unwrap_err();
+        assert!(format!("{error:#}").contains("16 to 256"), "{error:#}");
+    }
+
+    #[test]
+    fn the_file_can_carry_the_admin_token() {
+        let file = toml::from_str::<FileConfig>("admin_token = \"0123456789abcdef\"").unwrap();
+        assert_eq!(file.admin_token.as_deref(), Some("0123456789abcdef"));
     }
 
     #[test]

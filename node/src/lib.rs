@@ -14,9 +14,10 @@
 //!   that imports openraft.
 //! - `http`: the HTTP API; the only module that knows the wire types'
 //!   JSON shape besides `event` validation.
-//! - `server`, `cli`, `demo`: the process: configuration, listener,
-//!   shutdown, the synthetic workload.
+//! - `server`, `cli`, `admin_token`, `demo`: the process: configuration,
+//!   the admin token, listener, shutdown, the synthetic workload.
 
+pub mod admin_token;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;

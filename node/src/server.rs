@@ -1,5 +1,6 @@
 //! The process around the engine: HTTP listener, shutdown.
 
+use crate::admin_token::AdminToken;
 use crate::engine::Engine;
 use crate::http::{self, error::ApiError, AppState};
 use actix_web::http::StatusCode;
@@ -32,12 +33,14 @@ impl Default for ServerConfig {
 pub async fn run(
     config: ServerConfig,
     engine: Engine,
+    admin_token: AdminToken,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState {
         engine: engine.clone(),
         node_id: config.node_id,
+        admin_token,
     };
     let server = HttpServer::new(move || {
         App::new()

@@ -217,7 +217,7 @@ async fn send_acked(node: &TestNode, events: &[Event], what: &str) -> (u64, u64)
 }
 
 async fn checkpoint(node: &TestNode, what: &str) -> CheckpointResponse {
-    let raw = node.post_raw("/v1/admin/checkpoint", "").await;
+    let raw = node.post_admin("/v1/admin/checkpoint", "").await;
     assert_eq!(
         raw.status,
         StatusCode::OK,
@@ -546,9 +546,11 @@ async fn run_load(
             Action::Kill | Action::KillDuringCheckpoint => {
                 let racing_checkpoint = if action == Action::KillDuringCheckpoint {
                     let url = node.url("/v1/admin/checkpoint");
+                    let token = node.admin_token().to_string();
                     let mut request = tokio::spawn(async move {
                         let response = reqwest::Client::new()
                             .post(url)
+                            .bearer_auth(token)
                             .send()
                             .await
                             .map_err(|e| e.to_string())?;

@@ -3,7 +3,9 @@
 //! module sees JSON.
 
 mod admin;
+mod auth;
 mod compat;
+mod console;
 pub mod error;
 pub mod ingest;
 mod optimizely;
@@ -11,6 +13,7 @@ mod projects;
 mod query;
 mod segment;
 
+use crate::admin_token::AdminToken;
 use crate::engine::Engine;
 use actix_web::web;
 use error::ApiError;
@@ -20,6 +23,8 @@ use error::ApiError;
 pub struct AppState {
     pub engine: Engine,
     pub node_id: u64,
+    /// Guards `/v1/admin/*` and `/console/api/*` (`auth::require_admin`).
+    pub admin_token: AdminToken,
 }
 
 /// Bodies of small JSON requests (projects, clock) are far below this.
@@ -42,8 +47,13 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .app_data(path)
         .route("/v1/health", web::get().to(admin::health))
         .route("/v1/status", web::get().to(admin::status))
-        .route("/v1/admin/clock", web::post().to(admin::set_clock))
-        .route("/v1/admin/checkpoint", web::post().to(admin::checkpoint))
+        .service(
+            web::scope("/v1/admin")
+                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .route("/clock", web::post().to(admin::set_clock))
+                .route("/checkpoint", web::post().to(admin::checkpoint)),
+        )
+        .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(
             "/optimizely/v1/events",

@@ -19,6 +19,11 @@ const REQUEST_WAIT_MAX: Duration = Duration::from_secs(300);
 const LISTENING_PREFIX: &str = "sessiondb listening on ";
 /// How much of the node's stderr to show when a test fails.
 const STDERR_TAIL_BYTES: usize = 8_000;
+/// The admin token test nodes are started with (`--admin-token`), sent as
+/// `Authorization: Bearer` by the admin helpers (`set_clock`, `post_admin`).
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// The file a node without `--admin-token` keeps its generated token in.
+pub const ADMIN_TOKEN_FILE_NAME: &str = "admin-token";
 
 /// A directory under the system temp dir, removed on drop.
 #[derive(Debug)]
@@ -71,8 +76,15 @@ pub struct TestNode {
     /// How it was started, to restart it the same way.
     options: NodeOptions,
     extra_args: Vec<String>,
+    /// The token that opens `/v1/admin/*` and the console's data calls.
+    admin_token: String,
+    /// Whether the node gets `--admin-token` (else it uses its token file).
+    admin_token_flag: bool,
     /// Processes started on this data directory so far.
     starts: u32,
+    /// Whether the node runs on the manual clock (`--manual-clock`); see
+    /// `start_with_system_clock`.
+    manual_clock: bool,
     // Declared last so it is removed after the child was told to die.
     data_dir: TempDir,
 }
@@ -115,21 +127,67 @@ impl TestNode {
 
     /// Starts a node with extra `serve` flags (e.g. test-only fault hooks).
     pub async fn start_with_args(options: NodeOptions, extra_args: Vec<String>) -> TestNode {
+        TestNode::start_full(options, extra_args, true).await
+    }
+
+    /// Starts a node without `--admin-token`, so it generates its token (or
+    /// reuses the one in its data directory); the admin helpers then use
+    /// the token read from `<data-dir>/admin-token`.
+    pub async fn start_with_generated_admin_token(options: NodeOptions) -> TestNode {
+        TestNode::start_full(options, Vec::new(), false).await
+    }
+
+    /// Starts a node on the system clock (no `--manual-clock`, so
+    /// `set_clock` answers `404 clock_not_manual`; `options.start_ms` is
+    /// unused), with extra `serve` flags such as `--demo`.
+    pub async fn start_with_system_clock(
+        options: NodeOptions,
+        extra_args: Vec<String>,
+    ) -> TestNode {
+        TestNode::start_full_with_clock(options, extra_args, true, false).await
+    }
+
+    async fn start_full(
+        options: NodeOptions,
+        extra_args: Vec<String>,
+        admin_token_flag: bool,
+    ) -> TestNode {
+        TestNode::start_full_with_clock(options, extra_args, admin_token_flag, true).await
+    }
+
+    async fn start_full_with_clock(
+        options: NodeOptions,
+        extra_args: Vec<String>,
+        admin_token_flag: bool,
+        manual_clock: bool,
+    ) -> TestNode {
         let data_dir = TempDir::new("node");
         let stderr_path = data_dir.path().join("node.stderr");
         let node_data = data_dir.path().join("data");
-        let (child, base_url) = spawn_node(&node_data, &stderr_path, &options, &extra_args)
-            .await
-            .unwrap_or_else(|failure| {
-                panic!(
-                    "node exited before listening ({:?}); stderr:\n{}",
-                    failure.status, failure.stderr
-                )
-            });
+        let flag_token = admin_token_flag.then_some(TEST_ADMIN_TOKEN);
+        let (child, base_url) = spawn_node_with_clock(
+            &node_data,
+            &stderr_path,
+            &options,
+            &extra_args,
+            flag_token,
+            manual_clock,
+        )
+        .await
+        .unwrap_or_else(|failure| {
+            panic!(
+                "node exited before listening ({:?}); stderr:\n{}",
+                failure.status, failure.stderr
+            )
+        });
         let http = reqwest::Client::builder()
             .timeout(REQUEST_WAIT_MAX)
             .build()
             .expect("build an HTTP client");
+        let admin_token = match flag_token {
+            Some(token) => token.to_string(),
+            None => read_admin_token_file(&node_data),
+        };
         TestNode {
             child,
             base_url,
@@ -137,9 +195,17 @@ impl TestNode {
             stderr_path,
             options,
             extra_args,
+            admin_token,
+            admin_token_flag,
             starts: 1,
+            manual_clock,
             data_dir,
         }
+    }
+
+    /// The token that opens `/v1/admin/*` and `/console/api/*`.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// Kills the process with SIGKILL (no shutdown of any kind) and waits
@@ -184,8 +250,16 @@ impl TestNode {
             .path()
             .join(format!("node-{}.stderr", self.starts));
         let node_data = self.node_data_dir();
-        let (child, base_url) =
-            spawn_node(&node_data, &self.stderr_path, &self.options, &extra_args).await?;
+        let flag_token = self.admin_token_flag.then_some(TEST_ADMIN_TOKEN);
+        let (child, base_url) = spawn_node_with_clock(
+            &node_data,
+            &self.stderr_path,
+            &self.options,
+            &extra_args,
+            flag_token,
+            self.manual_clock,
+        )
+        .await?;
         self.child = child;
         self.base_url = base_url;
         self.extra_args = extra_args;
@@ -257,6 +331,13 @@ impl TestNode {
         TestNode::into_raw(response).await
     }
 
+    /// POSTs `body` to an admin endpoint with the node's admin token.
+    pub async fn post_admin(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
+        let authorization = format!("Bearer {}", self.admin_token);
+        self.post_with_headers(path, &[("authorization", authorization.as_str())], body)
+            .await
+    }
+
     pub async fn get_raw(&self, path_and_query: &str) -> RawResponse {
         let response = self
             .http
@@ -269,6 +350,19 @@ impl TestNode {
                     self.stderr_tail()
                 )
             });
+        TestNode::into_raw(response).await
+    }
+
+    /// Sends `body` as is with PATCH and a JSON content type.
+    pub async fn patch_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
+        let response = self
+            .http
+            .patch(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PATCH {path}: {e}; node stderr:\n{}", self.stderr_tail()));
         TestNode::into_raw(response).await
     }
 
@@ -299,7 +393,7 @@ impl TestNode {
     /// Sets the node's manual clock.
     pub async fn set_clock(&self, now_ms: i64) {
         let body = serde_json::json!({ "now_ms": now_ms });
-        let raw = self.post_raw("/v1/admin/clock", body.to_string()).await;
+        let raw = self.post_admin("/v1/admin/clock", body.to_string()).await;
         assert!(
             raw.status.is_success(),
             "set clock to {now_ms}: {} {}",
@@ -381,6 +475,27 @@ async fn spawn_node(
     stderr_path: &Path,
     options: &NodeOptions,
     extra_args: &[String],
+    admin_token: Option<&str>,
+) -> Result<(Child, String), StartFailure> {
+    spawn_node_with_clock(
+        node_data,
+        stderr_path,
+        options,
+        extra_args,
+        admin_token,
+        true,
+    )
+    .await
+}
+
+/// `spawn_node`, with or without `--manual-clock <options.start_ms>`.
+async fn spawn_node_with_clock(
+    node_data: &Path,
+    stderr_path: &Path,
+    options: &NodeOptions,
+    extra_args: &[String],
+    admin_token: Option<&str>,
+    manual_clock: bool,
 ) -> Result<(Child, String), StartFailure> {
     let stderr = std::fs::File::create(stderr_path).expect("create the stderr file");
     let mut command = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
@@ -389,11 +504,20 @@ async fn spawn_node(
         .arg("--listen")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
-        .arg(node_data)
-        .arg("--manual-clock")
-        .arg(options.start_ms.to_string());
+        .arg(node_data);
+    if manual_clock {
+        command
+            .arg("--manual-clock")
+            .arg(options.start_ms.to_string());
+    }
     if let Some(shards) = options.shards {
         command.arg("--shards").arg(shards.to_string());
+    }
+    // Only the flag decides the token: a variable from the caller's shell
+    // must not change what the tests expect.
+    command.env_remove("SESSIONDB_ADMIN_TOKEN");
+    if let Some(token) = admin_token {
+        command.arg("--admin-token").arg(token);
     }
     command
         .args(extra_args)
@@ -432,6 +556,14 @@ async fn spawn_node(
     // Keep draining stdout so the node never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, base_url))
+}
+
+/// The token a node generated in (or reused from) `<node_data>/admin-token`.
+pub fn read_admin_token_file(node_data: &Path) -> String {
+    let path = node_data.join(ADMIN_TOKEN_FILE_NAME);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read the admin token file {}: {e}", path.display()));
+    text.trim_end().to_string()
 }
 
 fn stderr_tail(path: &Path) -> String {
