@@ -45,36 +45,56 @@ fn main() {
         .find(|pair| pair[0] == "--events")
         .map_or(1_000_000, |pair| pair[1].parse().expect("--events N"));
     let batch = events(count);
-    let json = serde_json::to_vec(&sessiondb_protocol::EventBatch {
-        events: batch.clone(),
-    })
-    .expect("encodes");
-    let bytes = binary::encode_batch(&batch);
+    // Real batches are bounded (BATCH_EVENTS_MAX, BINARY_EVENTS_MAX): decode
+    // 5 000-event batches, as a client sends them.
+    let chunks: Vec<&[Event]> = batch.chunks(5_000).collect();
+    let json: Vec<Vec<u8>> = chunks
+        .iter()
+        .map(|chunk| {
+            serde_json::to_vec(&sessiondb_protocol::EventBatch {
+                events: chunk.to_vec(),
+            })
+            .expect("encodes")
+        })
+        .collect();
+    let binary: Vec<Vec<u8>> = chunks
+        .iter()
+        .map(|chunk| binary::encode_batch(chunk))
+        .collect();
 
     let started = Instant::now();
-    let value: serde_json::Value = serde_json::from_slice(&json).expect("valid JSON");
-    let serde_json::Value::Object(mut object) = value else {
-        panic!("object")
-    };
-    let Some(serde_json::Value::Array(elements)) = object.remove("events") else {
-        panic!("events")
-    };
-    let decoded: Vec<Event> = elements
-        .into_iter()
-        .map(|element| serde_json::from_value(element).expect("valid event"))
-        .collect();
+    let mut decoded = Vec::with_capacity(count);
+    for body in &json {
+        let value: serde_json::Value = serde_json::from_slice(body).expect("valid JSON");
+        let serde_json::Value::Object(mut object) = value else {
+            panic!("an object")
+        };
+        let Some(serde_json::Value::Array(elements)) = object.remove("events") else {
+            panic!("events")
+        };
+        decoded.extend(
+            elements
+                .into_iter()
+                .map(|element| serde_json::from_value::<Event>(element).expect("valid event")),
+        );
+    }
     let json_ns = started.elapsed().as_nanos() as f64 / count as f64;
     assert_eq!(decoded, batch);
 
     let started = Instant::now();
-    let decoded = binary::decode_batch(&bytes).expect("valid batch");
+    let mut decoded = Vec::with_capacity(count);
+    for body in &binary {
+        decoded.extend(binary::decode_batch(body).expect("valid batch"));
+    }
     let binary_ns = started.elapsed().as_nanos() as f64 / count as f64;
     assert_eq!(decoded, batch);
+    let json_bytes: usize = json.iter().map(Vec::len).sum();
+    let binary_bytes: usize = binary.iter().map(Vec::len).sum();
 
     println!(
         "{count} events: JSON {:.0} bytes/event, {json_ns:.0} ns/event; binary {:.0} bytes/event, {binary_ns:.0} ns/event ({:.1}x faster)",
-        json.len() as f64 / count as f64,
-        bytes.len() as f64 / count as f64,
+        json_bytes as f64 / count as f64,
+        binary_bytes as f64 / count as f64,
         json_ns / binary_ns
     );
 }

@@ -2,8 +2,10 @@
 //! Pure functions: the segment actor calls them on its own state.
 
 use super::segment::{CellKey, Counters, ExperimentAggregates, Group};
+use super::sketch::Sketch;
 use crate::limits;
 use crate::stats::{self, Comparison, Sample};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A results query whose range and names are already checked.
@@ -84,14 +86,88 @@ pub enum QueryError {
     Unavailable,
 }
 
-/// Per variation and breakdown value, every metric of SPEC §4.
+/// Per variation and breakdown value, every metric of SPEC §4, from one
+/// store's aggregates.
 pub fn results(
     aggregates: &ExperimentAggregates,
     query: &ResultsQuery,
 ) -> Result<Results, QueryError> {
-    let variations = aggregates.variations();
+    finish(partial(aggregates, query), query)
+}
+
+/// (breakdown value, variation) of a partial's cell.
+pub type PartialKey = (Option<Arc<str>>, Arc<str>);
+
+/// One store's share of a results query: per (breakdown value, variation),
+/// counters summed and sketches unioned over the range, and what defines
+/// the variation list and the default keys. Shares of every store that
+/// holds aggregates of the experiment add up (`merge`) to the whole, which
+/// is how a query is answered across nodes: counters add, sketches union.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Partial {
+    pub precision: u8,
+    pub decisions_by_variation: BTreeMap<Arc<str>, i64>,
+    pub keys: BTreeSet<Arc<str>>,
+    /// (breakdown value, `None` without a breakdown; variation) → summary.
+    pub cells: BTreeMap<PartialKey, (Counters, Option<Sketch>)>,
+}
+
+impl Partial {
+    /// Adds another store's share.
+    pub fn merge(&mut self, other: Partial) {
+        if self.precision == 0 {
+            self.precision = other.precision;
+        }
+        for (variation, count) in other.decisions_by_variation {
+            *self.decisions_by_variation.entry(variation).or_insert(0) += count;
+        }
+        self.keys.extend(other.keys);
+        for (cell, (counters, sketch)) in other.cells {
+            let (mine, my_sketch) = self.cells.entry(cell).or_default();
+            mine.add(&counters);
+            match (my_sketch.as_mut(), sketch) {
+                (Some(union), Some(sketch)) => union.merge(&sketch),
+                (None, Some(sketch)) => *my_sketch = Some(sketch),
+                (_, None) => {}
+            }
+        }
+    }
+}
+
+/// The share of one store.
+pub fn partial(aggregates: &ExperimentAggregates, query: &ResultsQuery) -> Partial {
+    let mut cells = BTreeMap::new();
+    for series in &aggregates.cells {
+        let value = match (&series.key.group, &query.breakdown) {
+            (Group::Total, None) => None,
+            (Group::Breakdown { attribute, value }, Some(asked)) if attribute == asked => {
+                Some(Arc::clone(value))
+            }
+            _ => continue,
+        };
+        let summary = aggregates.summarise(&series.key, query.from_ms, query.to_ms);
+        cells.insert((value, Arc::clone(&series.key.variation)), summary);
+    }
+    Partial {
+        precision: aggregates.precision,
+        decisions_by_variation: aggregates.decisions_by_variation.clone(),
+        keys: aggregates.keys.clone(),
+        cells,
+    }
+}
+
+/// Results from the sum of every store's share.
+pub fn finish(partial: Partial, query: &ResultsQuery) -> Result<Results, QueryError> {
+    // A variation exists while decisions name it; with retractions spread
+    // over nodes only the sum says so.
+    let variations: Vec<Arc<str>> = partial
+        .decisions_by_variation
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(variation, _)| Arc::clone(variation))
+        .collect();
     let keys = if query.keys.is_empty() {
-        aggregates.keys.iter().cloned().collect()
+        partial.keys.iter().cloned().collect()
     } else {
         query.keys.clone()
     };
@@ -104,18 +180,20 @@ pub fn results(
         Some(baseline) => Some(Arc::clone(baseline)),
         None => variations.first().cloned(),
     };
-    let groups = groups_of(aggregates, query.breakdown.as_ref())
+    let mut values: Vec<Option<Arc<str>>> = match query.breakdown {
+        None => vec![None],
+        Some(_) => partial
+            .cells
+            .keys()
+            .map(|(value, _)| value.clone())
+            .collect(),
+    };
+    values.dedup();
+    let groups = values
         .into_iter()
-        .map(|(value, group)| GroupResults {
+        .map(|value| GroupResults {
+            variations: group_results(&partial, &value, &variations, &keys, baseline.as_ref()),
             value,
-            variations: group_results(
-                aggregates,
-                query,
-                &variations,
-                &group,
-                &keys,
-                baseline.as_ref(),
-            ),
         })
         .collect();
     Ok(Results {
@@ -125,77 +203,30 @@ pub fn results(
     })
 }
 
-/// The groups to report: the whole experiment, or one per breakdown value.
-fn groups_of(
-    aggregates: &ExperimentAggregates,
-    breakdown: Option<&Arc<str>>,
-) -> Vec<(Option<Arc<str>>, GroupSelector)> {
-    let Some(attribute) = breakdown else {
-        return vec![(None, GroupSelector::Total)];
-    };
-    let mut values: Vec<Arc<str>> = aggregates
-        .cells
-        .iter()
-        .filter_map(|series| match &series.key.group {
-            Group::Breakdown {
-                attribute: name,
-                value,
-            } if name == attribute => Some(Arc::clone(value)),
-            _ => None,
-        })
-        .collect();
-    values.sort();
-    values.dedup();
-    values
-        .into_iter()
-        .map(|value| {
-            let selector = GroupSelector::Breakdown(Group::Breakdown {
-                attribute: Arc::clone(attribute),
-                value: Arc::clone(&value),
-            });
-            (Some(value), selector)
-        })
-        .collect()
-}
-
-enum GroupSelector {
-    Total,
-    Breakdown(Group),
-}
-
-impl GroupSelector {
-    fn group(&self) -> Group {
-        match self {
-            GroupSelector::Total => Group::Total,
-            GroupSelector::Breakdown(group) => group.clone(),
-        }
-    }
-}
-
 fn group_results(
-    aggregates: &ExperimentAggregates,
-    query: &ResultsQuery,
+    partial: &Partial,
+    value: &Option<Arc<str>>,
     variations: &[Arc<str>],
-    group: &GroupSelector,
     keys: &[Arc<str>],
     baseline: Option<&Arc<str>>,
 ) -> Vec<VariationResults> {
     let mut results: Vec<VariationResults> = variations
         .iter()
         .map(|variation| {
-            let cell = CellKey {
-                variation: Arc::clone(variation),
-                group: group.group(),
-            };
-            let (counters, sketch) = aggregates.summarise(&cell, query.from_ms, query.to_ms);
-            let active_estimate = sketch.map_or(0.0, |sketch| sketch.estimate());
+            let summary = partial.cells.get(&(value.clone(), Arc::clone(variation)));
+            let counters = summary
+                .map(|(counters, _)| counters.clone())
+                .unwrap_or_default();
+            let active_estimate = summary
+                .and_then(|(_, sketch)| sketch.as_ref())
+                .map_or(0.0, Sketch::estimate);
             VariationResults {
                 variation: Arc::clone(variation),
                 counters,
                 active_estimate,
                 active_standard_error: stats::hll_standard_error(
                     active_estimate,
-                    aggregates.precision,
+                    partial.precision,
                 ),
                 comparisons: Vec::new(),
             }
