@@ -109,6 +109,10 @@ pub enum RejectReason {
     InvalidValue,
     #[error("the visitor already holds {max} events inside the lateness horizon", max = limits::VISITOR_EVENTS_MAX)]
     VisitorEventLimit,
+    #[error("shard {shard} is owned by node {owner} (epoch {epoch}); send it there")]
+    NotOwner { shard: u32, owner: u64, epoch: u64 },
+    #[error("shard {shard} (epoch {epoch}) is moving to another node; retry shortly")]
+    ShardMoving { shard: u32, epoch: u64 },
     /// A compatible-format message of a type SessionDB cannot map to an
     /// event (`docs/ingest-formats.md`).
     #[error("message type `{kind}` is not supported")]
@@ -141,6 +145,8 @@ impl RejectReason {
             RejectReason::AttributeTooLong { .. } => "attribute_too_long",
             RejectReason::InvalidValue => "invalid_value",
             RejectReason::VisitorEventLimit => "visitor_event_limit",
+            RejectReason::NotOwner { .. } => "not_owner",
+            RejectReason::ShardMoving { .. } => "shard_moving",
             RejectReason::UnsupportedMessageType { .. } => "unsupported_message_type",
             RejectReason::IgnoredMessageType { .. } => "ignored_message_type",
         }

@@ -13,6 +13,7 @@
 //! that does not round-trip fails loudly in tests instead of corrupting a
 //! checkpoint.
 
+use crate::engine::shard::ShardState;
 use crate::event::Event;
 use crate::project::ProjectConfig;
 use serde::de::DeserializeOwned;
@@ -37,6 +38,11 @@ pub enum JournalEntry {
     },
     /// A project was created or its settings changed.
     Project { config: ProjectConfig },
+    /// A shard moved here: its whole state (visitors, frozen summaries,
+    /// event ids for deduplication) as the previous owner handed it over.
+    InstallShard { shard: u32, state: ShardState },
+    /// A shard moved away: its state is dropped here.
+    DropShard { shard: u32 },
 }
 
 /// A validated event with its visitor and project (by name; the project's

@@ -32,8 +32,14 @@ pub enum SessionMessage {
     /// Freeze closed sessions, forget expired visitors; reply when done if
     /// asked to.
     Maintain { reply: Option<oneshot::Sender<()>> },
-    /// A copy of the shard's state, for a checkpoint.
+    /// A copy of the shard's state, for a checkpoint or a shard move.
     Snapshot { reply: oneshot::Sender<ShardState> },
+    /// Replace the shard's state: a shard moved in (its state) or away
+    /// (empty state).
+    Replace {
+        state: Box<ShardState>,
+        reply: oneshot::Sender<()>,
+    },
     /// (live visitors, retained events).
     Sizes {
         reply: oneshot::Sender<(usize, usize)>,
@@ -48,6 +54,7 @@ impl std::fmt::Debug for SessionMessage {
             SessionMessage::Maintain { .. } => "Maintain",
             SessionMessage::Sizes { .. } => "Sizes",
             SessionMessage::Snapshot { .. } => "Snapshot",
+            SessionMessage::Replace { .. } => "Replace",
         };
         formatter.write_str(name)
     }
@@ -120,6 +127,13 @@ impl Actor for SessionActor {
             SessionMessage::Snapshot { reply } => {
                 let _ = reply.send(state.shard.clone());
             }
+            SessionMessage::Replace {
+                state: replacement,
+                reply,
+            } => {
+                state.shard = *replacement;
+                let _ = reply.send(());
+            }
             SessionMessage::Sizes { reply } => {
                 let shard = &state.shard;
                 let _ = reply.send((shard.visitor_count(), shard.retained_event_count()));
@@ -181,6 +195,14 @@ pub enum SegmentMessage {
     Snapshot {
         reply: oneshot::Sender<SegmentStore>,
     },
+    /// This store's share of a results query (cluster-wide answers add
+    /// every node's share); `None` when the store has no such experiment.
+    Partial {
+        project: Arc<str>,
+        experiment: Arc<str>,
+        query: ResultsQuery,
+        reply: oneshot::Sender<Option<query::Partial>>,
+    },
 }
 
 impl std::fmt::Debug for SegmentMessage {
@@ -193,6 +215,7 @@ impl std::fmt::Debug for SegmentMessage {
             SegmentMessage::Expire { .. } => "Expire",
             SegmentMessage::CellCount { .. } => "CellCount",
             SegmentMessage::Snapshot { .. } => "Snapshot",
+            SegmentMessage::Partial { .. } => "Partial",
         };
         formatter.write_str(name)
     }
@@ -269,6 +292,17 @@ impl Actor for SegmentActor {
             }
             SegmentMessage::Snapshot { reply } => {
                 let _ = reply.send(store.clone());
+            }
+            SegmentMessage::Partial {
+                project,
+                experiment,
+                query,
+                reply,
+            } => {
+                let share = store
+                    .experiment(&project, &experiment)
+                    .map(|aggregates| query::partial(aggregates, &query));
+                let _ = reply.send(share);
             }
         }
         Ok(())

@@ -214,6 +214,12 @@ async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineErro
                 engine.inner.projects.install(Arc::clone(&config));
                 engine.reconfigure_shards(&config).await;
             }
+            JournalEntry::InstallShard { shard, state } => {
+                engine.replace_shard(shard, state).await;
+            }
+            JournalEntry::DropShard { shard } => {
+                engine.replace_shard(shard, ShardState::default()).await;
+            }
             JournalEntry::Events { now_ms, events } => {
                 events_replayed += events.len() as u64;
                 let events = resolve(engine, events);

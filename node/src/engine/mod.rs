@@ -13,6 +13,7 @@
 pub mod actors;
 pub mod contribution;
 pub mod durability;
+pub mod handoff;
 pub mod mailbox;
 pub mod query;
 pub mod segment;
@@ -35,6 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// Per shard: the indexes of its events in the batch, and the events.
+type PerShard = std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>;
 
 /// How the engine is sized.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +170,9 @@ struct Inner {
     sequencer: tokio::sync::Mutex<()>,
     /// One checkpoint at a time.
     checkpointing: tokio::sync::Mutex<()>,
+    /// This node's role for each shard; read on every ingest, written when
+    /// ownership changes.
+    roles: std::sync::RwLock<Vec<handoff::ShardRole>>,
 }
 
 /// Where the engine keeps what it acknowledged.
@@ -241,6 +248,7 @@ impl Engine {
         for project in projects {
             registry.install(Arc::new(project));
         }
+        let shard_count = config.shards as usize;
         Ok(Engine {
             inner: Arc::new(Inner {
                 config,
@@ -252,6 +260,12 @@ impl Engine {
                 storage,
                 sequencer: tokio::sync::Mutex::new(()),
                 checkpointing: tokio::sync::Mutex::new(()),
+                // A node starts owning every shard (a single-node cluster);
+                // placement tells it otherwise.
+                roles: std::sync::RwLock::new(vec![
+                    handoff::ShardRole::Owner { epoch: 1 };
+                    shard_count
+                ]),
             }),
         })
     }
@@ -396,25 +410,7 @@ impl Engine {
         events: Vec<Result<VisitorEvent, RejectReason>>,
     ) -> Result<Vec<Outcome>, IngestError> {
         let now_ms = self.inner.clock.now_ms();
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(events.len());
-        let mut per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)> =
-            std::collections::BTreeMap::new();
-        for (index, event) in events.into_iter().enumerate() {
-            match event {
-                Err(reason) => outcomes.push(Outcome::Rejected(reason)),
-                Ok(event) => {
-                    outcomes.push(Outcome::Accepted);
-                    let shard = hashing::shard_of(
-                        &event.project.name,
-                        &event.visitor,
-                        self.inner.config.shards,
-                    );
-                    let group = per_shard.entry(shard).or_default();
-                    group.0.push(index);
-                    group.1.push(event);
-                }
-            }
-        }
+        let (mut outcomes, per_shard) = self.route(events);
         if !per_shard.is_empty() {
             let answers = self.submit(now_ms, per_shard).await?;
             for (indexes, shard_outcomes) in answers {
@@ -425,6 +421,40 @@ impl Engine {
         }
         self.count(&outcomes);
         Ok(outcomes)
+    }
+
+    /// Groups events by shard and refuses those for shards this node does
+    /// not own (rejections pass through at their index).
+    fn route(&self, events: Vec<Result<VisitorEvent, RejectReason>>) -> (Vec<Outcome>, PerShard) {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(events.len());
+        let mut per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)> =
+            std::collections::BTreeMap::new();
+        let roles = self
+            .inner
+            .roles
+            .read()
+            .expect("roles lock is never poisoned");
+        for (index, event) in events.into_iter().enumerate() {
+            match event {
+                Err(reason) => outcomes.push(Outcome::Rejected(reason)),
+                Ok(event) => {
+                    let shard = hashing::shard_of(
+                        &event.project.name,
+                        &event.visitor,
+                        self.inner.config.shards,
+                    );
+                    if let Some(reason) = refusal(shard, &roles[shard as usize]) {
+                        outcomes.push(Outcome::Rejected(reason));
+                        continue;
+                    }
+                    outcomes.push(Outcome::Accepted);
+                    let group = per_shard.entry(shard).or_default();
+                    group.0.push(index);
+                    group.1.push(event);
+                }
+            }
+        }
+        (outcomes, per_shard)
     }
 
     /// Logs one record per shard and queues the shards' messages in log
@@ -733,6 +763,19 @@ impl Engine {
         for segment in self.inner.segments.iter() {
             segment.stop();
         }
+    }
+}
+
+/// Why this node refuses an event for `shard`, if it does.
+fn refusal(shard: u32, role: &handoff::ShardRole) -> Option<RejectReason> {
+    match *role {
+        handoff::ShardRole::Owner { .. } => None,
+        handoff::ShardRole::Fenced { epoch } => Some(RejectReason::ShardMoving { shard, epoch }),
+        handoff::ShardRole::Elsewhere { owner, epoch } => Some(RejectReason::NotOwner {
+            shard,
+            owner,
+            epoch,
+        }),
     }
 }
 

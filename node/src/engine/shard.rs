@@ -71,14 +71,14 @@ impl DeltaSink {
 /// (project, visitor id).
 type VisitorKey = (Arc<str>, Box<str>);
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct ProjectShard {
     config: Arc<ProjectConfig>,
     visitors: HashMap<Box<str>, Visitor>,
 }
 
 /// Every visitor of one shard.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShardState {
     projects: HashMap<Arc<str>, ProjectShard>,
 }

@@ -1,0 +1,195 @@
+//! Shard ownership as this node sees it, and the engine's half of a shard
+//! move: fence, export, import, drop (`docs/cluster.md`, the move protocol).
+//!
+//! Which node owns a shard is decided by the placement control plane; this
+//! module only holds the node's copy (`ShardRole` per shard) and refuses
+//! events for shards it does not own. A move hands over the shard's
+//! `ShardState` — every visitor, frozen summary and event id, so
+//! deduplication survives the move. Aggregates do not move: a delta counts
+//! in the store of the node that emitted it, and a query adds every node's
+//! share (`query::Partial`), so sums stay exact wherever they are held and
+//! sketches union idempotently.
+
+use super::actors::{SegmentMessage, SessionMessage};
+use super::query::{Partial, ResultsQuery};
+use super::shard::ShardState;
+use super::{Engine, ResultsRequest};
+use crate::journal::{self, JournalEntry};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// This node's view of one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardRole {
+    /// This node owns the shard at `epoch` and accepts its events.
+    Owner { epoch: u64 },
+    /// This node owns the shard but is handing it over: events are refused
+    /// with a retryable answer until the move commits or aborts.
+    Fenced { epoch: u64 },
+    /// Another node owns the shard.
+    Elsewhere { owner: u64, epoch: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    #[error("shard {shard} does not exist (the cluster has {shards} shards)")]
+    UnknownShard { shard: u32, shards: u32 },
+    #[error("shard {shard} is not owned here ({role:?})")]
+    NotOwned { shard: u32, role: ShardRole },
+    #[error("the shard state could not be decoded")]
+    Codec(#[from] journal::CodecError),
+    #[error("the shard change could not be written to disk: {cause}")]
+    Storage { cause: String },
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl Engine {
+    fn check_shard(&self, shard: u32) -> Result<(), HandoffError> {
+        let shards = self.inner.config.shards;
+        if shard >= shards {
+            return Err(HandoffError::UnknownShard { shard, shards });
+        }
+        Ok(())
+    }
+
+    /// This node's role for `shard`.
+    pub fn shard_role(&self, shard: u32) -> ShardRole {
+        self.inner
+            .roles
+            .read()
+            .expect("roles lock is never poisoned")[shard as usize]
+            .clone()
+    }
+
+    /// Sets this node's role for `shard` (from the placement state).
+    pub fn set_shard_role(&self, shard: u32, role: ShardRole) -> Result<(), HandoffError> {
+        self.check_shard(shard)?;
+        self.inner
+            .roles
+            .write()
+            .expect("roles lock is never poisoned")[shard as usize] = role;
+        Ok(())
+    }
+
+    /// Fences `shard` and returns its state, encoded, once everything
+    /// queued for it before the fence is applied. From here on the shard's
+    /// events are refused with a retryable answer.
+    pub async fn export_shard(&self, shard: u32) -> Result<Vec<u8>, HandoffError> {
+        self.check_shard(shard)?;
+        let state = {
+            // The sequencer orders the fence after every batch already
+            // given a place in the log; later batches see the fence.
+            let _order = self.inner.sequencer.lock().await;
+            let epoch = match self.shard_role(shard) {
+                ShardRole::Owner { epoch } | ShardRole::Fenced { epoch } => epoch,
+                role @ ShardRole::Elsewhere { .. } => {
+                    return Err(HandoffError::NotOwned { shard, role })
+                }
+            };
+            self.set_shard_role(shard, ShardRole::Fenced { epoch })?;
+            let (reply, answer) = oneshot::channel();
+            self.inner.sessions[shard as usize]
+                .send(SessionMessage::Snapshot { reply })
+                .await
+                .map_err(|_| HandoffError::ShuttingDown)?;
+            answer.await.map_err(|_| HandoffError::ShuttingDown)?
+        };
+        Ok(journal::encode(&state))
+    }
+
+    /// Installs a shard's state handed over by its previous owner, logged
+    /// first so that recovery restores it, and starts owning it at `epoch`.
+    pub async fn import_shard(
+        &self,
+        shard: u32,
+        encoded: &[u8],
+        epoch: u64,
+    ) -> Result<(), HandoffError> {
+        self.check_shard(shard)?;
+        let state: ShardState = journal::decode(encoded, "shard state")?;
+        let _order = self.inner.sequencer.lock().await;
+        self.journal(JournalEntry::InstallShard {
+            shard,
+            state: state.clone(),
+        })
+        .await?;
+        self.replace_shard(shard, state).await;
+        self.set_shard_role(shard, ShardRole::Owner { epoch })
+    }
+
+    /// Forgets a shard that now belongs to `owner` at `epoch`, logged first.
+    pub async fn drop_shard(&self, shard: u32, owner: u64, epoch: u64) -> Result<(), HandoffError> {
+        self.check_shard(shard)?;
+        let _order = self.inner.sequencer.lock().await;
+        self.journal(JournalEntry::DropShard { shard }).await?;
+        self.replace_shard(shard, ShardState::default()).await;
+        self.set_shard_role(shard, ShardRole::Elsewhere { owner, epoch })
+    }
+
+    async fn journal(&self, entry: JournalEntry) -> Result<(), HandoffError> {
+        let record = (journal::ALL_SHARDS, journal::encode(&entry));
+        let stored = match self.inner.storage.log.enqueue_batch(vec![record]).await {
+            Ok(pending) => pending.durable().await,
+            Err(error) => Err(error),
+        };
+        stored.map(|_| ()).map_err(|error| HandoffError::Storage {
+            cause: error.to_string(),
+        })
+    }
+
+    /// Replaces a shard actor's state (in log order: callers hold the
+    /// sequencer or are replaying).
+    pub(super) async fn replace_shard(&self, shard: u32, state: ShardState) {
+        let (reply, answer) = oneshot::channel();
+        let message = SessionMessage::Replace {
+            state: Box::new(state),
+            reply,
+        };
+        if self.inner.sessions[shard as usize]
+            .send(message)
+            .await
+            .is_ok()
+        {
+            let _ = answer.await;
+        }
+    }
+
+    /// This node's share of a results query over [from, to) — what a
+    /// coordinating node adds up across the cluster. `None` when this node
+    /// holds nothing of the experiment.
+    pub async fn partial(
+        &self,
+        project: &str,
+        experiment: &str,
+        request: ResultsRequest,
+    ) -> Result<Option<Partial>, super::query::QueryError> {
+        let config = self.project_config(project)?;
+        let (Some(from_ms), Some(to_ms)) = (request.from_ms, request.to_ms) else {
+            return Err(super::query::QueryError::InvalidRange {
+                from_ms: request.from_ms.unwrap_or(0),
+                to_ms: request.to_ms.unwrap_or(0),
+            });
+        };
+        let query = ResultsQuery {
+            from_ms,
+            to_ms,
+            breakdown: request.breakdown.as_deref().map(Arc::from),
+            keys: request
+                .keys
+                .iter()
+                .map(|key| Arc::from(key.as_str()))
+                .collect(),
+            baseline: request.baseline.as_deref().map(Arc::from),
+        };
+        let (reply, answer) = oneshot::channel();
+        let message = SegmentMessage::Partial {
+            project: Arc::clone(&config.name),
+            experiment: Arc::from(experiment),
+            query,
+            reply,
+        };
+        self.ask(self.segment_for(project, experiment), message, answer)
+            .await
+    }
+}
