@@ -27,7 +27,7 @@ use crate::log::{Log, LogConfig};
 use crate::project::ProjectConfig;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// State loaded from a checkpoint.
@@ -358,17 +358,10 @@ impl Engine {
 
     /// Periodic checkpoints, every `checkpoint_interval_ms`.
     fn spawn_checkpoints(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        let interval = Duration::from_millis(self.inner.config.checkpoint_interval_ms);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.tick().await;
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                if let Err(error) = (Engine { inner }).checkpoint().await {
-                    tracing::error!(%error, "periodic checkpoint failed");
-                }
+        let interval_ms = self.inner.config.checkpoint_interval_ms;
+        self.spawn_periodic(interval_ms, |engine| async move {
+            if let Err(error) = engine.checkpoint().await {
+                tracing::error!(%error, "periodic checkpoint failed");
             }
         });
     }

@@ -11,7 +11,7 @@
 //! sketches union idempotently.
 
 use super::actors::{SegmentMessage, SessionMessage};
-use super::query::{Partial, ResultsQuery};
+use super::query::Partial;
 use super::shard::ShardState;
 use super::{Engine, ResultsRequest};
 use crate::journal::{self, JournalEntry};
@@ -171,17 +171,7 @@ impl Engine {
                 to_ms: request.to_ms.unwrap_or(0),
             });
         };
-        let query = ResultsQuery {
-            from_ms,
-            to_ms,
-            breakdown: request.breakdown.as_deref().map(Arc::from),
-            keys: request
-                .keys
-                .iter()
-                .map(|key| Arc::from(key.as_str()))
-                .collect(),
-            baseline: request.baseline.as_deref().map(Arc::from),
-        };
+        let query = super::results_query(&config.settings, from_ms, to_ms, &request)?;
         let (reply, answer) = oneshot::channel();
         let message = SegmentMessage::Partial {
             project: Arc::clone(&config.name),

@@ -273,15 +273,25 @@ impl Engine {
     /// Periodic freezing and retention. Holds only a weak reference so the
     /// task ends when the engine is dropped.
     fn spawn_maintenance(&self) {
+        let interval_ms = self.inner.config.maintenance_interval_ms;
+        self.spawn_periodic(interval_ms, |engine| async move { engine.maintain() });
+    }
+
+    /// Runs `task` every `interval_ms` (not at once) until the engine is
+    /// dropped: the task holds only a weak reference between runs.
+    fn spawn_periodic<F, Fut>(&self, interval_ms: u64, task: F)
+    where
+        F: Fn(Engine) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let weak = Arc::downgrade(&self.inner);
-        let interval = Duration::from_millis(self.inner.config.maintenance_interval_ms);
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
+            let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
             ticker.tick().await;
             loop {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                Engine { inner }.maintain();
+                task(Engine { inner }).await;
             }
         });
     }
@@ -558,26 +568,8 @@ impl Engine {
         let (from_ms, to_ms) = self
             .resolve_range(&config, experiment, request.from_ms, request.to_ms)
             .await?;
-        let breakdown = match request.breakdown {
-            Some(attribute) => Some(check_breakdown(settings, &attribute)?),
-            None => None,
-        };
-        if request.keys.len() > limits::QUERY_KEYS_MAX {
-            return Err(QueryError::TooManyKeys {
-                count: request.keys.len(),
-            });
-        }
-        let query = ResultsQuery {
-            from_ms,
-            to_ms,
-            breakdown: breakdown.clone(),
-            keys: request
-                .keys
-                .iter()
-                .map(|key| Arc::from(key.as_str()))
-                .collect(),
-            baseline: request.baseline.as_deref().map(Arc::from),
-        };
+        let query = results_query(settings, from_ms, to_ms, &request)?;
+        let breakdown = query.breakdown.clone();
         let (reply, answer) = oneshot::channel();
         let message = SegmentMessage::Results {
             project: Arc::clone(&config.name),
@@ -777,6 +769,36 @@ fn refusal(shard: u32, role: &handoff::ShardRole) -> Option<RejectReason> {
             epoch,
         }),
     }
+}
+
+/// A results query over a checked range: breakdown and keys checked
+/// against the project's settings and the limits.
+fn results_query(
+    settings: &crate::project::Settings,
+    from_ms: i64,
+    to_ms: i64,
+    request: &ResultsRequest,
+) -> Result<ResultsQuery, QueryError> {
+    let breakdown = match &request.breakdown {
+        Some(attribute) => Some(check_breakdown(settings, attribute)?),
+        None => None,
+    };
+    if request.keys.len() > limits::QUERY_KEYS_MAX {
+        return Err(QueryError::TooManyKeys {
+            count: request.keys.len(),
+        });
+    }
+    Ok(ResultsQuery {
+        from_ms,
+        to_ms,
+        breakdown,
+        keys: request
+            .keys
+            .iter()
+            .map(|key| Arc::from(key.as_str()))
+            .collect(),
+        baseline: request.baseline.as_deref().map(Arc::from),
+    })
 }
 
 fn check_breakdown(

@@ -8,7 +8,6 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::limits;
 use crate::project::ProjectConfig;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
@@ -97,22 +96,6 @@ pub fn parse_object(body: &[u8], expected: &str) -> Result<Map<String, Value>, A
             format!("the body must be {expected}"),
         )),
     }
-}
-
-/// `413 batch_too_large` when a request holds more than `BATCH_EVENTS_MAX`
-/// events (or messages) once flattened.
-pub fn check_batch_len(count: usize) -> Result<(), ApiError> {
-    if count <= limits::BATCH_EVENTS_MAX {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "batch_too_large",
-        format!(
-            "the request holds {count} events; the limit is {} (BATCH_EVENTS_MAX)",
-            limits::BATCH_EVENTS_MAX
-        ),
-    ))
 }
 
 /// The text of a JSON scalar: strings as they are, numbers and booleans as

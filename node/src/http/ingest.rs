@@ -49,17 +49,7 @@ fn decode_binary_batch(body: &[u8]) -> Result<Vec<Result<wire::Event, RejectReas
         ),
         other => ApiError::bad_request("malformed_binary", other.to_string()),
     })?;
-    if events.len() > limits::BATCH_EVENTS_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "the batch has {} events; the limit is {} (BATCH_EVENTS_MAX)",
-                events.len(),
-                limits::BATCH_EVENTS_MAX
-            ),
-        ));
-    }
+    check_batch_len(events.len())?;
     Ok(events.into_iter().map(Ok).collect())
 }
 
@@ -123,18 +113,24 @@ fn parse_batch(body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
             "`events` must be an array of events",
         ));
     };
-    if events.len() > limits::BATCH_EVENTS_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "the batch has {} events; the limit is {} (BATCH_EVENTS_MAX)",
-                events.len(),
-                limits::BATCH_EVENTS_MAX
-            ),
-        ));
-    }
+    check_batch_len(events.len())?;
     Ok(events)
+}
+
+/// `413 batch_too_large` when a request holds more than `BATCH_EVENTS_MAX`
+/// events (or messages) once flattened.
+pub fn check_batch_len(count: usize) -> Result<(), ApiError> {
+    if count <= limits::BATCH_EVENTS_MAX {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "batch_too_large",
+        format!(
+            "the request holds {count} events; the limit is {} (BATCH_EVENTS_MAX)",
+            limits::BATCH_EVENTS_MAX
+        ),
+    ))
 }
 
 /// Decodes one event; on failure, names the offending field.

@@ -113,7 +113,7 @@ pub async fn post_events(
         .flat_map(|visitor| &visitor.snapshots)
         .map(|snapshot| snapshot.events.len())
         .sum();
-    compat::check_batch_len(event_count)?;
+    ingest::check_batch_len(event_count)?;
     let events = events_of(batch, &project);
     let response = ingest::ingest_events(&state, events).await?;
     Ok(HttpResponse::Ok().json(response))

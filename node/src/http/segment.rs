@@ -44,7 +44,7 @@ pub async fn post_batch(
             "`batch` must be an array of messages",
         ));
     };
-    compat::check_batch_len(messages.len())?;
+    ingest::check_batch_len(messages.len())?;
     let defaults = BatchDefaults {
         context: match object.remove("context") {
             Some(Value::Object(context)) => context,
