@@ -84,8 +84,8 @@ pub use sessiondb_protocol as protocol;
 pub struct ClientGuide;
 
 use protocol::{
-    CreateProject, ErrorResponse, Event, IngestResponse, NodeStatus, Project, ProjectList,
-    ProjectSettingsPatch, ResultsResponse, TimeSeriesResponse,
+    ClusterStatus, CreateProject, ErrorResponse, Event, IngestResponse, NodeStatus, Project,
+    ProjectList, ProjectSettingsPatch, ResultsResponse, TimeSeriesResponse,
 };
 
 /// How long one request may take, connect to last byte, unless changed with
@@ -324,6 +324,15 @@ impl Client {
     /// `GET /v1/status`: the node's id, shard count and counters.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         self.get(&["v1", "status"], &[]).await
+    }
+
+    /// `GET /v1/cluster` (admin token): members, leader, term and shard map
+    /// as this node sees them.
+    pub async fn cluster_status(&self, admin_token: &str) -> Result<ClusterStatus, ClientError> {
+        let url = self.url(&["v1", "cluster"], &[]);
+        let request = self.http.get(&url).bearer_auth(admin_token);
+        let body = self.execute(request, &url).await?;
+        decode(&url, body)
     }
 
     /// `POST /v1/projects`. Fails with code `project_exists` if it does.

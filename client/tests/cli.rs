@@ -5,7 +5,9 @@ mod support;
 
 use sessiondb_client::cli::import::RejectedLine;
 use sessiondb_client::cli::{EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
-use sessiondb_client::protocol::{Project, ProjectList, ResultsResponse};
+use sessiondb_client::protocol::{
+    ClusterStatus, MemberRole, Project, ProjectList, ResultsResponse,
+};
 use std::path::Path;
 use support::{TempDir, TestNode, Workload};
 
@@ -23,6 +25,7 @@ async fn ctl(node: &str, args: &[&str]) -> Run {
         .arg(node)
         .args(args)
         .env_remove("SESSIONDB_NODE")
+        .env_remove("SESSIONDB_ADMIN_TOKEN")
         .output()
         .await
         .expect("run sessiondb-ctl");
@@ -284,6 +287,78 @@ async fn projects_create_list_show_configure() {
     expect_code(&run, EXIT_FAILED);
     assert!(run.stderr.contains("project_exists"), "{run:#?}");
     assert!(run.stderr.contains("  hint: "), "{run:#?}");
+}
+
+#[tokio::test]
+async fn cluster_status_shows_the_single_node_cluster() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    // The node generated its admin token into its data directory.
+    let token_path = node.dir().join("data").join("admin-token");
+    let token = std::fs::read_to_string(&token_path).expect("the admin token file");
+    let token = token.trim_end();
+
+    let refused = ctl(
+        url,
+        &[
+            "cluster",
+            "status",
+            "--admin-token",
+            "wrong-token-0123456789",
+        ],
+    )
+    .await;
+    expect_code(&refused, EXIT_FAILED);
+    assert!(refused.stderr.contains("(unauthorized)"), "{refused:#?}");
+    assert!(
+        refused
+            .stderr
+            .contains("  hint: give the node's admin token"),
+        "{refused:#?}"
+    );
+
+    // The node bootstraps its cluster just after it starts listening: poll
+    // (bounded) until it leads.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let run = ctl(
+            url,
+            &["--json", "cluster", "status", "--admin-token", token],
+        )
+        .await;
+        expect_code(&run, EXIT_OK);
+        let status: ClusterStatus = serde_json::from_str(&run.stdout).expect("a ClusterStatus");
+        if status.leader.is_some() && !status.shards.is_empty() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader: {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.node_id, 1);
+    assert_eq!(status.leader, Some(1));
+    assert_eq!(status.members.len(), 1);
+    assert_eq!(status.members[0].role, MemberRole::Voter);
+    assert!(status
+        .shards
+        .iter()
+        .all(|shard| shard.owner == 1 && shard.epoch == 1));
+
+    let run = ctl(url, &["cluster", "status", "--admin-token", token]).await;
+    expect_code(&run, EXIT_OK);
+    assert!(run.stdout.contains("state:"), "{run:#?}");
+    let shards = status.shards.len().to_string();
+    let member_row = run
+        .stdout
+        .lines()
+        .find(|line| line.contains("voter (leader)"))
+        .unwrap_or_else(|| panic!("no leader row: {run:#?}"));
+    assert!(
+        member_row.split_whitespace().any(|cell| cell == shards),
+        "the leader owns all {shards} shards: {member_row}"
+    );
 }
 
 #[tokio::test]

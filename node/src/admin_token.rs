@@ -7,6 +7,10 @@
 //! 0600), reusing it on later starts. The token itself is never logged or
 //! printed: `AdminToken`'s `Debug` is redacted, and the node logs only the
 //! file's path.
+//!
+//! The cluster secret (`docs/cluster.md`, "Cluster secret") is the same kind
+//! of secret with its own file, `<data-dir>/cluster-secret`: `resolve_secret`
+//! serves both.
 
 use anyhow::Context;
 use rand::RngCore;
@@ -17,6 +21,8 @@ use std::sync::Arc;
 
 /// Name of the token file inside the data directory.
 pub const ADMIN_TOKEN_FILE_NAME: &str = "admin-token";
+/// Name of the cluster secret's file inside the data directory.
+pub const CLUSTER_SECRET_FILE_NAME: &str = "cluster-secret";
 /// Shortest token accepted from flags, environment or file: a guessable
 /// token would make the check pointless.
 pub const ADMIN_TOKEN_BYTES_MIN: usize = 16;
@@ -34,6 +40,28 @@ impl fmt::Debug for AdminToken {
         formatter.write_str("AdminToken(<redacted>)")
     }
 }
+
+/// The secret every node-to-node request carries (`/v1/internal/*`,
+/// `/v1/cluster/join`): validated, compared and stored like the admin token.
+pub type ClusterSecret = AdminToken;
+
+/// Which secret a file holds: its file name and what messages call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretKind {
+    pub file_name: &'static str,
+    pub label: &'static str,
+}
+
+/// The admin token's file.
+pub const ADMIN_TOKEN_KIND: SecretKind = SecretKind {
+    file_name: ADMIN_TOKEN_FILE_NAME,
+    label: "admin token",
+};
+/// The cluster secret's file.
+pub const CLUSTER_SECRET_KIND: SecretKind = SecretKind {
+    file_name: CLUSTER_SECRET_FILE_NAME,
+    label: "cluster secret",
+};
 
 /// Why a token was refused at startup.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,8 +103,9 @@ impl AdminToken {
         constant_time_eq(self.0.as_bytes(), candidate)
     }
 
-    /// The token's text, for writing it to its file.
-    fn expose(&self) -> &str {
+    /// The token's text, for writing it to its file or sending it to a
+    /// peer (the cluster secret). Never log it.
+    pub fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -110,31 +139,42 @@ pub fn resolve(
     configured: Option<AdminToken>,
     data_dir: &Path,
 ) -> anyhow::Result<(AdminToken, AdminTokenSource)> {
+    resolve_secret(configured, data_dir, ADMIN_TOKEN_KIND)
+}
+
+/// A secret to run with: the configured one, else the one in
+/// `<data_dir>/<kind.file_name>`, else a new one written there (mode 0600).
+pub fn resolve_secret(
+    configured: Option<AdminToken>,
+    data_dir: &Path,
+    kind: SecretKind,
+) -> anyhow::Result<(AdminToken, AdminTokenSource)> {
     if let Some(token) = configured {
         return Ok((token, AdminTokenSource::Configured));
     }
-    let path = data_dir.join(ADMIN_TOKEN_FILE_NAME);
+    let label = kind.label;
+    let path = data_dir.join(kind.file_name);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            restrict_permissions(&path)?;
+            restrict_permissions(&path, label)?;
             let token = AdminToken::parse(text.trim_end_matches(['\n', '\r']))
-                .with_context(|| format!("invalid admin token in {}", path.display()))?;
+                .with_context(|| format!("invalid {label} in {}", path.display()))?;
             Ok((token, AdminTokenSource::File(path)))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let token = AdminToken::generate();
-            write_new(&path, &token)?;
+            write_new(&path, &token, label)?;
             Ok((token, AdminTokenSource::Generated(path)))
         }
         Err(error) => {
-            Err(error).with_context(|| format!("cannot read the admin token {}", path.display()))
+            Err(error).with_context(|| format!("cannot read the {label} {}", path.display()))
         }
     }
 }
 
 /// Creates the token file, readable by the owner only, and syncs it so a
 /// crash right after startup cannot leave a node whose token is lost.
-fn write_new(path: &Path, token: &AdminToken) -> anyhow::Result<()> {
+fn write_new(path: &Path, token: &AdminToken, label: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -144,28 +184,28 @@ fn write_new(path: &Path, token: &AdminToken) -> anyhow::Result<()> {
     }
     let mut file = options
         .open(path)
-        .with_context(|| format!("cannot create the admin token file {}", path.display()))?;
+        .with_context(|| format!("cannot create the {label} file {}", path.display()))?;
     file.write_all(format!("{}\n", token.expose()).as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write the admin token file {}", path.display()))?;
+        .with_context(|| format!("cannot write the {label} file {}", path.display()))?;
     Ok(())
 }
 
 /// Tightens a token file that someone made readable by others back to 0600.
-fn restrict_permissions(path: &Path) -> anyhow::Result<()> {
+fn restrict_permissions(path: &Path, label: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let metadata = std::fs::metadata(path)
-            .with_context(|| format!("cannot inspect the admin token {}", path.display()))?;
+            .with_context(|| format!("cannot inspect the {label} {}", path.display()))?;
         if metadata.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "admin token file was readable by others; setting mode 0600");
+            tracing::warn!(path = %path.display(), "{label} file was readable by others; setting mode 0600");
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .with_context(|| format!("cannot restrict {}", path.display()))?;
         }
     }
     #[cfg(not(unix))]
-    let _ = path;
+    let _ = (path, label);
     Ok(())
 }
 
@@ -225,6 +265,22 @@ mod tests {
         let (second, source) = resolve(None, &dir).unwrap();
         assert_eq!(source, AdminTokenSource::File(path));
         assert_eq!(first, second);
+        // The cluster secret lives in a file of its own, never the token's.
+        let (secret, source) = resolve_secret(None, &dir, CLUSTER_SECRET_KIND).unwrap();
+        let secret_path = dir.join(CLUSTER_SECRET_FILE_NAME);
+        assert_eq!(source, AdminTokenSource::Generated(secret_path.clone()));
+        assert_ne!(secret, first);
+        let (again, _) = resolve_secret(None, &dir, CLUSTER_SECRET_KIND).unwrap();
+        assert_eq!(again, secret);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&secret_path)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         let configured = AdminToken::parse("configured-token-123").unwrap();
         let (third, source) = resolve(Some(configured.clone()), &dir).unwrap();
         assert_eq!((third, source), (configured, AdminTokenSource::Configured));

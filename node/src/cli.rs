@@ -3,10 +3,12 @@
 //! Exit codes: 0 success; 1 the node failed at run time (the message says
 //! why); 2 bad usage or configuration (clap's convention).
 
-use crate::admin_token::{self, AdminToken, AdminTokenSource};
+use crate::admin_token::{self, AdminToken, AdminTokenSource, ClusterSecret, SecretKind};
 use crate::clock::{ManualClock, SharedClock, SystemClock};
+use crate::cluster_startup::{self, ClusterStartup};
 use crate::engine::EngineConfig;
-use crate::server::{self, ServerConfig};
+use crate::placement::{Placement, PlacementHandle, PlacementNetwork, RaftConfig};
+use crate::server::{self, Secrets, ServerConfig};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
@@ -77,6 +79,28 @@ pub struct ServeArgs {
     /// start and keeps it in <data-dir>/admin-token.
     #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Secret every node of the cluster shares, sent on node-to-node calls
+    /// (16–256 visible ASCII characters). Without one, the node generates
+    /// one at its first start and keeps it in <data-dir>/cluster-secret;
+    /// give the other nodes the same secret.
+    #[arg(long, env = "SESSIONDB_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Join the cluster of the node at this URL (http://host:port) instead
+    /// of bootstrapping a new one. Ignored once the node is a member.
+    #[arg(long, env = "SESSIONDB_JOIN")]
+    pub join: Option<String>,
+    /// The address (host:port) other nodes reach this node at. Default: the
+    /// listen address, with the bound port when listening on port 0.
+    #[arg(long, env = "SESSIONDB_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Joining nodes become voters while the cluster has fewer voters than
+    /// this; the rest stay learners. Read by the leader.
+    #[arg(long)]
+    pub voters_max: Option<usize>,
+    /// Testing only: the placement Raft election timeout (the heartbeat is a
+    /// fifth of it), so multi-node tests fail over fast.
+    #[arg(long, hide = true)]
+    pub raft_election_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -96,7 +120,14 @@ pub struct FileConfig {
     pub node_id: Option<u64>,
     pub http_workers: Option<usize>,
     pub admin_token: Option<String>,
+    pub cluster_secret: Option<String>,
+    pub join: Option<String>,
+    pub advertise: Option<String>,
+    pub voters_max: Option<usize>,
 }
+
+/// Default of `--voters-max`.
+pub const VOTERS_MAX_DEFAULT: usize = 3;
 
 /// Flags over file over defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +138,14 @@ pub struct NodeConfig {
     pub server: ServerConfig,
     /// The configured admin token; `None`: use or create the token file.
     pub admin_token: Option<AdminToken>,
+    /// The configured cluster secret; `None`: use or create its file.
+    pub cluster_secret: Option<ClusterSecret>,
+    /// `--join`, as a base URL.
+    pub join: Option<String>,
+    /// `--advertise`; `None`: the bound listen address.
+    pub advertise: Option<String>,
+    pub voters_max: usize,
+    pub raft: RaftConfig,
 }
 
 impl NodeConfig {
@@ -128,6 +167,26 @@ impl NodeConfig {
             .map(|text| AdminToken::parse(&text))
             .transpose()
             .context("invalid --admin-token / SESSIONDB_ADMIN_TOKEN / admin_token")?;
+        let cluster_secret = args
+            .cluster_secret
+            .clone()
+            .or(file.cluster_secret)
+            .map(|text| ClusterSecret::parse(&text))
+            .transpose()
+            .context("invalid --cluster-secret / SESSIONDB_CLUSTER_SECRET / cluster_secret")?;
+        let voters_max = args
+            .voters_max
+            .or(file.voters_max)
+            .unwrap_or(VOTERS_MAX_DEFAULT);
+        if voters_max == 0 {
+            anyhow::bail!("--voters-max must be at least 1");
+        }
+        let raft = match args.raft_election_timeout_ms {
+            Some(timeout_ms) => RaftConfig::with_election_timeout_ms(timeout_ms),
+            None => RaftConfig::default(),
+        };
+        raft.to_openraft()
+            .context("invalid --raft-election-timeout-ms")?;
         let engine_defaults = EngineConfig::default();
         let server_defaults = ServerConfig::default();
         Ok(NodeConfig {
@@ -163,6 +222,15 @@ impl NodeConfig {
                 ..server_defaults
             },
             admin_token,
+            cluster_secret,
+            join: args
+                .join
+                .clone()
+                .or(file.join)
+                .map(|text| cluster_startup::join_url(&text)),
+            advertise: args.advertise.clone().or(file.advertise),
+            voters_max,
+            raft,
         })
     }
 }
@@ -215,19 +283,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     listener.set_nonblocking(true)?;
-    let (admin_token, admin_token_source) =
-        admin_token::resolve(config.admin_token.clone(), &config.data_dir)?;
-    // The path only: the token never goes to a log.
-    match &admin_token_source {
-        AdminTokenSource::Configured => tracing::info!("admin token: configured"),
-        AdminTokenSource::File(path) => {
-            tracing::info!(path = %path.display(), "admin token: read from file")
-        }
-        AdminTokenSource::Generated(path) => {
-            tracing::info!(path = %path.display(), "admin token: generated and stored in file")
-        }
-    }
+    let (admin_token, admin_token_source) = admin_token::resolve_secret(
+        config.admin_token.clone(),
+        &config.data_dir,
+        admin_token::ADMIN_TOKEN_KIND,
+    )?;
+    log_secret_source(admin_token::ADMIN_TOKEN_KIND, &admin_token_source);
+    let (cluster_secret, cluster_secret_source) = admin_token::resolve_secret(
+        config.cluster_secret.clone(),
+        &config.data_dir,
+        admin_token::CLUSTER_SECRET_KIND,
+    )?;
+    log_secret_source(admin_token::CLUSTER_SECRET_KIND, &cluster_secret_source);
     let address = listener.local_addr()?;
+    let advertise = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| address.to_string());
+    if config.advertise.is_none() && address.ip().is_unspecified() {
+        tracing::warn!(%address, "listening on all interfaces without --advertise: other nodes cannot reach this address");
+    }
     let clock: SharedClock = match args.manual_clock {
         Some(start_ms) => Arc::new(ManualClock::new(start_ms)),
         None => Arc::new(SystemClock),
@@ -253,6 +328,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("cannot recover the data in {}", config.data_dir.display()))?;
+        let placement = start_placement(&config, cluster_secret.clone()).await?;
         // Tests and scripts read this exact line to find the port.
         println!("sessiondb listening on http://{address}");
         tracing::info!(
@@ -266,17 +342,96 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.demo {
             tokio::spawn(crate::demo::run(engine.clone()));
         }
-        server::run(
+        // Joining needs this node's endpoints up (the leader replicates to
+        // it before admitting it), so it runs beside the server; a failure
+        // to take a place in the cluster stops the node.
+        let (failure_sender, failure_receiver) = tokio::sync::oneshot::channel();
+        let startup = ClusterStartup {
+            join: config.join.clone(),
+            advertise,
+            shards: config.engine.shards,
+            secret: cluster_secret.clone(),
+        };
+        let membership = {
+            let placement = placement.clone();
+            tokio::spawn(async move {
+                if let Err(error) = cluster_startup::take_place(&placement, &startup).await {
+                    let _ = failure_sender.send(error);
+                }
+            })
+        };
+        let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let shutdown = {
+            let failure = std::sync::Arc::clone(&failure);
+            async move {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    Ok(error) = failure_receiver => {
+                        *failure.lock().expect("not poisoned") = Some(error);
+                    }
+                }
+            }
+        };
+        let secrets = Secrets {
+            admin_token,
+            cluster_secret,
+        };
+        let served = server::run(
             config.server,
             engine,
-            admin_token,
+            placement.clone(),
+            secrets,
             listener,
-            shutdown_signal(),
+            shutdown,
         )
-        .await?;
+        .await;
+        membership.abort();
+        placement.shutdown().await;
+        served?;
+        if let Some(error) = failure.lock().expect("not poisoned").take() {
+            return Err(error);
+        }
         tracing::info!("node stopped");
         Ok(())
     })
+}
+
+/// Opens the placement store under the data directory and starts its Raft
+/// node over HTTP.
+async fn start_placement(
+    config: &NodeConfig,
+    cluster_secret: ClusterSecret,
+) -> anyhow::Result<PlacementHandle> {
+    let node_id = config.server.node_id;
+    let mut placement = Placement::open(&config.data_dir, node_id).with_context(|| {
+        format!(
+            "cannot open the placement store in {}",
+            config.data_dir.display()
+        )
+    })?;
+    placement.raft_config = config.raft.clone();
+    let network = PlacementNetwork::new(cluster_secret, &config.raft)
+        .map_err(anyhow::Error::msg)
+        .context("cannot build the placement transport")?;
+    let (raft, view) = placement
+        .start(network)
+        .await
+        .context("cannot start the placement Raft node")?;
+    Ok(PlacementHandle::new(raft, view, node_id, config.voters_max))
+}
+
+/// Where a secret came from; the path only, never the secret.
+fn log_secret_source(kind: SecretKind, source: &AdminTokenSource) {
+    let label = kind.label;
+    match source {
+        AdminTokenSource::Configured => tracing::info!("{label}: configured"),
+        AdminTokenSource::File(path) => {
+            tracing::info!(path = %path.display(), "{label}: read from file")
+        }
+        AdminTokenSource::Generated(path) => {
+            tracing::info!(path = %path.display(), "{label}: generated and stored in file")
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -14,13 +14,15 @@
 //!   that imports openraft.
 //! - `http`: the HTTP API; the only module that knows the wire types'
 //!   JSON shape besides `event` validation.
-//! - `server`, `cli`, `admin_token`, `demo`: the process: configuration,
-//!   the admin token, listener, shutdown, the synthetic workload.
+//! - `server`, `cli`, `admin_token`, `cluster_startup`, `demo`: the
+//!   process: configuration, the admin token and cluster secret, listener,
+//!   bootstrapping or joining the cluster, shutdown, the synthetic workload.
 
 pub mod admin_token;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;
+pub mod cluster_startup;
 pub mod demo;
 pub mod engine;
 pub mod event;

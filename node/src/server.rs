@@ -1,8 +1,9 @@
 //! The process around the engine: HTTP listener, shutdown.
 
-use crate::admin_token::AdminToken;
+use crate::admin_token::{AdminToken, ClusterSecret};
 use crate::engine::Engine;
 use crate::http::{self, error::ApiError, AppState};
+use crate::placement::PlacementHandle;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpServer};
 use std::future::Future;
@@ -28,19 +29,29 @@ impl Default for ServerConfig {
     }
 }
 
+/// The secrets that guard the node's endpoints (`http::auth`).
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub admin_token: AdminToken,
+    pub cluster_secret: ClusterSecret,
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then stops
 /// accepting, lets requests in flight finish, and stops the engine.
 pub async fn run(
     config: ServerConfig,
     engine: Engine,
-    admin_token: AdminToken,
+    placement: PlacementHandle,
+    secrets: Secrets,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState {
         engine: engine.clone(),
         node_id: config.node_id,
-        admin_token,
+        admin_token: secrets.admin_token,
+        cluster_secret: secrets.cluster_secret,
+        placement,
     };
     let server = HttpServer::new(move || {
         App::new()

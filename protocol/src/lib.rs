@@ -319,3 +319,89 @@ pub struct CheckpointResponse {
     pub duration_ms: u64,
     pub log_segments_removed: u64,
 }
+
+/// A member's part in the placement Raft group (`docs/cluster.md`,
+/// "Membership").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    /// Votes in elections and counts toward the quorum.
+    Voter,
+    /// Receives the replicated state but does not vote.
+    Learner,
+}
+
+/// What a node is doing in the placement Raft group right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftState {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+/// `POST /v1/cluster/join` (cluster secret): a node asks to become a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub node_id: u64,
+    /// Where the other nodes reach the joining node (`host:port`).
+    pub address: String,
+}
+
+/// The answer to a successful join: the node is a member with this role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: u64,
+    pub role: MemberRole,
+    /// The leader that admitted the node.
+    pub leader_id: u64,
+}
+
+/// `307 not_leader`: the node asked cannot change the membership; ask the
+/// leader (also in the `Location` header when it is known).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotLeader {
+    /// Always `not_leader`.
+    pub error: String,
+    pub message: String,
+    pub leader_id: Option<u64>,
+    pub leader_address: Option<String>,
+}
+
+/// One member in `ClusterStatus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    pub node_id: u64,
+    pub address: String,
+    pub role: MemberRole,
+}
+
+/// One shard in `ClusterStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardOwnership {
+    pub shard: u32,
+    pub owner: u64,
+    /// Grows by one each time the shard changes owner.
+    pub epoch: u64,
+    /// The node the shard is being handed to, during a move.
+    pub moving_to: Option<u64>,
+}
+
+/// `GET /v1/cluster` (admin token): the placement state as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node_id: u64,
+    pub state: RaftState,
+    /// The leader this node knows of, if any.
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// The last Raft log index this node applied (`None` before the first).
+    pub applied_index: Option<u64>,
+    /// Voters and learners, by node id.
+    pub members: Vec<ClusterMember>,
+    /// The shard map, by shard; empty before the cluster is initialized.
+    pub shards: Vec<ShardOwnership>,
+}

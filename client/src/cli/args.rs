@@ -43,6 +43,20 @@ pub enum Command {
     Import(ImportArgs),
     /// Show an experiment's results per variation.
     Results(ResultsArgs),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members and their roles, the leader, the term and the shard counts
+    /// per owner, as the node sees them.
+    Status {
+        /// The node's admin token.
+        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

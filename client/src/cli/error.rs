@@ -109,6 +109,7 @@ fn hint_for_code(code: &str) -> Option<&'static str> {
         "immutable_setting" => "bucket_ms and hll_precision are fixed when a project is created",
         "invalid_project_name" => "use 1–64 bytes of a-z, 0-9, `_` and `-`",
         "invalid_settings" => "`docs/api.md` lists each setting's range",
+        "unauthorized" => "give the node's admin token with --admin-token (or SESSIONDB_ADMIN_TOKEN); without one configured, the node keeps it in <data-dir>/admin-token",
         "overloaded" | "unavailable" => "the node is busy; retry in a moment",
         _ => return None,
     })

@@ -3,7 +3,8 @@
 //!
 //! Layout: [`args`] (clap definitions: the help text), [`error`]
 //! ([`CliError`] and how it is printed), one module per command family
-//! ([`node`], [`projects`], [`import`], [`results`]), and [`table`] (plain
+//! ([`node`], [`projects`], [`import`], [`results`], [`cluster`]), and
+//! [`table`] (plain
 //! text tables and time formatting).
 //!
 //! Every command prints its answer on stdout — a human table, or with
@@ -11,6 +12,7 @@
 //! progress) on stderr.
 
 pub mod args;
+pub mod cluster;
 pub mod error;
 pub mod import;
 pub mod node;
@@ -19,7 +21,7 @@ pub mod results;
 pub mod table;
 
 use crate::Client;
-use args::{Cli, Command, ProjectsCommand};
+use args::{Cli, ClusterCommand, Command, ProjectsCommand};
 use clap::Parser;
 pub use error::CliError;
 use std::process::ExitCode;
@@ -97,6 +99,9 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         },
         Command::Import(args) => import::run(&client, &context, args).await,
         Command::Results(args) => results::run(&client, &context, args).await,
+        Command::Cluster(ClusterCommand::Status { admin_token }) => {
+            cluster::status(&client, &context, &admin_token).await
+        }
     }
 }
 

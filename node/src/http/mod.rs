@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod cluster;
 mod compat;
 mod console;
 pub mod error;
@@ -13,8 +14,9 @@ mod projects;
 mod query;
 mod segment;
 
-use crate::admin_token::AdminToken;
+use crate::admin_token::{AdminToken, ClusterSecret};
 use crate::engine::Engine;
+use crate::placement::PlacementHandle;
 use actix_web::web;
 use error::ApiError;
 
@@ -25,6 +27,11 @@ pub struct AppState {
     pub node_id: u64,
     /// Guards `/v1/admin/*` and `/console/api/*` (`auth::require_admin`).
     pub admin_token: AdminToken,
+    /// Guards `/v1/internal/*` and `POST /v1/cluster/join`
+    /// (`auth::require_cluster_secret`).
+    pub cluster_secret: ClusterSecret,
+    /// The node's placement Raft node (`docs/cluster.md`).
+    pub placement: PlacementHandle,
 }
 
 /// Bodies of small JSON requests (projects, clock) are far below this.
@@ -53,6 +60,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/clock", web::post().to(admin::set_clock))
                 .route("/checkpoint", web::post().to(admin::checkpoint)),
         )
+        .configure(cluster::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(

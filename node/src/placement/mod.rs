@@ -21,6 +21,12 @@
 //! - `store.rs`: `PlacementLogStore` and `PlacementStateMachine`, openraft's
 //!   `RaftLogStorage` and `RaftStateMachine` on a sled database under
 //!   `<data-dir>/placement/`. The only file here that imports sled.
+//! - `network.rs`: `PlacementNetwork`, openraft's `RaftNetworkFactory` over
+//!   HTTP (JSON bodies to `/v1/internal/raft/*`, with the cluster secret),
+//!   and the joining node's side of `POST /v1/cluster/join`.
+//! - `membership.rs`: `PlacementHandle`, what the rest of the node may do with
+//!   the running Raft node: serve peers' Raft requests, bootstrap, admit
+//!   joining nodes, report the cluster's status. No openraft type crosses it.
 //! - this file: the Raft type configuration (`PlacementTypes`), the named
 //!   timing settings (`RaftConfig`) and the `Placement` facade that opens the
 //!   store and starts a Raft node.
@@ -33,11 +39,15 @@
 //! the node sees `PlacementState` (through `PlacementView`) and, with the
 //! rest of the Cluster issue, a narrow API for proposing commands.
 
+mod membership;
+mod network;
 mod state;
 mod store;
 #[cfg(test)]
 mod tests;
 
+pub use membership::{ClusterReport, JoinError, PlacementHandle, RaftRpcError, RaftServerState};
+pub use network::{request_join, JoinAttemptError, PlacementNetwork};
 pub use state::{
     DamagedState, Member, NodeId, PlacementCommand, PlacementRejection, PlacementResponse,
     PlacementState, Role, ShardAssignment, EPOCH_INITIAL,
@@ -111,6 +121,12 @@ pub struct RaftConfig {
     pub purge_batch_entries: u64,
     /// How long a follower waits for the next piece of a snapshot.
     pub install_snapshot_timeout_ms: u64,
+    /// Transport (`network.rs`): how long opening a connection to a peer may
+    /// take before the peer counts as unreachable.
+    pub rpc_connect_timeout_ms: u64,
+    /// Transport: the longest any one append or vote request may take, on
+    /// top of openraft's own per-request deadline (the shorter wins).
+    pub rpc_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -123,11 +139,25 @@ impl Default for RaftConfig {
             entries_kept_behind_snapshot: 1_000,
             purge_batch_entries: 256,
             install_snapshot_timeout_ms: 5_000,
+            rpc_connect_timeout_ms: 500,
+            rpc_timeout_ms: 2_000,
         }
     }
 }
 
 impl RaftConfig {
+    /// The default settings with a shorter election timeout (`min`, and
+    /// twice that as the maximum) and a heartbeat a fifth of it: the hidden
+    /// `--raft-election-timeout-ms` flag, so multi-node tests fail over fast.
+    pub fn with_election_timeout_ms(election_timeout_min_ms: u64) -> RaftConfig {
+        RaftConfig {
+            heartbeat_interval_ms: (election_timeout_min_ms / 5).max(1),
+            election_timeout_min_ms,
+            election_timeout_max_ms: election_timeout_min_ms.saturating_mul(2),
+            ..RaftConfig::default()
+        }
+    }
+
     /// The validated openraft configuration.
     pub fn to_openraft(&self) -> Result<Arc<openraft::Config>, PlacementError> {
         let config = openraft::Config {

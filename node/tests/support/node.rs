@@ -217,6 +217,42 @@ impl TestNode {
             .unwrap_or_else(|e| panic!("SIGKILL the node {}: {e}", self.base_url));
     }
 
+    /// Waits (at most `within`) for the process to exit on its own; its
+    /// exit status, or `None` if it is still running.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Some(status.expect("wait for the node process")),
+            Err(_) => None,
+        }
+    }
+
+    /// The node's `host:port` (its base URL without the scheme).
+    pub fn address(&self) -> &str {
+        self.base_url
+            .strip_prefix("http://")
+            .unwrap_or(&self.base_url)
+    }
+
+    /// GETs `path` with extra headers (authorization).
+    pub async fn get_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+        let mut request = self.http.get(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}; node stderr:\n{}", self.stderr_tail()));
+        TestNode::into_raw(response).await
+    }
+
+    /// GETs an admin-guarded endpoint with the node's admin token.
+    pub async fn get_admin(&self, path: &str) -> RawResponse {
+        let authorization = format!("Bearer {}", self.admin_token);
+        self.get_with_headers(path, &[("authorization", authorization.as_str())])
+            .await
+    }
+
     /// Starts the node again on the same data directory with the same
     /// options and flags (the manual clock starts at `options.start_ms`
     /// again). Kill it first; a still running process is killed here.

@@ -1,0 +1,178 @@
+//! How a node takes its place in the cluster when it starts
+//! (`docs/cluster.md`, "Membership"):
+//!
+//! - an empty placement store and no `--join`: bootstrap a single-node
+//!   cluster (this node the only voter, every shard owned by it);
+//! - an empty store and `--join <url>`: ask that node to admit this one,
+//!   following `307 not_leader` answers to the leader, until admitted;
+//! - a store that is already initialized: Raft restarts from it. If the
+//!   membership records another address for this node (it restarted on a
+//!   new port), the node announces its new address through the same join
+//!   call, to `--join` if given, else to the other members it knows.
+//!
+//! A refused cluster secret is fatal (the node exits): no retry can fix it.
+
+use crate::admin_token::ClusterSecret;
+use crate::placement::{request_join, JoinAttemptError, PlacementHandle};
+use anyhow::Context;
+use sessiondb_protocol as wire;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Join requests a node makes before it gives up.
+const JOIN_ATTEMPTS_MAX: u32 = 60;
+/// Wait after a failed join attempt, doubling up to the maximum.
+const JOIN_RETRY_WAIT_INITIAL: Duration = Duration::from_millis(100);
+const JOIN_RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// What the node knows about its place in the cluster at startup.
+#[derive(Debug, Clone)]
+pub struct ClusterStartup {
+    /// `--join`: the base URL of a member, `http://host:port`.
+    pub join: Option<String>,
+    /// The address other nodes reach this one at (`host:port`).
+    pub advertise: String,
+    /// Shards of a cluster this node bootstraps.
+    pub shards: u32,
+    pub secret: ClusterSecret,
+}
+
+/// `--join` accepts `host:port` or `http://host:port`.
+pub fn join_url(text: &str) -> String {
+    let text = text.trim_end_matches('/');
+    if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("http://{text}")
+    }
+}
+
+/// Bootstraps, joins or re-announces, as the module documentation says.
+pub async fn take_place(
+    placement: &PlacementHandle,
+    startup: &ClusterStartup,
+) -> anyhow::Result<()> {
+    let node_id = placement.node_id();
+    let initialized = placement
+        .is_initialized()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if !initialized {
+        return match &startup.join {
+            None => {
+                placement
+                    .bootstrap(&startup.advertise, startup.shards)
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .context("cannot bootstrap a single-node cluster")?;
+                tracing::info!(
+                    node_id,
+                    shards = startup.shards,
+                    "bootstrapped a single-node cluster"
+                );
+                Ok(())
+            }
+            Some(url) => join(placement, startup, vec![url.clone()]).await,
+        };
+    }
+    if startup.join.is_none() && placement.voters() == BTreeSet::from([node_id]) {
+        // This node alone decides: finish a bootstrap a crash interrupted,
+        // and record a changed address (harmless if it fails: no peer uses
+        // it until the next join, which updates it then).
+        placement
+            .bootstrap(&startup.advertise, startup.shards)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if placement.member_address(node_id).as_deref() != Some(startup.advertise.as_str()) {
+            let updated = match placement.wait_for_leadership().await {
+                Ok(()) => placement
+                    .admit(node_id, &startup.advertise)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| error.to_string()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = updated {
+                tracing::warn!(%error, "cannot record this node's new address");
+            }
+        }
+        return Ok(());
+    }
+    if placement.member_address(node_id).as_deref() == Some(startup.advertise.as_str()) {
+        tracing::info!(node_id, "restarted as a member of the cluster");
+        return Ok(());
+    }
+    let targets: Vec<String> = match &startup.join {
+        Some(url) => vec![url.clone()],
+        None => placement
+            .other_member_addresses()
+            .iter()
+            .map(|address| join_url(address))
+            .collect(),
+    };
+    if targets.is_empty() {
+        anyhow::bail!(
+            "this node's address changed and it knows no other member to tell (use --join)"
+        );
+    }
+    tracing::info!(node_id, address = %startup.advertise, "announcing this node's new address");
+    join(placement, startup, targets).await
+}
+
+/// Asks `targets` in turn to admit this node until one (or the leader it
+/// names) does.
+async fn join(
+    placement: &PlacementHandle,
+    startup: &ClusterStartup,
+    targets: Vec<String>,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        // `307 not_leader` is followed here, by hand, to log it.
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .context("cannot build an HTTP client")?;
+    let request = wire::JoinRequest {
+        node_id: placement.node_id(),
+        address: startup.advertise.clone(),
+    };
+    let mut wait = JOIN_RETRY_WAIT_INITIAL;
+    let mut leader_url: Option<String> = None;
+    let mut last_failure = String::new();
+    for attempt in 0..JOIN_ATTEMPTS_MAX {
+        let url = leader_url
+            .take()
+            .unwrap_or_else(|| targets[attempt as usize % targets.len()].clone());
+        match request_join(&http, &url, &startup.secret, &request).await {
+            Ok(answer) => {
+                tracing::info!(
+                    node_id = answer.node_id,
+                    role = ?answer.role,
+                    leader_id = answer.leader_id,
+                    "joined the cluster"
+                );
+                return Ok(());
+            }
+            Err(error @ JoinAttemptError::SecretRefused { .. }) => {
+                return Err(anyhow::Error::new(error).context("cannot join the cluster"));
+            }
+            Err(JoinAttemptError::NotLeader {
+                url,
+                leader_address: Some(address),
+            }) => {
+                tracing::info!(%url, leader = %address, "asking the leader");
+                leader_url = Some(join_url(&address));
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, attempt, "join attempt failed; retrying");
+                last_failure = error.to_string();
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(JOIN_RETRY_WAIT_MAX);
+    }
+    anyhow::bail!(
+        "cannot join the cluster after {JOIN_ATTEMPTS_MAX} attempts; last failure: {last_failure}"
+    )
+}

@@ -1,0 +1,177 @@
+//! Cluster endpoints (`docs/api.md`, "Cluster"; `docs/cluster.md`):
+//!
+//! - `POST /v1/internal/raft/{append,vote,snapshot}` (cluster secret): a
+//!   peer's Raft request, handed to the local Raft node as is;
+//! - `POST /v1/cluster/join` (cluster secret): a node asks to become a
+//!   member; only the leader admits it, any other node answers
+//!   `307 not_leader` naming the leader, and the joining node retries there;
+//! - `GET /v1/cluster` (admin token): members, leader, term and shard map.
+//!
+//! The handlers see no openraft type: `PlacementHandle` takes and returns
+//! bytes for Raft requests, and plain types for the rest.
+
+use super::auth;
+use super::error::ApiError;
+use super::AppState;
+use crate::placement::{ClusterReport, JoinError, RaftServerState, Role};
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use sessiondb_protocol as wire;
+
+/// Largest Raft request body: a batch of log entries or one snapshot chunk
+/// (openraft's default chunk is 3 MiB, which JSON writes as up to 4 bytes
+/// per byte).
+const RAFT_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Longest address a joining node may announce (`host:port`).
+const ADDRESS_BYTES_MAX: usize = 256;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::scope("/v1/internal/raft")
+                .wrap(actix_web::middleware::from_fn(auth::require_cluster_secret))
+                .app_data(web::PayloadConfig::new(RAFT_BODY_BYTES_MAX))
+                .route("/append", web::post().to(raft_append))
+                .route("/vote", web::post().to(raft_vote))
+                .route("/snapshot", web::post().to(raft_snapshot)),
+        )
+        .service(
+            web::resource("/v1/cluster/join")
+                .wrap(actix_web::middleware::from_fn(auth::require_cluster_secret))
+                .route(web::post().to(join)),
+        )
+        .service(
+            web::resource("/v1/cluster")
+                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .route(web::get().to(status)),
+        );
+}
+
+fn raft_answer(
+    answer: Result<Vec<u8>, crate::placement::RaftRpcError>,
+) -> Result<HttpResponse, ApiError> {
+    let body = answer
+        .map_err(|error| ApiError::bad_request("malformed_raft_request", error.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
+}
+
+async fn raft_append(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    raft_answer(state.placement.serve_append(&body).await)
+}
+
+async fn raft_vote(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    raft_answer(state.placement.serve_vote(&body).await)
+}
+
+async fn raft_snapshot(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    raft_answer(state.placement.serve_snapshot(&body).await)
+}
+
+async fn join(
+    state: web::Data<AppState>,
+    request: web::Json<wire::JoinRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = request.into_inner();
+    if request.address.is_empty()
+        || request.address.len() > ADDRESS_BYTES_MAX
+        || request.address.contains('/')
+    {
+        return Err(ApiError::bad_request(
+            "invalid_address",
+            "`address` must be the joining node's `host:port`",
+        ));
+    }
+    match state
+        .placement
+        .admit(request.node_id, &request.address)
+        .await
+    {
+        Ok((role, leader_id)) => {
+            tracing::info!(node_id = request.node_id, address = %request.address, ?role, "node admitted");
+            Ok(HttpResponse::Ok().json(wire::JoinResponse {
+                node_id: request.node_id,
+                role: wire_role(role),
+                leader_id,
+            }))
+        }
+        Err(JoinError::NotLeader {
+            leader_id,
+            leader_address,
+        }) => {
+            let mut response = HttpResponse::build(StatusCode::TEMPORARY_REDIRECT);
+            if let Some(address) = &leader_address {
+                response.insert_header((
+                    header::LOCATION,
+                    format!("http://{address}/v1/cluster/join"),
+                ));
+            }
+            Ok(response.json(wire::NotLeader {
+                error: "not_leader".to_string(),
+                message: "only the leader admits nodes; ask the leader".to_string(),
+                leader_id,
+                leader_address,
+            }))
+        }
+        Err(JoinError::Unavailable(detail)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "membership_unavailable",
+            detail,
+        )),
+    }
+}
+
+async fn status(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(wire_status(state.placement.report()))
+}
+
+fn wire_role(role: Role) -> wire::MemberRole {
+    match role {
+        Role::Voter => wire::MemberRole::Voter,
+        Role::Learner => wire::MemberRole::Learner,
+    }
+}
+
+fn wire_status(report: ClusterReport) -> wire::ClusterStatus {
+    let state = match report.state {
+        RaftServerState::Leader => wire::RaftState::Leader,
+        RaftServerState::Follower => wire::RaftState::Follower,
+        RaftServerState::Candidate => wire::RaftState::Candidate,
+        RaftServerState::Learner => wire::RaftState::Learner,
+        RaftServerState::Shutdown => wire::RaftState::Shutdown,
+    };
+    wire::ClusterStatus {
+        node_id: report.node_id,
+        state,
+        leader: report.leader,
+        term: report.term,
+        applied_index: report.applied_index,
+        members: report
+            .members
+            .into_iter()
+            .map(|(node_id, member)| wire::ClusterMember {
+                node_id,
+                address: member.address,
+                role: wire_role(member.role),
+            })
+            .collect(),
+        shards: report
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(shard, assignment)| wire::ShardOwnership {
+                shard: u32::try_from(shard).expect("at most SHARDS_MAX shards"),
+                owner: assignment.owner,
+                epoch: assignment.epoch,
+                moving_to: assignment.moving_to,
+            })
+            .collect(),
+    }
+}
