@@ -329,6 +329,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot recover the data in {}", config.data_dir.display()))?;
         let placement = start_placement(&config, cluster_secret.clone()).await?;
+        // Roles before serving: a joining node owns nothing until placement
+        // says so; a restarted node takes its roles from the stored map.
+        if config.join.is_some() && !placement.view().current().is_initialized() {
+            for shard in 0..config.engine.shards {
+                let role = crate::engine::handoff::ShardRole::Elsewhere { owner: 0, epoch: 0 };
+                engine.set_shard_role(shard, role)?;
+            }
+        }
+        let node_id = config.server.node_id;
+        cluster_startup::apply_roles(&engine, &placement.view().current(), node_id);
+        tokio::spawn(cluster_startup::follow_placement(
+            engine.clone(),
+            placement.view().clone(),
+            node_id,
+        ));
         // Tests and scripts read this exact line to find the port.
         println!("sessiondb listening on http://{address}");
         tracing::info!(

@@ -13,7 +13,11 @@
 //! A refused cluster secret is fatal (the node exits): no retry can fix it.
 
 use crate::admin_token::ClusterSecret;
-use crate::placement::{request_join, JoinAttemptError, PlacementHandle};
+use crate::engine::handoff::ShardRole;
+use crate::engine::Engine;
+use crate::placement::{
+    request_join, JoinAttemptError, PlacementHandle, PlacementState, PlacementView, ShardAssignment,
+};
 use anyhow::Context;
 use sessiondb_protocol as wire;
 use std::collections::BTreeSet;
@@ -175,4 +179,76 @@ async fn join(
     anyhow::bail!(
         "cannot join the cluster after {JOIN_ATTEMPTS_MAX} attempts; last failure: {last_failure}"
     )
+}
+
+/// Keeps the engine's shard roles equal to the placement state, so this
+/// node accepts events only for the shards placement says it owns
+/// (`docs/cluster.md`, "Routing"). Runs until the placement node stops.
+pub async fn follow_placement(engine: Engine, mut view: PlacementView, node_id: u64) {
+    loop {
+        apply_roles(&engine, &view.current(), node_id);
+        if !view.changed().await {
+            return;
+        }
+    }
+}
+
+/// Applies the placement state's shard map to the engine's roles. Before
+/// the cluster is initialized there is no map, and roles stay as they are.
+pub fn apply_roles(engine: &Engine, state: &PlacementState, node_id: u64) {
+    if !state.is_initialized() {
+        return;
+    }
+    for (shard, assignment) in state.shards().iter().enumerate() {
+        let Ok(shard) = u32::try_from(shard) else {
+            return;
+        };
+        if let Err(error) = engine.set_shard_role(shard, role_of(assignment, node_id)) {
+            tracing::error!(%error, "placement and engine disagree on the shard count");
+            return;
+        }
+    }
+}
+
+/// This node's role for a shard, given its assignment: the owner accepts
+/// events until a move begins (then it is fenced); every other node sends
+/// writers to the owner.
+pub fn role_of(assignment: &ShardAssignment, node_id: u64) -> ShardRole {
+    let epoch = assignment.epoch;
+    match (assignment.owner == node_id, assignment.moving_to) {
+        (true, None) => ShardRole::Owner { epoch },
+        (true, Some(_)) => ShardRole::Fenced { epoch },
+        (false, _) => ShardRole::Elsewhere {
+            owner: assignment.owner,
+            epoch,
+        },
+    }
+}
+
+#[cfg(test)]
+mod roles_tests {
+    use super::*;
+
+    #[test]
+    fn owners_accept_movers_fence_others_point_to_the_owner() {
+        let owned = ShardAssignment {
+            owner: 1,
+            epoch: 3,
+            moving_to: None,
+        };
+        assert_eq!(role_of(&owned, 1), ShardRole::Owner { epoch: 3 });
+        assert_eq!(
+            role_of(&owned, 2),
+            ShardRole::Elsewhere { owner: 1, epoch: 3 }
+        );
+        let moving = ShardAssignment {
+            moving_to: Some(2),
+            ..owned
+        };
+        assert_eq!(role_of(&moving, 1), ShardRole::Fenced { epoch: 3 });
+        assert_eq!(
+            role_of(&moving, 2),
+            ShardRole::Elsewhere { owner: 1, epoch: 3 }
+        );
+    }
 }

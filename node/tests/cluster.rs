@@ -308,3 +308,41 @@ async fn a_restarted_single_node_keeps_its_cluster_and_records_its_new_address()
         assert!(after[0].members.iter().all(|m| m.address != old_address));
     }
 }
+
+/// Shard roles follow placement: after bootstrap node 1 owns every shard,
+/// so only node 1 accepts events; another member refuses them with
+/// `not_owner`, naming the owner, and applies nothing.
+#[tokio::test]
+async fn only_the_shard_owner_accepts_events() {
+    let nodes = form_three_node_cluster().await;
+    let event = sessiondb_protocol::Event {
+        id: "e-1".to_string(),
+        project: "shop".to_string(),
+        visitor: "v-1".to_string(),
+        ts: sessiondb_protocol::Timestamp::Milliseconds(START_MS),
+        event_type: sessiondb_protocol::EventType::Pageview,
+        key: None,
+        value: None,
+        attributes: Default::default(),
+        decisions: Vec::new(),
+    };
+    // Projects are not replicated yet: each node needs its own.
+    for node in &nodes[..2] {
+        node.create_project("shop", serde_json::json!({})).await;
+    }
+    let refused = nodes[1].send_batch(std::slice::from_ref(&event)).await;
+    assert_eq!(refused.accepted, 0, "{refused:?}");
+    assert_eq!(refused.rejected.len(), 1, "{refused:?}");
+    assert_eq!(refused.rejected[0].reason, "not_owner");
+    assert!(
+        refused.rejected[0].message.contains("node 1"),
+        "{:?}",
+        refused.rejected[0]
+    );
+    let accepted = nodes[0].send_batch(std::slice::from_ref(&event)).await;
+    assert_eq!(
+        (accepted.accepted, accepted.rejected.len()),
+        (1, 0),
+        "{accepted:?}"
+    );
+}

@@ -253,6 +253,17 @@ pub struct ResultsResponse {
     pub baseline: Option<String>,
     pub keys: Vec<String>,
     pub groups: Vec<ResultsGroup>,
+    /// In a cluster: true when a member did not answer in time, so the
+    /// numbers lack its share (`docs/cluster.md`, "Query fan-out and merge").
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub partial: bool,
+    /// The members whose shares are missing when `partial`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_nodes: Vec<u64>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// One point of a time series: the counters of one bucket.
@@ -404,4 +415,23 @@ pub struct ClusterStatus {
     pub members: Vec<ClusterMember>,
     /// The shard map, by shard; empty before the cluster is initialized.
     pub shards: Vec<ShardOwnership>,
+}
+
+/// `POST /v1/internal/partial` (cluster secret): a coordinating node asks a
+/// member for its share of a results query. The answer is the member's
+/// share, postcard-encoded (`application/octet-stream`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialRequest {
+    pub project: String,
+    pub experiment: String,
+    /// `None`: only the member's first bucket of the experiment is asked
+    /// (the coordinator resolves a missing `from` with it).
+    #[serde(default)]
+    pub from: Option<i64>,
+    pub to: i64,
+    #[serde(default)]
+    pub breakdown: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<String>,
 }

@@ -195,6 +195,8 @@ mod tests {
                     ),
                 ],
             }],
+            partial: false,
+            missing_nodes: Vec::new(),
         };
         let text = render(&results);
         assert!(

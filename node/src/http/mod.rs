@@ -8,11 +8,17 @@ mod cluster;
 mod compat;
 mod console;
 pub mod error;
+mod fanout;
 pub mod ingest;
+mod metrics;
 mod optimizely;
 mod projects;
 mod query;
 mod segment;
+
+/// The pure body → events mappings of the compatible formats (fuzz targets).
+pub use optimizely::map_batch as map_optimizely_batch;
+pub use segment::map_batch as map_segment_batch;
 
 use crate::admin_token::{AdminToken, ClusterSecret};
 use crate::engine::Engine;
@@ -54,6 +60,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .app_data(path)
         .route("/v1/health", web::get().to(admin::health))
         .route("/v1/status", web::get().to(admin::status))
+        .route("/v1/ready", web::get().to(admin::ready))
+        .service(
+            web::resource("/metrics")
+                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .route(web::get().to(metrics::metrics)),
+        )
         .service(
             web::scope("/v1/admin")
                 .wrap(actix_web::middleware::from_fn(auth::require_admin))
@@ -61,6 +73,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/checkpoint", web::post().to(admin::checkpoint)),
         )
         .configure(cluster::configure)
+        .configure(fanout::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(

@@ -45,6 +45,17 @@ pub async fn results(
     path: web::Path<(String, String)>,
     params: web::Query<ResultsParams>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let answer = results_answer(&state, path, params).await;
+    state.engine.observe_query(started.elapsed());
+    answer
+}
+
+async fn results_answer(
+    state: &AppState,
+    path: web::Path<(String, String)>,
+    params: web::Query<ResultsParams>,
+) -> Result<HttpResponse, ApiError> {
     let (project, experiment) = path.into_inner();
     let params = params.into_inner();
     let request = ResultsRequest {
@@ -54,6 +65,16 @@ pub async fn results(
         keys: split_keys(params.keys.as_deref()),
         baseline: params.baseline,
     };
+    // In a cluster of more than one member, every member's share
+    // (`fanout.rs`); alone, this engine's answer.
+    if let Some(gathered) =
+        super::fanout::gather_results(state, &project, &experiment, &request).await?
+    {
+        let mut response = results_of(&project, &experiment, gathered.answer, 0);
+        response.partial = !gathered.missing_nodes.is_empty();
+        response.missing_nodes = gathered.missing_nodes;
+        return Ok(HttpResponse::Ok().json(response));
+    }
     let answer = state.engine.results(&project, &experiment, request).await?;
     let precision = state
         .engine
@@ -65,6 +86,17 @@ pub async fn results(
 
 pub async fn time_series(
     state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    params: web::Query<SeriesParams>,
+) -> Result<HttpResponse, ApiError> {
+    let started = std::time::Instant::now();
+    let answer = time_series_answer(&state, path, params).await;
+    state.engine.observe_query(started.elapsed());
+    answer
+}
+
+async fn time_series_answer(
+    state: &AppState,
     path: web::Path<(String, String)>,
     params: web::Query<SeriesParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -114,6 +146,8 @@ fn results_of(
                     .collect(),
             })
             .collect(),
+        partial: false,
+        missing_nodes: Vec::new(),
     }
 }
 
