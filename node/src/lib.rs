@@ -31,6 +31,7 @@ pub mod http;
 pub mod journal;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod placement;
 pub mod project;
 pub mod server;

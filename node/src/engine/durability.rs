@@ -353,6 +353,7 @@ impl Engine {
             log_segments_removed: truncated.segments_removed,
         };
         tracing::info!(?report, "checkpoint written");
+        self.record_checkpoint(started.elapsed(), report.bytes, report.position);
         Ok(report)
     }
 

@@ -153,6 +153,35 @@ struct EventCounters {
     accepted: AtomicU64,
     duplicate: AtomicU64,
     rejected: AtomicU64,
+    /// Rejected events by `RejectReason::code`.
+    rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Ingest calls answered (one per batch).
+    batches: AtomicU64,
+    /// Results and time-series requests, timed by the HTTP layer.
+    query_seconds: crate::metrics::Histogram,
+    /// The last checkpoint taken (`Engine::checkpoint`).
+    checkpoint_last_ns: AtomicU64,
+    checkpoint_last_bytes: AtomicU64,
+    checkpoint_last_position: AtomicU64,
+}
+
+/// What `/metrics` reports of the engine besides `EngineStatus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineMetrics {
+    /// Rejected events by reason code, sorted by code.
+    pub rejections: Vec<(&'static str, u64)>,
+    pub batches: u64,
+    pub query_seconds: crate::metrics::HistogramSnapshot,
+    /// Messages queued or being handled, summed over the session actors.
+    pub session_queue_depth: u64,
+    /// The same over the segment actors.
+    pub segment_queue_depth: u64,
+    /// The last checkpoint: duration, size, log position (0 before one).
+    pub checkpoint_last: Duration,
+    pub checkpoint_last_bytes: u64,
+    pub checkpoint_last_position: u64,
+    pub log: crate::log::LogStats,
+    pub log_fsync_seconds: crate::metrics::HistogramSnapshot,
 }
 
 #[derive(Debug)]
@@ -541,13 +570,82 @@ impl Engine {
 
     fn count(&self, outcomes: &[Outcome]) {
         let counters = &self.inner.counters;
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        let mut reasons: Vec<&'static str> = Vec::new();
         for outcome in outcomes {
             let counter = match outcome {
                 Outcome::Accepted => &counters.accepted,
                 Outcome::Duplicate => &counters.duplicate,
-                Outcome::Rejected(_) => &counters.rejected,
+                Outcome::Rejected(reason) => {
+                    reasons.push(reason.code());
+                    &counters.rejected
+                }
             };
             counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if !reasons.is_empty() {
+            let mut rejections = counters
+                .rejections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for code in reasons {
+                *rejections.entry(code).or_default() += 1;
+            }
+        }
+    }
+
+    /// Records how long a results or time-series request took.
+    pub fn observe_query(&self, elapsed: Duration) {
+        self.inner.counters.query_seconds.observe(elapsed);
+    }
+
+    /// Records the last checkpoint for `/metrics` (`durability`).
+    fn record_checkpoint(&self, elapsed: Duration, bytes: usize, position: u64) {
+        let counters = &self.inner.counters;
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        counters.checkpoint_last_ns.store(nanos, Ordering::Relaxed);
+        counters
+            .checkpoint_last_bytes
+            .store(bytes as u64, Ordering::Relaxed);
+        counters
+            .checkpoint_last_position
+            .store(position, Ordering::Relaxed);
+    }
+
+    /// Counters for `/metrics`; reads atomics only, never waits on an actor.
+    pub fn metrics(&self) -> EngineMetrics {
+        let counters = &self.inner.counters;
+        let capacity = limits::ACTOR_QUEUE_MESSAGES_MAX;
+        let rejections = counters
+            .rejections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(code, count)| (*code, *count))
+            .collect();
+        EngineMetrics {
+            rejections,
+            batches: counters.batches.load(Ordering::Relaxed),
+            query_seconds: counters.query_seconds.snapshot(),
+            session_queue_depth: self
+                .inner
+                .sessions
+                .iter()
+                .map(|mailbox| mailbox.depth(capacity) as u64)
+                .sum(),
+            segment_queue_depth: self
+                .inner
+                .segments
+                .iter()
+                .map(|mailbox| mailbox.depth(capacity) as u64)
+                .sum(),
+            checkpoint_last: Duration::from_nanos(
+                counters.checkpoint_last_ns.load(Ordering::Relaxed),
+            ),
+            checkpoint_last_bytes: counters.checkpoint_last_bytes.load(Ordering::Relaxed),
+            checkpoint_last_position: counters.checkpoint_last_position.load(Ordering::Relaxed),
+            log: self.inner.storage.log.stats(),
+            log_fsync_seconds: self.inner.storage.log.fsync_histogram(),
         }
     }
 

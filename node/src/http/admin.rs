@@ -11,6 +11,25 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// Readiness: the node has recovered (it does before it listens) and is a
+/// member of a cluster whose placement leader it knows. 503 with a reason
+/// otherwise.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let report = state.placement.report();
+    let reason = if !report.members.contains_key(&report.node_id) {
+        Some("not_a_member")
+    } else if report.leader.is_none() {
+        Some("no_leader")
+    } else {
+        None
+    };
+    match reason {
+        None => HttpResponse::Ok().json(serde_json::json!({"ready": true})),
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"ready": false, "reason": reason})),
+    }
+}
+
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     let status = state.engine.status().await;
     HttpResponse::Ok().json(wire::NodeStatus {

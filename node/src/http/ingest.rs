@@ -94,7 +94,7 @@ pub async fn read_body(
 
 /// The batch's events as JSON values, so that one bad event is rejected on
 /// its own instead of failing the batch.
-fn parse_batch(body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
+pub fn parse_batch(body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
         ApiError::bad_request(
             "malformed_json",
@@ -134,7 +134,7 @@ pub fn check_batch_len(count: usize) -> Result<(), ApiError> {
 }
 
 /// Decodes one event; on failure, names the offending field.
-fn decode_event(element: serde_json::Value) -> Result<wire::Event, RejectReason> {
+pub fn decode_event(element: serde_json::Value) -> Result<wire::Event, RejectReason> {
     match serde_json::from_value::<wire::Event>(element.clone()) {
         Ok(event) => Ok(event),
         Err(error) => Err(RejectReason::Malformed(describe_malformed(

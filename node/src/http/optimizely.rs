@@ -99,14 +99,37 @@ pub async fn post_events(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = ingest::read_body(payload, limits::BODY_BYTES_MAX).await?;
-    let object = compat::parse_object(&body, "an Optimizely event batch object")?;
-    let batch: Payload = serde_json::from_value(Value::Object(object)).map_err(|error| {
+    let batch = parse_payload(&body)?;
+    let project = resolve_project(&state, &request, target.into_inner(), &batch.project_id)?;
+    let events = map_payload(batch, &project)?;
+    let response = ingest::ingest_events(&state, events).await?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// The body of an Optimizely batch as native events for `project`, exactly
+/// as `post_events` maps it once the project is resolved: a pure function,
+/// the entry point of the fuzz target (`node/tests/fuzz_decoders.rs`).
+pub fn map_batch(
+    body: &[u8],
+    project: &str,
+) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
+    map_payload(parse_payload(body)?, project)
+}
+
+fn parse_payload(body: &[u8]) -> Result<Payload, ApiError> {
+    let object = compat::parse_object(body, "an Optimizely event batch object")?;
+    serde_json::from_value(Value::Object(object)).map_err(|error| {
         ApiError::bad_request(
             "malformed_json",
             format!("not an Optimizely event batch: {error}"),
         )
-    })?;
-    let project = resolve_project(&state, &request, target.into_inner(), &batch.project_id)?;
+    })
+}
+
+fn map_payload(
+    batch: Payload,
+    project: &str,
+) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
     let event_count = batch
         .visitors
         .iter()
@@ -114,9 +137,7 @@ pub async fn post_events(
         .map(|snapshot| snapshot.events.len())
         .sum();
     ingest::check_batch_len(event_count)?;
-    let events = events_of(batch, &project);
-    let response = ingest::ingest_events(&state, events).await?;
-    Ok(HttpResponse::Ok().json(response))
+    Ok(events_of(batch, project))
 }
 
 /// The SessionDB project: the project of the `X-SessionDB-Key` header if

@@ -36,8 +36,30 @@ pub async fn post_batch(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = ingest::read_body(payload, limits::BODY_BYTES_MAX).await?;
-    let mut object = compat::parse_object(&body, "an object {\"batch\": [...]}")?;
+    let object = compat::parse_object(&body, "an object {\"batch\": [...]}")?;
     let project = authenticate(&state, &request, &object)?;
+    let events = map_object(object, &project)?;
+    let response = ingest::ingest_events(&state, events).await?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// The body of a `POST /v1/batch` as native events for `project`, exactly
+/// as `post_batch` maps it once the write key is resolved: a pure function,
+/// the entry point of the fuzz target (`node/tests/fuzz_decoders.rs`).
+pub fn map_batch(
+    body: &[u8],
+    project: &str,
+) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
+    map_object(
+        compat::parse_object(body, "an object {\"batch\": [...]}")?,
+        project,
+    )
+}
+
+fn map_object(
+    mut object: Map<String, Value>,
+    project: &str,
+) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
     let Some(Value::Array(messages)) = object.remove("batch") else {
         return Err(ApiError::bad_request(
             "malformed_json",
@@ -52,12 +74,10 @@ pub async fn post_batch(
         },
         sent_at: object.remove("sentAt"),
     };
-    let events = messages
+    Ok(messages
         .into_iter()
-        .map(|message| event_of(message, &project, &defaults))
-        .collect();
-    let response = ingest::ingest_events(&state, events).await?;
-    Ok(HttpResponse::Ok().json(response))
+        .map(|message| event_of(message, project, &defaults))
+        .collect())
 }
 
 pub async fn post_track(

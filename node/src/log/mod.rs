@@ -352,6 +352,8 @@ struct Counters {
     fsync_ns_total: AtomicU64,
     group_records_last: AtomicU64,
     group_records_max: AtomicU64,
+    /// Each record-data `fdatasync`, for `/metrics`.
+    fsync_seconds: crate::metrics::Histogram,
 }
 
 impl Counters {
@@ -371,6 +373,7 @@ impl Counters {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.fsync_ns_total.fetch_add(nanos, Ordering::Relaxed);
+        self.fsync_seconds.observe(elapsed);
     }
 
     fn snapshot(&self) -> LogStats {
@@ -597,6 +600,11 @@ impl Log {
     /// Why the log stopped accepting appends, if it has.
     pub fn failure(&self) -> Option<String> {
         lock(&self.shared.state).failure.clone()
+    }
+
+    /// Durations of the record-data `fdatasync` calls since [`Log::open`].
+    pub fn fsync_histogram(&self) -> crate::metrics::HistogramSnapshot {
+        self.shared.counters.fsync_seconds.snapshot()
     }
 
     pub fn stats(&self) -> LogStats {
