@@ -685,6 +685,21 @@ impl Engine {
             })
     }
 
+    /// Checks a results request over an explicit range and builds its query
+    /// exactly as `results` does — for a coordinator that gathers the
+    /// shares of other nodes instead of asking its own segment actor.
+    pub fn results_query_for(
+        &self,
+        project: &str,
+        from_ms: i64,
+        to_ms: i64,
+        request: &ResultsRequest,
+    ) -> Result<ResultsQuery, QueryError> {
+        let config = self.project_config(project)?;
+        check_range(config.settings.bucket_ms, from_ms, to_ms)?;
+        results_query(&config.settings, from_ms, to_ms, request)
+    }
+
     pub async fn time_series(
         &self,
         project: &str,

@@ -14,12 +14,12 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::engine::query::{self, Partial, QueryError, ResultsQuery};
+use crate::engine::query::{self, Partial, QueryError};
 use crate::engine::{ResultsAnswer, ResultsRequest};
 use crate::journal;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long the coordinator waits for one member's share (connection
@@ -163,15 +163,9 @@ pub async fn gather_results(
     wire_request.from = Some(from_ms);
     // The engine's own checks (range, breakdown, keys), as a single node
     // makes them; a node without data of the experiment still passes them.
-    let checked = ResultsRequest {
-        from_ms: Some(from_ms),
-        to_ms: Some(to_ms),
-        ..request.clone()
-    };
-    match state.engine.results(project, experiment, checked).await {
-        Ok(_) | Err(QueryError::UnknownExperiment { .. }) => {}
-        Err(error) => return Err(error.into()),
-    }
+    let query = state
+        .engine
+        .results_query_for(project, from_ms, to_ms, request)?;
     let (shares, missing) = gather(state, &members, &wire_request).await?;
     missing_nodes.extend(missing);
     missing_nodes.sort_unstable();
@@ -199,18 +193,7 @@ pub async fn gather_results(
             ..Partial::default()
         },
     };
-    let breakdown: Option<Arc<str>> = request.breakdown.as_deref().map(Arc::from);
-    let query = ResultsQuery {
-        from_ms,
-        to_ms,
-        breakdown: breakdown.clone(),
-        keys: request
-            .keys
-            .iter()
-            .map(|key| Arc::from(key.as_str()))
-            .collect(),
-        baseline: request.baseline.as_deref().map(Arc::from),
-    };
+    let breakdown = query.breakdown.clone();
     let results = query::finish(merged, &query)?;
     Ok(Some(Gathered {
         answer: ResultsAnswer {
