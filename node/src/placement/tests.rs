@@ -192,7 +192,7 @@ async fn a_reopened_store_has_what_was_written() {
         assert_eq!(state_before.members()[&2].role, Role::Voter);
     }
 
-    let mut placement = Placement::open(&directory.path, 1).unwrap();
+    let mut placement = reopen(&directory.path, 1).await;
     assert_eq!(placement.log_store.read_vote().await.unwrap(), Some(vote));
     assert_eq!(
         placement.log_store.read_committed().await.unwrap(),
@@ -218,7 +218,7 @@ async fn a_reopened_store_has_what_was_written() {
     // Purge survives too, and the log state reflects it.
     placement.log_store.purge(log_id(1, 2)).await.unwrap();
     drop(placement);
-    let mut placement = Placement::open(&directory.path, 1).unwrap();
+    let mut placement = reopen(&directory.path, 1).await;
     let log_state = placement.log_store.get_log_state().await.unwrap();
     assert_eq!(log_state.last_purged_log_id, Some(log_id(1, 2)));
     assert_eq!(log_state.last_log_id, Some(log_id(1, 4)));
@@ -349,7 +349,7 @@ async fn a_single_node_group_commits_commands_and_recovers() {
         raft.shutdown().await.unwrap();
     }
 
-    let placement = quick_elections(Placement::open(&directory.path, 1).unwrap());
+    let placement = quick_elections(reopen(&directory.path, 1).await);
     let recovered = placement.view.current();
     assert_eq!(recovered.shard_count(), 8);
     assert!(recovered.is_member(1));
@@ -373,4 +373,23 @@ async fn a_single_node_group_commits_commands_and_recovers() {
     );
     assert_eq!(view.current().shard_count(), 8);
     raft.shutdown().await.unwrap();
+}
+
+/// Opens a store that this process had open a moment ago. sled releases its
+/// directory lock when the last handle to the database is dropped, and a
+/// handle can outlive the test's scope briefly (a task finishing an
+/// asynchronous flush), so a reopen waits for the lock — bounded, yielding
+/// between attempts, and only for that one error.
+async fn reopen(path: &std::path::Path, node_id: u64) -> Placement {
+    const ATTEMPTS_MAX: u32 = 100_000;
+    for _ in 0..ATTEMPTS_MAX {
+        match Placement::open(path, node_id) {
+            Ok(placement) => return placement,
+            Err(error) if format!("{error:?}").contains("could not acquire lock") => {
+                tokio::task::yield_now().await;
+            }
+            Err(error) => panic!("reopening the store failed: {error:?}"),
+        }
+    }
+    panic!("the store's lock was still held after {ATTEMPTS_MAX} attempts");
 }
