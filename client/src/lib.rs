@@ -84,13 +84,19 @@ pub use sessiondb_protocol as protocol;
 pub struct ClientGuide;
 
 use protocol::{
-    ClusterStatus, CreateProject, ErrorResponse, Event, IngestResponse, NodeStatus, Project,
-    ProjectList, ProjectSettingsPatch, ResultsResponse, TimeSeriesResponse,
+    ClusterStatus, CreateProject, ErrorResponse, Event, IngestResponse, MoveShardRequest,
+    NodeStatus, Project, ProjectList, ProjectSettingsPatch, RebalanceReport, ResultsResponse,
+    ShardMoveReport, TimeSeriesResponse,
 };
 
 /// How long one request may take, connect to last byte, unless changed with
 /// [`Client::with_timeout`].
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// The least time [`Client::move_shard`] waits: a move transfers the
+/// shard's whole state between two nodes.
+pub const SHARD_MOVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The least time [`Client::rebalance`] waits: it runs its moves one by one.
+pub const REBALANCE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The `code` of [`ClientError::Api`] when an error answer's body is not the
 /// node's `{"error", "message"}` JSON (e.g. a proxy's HTML error page).
@@ -335,6 +341,45 @@ impl Client {
         decode(&url, body)
     }
 
+    /// `POST /v1/cluster/shards/{shard}/move` (admin token, leader only):
+    /// hands `shard` to member `to` and answers once the move is done.
+    /// Another node answers 307 `not_leader` naming the leader (an
+    /// [`ClientError::Api`] with that code). Waits up to
+    /// [`SHARD_MOVE_TIMEOUT`] at least.
+    pub async fn move_shard(
+        &self,
+        admin_token: &str,
+        shard: u32,
+        to: u64,
+    ) -> Result<ShardMoveReport, ClientError> {
+        let url = self.url(
+            &["v1", "cluster", "shards", &shard.to_string(), "move"],
+            &[],
+        );
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(admin_token)
+            .timeout(self.timeout.max(SHARD_MOVE_TIMEOUT))
+            .json(&MoveShardRequest { to });
+        let body = self.execute_with_own_timeout(request, &url).await?;
+        decode(&url, body)
+    }
+
+    /// `POST /v1/cluster/rebalance` (admin token, leader only): plans a
+    /// balanced shard map and carries out (a bounded number of) its moves.
+    /// Waits up to [`REBALANCE_TIMEOUT`] at least.
+    pub async fn rebalance(&self, admin_token: &str) -> Result<RebalanceReport, ClientError> {
+        let url = self.url(&["v1", "cluster", "rebalance"], &[]);
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(admin_token)
+            .timeout(self.timeout.max(REBALANCE_TIMEOUT));
+        let body = self.execute_with_own_timeout(request, &url).await?;
+        decode(&url, body)
+    }
+
     /// `POST /v1/projects`. Fails with code `project_exists` if it does.
     pub async fn create_project(&self, request: &CreateProject) -> Result<Project, ClientError> {
         let url = self.url(&["v1", "projects"], &[]);
@@ -439,15 +484,21 @@ impl Client {
         request: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<(u16, Vec<u8>), ClientError> {
+        self.execute_with_own_timeout(request.timeout(self.timeout), url)
+            .await
+    }
+
+    /// `execute` for a request that already carries its timeout.
+    async fn execute_with_own_timeout(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let transport = |source| ClientError::Transport {
             url: url.to_string(),
             source,
         };
-        let response = request
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(transport)?;
+        let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let body = response.bytes().await.map_err(transport)?.to_vec();
         if (200..300).contains(&status) {

@@ -362,6 +362,81 @@ async fn cluster_status_shows_the_single_node_cluster() {
 }
 
 #[tokio::test]
+async fn shards_list_move_and_rebalance_on_a_single_node_cluster() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    let token_path = node.dir().join("data").join("admin-token");
+    let token = std::fs::read_to_string(&token_path).expect("the admin token file");
+    let token = token.trim_end();
+    // Bounded polling until the node bootstrapped its shard map.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let shards: Vec<sessiondb_client::protocol::ShardOwnership> = loop {
+        let run = ctl(url, &["--json", "shards", "list", "--admin-token", token]).await;
+        expect_code(&run, EXIT_OK);
+        let shards: Vec<sessiondb_client::protocol::ShardOwnership> =
+            serde_json::from_str(&run.stdout).expect("a shard list");
+        if !shards.is_empty() {
+            break shards;
+        }
+        assert!(std::time::Instant::now() < deadline, "no shard map");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(shards
+        .iter()
+        .all(|shard| shard.owner == 1 && shard.epoch == 1 && shard.moving_to.is_none()));
+    let run = ctl(url, &["shards", "list", "--admin-token", token]).await;
+    expect_code(&run, EXIT_OK);
+    assert_eq!(run.stdout.lines().count(), shards.len() + 1, "{run:#?}");
+
+    // One member: balanced already.
+    let run = ctl(
+        url,
+        &["--json", "shards", "rebalance", "--admin-token", token],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    let report: sessiondb_client::protocol::RebalanceReport =
+        serde_json::from_str(&run.stdout).expect("a RebalanceReport");
+    assert!(
+        report.plan.is_empty() && report.moved.is_empty(),
+        "{report:?}"
+    );
+    let run = ctl(url, &["shards", "rebalance", "--admin-token", token]).await;
+    expect_code(&run, EXIT_OK);
+    assert!(run.stderr.contains("already balanced"), "{run:#?}");
+
+    // A move to the owner itself, or to a stranger, is refused (exit 1).
+    let run = ctl(
+        url,
+        &["shards", "move", "0", "--to", "1", "--admin-token", token],
+    )
+    .await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("(move_refused)"), "{run:#?}");
+    let run = ctl(
+        url,
+        &["shards", "move", "0", "--to", "9", "--admin-token", token],
+    )
+    .await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("not a member"), "{run:#?}");
+    let run = ctl(
+        url,
+        &[
+            "shards",
+            "move",
+            "zero",
+            "--to",
+            "2",
+            "--admin-token",
+            token,
+        ],
+    )
+    .await;
+    expect_code(&run, EXIT_USAGE);
+}
+
+#[tokio::test]
 async fn ping_and_status() {
     let node = TestNode::start().await;
     let url = node.base_url();

@@ -35,4 +35,5 @@ pub mod metrics;
 pub mod placement;
 pub mod project;
 pub mod server;
+pub mod shard_moves;
 pub mod stats;

@@ -50,6 +50,10 @@ pub async fn run(
         engine: engine.clone(),
         node_id: config.node_id,
         admin_token: secrets.admin_token,
+        mover: crate::shard_moves::ShardMover::new(
+            placement.clone(),
+            secrets.cluster_secret.clone(),
+        ),
         cluster_secret: secrets.cluster_secret,
         placement,
     };

@@ -435,3 +435,61 @@ pub struct PartialRequest {
     #[serde(default)]
     pub keys: Vec<String>,
 }
+
+/// `POST /v1/cluster/shards/{shard}/move` (admin token, leader only): hand
+/// the shard to member `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveShardRequest {
+    pub to: u64,
+}
+
+/// A finished shard move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMoveReport {
+    pub shard: u32,
+    /// The previous owner.
+    pub from: u64,
+    /// The new owner.
+    pub to: u64,
+    /// The shard's epoch after the move (the previous one + 1).
+    pub epoch: u64,
+    /// Size of the handed-over shard state.
+    pub bytes: u64,
+    /// From `BeginMove` to the old owner's drop.
+    pub duration_ms: u64,
+}
+
+/// One planned move of a rebalance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMove {
+    pub shard: u32,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// A planned move that failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedMove {
+    pub shard: u32,
+    pub from: u64,
+    pub to: u64,
+    /// The stable error code (`docs/api.md`), e.g. `move_failed`.
+    pub error: String,
+    pub message: String,
+}
+
+/// `POST /v1/cluster/rebalance` (admin token, leader only): the plan and
+/// what became of it. Moves run one at a time in plan order; the first
+/// failure stops the rest (`skipped`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceReport {
+    /// Every move the balanced map needs (may be longer than what one call
+    /// carries out).
+    pub plan: Vec<PlannedMove>,
+    pub moved: Vec<ShardMoveReport>,
+    pub failed: Option<FailedMove>,
+    /// Planned moves not attempted: after a failure, or beyond the per-call
+    /// bound; call again to continue.
+    pub skipped: Vec<PlannedMove>,
+}

@@ -46,6 +46,38 @@ pub enum Command {
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// List, move and rebalance shards (moves and rebalance: ask the
+    /// leader, with its admin token).
+    #[command(subcommand)]
+    Shards(ShardsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShardsCommand {
+    /// Every shard with its owner, epoch and the move in progress, if any.
+    List {
+        /// The node's admin token.
+        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+    /// Hand one shard to another member; answers once the move is done.
+    Move {
+        /// The shard's number.
+        shard: u32,
+        /// The member to hand it to.
+        #[arg(long)]
+        to: u64,
+        /// The leader's admin token.
+        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+    /// Even out shard counts over the members: plan the moves and carry
+    /// them out one by one.
+    Rebalance {
+        /// The leader's admin token.
+        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

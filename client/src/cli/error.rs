@@ -111,6 +111,11 @@ fn hint_for_code(code: &str) -> Option<&'static str> {
         "invalid_settings" => "`docs/api.md` lists each setting's range",
         "unauthorized" => "give the node's admin token with --admin-token (or SESSIONDB_ADMIN_TOKEN); without one configured, the node keeps it in <data-dir>/admin-token",
         "overloaded" | "unavailable" => "the node is busy; retry in a moment",
+        "not_leader" => "moves and rebalances run on the leader: point --node at it (and use its admin token); `sessiondb-ctl cluster status` names it",
+        "move_refused" => "`sessiondb-ctl shards list` shows each shard's owner and any move in progress; the target must be another member",
+        "move_failed" => "the move was aborted and the old owner keeps the shard; check that both nodes are up, then retry",
+        "drop_failed" => "the new owner owns the shard; the old owner kept a stale copy, which it no longer serves",
+        "unknown_shard" => "`sessiondb-ctl shards list` shows the shards",
         _ => return None,
     })
 }

@@ -3,7 +3,8 @@
 //!
 //! Layout: [`args`] (clap definitions: the help text), [`error`]
 //! ([`CliError`] and how it is printed), one module per command family
-//! ([`node`], [`projects`], [`import`], [`results`], [`cluster`]), and
+//! ([`node`], [`projects`], [`import`], [`results`], [`cluster`],
+//! [`shards`]), and
 //! [`table`] (plain
 //! text tables and time formatting).
 //!
@@ -18,10 +19,11 @@ pub mod import;
 pub mod node;
 pub mod projects;
 pub mod results;
+pub mod shards;
 pub mod table;
 
 use crate::Client;
-use args::{Cli, ClusterCommand, Command, ProjectsCommand};
+use args::{Cli, ClusterCommand, Command, ProjectsCommand, ShardsCommand};
 use clap::Parser;
 pub use error::CliError;
 use std::process::ExitCode;
@@ -101,6 +103,17 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Results(args) => results::run(&client, &context, args).await,
         Command::Cluster(ClusterCommand::Status { admin_token }) => {
             cluster::status(&client, &context, &admin_token).await
+        }
+        Command::Shards(ShardsCommand::List { admin_token }) => {
+            shards::list(&client, &context, &admin_token).await
+        }
+        Command::Shards(ShardsCommand::Move {
+            shard,
+            to,
+            admin_token,
+        }) => shards::move_shard(&client, &context, &admin_token, shard, to).await,
+        Command::Shards(ShardsCommand::Rebalance { admin_token }) => {
+            shards::rebalance(&client, &context, &admin_token).await
         }
     }
 }

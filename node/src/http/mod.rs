@@ -15,6 +15,7 @@ mod optimizely;
 mod projects;
 mod query;
 mod segment;
+mod shards;
 
 /// The pure body → events mappings of the compatible formats (fuzz targets).
 pub use optimizely::map_batch as map_optimizely_batch;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub cluster_secret: ClusterSecret,
     /// The node's placement Raft node (`docs/cluster.md`).
     pub placement: PlacementHandle,
+    /// Runs shard moves when this node leads (`shard_moves`).
+    pub mover: crate::shard_moves::ShardMover,
 }
 
 /// Bodies of small JSON requests (projects, clock) are far below this.
@@ -74,6 +77,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .configure(cluster::configure)
         .configure(fanout::configure)
+        .configure(shards::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(

@@ -36,7 +36,8 @@ const BOOTSTRAP_LEADERSHIP_WAIT_MAX: Duration = Duration::from_secs(30);
 #[error("malformed Raft request: {0}")]
 pub struct RaftRpcError(#[from] serde_json::Error);
 
-/// Why a join was not carried out.
+/// Why a join (or another leader-only change: `propose`) was not carried
+/// out.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
     /// Only the leader changes the membership; this names it when known.
@@ -284,6 +285,25 @@ impl PlacementHandle {
             Role::Learner
         };
         Ok((role, self.inner.node_id))
+    }
+
+    /// Proposes `command` through Raft (leader only) and answers the state
+    /// machine's response once it is committed and applied here. A rejected
+    /// command is an `Ok(PlacementResponse::Rejected { .. })`.
+    pub async fn propose(&self, command: PlacementCommand) -> Result<PlacementResponse, JoinError> {
+        self.leader_membership()?;
+        let written = self
+            .inner
+            .raft
+            .client_write(command)
+            .await
+            .map_err(|error| self.join_error(error))?;
+        Ok(written.data)
+    }
+
+    /// `Ok` when this node is the leader; the leader otherwise.
+    pub fn require_leader(&self) -> Result<(), JoinError> {
+        self.leader_membership().map(|_| ())
     }
 
     /// The current membership if this node is the leader.

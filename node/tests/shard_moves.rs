@@ -1,0 +1,407 @@
+//! Shard moves and rebalance with real node processes on loopback
+//! (`docs/cluster.md`, "The move protocol" and "Rebalance").
+//!
+//! A 3-node cluster starts with node 1 owning every shard. The first half
+//! of a workload goes through node 1; a rebalance (run by the leader) hands
+//! shards to nodes 2 and 3; the second half goes to each event's owner per
+//! the shard map. Then: first-half events of moved shards sent again to
+//! their new owners are duplicates (deduplication state moved), the old
+//! owner refuses them with `not_owner`, and every node answers what the
+//! oracle answers over every distinct event, not partial. Every wait is
+//! bounded polling on a condition.
+
+mod support;
+
+use reqwest::StatusCode;
+use sessiondb_node::hashing::shard_of;
+use sessiondb_protocol::{ClusterStatus, Event, RebalanceReport, ShardMoveReport};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use support::node::{NodeOptions, TestNode};
+use support::oracle::{assert_matches, Oracle, OracleSettings};
+use support::workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS, MINUTE_MS};
+
+/// 2025-11-26 00:00:00 UTC.
+const START_MS: i64 = 1_764_115_200_000;
+const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
+const SHARDS: u32 = 8;
+const ELECTION_TIMEOUT_MS: &str = "500";
+const AGREEMENT_WAIT_MAX: Duration = Duration::from_secs(90);
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Sends of one batch to its owners before a `shard_moving`/`not_owner`
+/// answer counts as a failure (a node's roles follow its placement view a
+/// moment after the view changes).
+const SEND_ATTEMPTS_MAX: usize = 200;
+const PROJECT: &str = "moves";
+const KEYS: &[&str] = &["add_to_cart", "purchase"];
+const BUCKET_MS: i64 = HOUR_MS;
+const ALLOWED_LATENESS_MS: i64 = 7 * DAY_MS;
+const DAYS: i64 = 2;
+
+fn cluster_args(node_id: u64, join: Option<&TestNode>) -> Vec<String> {
+    let mut args = vec![
+        "--node-id".to_string(),
+        node_id.to_string(),
+        "--cluster-secret".to_string(),
+        CLUSTER_SECRET.to_string(),
+        "--raft-election-timeout-ms".to_string(),
+        ELECTION_TIMEOUT_MS.to_string(),
+    ];
+    if let Some(member) = join {
+        args.push("--join".to_string());
+        args.push(member.base_url().to_string());
+    }
+    args
+}
+
+async fn start_member(node_id: u64, join: Option<&TestNode>) -> TestNode {
+    let options = NodeOptions {
+        start_ms: START_MS,
+        shards: Some(SHARDS),
+    };
+    TestNode::start_with_args(options, cluster_args(node_id, join)).await
+}
+
+async fn cluster_status(node: &TestNode) -> Option<ClusterStatus> {
+    let raw = node.get_admin("/v1/cluster").await;
+    if raw.status != StatusCode::OK {
+        return None;
+    }
+    Some(serde_json::from_value(raw.body).expect("a ClusterStatus body"))
+}
+
+/// Polls until every node reports a leader, the members `ids` and a shard
+/// map for which `accept` holds; answers node 1's status.
+async fn wait_for(
+    nodes: &[&TestNode],
+    ids: &[u64],
+    what: &str,
+    accept: impl Fn(&ClusterStatus) -> bool,
+) -> ClusterStatus {
+    let deadline = Instant::now() + AGREEMENT_WAIT_MAX;
+    loop {
+        let mut statuses = Vec::new();
+        for node in nodes {
+            if let Some(status) = cluster_status(node).await {
+                statuses.push(status);
+            }
+        }
+        let agreed = statuses.len() == nodes.len()
+            && statuses.iter().all(|status| {
+                status.leader.is_some()
+                    && status.shards.len() == SHARDS as usize
+                    && status
+                        .members
+                        .iter()
+                        .map(|member| member.node_id)
+                        .eq(ids.iter().copied())
+                    && accept(status)
+            });
+        if agreed {
+            return statuses.swap_remove(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreement on {what} within {AGREEMENT_WAIT_MAX:?}: {statuses:#?}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+async fn form_three_node_cluster() -> Vec<TestNode> {
+    let first = start_member(1, None).await;
+    wait_for(&[&first], &[1], "node 1 alone", |_| true).await;
+    let second = start_member(2, Some(&first)).await;
+    let third = start_member(3, Some(&first)).await;
+    wait_for(&[&first, &second, &third], &[1, 2, 3], "members", |_| true).await;
+    vec![first, second, third]
+}
+
+fn workload() -> Workload {
+    let mut config = WorkloadConfig::new(47, PROJECT);
+    config.visitors = 200;
+    config.base_ms = START_MS;
+    config.span_ms = DAYS * DAY_MS;
+    config.max_delay_ms = HOUR_MS;
+    generate(&config)
+}
+
+fn shard(event: &Event) -> u32 {
+    shard_of(&event.project, &event.visitor, SHARDS)
+}
+
+fn owners(status: &ClusterStatus) -> BTreeMap<u32, u64> {
+    status
+        .shards
+        .iter()
+        .map(|shard| (shard.shard, shard.owner))
+        .collect()
+}
+
+/// Sends `events` to each one's owner per `owners`; events answered with a
+/// retryable `shard_moving` or `not_owner` are sent again (bounded). Any
+/// other rejection fails. Answers (accepted, duplicates).
+async fn send_routed(
+    nodes: &[TestNode],
+    owners: &BTreeMap<u32, u64>,
+    events: &[Event],
+) -> (u64, u64) {
+    let mut by_owner: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
+    for event in events {
+        by_owner
+            .entry(owners[&shard(event)])
+            .or_default()
+            .push(event.clone());
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    for (owner, mut pending) in by_owner {
+        let node = &nodes[usize::try_from(owner - 1).expect("a small id")];
+        let mut attempts = 0;
+        while !pending.is_empty() {
+            attempts += 1;
+            assert!(
+                attempts <= SEND_ATTEMPTS_MAX,
+                "node {owner} kept refusing {pending:?}"
+            );
+            let answer = node.send_batch(&pending).await;
+            accepted += answer.accepted;
+            duplicates += answer.duplicates;
+            let mut retry = Vec::new();
+            for rejection in &answer.rejected {
+                assert!(
+                    rejection.reason == "shard_moving" || rejection.reason == "not_owner",
+                    "node {owner}: {rejection:?}"
+                );
+                retry.push(pending[rejection.index].clone());
+            }
+            if !retry.is_empty() {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            pending = retry;
+        }
+    }
+    (accepted, duplicates)
+}
+
+async fn set_clocks(nodes: &[TestNode], now_ms: i64) {
+    for node in nodes {
+        node.set_clock(now_ms).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_moves_shards_with_their_dedup_state_and_results_stay_exact() {
+    let nodes = form_three_node_cluster().await;
+    for node in &nodes {
+        node.create_project(
+            PROJECT,
+            serde_json::json!({"bucket_ms": BUCKET_MS, "allowed_lateness_ms": ALLOWED_LATENESS_MS}),
+        )
+        .await;
+    }
+    let workload = workload();
+    let batches = workload.batches(HOUR_MS, 5_000);
+    let (first_half, second_half) = batches.split_at(batches.len() / 2);
+    assert!(!first_half.is_empty() && !second_half.is_empty());
+
+    // First half: node 1 owns every shard.
+    let before = wait_for(&[&nodes[0]], &[1, 2, 3], "the initial map", |_| true).await;
+    assert!(before.shards.iter().all(|s| s.owner == 1 && s.epoch == 1));
+    let (mut accepted, mut duplicates) = (0, 0);
+    for (clock_ms, events) in first_half {
+        set_clocks(&nodes, *clock_ms).await;
+        let (a, d) = send_routed(&nodes, &owners(&before), events).await;
+        accepted += a;
+        duplicates += d;
+    }
+
+    // Only the leader moves shards; a follower names it.
+    let leader = before.leader.expect("a leader");
+    let leader_node = &nodes[usize::try_from(leader - 1).expect("a small id")];
+    let follower = nodes
+        .iter()
+        .find(|node| node.base_url() != leader_node.base_url())
+        .expect("a follower");
+    let refused = follower.post_admin("/v1/cluster/rebalance", "").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TEMPORARY_REDIRECT,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.error_code(), Some("not_leader"));
+    assert_eq!(refused.body["leader_id"], serde_json::json!(leader));
+    // A move to a node that is not a member is refused and changes nothing.
+    let stranger = leader_node
+        .post_admin("/v1/cluster/shards/0/move", r#"{"to": 9}"#)
+        .await;
+    assert_eq!(stranger.status, StatusCode::CONFLICT, "{}", stranger.text);
+    assert_eq!(stranger.error_code(), Some("move_refused"));
+    // The internal endpoints need the cluster secret (and do not fence
+    // without it: the rebalance below exports every moved shard).
+    let anonymous = nodes[0].post_raw("/v1/internal/shards/0/export", "").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    // Rebalance: 8 shards over 3 members → 3, 3, 2; node 1 keeps 3.
+    let raw = leader_node.post_admin("/v1/cluster/rebalance", "").await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    let report: RebalanceReport = serde_json::from_value(raw.body).expect("a RebalanceReport");
+    assert_eq!(report.plan.len(), 5, "{report:?}");
+    assert!(
+        report.failed.is_none() && report.skipped.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.moved.len(), 5);
+    let moved: BTreeMap<u32, &ShardMoveReport> =
+        report.moved.iter().map(|m| (m.shard, m)).collect();
+    for (planned, done) in report.plan.iter().zip(&report.moved) {
+        assert_eq!(
+            (planned.shard, planned.from, planned.to),
+            (done.shard, done.from, done.to)
+        );
+        assert_eq!(done.from, 1);
+        assert_eq!(done.epoch, 2);
+    }
+    // Every node sees the new owners at epoch 2, and nothing in flight.
+    let expected_owners: BTreeMap<u32, u64> = (0..SHARDS)
+        .map(|shard| (shard, moved.get(&shard).map_or(1, |m| m.to)))
+        .collect();
+    let after = wait_for(
+        &[&nodes[0], &nodes[1], &nodes[2]],
+        &[1, 2, 3],
+        "the rebalanced map",
+        |status| {
+            owners(status) == expected_owners
+                && status.shards.iter().all(|s| {
+                    s.moving_to.is_none()
+                        && s.epoch == if moved.contains_key(&s.shard) { 2 } else { 1 }
+                })
+        },
+    )
+    .await;
+    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    for owner in owners(&after).values() {
+        *counts.entry(*owner).or_default() += 1;
+    }
+    assert_eq!(
+        counts.values().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([2, 3])
+    );
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    // Balanced now: another rebalance has nothing to do.
+    let again = leader_node.post_admin("/v1/cluster/rebalance", "").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    let again: RebalanceReport = serde_json::from_value(again.body).expect("a RebalanceReport");
+    assert!(again.plan.is_empty() && again.moved.is_empty(), "{again:?}");
+
+    // Second half: each event to its shard's owner.
+    for (clock_ms, events) in second_half {
+        set_clocks(&nodes, *clock_ms).await;
+        let (a, d) = send_routed(&nodes, &owners(&after), events).await;
+        accepted += a;
+        duplicates += d;
+    }
+    assert_eq!(accepted, workload.distinct.len() as u64);
+    assert_eq!(accepted + duplicates, workload.arrival.len() as u64);
+    set_clocks(&nodes, workload.max_ts_ms() + MINUTE_MS).await;
+
+    // First-half events of moved shards, sent again to their new owners:
+    // every one a duplicate.
+    let resent: Vec<Event> = first_half
+        .iter()
+        .flat_map(|(_, events)| events)
+        .filter(|event| moved.contains_key(&shard(event)))
+        .step_by(3)
+        .cloned()
+        .collect();
+    assert!(!resent.is_empty());
+    let (again_accepted, again_duplicates) = send_routed(&nodes, &owners(&after), &resent).await;
+    assert_eq!(again_accepted, 0);
+    assert_eq!(again_duplicates, resent.len() as u64);
+    // The old owner refuses them: it no longer owns the shard.
+    let refused = nodes[0].send_batch(&resent[..1]).await;
+    assert_eq!(refused.accepted, 0);
+    assert_eq!(refused.rejected.len(), 1, "{refused:?}");
+    assert_eq!(refused.rejected[0].reason, "not_owner");
+
+    // Every node answers the oracle over every distinct event, in full.
+    let oracle = Oracle::new(OracleSettings::default(), &workload.distinct);
+    let experiments: Vec<String> = oracle.experiments().into_iter().collect();
+    assert!(!experiments.is_empty());
+    let (from, to) = (START_MS, START_MS + (DAYS + 1) * DAY_MS);
+    assert!(workload.max_ts_ms() < to);
+    for experiment in &experiments {
+        let expected = oracle.results(experiment, from, to, None, KEYS);
+        for (index, node) in nodes.iter().enumerate() {
+            let answer = node
+                .results(PROJECT, experiment, from, to, None, KEYS)
+                .await;
+            assert!(
+                !answer.partial && answer.missing_nodes.is_empty(),
+                "{answer:?}"
+            );
+            assert_matches(
+                &answer,
+                &expected,
+                KEYS,
+                &format!("{experiment} on node {}", index + 1),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn internal_shard_endpoints_check_the_secret_and_their_input() {
+    let node = start_member(1, None).await;
+    wait_for(&[&node], &[1], "node 1 alone", |_| true).await;
+    let secret = format!("Bearer {CLUSTER_SECRET}");
+    let auth = [("authorization", secret.as_str())];
+    let unknown = node
+        .post_with_headers(&format!("/v1/internal/shards/{SHARDS}/export"), &auth, "")
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(unknown.error_code(), Some("unknown_shard"));
+    let garbage = node
+        .post_with_headers(
+            "/v1/internal/shards/1/import?epoch=2",
+            &auth,
+            "not a shard state",
+        )
+        .await;
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST, "{}", garbage.text);
+    assert_eq!(garbage.error_code(), Some("malformed_shard_state"));
+    let no_epoch = node
+        .post_with_headers("/v1/internal/shards/1/import", &auth, "")
+        .await;
+    assert_eq!(
+        no_epoch.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        no_epoch.text
+    );
+    // A move to the owner itself is refused by placement.
+    let to_self = node
+        .post_admin("/v1/cluster/shards/1/move", r#"{"to": 1}"#)
+        .await;
+    assert_eq!(to_self.status, StatusCode::CONFLICT, "{}", to_self.text);
+    assert_eq!(to_self.error_code(), Some("move_refused"));
+    let out_of_range = node
+        .post_admin(&format!("/v1/cluster/shards/{SHARDS}/move"), r#"{"to": 1}"#)
+        .await;
+    assert_eq!(
+        out_of_range.status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        out_of_range.text
+    );
+    // An export with the secret answers the shard's state.
+    let exported = node
+        .post_with_headers("/v1/internal/shards/1/export", &auth, "")
+        .await;
+    assert_eq!(exported.status, StatusCode::OK, "{}", exported.text);
+    // A single-node cluster is balanced: the rebalance plans nothing.
+    let raw = node.post_admin("/v1/cluster/rebalance", "").await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    let report: RebalanceReport = serde_json::from_value(raw.body).expect("a RebalanceReport");
+    assert!(report.plan.is_empty(), "{report:?}");
+}
