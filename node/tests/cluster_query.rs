@@ -10,96 +10,17 @@
 mod support;
 
 use reqwest::StatusCode;
-use sessiondb_protocol::{ClusterStatus, ResultsResponse};
-use std::time::{Duration, Instant};
-use support::node::{NodeOptions, TestNode};
+use sessiondb_protocol::ResultsResponse;
+use support::cluster::{form_three_node_cluster, start_member, wait_for, CLUSTER_SECRET, START_MS};
+use support::node::TestNode;
 use support::oracle::{assert_matches, Oracle, OracleSettings};
 use support::workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS, MINUTE_MS};
 
-/// 2025-11-26 00:00:00 UTC.
-const START_MS: i64 = 1_764_115_200_000;
-const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
-const SHARDS: u32 = 8;
-const ELECTION_TIMEOUT_MS: &str = "500";
-const AGREEMENT_WAIT_MAX: Duration = Duration::from_secs(90);
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const PROJECT: &str = "fanout";
 const KEYS: &[&str] = &["add_to_cart", "purchase"];
 const BUCKET_MS: i64 = HOUR_MS;
 const ALLOWED_LATENESS_MS: i64 = 7 * DAY_MS;
 const DAYS: i64 = 2;
-
-fn cluster_args(node_id: u64, join: Option<&TestNode>) -> Vec<String> {
-    let mut args = vec![
-        "--node-id".to_string(),
-        node_id.to_string(),
-        "--cluster-secret".to_string(),
-        CLUSTER_SECRET.to_string(),
-        "--raft-election-timeout-ms".to_string(),
-        ELECTION_TIMEOUT_MS.to_string(),
-    ];
-    if let Some(member) = join {
-        args.push("--join".to_string());
-        args.push(member.base_url().to_string());
-    }
-    args
-}
-
-async fn start_member(node_id: u64, join: Option<&TestNode>) -> TestNode {
-    let options = NodeOptions {
-        start_ms: START_MS,
-        shards: Some(SHARDS),
-    };
-    TestNode::start_with_args(options, cluster_args(node_id, join)).await
-}
-
-async fn cluster_status(node: &TestNode) -> Option<ClusterStatus> {
-    let raw = node.get_admin("/v1/cluster").await;
-    if raw.status != StatusCode::OK {
-        return None;
-    }
-    Some(serde_json::from_value(raw.body).expect("a ClusterStatus body"))
-}
-
-/// Polls until every node reports the members `ids` and a shard map.
-async fn wait_for_members(nodes: &[&TestNode], ids: &[u64]) {
-    let deadline = Instant::now() + AGREEMENT_WAIT_MAX;
-    loop {
-        let mut statuses = Vec::new();
-        for node in nodes {
-            if let Some(status) = cluster_status(node).await {
-                statuses.push(status);
-            }
-        }
-        let agreed = statuses.len() == nodes.len()
-            && statuses.iter().all(|status| {
-                status.leader.is_some()
-                    && status.shards.len() == SHARDS as usize
-                    && status
-                        .members
-                        .iter()
-                        .map(|member| member.node_id)
-                        .eq(ids.iter().copied())
-            });
-        if agreed {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no agreement on members {ids:?} within {AGREEMENT_WAIT_MAX:?}: {statuses:#?}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-async fn form_three_node_cluster() -> Vec<TestNode> {
-    let first = start_member(1, None).await;
-    wait_for_members(&[&first], &[1]).await;
-    let second = start_member(2, Some(&first)).await;
-    let third = start_member(3, Some(&first)).await;
-    wait_for_members(&[&first, &second, &third], &[1, 2, 3]).await;
-    vec![first, second, third]
-}
 
 fn workload() -> Workload {
     let mut config = WorkloadConfig::new(31, PROJECT);
@@ -247,7 +168,7 @@ async fn any_member_answers_with_every_members_share_or_says_what_is_missing() {
 #[tokio::test]
 async fn the_partial_endpoint_needs_the_cluster_secret() {
     let first = start_member(1, None).await;
-    wait_for_members(&[&first], &[1]).await;
+    wait_for(&[&first], &[1], "node 1 alone", |_| true).await;
     first
         .create_project(PROJECT, serde_json::json!({"bucket_ms": BUCKET_MS}))
         .await;

@@ -16,18 +16,14 @@ use reqwest::StatusCode;
 use sessiondb_node::hashing::shard_of;
 use sessiondb_protocol::{ClusterStatus, Event, RebalanceReport, ShardMoveReport};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-use support::node::{NodeOptions, TestNode};
+use support::cluster::{
+    form_three_node_cluster, start_member, wait_for, CLUSTER_SECRET, POLL_INTERVAL, SHARDS,
+    START_MS,
+};
+use support::node::TestNode;
 use support::oracle::{assert_matches, Oracle, OracleSettings};
 use support::workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS, MINUTE_MS};
 
-/// 2025-11-26 00:00:00 UTC.
-const START_MS: i64 = 1_764_115_200_000;
-const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
-const SHARDS: u32 = 8;
-const ELECTION_TIMEOUT_MS: &str = "500";
-const AGREEMENT_WAIT_MAX: Duration = Duration::from_secs(90);
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Sends of one batch to its owners before a `shard_moving`/`not_owner`
 /// answer counts as a failure (a node's roles follow its placement view a
 /// moment after the view changes).
@@ -37,85 +33,6 @@ const KEYS: &[&str] = &["add_to_cart", "purchase"];
 const BUCKET_MS: i64 = HOUR_MS;
 const ALLOWED_LATENESS_MS: i64 = 7 * DAY_MS;
 const DAYS: i64 = 2;
-
-fn cluster_args(node_id: u64, join: Option<&TestNode>) -> Vec<String> {
-    let mut args = vec![
-        "--node-id".to_string(),
-        node_id.to_string(),
-        "--cluster-secret".to_string(),
-        CLUSTER_SECRET.to_string(),
-        "--raft-election-timeout-ms".to_string(),
-        ELECTION_TIMEOUT_MS.to_string(),
-    ];
-    if let Some(member) = join {
-        args.push("--join".to_string());
-        args.push(member.base_url().to_string());
-    }
-    args
-}
-
-async fn start_member(node_id: u64, join: Option<&TestNode>) -> TestNode {
-    let options = NodeOptions {
-        start_ms: START_MS,
-        shards: Some(SHARDS),
-    };
-    TestNode::start_with_args(options, cluster_args(node_id, join)).await
-}
-
-async fn cluster_status(node: &TestNode) -> Option<ClusterStatus> {
-    let raw = node.get_admin("/v1/cluster").await;
-    if raw.status != StatusCode::OK {
-        return None;
-    }
-    Some(serde_json::from_value(raw.body).expect("a ClusterStatus body"))
-}
-
-/// Polls until every node reports a leader, the members `ids` and a shard
-/// map for which `accept` holds; answers node 1's status.
-async fn wait_for(
-    nodes: &[&TestNode],
-    ids: &[u64],
-    what: &str,
-    accept: impl Fn(&ClusterStatus) -> bool,
-) -> ClusterStatus {
-    let deadline = Instant::now() + AGREEMENT_WAIT_MAX;
-    loop {
-        let mut statuses = Vec::new();
-        for node in nodes {
-            if let Some(status) = cluster_status(node).await {
-                statuses.push(status);
-            }
-        }
-        let agreed = statuses.len() == nodes.len()
-            && statuses.iter().all(|status| {
-                status.leader.is_some()
-                    && status.shards.len() == SHARDS as usize
-                    && status
-                        .members
-                        .iter()
-                        .map(|member| member.node_id)
-                        .eq(ids.iter().copied())
-                    && accept(status)
-            });
-        if agreed {
-            return statuses.swap_remove(0);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no agreement on {what} within {AGREEMENT_WAIT_MAX:?}: {statuses:#?}"
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
-async fn form_three_node_cluster() -> Vec<TestNode> {
-    let first = start_member(1, None).await;
-    wait_for(&[&first], &[1], "node 1 alone", |_| true).await;
-    let second = start_member(2, Some(&first)).await;
-    let third = start_member(3, Some(&first)).await;
-    wait_for(&[&first, &second, &third], &[1, 2, 3], "members", |_| true).await;
-    vec![first, second, third]
-}
 
 fn workload() -> Workload {
     let mut config = WorkloadConfig::new(47, PROJECT);
