@@ -125,6 +125,9 @@ pub enum ClientError {
         status: u16,
         code: String,
         message: String,
+        /// The answer's `Retry-After` in seconds (429 and `503 overloaded`
+        /// carry one): how long to wait before sending again.
+        retry_after_seconds: Option<u64>,
     },
     /// The node answered with a success status, but the body was not the
     /// expected JSON type (usually a client/server version mismatch).
@@ -146,6 +149,10 @@ pub enum ClientError {
     /// A [`SenderConfig`] is inconsistent.
     #[error("invalid sender configuration: {message}")]
     InvalidConfig { message: String },
+    /// A CA file for [`Client::with_ca_pem`] / [`http_client_trusting`]
+    /// holds no usable PEM certificate.
+    #[error("invalid CA certificate: {message}")]
+    InvalidCa { message: String },
 }
 
 impl ClientError {
@@ -156,7 +163,19 @@ impl ClientError {
             ClientError::Transport { .. }
             | ClientError::BufferFull { .. }
             | ClientError::SenderClosed
-            | ClientError::InvalidConfig { .. } => None,
+            | ClientError::InvalidConfig { .. }
+            | ClientError::InvalidCa { .. } => None,
+        }
+    }
+
+    /// The `Retry-After` the node sent, for [`ClientError::Api`] only.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Api {
+                retry_after_seconds: Some(seconds),
+                ..
+            } => Some(Duration::from_secs(*seconds)),
+            _ => None,
         }
     }
 
@@ -308,6 +327,12 @@ impl Client {
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
         self
+    }
+
+    /// Talk HTTPS to a node whose certificate is signed by the CA in
+    /// `ca_pem` (PEM; the node's `--tls-ca`). Only that CA is trusted.
+    pub fn with_ca_pem(self, ca_pem: &[u8]) -> Result<Client, ClientError> {
+        Ok(self.with_http_client(http_client_trusting(ca_pem)?))
     }
 
     /// Use a preconfigured `reqwest` client (proxies, pool sizes, …).
@@ -500,11 +525,12 @@ impl Client {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
+        let retry_after = retry_after_seconds(response.headers());
         let body = response.bytes().await.map_err(transport)?.to_vec();
         if (200..300).contains(&status) {
             Ok((status, body))
         } else {
-            Err(api_error(status, &body))
+            Err(api_error(status, &body, retry_after))
         }
     }
 }
@@ -524,17 +550,48 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
-fn api_error(status: u16, body: &[u8]) -> ClientError {
+/// A `reqwest` client that trusts only the CA certificate(s) in `ca_pem`
+/// (for nodes running with TLS; share it between [`Client`]s).
+pub fn http_client_trusting(ca_pem: &[u8]) -> Result<reqwest::Client, ClientError> {
+    let invalid = |message: String| ClientError::InvalidCa { message };
+    let certificates = reqwest::Certificate::from_pem_bundle(ca_pem)
+        .map_err(|error| invalid(error.to_string()))?;
+    if certificates.is_empty() {
+        return Err(invalid("no PEM certificate in it".to_string()));
+    }
+    let mut builder = reqwest::Client::builder().tls_built_in_root_certs(false);
+    for certificate in certificates {
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(|error| invalid(error.to_string()))
+}
+
+/// `Retry-After` as delay-seconds (the node never sends the HTTP-date
+/// form; a date from a proxy is ignored and the sender's own backoff
+/// applies).
+fn retry_after_seconds(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn api_error(status: u16, body: &[u8], retry_after_seconds: Option<u64>) -> ClientError {
     match serde_json::from_slice::<ErrorResponse>(body) {
         Ok(error) => ClientError::Api {
             status,
             code: error.error,
             message: error.message,
+            retry_after_seconds,
         },
         Err(_) => ClientError::Api {
             status,
             code: UNRECOGNIZED_ERROR_CODE.to_string(),
             message: body_snippet(body),
+            retry_after_seconds,
         },
     }
 }
@@ -690,7 +747,7 @@ mod tests {
     #[test]
     fn api_error_body_is_decoded() {
         let body = br#"{"error":"unknown_project","message":"no project named shop"}"#;
-        let error = api_error(404, body);
+        let error = api_error(404, body, None);
         assert_eq!(error.status(), Some(404));
         assert_eq!(error.code(), Some("unknown_project"));
         assert_eq!(
@@ -702,11 +759,12 @@ mod tests {
     #[test]
     fn unrecognized_error_body_keeps_status_and_a_bounded_snippet() {
         let body = "é".repeat(ERROR_BODY_SNIPPET_BYTES_MAX); // 2 bytes per char
-        let error = api_error(502, body.as_bytes());
+        let error = api_error(502, body.as_bytes(), None);
         let ClientError::Api {
             status,
             code,
             message,
+            ..
         } = error
         else {
             panic!("expected an Api error, got {error:?}");

@@ -640,6 +640,8 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
         let client = shared.router.route(&events, attempt);
         shared.requests_sent.fetch_add(1, Ordering::Relaxed);
         let last_attempt = attempt + 1 >= config.retry_attempts_max;
+        // The node's `Retry-After` (on 429 and 503), when it sent one.
+        let mut asked_wait = None;
         match client.send_with(&events, config.encoding).await {
             Ok(answer) => {
                 report.accepted += answer.accepted;
@@ -669,7 +671,9 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                 let mut keep = retry.iter();
                 events.retain(|_| *keep.next().unwrap_or(&false));
             }
-            Err(error) if is_retryable(&error) && !last_attempt => {}
+            Err(error) if is_retryable(&error) && !last_attempt => {
+                asked_wait = error.retry_after();
+            }
             Err(error) => {
                 let error = Arc::new(error);
                 report
@@ -686,9 +690,26 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                 return report;
             }
         }
-        tokio::time::sleep(backoff(config, attempt)).await;
+        tokio::time::sleep(retry_wait(config, attempt, asked_wait)).await;
         attempt += 1;
         shared.retries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How long to wait before retry `attempt`: the node's `Retry-After` when
+/// it sent one (it knows how long its overload lasts; capped at
+/// `retry_backoff_max_ms` so a wrong header cannot stall the sender), plus
+/// up to a tenth of it as jitter so that refused senders do not come back
+/// together; else the exponential backoff.
+fn retry_wait(config: &SenderConfig, attempt: u32, asked: Option<Duration>) -> Duration {
+    match asked {
+        Some(asked) => {
+            let asked_ms = u64::try_from(asked.as_millis())
+                .unwrap_or(u64::MAX)
+                .min(config.retry_backoff_max_ms);
+            Duration::from_millis(asked_ms + jitter(asked_ms / 10))
+        }
+        None => backoff(config, attempt),
     }
 }
 
@@ -717,6 +738,24 @@ fn jitter(bound: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_replaces_the_backoff_and_is_capped() {
+        let config = SenderConfig {
+            retry_backoff_initial_ms: 10,
+            retry_backoff_max_ms: 5_000,
+            ..SenderConfig::default()
+        };
+        for _ in 0..100 {
+            let wait = retry_wait(&config, 0, Some(Duration::from_secs(2))).as_millis() as u64;
+            assert!((2_000..=2_200).contains(&wait), "{wait}");
+            let capped = retry_wait(&config, 0, Some(Duration::from_secs(60))).as_millis() as u64;
+            assert!((5_000..=5_500).contains(&capped), "{capped}");
+            // Without a header, the exponential backoff (10 ms at attempt 0).
+            let own = retry_wait(&config, 0, None).as_millis() as u64;
+            assert!(own <= 10, "{own}");
+        }
+    }
 
     #[test]
     fn backoff_grows_exponentially_up_to_the_cap_with_bounded_jitter() {

@@ -7,8 +7,10 @@ use crate::admin_token::{self, AdminToken, AdminTokenSource, ClusterSecret, Secr
 use crate::clock::{ManualClock, SharedClock, SystemClock};
 use crate::cluster_startup::{self, ClusterStartup};
 use crate::engine::EngineConfig;
+use crate::limits;
 use crate::placement::{Placement, PlacementHandle, PlacementNetwork, RaftConfig};
 use crate::server::{self, Secrets, ServerConfig};
+use crate::tls::TlsFiles;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
@@ -71,9 +73,49 @@ pub struct ServeArgs {
     /// ones, to exercise the disk-error path (docs/durability.md).
     #[arg(long, hide = true)]
     pub fault_log_sync_after: Option<u64>,
-    /// Log format.
+    /// Testing only: every fsync of the log takes this much longer (a slow
+    /// disk), to fill the ingest queues in overload tests.
+    #[arg(long, hide = true)]
+    pub fault_log_sync_delay_ms: Option<u64>,
+    /// Log format: `text` for people, `json` (one object per line) for log
+    /// collectors.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// per-module directives (`info,sessiondb_node::placement=debug`).
+    #[arg(long, env = "SESSIONDB_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Most open HTTP connections, over all workers; more wait in the
+    /// accept queue until one closes (docs/operations.md, Limits).
+    #[arg(long)]
+    pub connections_max: Option<usize>,
+    /// Most requests one credential (bearer token or basic-auth user; else
+    /// the client's IP address) may have in flight; beyond it `429`.
+    #[arg(long)]
+    pub requests_in_flight_per_credential_max: Option<usize>,
+    /// Most cell-buckets (time buckets × cells) one results or time-series
+    /// query may read; beyond it `422 query_too_expensive`.
+    #[arg(long)]
+    pub query_cost_max: Option<u64>,
+    /// How long an ingest request waits for room in the ingest queues
+    /// before the node answers `503 overloaded`.
+    #[arg(long)]
+    pub ingest_queue_wait_ms: Option<u64>,
+    /// Events per second each project may send (token bucket holding one
+    /// second's worth); beyond it `429 rate_limited`. Default: no limit.
+    #[arg(long)]
+    pub project_events_per_second_max: Option<u64>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key and --tls-ca)
+    /// and call the other members over HTTPS.
+    #[arg(long, env = "SESSIONDB_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SESSIONDB_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA that signed the members' certificates;
+    /// other members are verified against it.
+    #[arg(long, env = "SESSIONDB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Admin token for the console and /v1/admin/* (16–256 visible ASCII
     /// characters). Without one, the node generates a token at its first
     /// start and keeps it in <data-dir>/admin-token.
@@ -124,6 +166,14 @@ pub struct FileConfig {
     pub join: Option<String>,
     pub advertise: Option<String>,
     pub voters_max: Option<usize>,
+    pub connections_max: Option<usize>,
+    pub requests_in_flight_per_credential_max: Option<usize>,
+    pub query_cost_max: Option<u64>,
+    pub ingest_queue_wait_ms: Option<u64>,
+    pub project_events_per_second_max: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Default of `--voters-max`.
@@ -140,7 +190,8 @@ pub struct NodeConfig {
     pub admin_token: Option<AdminToken>,
     /// The configured cluster secret; `None`: use or create its file.
     pub cluster_secret: Option<ClusterSecret>,
-    /// `--join`, as a base URL.
+    /// `--join` as given: a base URL or `host:port`
+    /// (`cluster_startup::join_url` completes it once TLS is known).
     pub join: Option<String>,
     /// `--advertise`; `None`: the bound listen address.
     pub advertise: Option<String>,
@@ -187,6 +238,48 @@ impl NodeConfig {
         };
         raft.to_openraft()
             .context("invalid --raft-election-timeout-ms")?;
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+            args.tls_ca.clone().or(file.tls_ca),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+            _ => anyhow::bail!(
+                "TLS needs all of --tls-cert, --tls-key and --tls-ca (the CA verifies the other members)"
+            ),
+        };
+        let connections_max = args
+            .connections_max
+            .or(file.connections_max)
+            .unwrap_or(limits::CONNECTIONS_MAX_DEFAULT);
+        let requests_in_flight_per_credential_max = args
+            .requests_in_flight_per_credential_max
+            .or(file.requests_in_flight_per_credential_max)
+            .unwrap_or(limits::REQUESTS_IN_FLIGHT_PER_CREDENTIAL_MAX_DEFAULT);
+        let query_cost_max = args
+            .query_cost_max
+            .or(file.query_cost_max)
+            .unwrap_or(limits::QUERY_COST_MAX_DEFAULT);
+        let project_events_per_second_max = args
+            .project_events_per_second_max
+            .or(file.project_events_per_second_max);
+        for (flag, value) in [
+            ("--connections-max", connections_max as u64),
+            (
+                "--requests-in-flight-per-credential-max",
+                requests_in_flight_per_credential_max as u64,
+            ),
+            ("--query-cost-max", query_cost_max),
+            (
+                "--project-events-per-second-max",
+                project_events_per_second_max.unwrap_or(1),
+            ),
+        ] {
+            if value == 0 {
+                anyhow::bail!("{flag} must be at least 1");
+            }
+        }
         let engine_defaults = EngineConfig::default();
         let server_defaults = ServerConfig::default();
         Ok(NodeConfig {
@@ -208,6 +301,11 @@ impl NodeConfig {
                     .segment_actors
                     .or(file.segment_actors)
                     .unwrap_or(engine_defaults.segment_actors),
+                ingest_queue_wait_ms: args
+                    .ingest_queue_wait_ms
+                    .or(file.ingest_queue_wait_ms)
+                    .unwrap_or(engine_defaults.ingest_queue_wait_ms),
+                query_cost_max,
                 ..engine_defaults
             },
             server: ServerConfig {
@@ -219,15 +317,14 @@ impl NodeConfig {
                     .http_workers
                     .or(file.http_workers)
                     .unwrap_or(server_defaults.http_workers),
-                ..server_defaults
+                connections_max,
+                requests_in_flight_per_credential_max,
+                project_events_per_second_max,
+                tls,
             },
             admin_token,
             cluster_secret,
-            join: args
-                .join
-                .clone()
-                .or(file.join)
-                .map(|text| cluster_startup::join_url(&text)),
+            join: args.join.clone().or(file.join),
             advertise: args.advertise.clone().or(file.advertise),
             voters_max,
             raft,
@@ -240,7 +337,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            if let Err(error) = init_logging(args.log_format, &args.log_level) {
+                eprintln!("error: invalid --log-level / SESSIONDB_LOG: {error}");
+                return ExitCode::from(EXIT_USAGE);
+            }
             match serve(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
@@ -260,9 +360,9 @@ fn report(error: &anyhow::Error) {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONDB_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).map_err(|error| error.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -270,10 +370,17 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = NodeConfig::resolve(&args)?;
+    // Before anything calls a peer: node-to-node calls use the scheme and
+    // CA of this transport.
+    if let Some(files) = &config.server.tls {
+        let transport = crate::tls::PeerTransport::https(&files.ca).context("invalid --tls-ca")?;
+        crate::tls::set_peer_transport(transport);
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.listen).with_context(|| {
@@ -312,12 +419,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let log_config = crate::log::LogConfig {
-            fault: args.fault_log_sync_after.map(|successes| {
+        let fault = (args.fault_log_sync_after.is_some() || args.fault_log_sync_delay_ms.is_some())
+            .then(|| {
                 let plan = crate::log::FaultPlan::new();
-                plan.fail_sync_after(successes);
+                if let Some(successes) = args.fault_log_sync_after {
+                    plan.fail_sync_after(successes);
+                }
+                if let Some(delay_ms) = args.fault_log_sync_delay_ms {
+                    plan.delay_syncs(delay_ms);
+                }
                 std::sync::Arc::new(plan)
-            }),
+            });
+        let log_config = crate::log::LogConfig {
+            fault,
             ..crate::log::LogConfig::default()
         };
         let (engine, recovery) = crate::engine::durability::open(
@@ -345,7 +459,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             node_id,
         ));
         // Tests and scripts read this exact line to find the port.
-        println!("sessiondb listening on http://{address}");
+        let scheme = if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!("sessiondb listening on {scheme}://{address}");
         tracing::info!(
             recovery_ms = recovery.duration_ms,
             records_replayed = recovery.records_replayed,
@@ -362,7 +481,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // to take a place in the cluster stops the node.
         let (failure_sender, failure_receiver) = tokio::sync::oneshot::channel();
         let startup = ClusterStartup {
-            join: config.join.clone(),
+            join: config.join.as_deref().map(cluster_startup::join_url),
             advertise,
             shards: config.engine.shards,
             secret: cluster_secret.clone(),
@@ -502,6 +621,57 @@ mod tests {
     fn the_file_can_carry_the_admin_token() {
         let file = toml::from_str::<FileConfig>("admin_token = \"0123456789abcdef\"").unwrap();
         assert_eq!(file.admin_token.as_deref(), Some("0123456789abcdef"));
+    }
+
+    #[test]
+    fn limits_have_defaults_flags_and_file_keys() {
+        let args = ServeArgs::parse_from(["serve"]);
+        let config = NodeConfig::resolve(&args).unwrap();
+        assert_eq!(
+            config.server.connections_max,
+            limits::CONNECTIONS_MAX_DEFAULT
+        );
+        assert_eq!(
+            config.server.requests_in_flight_per_credential_max,
+            limits::REQUESTS_IN_FLIGHT_PER_CREDENTIAL_MAX_DEFAULT
+        );
+        assert_eq!(config.server.project_events_per_second_max, None);
+        assert_eq!(config.engine.query_cost_max, limits::QUERY_COST_MAX_DEFAULT);
+        assert_eq!(
+            config.engine.ingest_queue_wait_ms,
+            limits::INGEST_QUEUE_WAIT_MS_DEFAULT
+        );
+        let file = toml::from_str::<FileConfig>(
+            "connections_max = 10\nrequests_in_flight_per_credential_max = 3\n\
+             query_cost_max = 99\ningest_queue_wait_ms = 7\nproject_events_per_second_max = 5",
+        )
+        .unwrap();
+        assert_eq!(file.connections_max, Some(10));
+        assert_eq!(file.requests_in_flight_per_credential_max, Some(3));
+        assert_eq!(file.query_cost_max, Some(99));
+        assert_eq!(file.ingest_queue_wait_ms, Some(7));
+        assert_eq!(file.project_events_per_second_max, Some(5));
+        let args = ServeArgs::parse_from(["serve", "--query-cost-max", "0"]);
+        let error = NodeConfig::resolve(&args).unwrap_err();
+        assert!(format!("{error:#}").contains("--query-cost-max must be at least 1"));
+    }
+
+    #[test]
+    fn tls_needs_all_three_files() {
+        let args = ServeArgs::parse_from(["serve", "--tls-cert", "a.pem", "--tls-key", "a.key"]);
+        let error = NodeConfig::resolve(&args).unwrap_err();
+        assert!(format!("{error:#}").contains("--tls-ca"), "{error:#}");
+        let args = ServeArgs::parse_from([
+            "serve",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-ca",
+            "ca.pem",
+        ]);
+        let tls = NodeConfig::resolve(&args).unwrap().server.tls.unwrap();
+        assert_eq!(tls.ca, PathBuf::from("ca.pem"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn join_url(text: &str) -> String {
     if text.contains("://") {
         text.to_string()
     } else {
-        format!("http://{text}")
+        crate::tls::peer_url(text)
     }
 }
 
@@ -130,10 +130,9 @@ async fn join(
     startup: &ClusterStartup,
     targets: Vec<String>,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
+    let http = crate::tls::peer_client_builder()
         // `307 not_leader` is followed here, by hand, to log it.
         .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
         .build()
         .context("cannot build an HTTP client")?;
     let request = wire::JoinRequest {

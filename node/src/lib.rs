@@ -14,9 +14,10 @@
 //!   that imports openraft.
 //! - `http`: the HTTP API; the only module that knows the wire types'
 //!   JSON shape besides `event` validation.
-//! - `server`, `cli`, `admin_token`, `cluster_startup`, `demo`: the
-//!   process: configuration, the admin token and cluster secret, listener,
-//!   bootstrapping or joining the cluster, shutdown, the synthetic workload.
+//! - `server`, `cli`, `admin_token`, `cluster_startup`, `demo`, `tls`: the
+//!   process: configuration, the admin token and cluster secret, listener
+//!   (HTTPS when configured), bootstrapping or joining the cluster,
+//!   shutdown, the synthetic workload.
 
 pub mod admin_token;
 pub mod checkpoint;
@@ -37,3 +38,4 @@ pub mod project;
 pub mod server;
 pub mod shard_moves;
 pub mod stats;
+pub mod tls;

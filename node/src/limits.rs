@@ -56,3 +56,35 @@ pub const ACTOR_REPLY_WAIT_MS: u64 = 30_000;
 pub const LOG_SYNC_WAIT_MS: u64 = 60_000;
 /// Most deltas one session actor sends to one segment actor in one message.
 pub const DELTAS_PER_MESSAGE_MAX: usize = 65_536;
+
+// Settings an operator may change (flag and configuration file key, see
+// `cli::ServeArgs` and the limits table in docs/operations.md). These are
+// their defaults.
+
+/// Default of `--connections-max`: open HTTP connections the node keeps at
+/// once, over all workers. Beyond it, new connections wait in the kernel's
+/// accept queue until one closes.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 2_048;
+/// Default of `--requests-in-flight-per-credential-max`: requests one
+/// credential (bearer token, basic-auth user; without one, the client's IP
+/// address) may have in flight at once; beyond it, `429 too_many_requests`.
+pub const REQUESTS_IN_FLIGHT_PER_CREDENTIAL_MAX_DEFAULT: usize = 256;
+/// Default of `--query-cost-max`: most cell-buckets (time buckets × cells)
+/// one results or time-series query may touch; beyond it,
+/// `422 query_too_expensive`.
+pub const QUERY_COST_MAX_DEFAULT: u64 = 1_000_000;
+/// Default of `--ingest-queue-wait-ms`: how long an ingest request waits
+/// for room (the sequencer, a full shard queue, the log's group-commit
+/// backlog) before the node answers `503 overloaded`.
+pub const INGEST_QUEUE_WAIT_MS_DEFAULT: u64 = INGEST_QUEUE_WAIT_MS;
+/// `Retry-After` of `503 overloaded` and `429 too_many_requests`: long
+/// enough for a queue of `ACTOR_QUEUE_MESSAGES_MAX` batches to drain.
+pub const OVERLOAD_RETRY_AFTER_SECONDS: u64 = 1;
+/// Most distinct credentials (and client addresses) tracked by the
+/// in-flight limit at once; entries exist only while a request is in
+/// flight, so this bounds memory under a flood of made-up tokens. Beyond
+/// it, new credentials get `429 too_many_requests`.
+pub const CREDENTIALS_TRACKED_MAX: usize = 100_000;
+/// Most projects tracked by the per-project event rate limit (one token
+/// bucket each); equal to `PROJECTS_MAX`, so every project has one.
+pub const RATE_LIMITED_PROJECTS_MAX: usize = PROJECTS_MAX;

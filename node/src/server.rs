@@ -2,8 +2,11 @@
 
 use crate::admin_token::{AdminToken, ClusterSecret};
 use crate::engine::Engine;
+use crate::http::admission::Admission;
 use crate::http::{self, error::ApiError, AppState};
+use crate::limits;
 use crate::placement::PlacementHandle;
+use crate::tls::TlsFiles;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpServer};
 use std::future::Future;
@@ -15,8 +18,15 @@ pub struct ServerConfig {
     pub node_id: u64,
     /// Threads serving HTTP.
     pub http_workers: usize,
-    /// Most open connections per worker; more wait in the accept queue.
-    pub connections_per_worker_max: usize,
+    /// Most open connections over all workers; more wait in the accept
+    /// queue.
+    pub connections_max: usize,
+    /// Requests in flight per credential (`http::admission`).
+    pub requests_in_flight_per_credential_max: usize,
+    /// Events per second per project; `None`: no limit.
+    pub project_events_per_second_max: Option<u64>,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -24,7 +34,11 @@ impl Default for ServerConfig {
         ServerConfig {
             node_id: 1,
             http_workers: 2,
-            connections_per_worker_max: 1_024,
+            connections_max: limits::CONNECTIONS_MAX_DEFAULT,
+            requests_in_flight_per_credential_max:
+                limits::REQUESTS_IN_FLIGHT_PER_CREDENTIAL_MAX_DEFAULT,
+            project_events_per_second_max: None,
+            tls: None,
         }
     }
 }
@@ -46,7 +60,12 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let admission = std::sync::Arc::new(Admission::new(
+        config.requests_in_flight_per_credential_max,
+        config.project_events_per_second_max,
+    ));
     let state = AppState {
+        admission,
         engine: engine.clone(),
         node_id: config.node_id,
         admin_token: secrets.admin_token,
@@ -62,12 +81,23 @@ pub async fn run(
             .app_data(web::Data::new(state.clone()))
             .configure(http::configure)
             .default_service(web::to(not_found))
+            .wrap(actix_web::middleware::from_fn(
+                http::admission::limit_in_flight,
+            ))
     })
     .workers(config.http_workers)
-    .max_connections(config.connections_per_worker_max)
+    // actix-web counts connections per worker; the setting is a total.
+    .max_connections(config.connections_max.div_ceil(config.http_workers.max(1)))
     .disable_signals()
-    .shutdown_timeout(10)
-    .listen(listener)?
+    .shutdown_timeout(10);
+    let server = match &config.tls {
+        Some(files) => {
+            let tls = crate::tls::server_config(files)
+                .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+            server.listen_rustls_0_23(listener, tls)?
+        }
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     tokio::spawn(async move {

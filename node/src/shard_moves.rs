@@ -117,11 +117,22 @@ pub struct ShardMover {
     http: reqwest::Client,
     /// Held for the whole of a move (and of a rebalance): one at a time.
     serial: Arc<tokio::sync::Mutex<()>>,
+    /// Moves this node ran as leader, for `/metrics`.
+    pub counters: Arc<MoveCounters>,
+}
+
+/// Shard moves this node ran (as leader) since it started.
+#[derive(Debug, Default)]
+pub struct MoveCounters {
+    pub committed: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+    /// Duration of every move, committed or failed.
+    pub seconds: crate::metrics::Histogram,
 }
 
 impl ShardMover {
     pub fn new(placement: PlacementHandle, secret: ClusterSecret) -> ShardMover {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::peer_client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -131,6 +142,7 @@ impl ShardMover {
             secret,
             http,
             serial: Arc::new(tokio::sync::Mutex::new(())),
+            counters: Arc::new(MoveCounters::default()),
         }
     }
 
@@ -193,6 +205,20 @@ impl ShardMover {
         shard: u32,
         to: NodeId,
     ) -> Result<wire::ShardMoveReport, MoveError> {
+        let started = Instant::now();
+        let result = self.move_steps(shard, to).await;
+        let counters = &self.counters;
+        counters.seconds.observe(started.elapsed());
+        let outcome = if result.is_ok() {
+            &counters.committed
+        } else {
+            &counters.failed
+        };
+        outcome.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    async fn move_steps(&self, shard: u32, to: NodeId) -> Result<wire::ShardMoveReport, MoveError> {
         let started = Instant::now();
         let state = self.placement.view().current();
         let shards = state.shard_count();
@@ -347,7 +373,7 @@ impl ShardMover {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, String> {
-        let url = format!("http://{address}{path}");
+        let url = format!("{}{path}", crate::tls::peer_url(address));
         let response = self
             .http
             .post(&url)

@@ -257,7 +257,7 @@ async fn wait_until_ready(node: &TestNode) -> serde_json::Value {
         assert_eq!(ready.body["ready"], false, "{}", ready.text);
         let reason = ready.body["reason"].as_str().unwrap_or_default();
         assert!(
-            ["not_a_member", "no_leader"].contains(&reason),
+            ["not_a_member", "no_leader", "shards_not_owned"].contains(&reason),
             "{}",
             ready.text
         );
@@ -342,6 +342,12 @@ async fn metrics_need_the_admin_token_and_count_what_was_sent() {
         ("sessiondb_raft_leader", "gauge"),
         ("sessiondb_raft_applied_index", "gauge"),
         ("sessiondb_memory_bytes_per_visitor_estimate", "gauge"),
+        ("sessiondb_actor_queue_depth_max", "gauge"),
+        ("sessiondb_log_queued_records", "gauge"),
+        ("sessiondb_requests_refused_total", "counter"),
+        ("sessiondb_raft_last_log_index", "gauge"),
+        ("sessiondb_shard_moves_total", "counter"),
+        ("sessiondb_shard_move_duration_seconds", "histogram"),
     ] {
         assert_eq!(
             before.types.get(family).map(String::as_str),
@@ -353,13 +359,38 @@ async fn metrics_need_the_admin_token_and_count_what_was_sent() {
         assert!(before
             .value("sessiondb_actor_queue_depth", &[("actor", actor)])
             .is_some());
+        assert!(before
+            .value("sessiondb_actor_queue_depth_max", &[("actor", actor)])
+            .is_some());
     }
+    // Nothing refused and no shard moved yet; every limit has its series.
+    for limit in ["in_flight", "rate", "overloaded", "query_cost"] {
+        assert_eq!(
+            before.get("sessiondb_requests_refused_total", &[("limit", limit)]),
+            0.0,
+            "{limit}"
+        );
+    }
+    for outcome in ["committed", "failed"] {
+        assert_eq!(
+            before.get("sessiondb_shard_moves_total", &[("outcome", outcome)]),
+            0.0
+        );
+    }
+    assert_eq!(
+        before.get("sessiondb_shard_move_duration_seconds_count", &[]),
+        0.0
+    );
     // Once ready, the bootstrapped node leads its own cluster.
     wait_until_ready(&node).await;
     let raft = scrape(&node).await;
     assert_eq!(raft.get("sessiondb_raft_leader", &[]), 1.0);
     assert!(raft.get("sessiondb_raft_term", &[]) >= 1.0);
     assert!(raft.get("sessiondb_raft_applied_index", &[]) >= 1.0);
+    assert!(
+        raft.get("sessiondb_raft_last_log_index", &[])
+            >= raft.get("sessiondb_raft_applied_index", &[])
+    );
 
     node.create_project("shop", serde_json::json!({})).await;
     let batches_before = before.get("sessiondb_ingest_batches_total", &[]);

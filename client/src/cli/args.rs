@@ -22,6 +22,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SESSIONDB_NODE", default_value = NODE_DEFAULT)]
     pub node: String,
 
+    /// PEM file of the CA that signed the node's certificate, for an
+    /// `https://` --node (the node's `--tls-ca`).
+    #[arg(long, global = true, env = "SESSIONDB_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
     /// Print one JSON document on stdout instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

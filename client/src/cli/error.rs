@@ -132,6 +132,7 @@ mod tests {
                 status: 404,
                 code: "unknown_project".into(),
                 message: "no project named shop".into(),
+                retry_after_seconds: None,
             },
         );
         assert_eq!(error.exit_code, EXIT_FAILED);

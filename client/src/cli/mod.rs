@@ -81,7 +81,20 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command; answers the exit code of a command that ran to
 /// its end (an import with rejections ends with [`EXIT_INPUT`]).
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
-    let client = Client::new(cli.node.clone());
+    let mut client = Client::new(cli.node.clone());
+    if let Some(path) = &cli.ca_file {
+        let pem = std::fs::read(path).map_err(|error| {
+            CliError::new(
+                EXIT_USAGE,
+                format!("cannot read --ca-file {}", path.display()),
+            )
+            .with_source(error)
+        })?;
+        client = client.with_ca_pem(&pem).map_err(|error| {
+            CliError::new(EXIT_USAGE, format!("invalid --ca-file {}", path.display()))
+                .with_source(error)
+        })?;
+    }
     let context = Context {
         node: cli.node,
         json: cli.json,

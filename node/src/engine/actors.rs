@@ -191,6 +191,14 @@ pub enum SegmentMessage {
     CellCount {
         reply: oneshot::Sender<usize>,
     },
+    /// How many cells a query of the experiment reads (see
+    /// `ExperimentAggregates::cells_read`); `None` without the experiment.
+    CellsRead {
+        project: Arc<str>,
+        experiment: Arc<str>,
+        breakdown: Option<Arc<str>>,
+        reply: oneshot::Sender<Option<u64>>,
+    },
     /// A copy of the store, for a checkpoint.
     Snapshot {
         reply: oneshot::Sender<SegmentStore>,
@@ -214,6 +222,7 @@ impl std::fmt::Debug for SegmentMessage {
             SegmentMessage::Experiments { .. } => "Experiments",
             SegmentMessage::Expire { .. } => "Expire",
             SegmentMessage::CellCount { .. } => "CellCount",
+            SegmentMessage::CellsRead { .. } => "CellsRead",
             SegmentMessage::Snapshot { .. } => "Snapshot",
             SegmentMessage::Partial { .. } => "Partial",
         };
@@ -289,6 +298,17 @@ impl Actor for SegmentActor {
             SegmentMessage::Expire { project, before_ms } => store.expire(&project, before_ms),
             SegmentMessage::CellCount { reply } => {
                 let _ = reply.send(store.cell_count());
+            }
+            SegmentMessage::CellsRead {
+                project,
+                experiment,
+                breakdown,
+                reply,
+            } => {
+                let cells = store
+                    .experiment(&project, &experiment)
+                    .map(|aggregates| aggregates.cells_read(breakdown.as_deref()));
+                let _ = reply.send(cells);
             }
             SegmentMessage::Snapshot { reply } => {
                 let _ = reply.send(store.clone());

@@ -172,6 +172,8 @@ impl Engine {
             });
         };
         let query = super::results_query(&config.settings, from_ms, to_ms, &request)?;
+        self.check_cost(&config, experiment, query.breakdown.clone(), from_ms, to_ms)
+            .await?;
         let (reply, answer) = oneshot::channel();
         let message = SegmentMessage::Partial {
             project: Arc::clone(&config.name),

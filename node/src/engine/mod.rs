@@ -51,6 +51,11 @@ pub struct EngineConfig {
     pub maintenance_interval_ms: u64,
     /// How often a checkpoint is taken.
     pub checkpoint_interval_ms: u64,
+    /// How long an ingest call waits for room (sequencer, shard queues,
+    /// the log's backlog) before it fails with `Overloaded`.
+    pub ingest_queue_wait_ms: u64,
+    /// Most cell-buckets one query may touch (`QueryError::TooExpensive`).
+    pub query_cost_max: u64,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +65,8 @@ impl Default for EngineConfig {
             segment_actors: 4,
             maintenance_interval_ms: 10_000,
             checkpoint_interval_ms: 60_000,
+            ingest_queue_wait_ms: limits::INGEST_QUEUE_WAIT_MS_DEFAULT,
+            query_cost_max: limits::QUERY_COST_MAX_DEFAULT,
         }
     }
 }
@@ -69,8 +76,8 @@ impl Default for EngineConfig {
 pub enum IngestError {
     #[error("the log cannot take writes: {cause}; nothing of this batch was acknowledged, retry on a healthy node")]
     Storage { cause: String },
-    #[error("the shard queues stayed full for {wait_ms} ms; retry later", wait_ms = limits::INGEST_QUEUE_WAIT_MS)]
-    Overloaded,
+    #[error("the node is overloaded: no room in the ingest queues (shard queues or the log's group-commit backlog) within {wait_ms} ms; nothing of this batch was applied, retry later")]
+    Overloaded { wait_ms: u64 },
     #[error("the node is shutting down")]
     ShuttingDown,
 }
@@ -176,6 +183,13 @@ pub struct EngineMetrics {
     pub session_queue_depth: u64,
     /// The same over the segment actors.
     pub segment_queue_depth: u64,
+    /// The deepest single session actor queue (a hot shard shows here
+    /// before it shows in the sum).
+    pub session_queue_depth_max: u64,
+    /// The deepest single segment actor queue.
+    pub segment_queue_depth_max: u64,
+    /// Records waiting in the log's group-commit backlog.
+    pub log_queued_records: u64,
     /// The last checkpoint: duration, size, log position (0 before one).
     pub checkpoint_last: Duration,
     pub checkpoint_last_bytes: u64,
@@ -503,7 +517,11 @@ impl Engine {
         now_ms: i64,
         per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
     ) -> Result<Vec<(Vec<usize>, Vec<Outcome>)>, IngestError> {
-        let wait = Duration::from_millis(limits::INGEST_QUEUE_WAIT_MS);
+        let wait_ms = self.inner.config.ingest_queue_wait_ms;
+        let overloaded = || IngestError::Overloaded { wait_ms };
+        // One budget for every wait below: an overloaded node answers
+        // within it instead of queueing callers without bound.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
         let records: Vec<(u32, Vec<u8>)> = per_shard
             .iter()
             .map(|(shard, (_, events))| (*shard, durability::encode_events(now_ms, events)))
@@ -511,26 +529,29 @@ impl Engine {
         let mut waiting = Vec::with_capacity(per_shard.len());
         let mut durable_senders = Vec::with_capacity(per_shard.len());
         let pending = {
-            let _order = self.inner.sequencer.lock().await;
+            let _order = tokio::time::timeout_at(deadline, self.inner.sequencer.lock())
+                .await
+                .map_err(|_| overloaded())?;
             // Room first, log second: a record in the log must never meet a
             // full queue (it would be applied after a restart but not now).
             let mut reservations = Vec::with_capacity(per_shard.len());
             for shard in per_shard.keys() {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let reservation = self.inner.sessions[*shard as usize]
-                    .reserve_within(wait)
+                    .reserve_within(remaining)
                     .await
-                    .map_err(|_| IngestError::Overloaded)?;
+                    .map_err(|_| overloaded())?;
                 reservations.push(reservation);
             }
-            let pending = self
-                .inner
-                .storage
-                .log
-                .enqueue_batch(records)
-                .await
-                .map_err(|error| IngestError::Storage {
-                    cause: error.to_string(),
-                })?;
+            // Waiting for the log's queue is cancel-safe: the batch is only
+            // handed to the writer after its room is taken.
+            let pending =
+                tokio::time::timeout_at(deadline, self.inner.storage.log.enqueue_batch(records))
+                    .await
+                    .map_err(|_| overloaded())?
+                    .map_err(|error| IngestError::Storage {
+                        cause: error.to_string(),
+                    })?;
             for (reservation, (_, (indexes, events))) in reservations.into_iter().zip(per_shard) {
                 let (durable_sender, durable) = oneshot::channel();
                 let (reply, answer) = oneshot::channel();
@@ -639,6 +660,21 @@ impl Engine {
                 .iter()
                 .map(|mailbox| mailbox.depth(capacity) as u64)
                 .sum(),
+            session_queue_depth_max: self
+                .inner
+                .sessions
+                .iter()
+                .map(|mailbox| mailbox.depth(capacity) as u64)
+                .max()
+                .unwrap_or(0),
+            segment_queue_depth_max: self
+                .inner
+                .segments
+                .iter()
+                .map(|mailbox| mailbox.depth(capacity) as u64)
+                .max()
+                .unwrap_or(0),
+            log_queued_records: self.inner.storage.log.queued_records() as u64,
             checkpoint_last: Duration::from_nanos(
                 counters.checkpoint_last_ns.load(Ordering::Relaxed),
             ),
@@ -668,6 +704,8 @@ impl Engine {
             .await?;
         let query = results_query(settings, from_ms, to_ms, &request)?;
         let breakdown = query.breakdown.clone();
+        self.check_cost(&config, experiment, breakdown.clone(), from_ms, to_ms)
+            .await?;
         let (reply, answer) = oneshot::channel();
         let message = SegmentMessage::Results {
             project: Arc::clone(&config.name),
@@ -724,6 +762,8 @@ impl Engine {
         if points > limits::TIMESERIES_POINTS_MAX {
             return Err(QueryError::TooManyPoints { points });
         }
+        self.check_cost(&config, experiment, None, from_ms, to_ms)
+            .await?;
         let (reply, answer) = oneshot::channel();
         let message = SegmentMessage::TimeSeries {
             project: Arc::clone(&config.name),
@@ -801,6 +841,47 @@ impl Engine {
         };
         check_range(settings.bucket_ms, from_ms, to_ms)?;
         Ok((from_ms, to_ms))
+    }
+
+    /// Refuses a query over [from, to) that would read more than
+    /// `query_cost_max` cell-buckets: cells read (per the breakdown) × base
+    /// buckets in the range. An upper bound (day roll-ups read fewer), and
+    /// cheap: one count, before any summing.
+    async fn check_cost(
+        &self,
+        config: &ProjectConfig,
+        experiment: &str,
+        breakdown: Option<Arc<str>>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(), QueryError> {
+        let (reply, answer) = oneshot::channel();
+        let message = SegmentMessage::CellsRead {
+            project: Arc::clone(&config.name),
+            experiment: Arc::from(experiment),
+            breakdown,
+            reply,
+        };
+        let Some(cells) = self
+            .ask(self.segment_for(&config.name, experiment), message, answer)
+            .await?
+        else {
+            // No such experiment here: the query itself says so (or, for a
+            // share, answers nothing).
+            return Ok(());
+        };
+        let buckets = u64::try_from((to_ms - from_ms) / config.settings.bucket_ms).unwrap_or(0);
+        let cost = cells.saturating_mul(buckets);
+        let limit = self.inner.config.query_cost_max;
+        if cost > limit {
+            return Err(QueryError::TooExpensive {
+                cost,
+                cells,
+                buckets,
+                limit,
+            });
+        }
+        Ok(())
     }
 
     async fn ask<T>(

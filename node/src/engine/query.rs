@@ -82,6 +82,13 @@ pub enum QueryError {
     InvalidInterval { interval_ms: i64, bucket_ms: i64 },
     #[error("the series would have {points} points; the limit is {max}", max = limits::TIMESERIES_POINTS_MAX)]
     TooManyPoints { points: i64 },
+    #[error("the query would read {cost} cell-buckets ({cells} cells × {buckets} buckets); the limit is {limit} (--query-cost-max); narrow the range, use a longer interval or drop the breakdown")]
+    TooExpensive {
+        cost: u64,
+        cells: u64,
+        buckets: u64,
+        limit: u64,
+    },
     #[error("the node is shutting down or overloaded; retry")]
     Unavailable,
 }

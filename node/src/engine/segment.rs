@@ -164,6 +164,20 @@ impl ExperimentAggregates {
         }
     }
 
+    /// Cells a query reads: the variation totals without a breakdown, the
+    /// cells of that breakdown attribute with one. Times the buckets of its
+    /// range, this is a query's cost (`QueryError::TooExpensive`).
+    pub fn cells_read(&self, breakdown: Option<&str>) -> u64 {
+        self.cells
+            .iter()
+            .filter(|series| match (&series.key.group, breakdown) {
+                (Group::Total, None) => true,
+                (Group::Breakdown { attribute, .. }, Some(asked)) => **attribute == *asked,
+                _ => false,
+            })
+            .count() as u64
+    }
+
     /// Rebuilds the cell index (after decoding, or after cells were
     /// dropped).
     pub fn reindex(&mut self) {

@@ -11,22 +11,56 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the node has recovered (it does before it listens) and is a
-/// member of a cluster whose placement leader it knows. 503 with a reason
-/// otherwise.
+/// Readiness: the node has recovered (it does before it listens), is a
+/// member of a cluster whose placement leader it knows, owns every shard
+/// the shard map gives it, and has no shard fenced (in the middle of a
+/// move away). 503 with the first reason that fails otherwise.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let report = state.placement.report();
     let reason = if !report.members.contains_key(&report.node_id) {
-        Some("not_a_member")
+        Some(("not_a_member", Vec::new()))
     } else if report.leader.is_none() {
-        Some("no_leader")
+        Some(("no_leader", Vec::new()))
     } else {
-        None
+        shard_reason(&state, report.node_id, &report.shards)
     };
     match reason {
         None => HttpResponse::Ok().json(serde_json::json!({"ready": true})),
-        Some(reason) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"ready": false, "reason": reason})),
+        Some((reason, shards)) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"ready": false, "reason": reason, "shards": shards})),
+    }
+}
+
+/// `shard_fenced` with the shards fenced here, else `shards_not_owned` with
+/// the shards the map gives this node that its engine does not serve yet
+/// (the roles follow the map a moment after it changes).
+fn shard_reason(
+    state: &AppState,
+    node_id: u64,
+    shards: &[crate::placement::ShardAssignment],
+) -> Option<(&'static str, Vec<u32>)> {
+    use crate::engine::handoff::ShardRole;
+    let mut fenced = Vec::new();
+    let mut not_owned = Vec::new();
+    for (shard, assignment) in (0_u32..).zip(shards) {
+        let role = state.engine.shard_role(shard);
+        if matches!(role, ShardRole::Fenced { .. }) {
+            fenced.push(shard);
+        } else if assignment.owner == node_id
+            && role
+                != (ShardRole::Owner {
+                    epoch: assignment.epoch,
+                })
+        {
+            not_owned.push(shard);
+        }
+    }
+    if !fenced.is_empty() {
+        Some(("shard_fenced", fenced))
+    } else if !not_owned.is_empty() {
+        Some(("shards_not_owned", not_owned))
+    } else {
+        None
     }
 }
 

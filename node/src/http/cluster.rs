@@ -110,7 +110,7 @@ async fn join(
             if let Some(address) = &leader_address {
                 response.insert_header((
                     header::LOCATION,
-                    format!("http://{address}/v1/cluster/join"),
+                    format!("{}/v1/cluster/join", crate::tls::peer_url(address)),
                 ));
             }
             Ok(response.json(wire::NotLeader {

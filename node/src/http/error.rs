@@ -7,13 +7,15 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use sessiondb_protocol::ErrorResponse;
 
-/// An error answer: status, stable code, human message.
+/// An error answer: status, stable code, human message, and for answers
+/// that mean "later" (429, 503 overloaded) the `Retry-After` seconds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
@@ -22,7 +24,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_seconds: None,
         }
+    }
+
+    /// Sends `Retry-After: <seconds>` with the answer.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -36,7 +45,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after_seconds {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(ErrorResponse {
             error: self.code.to_string(),
             message: self.message.clone(),
         })
@@ -64,7 +77,14 @@ impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         let (status, code) = match &error {
             IngestError::Storage { .. } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
-            IngestError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            IngestError::Overloaded { .. } => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    error.to_string(),
+                )
+                .with_retry_after(crate::limits::OVERLOAD_RETRY_AFTER_SECONDS);
+            }
             IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
         };
         ApiError::new(status, code, error.to_string())
@@ -84,6 +104,9 @@ impl From<QueryError> for ApiError {
             QueryError::TooManyKeys { .. } => (StatusCode::BAD_REQUEST, "too_many_keys"),
             QueryError::InvalidInterval { .. } => (StatusCode::BAD_REQUEST, "invalid_interval"),
             QueryError::TooManyPoints { .. } => (StatusCode::BAD_REQUEST, "too_many_points"),
+            QueryError::TooExpensive { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "query_too_expensive")
+            }
             QueryError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ApiError::new(status, code, error.to_string())

@@ -234,7 +234,7 @@ async fn gather(
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
+        crate::tls::peer_client_builder()
             .connect_timeout(Duration::from_millis(PARTIAL_CONNECT_WAIT_MS))
             .timeout(Duration::from_millis(PARTIAL_REPLY_WAIT_MS))
             .build()
@@ -248,7 +248,7 @@ async fn remote_share(
     address: &str,
     request: &wire::PartialRequest,
 ) -> Result<PartialShare, String> {
-    let url = format!("http://{address}/v1/internal/partial");
+    let url = format!("{}/v1/internal/partial", crate::tls::peer_url(address));
     let call = async {
         let response = client()
             .post(&url)

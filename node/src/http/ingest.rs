@@ -62,11 +62,29 @@ pub async fn ingest_events(
     events: Vec<Result<wire::Event, RejectReason>>,
 ) -> Result<IngestResponse, ApiError> {
     let engine = &state.engine;
-    let events = events
+    let events: Vec<_> = events
         .into_iter()
         .map(|event| event.and_then(|event| engine.validate(event)))
         .collect();
-    let outcomes = engine.ingest(events).await?;
+    // The per-project rate limit counts the valid events only: rejected
+    // ones cost the engine nothing.
+    let mut per_project: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for event in events.iter().flatten() {
+        *per_project.entry(event.project.name.as_ref()).or_default() += 1;
+    }
+    let per_project: Vec<(&str, u64)> = per_project.into_iter().collect();
+    state
+        .admission
+        .take_events(&per_project, engine.clock().now_ms())?;
+    let outcomes = engine.ingest(events).await.inspect_err(|error| {
+        if matches!(error, crate::engine::IngestError::Overloaded { .. }) {
+            state
+                .admission
+                .refusals
+                .overloaded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    })?;
     Ok(response_of(outcomes))
 }
 

@@ -5,6 +5,7 @@
 use super::AppState;
 use crate::metrics::{resident_memory_bytes, Exposition, Kind};
 use actix_web::{web, HttpResponse};
+use std::sync::atomic::Ordering;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -91,6 +92,47 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         &[("actor", "segment")],
         engine.segment_queue_depth as f64,
     );
+    let name = "sessiondb_actor_queue_depth_max";
+    out.family(
+        name,
+        Kind::Gauge,
+        "Messages queued or being handled at the single deepest actor of a kind.",
+    )
+    .sample(
+        name,
+        &[("actor", "session")],
+        engine.session_queue_depth_max as f64,
+    )
+    .sample(
+        name,
+        &[("actor", "segment")],
+        engine.segment_queue_depth_max as f64,
+    );
+    out.single(
+        "sessiondb_log_queued_records",
+        Kind::Gauge,
+        "Records waiting in the log's group-commit backlog.",
+        engine.log_queued_records as f64,
+    );
+    let name = "sessiondb_requests_refused_total";
+    let refusals = &state.admission.refusals;
+    out.family(
+        name,
+        Kind::Counter,
+        "Requests refused whole by a limit (docs/operations.md, Limits).",
+    );
+    for (limit, counter) in [
+        ("in_flight", &refusals.in_flight),
+        ("rate", &refusals.rate),
+        ("overloaded", &refusals.overloaded),
+        ("query_cost", &refusals.query_cost),
+    ] {
+        out.sample(
+            name,
+            &[("limit", limit)],
+            counter.load(Ordering::Relaxed) as f64,
+        );
+    }
     out.single(
         "sessiondb_live_visitors",
         Kind::Gauge,
@@ -152,6 +194,35 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         Kind::Gauge,
         "Last placement log index applied on this node (0 if none).",
         raft.applied_index.unwrap_or(0) as f64,
+    );
+    out.single(
+        "sessiondb_raft_last_log_index",
+        Kind::Gauge,
+        "Last placement log index stored on this node (0 if none).",
+        raft.last_log_index.unwrap_or(0) as f64,
+    );
+
+    let moves = &state.mover.counters;
+    let name = "sessiondb_shard_moves_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Shard moves this node ran as placement leader, by outcome.",
+    )
+    .sample(
+        name,
+        &[("outcome", "committed")],
+        moves.committed.load(Ordering::Relaxed) as f64,
+    )
+    .sample(
+        name,
+        &[("outcome", "failed")],
+        moves.failed.load(Ordering::Relaxed) as f64,
+    );
+    out.histogram(
+        "sessiondb_shard_move_duration_seconds",
+        "Duration of each shard move this node ran as leader, failed ones included.",
+        &moves.seconds.snapshot(),
     );
 
     let rss = resident_memory_bytes().unwrap_or(0);

@@ -3,6 +3,7 @@
 //! module sees JSON.
 
 mod admin;
+pub mod admission;
 mod auth;
 mod cluster;
 mod compat;
@@ -30,6 +31,8 @@ use error::ApiError;
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// The request limits (`admission`).
+    pub admission: std::sync::Arc<admission::Admission>,
     pub engine: Engine,
     pub node_id: u64,
     /// Guards `/v1/admin/*` and `/console/api/*` (`auth::require_admin`).

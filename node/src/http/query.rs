@@ -29,6 +29,17 @@ pub struct SeriesParams {
     keys: Option<String>,
 }
 
+/// Counts a query refused for its cost (`/metrics`).
+fn count_refusal(state: &AppState, answer: &Result<HttpResponse, ApiError>) {
+    if matches!(answer, Err(error) if error.code == "query_too_expensive") {
+        state
+            .admission
+            .refusals
+            .query_cost
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn split_keys(keys: Option<&str>) -> Vec<String> {
     keys.map(|keys| {
         keys.split(',')
@@ -48,6 +59,7 @@ pub async fn results(
     let started = std::time::Instant::now();
     let answer = results_answer(&state, path, params).await;
     state.engine.observe_query(started.elapsed());
+    count_refusal(&state, &answer);
     answer
 }
 
@@ -92,6 +104,7 @@ pub async fn time_series(
     let started = std::time::Instant::now();
     let answer = time_series_answer(&state, path, params).await;
     state.engine.observe_query(started.elapsed());
+    count_refusal(&state, &answer);
     answer
 }
 

@@ -2,6 +2,7 @@
 //! fail, to test the disk-error path without a broken disk.
 //!
 //! A `FaultPlan` is shared (`Arc`) between a test and `LogConfig::fault`.
+//! `delay_syncs(ms)` makes every sync slower instead (a slow disk).
 //! Arm it with `fail_write_after(n)` / `fail_sync_after(n)`: after `n` more
 //! successful operations of that kind, the next one fails once with an
 //! `io::Error` (kind `Other`). A failing write first writes half of its bytes,
@@ -19,6 +20,8 @@ const DISARMED: u64 = u64::MAX;
 pub struct FaultPlan {
     writes_before_failure: AtomicU64,
     syncs_before_failure: AtomicU64,
+    /// Added to every sync, to play a slow disk (0: none).
+    sync_delay_ms: AtomicU64,
 }
 
 impl Default for FaultPlan {
@@ -26,6 +29,7 @@ impl Default for FaultPlan {
         FaultPlan {
             writes_before_failure: AtomicU64::new(DISARMED),
             syncs_before_failure: AtomicU64::new(DISARMED),
+            sync_delay_ms: AtomicU64::new(0),
         }
     }
 }
@@ -48,6 +52,12 @@ impl FaultPlan {
         self.syncs_before_failure.store(successes, Ordering::SeqCst);
     }
 
+    /// Every sync from now on takes `delay_ms` longer: a slow disk, so that
+    /// tests can fill the group-commit backlog and the shard queues.
+    pub fn delay_syncs(&self, delay_ms: u64) {
+        self.sync_delay_ms.store(delay_ms, Ordering::SeqCst);
+    }
+
     /// Called before each write; `Err` means: write half, then fail.
     pub(super) fn on_write(&self) -> io::Result<()> {
         countdown(&self.writes_before_failure, "write")
@@ -55,6 +65,12 @@ impl FaultPlan {
 
     /// Called before each sync; `Err` means: fail without syncing.
     pub(super) fn on_sync(&self) -> io::Result<()> {
+        let delay_ms = self.sync_delay_ms.load(Ordering::SeqCst);
+        if delay_ms > 0 {
+            // The log's writer is a plain thread (never a runtime worker),
+            // so blocking it is what a slow fsync does.
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        }
         countdown(&self.syncs_before_failure, "fsync")
     }
 }

@@ -611,6 +611,15 @@ impl Log {
         self.shared.counters.snapshot()
     }
 
+    /// Records queued for the writer or being written (the group-commit
+    /// backlog); appends wait when it reaches `queue_records_max`.
+    pub fn queued_records(&self) -> usize {
+        self.shared
+            .config
+            .queue_records_max
+            .saturating_sub(self.record_slots.available_permits())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }

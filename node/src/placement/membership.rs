@@ -70,6 +70,8 @@ pub struct ClusterReport {
     pub leader: Option<NodeId>,
     pub term: u64,
     pub applied_index: Option<u64>,
+    /// Index of the last entry in this node's placement log.
+    pub last_log_index: Option<u64>,
     /// Every member, voters and learners, by id.
     pub members: BTreeMap<NodeId, Member>,
     pub shards: Vec<ShardAssignment>,
@@ -372,6 +374,7 @@ impl PlacementHandle {
             leader: metrics.current_leader,
             term: metrics.current_term,
             applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            last_log_index: metrics.last_log_index,
             members,
             shards: self.inner.view.current().shards().to_vec(),
         }

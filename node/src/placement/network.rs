@@ -80,10 +80,10 @@ pub struct PlacementNetwork {
 
 impl PlacementNetwork {
     pub fn new(secret: ClusterSecret, config: &RaftConfig) -> Result<PlacementNetwork, String> {
-        let http = reqwest::Client::builder()
+        // Peers talk directly, never through a proxy from the environment
+        // (`peer_client_builder`), over TLS when the node runs with it.
+        let http = crate::tls::peer_client_builder()
             .connect_timeout(Duration::from_millis(config.rpc_connect_timeout_ms))
-            // Peers talk directly, never through a proxy from the environment.
-            .no_proxy()
             .build()
             .map_err(|error| error.to_string())?;
         Ok(PlacementNetwork {
@@ -132,7 +132,7 @@ impl PeerConnection {
         let sent = self
             .network
             .http
-            .post(format!("http://{address}{path}"))
+            .post(format!("{}{path}", crate::tls::peer_url(address)))
             .bearer_auth(self.network.secret.expose())
             .timeout(timeout)
             .json(request)

@@ -101,6 +101,7 @@ pub struct StartFailure {
 #[derive(Debug, Clone)]
 pub struct RawResponse {
     pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     pub body: serde_json::Value,
     pub text: String,
 }
@@ -180,10 +181,7 @@ impl TestNode {
                 failure.status, failure.stderr
             )
         });
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_WAIT_MAX)
-            .build()
-            .expect("build an HTTP client");
+        let http = http_client_for(&extra_args);
         let admin_token = match flag_token {
             Some(token) => token.to_string(),
             None => read_admin_token_file(&node_data),
@@ -327,9 +325,15 @@ impl TestNode {
 
     async fn into_raw(response: reqwest::Response) -> RawResponse {
         let status = response.status();
+        let headers = response.headers().clone();
         let text = response.text().await.expect("read the response body");
         let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        RawResponse { status, body, text }
+        RawResponse {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     /// Sends `body` as is, with a JSON content type.
@@ -592,6 +596,21 @@ async fn spawn_node_with_clock(
     // Keep draining stdout so the node never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((child, base_url))
+}
+
+/// The test's HTTP client for a node started with `extra_args`: one that
+/// trusts the node's CA when it runs with TLS (`--tls-ca <file>`).
+pub fn http_client_for(extra_args: &[String]) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_WAIT_MAX);
+    if let Some(position) = extra_args.iter().position(|arg| arg == "--tls-ca") {
+        let path = &extra_args[position + 1];
+        let pem = std::fs::read(path).unwrap_or_else(|e| panic!("read the CA file {path}: {e}"));
+        let ca = reqwest::Certificate::from_pem(&pem).expect("a PEM CA certificate");
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca);
+    }
+    builder.build().expect("build an HTTP client")
 }
 
 /// The token a node generated in (or reused from) `<node_data>/admin-token`.

@@ -1,0 +1,368 @@
+//! Request admission: the limits that shed load before it reaches the
+//! engine (`docs/operations.md`, "Limits").
+//!
+//! - **Requests in flight per credential** (`limit_in_flight`, middleware
+//!   around every route but the probes and node-to-node calls): each bearer
+//!   token or basic-auth user — or, without one, each client IP address —
+//!   may have `requests_in_flight_per_credential_max` requests in flight;
+//!   one more answers `429 too_many_requests` with `Retry-After`. One noisy
+//!   client then cannot take every worker from the others.
+//! - **Events per second per project** (`ProjectRates`, optional): a token
+//!   bucket per project, refilled at the configured rate and holding one
+//!   second of it; a batch that needs more tokens than the bucket holds
+//!   answers `429 rate_limited` with the wait in `Retry-After`, and nothing
+//!   of it is applied (so a retry cannot double count).
+//!
+//! Credentials are kept only as keyed hashes, and only while a request is
+//! in flight: the tracker forgets a credential when its last request ends.
+
+use super::error::ApiError;
+use crate::limits;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, ResponseError};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The limits a request is admitted under, and their counters.
+#[derive(Debug)]
+pub struct Admission {
+    in_flight: InFlight,
+    /// `None`: no per-project rate limit (the default).
+    rates: Option<ProjectRates>,
+    /// Requests refused, by limit, for `/metrics`.
+    pub refusals: Refusals,
+}
+
+/// Requests refused by each limit since the start.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pub in_flight: AtomicU64,
+    pub rate: AtomicU64,
+    pub overloaded: AtomicU64,
+    pub query_cost: AtomicU64,
+}
+
+impl Admission {
+    pub fn new(
+        requests_in_flight_per_credential_max: usize,
+        project_events_per_second_max: Option<u64>,
+    ) -> Admission {
+        Admission {
+            in_flight: InFlight::new(
+                requests_in_flight_per_credential_max,
+                limits::CREDENTIALS_TRACKED_MAX,
+            ),
+            rates: project_events_per_second_max.map(ProjectRates::new),
+            refusals: Refusals::default(),
+        }
+    }
+
+    /// Takes `events` tokens per project from the project's buckets at
+    /// `now_ms`, all or none; `429 rate_limited` when a bucket holds too
+    /// few.
+    pub fn take_events(&self, per_project: &[(&str, u64)], now_ms: i64) -> Result<(), ApiError> {
+        let Some(rates) = &self.rates else {
+            return Ok(());
+        };
+        rates.take(per_project, now_ms).map_err(|refusal| {
+            self.refusals.rate.fetch_add(1, Ordering::Relaxed);
+            let seconds = refusal.wait_ms.div_ceil(1_000).max(1);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "project `{}` may send {} events per second (--project-events-per-second-max) \
+                     and this batch needs {} of them; retry after {seconds} s or send smaller batches",
+                    refusal.project, rates.per_second, refusal.needed
+                ),
+            )
+            .with_retry_after(seconds)
+        })
+    }
+}
+
+/// Paths no admission limit applies to: the probes (an orchestrator must
+/// see a busy node as alive) and node-to-node calls (throttling Raft or a
+/// shard move would turn client load into a cluster failure; they carry
+/// the cluster secret).
+fn is_exempt(path: &str) -> bool {
+    path == "/v1/health" || path == "/v1/ready" || path.starts_with("/v1/internal/")
+}
+
+/// Middleware around every route: counts the request against its
+/// credential's in-flight limit while it is served.
+pub async fn limit_in_flight(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if is_exempt(request.path()) {
+        return next.call(request).await.map(|r| r.map_into_left_body());
+    }
+    let Some(admission) = request
+        .app_data::<web::Data<super::AppState>>()
+        .map(|state| Arc::clone(&state.admission))
+    else {
+        return next.call(request).await.map(|r| r.map_into_left_body());
+    };
+    let caller = caller_of(&request, &admission.in_flight.hasher);
+    match admission.in_flight.enter(caller) {
+        Ok(_ticket) => next.call(request).await.map(|r| r.map_into_left_body()),
+        Err(refusal) => {
+            admission.refusals.in_flight.fetch_add(1, Ordering::Relaxed);
+            let message = match refusal {
+                InFlightRefusal::PerCredential { max } => format!(
+                    "this credential (or client address) already has {max} requests in flight \
+                     (--requests-in-flight-per-credential-max); wait for answers before sending more"
+                ),
+                InFlightRefusal::TooManyCallers { max } => format!(
+                    "the node is tracking {max} callers with requests in flight \
+                     (CREDENTIALS_TRACKED_MAX); retry later"
+                ),
+            };
+            let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+                .with_retry_after(limits::OVERLOAD_RETRY_AFTER_SECONDS);
+            let response = error.error_response();
+            Ok(request.into_response(response).map_into_right_body())
+        }
+    }
+}
+
+/// Who a request counts against: a keyed hash of its credential, else its
+/// peer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Caller {
+    Credential(u64),
+    Address(Option<IpAddr>),
+}
+
+/// The bearer token or the basic-auth user name (not the password: Segment
+/// clients send their write key as the user), hashed with a per-process
+/// random key so the tracker never holds a secret.
+fn caller_of(request: &ServiceRequest, hasher: &std::collections::hash_map::RandomState) -> Caller {
+    let credential = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, rest) = value.trim().split_once(' ')?;
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some(rest.trim().to_string())
+            } else if scheme.eq_ignore_ascii_case("basic") {
+                super::compat::basic_auth_user(request.request())
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            }
+        });
+    match credential {
+        Some(credential) => Caller::Credential(hasher.hash_one(&credential)),
+        None => Caller::Address(request.peer_addr().map(|address| address.ip())),
+    }
+}
+
+/// Requests in flight per caller.
+#[derive(Debug)]
+struct InFlight {
+    per_caller_max: usize,
+    callers_max: usize,
+    counts: Arc<Mutex<HashMap<Caller, usize>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InFlightRefusal {
+    PerCredential { max: usize },
+    TooManyCallers { max: usize },
+}
+
+/// A request's place; leaving it (drop) frees the place.
+#[derive(Debug)]
+struct Ticket {
+    caller: Caller,
+    counts: Arc<Mutex<HashMap<Caller, usize>>>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.caller);
+            }
+        }
+    }
+}
+
+impl InFlight {
+    fn new(per_caller_max: usize, callers_max: usize) -> InFlight {
+        InFlight {
+            per_caller_max,
+            callers_max,
+            counts: Arc::new(Mutex::new(HashMap::new())),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn enter(&self, caller: Caller) -> Result<Ticket, InFlightRefusal> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = counts.contains_key(&caller);
+        if !known && counts.len() >= self.callers_max {
+            return Err(InFlightRefusal::TooManyCallers {
+                max: self.callers_max,
+            });
+        }
+        let count = counts.entry(caller).or_insert(0);
+        if *count >= self.per_caller_max {
+            return Err(InFlightRefusal::PerCredential {
+                max: self.per_caller_max,
+            });
+        }
+        *count += 1;
+        Ok(Ticket {
+            caller,
+            counts: Arc::clone(&self.counts),
+        })
+    }
+}
+
+/// One token bucket per project. Tokens are kept in thousandths of an
+/// event so refills at any rate stay exact in integers.
+#[derive(Debug)]
+struct ProjectRates {
+    per_second: u64,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    milli_tokens: u64,
+    updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RateRefusal {
+    project: String,
+    needed: u64,
+    wait_ms: u64,
+}
+
+impl ProjectRates {
+    fn new(per_second: u64) -> ProjectRates {
+        ProjectRates {
+            per_second: per_second.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bucket holds one second's worth of events at most (the burst).
+    fn capacity_milli(&self) -> u64 {
+        self.per_second.saturating_mul(1_000)
+    }
+
+    fn take(&self, per_project: &[(&str, u64)], now_ms: i64) -> Result<(), RateRefusal> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let capacity = self.capacity_milli();
+        // Refill every bucket this batch touches, check all, then take: a
+        // batch for two projects is admitted whole or not at all.
+        for (project, events) in per_project {
+            if !buckets.contains_key(*project) && buckets.len() >= limits::RATE_LIMITED_PROJECTS_MAX
+            {
+                // More names than projects can exist: drop the full buckets,
+                // which are the same as absent ones.
+                buckets.retain(|_, bucket| bucket.milli_tokens < capacity);
+            }
+            let bucket = buckets.entry((*project).to_string()).or_insert(Bucket {
+                milli_tokens: capacity,
+                updated_ms: now_ms,
+            });
+            let elapsed_ms = u64::try_from(now_ms - bucket.updated_ms).unwrap_or(0);
+            // tokens/s × ms = milli-tokens.
+            let refill = elapsed_ms.saturating_mul(self.per_second);
+            bucket.milli_tokens = bucket.milli_tokens.saturating_add(refill).min(capacity);
+            bucket.updated_ms = bucket.updated_ms.max(now_ms);
+            let needed = events.saturating_mul(1_000);
+            if needed > bucket.milli_tokens {
+                let missing = needed - bucket.milli_tokens;
+                return Err(RateRefusal {
+                    project: (*project).to_string(),
+                    needed: *events,
+                    wait_ms: missing.div_ceil(self.per_second),
+                });
+            }
+        }
+        for (project, events) in per_project {
+            if let Some(bucket) = buckets.get_mut(*project) {
+                bucket.milli_tokens -= events.saturating_mul(1_000);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_counts_per_caller_and_frees_on_drop() {
+        let in_flight = InFlight::new(2, 10);
+        let alice = Caller::Credential(1);
+        let bob = Caller::Credential(2);
+        let first = in_flight.enter(alice).unwrap();
+        let _second = in_flight.enter(alice).unwrap();
+        assert_eq!(
+            in_flight.enter(alice).unwrap_err(),
+            InFlightRefusal::PerCredential { max: 2 }
+        );
+        // Another caller is not affected.
+        let _bobs = in_flight.enter(bob).unwrap();
+        drop(first);
+        let _third = in_flight.enter(alice).unwrap();
+    }
+
+    #[test]
+    fn in_flight_forgets_idle_callers_and_bounds_how_many_it_tracks() {
+        let in_flight = InFlight::new(5, 2);
+        let first = in_flight.enter(Caller::Credential(1)).unwrap();
+        let _second = in_flight.enter(Caller::Credential(2)).unwrap();
+        assert_eq!(
+            in_flight.enter(Caller::Credential(3)).unwrap_err(),
+            InFlightRefusal::TooManyCallers { max: 2 }
+        );
+        drop(first);
+        assert_eq!(in_flight.counts.lock().unwrap().len(), 1);
+        let _third = in_flight.enter(Caller::Credential(3)).unwrap();
+    }
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_refills_at_the_rate() {
+        let rates = ProjectRates::new(100);
+        rates.take(&[("shop", 100)], 0).unwrap();
+        let refusal = rates.take(&[("shop", 10)], 0).unwrap_err();
+        assert_eq!(refusal.needed, 10);
+        // 10 events at 100/s: 100 ms.
+        assert_eq!(refusal.wait_ms, 100);
+        rates.take(&[("shop", 10)], 100).unwrap();
+        // Never more than one second's worth, however long it waited.
+        let refusal = rates.take(&[("shop", 101)], 1_000_000).unwrap_err();
+        assert_eq!(refusal.wait_ms, 10);
+    }
+
+    #[test]
+    fn token_bucket_takes_a_batch_whole_or_not_at_all() {
+        let rates = ProjectRates::new(10);
+        rates.take(&[("a", 5)], 0).unwrap();
+        // `b` has room, `a` has not: nothing is taken from `b`.
+        let refusal = rates.take(&[("b", 10), ("a", 6)], 0).unwrap_err();
+        assert_eq!(refusal.project, "a");
+        rates.take(&[("b", 10)], 0).unwrap();
+    }
+}
