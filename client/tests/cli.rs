@@ -527,3 +527,60 @@ async fn missing_import_file_exits_4() {
     assert!(run.stderr.starts_with("error: cannot read "), "{run:#?}");
     assert!(run.stderr.contains("caused by: "), "{run:#?}");
 }
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`:
+/// (ca, cert, key).
+fn tls_files(dir: &Path) -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let node_key = rcgen::KeyPair::generate().unwrap();
+    let node = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&node_key, &ca, &ca_key)
+        .unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("ca.pem", ca.pem()),
+        write("node.pem", node.pem()),
+        write("node.key", node_key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn ctl_talks_https_to_a_tls_node_with_the_ca_file() {
+    let dir = TempDir::new("tls");
+    let (ca, cert, key) = tls_files(dir.path());
+    let flags: Vec<String> = ["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca]
+        .iter()
+        .map(|flag| flag.to_string())
+        .collect();
+    let node = TestNode::start_with_args(&flags).await;
+    assert!(
+        node.base_url().starts_with("https://"),
+        "{}",
+        node.base_url()
+    );
+
+    let run = ctl(node.base_url(), &["--ca-file", &ca, "--json", "status"]).await;
+    expect_code(&run, EXIT_OK);
+    let status: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON status");
+    assert!(status["shards"].as_u64().is_some(), "{run:#?}");
+
+    // Without the CA the node's certificate is not trusted: unreachable.
+    let run = ctl(node.base_url(), &["status"]).await;
+    expect_code(&run, EXIT_UNREACHABLE);
+
+    // A CA file that is not PEM is a usage error that names the file.
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let bad = bad.display().to_string();
+    let run = ctl(node.base_url(), &["--ca-file", &bad, "status"]).await;
+    expect_code(&run, EXIT_USAGE);
+    assert!(run.stderr.contains("--ca-file"), "{run:#?}");
+}

@@ -414,3 +414,53 @@ async fn unreachable_node_fails_every_event_after_bounded_retries() {
     assert_eq!(sender.stats().requests_sent, 3);
     assert_eq!(sender.stats().events_held, 0);
 }
+
+/// A node that lets one request in flight per caller and syncs slowly:
+/// the sender's concurrent batches meet `429 too_many_requests` with
+/// `Retry-After`, wait as told and retry until every event is in, each
+/// counted once.
+#[tokio::test]
+async fn refused_batches_wait_for_retry_after_and_count_once() {
+    let node = TestNode::start_with_args(&[
+        "--requests-in-flight-per-credential-max".to_string(),
+        "1".to_string(),
+        "--fault-log-sync-delay-ms".to_string(),
+        "100".to_string(),
+    ])
+    .await;
+    let client = Client::new(node.base_url());
+    client
+        .create_project(&CreateProject {
+            name: "shop".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create the project");
+    let workload = Workload::new("shop", 300); // 300 decisions + 100 purchases
+    let sender = client
+        .sender(SenderConfig {
+            batch_events_max: 50,
+            linger_ms: 600_000,
+            in_flight_batches_max: 4,
+            // Enough attempts for 8 batches through one slot.
+            retry_attempts_max: 40,
+            ..SenderConfig::default()
+        })
+        .unwrap();
+    for event in workload.events.clone() {
+        sender.track(event).await.unwrap();
+    }
+    let report = sender.flush().await.unwrap();
+    assert!(report.is_success(), "{}", brief(&report));
+    assert_eq!(report.accepted, 400);
+    assert_eq!(report.duplicates, 0);
+    let stats = sender.stats();
+    assert!(
+        stats.retries > 0,
+        "4 batches in flight against 1: {stats:?}"
+    );
+    assert_eq!(
+        counts(&results(&client, "shop").await),
+        expected_counts(&workload)
+    );
+}

@@ -105,6 +105,11 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start() -> TestNode {
+        TestNode::start_with_args(&[]).await
+    }
+
+    /// Starts a node with extra `serve` flags (e.g. TLS files).
+    pub async fn start_with_args(extra_args: &[String]) -> TestNode {
         let dir = TempDir::new("node");
         let stderr_path = dir.path().join("node.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
@@ -116,6 +121,7 @@ impl TestNode {
             .arg(dir.path().join("data"))
             .arg("--manual-clock")
             .arg(START_MS.to_string())
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
