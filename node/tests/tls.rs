@@ -214,6 +214,19 @@ async fn a_tls_cluster_forms_and_fans_queries_out_over_https() {
     })
     .await;
     assert!(status.shards.iter().any(|shard| shard.owner == 2));
+    // Both members serve exactly the shards the map gives them: ready (the
+    // engine roles follow the map a moment after it changes; poll).
+    for node in [&first, &second] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let ready = node.get_raw("/v1/ready").await;
+            if ready.status == StatusCode::OK {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", ready.text);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     // The moves show in the metrics of the node that ran them (the
     // leader), on the shard move counter.
     let report: sessiondb_protocol::RebalanceReport =
