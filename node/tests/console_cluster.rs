@@ -264,8 +264,17 @@ async fn wait_until_overview_equals_api(
     }
 }
 
-/// Clicks an operation's confirmation through, and waits for its report.
+/// Clicks an operation's confirmation through, and waits for its report;
+/// the operation must succeed. Answers the report's fields.
 async fn confirm_and_wait(page: &Page, op: &str, screenshot: Option<&str>) -> Value {
+    let outcome = confirm_and_finish(page, op, screenshot).await;
+    assert_eq!(outcome["state"], json!("done"), "{op} failed: {outcome}");
+    outcome["fields"].clone()
+}
+
+/// Clicks an operation's confirmation through, and waits until it is done
+/// or failed: `{state, text, fields}`.
+async fn confirm_and_finish(page: &Page, op: &str, screenshot: Option<&str>) -> Value {
     page.wait_for(
         &format!("the {op} confirmation"),
         "document.querySelector('#confirm-dialog').open",
@@ -274,21 +283,21 @@ async fn confirm_and_wait(page: &Page, op: &str, screenshot: Option<&str>) -> Va
     if let Some(name) = screenshot {
         page.screenshot(name).await;
     }
+    let runs = page
+        .evaluate("Number(document.querySelector('#op-result').dataset.run || 0)")
+        .await;
     page.evaluate("document.querySelector('#confirm-ok').click(); true")
         .await;
-    let outcome = page
-        .wait_for(
+    page.wait_for(
             &format!("the {op} report"),
             &format!(
                 "(() => {{ const r = document.querySelector('#op-result'); \
-                 return r.dataset.op === '{op}' && ['done', 'failed'].includes(r.dataset.state) && \
+                 return r.dataset.op === '{op}' && Number(r.dataset.run) > {runs} && ['done', 'failed'].includes(r.dataset.state) && \
                  {{state: r.dataset.state, text: r.textContent, fields: Object.fromEntries( \
                    [...r.querySelectorAll('[data-field]')].map(f => [f.dataset.field, f.textContent]))}}; }})()"
             ),
         )
-        .await;
-    assert_eq!(outcome["state"], json!("done"), "{op} failed: {outcome}");
-    outcome["fields"].clone()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,6 +403,24 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
     assert_eq!(report["epoch"], json!(moved.epoch.to_string()));
     page.screenshot("cluster-move-done").await;
 
+    // A move the leader refuses (to the shard's owner) shows the node's
+    // error code and message, and changes nothing.
+    page.evaluate(&format!(
+        "document.querySelector('#move-shard').value = '{moved_shard}'; \
+         document.querySelector('#move-to').value = '{to}'; \
+         document.querySelector('#move-form').requestSubmit(); true"
+    ))
+    .await;
+    let refused = confirm_and_finish(&page, "move", None).await;
+    assert_eq!(refused["state"], json!("failed"), "{refused}");
+    let text = refused["text"].as_str().unwrap();
+    assert!(
+        text.contains("move_refused") && text.contains("which owns it"),
+        "{text}"
+    );
+    let unchanged = cluster_status(node_of(&nodes, console_id)).await.unwrap();
+    assert_eq!(owners(&unchanged), owners(&after_move));
+
     // Rebalance from the UI: the leader evens out the shards; the report
     // lists the moves and the grid and the counts follow the map.
     page.evaluate("document.querySelector('#op-rebalance').click(); true")
@@ -484,8 +511,8 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
         ))
         .await;
     assert_eq!(statuses, json!([401, 401, 401, 401, 401, 401, 401]));
-    let unchanged = cluster_status(node_of(&nodes, console_id)).await.unwrap();
-    assert_eq!(owners(&unchanged), owners(&balanced), "nothing moved");
+    let still = cluster_status(node_of(&nodes, console_id)).await.unwrap();
+    assert_eq!(owners(&still), owners(&balanced), "nothing moved");
 
     // A member that dies turns unreachable in the overview; the others stay
     // healthy.

@@ -439,7 +439,15 @@
 
   // Runs one confirmed operation: `send` makes the request, `progress`
   // describes the latest shard map, `report` renders the answer.
+  let operationRunning = false;
+  // Counts confirmed operations; the panel carries it as `data-run` so a
+  // reader can tell a new report from the previous one.
+  let operationsStarted = 0;
+
   async function runOperation({ op, name, title, text, send, progress, report }) {
+    // One at a time: the buttons are disabled meanwhile, but a form can
+    // still be submitted with the Enter key.
+    if (operationRunning) return;
     const result = $("#op-result");
     const confirmed = await confirmAction(title, text);
     result.dataset.op = op;
@@ -448,6 +456,9 @@
       result.textContent = `${name} cancelled.`;
       return;
     }
+    operationRunning = true;
+    operationsStarted += 1;
+    result.dataset.run = String(operationsStarted);
     for (const button of opButtons()) button.disabled = true;
     const startedMs = Date.now();
     result.dataset.state = "running";
@@ -482,6 +493,7 @@
       clearInterval(ticker);
       sampleListeners.delete(onSample);
       for (const button of opButtons()) button.disabled = false;
+      operationRunning = false;
     }
   }
 
