@@ -58,6 +58,7 @@ pub async fn run(
         placement,
         project_events: Default::default(),
     };
+    state.mover.spawn_stale_move_recovery();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
