@@ -1,9 +1,10 @@
 //! The admin console in headless Chromium against a real 3-node cluster
 //! (`docs/console.md`): the overview shows the members, roles, Raft leader
 //! and term, health and shard counts that `GET /v1/cluster` reports; the
-//! shard grid follows a move and a rebalance made from the UI; the projects
-//! page shows the per-project event counters as events/s; a killed member
-//! turns unreachable; a browser without the token is refused.
+//! shard grid follows a move, a rebalance and a drain made from the UI of a
+//! follower (which forwards them to the leader); the projects page shows
+//! the per-project event counters as events/s; a killed member turns
+//! unreachable; a browser without the token is refused.
 //!
 //! One cluster and one browser for the whole file (one test): forming a
 //! cluster of debug builds is the slow part. Screenshots land in
@@ -13,21 +14,17 @@ mod support;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sessiondb_node::hashing::shard_of;
 use sessiondb_protocol::{ClusterStatus, Decision, Event, EventType, MemberRole, Timestamp};
 use std::collections::BTreeMap;
 use support::browser::{Browser, Page};
 use support::cluster::{
-    cluster_status, form_three_node_cluster, wait_for, POLL_INTERVAL, SHARDS, START_MS,
+    cluster_status, create_project_everywhere, form_three_node_cluster, owners, send_routed,
+    wait_for, POLL_INTERVAL, SHARDS, START_MS,
 };
 use support::node::TestNode;
 
 const PROJECT: &str = "shop";
 const EXPERIMENT: &str = "checkout";
-/// Sends of one batch to its owners before a `shard_moving`/`not_owner`
-/// answer counts as a failure (a node's roles follow its placement view a
-/// moment after the view changes).
-const SEND_ATTEMPTS_MAX: usize = 200;
 
 /// Visitor `number`'s exposure and pageview, a minute apart, within the
 /// hour before the nodes' clocks.
@@ -62,81 +59,21 @@ fn events_of(visitors: std::ops::Range<u32>) -> Vec<Event> {
     visitors.flat_map(visitor_events).collect()
 }
 
-fn owners(status: &ClusterStatus) -> BTreeMap<u32, u64> {
-    status
-        .shards
-        .iter()
-        .map(|shard| (shard.shard, shard.owner))
-        .collect()
-}
-
 fn node_of(nodes: &[TestNode], id: u64) -> &TestNode {
     &nodes[usize::try_from(id - 1).expect("a small id")]
 }
 
-/// Sends `events` to each one's owner per the current shard map; events
-/// answered with a retryable `shard_moving` or `not_owner` are sent again
-/// (bounded). Any other rejection fails. Answers the accepted count.
-async fn send_routed(nodes: &[TestNode], events: &[Event]) -> u64 {
+/// Sends fresh `events` to their owners per node 1's current shard map
+/// (retrying `shard_moving` / `not_owner`); answers the accepted count.
+async fn send_to_owners(nodes: &[TestNode], events: &[Event]) -> u64 {
     let map = owners(
         &cluster_status(&nodes[0])
             .await
             .expect("node 1 answers /v1/cluster"),
     );
-    let mut by_owner: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
-    for event in events {
-        let shard = shard_of(&event.project, &event.visitor, SHARDS);
-        by_owner.entry(map[&shard]).or_default().push(event.clone());
-    }
-    let mut accepted = 0;
-    for (owner, mut pending) in by_owner {
-        let node = node_of(nodes, owner);
-        let mut attempts = 0;
-        while !pending.is_empty() {
-            attempts += 1;
-            assert!(
-                attempts <= SEND_ATTEMPTS_MAX,
-                "node {owner} kept refusing {pending:?}"
-            );
-            let answer = node.send_batch(&pending).await;
-            accepted += answer.accepted;
-            assert_eq!(answer.duplicates, 0, "fresh events only");
-            let mut retry = Vec::new();
-            for rejection in &answer.rejected {
-                assert!(
-                    rejection.reason == "shard_moving" || rejection.reason == "not_owner",
-                    "node {owner}: {rejection:?}"
-                );
-                retry.push(pending[rejection.index].clone());
-            }
-            if !retry.is_empty() {
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
-            pending = retry;
-        }
-    }
+    let (accepted, duplicates) = send_routed(nodes, &map, events).await;
+    assert_eq!(duplicates, 0, "fresh events only");
     accepted
-}
-
-/// Creates the project on every member; a member that already has it
-/// (projects replicated through placement) answers `409 project_exists`.
-async fn create_project_everywhere(nodes: &[TestNode]) {
-    nodes[0]
-        .create_project(PROJECT, json!({"bucket_ms": 60_000}))
-        .await;
-    let body = json!({"name": PROJECT, "settings": {"bucket_ms": 60_000}}).to_string();
-    for node in &nodes[1..] {
-        let raw = node.post_raw("/v1/projects", body.clone()).await;
-        assert!(
-            raw.status == StatusCode::CREATED
-                || (raw.status == StatusCode::CONFLICT
-                    && raw.error_code() == Some("project_exists")),
-            "create {PROJECT} on {}: {} {}",
-            node.base_url(),
-            raw.status,
-            raw.text
-        );
-    }
 }
 
 /// `sessiondb_project_events_total{project="shop"}` of one node (0 while
@@ -191,6 +128,11 @@ fn expected_rows(status: &ClusterStatus, unreachable: &[u64]) -> Value {
             let role = match member.role {
                 MemberRole::Voter => "voter",
                 MemberRole::Learner => "learner",
+            };
+            let role = if member.draining {
+                format!("{role} · draining")
+            } else {
+                role.to_string()
             };
             let raft = if Some(member.node_id) == status.leader {
                 "leader"
@@ -303,13 +245,19 @@ async fn confirm_and_finish(page: &Page, op: &str, screenshot: Option<&str>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_and_operates_a_three_node_cluster() {
     let mut nodes = form_three_node_cluster().await;
-    create_project_everywhere(&nodes).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
+    create_project_everywhere(&all, PROJECT, json!({"bucket_ms": 60_000})).await;
     let initial = wait_for(&all, &[1, 2, 3], "the initial map", |_| true).await;
     let leader = initial.leader.expect("a leader");
-    // Cluster mutations go to the leader (a follower answers
-    // `307 not_leader`), so the console under test is the leader's.
-    let console_id = leader;
+    // The console under test is a follower's: it sends the cluster
+    // operations to its own node, which forwards them to the leader.
+    let console_id = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    // The member drained from the UI, and later killed: neither the
+    // leader nor the console's node.
+    let drained = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader && *id != console_id)
+        .unwrap();
     let browser = Browser::launch().await;
     let page = logged_in_page(&browser, node_of(&nodes, console_id)).await;
 
@@ -333,7 +281,7 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
         let samples = page
             .evaluate("Number(document.body.dataset.statusSamples || 0)")
             .await;
-        accepted += send_routed(&nodes, &events_of(next_visitor..next_visitor + 25)).await;
+        accepted += send_to_owners(&nodes, &events_of(next_visitor..next_visitor + 25)).await;
         next_visitor += 25;
         page.wait_for(
             &format!("a sample after batch {batch}"),
@@ -453,7 +401,7 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
         let samples = page
             .evaluate("Number(document.body.dataset.statusSamples || 0)")
             .await;
-        accepted += send_routed(&nodes, &events_of(next_visitor..next_visitor + 40)).await;
+        accepted += send_to_owners(&nodes, &events_of(next_visitor..next_visitor + 40)).await;
         next_visitor += 40;
         page.wait_for(
             &format!("a sample after the spread batch {batch}"),
@@ -477,6 +425,35 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
         "every owner counted events: {per_node:?}"
     );
     page.screenshot_full("cluster-overview").await;
+
+    // Drain a member from the UI: its shards move to the others, the
+    // report says none remain, and the overview shows it draining and
+    // empty.
+    page.evaluate(&format!(
+        "document.querySelector('#drain-node').value = '{drained}'; \
+         document.querySelector('#drain-form').requestSubmit(); true"
+    ))
+    .await;
+    let report = confirm_and_wait(&page, "drain", Some("cluster-drain-confirm")).await;
+    assert_eq!(report["remaining_shards"], json!("0"), "{report}");
+    assert_eq!(report["failed"], json!("none"), "{report}");
+    let moved_count: usize = report["moved"].as_str().unwrap().parse().unwrap();
+    assert_eq!(moved_count, counts[&drained], "{report}");
+    let after_drain =
+        wait_until_overview_equals_api(&page, node_of(&nodes, console_id), &[], "after the drain")
+            .await;
+    assert!(
+        after_drain
+            .members
+            .iter()
+            .any(|member| member.node_id == drained && member.draining),
+        "{after_drain:?}"
+    );
+    assert!(after_drain
+        .shards
+        .iter()
+        .all(|shard| shard.owner != drained && shard.moving_to.is_none()));
+    page.screenshot_full("cluster-drained").await;
 
     // A browser without the token, on another member, is refused: the
     // login screen, no grid, 401 on every data call and operation, and the
@@ -512,14 +489,11 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
         .await;
     assert_eq!(statuses, json!([401, 401, 401, 401, 401, 401, 401]));
     let still = cluster_status(node_of(&nodes, console_id)).await.unwrap();
-    assert_eq!(owners(&still), owners(&balanced), "nothing moved");
+    assert_eq!(owners(&still), owners(&after_drain), "nothing moved");
 
     // A member that dies turns unreachable in the overview; the others stay
     // healthy.
-    let victim = [1, 2, 3]
-        .into_iter()
-        .find(|id| *id != console_id && Some(*id) != balanced.leader)
-        .unwrap();
+    let victim = drained;
     nodes[usize::try_from(victim - 1).unwrap()].kill_9().await;
     wait_until_overview_equals_api(
         &page,

@@ -340,7 +340,8 @@
       cell.style.outlineColor = isMoving ? nodeColour(assignment.moving_to) : "";
     });
     const owners = memberIds();
-    $("#shard-summary").textContent = `${shards.length} shards · ${new Set(shards.map((s) => s.owner)).size} owners`
+    const ownerCount = new Set(shards.map((s) => s.owner)).size;
+    $("#shard-summary").textContent = `${shards.length} shards · ${ownerCount} owner${ownerCount === 1 ? "" : "s"}`
       + ` · ${moving.length} move${moving.length === 1 ? "" : "s"} in progress`;
     $("#shard-summary").dataset.moving = String(moving.length);
     $("#shard-legend").replaceChildren(...owners.map((owner) => {
@@ -505,8 +506,11 @@
     return cluster.shards.filter((s) => s.moving_to !== null && s.moving_to !== undefined);
   }
 
+  // A RebalanceReport, or a DrainReport (the same plus the node and the
+  // shards it still owns).
   function rebalanceReport(answer) {
     const lines = [
+      ...(answer.remaining_shards === undefined ? [] : [resultLine("remaining_shards", answer.remaining_shards)]),
       resultLine("planned", answer.plan.length), resultLine("moved", answer.moved.length),
       resultLine("skipped", answer.skipped.length),
       resultLine("failed", answer.failed ? `shard ${answer.failed.shard}: ${answer.failed.error}` : "none"),
@@ -525,10 +529,12 @@
       failure.textContent = `shard ${answer.failed.shard} (node ${answer.failed.from} → node ${answer.failed.to}) failed: ${answer.failed.error}: ${answer.failed.message}`;
       lines.push(failure);
     }
-    if (answer.skipped.length > 0) {
+    if (answer.skipped.length > 0 || answer.remaining_shards > 0) {
       const note = document.createElement("p");
       note.className = "muted";
-      note.textContent = `${answer.skipped.length} planned moves were not attempted; run it again to continue.`;
+      note.textContent = answer.remaining_shards > 0
+        ? `Node ${answer.node_id} still owns ${answer.remaining_shards} shard(s); drain it again to continue.`
+        : `${answer.skipped.length} planned moves were not attempted; run it again to continue.`;
       lines.push(note);
     }
     return [...lines, list];
