@@ -455,6 +455,49 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
         .all(|shard| shard.owner != drained && shard.moving_to.is_none()));
     page.screenshot_full("cluster-drained").await;
 
+    // The experiment page on the follower shows the whole cluster's
+    // numbers (its node fans the query out): the same visitors per
+    // variation as the leader's results API for the same range.
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/{EXPERIMENT}'; true"
+    ))
+    .await;
+    let visitors = u64::from(next_visitor);
+    page.wait_for(
+        "every visitor of the cluster on the experiment page",
+        &format!(
+            "document.body.dataset.view === 'experiment' && \
+             [...document.querySelectorAll('#results [data-metric=\"visitors\"]')] \
+               .reduce((sum, c) => sum + Number(c.dataset.value), 0) === {visitors}"
+        ),
+    )
+    .await;
+    let shown = page
+        .evaluate(
+            "(() => { const r = document.querySelector('#results'); \
+             return {from: Number(r.dataset.from), to: Number(r.dataset.to), \
+               visitors: Object.fromEntries([...r.querySelectorAll('[data-metric=\"visitors\"]')] \
+                 .map(c => [c.closest('tr').dataset.variation, Number(c.dataset.value)]))}; })()",
+        )
+        .await;
+    let results = node_of(&nodes, leader)
+        .results(
+            PROJECT,
+            EXPERIMENT,
+            shown["from"].as_i64().unwrap(),
+            shown["to"].as_i64().unwrap(),
+            None,
+            &[],
+        )
+        .await;
+    let api_visitors: serde_json::Map<String, Value> = results.groups[0]
+        .variations
+        .iter()
+        .map(|variation| (variation.variation.clone(), json!(variation.visitors)))
+        .collect();
+    assert_eq!(shown["visitors"], Value::Object(api_visitors));
+    page.evaluate("location.hash = '#/'; true").await;
+
     // A browser without the token, on another member, is refused: the
     // login screen, no grid, 401 on every data call and operation, and the
     // internal report wants the cluster secret, not the admin token.
