@@ -678,7 +678,8 @@ async fn a_browser_without_the_token_is_refused() {
     let statuses = page
         .evaluate(
             "(async () => { const paths = ['/console/api/status', '/console/api/projects', \
-               '/console/api/projects/shop/experiments/checkout/results']; \
+               '/console/api/projects/shop/experiments/checkout/results', '/console/api/members', \
+               '/v1/cluster']; \
              const out = []; \
              for (const p of paths) { \
                out.push((await fetch(p)).status); \
@@ -690,7 +691,20 @@ async fn a_browser_without_the_token_is_refused() {
         .await;
     assert_eq!(
         statuses,
-        json!([401, 401, 401, 401, 401, 401, 401, "unauthorized"])
+        json!([
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            "unauthorized"
+        ])
     );
 
     // A wrong token in the form is refused and not kept.
