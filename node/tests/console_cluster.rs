@@ -273,8 +273,15 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
         json!(SHARDS)
     );
 
-    // Events stream in through their owners, one batch per page sample,
-    // so the rate charts and the project's rate have a history.
+    // The projects page while events stream in through their owners, one
+    // batch per page sample: the per-project counters summed over the
+    // members, as events/s; the same counters are in /metrics.
+    page.evaluate("location.hash = '#/projects'; true").await;
+    page.wait_for(
+        "the project on the projects page",
+        &format!("document.querySelector('[data-rate-of=\"{PROJECT}\"]')"),
+    )
+    .await;
     let mut accepted = 0;
     let mut next_visitor = 0;
     for batch in 0..4u32 {
@@ -290,10 +297,6 @@ async fn the_console_shows_and_operates_a_three_node_cluster() {
         .await;
     }
     assert_eq!(accepted, 200);
-
-    // The projects page: the per-project counters summed over the members,
-    // as events/s; the same counters are in /metrics.
-    page.evaluate("location.hash = '#/projects'; true").await;
     page.wait_for(
         "the project's event total and a positive rate",
         &format!(

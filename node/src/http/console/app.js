@@ -169,6 +169,7 @@
   // buffer kept in the page; rates are differences between samples.
 
   const samples = [];
+  let samplesTaken = 0;
   let lastCluster = null;
   let lastMembers = null;
   let lastSampleAtMs = 0;
@@ -192,6 +193,10 @@
         }
         samples.push({ atMs: lastSampleAtMs, nodes });
         if (samples.length > SAMPLES_MAX) samples.splice(0, samples.length - SAMPLES_MAX);
+        // Samples taken since login (not capped like the buffer): readers
+        // can wait for the next one.
+        samplesTaken += 1;
+        document.body.dataset.statusSamples = String(samplesTaken);
         $("#connection").textContent = `live · node ${members.node_id}`;
         $("#connection").classList.remove("down");
       } catch (error) {
@@ -387,7 +392,6 @@
     renderShardMap(lastCluster);
     renderOperationChoices(lastCluster);
     renderCharts();
-    document.body.dataset.statusSamples = String(samples.length);
   }
 
   function startOverview() {
