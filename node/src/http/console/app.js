@@ -595,7 +595,7 @@
       op: "rebalance",
       name: "Rebalance",
       title: "Rebalance the shards?",
-      text: "The leader plans moves that even out the shards over the voting members and runs them one at a time; each moved shard briefly refuses its events with shard_moving.",
+      text: "The leader plans moves that even out shard counts, then load, over the members that hold shards (not draining ones), and runs them; each moved shard briefly refuses its events with shard_moving.",
       send: () => api("/v1/cluster/rebalance", "POST"),
       progress: (cluster) => `${movesInFlight(cluster).length} move(s) in flight · shards per node: ${ownersSummary(cluster)}`,
       report: rebalanceReport,
