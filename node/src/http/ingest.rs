@@ -5,6 +5,7 @@ use super::AppState;
 use crate::engine::shard::Outcome;
 use crate::event::RejectReason;
 use crate::limits;
+use crate::project_rates::BatchProjects;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
@@ -76,6 +77,7 @@ pub async fn ingest_events(
     state
         .admission
         .take_events(&per_project, engine.clock().now_ms())?;
+    let projects = BatchProjects::of(&events);
     let outcomes = engine.ingest(events).await.inspect_err(|error| {
         if matches!(error, crate::engine::IngestError::Overloaded { .. }) {
             state
@@ -85,6 +87,7 @@ pub async fn ingest_events(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     })?;
+    state.project_events.record(&projects, &outcomes);
     Ok(response_of(outcomes))
 }
 
