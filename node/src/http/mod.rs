@@ -15,6 +15,7 @@ mod optimizely;
 mod projects;
 mod query;
 mod segment;
+mod shard_map;
 mod shards;
 
 /// The pure body → events mappings of the compatible formats (fuzz targets).
@@ -78,6 +79,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(cluster::configure)
         .configure(fanout::configure)
         .configure(shards::configure)
+        .configure(shard_map::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(
