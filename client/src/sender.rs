@@ -114,7 +114,8 @@ pub struct SenderConfig {
     pub encoding: Encoding,
     /// Most batches sent concurrently. Default 4.
     pub in_flight_batches_max: usize,
-    /// Most attempts per batch, the first included (≥ 1). Default 8.
+    /// Most attempts per event, the first included (≥ 1); resends after
+    /// `overloaded`, `not_owner` and `shard_moving` count. Default 8.
     pub retry_attempts_max: u32,
     /// Backoff before the first retry; doubles per retry. Default 50 ms.
     pub retry_backoff_initial_ms: u64,

@@ -13,13 +13,15 @@
 //!   each shard keeps the entry with the larger epoch.
 //! * **Refusals teach.** A `not_owner` names the owner and epoch: if that is
 //!   newer than the cached entry and the owner's address is known, the entry
-//!   is updated at once and the sender resends without waiting. Every
+//!   is updated at once and the sender resends without waiting. The map
+//!   lists every member's address, so a node that owned nothing before is
+//!   reachable at once. Every
 //!   `not_owner`, `shard_moving` and unreachable node also asks for a
 //!   refresh.
 //! * **Refreshes are bounded.** At most one fetch runs at a time, and
 //!   fetches start at least [`REFRESH_INTERVAL_MIN_MS`] apart; asks that
 //!   arrive meanwhile are folded into one more fetch after the running one.
-//!   A fetch tries the known owners, then the seeds, until one answers.
+//!   A fetch tries the known nodes, then the seeds, until one answers.
 //! * **Unknown owners.** Before the first map (or for a shard without a
 //!   known owner address), events are in [`UNROUTED_PARTITION`] and go to
 //!   the seeds in turn; the answering node refuses what it does not own,
@@ -61,8 +63,8 @@ struct Cache {
     version: u64,
     /// Empty until the first map.
     entries: Vec<Entry>,
-    /// A client per owner whose address a map named.
-    owners: BTreeMap<u64, Client>,
+    /// A client per node whose address a map named (owners and members).
+    nodes: BTreeMap<u64, Client>,
 }
 
 /// The refresh bound: one fetch at a time, spaced out.
@@ -179,7 +181,7 @@ impl ShardMapRouter {
         Ok(router)
     }
 
-    /// Fetches the map now (from the known owners, then the seeds) and
+    /// Fetches the map now (from the known nodes, then the seeds) and
     /// merges it; answers the version of the cached map afterwards. Ignores
     /// the refresh bound: for callers that need a fresh map, not for
     /// retries.
@@ -278,10 +280,10 @@ impl ShardMapRouter {
 }
 
 impl Inner {
-    /// The clients to ask for a map: every known owner, then the seeds.
+    /// The clients to ask for a map: every known node, then the seeds.
     fn fetch_targets(&self) -> Vec<Client> {
         let cache = self.cache.read().expect("cache lock");
-        let mut targets: Vec<Client> = cache.owners.values().cloned().collect();
+        let mut targets: Vec<Client> = cache.nodes.values().cloned().collect();
         for seed in &self.seeds {
             if !targets.iter().any(|t| t.base_url() == seed.base_url()) {
                 targets.push(seed.clone());
@@ -336,18 +338,20 @@ impl Inner {
                 }
             }
         }
-        for assignment in &map.assignments {
-            let Some(address) = &assignment.owner_address else {
-                continue;
-            };
+        let addresses = map
+            .assignments
+            .iter()
+            .filter_map(|a| Some((a.owner, a.owner_address.as_deref()?)))
+            .chain(map.members.iter().map(|m| (m.node_id, m.address.as_str())));
+        for (node, address) in addresses {
             let base_url = base_url_of(address);
             let known = cache
-                .owners
-                .get(&assignment.owner)
+                .nodes
+                .get(&node)
                 .is_some_and(|client| client.base_url() == base_url);
             if !known {
                 let client = Client::new(base_url).with_http_client(self.http.clone());
-                cache.owners.insert(assignment.owner, client);
+                cache.nodes.insert(node, client);
             }
         }
         cache.version = cache.version.max(map.version);
@@ -357,7 +361,7 @@ impl Inner {
     /// Applies a `not_owner` hint; true when it made the entry newer.
     fn apply_hint(&self, shard: u32, owner: u64, epoch: u64) -> bool {
         let mut cache = self.cache.write().expect("cache lock");
-        if !cache.owners.contains_key(&owner) {
+        if !cache.nodes.contains_key(&owner) {
             return false;
         }
         let Some(entry) = cache.entries.get_mut(shard as usize) else {
@@ -424,7 +428,7 @@ impl Router for ShardMapRouter {
             return UNROUTED_PARTITION;
         }
         let owner = cache.entries[shard_of(&event.project, &event.visitor, shards) as usize].owner;
-        if owner != UNROUTED_PARTITION && cache.owners.contains_key(&owner) {
+        if owner != UNROUTED_PARTITION && cache.nodes.contains_key(&owner) {
             owner
         } else {
             UNROUTED_PARTITION
@@ -435,7 +439,7 @@ impl Router for ShardMapRouter {
         let owner = batch.first().map(|event| self.partition(event));
         if let Some(owner) = owner.filter(|&owner| owner != UNROUTED_PARTITION) {
             let cache = self.inner.cache.read().expect("cache lock");
-            if let Some(client) = cache.owners.get(&owner) {
+            if let Some(client) = cache.nodes.get(&owner) {
                 return client.clone();
             }
         }
@@ -491,6 +495,7 @@ mod tests {
                     moving: false,
                 })
                 .collect(),
+            members: Vec::new(),
         }
     }
 
@@ -585,6 +590,17 @@ mod tests {
         assert!(!router.feedback(&client, hint(1, 7, 5)), "unknown address");
         assert!(!router.feedback(&client, hint(9, 1, 5)), "no such shard");
         assert_eq!(owners(&router), [(2, 3), (2, 1)]);
-        assert_eq!(router.stats().hints_applied, 1);
+        // Once a map lists node 7 as a member (owning nothing), a hint
+        // naming it applies.
+        let mut with_member = map(1, &[(1, 2), (2, 1)]);
+        with_member.members.push(sessiondb_protocol::ClusterMember {
+            node_id: 7,
+            address: "127.0.0.1:9007".into(),
+            role: sessiondb_protocol::MemberRole::Learner,
+        });
+        router.inner.merge(&with_member).unwrap();
+        assert!(router.feedback(&client, hint(1, 7, 5)));
+        assert_eq!(owners(&router), [(2, 3), (7, 5)]);
+        assert_eq!(router.stats().hints_applied, 2);
     }
 }

@@ -8,8 +8,8 @@
 
 use sessiondb_client::protocol::hashing::{shard_of, SHARD_HASH};
 use sessiondb_client::protocol::{
-    binary, Decision, Event, EventType, IngestResponse, Rejection, ShardMap, ShardMapEntry,
-    Timestamp,
+    binary, ClusterMember, Decision, Event, EventType, IngestResponse, MemberRole, Rejection,
+    ShardMap, ShardMapEntry, Timestamp,
 };
 use sessiondb_client::{Sender, SenderConfig, ShardMapRouter};
 use std::collections::{BTreeMap, BTreeSet};
@@ -193,6 +193,15 @@ async fn shard_map(node: u64, state: &Shared) -> String {
                 owner_address: state.addresses.get(&owner).cloned(),
                 epoch,
                 moving: false,
+            })
+            .collect(),
+        members: state
+            .addresses
+            .iter()
+            .map(|(&node_id, address)| ClusterMember {
+                node_id,
+                address: address.clone(),
+                role: MemberRole::Voter,
             })
             .collect(),
     };

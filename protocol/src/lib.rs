@@ -523,6 +523,11 @@ pub struct ShardMap {
     pub shards: u32,
     /// One entry per shard, by shard number.
     pub assignments: Vec<ShardMapEntry>,
+    /// Every member with its address, owners or not: a client that is told
+    /// "not owner, node N owns it" can reach N at once even when N owned
+    /// nothing before.
+    #[serde(default)]
+    pub members: Vec<ClusterMember>,
 }
 
 /// One shard of a [`ShardMap`].

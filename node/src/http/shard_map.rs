@@ -8,6 +8,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::placement::Role;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol::{self as wire, hashing::SHARD_HASH};
@@ -47,5 +48,17 @@ async fn shard_map(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         hash: SHARD_HASH.to_string(),
         shards: u32::try_from(assignments.len()).expect("at most SHARDS_MAX shards"),
         assignments,
+        members: report
+            .members
+            .iter()
+            .map(|(node_id, member)| wire::ClusterMember {
+                node_id: *node_id,
+                address: member.address.clone(),
+                role: match member.role {
+                    Role::Voter => wire::MemberRole::Voter,
+                    Role::Learner => wire::MemberRole::Learner,
+                },
+            })
+            .collect(),
     }))
 }
