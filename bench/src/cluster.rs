@@ -23,9 +23,7 @@ use sessiondb_client::protocol::{
     ClusterStatus, CreateProject, Decision, Event, EventType, ProjectSettingsPatch,
     RebalanceReport, ShardMoveReport, Timestamp,
 };
-use sessiondb_client::{
-    Client, ClientError, Encoding, ResultsRequest, Sender, SenderConfig, ShardMapRouter,
-};
+use sessiondb_client::{Client, Encoding, ResultsRequest, Sender, SenderConfig, ShardMapRouter};
 use sessiondb_workload::scale::{BROWSER_ATTRIBUTE, PURCHASE_KEY};
 use sessiondb_workload::{ScaleWorkload, DAY_MS};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,18 +147,28 @@ async fn rebalance(nodes: &[(Node, TempDir)]) -> Result<usize> {
     anyhow::bail!("the rebalance did not finish in {REBALANCE_CALLS_MAX} calls")
 }
 
+/// Creates the project through node 1 (placement replicates it) and polls
+/// until every node knows it.
 async fn create_project(nodes: &[(Node, TempDir)], request: &CreateProject) -> Result<()> {
+    Client::new(nodes[0].0.base_url.clone())
+        .create_project(request)
+        .await?;
     for (node, _) in nodes {
-        match Client::new(node.base_url.clone())
-            .create_project(request)
-            .await
-        {
-            Ok(_) => {}
-            // Where placement replicates projects, the first creation is
-            // enough.
-            Err(ClientError::Api { code, .. }) if code == "project_exists" => {}
-            Err(error) => return Err(error.into()),
+        let client = Client::new(node.base_url.clone());
+        let mut known = false;
+        for _ in 0..MEMBERSHIP_POLLS_MAX {
+            if client.project(&request.name).await.is_ok() {
+                known = true;
+                break;
+            }
+            tokio::time::sleep(MEMBERSHIP_POLL_INTERVAL).await;
         }
+        ensure!(
+            known,
+            "project {} never reached {}",
+            request.name,
+            node.base_url
+        );
     }
     Ok(())
 }

@@ -86,9 +86,9 @@ pub use shard_map::{CachedAssignment, RouterStats, ShardMapRouter};
 pub struct ClientGuide;
 
 use protocol::{
-    ClusterStatus, CreateProject, ErrorResponse, Event, IngestResponse, MoveShardRequest,
-    NodeStatus, Project, ProjectList, ProjectSettingsPatch, RebalanceReport, ResultsResponse,
-    ShardMap, ShardMoveReport, TimeSeriesResponse,
+    ClusterStatus, CreateProject, DrainReport, ErrorResponse, Event, IngestResponse,
+    MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList, ProjectSettingsPatch,
+    RebalanceReport, ResultsResponse, ShardMap, ShardMoveReport, TimeSeriesResponse,
 };
 
 /// How long one request may take, connect to last byte, unless changed with
@@ -392,6 +392,53 @@ impl Client {
     /// shard, as this node knows them (what [`ShardMapRouter`] routes by).
     pub async fn shard_map(&self) -> Result<ShardMap, ClientError> {
         self.get(&["v1", "shard-map"], &[]).await
+    }
+
+    /// `POST /v1/cluster/nodes/{node}/drain` (admin token): marks the
+    /// member as draining and moves (a bounded number of) its shards to the
+    /// others; call again while `remaining_shards` is not 0. Any member
+    /// forwards it to the leader. Waits up to [`REBALANCE_TIMEOUT`] at
+    /// least.
+    pub async fn drain_node(
+        &self,
+        admin_token: &str,
+        node_id: u64,
+    ) -> Result<DrainReport, ClientError> {
+        self.cluster_operation(
+            admin_token,
+            &["v1", "cluster", "nodes", &node_id.to_string(), "drain"],
+        )
+        .await
+    }
+
+    /// `POST /v1/cluster/nodes/{node}/remove` (admin token): takes a
+    /// drained member out of the cluster; its aggregates go to a remaining
+    /// member.
+    pub async fn remove_node(
+        &self,
+        admin_token: &str,
+        node_id: u64,
+    ) -> Result<NodeRemoveReport, ClientError> {
+        self.cluster_operation(
+            admin_token,
+            &["v1", "cluster", "nodes", &node_id.to_string(), "remove"],
+        )
+        .await
+    }
+
+    async fn cluster_operation<T: DeserializeOwned>(
+        &self,
+        admin_token: &str,
+        path: &[&str],
+    ) -> Result<T, ClientError> {
+        let url = self.url(path, &[]);
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(admin_token)
+            .timeout(self.timeout.max(REBALANCE_TIMEOUT));
+        let body = self.execute_with_own_timeout(request, &url).await?;
+        decode(&url, body)
     }
 
     /// `POST /v1/projects`. Fails with code `project_exists` if it does.

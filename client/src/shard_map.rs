@@ -597,6 +597,7 @@ mod tests {
             node_id: 7,
             address: "127.0.0.1:9007".into(),
             role: sessiondb_protocol::MemberRole::Learner,
+            draining: false,
         });
         router.inner.merge(&with_member).unwrap();
         assert!(router.feedback(&client, hint(1, 7, 5)));

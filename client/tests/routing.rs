@@ -202,6 +202,7 @@ async fn shard_map(node: u64, state: &Shared) -> String {
                 node_id,
                 address: address.clone(),
                 role: MemberRole::Voter,
+                draining: false,
             })
             .collect(),
     };

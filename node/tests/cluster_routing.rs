@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::cluster::{form_three_node_cluster, wait_for, POLL_INTERVAL, SHARDS, START_MS};
+use support::cluster::{
+    create_project_everywhere, form_three_node_cluster, wait_for, POLL_INTERVAL, SHARDS, START_MS,
+};
 use support::node::TestNode;
 use support::oracle::{assert_matches, Oracle, OracleSettings};
 use support::workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS, MINUTE_MS};
@@ -56,15 +58,17 @@ fn sender_config() -> SenderConfig {
     }
 }
 
-/// Creates the project on every node and sets every clock past the
-/// workload (the lateness horizon covers it all).
+/// Creates the project (placement replicates it to every node) and sets
+/// every clock past the workload (the lateness horizon covers it all).
 async fn prepare(nodes: &[TestNode], workload: &Workload) {
+    let members: Vec<&TestNode> = nodes.iter().collect();
+    create_project_everywhere(
+        &members,
+        PROJECT,
+        serde_json::json!({"bucket_ms": HOUR_MS, "allowed_lateness_ms": ALLOWED_LATENESS_MS}),
+    )
+    .await;
     for node in nodes {
-        node.create_project(
-            PROJECT,
-            serde_json::json!({"bucket_ms": HOUR_MS, "allowed_lateness_ms": ALLOWED_LATENESS_MS}),
-        )
-        .await;
         node.set_clock(workload.max_ts_ms() + MINUTE_MS).await;
     }
 }

@@ -58,6 +58,7 @@ async fn shard_map(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
                     Role::Voter => wire::MemberRole::Voter,
                     Role::Learner => wire::MemberRole::Learner,
                 },
+                draining: report.draining.contains(node_id),
             })
             .collect(),
     }))
