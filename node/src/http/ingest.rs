@@ -5,6 +5,7 @@ use super::AppState;
 use crate::engine::shard::Outcome;
 use crate::event::RejectReason;
 use crate::limits;
+use crate::project_rates::BatchProjects;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
@@ -65,8 +66,10 @@ pub async fn ingest_events(
     let events = events
         .into_iter()
         .map(|event| event.and_then(|event| engine.validate(event)))
-        .collect();
+        .collect::<Vec<_>>();
+    let projects = BatchProjects::of(&events);
     let outcomes = engine.ingest(events).await?;
+    state.project_events.record(&projects, &outcomes);
     Ok(response_of(outcomes))
 }
 

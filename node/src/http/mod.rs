@@ -43,6 +43,8 @@ pub struct AppState {
     pub placement: PlacementHandle,
     /// Runs shard moves when this node leads (`shard_moves`).
     pub mover: crate::shard_moves::ShardMover,
+    /// Accepted events per project (`project_rates`), counted by ingest.
+    pub project_events: std::sync::Arc<crate::project_rates::ProjectEventCounters>,
 }
 
 /// Bodies of small JSON requests (projects, clock) are far below this.
