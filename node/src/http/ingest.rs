@@ -221,11 +221,29 @@ pub fn response_of(outcomes: Vec<Outcome>) -> IngestResponse {
         match outcome {
             Outcome::Accepted => response.accepted += 1,
             Outcome::Duplicate => response.duplicates += 1,
-            Outcome::Rejected(reason) => response.rejected.push(Rejection {
-                index,
-                reason: reason.code().to_string(),
-                message: reason.to_string(),
-            }),
+            Outcome::Rejected(reason) => {
+                // A client routes by these: a `not_owner` names the owner
+                // and epoch, so the client can resend without a map fetch.
+                let (shard, owner, epoch) = match &reason {
+                    RejectReason::NotOwner {
+                        shard,
+                        owner,
+                        epoch,
+                    } => (Some(*shard), Some(*owner), Some(*epoch)),
+                    RejectReason::ShardMoving { shard, epoch } => {
+                        (Some(*shard), None, Some(*epoch))
+                    }
+                    _ => (None, None, None),
+                };
+                response.rejected.push(Rejection {
+                    index,
+                    reason: reason.code().to_string(),
+                    message: reason.to_string(),
+                    shard,
+                    owner,
+                    epoch,
+                });
+            }
         }
     }
     response

@@ -17,6 +17,7 @@ mod projects;
 mod propose;
 mod query;
 mod segment;
+mod shard_map;
 mod shards;
 
 /// The pure body → events mappings of the compatible formats (fuzz targets).
@@ -84,6 +85,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(cluster::configure)
         .configure(fanout::configure)
         .configure(shards::configure)
+        .configure(shard_map::configure)
         .configure(propose::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
