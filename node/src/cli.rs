@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// ones, to exercise the disk-error path (docs/durability.md).
     #[arg(long, hide = true)]
     pub fault_log_sync_after: Option<u64>,
+    /// Testing only: make every fsync of the log wait this long first, a
+    /// slow disk for the chaos tests (docs/reliability.md).
+    #[arg(long, hide = true)]
+    pub fault_log_sync_delay_ms: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -313,11 +317,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let log_config = crate::log::LogConfig {
-            fault: args.fault_log_sync_after.map(|successes| {
-                let plan = crate::log::FaultPlan::new();
-                plan.fail_sync_after(successes);
-                std::sync::Arc::new(plan)
-            }),
+            fault: fault_plan(args.fault_log_sync_after, args.fault_log_sync_delay_ms),
             ..crate::log::LogConfig::default()
         };
         let (engine, recovery) = crate::engine::durability::open(
@@ -472,6 +472,25 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutdown requested");
+}
+
+/// The log's fault plan from the hidden testing flags; `None` (no check
+/// per operation) when neither is given.
+fn fault_plan(
+    sync_fails_after: Option<u64>,
+    sync_delay_ms: Option<u64>,
+) -> Option<Arc<crate::log::FaultPlan>> {
+    if sync_fails_after.is_none() && sync_delay_ms.is_none() {
+        return None;
+    }
+    let plan = crate::log::FaultPlan::new();
+    if let Some(successes) = sync_fails_after {
+        plan.fail_sync_after(successes);
+    }
+    if let Some(delay_ms) = sync_delay_ms {
+        plan.delay_syncs_ms(delay_ms);
+    }
+    Some(Arc::new(plan))
 }
 
 #[cfg(test)]

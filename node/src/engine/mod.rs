@@ -11,6 +11,7 @@
 //! - `mailbox`, `actors`: the ractor actors and their bounded queues.
 
 pub mod actors;
+pub mod audit;
 pub mod contribution;
 pub mod durability;
 pub mod handoff;

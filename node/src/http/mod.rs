@@ -3,6 +3,7 @@
 //! module sees JSON.
 
 mod admin;
+mod audit;
 mod auth;
 mod cluster;
 mod compat;
@@ -76,6 +77,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/checkpoint", web::post().to(admin::checkpoint)),
         )
         .configure(cluster::configure)
+        .configure(audit::configure)
         .configure(fanout::configure)
         .configure(shards::configure)
         .configure(console::configure)

@@ -9,6 +9,10 @@
 //! and `sync_data` the log makes on segment files (segment headers
 //! included), from the moment of arming. Without a plan the log pays one
 //! `Option` check per operation.
+//!
+//! `delay_syncs_ms(ms)` makes every sync wait `ms` first: a slow disk, for
+//! the chaos tests (the log's one writer thread sleeps, so acknowledgements
+//! slow down and batches queue up, as on a disk whose fsync stalls).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +23,7 @@ const DISARMED: u64 = u64::MAX;
 pub struct FaultPlan {
     writes_before_failure: AtomicU64,
     syncs_before_failure: AtomicU64,
+    sync_delay_ms: AtomicU64,
 }
 
 impl Default for FaultPlan {
@@ -26,6 +31,7 @@ impl Default for FaultPlan {
         FaultPlan {
             writes_before_failure: AtomicU64::new(DISARMED),
             syncs_before_failure: AtomicU64::new(DISARMED),
+            sync_delay_ms: AtomicU64::new(0),
         }
     }
 }
@@ -48,6 +54,11 @@ impl FaultPlan {
         self.syncs_before_failure.store(successes, Ordering::SeqCst);
     }
 
+    /// Every later sync first waits `delay_ms` (0: no delay).
+    pub fn delay_syncs_ms(&self, delay_ms: u64) {
+        self.sync_delay_ms.store(delay_ms, Ordering::SeqCst);
+    }
+
     /// Called before each write; `Err` means: write half, then fail.
     pub(super) fn on_write(&self) -> io::Result<()> {
         countdown(&self.writes_before_failure, "write")
@@ -55,6 +66,11 @@ impl FaultPlan {
 
     /// Called before each sync; `Err` means: fail without syncing.
     pub(super) fn on_sync(&self) -> io::Result<()> {
+        let delay_ms = self.sync_delay_ms.load(Ordering::SeqCst);
+        if delay_ms > 0 {
+            // Only the log's writer thread syncs, so this blocks no task.
+            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        }
         countdown(&self.syncs_before_failure, "fsync")
     }
 }
