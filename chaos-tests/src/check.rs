@@ -421,22 +421,39 @@ fn check_single_acknowledger(ops: &[Op], observations: &[Observation], verdict: 
 }
 
 /// During a fault that takes out one node (kill, pause, isolation), the
-/// other nodes keep acknowledging.
+/// other nodes keep acknowledging. A fault during which no client even
+/// tried a node outside it proves nothing: the run is invalid.
 fn check_majority_served(ops: &[Op], faults: &[FaultRecord], verdict: &mut Verdict) {
     for fault in faults {
         if fault.minority.is_empty() || !fault.applied {
             continue;
         }
-        let served = ops.iter().any(|op| {
-            !fault.minority.contains(&op.node)
-                && op.invoke_ms >= fault.start_ms
-                && op.complete_ms <= fault.end_ms
-                && matches!(&op.outcome, OpOutcome::Ok { rejected } if rejected.len() < op.events.len())
+        let to_majority: Vec<&Op> = ops
+            .iter()
+            .filter(|op| {
+                !fault.minority.contains(&op.node)
+                    && op.invoke_ms >= fault.start_ms
+                    && op.complete_ms <= fault.end_ms
+            })
+            .collect();
+        let served = to_majority.iter().any(|op| {
+            matches!(&op.outcome, OpOutcome::Ok { rejected } if rejected.len() < op.events.len())
         });
-        if !served {
-            verdict.violations.push(format!(
-                "no node outside {:?} acknowledged anything during {} [{}..{} ms]",
+        if to_majority.is_empty() {
+            verdict.invalid.push(format!(
+                "no client request reached a node outside {:?} during {} [{}..{} ms]: no load to prove the majority served",
                 fault.minority, fault.planned, fault.start_ms, fault.end_ms
+            ));
+        } else if !served {
+            let outcomes: Vec<&OpOutcome> = to_majority.iter().map(|op| &op.outcome).collect();
+            verdict.violations.push(format!(
+                "no node outside {:?} acknowledged anything during {} [{}..{} ms] ({} requests: {})",
+                fault.minority,
+                fault.planned,
+                fault.start_ms,
+                fault.end_ms,
+                to_majority.len(),
+                examples(&outcomes)
             ));
         }
     }

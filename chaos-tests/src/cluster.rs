@@ -254,6 +254,18 @@ impl DockerCluster {
         docker(&["kill", "--signal", "KILL", &self.node(id).container]).map(|_| ())
     }
 
+    /// The host pid of the node's `sessiondb` process (the container's
+    /// init), for a kill that must land within milliseconds.
+    pub fn process_id(&self, id: u64) -> anyhow::Result<String> {
+        self.pid(id)
+    }
+
+    /// kill -9 of the exact process `pid` (from [`Self::process_id`]),
+    /// without the Docker CLI's round trip.
+    pub fn kill_process(&self, pid: &str) -> anyhow::Result<()> {
+        checked("kill", &["-KILL", pid]).map(|_| ())
+    }
+
     /// Starts a killed node again on the same data and address.
     pub fn start(&self, id: u64) -> anyhow::Result<()> {
         docker(&["start", &self.node(id).container]).map(|_| ())

@@ -116,6 +116,12 @@ impl History {
         self.records.lock().expect("history lock is never poisoned")
     }
 
+    /// One line on stderr: where the run is, so a slow or stuck run shows
+    /// its phase (cargo test prints it for failing tests).
+    pub fn progress(&self, message: &str) {
+        eprintln!("[chaos +{} ms] {message}", self.clock.now_ms());
+    }
+
     pub fn record_op(&self, op: Op) {
         self.lock().ops.push(op);
     }

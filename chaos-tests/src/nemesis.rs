@@ -32,7 +32,7 @@ const SYNC_FAILURES_AFTER: &[u64] = &[0, 3, 10];
 const SYNC_DELAYS_MS: &[u64] = &[150, 400];
 /// Delay between asking for a move and killing its source (so the kill
 /// lands while the move is in flight, at a seeded point of it).
-const MOVE_KILL_DELAYS_MS: &[u64] = &[0, 20, 80];
+const MOVE_KILL_DELAYS_MS: &[u64] = &[0, 2, 5];
 
 /// Every kind of fault the harness injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,8 +41,12 @@ pub enum NemesisKind {
     KillRestart,
     /// kill -9 the Raft leader, restart it after the hold.
     KillLeader,
-    /// Ask for a shard move and kill -9 its source owner while it runs.
+    /// Ask for a move of a shard whose owner is not the Raft leader, and
+    /// kill -9 the owner while the move runs.
     KillMovingOwner,
+    /// Ask for a move of a shard the Raft leader owns, and kill -9 the
+    /// leader (owner and mover at once) while the move runs.
+    KillMovingLeader,
     /// `docker pause` (cgroup freezer, like SIGSTOP) one node.
     Pause,
     /// Cut one node off from the others (minority | majority).
@@ -66,6 +70,7 @@ impl NemesisKind {
         NemesisKind::KillRestart,
         NemesisKind::KillLeader,
         NemesisKind::KillMovingOwner,
+        NemesisKind::KillMovingLeader,
         NemesisKind::Pause,
         NemesisKind::IsolateNode,
         NemesisKind::IsolateLeader,
@@ -81,6 +86,7 @@ impl NemesisKind {
             NemesisKind::KillRestart => "kill-restart",
             NemesisKind::KillLeader => "kill-leader",
             NemesisKind::KillMovingOwner => "kill-moving-owner",
+            NemesisKind::KillMovingLeader => "kill-moving-leader",
             NemesisKind::Pause => "pause",
             NemesisKind::IsolateNode => "isolate-node",
             NemesisKind::IsolateLeader => "isolate-leader",
@@ -179,7 +185,7 @@ impl Schedule {
                     NemesisKind::DiskSlow => {
                         *SYNC_DELAYS_MS.choose(&mut random).expect("delays") as i64
                     }
-                    NemesisKind::KillMovingOwner => {
+                    NemesisKind::KillMovingOwner | NemesisKind::KillMovingLeader => {
                         *MOVE_KILL_DELAYS_MS.choose(&mut random).expect("delays") as i64
                     }
                     _ => 0,
@@ -288,10 +294,20 @@ impl Nemesis<'_> {
                 self.cluster.start(target)?;
                 self.wait_healthy(target).await?;
             }
-            NemesisKind::KillMovingOwner => {
+            NemesisKind::KillMovingOwner | NemesisKind::KillMovingLeader => {
                 let view = self.current_view().await?;
                 let leader = view.leader.context("no leader")?;
-                let shard = view.shards[(fault.choice % view.shards.len() as u64) as usize];
+                let wanted_owner_is_leader = fault.kind == NemesisKind::KillMovingLeader;
+                let candidates: Vec<crate::api::ShardView> = view
+                    .shards
+                    .iter()
+                    .copied()
+                    .filter(|shard| (shard.owner == leader) == wanted_owner_is_leader)
+                    .collect();
+                if candidates.is_empty() {
+                    bail!("no shard whose owner is (leader: {wanted_owner_is_leader}) in {view:?}");
+                }
+                let shard = candidates[(fault.choice % candidates.len() as u64) as usize];
                 let others: Vec<u64> = ids
                     .iter()
                     .copied()
@@ -301,6 +317,9 @@ impl Nemesis<'_> {
                 let owner = shard.owner;
                 record.targets = vec![owner];
                 record.minority = vec![owner];
+                // Looked up first: the kill must follow the move's start
+                // within milliseconds (a move takes ~15 ms).
+                let pid = self.cluster.process_id(owner)?;
                 let finished = Arc::new(AtomicBool::new(false));
                 let mover = {
                     let api = self.api.clone();
@@ -320,10 +339,16 @@ impl Nemesis<'_> {
                     })
                 };
                 tokio::time::sleep(Duration::from_millis(fault.parameter as u64)).await;
-                self.cluster.kill(owner)?;
+                self.cluster.kill_process(&pid)?;
                 let in_flight = !finished.load(Ordering::SeqCst);
+                wait_until(&format!("node {owner} exiting"), HEALTH_WAIT_MAX, || {
+                    let state = self.cluster.state(owner);
+                    async move { state.is_ok_and(|state| state == "exited") }
+                })
+                .await?;
                 let state = self.cluster.state(owner)?;
-                record.applied = state == "exited";
+                // A kill after the move answered is not this fault.
+                record.applied = state == "exited" && in_flight;
                 record.evidence = format!(
                     "owner {owner} of shard {} killed ({state}) {} its move to {to} finished",
                     shard.shard,

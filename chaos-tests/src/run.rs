@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sessiondb_protocol::Event;
 use sessiondb_workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -37,6 +37,9 @@ const BATCH_EVENTS: usize = 40;
 /// Share of events a client gives up on after a failed or unknown attempt
 /// (instead of retrying), so that "failed events are absent" is tested.
 const ABANDON_SHARE: f64 = 0.2;
+/// Time a fault takes besides its gap and hold (restarts, probes), for
+/// pacing the clients.
+const FAULT_OVERHEAD_MS: u64 = 2_500;
 /// Period of the ownership observer's `GET /v1/cluster` on every node.
 const OBSERVE_INTERVAL: Duration = Duration::from_millis(250);
 /// Bound on the cluster forming (3 members, a leader, a shard map).
@@ -47,6 +50,8 @@ pub const HEAL_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Bound, after heal, on the clients getting every event they still hold
 /// acknowledged.
 pub const DRAIN_WAIT_MAX: Duration = Duration::from_secs(60);
+/// The same bound when the cluster did not settle after heal.
+const UNSETTLED_DRAIN_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -351,8 +356,25 @@ fn is_retryable_rejection(reason: &str) -> bool {
     )
 }
 
+/// How the clients should behave, shared with the run.
+#[derive(Debug, Default)]
+struct ClientSignals {
+    /// The faults are over: send what is left as fast as possible, and
+    /// stop when nothing is left.
+    draining: AtomicBool,
+    /// Stop after the current round.
+    give_up: AtomicBool,
+}
+
+/// Pause between two rounds of a client while draining.
+const DRAIN_PACE: Duration = Duration::from_millis(10);
+
 /// One client: sends its events in batches routed by owner, recording
-/// every operation, until it holds none or `give_up` is set.
+/// every operation. While the faults run and it has nothing new to send,
+/// it sends again events it already had acknowledged (they must come back
+/// as duplicates), so that every fault meets load. Stops when draining
+/// with nothing left, or when told to give up; answers how many events it
+/// still held.
 #[allow(clippy::too_many_arguments)]
 async fn client(
     client_id: usize,
@@ -363,16 +385,30 @@ async fn client(
     history: History,
     routing: Shared<RoutingTable>,
     pace: Duration,
-    give_up: Arc<AtomicBool>,
+    signals: Arc<ClientSignals>,
     seed: u64,
 ) -> usize {
     let mut random = ChaCha8Rng::seed_from_u64(seed ^ (client_id as u64).wrapping_mul(0x9e37_79b9));
     let mut queue: VecDeque<usize> = queue.into();
-    let mut interval = tokio::time::interval(pace);
-    while !queue.is_empty() && !give_up.load(Ordering::SeqCst) {
-        interval.tick().await;
-        let take = queue.len().min(BATCH_EVENTS);
-        let batch: Vec<usize> = queue.drain(..take).collect();
+    let mut acknowledged: Vec<usize> = Vec::new();
+    loop {
+        let draining = signals.draining.load(Ordering::SeqCst);
+        if signals.give_up.load(Ordering::SeqCst) || (draining && queue.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(if draining { DRAIN_PACE } else { pace }).await;
+        let batch: Vec<usize> = if queue.is_empty() {
+            // Nothing new: resend acknowledged events to keep the load.
+            (0..BATCH_EVENTS.min(acknowledged.len()))
+                .map(|_| acknowledged[random.gen_range(0..acknowledged.len())])
+                .collect()
+        } else {
+            let take = queue.len().min(BATCH_EVENTS);
+            queue.drain(..take).collect()
+        };
+        if batch.is_empty() {
+            continue;
+        }
         let owners = routing.read().expect("routing lock").owners.clone();
         let mut by_owner: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         for &event in &batch {
@@ -418,6 +454,13 @@ async fn client(
             };
             match &outcome {
                 OpOutcome::Ok { rejected } => {
+                    let rejected_positions: BTreeSet<usize> =
+                        rejected.iter().map(|(index, _)| *index).collect();
+                    for (position, &event) in events.iter().enumerate() {
+                        if !rejected_positions.contains(&position) {
+                            acknowledged.push(event);
+                        }
+                    }
                     for (index, reason) in rejected {
                         if is_retryable_rejection(reason) {
                             queue.push_back(events[*index]);
@@ -487,7 +530,27 @@ async fn wait_healed(cluster: &DockerCluster, api: &Api) -> anyhow::Result<Clust
             if agreed {
                 *settled.write().expect("lock") = Some(views.swap_remove(0));
             } else {
-                *last_seen.write().expect("lock") = format!("{views:?}");
+                *last_seen.write().expect("lock") = views
+                    .iter()
+                    .map(|view| {
+                        let moving: Vec<String> = view
+                            .shards
+                            .iter()
+                            .filter_map(|s| {
+                                s.moving_to
+                                    .map(|to| format!("{}: {}→{to}", s.shard, s.owner))
+                            })
+                            .collect();
+                        format!(
+                            "node {} (leader {:?}, term {}, {} members, moving {moving:?})",
+                            view.node_id,
+                            view.leader,
+                            view.term,
+                            view.members.len()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
             }
             agreed
         }
@@ -498,6 +561,20 @@ async fn wait_healed(cluster: &DockerCluster, api: &Api) -> anyhow::Result<Clust
     }
     let view = settled.read().expect("lock").clone();
     view.context("a settled view")
+}
+
+/// The view with the highest term among the nodes that know a leader.
+async fn newest_view(cluster: &DockerCluster, api: &Api) -> Option<ClusterView> {
+    let mut newest: Option<ClusterView> = None;
+    for id in cluster.ids() {
+        if let Answer::Ok(view) = api.cluster(&cluster.url(id)).await {
+            let better = newest.as_ref().is_none_or(|known| view.term > known.term);
+            if view.leader.is_some() && !view.shards.is_empty() && better {
+                newest = Some(view);
+            }
+        }
+    }
+    newest
 }
 
 /// Reads every shard back from every node.
@@ -641,13 +718,14 @@ async fn drive(
         Arc::clone(&stop_mover),
     ));
 
-    // Pace the clients so that sending spans the whole schedule.
+    // Pace the clients so that new events span most of the schedule
+    // (a fault also spends time restarting and probing).
     let schedule_ms: u64 = schedule
         .faults
         .iter()
-        .map(|f| f.gap_ms + f.hold_ms + 1_000)
+        .map(|f| f.gap_ms + f.hold_ms + FAULT_OVERHEAD_MS)
         .sum();
-    let give_up = Arc::new(AtomicBool::new(false));
+    let signals = Arc::new(ClientSignals::default());
     let mut clients = Vec::new();
     for (client_id, queue) in plan.per_client.iter().enumerate() {
         let batches = (queue.len() / BATCH_EVENTS).max(1) as u64;
@@ -661,7 +739,7 @@ async fn drive(
             history.clone(),
             Arc::clone(&routing),
             pace,
-            Arc::clone(&give_up),
+            Arc::clone(&signals),
             config.seed.0,
         )));
     }
@@ -671,13 +749,21 @@ async fn drive(
         api: api.clone(),
         history: history.clone(),
     };
+    history.progress(&format!("cluster formed in {form_ms} ms; clients started"));
     for fault in &schedule.faults {
         tokio::time::sleep(Duration::from_millis(fault.gap_ms)).await;
-        nemesis.run(fault).await;
+        history.progress(&format!("fault: {fault}"));
+        let record = nemesis.run(fault).await;
+        history.progress(&format!(
+            "healed: applied={} ({})",
+            record.applied, record.evidence
+        ));
     }
     let cluster = nemesis.cluster;
+    signals.draining.store(true, Ordering::SeqCst);
     stop_mover.store(true, Ordering::SeqCst);
     let _ = mover.await;
+    history.progress("background moves stopped; waiting for the cluster to settle");
     let healed_at_ms = history.clock.now_ms();
 
     let mut violations = Vec::new();
@@ -689,39 +775,56 @@ async fn drive(
         }
     };
     let settled_ms = history.clock.now_ms() - healed_at_ms;
+    history.progress("settled; waiting for the clients to drain");
     if let Some(view) = &settled {
         routing.write().expect("routing lock").learn(view);
     }
 
-    // Let the clients finish what they hold, within a bound.
-    let drain_deadline = Instant::now() + DRAIN_WAIT_MAX;
+    // Let the clients finish what they hold, within a bound (short when
+    // the cluster did not settle: that is already a violation).
+    let drain_wait = if settled.is_some() {
+        DRAIN_WAIT_MAX
+    } else {
+        UNSETTLED_DRAIN_WAIT_MAX
+    };
+    let drain_deadline = Instant::now() + drain_wait;
     let mut left = 0;
-    for handle in clients {
+    for mut handle in clients {
         let remaining = drain_deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(remaining, handle).await {
-            Ok(joined) => left += joined.context("a client task panicked")?,
+        let joined = match tokio::time::timeout(remaining, &mut handle).await {
+            Ok(joined) => joined,
             Err(_) => {
-                give_up.store(true, Ordering::SeqCst);
-                left += 1;
+                // Past the bound: stop every client after its current
+                // request and count what it still holds.
+                signals.give_up.store(true, Ordering::SeqCst);
+                handle.await
             }
-        }
+        };
+        left += joined.context("a client task panicked")?;
     }
-    give_up.store(true, Ordering::SeqCst);
+    signals.give_up.store(true, Ordering::SeqCst);
     let drained_ms = history.clock.now_ms() - healed_at_ms;
     if left > 0 {
         violations.push(format!(
-            "the clients still held {left} unacknowledged events {DRAIN_WAIT_MAX:?} after heal"
+            "the clients still held {left} unacknowledged events {drain_wait:?} after heal"
         ));
     }
+    history.progress(&format!("clients done ({left} events left)"));
     stop_observer.store(true, Ordering::SeqCst);
     let _ = observer.await;
+    history.progress("observer stopped; final read");
 
     let view = match settled {
         Some(view) => view,
-        None => wait_healed(cluster, api).await?,
+        // Read back what there is: the newest view a node with a leader
+        // gives (the checkers flag a fenced or unowned shard).
+        None => newest_view(cluster, api)
+            .await
+            .context("no node reports a leader and a shard map after heal")?,
     };
     let read = final_read(cluster, api, &view).await?;
     let results = final_results(cluster, api, workload).await?;
+    history.progress("final read done; checking");
     let mut verdict = check::check_all(&history, plan_events(plan), &read, &results);
     verdict.violations.splice(0..0, violations);
 

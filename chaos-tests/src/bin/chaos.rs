@@ -69,6 +69,16 @@ fn kinds(args: &Args) -> anyhow::Result<Vec<NemesisKind>> {
         .collect()
 }
 
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
 async fn main_async(args: Args) -> anyhow::Result<bool> {
     let kinds = kinds(&args)?;
     let mut rows = Vec::new();
@@ -84,7 +94,13 @@ async fn main_async(args: Args) -> anyhow::Result<bool> {
             .iter()
             .map(|f| f.kind.name())
             .collect();
-        let (verdict, events) = match run(&config).await {
+        // An interrupted run drops its cluster guard, which removes the
+        // containers, volumes and network.
+        let outcome = tokio::select! {
+            outcome = run(&config) => outcome,
+            _ = interrupted() => bail!("interrupted during seed {seed}; its containers were removed"),
+        };
+        let (verdict, events) = match outcome {
             Ok(report) => {
                 println!("{}", report.describe());
                 let verdict = if report.verdict.is_green() {
