@@ -537,3 +537,311 @@ pub fn check_all(
     ));
     verdict
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each checker on small hand-made histories: it must flag the broken
+    //! property and pass the sound one, or a green run would prove nothing.
+
+    use super::*;
+    use sessiondb_protocol::{EventType, Timestamp};
+
+    fn event(visitor: &str, id: &str) -> Event {
+        Event {
+            id: id.to_string(),
+            project: "chaos".to_string(),
+            visitor: visitor.to_string(),
+            ts: Timestamp::Milliseconds(1_764_000_000_000),
+            event_type: EventType::Custom,
+            key: Some("purchase".to_string()),
+            value: None,
+            attributes: Default::default(),
+            decisions: Vec::new(),
+        }
+    }
+
+    fn op(
+        node: u64,
+        events: Vec<usize>,
+        shards: Vec<u32>,
+        at_ms: (u64, u64),
+        outcome: OpOutcome,
+    ) -> Op {
+        Op {
+            client: 0,
+            node,
+            events,
+            shards,
+            invoke_ms: at_ms.0,
+            complete_ms: at_ms.1,
+            outcome,
+        }
+    }
+
+    fn ok() -> OpOutcome {
+        OpOutcome::Ok {
+            rejected: Vec::new(),
+        }
+    }
+
+    fn fail(code: &str) -> OpOutcome {
+        OpOutcome::Fail {
+            code: code.to_string(),
+        }
+    }
+
+    /// The final read: node 1 owns shard 0 at epoch 1 and holds `held`.
+    fn read(held: &[(&str, &str)]) -> FinalRead {
+        FinalRead {
+            owners: vec![(1, 1)],
+            copies: vec![ShardEvents {
+                node_id: 1,
+                shard: 0,
+                role: "owner".to_string(),
+                owner: 1,
+                epoch: 1,
+                events: held
+                    .iter()
+                    .map(|(visitor, id)| crate::api::AuditedEvent {
+                        project: "chaos".to_string(),
+                        visitor: visitor.to_string(),
+                        id: id.to_string(),
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    fn presence(ops: &[Op], held: &[(&str, &str)]) -> Verdict {
+        let events = vec![event("v1", "a"), event("v1", "b"), event("v2", "c")];
+        let shards = vec![0, 0, 0];
+        let table = EventTable {
+            events: &events,
+            shard_of: &shards,
+        };
+        let mut verdict = Verdict::default();
+        check_presence(table, &fates(ops, events.len()), &read(held), &mut verdict);
+        verdict
+    }
+
+    #[test]
+    fn presence_flags_lost_doubled_resurrected_and_unsent_events() {
+        let acked = [op(1, vec![0, 1], vec![0, 0], (0, 5), ok())];
+        assert!(presence(&acked, &[("v1", "a"), ("v1", "b")])
+            .violations
+            .is_empty());
+
+        let lost = presence(&acked, &[("v1", "a")]);
+        assert!(
+            lost.violations[0].contains("1 acknowledged events lost"),
+            "{lost}"
+        );
+
+        let doubled = read(&[("v1", "a"), ("v1", "b")]);
+        let mut copies = doubled.copies.clone();
+        copies.extend(doubled.copies.clone());
+        let events = vec![event("v1", "a"), event("v1", "b"), event("v2", "c")];
+        let table = EventTable {
+            events: &events,
+            shard_of: &[0, 0, 0],
+        };
+        let mut verdict = Verdict::default();
+        let final_read = FinalRead {
+            owners: doubled.owners,
+            copies,
+        };
+        check_presence(table, &fates(&acked, 3), &final_read, &mut verdict);
+        assert!(
+            verdict
+                .violations
+                .iter()
+                .any(|v| v.contains("held more than once")),
+            "{verdict}"
+        );
+
+        let failed = [
+            op(1, vec![0, 1], vec![0, 0], (0, 5), ok()),
+            op(1, vec![2], vec![0], (6, 8), fail("connect")),
+        ];
+        let resurrected = presence(&failed, &[("v1", "a"), ("v1", "b"), ("v2", "c")]);
+        assert!(
+            resurrected
+                .violations
+                .iter()
+                .any(|v| v.contains("every attempt failed")),
+            "{resurrected}"
+        );
+        let maybe = [
+            op(1, vec![0, 1], vec![0, 0], (0, 5), ok()),
+            op(1, vec![2], vec![0], (6, 8), fail("storage_unavailable")),
+        ];
+        let maybe_applied = presence(&maybe, &[("v1", "a"), ("v1", "b"), ("v2", "c")]);
+        assert!(maybe_applied.violations.is_empty(), "{maybe_applied}");
+        assert!(maybe_applied
+            .notes
+            .iter()
+            .any(|n| n.contains("applied anyway")));
+
+        let unsent = presence(&acked, &[("v1", "a"), ("v1", "b"), ("v2", "c")]);
+        assert!(
+            unsent.violations.iter().any(|v| v.contains("never sent")),
+            "{unsent}"
+        );
+        let stranger = presence(&acked, &[("v1", "a"), ("v1", "b"), ("v9", "z")]);
+        assert!(
+            stranger
+                .violations
+                .iter()
+                .any(|v| v.contains("no client sent")),
+            "{stranger}"
+        );
+    }
+
+    #[test]
+    fn a_second_claimed_owner_is_flagged() {
+        let mut final_read = read(&[]);
+        final_read.copies.push(ShardEvents {
+            node_id: 2,
+            shard: 0,
+            role: "owner".to_string(),
+            owner: 2,
+            epoch: 1,
+            events: Vec::new(),
+        });
+        let events: Vec<Event> = Vec::new();
+        let table = EventTable {
+            events: &events,
+            shard_of: &[],
+        };
+        let mut verdict = Verdict::default();
+        check_presence(table, &[], &final_read, &mut verdict);
+        assert!(verdict.violations[0].starts_with("two owners"), "{verdict}");
+    }
+
+    fn observation(at_ms: u64, observer: u64, owner: u64, epoch: u64) -> Observation {
+        Observation {
+            at_ms,
+            observer,
+            leader: Some(1),
+            term: 1,
+            shards: vec![(owner, epoch, None)],
+        }
+    }
+
+    #[test]
+    fn epochs_going_back_or_naming_two_owners_are_flagged() {
+        let sound = [
+            observation(0, 1, 1, 1),
+            observation(10, 1, 2, 2),
+            observation(10, 2, 2, 2),
+        ];
+        let mut verdict = Verdict::default();
+        check_epochs(&sound, &mut verdict);
+        assert!(verdict.violations.is_empty(), "{verdict}");
+
+        let back = [observation(0, 1, 2, 2), observation(10, 1, 1, 1)];
+        let mut verdict = Verdict::default();
+        check_epochs(&back, &mut verdict);
+        assert!(verdict.violations[0].contains("went back"), "{verdict}");
+
+        let two = [observation(0, 1, 1, 2), observation(5, 2, 3, 2)];
+        let mut verdict = Verdict::default();
+        check_epochs(&two, &mut verdict);
+        assert!(verdict.violations[0].contains("two owners"), "{verdict}");
+    }
+
+    #[test]
+    fn an_acknowledgement_by_a_fenced_off_owner_is_flagged() {
+        // Shard 0 moved from node 1 (epoch 1) to node 2 (epoch 2), seen at
+        // 100 ms; node 1 acknowledging at 200 ms is a second owner.
+        let observations = [observation(0, 1, 1, 1), observation(100, 1, 2, 2)];
+        let stale = [op(1, vec![0], vec![0], (200, 210), ok())];
+        let mut verdict = Verdict::default();
+        check_single_acknowledger(&stale, &observations, &mut verdict);
+        assert!(
+            verdict.violations[0].contains("no longer owned"),
+            "{verdict}"
+        );
+
+        // Before the move was observed, or by the new owner: fine. A
+        // rejected event is no acknowledgement.
+        let fine = [
+            op(1, vec![0], vec![0], (50, 60), ok()),
+            op(2, vec![0], vec![0], (200, 210), ok()),
+            op(
+                1,
+                vec![0],
+                vec![0],
+                (200, 210),
+                OpOutcome::Ok {
+                    rejected: vec![(0, "not_owner".to_string())],
+                },
+            ),
+        ];
+        let mut verdict = Verdict::default();
+        check_single_acknowledger(&fine, &observations, &mut verdict);
+        assert!(verdict.violations.is_empty(), "{verdict}");
+
+        // Node 1 owning the shard again at epoch 3 may acknowledge again.
+        let back = [
+            observation(0, 1, 1, 1),
+            observation(100, 1, 2, 2),
+            observation(300, 1, 1, 3),
+        ];
+        let again = [op(1, vec![0], vec![0], (250, 320), ok())];
+        let mut verdict = Verdict::default();
+        check_single_acknowledger(&again, &back, &mut verdict);
+        assert!(verdict.violations.is_empty(), "{verdict}");
+    }
+
+    fn isolation(minority: u64) -> FaultRecord {
+        FaultRecord {
+            planned: "isolate-node".to_string(),
+            targets: vec![minority],
+            minority: vec![minority],
+            start_ms: 100,
+            end_ms: 200,
+            applied: true,
+            evidence: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_majority_must_serve_and_must_have_been_asked() {
+        let faults = [isolation(3)];
+        let served = [op(1, vec![0], vec![0], (120, 130), ok())];
+        let mut verdict = Verdict::default();
+        check_majority_served(&served, &faults, &mut verdict);
+        assert!(verdict.is_green(), "{verdict}");
+
+        let refused = [op(1, vec![0], vec![0], (120, 130), fail("overloaded"))];
+        let mut verdict = Verdict::default();
+        check_majority_served(&refused, &faults, &mut verdict);
+        assert!(
+            verdict.violations[0].contains("acknowledged anything"),
+            "{verdict}"
+        );
+
+        let only_minority = [op(3, vec![0], vec![0], (120, 130), ok())];
+        let mut verdict = Verdict::default();
+        check_majority_served(&only_minority, &faults, &mut verdict);
+        assert!(
+            verdict.violations.is_empty() && verdict.invalid.len() == 1,
+            "{verdict}"
+        );
+    }
+
+    #[test]
+    fn disk_faults_need_evidence_in_their_window() {
+        let ops = [
+            op(2, vec![0], vec![0], (110, 120), fail("storage_unavailable")),
+            op(2, vec![0], vec![0], (130, 600), ok()),
+            op(1, vec![0], vec![0], (130, 900), ok()),
+        ];
+        assert!(disk_fault_evidence(&ops, 2, NemesisKind::DiskFail, 3, (100, 200)).0);
+        assert!(!disk_fault_evidence(&ops, 1, NemesisKind::DiskFail, 3, (100, 200)).0);
+        assert!(disk_fault_evidence(&ops, 2, NemesisKind::DiskSlow, 400, (100, 200)).0);
+        assert!(!disk_fault_evidence(&ops, 2, NemesisKind::DiskSlow, 500, (100, 200)).0);
+        assert!(!disk_fault_evidence(&ops, 2, NemesisKind::DiskSlow, 400, (300, 400)).0);
+    }
+}
