@@ -153,6 +153,32 @@ impl History {
     pub fn moves(&self) -> Vec<MoveRecord> {
         self.lock().moves.clone()
     }
+
+    /// Writes the whole history, one record a line, to `path` (for the
+    /// post-mortem of a red run); `events` names each event index.
+    pub fn dump(&self, path: &std::path::Path, events: &[String]) -> std::io::Result<()> {
+        use std::io::Write;
+        let records = self.lock();
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for fault in &records.faults {
+            writeln!(out, "fault {fault:?}")?;
+        }
+        for record in &records.moves {
+            writeln!(out, "move {record:?}")?;
+        }
+        for observation in &records.observations {
+            writeln!(out, "observation {observation:?}")?;
+        }
+        for op in &records.ops {
+            let names: Vec<&str> = op.events.iter().map(|&i| events[i].as_str()).collect();
+            writeln!(
+                out,
+                "op client={} node={} invoke={} complete={} outcome={:?} shards={:?} events={names:?}",
+                op.client, op.node, op.invoke_ms, op.complete_ms, op.outcome, op.shards
+            )?;
+        }
+        out.flush()
+    }
 }
 
 impl Default for History {

@@ -30,9 +30,16 @@ const CLOCK_OFFSETS_MS: &[i64] = &[-DAY_MS, -10 * MINUTE_MS, 10 * MINUTE_MS, DAY
 const SYNC_FAILURES_AFTER: &[u64] = &[0, 3, 10];
 /// `--fault-log-sync-delay-ms`: every fsync of the log waits this long.
 const SYNC_DELAYS_MS: &[u64] = &[150, 400];
+/// How long `pause-moving-owner` keeps the owner paused: below the
+/// clients' 3 s timeout (`api::INGEST_TIMEOUT`).
+const PAUSE_MOVING_HOLDS_MS: &[u64] = &[1_000, 1_800, 2_400];
 /// Delay between asking for a move and killing its source (so the kill
 /// lands while the move is in flight, at a seeded point of it).
 const MOVE_KILL_DELAYS_MS: &[u64] = &[0, 2, 5];
+
+/// Bound on finding a leader when a fault needs one (an election after
+/// the previous fault may still be on).
+const LEADER_WAIT_MAX: Duration = Duration::from_secs(20);
 
 /// Every kind of fault the harness injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,6 +56,10 @@ pub enum NemesisKind {
     KillMovingLeader,
     /// `docker pause` (cgroup freezer, like SIGSTOP) one node.
     Pause,
+    /// Pause the owner of a shard (not the leader), ask for a move of that
+    /// shard (its export waits for the owner), resume the owner within the
+    /// clients' timeout: the requests queued meanwhile and the export race.
+    PauseMovingOwner,
     /// Cut one node off from the others (minority | majority).
     IsolateNode,
     /// Cut the Raft leader off from the others.
@@ -72,6 +83,7 @@ impl NemesisKind {
         NemesisKind::KillMovingOwner,
         NemesisKind::KillMovingLeader,
         NemesisKind::Pause,
+        NemesisKind::PauseMovingOwner,
         NemesisKind::IsolateNode,
         NemesisKind::IsolateLeader,
         NemesisKind::IsolateOwner,
@@ -88,6 +100,7 @@ impl NemesisKind {
             NemesisKind::KillMovingOwner => "kill-moving-owner",
             NemesisKind::KillMovingLeader => "kill-moving-leader",
             NemesisKind::Pause => "pause",
+            NemesisKind::PauseMovingOwner => "pause-moving-owner",
             NemesisKind::IsolateNode => "isolate-node",
             NemesisKind::IsolateLeader => "isolate-leader",
             NemesisKind::IsolateOwner => "isolate-owner",
@@ -185,6 +198,9 @@ impl Schedule {
                     NemesisKind::DiskSlow => {
                         *SYNC_DELAYS_MS.choose(&mut random).expect("delays") as i64
                     }
+                    NemesisKind::PauseMovingOwner => {
+                        *PAUSE_MOVING_HOLDS_MS.choose(&mut random).expect("holds") as i64
+                    }
                     NemesisKind::KillMovingOwner | NemesisKind::KillMovingLeader => {
                         *MOVE_KILL_DELAYS_MS.choose(&mut random).expect("delays") as i64
                     }
@@ -215,15 +231,22 @@ pub struct Nemesis<'a> {
 impl Nemesis<'_> {
     /// The leader as some node reports it, and that node's view of the
     /// shard map.
+    /// Waits (at most [`LEADER_WAIT_MAX`]) while an election is on.
     async fn current_view(&self) -> anyhow::Result<crate::api::ClusterView> {
-        for id in self.cluster.ids() {
-            if let Answer::Ok(view) = self.api.cluster(&self.cluster.url(id)).await {
-                if view.leader.is_some() && !view.shards.is_empty() {
-                    return Ok(view);
+        let deadline = std::time::Instant::now() + LEADER_WAIT_MAX;
+        loop {
+            for id in self.cluster.ids() {
+                if let Answer::Ok(view) = self.api.cluster(&self.cluster.url(id)).await {
+                    if view.leader.is_some() && !view.shards.is_empty() {
+                        return Ok(view);
+                    }
                 }
             }
+            if std::time::Instant::now() >= deadline {
+                bail!("no node reports a leader and a shard map within {LEADER_WAIT_MAX:?}");
+            }
+            tokio::time::sleep(crate::cluster::POLL_INTERVAL).await;
         }
-        bail!("no node reports a leader and a shard map")
     }
 
     async fn wait_healthy(&self, id: u64) -> anyhow::Result<()> {
@@ -239,6 +262,35 @@ impl Nemesis<'_> {
             },
         )
         .await
+    }
+
+    /// Asks the leader to move `shard` from `owner` to `to` in the
+    /// background; `finished` turns true when it answers. The move goes
+    /// into the history.
+    fn spawn_move(
+        &self,
+        leader: u64,
+        shard: u32,
+        owner: u64,
+        to: u64,
+        note: &'static str,
+        finished: &Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let api = self.api.clone();
+        let url = self.cluster.url(leader);
+        let history = self.history.clone();
+        let finished = Arc::clone(finished);
+        tokio::spawn(async move {
+            let start_ms = history.clock.now_ms();
+            let answer = api.move_shard(&url, shard, to).await;
+            finished.store(true, Ordering::SeqCst);
+            history.record_move(MoveRecord {
+                what: format!("move shard {shard} {owner}→{to} ({note})"),
+                start_ms,
+                end_ms: history.clock.now_ms(),
+                outcome: describe(&answer),
+            });
+        })
     }
 
     fn pick(&self, choice: u64, among: &[u64]) -> u64 {
@@ -321,23 +373,8 @@ impl Nemesis<'_> {
                 // within milliseconds (a move takes ~15 ms).
                 let pid = self.cluster.process_id(owner)?;
                 let finished = Arc::new(AtomicBool::new(false));
-                let mover = {
-                    let api = self.api.clone();
-                    let url = self.cluster.url(leader);
-                    let history = self.history.clone();
-                    let finished = Arc::clone(&finished);
-                    tokio::spawn(async move {
-                        let start_ms = history.clock.now_ms();
-                        let answer = api.move_shard(&url, shard.shard, to).await;
-                        finished.store(true, Ordering::SeqCst);
-                        history.record_move(MoveRecord {
-                            what: format!("move shard {} {owner}→{to} (owner killed)", shard.shard),
-                            start_ms,
-                            end_ms: history.clock.now_ms(),
-                            outcome: describe(&answer),
-                        });
-                    })
-                };
+                let mover =
+                    self.spawn_move(leader, shard.shard, owner, to, "owner killed", &finished);
                 tokio::time::sleep(Duration::from_millis(fault.parameter as u64)).await;
                 self.cluster.kill_process(&pid)?;
                 let in_flight = !finished.load(Ordering::SeqCst);
@@ -369,6 +406,46 @@ impl Nemesis<'_> {
                 record.evidence = format!("node {target}: {state}");
                 tokio::time::sleep(hold).await;
                 self.cluster.unpause(target)?;
+            }
+            NemesisKind::PauseMovingOwner => {
+                let view = self.current_view().await?;
+                let leader = view.leader.context("no leader")?;
+                let candidates: Vec<crate::api::ShardView> = view
+                    .shards
+                    .iter()
+                    .copied()
+                    .filter(|shard| shard.owner != leader)
+                    .collect();
+                if candidates.is_empty() {
+                    bail!("no shard owned by a node other than the leader in {view:?}");
+                }
+                let shard = candidates[(fault.choice % candidates.len() as u64) as usize];
+                let owner = shard.owner;
+                let others: Vec<u64> = ids.iter().copied().filter(|id| *id != owner).collect();
+                let to = self.pick(fault.second_choice, &others);
+                record.targets = vec![owner];
+                record.minority = vec![owner];
+                self.cluster.pause(owner)?;
+                let state = self.cluster.state(owner)?;
+                let finished = Arc::new(AtomicBool::new(false));
+                let mover =
+                    self.spawn_move(leader, shard.shard, owner, to, "owner paused", &finished);
+                // Shorter than the clients' timeout, so the requests queued
+                // during the pause are answered after it.
+                tokio::time::sleep(Duration::from_millis(fault.parameter as u64)).await;
+                let in_flight = !finished.load(Ordering::SeqCst);
+                self.cluster.unpause(owner)?;
+                record.applied = state == "paused" && in_flight;
+                record.evidence = format!(
+                    "owner {owner} of shard {} {state}; its move to {to} {} when it resumed",
+                    shard.shard,
+                    if in_flight {
+                        "was waiting"
+                    } else {
+                        "had already answered"
+                    }
+                );
+                let _ = mover.await;
             }
             NemesisKind::IsolateNode | NemesisKind::IsolateLeader | NemesisKind::IsolateOwner => {
                 let target = match fault.kind {

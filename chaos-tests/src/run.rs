@@ -827,6 +827,23 @@ async fn drive(
     history.progress("final read done; checking");
     let mut verdict = check::check_all(&history, plan_events(plan), &read, &results);
     verdict.violations.splice(0..0, violations);
+    if !verdict.is_green() {
+        let path = std::env::temp_dir().join(format!("{}-history.txt", cluster.prefix));
+        let names: Vec<String> = plan
+            .distinct
+            .iter()
+            .map(|event| format!("{}/{}", event.visitor, event.id))
+            .collect();
+        match history.dump(&path, &names) {
+            Ok(()) => verdict
+                .notes
+                .push(format!("history written to {}", path.display())),
+            Err(error) => verdict.notes.push(format!(
+                "history not written to {}: {error}",
+                path.display()
+            )),
+        }
+    }
 
     let ops = history.ops();
     let summary =
