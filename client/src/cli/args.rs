@@ -46,10 +46,41 @@ pub enum Command {
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// List, move and rebalance shards (moves and rebalance: ask the
-    /// leader, with its admin token).
+    /// List, move and rebalance shards (any member forwards moves and
+    /// rebalances to the leader).
     #[command(subcommand)]
     Shards(ShardsCommand),
+    /// List, drain and remove nodes.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Every member with its role, whether it is draining, and its shards.
+    List {
+        /// The node's admin token.
+        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+    /// Move every shard of a member to the others (and give it no new
+    /// ones); prints progress and returns when it owns none.
+    Drain {
+        /// The member's node id.
+        node_id: u64,
+        /// The node's admin token.
+        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
+    /// Take a drained member out of the cluster; its aggregates are handed
+    /// to a remaining member first. Stop the node afterwards.
+    Remove {
+        /// The member's node id.
+        node_id: u64,
+        /// The node's admin token.
+        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,20 +92,21 @@ pub enum ShardsCommand {
         admin_token: String,
     },
     /// Hand one shard to another member; answers once the move is done.
+    /// Any member forwards it to the leader.
     Move {
         /// The shard's number.
         shard: u32,
         /// The member to hand it to.
         #[arg(long)]
         to: u64,
-        /// The leader's admin token.
+        /// The node's admin token.
         #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
     },
-    /// Even out shard counts over the members: plan the moves and carry
-    /// them out one by one.
+    /// Even out shard counts over the members (not draining): plan the
+    /// moves and carry them out, a few at a time.
     Rebalance {
-        /// The leader's admin token.
+        /// The node's admin token.
         #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
     },

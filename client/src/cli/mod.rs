@@ -17,13 +17,14 @@ pub mod cluster;
 pub mod error;
 pub mod import;
 pub mod node;
+pub mod nodes;
 pub mod projects;
 pub mod results;
 pub mod shards;
 pub mod table;
 
 use crate::Client;
-use args::{Cli, ClusterCommand, Command, ProjectsCommand, ShardsCommand};
+use args::{Cli, ClusterCommand, Command, NodesCommand, ProjectsCommand, ShardsCommand};
 use clap::Parser;
 pub use error::CliError;
 use std::process::ExitCode;
@@ -115,6 +116,17 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Shards(ShardsCommand::Rebalance { admin_token }) => {
             shards::rebalance(&client, &context, &admin_token).await
         }
+        Command::Nodes(NodesCommand::List { admin_token }) => {
+            nodes::list(&client, &context, &admin_token).await
+        }
+        Command::Nodes(NodesCommand::Drain {
+            node_id,
+            admin_token,
+        }) => nodes::drain(&client, &context, &admin_token, node_id).await,
+        Command::Nodes(NodesCommand::Remove {
+            node_id,
+            admin_token,
+        }) => nodes::remove(&client, &context, &admin_token, node_id).await,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod ingest;
 mod metrics;
 mod optimizely;
 mod projects;
+mod propose;
 mod query;
 mod segment;
 mod shards;
@@ -80,6 +81,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(audit::configure)
         .configure(fanout::configure)
         .configure(shards::configure)
+        .configure(propose::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(

@@ -2,7 +2,9 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::project::{ProjectConfig, SettingsPatch};
+use crate::placement::{PlacementCommand, PlacementRejection, PlacementResponse};
+use crate::project::{ProjectConfig, ProjectError, SettingsPatch};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
 
@@ -13,9 +15,56 @@ pub async fn create(
     let body = body.into_inner();
     let config = state
         .engine
-        .create_project(&body.name, &patch_of(body.settings))
-        .await?;
+        .projects()
+        .prepare_create(&body.name, &patch_of(body.settings))?;
+    let config = agree(&state, config, true).await?;
     Ok(HttpResponse::Created().json(project_of(&config, Vec::new())))
+}
+
+/// Has the cluster agree on `config` (placement's `PutProject`, through
+/// the leader) and installs it here; the other members install it as they
+/// apply the entry (`cluster_startup::follow_placement`).
+async fn agree(
+    state: &AppState,
+    config: ProjectConfig,
+    creating: bool,
+) -> Result<ProjectConfig, ApiError> {
+    let name = config.name.to_string();
+    let command = PlacementCommand::PutProject {
+        config: config.clone(),
+    };
+    match super::propose::propose_anywhere(state, command).await? {
+        PlacementResponse::ProjectStored { .. } => {}
+        PlacementResponse::Rejected { reason } => return Err(rejected(reason, &name, creating)),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unexpected_placement_answer",
+                format!("{other:?}"),
+            ))
+        }
+    }
+    state.engine.install_project(config.clone()).await?;
+    Ok(config)
+}
+
+/// A refused `PutProject`, as the caller's error.
+fn rejected(reason: PlacementRejection, name: &str, creating: bool) -> ApiError {
+    match reason {
+        PlacementRejection::StaleProjectVersion { .. } if creating => {
+            ProjectError::Exists {
+                name: name.to_string(),
+            }
+            .into()
+        }
+        PlacementRejection::StaleProjectVersion { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "concurrent_change",
+            format!("project `{name}` was changed at the same time through another node; read it again and retry"),
+        ),
+        PlacementRejection::TooManyProjects { .. } => ProjectError::TooMany.into(),
+        other => ApiError::new(StatusCode::CONFLICT, "project_refused", other.to_string()),
+    }
 }
 
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -43,10 +92,11 @@ pub async fn configure(
     name: web::Path<String>,
     body: web::Json<wire::ProjectSettingsPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let config = state
+    let (_, config) = state
         .engine
-        .configure_project(&name, &patch_of(body.into_inner()))
-        .await?;
+        .projects()
+        .prepare_configure(&name, &patch_of(body.into_inner()))?;
+    let config = agree(&state, config, false).await?;
     Ok(HttpResponse::Ok().json(project_with_experiments(&state, &config).await?))
 }
 
