@@ -1,7 +1,8 @@
 //! The short chaos profile (SPEC §9, `docs/reliability.md`): a few runs
 //! with fixed seeds against a 3-node Docker cluster of the image, which
-//! together apply every nemesis at least once (but those in `KNOWN_RED`),
-//! with shard moves and rebalances in the background of all of them.
+//! together apply every nemesis at least once, with shard moves and
+//! rebalances in the background of all of them, plus the pinned seeds of
+//! bugs the chaos runs found.
 //!
 //! Each run must come out green: every planned fault applied, and every
 //! checker satisfied. A failing run prints its seed, schedule, history
@@ -18,52 +19,71 @@ use sessiondb_chaos_tests::run::{run, RunConfig};
 use sessiondb_chaos_tests::{Seed, SEED_ENV};
 use std::collections::BTreeSet;
 
-/// The runs of the short profile: (fixed seed, nemeses, one fault each).
-const SCENARIOS: &[(&str, u64, &[NemesisKind])] = &[
-    (
-        "crashes",
-        101,
-        &[
+/// One run of the short profile.
+struct Scenario {
+    name: &'static str,
+    seed: u64,
+    kinds: &'static [NemesisKind],
+    faults: usize,
+}
+
+/// The runs of the short profile: fixed seeds, and together every nemesis.
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "crashes",
+        seed: 101,
+        kinds: &[
             NemesisKind::KillRestart,
             NemesisKind::KillLeader,
             NemesisKind::Pause,
         ],
-    ),
-    (
-        "partitions",
-        202,
-        &[
+        faults: 3,
+    },
+    Scenario {
+        name: "partitions",
+        seed: 202,
+        kinds: &[
             NemesisKind::IsolateNode,
             NemesisKind::IsolateLeader,
             NemesisKind::OneWay,
         ],
-    ),
-    (
-        "owners",
-        303,
-        &[
+        faults: 3,
+    },
+    Scenario {
+        name: "owners",
+        seed: 303,
+        kinds: &[
             NemesisKind::IsolateOwner,
             NemesisKind::KillMovingOwner,
             NemesisKind::Clock,
         ],
-    ),
-    (
-        "disks",
-        404,
-        &[
+        faults: 3,
+    },
+    Scenario {
+        name: "disks",
+        seed: 404,
+        kinds: &[
             NemesisKind::DiskFail,
             NemesisKind::DiskSlow,
             NemesisKind::Clock,
         ],
-    ),
+        faults: 3,
+    },
+    Scenario {
+        name: "moves",
+        seed: 505,
+        kinds: &[NemesisKind::KillMovingLeader, NemesisKind::PauseMovingOwner],
+        faults: 2,
+    },
+    // Regression (docs/reliability.md, "Bugs found", 1): a leader killed
+    // between BeginMove and CommitMove left the shard fenced for good.
+    Scenario {
+        name: "stuck-move-regression",
+        seed: 1,
+        kinds: &[NemesisKind::KillMovingLeader],
+        faults: 2,
+    },
 ];
-
-/// Nemeses left out of the short profile because they find a known,
-/// unfixed bug (`docs/reliability.md`, "Bugs found"); the long profile
-/// runs them. `kill-moving-leader`: a leader killed between `BeginMove` and
-/// `CommitMove` leaves the shard fenced for good (seed 1 reproduces it:
-/// `--bin chaos -- --seed 1 --nemeses kill-moving-leader --faults 2`).
-const KNOWN_RED: &[NemesisKind] = &[NemesisKind::KillMovingLeader];
 
 /// One cluster at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -76,13 +96,19 @@ fn seed_for(fixed: u64) -> u64 {
     }
 }
 
+fn config(scenario: &Scenario, seed: u64) -> RunConfig {
+    let mut config = RunConfig::new(seed, scenario.kinds);
+    config.faults = scenario.faults;
+    config
+}
+
 async fn run_scenario(name: &str) {
-    let (_, fixed, kinds) = SCENARIOS
+    let scenario = SCENARIOS
         .iter()
-        .find(|(scenario, _, _)| *scenario == name)
+        .find(|scenario| scenario.name == name)
         .expect("a scenario of that name");
     let _turn = SERIAL.lock().await;
-    let config = RunConfig::new(seed_for(*fixed), kinds);
+    let config = config(scenario, seed_for(scenario.seed));
     let report = run(&config)
         .await
         .unwrap_or_else(|error| panic!("scenario {name}: {error:#}"));
@@ -115,35 +141,38 @@ async fn disks_fail_slow_and_clock() {
     run_scenario("disks").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_kill_moving_leader_pause_moving_owner() {
+    run_scenario("moves").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_leader_killed_mid_move_leaves_no_fenced_shard() {
+    run_scenario("stuck-move-regression").await;
+}
+
 #[test]
 fn short_profile_covers_every_nemesis() {
     let covered: BTreeSet<NemesisKind> = SCENARIOS
         .iter()
-        .flat_map(|(_, seed, kinds)| RunConfig::new(*seed, kinds).schedule().faults)
+        .flat_map(|scenario| config(scenario, scenario.seed).schedule().faults)
         .map(|fault| fault.kind)
         .collect();
-    let expected: BTreeSet<NemesisKind> = NemesisKind::ALL
-        .iter()
-        .copied()
-        .filter(|kind| !KNOWN_RED.contains(kind))
-        .collect();
-    assert_eq!(
-        covered, expected,
-        "every nemesis but the known-red ones is in some scenario's schedule"
-    );
+    let all: BTreeSet<NemesisKind> = NemesisKind::ALL.iter().copied().collect();
+    assert_eq!(covered, all, "every nemesis is in some scenario's schedule");
 }
 
 #[test]
 fn a_seed_replays_the_same_schedule() {
     let kinds = NemesisKind::ALL;
-    let first = Schedule::generate(7, kinds, 20, (1_000, 3_000));
-    assert_eq!(first, Schedule::generate(7, kinds, 20, (1_000, 3_000)));
-    assert_ne!(first, Schedule::generate(8, kinds, 20, (1_000, 3_000)));
+    let first = Schedule::generate(7, kinds, 26, (1_000, 3_000));
+    assert_eq!(first, Schedule::generate(7, kinds, 26, (1_000, 3_000)));
+    assert_ne!(first, Schedule::generate(8, kinds, 26, (1_000, 3_000)));
     let drawn: BTreeSet<NemesisKind> = first.faults.iter().map(|fault| fault.kind).collect();
     assert_eq!(
         drawn.len(),
         kinds.len(),
-        "20 faults draw every kind: {first}"
+        "26 faults draw every kind: {first}"
     );
 }
 
