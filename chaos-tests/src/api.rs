@@ -247,6 +247,14 @@ impl Api {
         self.call(request, CONTROL_TIMEOUT).await
     }
 
+    pub async fn project(&self, base_url: &str, name: &str) -> Answer<serde_json::Value> {
+        let request = self
+            .http
+            .get(format!("{base_url}/v1/projects/{name}"))
+            .bearer_auth(ADMIN_TOKEN);
+        self.call(request, CONTROL_TIMEOUT).await
+    }
+
     pub async fn results(
         &self,
         base_url: &str,

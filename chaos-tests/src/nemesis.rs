@@ -27,7 +27,7 @@ const MINUTE_MS: i64 = 60 * 1000;
 /// are refused there until the clock heals).
 const CLOCK_OFFSETS_MS: &[i64] = &[-DAY_MS, -10 * MINUTE_MS, 10 * MINUTE_MS, DAY_MS];
 /// `--fault-log-sync-after`: the log's fsync fails after this many more.
-const SYNC_FAILURES_AFTER: &[u64] = &[0, 3, 10];
+const SYNC_FAILURES_AFTER: &[u64] = &[0, 2, 5];
 /// `--fault-log-sync-delay-ms`: every fsync of the log waits this long.
 const SYNC_DELAYS_MS: &[u64] = &[150, 400];
 /// How long `pause-moving-owner` keeps the owner paused: below the
@@ -35,7 +35,9 @@ const SYNC_DELAYS_MS: &[u64] = &[150, 400];
 const PAUSE_MOVING_HOLDS_MS: &[u64] = &[1_000, 1_800, 2_400];
 /// Delay between asking for a move and killing its source (so the kill
 /// lands while the move is in flight, at a seeded point of it).
-const MOVE_KILL_DELAYS_MS: &[u64] = &[0, 2, 5];
+const MOVE_KILL_DELAYS_MS: &[u64] = &[0, 1, 3];
+/// Tries of a moving-owner kill before it counts as not applied.
+const MOVE_KILL_ATTEMPTS: u64 = 3;
 
 /// Bound on finding a leader when a fault needs one (an election after
 /// the previous fault may still be on).
@@ -347,54 +349,71 @@ impl Nemesis<'_> {
                 self.wait_healthy(target).await?;
             }
             NemesisKind::KillMovingOwner | NemesisKind::KillMovingLeader => {
-                let view = self.current_view().await?;
-                let leader = view.leader.context("no leader")?;
-                let wanted_owner_is_leader = fault.kind == NemesisKind::KillMovingLeader;
-                let candidates: Vec<crate::api::ShardView> = view
-                    .shards
-                    .iter()
-                    .copied()
-                    .filter(|shard| (shard.owner == leader) == wanted_owner_is_leader)
-                    .collect();
-                if candidates.is_empty() {
-                    bail!("no shard whose owner is (leader: {wanted_owner_is_leader}) in {view:?}");
+                // A kill that lands after the move answered is not this
+                // fault: restart the node and try again (another shard,
+                // no delay), at most MOVE_KILL_ATTEMPTS times.
+                let mut attempts = Vec::new();
+                for attempt in 0..MOVE_KILL_ATTEMPTS {
+                    let delay_ms = if attempt == 0 {
+                        fault.parameter as u64
+                    } else {
+                        0
+                    };
+                    let view = self.current_view().await?;
+                    let leader = view.leader.context("no leader")?;
+                    let wanted_owner_is_leader = fault.kind == NemesisKind::KillMovingLeader;
+                    let candidates: Vec<crate::api::ShardView> = view
+                        .shards
+                        .iter()
+                        .copied()
+                        .filter(|shard| (shard.owner == leader) == wanted_owner_is_leader)
+                        .collect();
+                    if candidates.is_empty() {
+                        bail!("no shard whose owner is (leader: {wanted_owner_is_leader}) in {view:?}");
+                    }
+                    let pick = fault.choice.wrapping_add(attempt);
+                    let shard = candidates[(pick % candidates.len() as u64) as usize];
+                    let others: Vec<u64> = ids
+                        .iter()
+                        .copied()
+                        .filter(|id| *id != shard.owner)
+                        .collect();
+                    let to = self.pick(fault.second_choice, &others);
+                    let owner = shard.owner;
+                    record.targets = vec![owner];
+                    record.minority = vec![owner];
+                    // Looked up first: the kill must follow the move's
+                    // start within milliseconds (a move takes ~5–15 ms).
+                    let pid = self.cluster.process_id(owner)?;
+                    let finished = Arc::new(AtomicBool::new(false));
+                    let mover =
+                        self.spawn_move(leader, shard.shard, owner, to, "owner killed", &finished);
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    self.cluster.kill_process(&pid)?;
+                    let in_flight = !finished.load(Ordering::SeqCst);
+                    wait_until(&format!("node {owner} exiting"), HEALTH_WAIT_MAX, || {
+                        let state = self.cluster.state(owner);
+                        async move { state.is_ok_and(|state| state == "exited") }
+                    })
+                    .await?;
+                    let state = self.cluster.state(owner)?;
+                    attempts.push(format!(
+                        "owner {owner} of shard {} killed ({state}) {} its move to {to} finished",
+                        shard.shard,
+                        if in_flight { "before" } else { "after" }
+                    ));
+                    record.applied = state == "exited" && in_flight;
+                    record.evidence = attempts.join("; ");
+                    if record.applied {
+                        tokio::time::sleep(hold).await;
+                    }
+                    self.cluster.start(owner)?;
+                    self.wait_healthy(owner).await?;
+                    let _ = mover.await;
+                    if record.applied {
+                        break;
+                    }
                 }
-                let shard = candidates[(fault.choice % candidates.len() as u64) as usize];
-                let others: Vec<u64> = ids
-                    .iter()
-                    .copied()
-                    .filter(|id| *id != shard.owner)
-                    .collect();
-                let to = self.pick(fault.second_choice, &others);
-                let owner = shard.owner;
-                record.targets = vec![owner];
-                record.minority = vec![owner];
-                // Looked up first: the kill must follow the move's start
-                // within milliseconds (a move takes ~15 ms).
-                let pid = self.cluster.process_id(owner)?;
-                let finished = Arc::new(AtomicBool::new(false));
-                let mover =
-                    self.spawn_move(leader, shard.shard, owner, to, "owner killed", &finished);
-                tokio::time::sleep(Duration::from_millis(fault.parameter as u64)).await;
-                self.cluster.kill_process(&pid)?;
-                let in_flight = !finished.load(Ordering::SeqCst);
-                wait_until(&format!("node {owner} exiting"), HEALTH_WAIT_MAX, || {
-                    let state = self.cluster.state(owner);
-                    async move { state.is_ok_and(|state| state == "exited") }
-                })
-                .await?;
-                let state = self.cluster.state(owner)?;
-                // A kill after the move answered is not this fault.
-                record.applied = state == "exited" && in_flight;
-                record.evidence = format!(
-                    "owner {owner} of shard {} killed ({state}) {} its move to {to} finished",
-                    shard.shard,
-                    if in_flight { "before" } else { "after" }
-                );
-                tokio::time::sleep(hold).await;
-                self.cluster.start(owner)?;
-                self.wait_healthy(owner).await?;
-                let _ = mover.await;
             }
             NemesisKind::Pause => {
                 let target = self.pick(fault.choice, &ids);

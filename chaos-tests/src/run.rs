@@ -33,7 +33,7 @@ const BUCKET_MS: i64 = HOUR_MS;
 const BREAKDOWN: &str = "browser";
 pub const KEYS: &[&str] = &["add_to_cart", "purchase", "signup"];
 /// Events per ingest request (before the split by owner).
-const BATCH_EVENTS: usize = 40;
+const BATCH_EVENTS: usize = 20;
 /// Share of events a client gives up on after a failed or unknown attempt
 /// (instead of retrying), so that "failed events are absent" is tested.
 const ABANDON_SHARE: f64 = 0.2;
@@ -247,15 +247,25 @@ async fn form_cluster(cluster: &mut DockerCluster, api: &Api) -> anyhow::Result<
             "breakdown_attributes": [BREAKDOWN],
         }
     });
-    // Projects are per node on older builds and replicated on newer ones:
-    // create it everywhere, an existing one is fine.
-    for url in all.values() {
-        match api.create_project(url, &project).await {
-            Answer::Ok(_) => {}
-            Answer::Fail { code, .. } if code == "project_exists" => {}
-            other => bail!("creating the project on {url}: {}", describe(&other)),
-        }
+    // Projects are replicated through placement: create it once, then
+    // wait until every member knows it.
+    match api.create_project(&first, &project).await {
+        Answer::Ok(_) => {}
+        other => bail!("creating the project: {}", describe(&other)),
     }
+    wait_until("every node knowing the project", FORM_WAIT_MAX, || {
+        let api = api.clone();
+        let all = all.clone();
+        async move {
+            for url in all.values() {
+                if !matches!(api.project(url, PROJECT).await, Answer::Ok(_)) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await?;
     let leader = match api.cluster(&first).await {
         Answer::Ok(view) => view.leader.context("a leader")?,
         other => bail!("cluster status: {}", describe(&other)),
@@ -370,9 +380,9 @@ struct ClientSignals {
 const DRAIN_PACE: Duration = Duration::from_millis(10);
 
 /// One client: sends its events in batches routed by owner, recording
-/// every operation. While the faults run and it has nothing new to send,
-/// it sends again events it already had acknowledged (they must come back
-/// as duplicates), so that every fault meets load. Stops when draining
+/// every operation. While the faults run, it fills every round up to
+/// [`BATCH_EVENTS`] with events it already had acknowledged (they must come
+/// back as duplicates), so that every fault meets load on every owner. Stops when draining
 /// with nothing left, or when told to give up; answers how many events it
 /// still held.
 #[allow(clippy::too_many_arguments)]
@@ -397,15 +407,16 @@ async fn client(
             break;
         }
         tokio::time::sleep(if draining { DRAIN_PACE } else { pace }).await;
-        let batch: Vec<usize> = if queue.is_empty() {
-            // Nothing new: resend acknowledged events to keep the load.
-            (0..BATCH_EVENTS.min(acknowledged.len()))
-                .map(|_| acknowledged[random.gen_range(0..acknowledged.len())])
-                .collect()
-        } else {
-            let take = queue.len().min(BATCH_EVENTS);
-            queue.drain(..take).collect()
-        };
+        let take = queue.len().min(BATCH_EVENTS);
+        let mut batch: Vec<usize> = queue.drain(..take).collect();
+        if !draining && !acknowledged.is_empty() {
+            // While the faults run, top the round up with acknowledged
+            // events (they must come back as duplicates): every owner gets
+            // load even when what is left is stuck on one shard.
+            while batch.len() < BATCH_EVENTS {
+                batch.push(acknowledged[random.gen_range(0..acknowledged.len())]);
+            }
+        }
         if batch.is_empty() {
             continue;
         }
