@@ -147,14 +147,14 @@ fn plan(config: &RunConfig) -> (Plan, Workload) {
     let shard_of: Vec<u32> = workload
         .distinct
         .iter()
-        .map(|event| sessiondb_node::hashing::shard_of(PROJECT, &event.visitor, config.shards))
+        .map(|event| sessiondb_protocol::hashing::shard_of(PROJECT, &event.visitor, config.shards))
         .collect();
     let mut per_client = vec![Vec::new(); config.clients];
     for event in &workload.arrival {
         let i = index[&(event.visitor.as_str(), event.id.as_str())];
         // A visitor's events all go through one client, in arrival order.
         let client =
-            sessiondb_node::hashing::shard_of("client", &event.visitor, config.clients as u32);
+            sessiondb_protocol::hashing::shard_of("client", &event.visitor, config.clients as u32);
         per_client[client as usize].push(i);
     }
     let plan = Plan {
