@@ -239,11 +239,13 @@ async fn internal_shard_endpoints_check_the_secret_and_their_input() {
         "{}",
         out_of_range.text
     );
-    // An export with the secret answers the shard's state.
+    // An export with no move begun is refused (after a bounded wait for
+    // the `BeginMove`).
     let exported = node
         .post_with_headers("/v1/internal/shards/1/export", &auth, "")
         .await;
-    assert_eq!(exported.status, StatusCode::OK, "{}", exported.text);
+    assert_eq!(exported.status, StatusCode::CONFLICT, "{}", exported.text);
+    assert_eq!(exported.error_code(), Some("move_not_begun"));
     // A single-node cluster is balanced: the rebalance plans nothing.
     let raw = node.post_admin("/v1/cluster/rebalance", "").await;
     assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);

@@ -539,17 +539,26 @@ impl Engine {
     async fn submit(
         &self,
         now_ms: i64,
-        per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
+        mut per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
     ) -> Result<Vec<(Vec<usize>, Vec<Outcome>)>, IngestError> {
         let wait = Duration::from_millis(limits::INGEST_QUEUE_WAIT_MS);
-        let records: Vec<(u32, Vec<u8>)> = per_shard
+        let mut records: Vec<(u32, Vec<u8>)> = per_shard
             .iter()
             .map(|(shard, (_, events))| (*shard, durability::encode_events(now_ms, events)))
             .collect();
         let mut waiting = Vec::with_capacity(per_shard.len());
         let mut durable_senders = Vec::with_capacity(per_shard.len());
+        let refused;
         let pending = {
             let _order = self.inner.sequencer.lock().await;
+            // Ownership again, now in log order: a shard fenced or handed
+            // over (both under the sequencer) since `route` looked must not
+            // take the batch — the export's copy would miss it and the drop
+            // would erase it after the acknowledgement.
+            refused = self.refuse_moved(&mut per_shard, &mut records);
+            if per_shard.is_empty() {
+                return Ok(refused);
+            }
             // Room first, log second: a record in the log must never meet a
             // full queue (it would be applied after a restart but not now).
             let mut reservations = Vec::with_capacity(per_shard.len());
@@ -596,7 +605,8 @@ impl Engine {
         if let Err(cause) = synced {
             return Err(IngestError::Storage { cause });
         }
-        let mut answers = Vec::with_capacity(waiting.len());
+        let mut answers = refused;
+        answers.reserve(waiting.len());
         for (indexes, answer) in waiting {
             // The record is durable, so the shard will apply it; its answer
             // only reports duplicates and late rejections.
@@ -604,6 +614,35 @@ impl Engine {
             answers.push((indexes, outcomes));
         }
         Ok(answers)
+    }
+
+    /// Takes the shards this node no longer accepts out of `per_shard` and
+    /// `records` (same order) and answers their refusals. The caller holds
+    /// the sequencer.
+    fn refuse_moved(
+        &self,
+        per_shard: &mut std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
+        records: &mut Vec<(u32, Vec<u8>)>,
+    ) -> Vec<(Vec<usize>, Vec<Outcome>)> {
+        let roles = self
+            .inner
+            .roles
+            .read()
+            .expect("roles lock is never poisoned");
+        let moved: Vec<(u32, RejectReason)> = per_shard
+            .keys()
+            .filter_map(|shard| Some((*shard, refusal(*shard, &roles[*shard as usize])?)))
+            .collect();
+        drop(roles);
+        records.retain(|(shard, _)| !moved.iter().any(|(other, _)| other == shard));
+        moved
+            .into_iter()
+            .filter_map(|(shard, reason)| {
+                let (indexes, _) = per_shard.remove(&shard)?;
+                let outcomes = vec![Outcome::Rejected(reason); indexes.len()];
+                Some((indexes, outcomes))
+            })
+            .collect()
     }
 
     fn count(&self, outcomes: &[Outcome]) {
