@@ -11,7 +11,9 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), sessiondb_client::ClientError> {
-//!     let client = Client::new("http://127.0.0.1:7070");
+//!     // The admin token may do everything; a sender that only sends events
+//!     // uses its project's ingest key instead (`docs/security.md`).
+//!     let client = Client::new("http://127.0.0.1:7070").with_token("<admin token>");
 //!     client.health().await?;
 //!     client
 //!         .create_project(&CreateProject { name: "shop".into(), ..Default::default() })
@@ -42,6 +44,10 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! Every request carries the client's credential ([`Client::with_token`]) as
+//! `Authorization: Bearer <token>`: the admin token, or a project's ingest
+//! key, which may only send events to that project.
 //!
 //! Errors keep three failures apart (see [`ClientError`]): the request never
 //! got an answer (`Transport`), the node answered with an API error (`Api`,
@@ -86,7 +92,7 @@ pub struct ClientGuide;
 use protocol::{
     ClusterStatus, CreateProject, ErrorResponse, Event, IngestResponse, MoveShardRequest,
     NodeStatus, Project, ProjectList, ProjectSettingsPatch, RebalanceReport, ResultsResponse,
-    ShardMoveReport, TimeSeriesResponse,
+    RotateKeyRequest, RotatedKey, ShardMoveReport, TimeSeriesResponse,
 };
 
 /// How long one request may take, connect to last byte, unless changed with
@@ -288,6 +294,18 @@ pub struct Client {
     base_url: String,
     http: reqwest::Client,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer` on every request (`with_token`).
+    token: Option<Token>,
+}
+
+/// A credential whose `Debug` never shows it (clients end up in logs).
+#[derive(Clone)]
+struct Token(std::sync::Arc<str>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Token(<redacted>)")
+    }
 }
 
 impl Client {
@@ -301,6 +319,24 @@ impl Client {
             base_url,
             http: reqwest::Client::new(),
             timeout: REQUEST_TIMEOUT_DEFAULT,
+            token: None,
+        }
+    }
+
+    /// Send `token` on every request as `Authorization: Bearer <token>`: the
+    /// admin token, or a project's ingest key (which may only send events
+    /// to its project; `docs/security.md`).
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(Token(std::sync::Arc::from(token.into())));
+        self
+    }
+
+    /// A request builder carrying the client's credential, if any.
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(&token.0),
+            None => request,
         }
     }
 
@@ -324,7 +360,9 @@ impl Client {
     /// `GET /v1/health`: succeeds while the node serves.
     pub async fn health(&self) -> Result<(), ClientError> {
         let url = self.url(&["v1", "health"], &[]);
-        self.execute(self.http.get(&url), &url).await.map(drop)
+        self.execute(self.request(reqwest::Method::GET, &url), &url)
+            .await
+            .map(drop)
     }
 
     /// `GET /v1/status`: the node's id, shard count and counters.
@@ -384,7 +422,10 @@ impl Client {
     pub async fn create_project(&self, request: &CreateProject) -> Result<Project, ClientError> {
         let url = self.url(&["v1", "projects"], &[]);
         let body = self
-            .execute(self.http.post(&url).json(request), &url)
+            .execute(
+                self.request(reqwest::Method::POST, &url).json(request),
+                &url,
+            )
             .await?;
         decode(&url, body)
     }
@@ -408,8 +449,39 @@ impl Client {
     ) -> Result<Project, ClientError> {
         let url = self.url(&["v1", "projects", name], &[]);
         let body = self
-            .execute(self.http.patch(&url).json(patch), &url)
+            .execute(self.request(reqwest::Method::PATCH, &url).json(patch), &url)
             .await?;
+        decode(&url, body)
+    }
+
+    /// `POST /v1/projects/{name}/ingest-key/rotate` (admin token): a new
+    /// ingest key for the project, shown this once; the old key keeps
+    /// working for `grace_ms` (the node's default when `None`).
+    pub async fn rotate_ingest_key(
+        &self,
+        name: &str,
+        grace_ms: Option<i64>,
+    ) -> Result<RotatedKey, ClientError> {
+        let url = self.url(&["v1", "projects", name, "ingest-key", "rotate"], &[]);
+        let request = self
+            .request(reqwest::Method::POST, &url)
+            .json(&RotateKeyRequest { grace_ms });
+        let body = self.execute(request, &url).await?;
+        decode(&url, body)
+    }
+
+    /// `POST /v1/admin/token/rotate` (admin token): a new admin token for
+    /// this node, shown this once; the old token keeps working for
+    /// `grace_ms` (the node's default when `None`).
+    pub async fn rotate_admin_token(
+        &self,
+        grace_ms: Option<i64>,
+    ) -> Result<RotatedKey, ClientError> {
+        let url = self.url(&["v1", "admin", "token", "rotate"], &[]);
+        let request = self
+            .request(reqwest::Method::POST, &url)
+            .json(&RotateKeyRequest { grace_ms });
+        let body = self.execute(request, &url).await?;
         decode(&url, body)
     }
 
@@ -435,10 +507,11 @@ impl Client {
     ) -> Result<IngestResponse, ClientError> {
         let url = self.url(&["v1", "events"], &[]);
         let request = match encoding {
-            Encoding::Json => self.http.post(&url).json(&EventBatchRef { events }),
+            Encoding::Json => self
+                .request(reqwest::Method::POST, &url)
+                .json(&EventBatchRef { events }),
             Encoding::Binary => self
-                .http
-                .post(&url)
+                .request(reqwest::Method::POST, &url)
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     protocol::binary::CONTENT_TYPE,
@@ -470,7 +543,9 @@ impl Client {
         query: &[(&str, String)],
     ) -> Result<T, ClientError> {
         let url = self.url(segments, query);
-        let body = self.execute(self.http.get(&url), &url).await?;
+        let body = self
+            .execute(self.request(reqwest::Method::GET, &url), &url)
+            .await?;
         decode(&url, body)
     }
 

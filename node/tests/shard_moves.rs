@@ -156,7 +156,9 @@ async fn rebalance_moves_shards_with_their_dedup_state_and_results_stay_exact() 
     assert_eq!(stranger.error_code(), Some("move_refused"));
     // The internal endpoints need the cluster secret (and do not fence
     // without it: the rebalance below exports every moved shard).
-    let anonymous = nodes[0].post_raw("/v1/internal/shards/0/export", "").await;
+    let anonymous = nodes[0]
+        .post_anonymous("/v1/internal/shards/0/export", "")
+        .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 
     // Rebalance: 8 shards over 3 members → 3, 3, 2; node 1 keeps 3.

@@ -26,6 +26,26 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// The node's admin token: projects, results, status, cluster and
+    /// shards commands, rotations (docs/security.md).
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIONDB_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// A project's ingest key: enough for `import` into that project (used
+    /// there instead of the admin token when both are given).
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIONDB_INGEST_KEY",
+        hide_env_values = true
+    )]
+    pub ingest_key: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,16 +70,32 @@ pub enum Command {
     /// leader, with its admin token).
     #[command(subcommand)]
     Shards(ShardsCommand),
+    /// Rotate this node's admin token.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Issue a new admin token for the node (printed once; only its hash is
+    /// kept). The old token keeps working for the grace period.
+    Rotate(RotateArgs),
+}
+
+/// How long the old key stays valid after a rotation.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RotateArgs {
+    /// Grace period in ms during which the old key still works; default:
+    /// the node's --key-rotation-grace-ms (24 h unless configured). 0 ends
+    /// the old key at once.
+    #[arg(long, value_name = "MS")]
+    pub grace_ms: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ShardsCommand {
     /// Every shard with its owner, epoch and the move in progress, if any.
-    List {
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
-    },
+    List,
     /// Hand one shard to another member; answers once the move is done.
     Move {
         /// The shard's number.
@@ -67,28 +103,17 @@ pub enum ShardsCommand {
         /// The member to hand it to.
         #[arg(long)]
         to: u64,
-        /// The leader's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
     },
     /// Even out shard counts over the members: plan the moves and carry
     /// them out one by one.
-    Rebalance {
-        /// The leader's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
-    },
+    Rebalance,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Members and their roles, the leader, the term and the shard counts
     /// per owner, as the node sees them.
-    Status {
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
-    },
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +139,14 @@ pub enum ProjectsCommand {
         name: String,
         #[command(flatten)]
         settings: SettingsArgs,
+    },
+    /// Issue a new ingest key for a project (printed once; only its hash is
+    /// kept). The old key keeps working for the grace period.
+    RotateKey {
+        /// Project name.
+        name: String,
+        #[command(flatten)]
+        rotate: RotateArgs,
     },
 }
 

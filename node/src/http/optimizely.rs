@@ -5,6 +5,7 @@
 //! The batch is flattened visitor by visitor, snapshot by snapshot, event by
 //! event; rejection indexes count positions in that flattened list.
 
+use super::auth;
 use super::compat;
 use super::error::ApiError;
 use super::ingest;
@@ -141,9 +142,10 @@ fn map_payload(
 }
 
 /// The SessionDB project: the project of the `X-SessionDB-Key` header if
-/// given (a wrong key, or a `?project=` naming another project, is `401`),
-/// else `?project=`, else the batch's `project_id`. A name that is no project
-/// is rejected per event (`unknown_project`) by validation.
+/// given (an unknown key is `401`; a `?project=` naming another project is
+/// `403`). Without the header the request needs the admin token, and the
+/// project is `?project=`, else the batch's `project_id`. A name that is no
+/// project is rejected per event (`unknown_project`) by validation.
 fn resolve_project(
     state: &AppState,
     request: &HttpRequest,
@@ -158,12 +160,20 @@ fn resolve_project(
         let config = compat::project_by_key(state, key)?;
         if let Some(name) = target.project {
             if name != config.name.as_ref() {
-                return Err(compat::unauthorized(format!(
-                    "the key belongs to another project than `{name}`"
-                )));
+                return Err(auth::forbidden(
+                    "`?project=` names a project this ingest key may not write to: a key sends to its own project only",
+                ));
             }
         }
         return Ok(config.name.to_string());
+    }
+    match auth::credential_of(state, request.headers()) {
+        auth::Credential::Admin => {}
+        other => {
+            return Err(auth::refusal(auth::Required::IngestKeyOrAdmin, &other).with_message(
+                "this endpoint needs the project's ingest key as `X-SessionDB-Key`, or the admin token as `Authorization: Bearer <token>` (see docs/ingest-formats.md)",
+            ))
+        }
     }
     Ok(target
         .project

@@ -11,11 +11,33 @@ pub async fn create(
     body: web::Json<wire::CreateProject>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let config = state
+    let (config, key) = state
         .engine
         .create_project(&body.name, &patch_of(body.settings))
         .await?;
-    Ok(HttpResponse::Created().json(project_of(&config, Vec::new())))
+    let mut project = project_of(&config, Vec::new());
+    // The one answer that carries the key: only its hash is kept.
+    project.ingest_key = Some(key);
+    Ok(HttpResponse::Created().json(project))
+}
+
+/// `POST /v1/projects/{name}/ingest-key/rotate`: a new ingest key, shown
+/// once; the old one keeps working for the grace period.
+pub async fn rotate_ingest_key(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let grace_ms = super::admin::requested_grace_ms(&body, state.key_rotation_grace_ms)?;
+    let (config, key) = state.engine.rotate_ingest_key(&name, grace_ms).await?;
+    tracing::info!(project = %config.name, grace_ms, "ingest key rotated");
+    Ok(HttpResponse::Ok().json(wire::RotatedKey {
+        key,
+        previous_valid_until_ms: config
+            .ingest_keys
+            .previous
+            .map(|previous| previous.valid_until_ms),
+    }))
 }
 
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -100,6 +122,6 @@ fn project_of(config: &ProjectConfig, experiments: Vec<String>) -> wire::Project
                 .collect(),
         },
         experiments,
-        ingest_key: config.ingest_key.to_string(),
+        ingest_key: None,
     }
 }
