@@ -708,6 +708,28 @@ mod tests {
     }
 
     #[test]
+    fn the_token_is_sent_as_a_bearer_and_never_shown() {
+        let client = Client::new("http://127.0.0.1:7070").with_token("secret-token-123456");
+        assert!(!format!("{client:?}").contains("secret-token"));
+        let request = client
+            .request(reqwest::Method::GET, "http://127.0.0.1:7070/v1/status")
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.headers()[reqwest::header::AUTHORIZATION],
+            "Bearer secret-token-123456"
+        );
+        let anonymous = Client::new("http://127.0.0.1:7070")
+            .request(reqwest::Method::GET, "http://127.0.0.1:7070/v1/health")
+            .build()
+            .unwrap();
+        assert!(anonymous
+            .headers()
+            .get(reqwest::header::AUTHORIZATION)
+            .is_none());
+    }
+
+    #[test]
     fn non_ascii_is_encoded_as_utf8_bytes() {
         let mut url = String::new();
         percent_encode_into(&mut url, "é");

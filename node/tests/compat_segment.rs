@@ -244,7 +244,7 @@ async fn the_write_key_is_required_and_picks_the_project() {
     assert_eq!(response.accepted, 1);
     let mut in_body: serde_json::Value = serde_json::from_str(&track).expect("fixture is JSON");
     in_body["writeKey"] = json!(shop_key);
-    let raw = node.post_raw("/v1/track", in_body.to_string()).await;
+    let raw = node.post_anonymous("/v1/track", in_body.to_string()).await;
     assert_eq!(ingest_response(&raw).accepted, 1);
     let status = node.get_raw("/v1/status").await;
     assert_eq!(status.body["events_accepted"], json!(2), "{}", status.text);
