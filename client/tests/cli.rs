@@ -589,7 +589,7 @@ async fn keys_and_tokens_are_shown_once_and_rotate() {
     let run = ctl(url, &["projects", "rotate-key", "blog", "--grace-ms", "0"]).await;
     expect_code(&run, EXIT_OK);
     assert!(run.stderr.contains("no longer works"), "{run:#?}");
-    let run = ctl(url, &["projects", "rotate-key", "blog", "--grace-ms", "-5"]).await;
+    let run = ctl(url, &["projects", "rotate-key", "blog", "--grace-ms=-5"]).await;
     expect_code(&run, EXIT_FAILED);
     assert!(run.stderr.contains("(invalid_grace)"), "{run:#?}");
 
