@@ -294,7 +294,25 @@ async fn the_project_comes_from_the_key_the_query_or_project_id() {
     assert_eq!(raw.error_code(), Some("unauthorized"));
     let raw = node.post_anonymous(&query_path, impressions.clone()).await;
     assert_eq!(raw.status, StatusCode::UNAUTHORIZED, "{}", raw.text);
-    let raw = node.post_with_headers(&query_path, &key, impressions).await;
+    let raw = node
+        .post_with_headers(&query_path, &key, impressions.clone())
+        .await;
     assert_eq!(raw.status, StatusCode::FORBIDDEN, "{}", raw.text);
     assert_eq!(raw.error_code(), Some("forbidden"));
+    // The key as a bearer works like the header.
+    let bearer = format!("Bearer {blog_key}");
+    let raw = node
+        .post_with_headers(
+            &query_path,
+            &[("authorization", bearer.as_str())],
+            impressions.clone(),
+        )
+        .await;
+    assert_eq!(raw.status, StatusCode::FORBIDDEN, "{}", raw.text);
+    let raw = node
+        .post_with_headers(PATH, &[("authorization", bearer.as_str())], impressions)
+        .await;
+    // The same impressions went to blog with the header above: duplicates
+    // there, so the bearer key picked blog too.
+    assert_eq!(ingest_response(&raw).duplicates, 3);
 }
