@@ -90,9 +90,10 @@ pub use sessiondb_protocol as protocol;
 pub struct ClientGuide;
 
 use protocol::{
-    ClusterStatus, CreateProject, ErrorResponse, Event, IngestResponse, MoveShardRequest,
-    NodeStatus, Project, ProjectList, ProjectSettingsPatch, RebalanceReport, ResultsResponse,
-    RotateKeyRequest, RotatedKey, ShardMoveReport, TimeSeriesResponse,
+    ClusterStatus, CreateProject, DrainReport, ErrorResponse, Event, IngestResponse,
+    MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList, ProjectSettingsPatch,
+    RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey, ShardMoveReport,
+    TimeSeriesResponse,
 };
 
 /// How long one request may take, connect to last byte, unless changed with
@@ -409,6 +410,53 @@ impl Client {
     /// Waits up to [`REBALANCE_TIMEOUT`] at least.
     pub async fn rebalance(&self, admin_token: &str) -> Result<RebalanceReport, ClientError> {
         let url = self.url(&["v1", "cluster", "rebalance"], &[]);
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(admin_token)
+            .timeout(self.timeout.max(REBALANCE_TIMEOUT));
+        let body = self.execute_with_own_timeout(request, &url).await?;
+        decode(&url, body)
+    }
+
+    /// `POST /v1/cluster/nodes/{node}/drain` (admin token): marks the
+    /// member as draining and moves (a bounded number of) its shards to the
+    /// others; call again while `remaining_shards` is not 0. Any member
+    /// forwards it to the leader. Waits up to [`REBALANCE_TIMEOUT`] at
+    /// least.
+    pub async fn drain_node(
+        &self,
+        admin_token: &str,
+        node_id: u64,
+    ) -> Result<DrainReport, ClientError> {
+        self.cluster_operation(
+            admin_token,
+            &["v1", "cluster", "nodes", &node_id.to_string(), "drain"],
+        )
+        .await
+    }
+
+    /// `POST /v1/cluster/nodes/{node}/remove` (admin token): takes a
+    /// drained member out of the cluster; its aggregates go to a remaining
+    /// member.
+    pub async fn remove_node(
+        &self,
+        admin_token: &str,
+        node_id: u64,
+    ) -> Result<NodeRemoveReport, ClientError> {
+        self.cluster_operation(
+            admin_token,
+            &["v1", "cluster", "nodes", &node_id.to_string(), "remove"],
+        )
+        .await
+    }
+
+    async fn cluster_operation<T: DeserializeOwned>(
+        &self,
+        admin_token: &str,
+        path: &[&str],
+    ) -> Result<T, ClientError> {
+        let url = self.url(path, &[]);
         let request = self
             .http
             .post(&url)

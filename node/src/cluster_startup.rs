@@ -140,6 +140,7 @@ async fn join(
         node_id: placement.node_id(),
         address: startup.advertise.clone(),
     };
+    let own_old_address = placement.member_address(placement.node_id());
     let mut wait = JOIN_RETRY_WAIT_INITIAL;
     let mut leader_url: Option<String> = None;
     let mut last_failure = String::new();
@@ -159,6 +160,27 @@ async fn join(
             }
             Err(error @ JoinAttemptError::SecretRefused { .. }) => {
                 return Err(anyhow::Error::new(error).context("cannot join the cluster"));
+            }
+            Err(JoinAttemptError::NotLeader {
+                url,
+                leader_address: Some(address),
+            }) if Some(&address) == own_old_address.as_ref() => {
+                // The others still name this node, at its old address, as
+                // the leader (with two voters, neither can win without the
+                // other). Once this node leads again, it records its new
+                // address itself.
+                tracing::info!(%url, "the cluster names this node as its leader");
+                if placement.require_leader().is_ok() {
+                    placement
+                        .admit(placement.node_id(), &startup.advertise)
+                        .await
+                        .map_err(|error| {
+                            anyhow::anyhow!("cannot record this node's new address: {error}")
+                        })?;
+                    tracing::info!("recorded this node's new address as the leader");
+                    return Ok(());
+                }
+                last_failure = format!("{url} names this node as the leader; not leading yet");
             }
             Err(JoinAttemptError::NotLeader {
                 url,
@@ -186,9 +208,30 @@ async fn join(
 /// (`docs/cluster.md`, "Routing"). Runs until the placement node stops.
 pub async fn follow_placement(engine: Engine, mut view: PlacementView, node_id: u64) {
     loop {
-        apply_roles(&engine, &view.current(), node_id);
+        let state = view.current();
+        apply_roles(&engine, &state, node_id);
+        install_projects(&engine, &state).await;
         if !view.changed().await {
             return;
+        }
+    }
+}
+
+/// Installs every project configuration placement holds that is newer than
+/// the engine's (`Engine::install_project` journals it).
+async fn install_projects(engine: &Engine, state: &PlacementState) {
+    for config in state.projects().values() {
+        let held = engine.projects().get(&config.name);
+        if held.is_some_and(|held| held.version >= config.version) {
+            continue;
+        }
+        match engine.install_project(config.clone()).await {
+            Ok(_) => {
+                tracing::info!(project = %config.name, version = config.version, "project configuration installed")
+            }
+            Err(error) => {
+                tracing::error!(project = %config.name, %error, "cannot install the project configuration placement holds")
+            }
         }
     }
 }

@@ -43,6 +43,16 @@ pub enum JournalEntry {
     InstallShard { shard: u32, state: ShardState },
     /// A shard moved away: its state is dropped here.
     DropShard { shard: u32 },
+    /// This node's aggregates (its own and those it had absorbed, the
+    /// stores named) were handed to another node (`engine::stores`): its
+    /// query shares stop counting them.
+    HandOverStores {
+        stores: std::collections::BTreeSet<u64>,
+    },
+    /// Another node's handed-over aggregates (an encoded
+    /// `engine::stores::StoresHandover`, as received), merged into this
+    /// node's.
+    AbsorbStores { handover: Vec<u8> },
 }
 
 /// A validated event with its visitor and project (by name; the project's

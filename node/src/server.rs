@@ -60,6 +60,7 @@ pub async fn run(
         cluster_secret: secrets.cluster_secret,
         placement,
     };
+    state.mover.spawn_stale_move_recovery();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))

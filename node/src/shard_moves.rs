@@ -13,13 +13,21 @@
 //!    owner.
 //!
 //! A failure before step 4 proposes `AbortMove` (the owner unfences when it
-//! applies it) and reports the step that failed. Moves are serialised: the
-//! leader runs one at a time (`ShardMover::serial`, a tokio mutex), so a
-//! rebalance is a sequence of single moves.
+//! applies it) and reports the step that failed. One operation (a move, a
+//! rebalance, a drain, a removal) runs at a time (`ShardMover::operations`,
+//! a tokio mutex); within a rebalance or a drain up to
+//! `MOVES_CONCURRENT_MAX` moves of different shards run at once.
 //!
 //! `plan_rebalance` is the pure planner: which shards go where so that
-//! every member owns ⌊shards/members⌋ or ⌈shards/members⌉ shards, with as
-//! few moves as possible.
+//! every member that may hold shards (not draining) owns ⌊shards/members⌋
+//! or ⌈shards/members⌉ shards, with as few moves as possible. A drain is a
+//! rebalance without the drained node.
+//!
+//! Removing a node (`ShardMover::remove`, `docs/cluster.md`, "Removing a
+//! node") takes a drained node out: it hands its aggregate stores over
+//! (`POST /v1/internal/stores/handover`), a remaining member absorbs them
+//! (`POST /v1/internal/stores/absorb`), `RetireStores` records who keeps
+//! them, and the node leaves the Raft membership.
 
 use crate::admin_token::ClusterSecret;
 use crate::placement::{
@@ -31,12 +39,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The most moves one `POST /v1/cluster/rebalance` carries out; the rest of
-/// the plan is answered as skipped, for the next call.
+/// The most moves one `POST /v1/cluster/rebalance` (or drain) carries out;
+/// the rest of the plan is answered as skipped, for the next call.
 pub const REBALANCE_MOVES_MAX: usize = 64;
+/// The most moves of one rebalance or drain in flight at once. Each fences
+/// one shard and sends its state in one body, so this bounds both the
+/// shards refusing writes at any moment and the memory in transit.
+pub const MOVES_CONCURRENT_MAX: usize = 4;
 /// How long one export or import call may take (the shard state travels in
 /// one body).
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the leader looks for moves a previous leader left
+/// unfinished (`ShardMover::abort_stale_moves`). A stale move keeps its
+/// shard refusing writes (retryably) until then.
+pub const STALE_MOVE_CHECK_MS: u64 = 5_000;
 /// How long a drop call may take.
 const DROP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long opening a connection to a member may take.
@@ -52,6 +68,18 @@ pub fn import_path(shard: u32, epoch: u64) -> String {
 pub fn drop_path(shard: u32, owner: NodeId, epoch: u64) -> String {
     format!("/v1/internal/shards/{shard}/drop?owner={owner}&epoch={epoch}")
 }
+pub const HANDOVER_PATH: &str = "/v1/internal/stores/handover";
+pub const LEADER_PATH: &str = "/v1/internal/leader";
+pub const LOADS_PATH: &str = "/v1/internal/shards/loads";
+/// The most load-evening swaps one plan adds after the count balance (each
+/// is two moves).
+pub const LOAD_SWAPS_MAX: usize = 16;
+/// How long the leader waits for one member's shard loads.
+const LOADS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a forwarded operation may run on the leader: a rebalance or a
+/// drain carries out up to `REBALANCE_MOVES_MAX` moves.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(600);
+pub const ABSORB_PATH: &str = "/v1/internal/stores/absorb";
 
 /// Why a move did not happen (or did not finish cleanly).
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +112,18 @@ pub enum MoveError {
     /// owner did not drop its copy; it refuses the shard's events anyway.
     #[error("the move is committed but the old owner did not drop its copy: {detail}")]
     DropFailed { detail: String },
+    #[error("node {node} is not a member of the cluster")]
+    NotAMember { node: NodeId },
+    #[error("node {node} is the only member that may hold shards; join another node first")]
+    NoOtherMember { node: NodeId },
+    #[error(
+        "node {node} still owns {shards} shards; drain it first (sessiondb-ctl nodes drain {node})"
+    )]
+    StillOwnsShards { node: NodeId, shards: u32 },
+    /// A step of a removal failed; the node is still a member, and the
+    /// removal can be run again.
+    #[error("removing the node failed at step {step}: {detail}; run the removal again")]
+    RemoveFailed { step: &'static str, detail: String },
 }
 
 fn leader_text(leader_id: Option<NodeId>, address: Option<&str>) -> String {
@@ -95,7 +135,7 @@ fn leader_text(leader_id: Option<NodeId>, address: Option<&str>) -> String {
 }
 
 impl MoveError {
-    fn from_join(step: &'static str, error: JoinError) -> MoveError {
+    pub fn from_join(step: &'static str, error: JoinError) -> MoveError {
         match error {
             JoinError::NotLeader {
                 leader_id,
@@ -115,8 +155,9 @@ pub struct ShardMover {
     placement: PlacementHandle,
     secret: ClusterSecret,
     http: reqwest::Client,
-    /// Held for the whole of a move (and of a rebalance): one at a time.
-    serial: Arc<tokio::sync::Mutex<()>>,
+    /// Held for the whole of an operation (a move, a rebalance, a drain, a
+    /// removal): one at a time.
+    operations: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ShardMover {
@@ -130,7 +171,7 @@ impl ShardMover {
             placement,
             secret,
             http,
-            serial: Arc::new(tokio::sync::Mutex::new(())),
+            operations: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -147,31 +188,258 @@ impl ShardMover {
         to: NodeId,
     ) -> Result<wire::ShardMoveReport, MoveError> {
         self.not_leader()?;
-        let _serial = self.serial.lock().await;
+        let _operation = self.operations.lock().await;
         self.move_locked(shard, to).await
     }
 
-    /// Plans a balanced shard map and carries out up to
-    /// `REBALANCE_MOVES_MAX` of its moves, one at a time; the first failure
-    /// stops the rest.
+    /// Plans a balanced shard map over the members that may hold shards
+    /// and carries out up to `REBALANCE_MOVES_MAX` of its moves.
     pub async fn rebalance(&self) -> Result<wire::RebalanceReport, MoveError> {
         self.not_leader()?;
-        let _serial = self.serial.lock().await;
+        let _operation = self.operations.lock().await;
         let state = self.placement.view().current();
-        let members: BTreeSet<NodeId> = state.members().keys().copied().collect();
-        let plan = plan_rebalance(&members, state.shards());
+        let loads = self.gather_loads(&state).await;
+        let plan = plan_rebalance_by_load(&state.shard_holders(), state.shards(), &loads);
+        Ok(self.run_plan(plan).await)
+    }
+
+    /// Every shard's load as its owner reports it (`LOADS_PATH`); a member
+    /// that does not answer counts its shards as 0 (the count balance still
+    /// holds, only the load evening is blind to them).
+    async fn gather_loads(&self, state: &crate::placement::PlacementState) -> Vec<u64> {
+        let mut loads = vec![0_u64; state.shards().len()];
+        for (node, member) in state.members() {
+            let url = format!("http://{}{LOADS_PATH}", member.address);
+            let answer = async {
+                let response = self
+                    .http
+                    .get(&url)
+                    .bearer_auth(self.secret.expose())
+                    .timeout(LOADS_TIMEOUT)
+                    .send()
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let body: serde_json::Value =
+                    response.json().await.map_err(|error| error.to_string())?;
+                serde_json::from_value::<Vec<u64>>(body["loads"].clone())
+                    .map_err(|error| error.to_string())
+            }
+            .await;
+            match answer {
+                Ok(reported) => {
+                    for (shard, assignment) in state.shards().iter().enumerate() {
+                        if assignment.owner == *node {
+                            loads[shard] = reported.get(shard).copied().unwrap_or(0);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(node, %error, "shard loads unknown; balancing counts only")
+                }
+            }
+        }
+        loads
+    }
+
+    /// Marks `node` as draining and moves its shards to the other members
+    /// (a rebalance without it), up to `REBALANCE_MOVES_MAX` moves per
+    /// call; `remaining_shards` says whether to call again.
+    pub async fn drain(&self, node: NodeId) -> Result<wire::DrainReport, MoveError> {
+        self.not_leader()?;
+        let _operation = self.operations.lock().await;
+        let state = self.placement.view().current();
+        if !state.is_member(node) {
+            return Err(MoveError::NotAMember { node });
+        }
+        let mut holders = state.shard_holders();
+        holders.remove(&node);
+        if holders.is_empty() {
+            return Err(MoveError::NoOtherMember { node });
+        }
+        if !state.is_draining(node) {
+            self.commit(
+                "drain",
+                PlacementCommand::SetDraining {
+                    node,
+                    draining: true,
+                },
+            )
+            .await?;
+            tracing::info!(node, "node draining");
+        }
+        let state = self.placement.view().current();
+        let plan = plan_rebalance(&state.shard_holders(), state.shards());
+        let moves = self.run_plan(plan).await;
+        Ok(wire::DrainReport {
+            node_id: node,
+            moves,
+            remaining_shards: self.placement.view().current().shards_owned(node),
+        })
+    }
+
+    /// Takes a drained `node` out of the cluster: its aggregates go to a
+    /// remaining member, then it leaves the Raft membership. Every step can
+    /// be run again after a failure.
+    pub async fn remove(&self, node: NodeId) -> Result<wire::NodeRemoveReport, MoveError> {
+        self.not_leader()?;
+        let _operation = self.operations.lock().await;
+        let started = Instant::now();
+        let state = self.placement.view().current();
+        if !state.is_member(node) {
+            return Err(MoveError::NotAMember { node });
+        }
+        let shards = state.shards_owned(node);
+        if shards > 0 || state.shards().iter().any(|a| a.moving_to == Some(node)) {
+            return Err(MoveError::StillOwnsShards { node, shards });
+        }
+        if !state.is_draining(node) {
+            self.commit(
+                "drain",
+                PlacementCommand::SetDraining {
+                    node,
+                    draining: true,
+                },
+            )
+            .await?;
+        }
+        // A retried removal keeps the keeper it already recorded.
+        let retired = state.retired().get(&node).copied();
+        let keeper = match retired {
+            Some(keeper) => keeper,
+            None => removal_keeper(node, &self.placement.view().current())
+                .ok_or(MoveError::NoOtherMember { node })?,
+        };
+        let address = |member: NodeId| {
+            self.placement
+                .view()
+                .current()
+                .members()
+                .get(&member)
+                .map(|member| member.address.clone())
+                .ok_or(MoveError::RemoveFailed {
+                    step: "address",
+                    detail: format!("node {member} has no address"),
+                })
+        };
+        let failed =
+            |step: &'static str| move |detail: String| MoveError::RemoveFailed { step, detail };
+        let stores = self
+            .call(&address(node)?, HANDOVER_PATH, Vec::new(), TRANSFER_TIMEOUT)
+            .await
+            .map_err(failed("handover"))?;
+        let bytes = stores.len() as u64;
+        self.call(&address(keeper)?, ABSORB_PATH, stores, TRANSFER_TIMEOUT)
+            .await
+            .map_err(failed("absorb"))?;
+        if retired.is_none() {
+            self.commit(
+                "retire",
+                PlacementCommand::RetireStores { node, into: keeper },
+            )
+            .await?;
+        }
+        tracing::info!(node, keeper, bytes, "node's stores handed over");
+        self.placement
+            .remove_member(node)
+            .await
+            .map_err(|error| MoveError::from_join("membership", error))?;
+        tracing::info!(node, "node removed");
+        Ok(wire::NodeRemoveReport {
+            node_id: node,
+            stores_kept_by: keeper,
+            bytes,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Aborts every move the map shows in progress when no operation runs
+    /// here — a move a previous leader began and never finished (it died
+    /// or lost leadership between `BeginMove` and `CommitMove`), which
+    /// would otherwise keep its shard fenced. Safe: the epoch check makes a
+    /// late commit of the old leader fail, and the target's copy, if it
+    /// imported one, is never served while placement names the old owner.
+    /// Answers the shards unfenced.
+    pub async fn abort_stale_moves(&self) -> Vec<u32> {
+        if self.placement.require_leader().is_err() {
+            return Vec::new();
+        }
+        let Ok(_operation) = self.operations.try_lock() else {
+            return Vec::new();
+        };
+        let state = self.placement.view().current();
+        let mut unfenced = Vec::new();
+        for (shard, assignment) in state.shards().iter().enumerate() {
+            if assignment.moving_to.is_none() {
+                continue;
+            }
+            let shard = u32::try_from(shard).expect("at most SHARDS_MAX shards");
+            let command = PlacementCommand::AbortMove {
+                shard,
+                expected_epoch: assignment.epoch,
+            };
+            match self.commit("abort", command).await {
+                Ok(_) => {
+                    tracing::warn!(
+                        shard,
+                        epoch = assignment.epoch,
+                        "aborted a move a previous leader left unfinished"
+                    );
+                    unfenced.push(shard);
+                }
+                Err(error) => tracing::warn!(shard, %error, "could not abort an unfinished move"),
+            }
+        }
+        unfenced
+    }
+
+    /// Every `STALE_MOVE_CHECK_MS`, `abort_stale_moves` (it does nothing
+    /// unless this node leads). Runs for the life of the node.
+    pub fn spawn_stale_move_recovery(&self) {
+        let mover = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(STALE_MOVE_CHECK_MS));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                mover.abort_stale_moves().await;
+            }
+        });
+    }
+
+    /// Carries out up to `REBALANCE_MOVES_MAX` moves of `plan`,
+    /// `MOVES_CONCURRENT_MAX` at a time; after a failure no new move
+    /// starts. The caller holds `operations`.
+    async fn run_plan(&self, plan: Vec<wire::PlannedMove>) -> wire::RebalanceReport {
+        use futures::StreamExt;
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let attempts = plan.iter().take(REBALANCE_MOVES_MAX).map(|step| {
+            let stopped = &stopped;
+            async move {
+                if stopped.load(std::sync::atomic::Ordering::Acquire) {
+                    return (*step, None);
+                }
+                let result = self.move_locked(step.shard, step.to).await;
+                if result.is_err() {
+                    stopped.store(true, std::sync::atomic::Ordering::Release);
+                }
+                (*step, Some(result))
+            }
+        });
+        let outcomes: Vec<_> = futures::stream::iter(attempts)
+            .buffered(MOVES_CONCURRENT_MAX)
+            .collect()
+            .await;
         let mut report = wire::RebalanceReport {
             plan: plan.clone(),
             moved: Vec::new(),
             failed: None,
-            skipped: Vec::new(),
+            skipped: plan.iter().skip(REBALANCE_MOVES_MAX).copied().collect(),
         };
-        let mut planned = plan.into_iter();
-        for step in planned.by_ref().take(REBALANCE_MOVES_MAX) {
-            match self.move_locked(step.shard, step.to).await {
-                Ok(moved) => report.moved.push(moved),
-                Err(error) => {
-                    tracing::warn!(shard = step.shard, to = step.to, %error, "rebalance move failed");
+        for (step, outcome) in outcomes {
+            match outcome {
+                Some(Ok(moved)) => report.moved.push(moved),
+                Some(Err(error)) if report.failed.is_none() => {
+                    tracing::warn!(shard = step.shard, to = step.to, %error, "planned move failed");
                     report.failed = Some(wire::FailedMove {
                         shard: step.shard,
                         from: step.from,
@@ -179,15 +447,20 @@ impl ShardMover {
                         error: error_code(&error).to_string(),
                         message: error.to_string(),
                     });
-                    break;
                 }
+                // A second failure among the moves already in flight, or a
+                // move not started after the first failure.
+                Some(Err(error)) => {
+                    tracing::warn!(shard = step.shard, to = step.to, %error, "planned move failed");
+                    report.skipped.push(step);
+                }
+                None => report.skipped.push(step),
             }
         }
-        report.skipped = planned.collect();
-        Ok(report)
+        report
     }
 
-    /// One move; the caller holds `serial`.
+    /// One move; the caller holds `operations`.
     async fn move_locked(
         &self,
         shard: u32,
@@ -338,6 +611,32 @@ impl ShardMover {
         }
     }
 
+    /// Hands `operation` to the leader at `address`
+    /// (`POST /v1/internal/leader`) and answers its status and body as they
+    /// are, so the operator sees the leader's own answer.
+    pub async fn forward(
+        &self,
+        address: &str,
+        operation: &wire::LeaderOperation,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let url = format!("http://{address}{LEADER_PATH}");
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(self.secret.expose())
+            .json(operation)
+            .timeout(FORWARD_TIMEOUT)
+            .send()
+            .await
+            .map_err(|error| format!("{url}: {error}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| format!("{url}: {error}"))?;
+        Ok((status, body.to_vec()))
+    }
+
     /// One node-to-node call: POST `body` to `path` on `address` with the
     /// cluster secret; answers the body of a 200.
     async fn call(
@@ -382,7 +681,110 @@ pub fn error_code(error: &MoveError) -> &'static str {
         MoveError::Unavailable { .. } => "placement_unavailable",
         MoveError::StepFailed { .. } => "move_failed",
         MoveError::DropFailed { .. } => "drop_failed",
+        MoveError::NotAMember { .. } => "not_a_member",
+        MoveError::NoOtherMember { .. } => "no_other_member",
+        MoveError::StillOwnsShards { .. } => "still_owns_shards",
+        MoveError::RemoveFailed { .. } => "remove_failed",
     }
+}
+
+/// The member that keeps a removed node's aggregates: the one with the
+/// lowest id among those that may hold shards (not draining, not retired).
+pub fn removal_keeper(node: NodeId, state: &crate::placement::PlacementState) -> Option<NodeId> {
+    state
+        .shard_holders()
+        .into_iter()
+        .find(|member| *member != node && !state.retired().contains_key(member))
+}
+
+/// `plan_rebalance`, then up to `LOAD_SWAPS_MAX` swaps that even out load
+/// (`loads[shard]`, e.g. retained events) without changing counts: while
+/// some pair of shards — one on the most loaded member, one on the least
+/// loaded — can trade places and leave both members below the heavier
+/// one's load, the pair that leaves them closest trades (two moves). A
+/// shard moves at most once per plan; with equal loads nothing is added.
+pub fn plan_rebalance_by_load(
+    members: &BTreeSet<NodeId>,
+    shards: &[ShardAssignment],
+    loads: &[u64],
+) -> Vec<wire::PlannedMove> {
+    let mut plan = plan_rebalance(members, shards);
+    if members.len() < 2 || loads.len() != shards.len() {
+        return plan;
+    }
+    let mut owner: Vec<NodeId> = shards.iter().map(|a| a.owner).collect();
+    for step in &plan {
+        owner[step.shard as usize] = step.to;
+    }
+    let mut fixed: BTreeSet<u32> = plan.iter().map(|step| step.shard).collect();
+    fixed.extend(
+        shards
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.moving_to.is_some())
+            .map(|(shard, _)| u32::try_from(shard).expect("at most SHARDS_MAX shards")),
+    );
+    for _ in 0..LOAD_SWAPS_MAX {
+        let load_of = |node: NodeId| -> u64 {
+            owner
+                .iter()
+                .zip(loads)
+                .filter(|(o, _)| **o == node)
+                .map(|(_, load)| *load)
+                .sum()
+        };
+        let by_load: Vec<(u64, NodeId)> = {
+            let mut list: Vec<(u64, NodeId)> = members.iter().map(|m| (load_of(*m), *m)).collect();
+            list.sort_unstable();
+            list
+        };
+        let (light_load, light) = by_load[0];
+        let (heavy_load, heavy) = by_load[by_load.len() - 1];
+        let movable = |node: NodeId| -> Vec<u32> {
+            (0..owner.len())
+                .filter(|shard| owner[*shard] == node)
+                .map(|shard| u32::try_from(shard).expect("at most SHARDS_MAX shards"))
+                .filter(|shard| !fixed.contains(shard))
+                .collect()
+        };
+        // The trade leaving the two members closest, if it helps at all.
+        let mut best: Option<(u64, u32, u32)> = None;
+        for h in movable(heavy) {
+            for l in movable(light) {
+                let (h_load, l_load) = (loads[h as usize], loads[l as usize]);
+                if h_load <= l_load {
+                    continue;
+                }
+                let new_heavy = heavy_load - h_load + l_load;
+                let new_light = light_load - l_load + h_load;
+                if new_heavy.max(new_light) >= heavy_load {
+                    continue;
+                }
+                let gap = new_heavy.abs_diff(new_light);
+                if best.is_none_or(|(best_gap, _, _)| gap < best_gap) {
+                    best = Some((gap, h, l));
+                }
+            }
+        }
+        let Some((_, h, l)) = best else {
+            break;
+        };
+        plan.push(wire::PlannedMove {
+            shard: h,
+            from: heavy,
+            to: light,
+        });
+        plan.push(wire::PlannedMove {
+            shard: l,
+            from: light,
+            to: heavy,
+        });
+        owner[h as usize] = light;
+        owner[l as usize] = heavy;
+        fixed.insert(h);
+        fixed.insert(l);
+    }
+    plan
 }
 
 /// The moves that even out shard counts over `members`: afterwards every
@@ -467,6 +869,16 @@ mod tests {
             *counts.entry(owner).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// A seeded generator of numbers below a bound (xorshift64).
+    fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |bound| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        }
     }
 
     fn members(ids: &[NodeId]) -> BTreeSet<NodeId> {
@@ -582,14 +994,86 @@ mod tests {
     }
 
     #[test]
-    fn random_maps_end_balanced_with_exactly_the_surplus_moved() {
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = |bound: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % bound
+    fn load_swaps_even_out_skewed_shards_and_keep_counts() {
+        // Node 1 holds the two heavy shards, node 2 the two light ones:
+        // counts are even, loads are not; one trade evens them.
+        let shards = map(&[1, 1, 2, 2]);
+        let loads = [100, 90, 1, 2];
+        let nodes = members(&[1, 2]);
+        let plan = plan_rebalance_by_load(&nodes, &shards, &loads);
+        assert_eq!(plan.len(), 2, "{plan:?}");
+        let counts = apply(&shards, &plan);
+        assert_balanced(&nodes, 4, &counts);
+        let mut owners: Vec<NodeId> = shards.iter().map(|a| a.owner).collect();
+        for step in &plan {
+            owners[step.shard as usize] = step.to;
+        }
+        let load = |node| -> u64 {
+            owners
+                .iter()
+                .zip(loads)
+                .filter(|(o, _)| **o == node)
+                .map(|(_, l)| l)
+                .sum()
         };
+        assert!(load(1).abs_diff(load(2)) < 190 - 3, "{plan:?}");
+        assert_eq!(load(1) + load(2), 193);
+        // Equal loads, or no loads: the count plan alone.
+        let fresh = map(&[1; 8]);
+        let three = members(&[1, 2, 3]);
+        assert_eq!(
+            plan_rebalance_by_load(&three, &fresh, &[5; 8]),
+            plan_rebalance(&three, &fresh)
+        );
+        assert_eq!(
+            plan_rebalance_by_load(&three, &fresh, &[]),
+            plan_rebalance(&three, &fresh)
+        );
+    }
+
+    #[test]
+    fn random_loads_never_worsen_the_spread_and_move_each_shard_once() {
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+        for _ in 0..300 {
+            let member_count = 2 + next(4) as usize;
+            let nodes: BTreeSet<NodeId> = (1..=member_count as u64).collect();
+            let shard_count = member_count + next(30) as usize;
+            let owners: Vec<NodeId> = (0..shard_count)
+                .map(|_| 1 + next(member_count as u64))
+                .collect();
+            let loads: Vec<u64> = (0..shard_count).map(|_| next(1_000)).collect();
+            let shards = map(&owners);
+            let counted = plan_rebalance(&nodes, &shards);
+            let plan = plan_rebalance_by_load(&nodes, &shards, &loads);
+            assert_eq!(&plan[..counted.len()], &counted[..]);
+            assert_balanced(&nodes, shard_count, &apply(&shards, &plan));
+            let moved: BTreeSet<u32> = plan.iter().map(|step| step.shard).collect();
+            assert_eq!(moved.len(), plan.len(), "a shard moves at most once");
+            let spread = |plan: &[wire::PlannedMove]| {
+                let mut owner = owners.clone();
+                for step in plan {
+                    owner[step.shard as usize] = step.to;
+                }
+                let per: Vec<u64> = nodes
+                    .iter()
+                    .map(|node| {
+                        owner
+                            .iter()
+                            .zip(&loads)
+                            .filter(|(o, _)| *o == node)
+                            .map(|(_, l)| *l)
+                            .sum()
+                    })
+                    .collect();
+                per.iter().max().copied().unwrap_or(0) - per.iter().min().copied().unwrap_or(0)
+            };
+            assert!(spread(&plan) <= spread(&counted), "{owners:?} {loads:?}");
+        }
+    }
+
+    #[test]
+    fn random_maps_end_balanced_with_exactly_the_surplus_moved() {
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..500 {
             let member_count = 1 + next(6) as usize;
             let nodes: BTreeSet<NodeId> = (1..=member_count as u64).collect();

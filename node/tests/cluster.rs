@@ -294,17 +294,20 @@ async fn a_restarted_single_node_keeps_its_cluster_and_records_its_new_address()
     node.restart().await;
     // With `--listen 127.0.0.1:0` the node almost always gets another port.
     let moved = node.address() != old_address;
+    // The restarted leader commits a new entry of its own (a blank entry,
+    // and the address change when the port moved); the wait fails if it
+    // never does.
     let after = wait_until(&[&node], "single-node restart", |statuses| {
         same_leader(statuses) == Some(1)
             && statuses[0].members.len() == 1
             && statuses[0].members[0].address == node.address()
+            && statuses[0].applied_index > before[0].applied_index
     })
     .await;
     assert_eq!(roles(&after[0]), voters(&[1]));
     // The same cluster, not a new one: the shard map was not recreated.
     assert!(all_shards_initial(&after[0], 1));
     assert!(after[0].term >= before[0].term);
-    assert!(after[0].applied_index > before[0].applied_index);
     if moved {
         assert!(after[0].members.iter().all(|m| m.address != old_address));
     }
@@ -327,10 +330,20 @@ async fn only_the_shard_owner_accepts_events() {
         attributes: Default::default(),
         decisions: Vec::new(),
     };
-    // Projects are not replicated yet: each node needs its own.
-    for node in &nodes[..2] {
-        node.create_project("shop", serde_json::json!({})).await;
-    }
+    // Created through node 2 (a follower or the leader): every node has it.
+    support::cluster::create_project_everywhere(
+        &[&nodes[1], &nodes[0]],
+        "shop",
+        serde_json::json!({}),
+    )
+    .await;
+    // Creating it again through another node is refused: it exists
+    // cluster-wide.
+    let again = nodes[2]
+        .post_raw("/v1/projects", r#"{"name": "shop", "settings": {}}"#)
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    assert_eq!(again.error_code(), Some("project_exists"));
     let refused = nodes[1].send_batch(std::slice::from_ref(&event)).await;
     assert_eq!(refused.accepted, 0, "{refused:?}");
     assert_eq!(refused.rejected.len(), 1, "{refused:?}");

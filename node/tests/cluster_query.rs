@@ -11,7 +11,10 @@ mod support;
 
 use reqwest::StatusCode;
 use sessiondb_protocol::ResultsResponse;
-use support::cluster::{form_three_node_cluster, start_member, wait_for, CLUSTER_SECRET, START_MS};
+use support::cluster::{
+    create_project_everywhere, form_three_node_cluster, start_member, wait_for, CLUSTER_SECRET,
+    START_MS,
+};
 use support::node::TestNode;
 use support::oracle::{assert_matches, Oracle, OracleSettings};
 use support::workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS, MINUTE_MS};
@@ -31,17 +34,16 @@ fn workload() -> Workload {
     generate(&config)
 }
 
-/// Creates the project on every node (project configurations are per node
-/// for now), sends the workload through node 1 and leaves every node's
-/// clock just after the last event.
+/// Creates the project through node 2 (placement replicates it to every
+/// node), sends the workload through node 1 and leaves every node's clock
+/// just after the last event.
 async fn load(nodes: &[TestNode], workload: &Workload) {
-    for node in nodes {
-        node.create_project(
-            PROJECT,
-            serde_json::json!({"bucket_ms": BUCKET_MS, "allowed_lateness_ms": ALLOWED_LATENESS_MS}),
-        )
-        .await;
-    }
+    create_project_everywhere(
+        &[&nodes[1], &nodes[0], &nodes[2]],
+        PROJECT,
+        serde_json::json!({"bucket_ms": BUCKET_MS, "allowed_lateness_ms": ALLOWED_LATENESS_MS}),
+    )
+    .await;
     let mut accepted = 0;
     for (clock_ms, events) in workload.batches(HOUR_MS, 5_000) {
         nodes[0].set_clock(clock_ms).await;

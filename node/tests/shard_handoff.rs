@@ -12,14 +12,17 @@ mod support;
 
 use sessiondb_node::clock::{ManualClock, SharedClock};
 use sessiondb_node::engine::durability;
-use sessiondb_node::engine::handoff::ShardRole;
+use sessiondb_node::engine::handoff::{HandoffError, ShardRole};
 use sessiondb_node::engine::query::{self, Partial, ResultsQuery};
 use sessiondb_node::engine::shard::Outcome;
+use sessiondb_node::engine::stores::StoresHandover;
 use sessiondb_node::engine::{Engine, EngineConfig, ResultsRequest};
 use sessiondb_node::hashing;
+use sessiondb_node::journal;
 use sessiondb_node::log::LogConfig;
 use sessiondb_node::project::SettingsPatch;
 use sessiondb_protocol::Event;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use support::workload::{self, WorkloadConfig};
@@ -279,7 +282,7 @@ async fn moved_shards_lose_nothing_and_count_nothing_twice() {
         engine.shutdown();
     }
     drop((a, b));
-    let (a, b) = (cluster.open(0).await, cluster.open(1).await);
+    let (a, mut b) = (cluster.open(0).await, cluster.open(1).await);
     assert_cluster_matches(
         &a,
         &b,
@@ -294,6 +297,60 @@ async fn moved_shards_lose_nothing_and_count_nothing_twice() {
         resent.iter().all(|outcome| *outcome == Outcome::Duplicate),
         "deduplication survives the restart"
     );
+
+    // A leaves (`engine::stores`): its other shards go to B, then its
+    // aggregates. A is node 1, B node 2.
+    for shard in (0..SHARDS).filter(|shard| !moved.contains(shard)) {
+        let state = a.export_shard(shard).await.expect("A owns the shard");
+        b.import_shard(shard, &state, 2)
+            .await
+            .expect("B installs it");
+        a.drop_shard(shard, 2, 2).await.expect("A forgets it");
+    }
+    let handover = a.hand_over_stores(1).await.expect("A owns no shard now");
+    assert_eq!(
+        a.store_coverage().stores(1),
+        BTreeSet::new(),
+        "A counts nothing now"
+    );
+    assert_eq!(
+        a.hand_over_stores(1).await.expect("asked again"),
+        handover,
+        "a retried handover answers the same stores"
+    );
+    let held = b.absorb_stores(2, &handover).await.expect("B absorbs");
+    assert_eq!(held, BTreeSet::from([1, 2]));
+    // Again: a no-op. Overlapping in part: refused.
+    assert_eq!(b.absorb_stores(2, &handover).await.expect("a no-op"), held);
+    let overlapping = journal::encode(&StoresHandover {
+        stores: BTreeSet::from([1, 3]),
+        experiments: Vec::new(),
+    });
+    assert!(matches!(
+        b.absorb_stores(2, &overlapping).await,
+        Err(HandoffError::StoresOverlap { .. })
+    ));
+    // B alone (A's share is empty now) answers what the reference answers,
+    // also after a restart from its log and from a checkpoint.
+    assert_cluster_matches(
+        &a,
+        &b,
+        &reference,
+        &experiments,
+        &ranges,
+        "after the handover",
+    )
+    .await;
+    for round in ["log", "checkpoint"] {
+        if round == "checkpoint" {
+            b.checkpoint().await.expect("checkpoint");
+        }
+        b.shutdown();
+        drop(b);
+        b = cluster.open(1).await;
+        assert_eq!(b.store_coverage().stores(2), held, "{round}");
+        assert_cluster_matches(&a, &b, &reference, &experiments, &ranges, round).await;
+    }
     for engine in [&a, &b, &reference] {
         engine.shutdown();
     }

@@ -13,21 +13,15 @@
 mod support;
 
 use reqwest::StatusCode;
-use sessiondb_node::hashing::shard_of;
-use sessiondb_protocol::{ClusterStatus, Event, RebalanceReport, ShardMoveReport};
+use sessiondb_protocol::{Event, RebalanceReport, ShardMoveReport};
 use std::collections::{BTreeMap, BTreeSet};
 use support::cluster::{
-    form_three_node_cluster, start_member, wait_for, CLUSTER_SECRET, POLL_INTERVAL, SHARDS,
-    START_MS,
+    create_project_everywhere, form_three_node_cluster, owners, send_routed, set_clocks, shard,
+    start_member, wait_for, CLUSTER_SECRET, SHARDS, START_MS,
 };
-use support::node::TestNode;
 use support::oracle::{assert_matches, Oracle, OracleSettings};
 use support::workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS, MINUTE_MS};
 
-/// Sends of one batch to its owners before a `shard_moving`/`not_owner`
-/// answer counts as a failure (a node's roles follow its placement view a
-/// moment after the view changes).
-const SEND_ATTEMPTS_MAX: usize = 200;
 const PROJECT: &str = "moves";
 const KEYS: &[&str] = &["add_to_cart", "purchase"];
 const BUCKET_MS: i64 = HOUR_MS;
@@ -43,79 +37,15 @@ fn workload() -> Workload {
     generate(&config)
 }
 
-fn shard(event: &Event) -> u32 {
-    shard_of(&event.project, &event.visitor, SHARDS)
-}
-
-fn owners(status: &ClusterStatus) -> BTreeMap<u32, u64> {
-    status
-        .shards
-        .iter()
-        .map(|shard| (shard.shard, shard.owner))
-        .collect()
-}
-
-/// Sends `events` to each one's owner per `owners`; events answered with a
-/// retryable `shard_moving` or `not_owner` are sent again (bounded). Any
-/// other rejection fails. Answers (accepted, duplicates).
-async fn send_routed(
-    nodes: &[TestNode],
-    owners: &BTreeMap<u32, u64>,
-    events: &[Event],
-) -> (u64, u64) {
-    let mut by_owner: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
-    for event in events {
-        by_owner
-            .entry(owners[&shard(event)])
-            .or_default()
-            .push(event.clone());
-    }
-    let (mut accepted, mut duplicates) = (0, 0);
-    for (owner, mut pending) in by_owner {
-        let node = &nodes[usize::try_from(owner - 1).expect("a small id")];
-        let mut attempts = 0;
-        while !pending.is_empty() {
-            attempts += 1;
-            assert!(
-                attempts <= SEND_ATTEMPTS_MAX,
-                "node {owner} kept refusing {pending:?}"
-            );
-            let answer = node.send_batch(&pending).await;
-            accepted += answer.accepted;
-            duplicates += answer.duplicates;
-            let mut retry = Vec::new();
-            for rejection in &answer.rejected {
-                assert!(
-                    rejection.reason == "shard_moving" || rejection.reason == "not_owner",
-                    "node {owner}: {rejection:?}"
-                );
-                retry.push(pending[rejection.index].clone());
-            }
-            if !retry.is_empty() {
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
-            pending = retry;
-        }
-    }
-    (accepted, duplicates)
-}
-
-async fn set_clocks(nodes: &[TestNode], now_ms: i64) {
-    for node in nodes {
-        node.set_clock(now_ms).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_moves_shards_with_their_dedup_state_and_results_stay_exact() {
     let nodes = form_three_node_cluster().await;
-    for node in &nodes {
-        node.create_project(
-            PROJECT,
-            serde_json::json!({"bucket_ms": BUCKET_MS, "allowed_lateness_ms": ALLOWED_LATENESS_MS}),
-        )
-        .await;
-    }
+    create_project_everywhere(
+        &[&nodes[0], &nodes[1], &nodes[2]],
+        PROJECT,
+        serde_json::json!({"bucket_ms": BUCKET_MS, "allowed_lateness_ms": ALLOWED_LATENESS_MS}),
+    )
+    .await;
     let workload = workload();
     let batches = workload.batches(HOUR_MS, 5_000);
     let (first_half, second_half) = batches.split_at(batches.len() / 2);
@@ -132,22 +62,19 @@ async fn rebalance_moves_shards_with_their_dedup_state_and_results_stay_exact() 
         duplicates += d;
     }
 
-    // Only the leader moves shards; a follower names it.
+    // The leader moves shards; a follower hands the operator's request to
+    // it (the internal endpoint needs the cluster secret) and answers the
+    // leader's answer.
     let leader = before.leader.expect("a leader");
     let leader_node = &nodes[usize::try_from(leader - 1).expect("a small id")];
     let follower = nodes
         .iter()
         .find(|node| node.base_url() != leader_node.base_url())
         .expect("a follower");
-    let refused = follower.post_admin("/v1/cluster/rebalance", "").await;
-    assert_eq!(
-        refused.status,
-        StatusCode::TEMPORARY_REDIRECT,
-        "{}",
-        refused.text
-    );
-    assert_eq!(refused.error_code(), Some("not_leader"));
-    assert_eq!(refused.body["leader_id"], serde_json::json!(leader));
+    let anonymous = follower
+        .post_raw("/v1/internal/leader", r#"{"operation": "rebalance"}"#)
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     // A move to a node that is not a member is refused and changes nothing.
     let stranger = leader_node
         .post_admin("/v1/cluster/shards/0/move", r#"{"to": 9}"#)
@@ -161,8 +88,9 @@ async fn rebalance_moves_shards_with_their_dedup_state_and_results_stay_exact() 
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 
-    // Rebalance: 8 shards over 3 members → 3, 3, 2; node 1 keeps 3.
-    let raw = leader_node.post_admin("/v1/cluster/rebalance", "").await;
+    // Rebalance, asked of a follower: 8 shards over 3 members → 3, 3, 2;
+    // node 1 keeps 3.
+    let raw = follower.post_admin("/v1/cluster/rebalance", "").await;
     assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
     let report: RebalanceReport = serde_json::from_value(raw.body).expect("a RebalanceReport");
     assert_eq!(report.plan.len(), 5, "{report:?}");

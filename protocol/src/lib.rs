@@ -299,6 +299,12 @@ pub struct TimeSeriesResponse {
     pub interval_ms: i64,
     pub keys: Vec<String>,
     pub variations: Vec<VariationSeries>,
+    /// True when some node's share is missing (named in `missing_nodes`):
+    /// the series is then too low.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub partial: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_nodes: Vec<u64>,
 }
 
 /// `GET /v1/status`: what a node is and how it is doing.
@@ -389,6 +395,9 @@ pub struct ClusterMember {
     pub node_id: u64,
     pub address: String,
     pub role: MemberRole,
+    /// Being drained: its shards move away and it receives none.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// One shard in `ClusterStatus`.
@@ -417,6 +426,50 @@ pub struct ClusterStatus {
     pub members: Vec<ClusterMember>,
     /// The shard map, by shard; empty before the cluster is initialized.
     pub shards: Vec<ShardOwnership>,
+    /// Departed nodes whose aggregates a member keeps: (node, keeper).
+    #[serde(default)]
+    pub retired: Vec<RetiredStores>,
+}
+
+/// A departed node's aggregates and the member that keeps them
+/// (`docs/cluster.md`, "Removing a node").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredStores {
+    pub node_id: u64,
+    pub kept_by: u64,
+}
+
+/// `POST /v1/cluster/nodes/{id}/drain` (admin token): the moves that took
+/// the node's shards away (a rebalance over the other members), and how
+/// many it still owns (call again while it is not 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    pub node_id: u64,
+    #[serde(flatten)]
+    pub moves: RebalanceReport,
+    pub remaining_shards: u32,
+}
+
+/// `POST /v1/cluster/nodes/{id}/remove` (admin token): the node is out of
+/// the membership and its aggregates live in `stores_kept_by`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRemoveReport {
+    pub node_id: u64,
+    pub stores_kept_by: u64,
+    /// Size of the handed-over aggregates.
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// A cluster change run by the leader; any member accepts it from an
+/// operator and forwards it (`POST /v1/internal/leader`, cluster secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LeaderOperation {
+    MoveShard { shard: u32, to: u64 },
+    Rebalance,
+    Drain { node_id: u64 },
+    Remove { node_id: u64 },
 }
 
 /// `POST /v1/internal/partial` (cluster secret): a coordinating node asks a
@@ -436,6 +489,10 @@ pub struct PartialRequest {
     pub breakdown: Option<String>,
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Set for a time series: the share is one partial per interval of
+    /// this length instead of one over the whole range.
+    #[serde(default)]
+    pub interval_ms: Option<i64>,
 }
 
 /// `POST /v1/cluster/shards/{shard}/move` (admin token, leader only): hand
@@ -481,9 +538,9 @@ pub struct FailedMove {
     pub message: String,
 }
 
-/// `POST /v1/cluster/rebalance` (admin token, leader only): the plan and
-/// what became of it. Moves run one at a time in plan order; the first
-/// failure stops the rest (`skipped`).
+/// `POST /v1/cluster/rebalance` (admin token): the plan and what became of
+/// it. Moves run a few at a time (`MOVES_CONCURRENT_MAX`) in plan order;
+/// after the first failure no new move starts (`skipped`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RebalanceReport {
     /// Every move the balanced map needs (may be longer than what one call

@@ -66,10 +66,13 @@ pub enum Command {
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// List, move and rebalance shards (moves and rebalance: ask the
-    /// leader, with its admin token).
+    /// List, move and rebalance shards (any member forwards moves and
+    /// rebalances to the leader).
     #[command(subcommand)]
     Shards(ShardsCommand),
+    /// List, drain and remove nodes.
+    #[command(subcommand)]
+    Nodes(NodesCommand),
     /// Rotate this node's admin token.
     #[command(subcommand)]
     AdminToken(AdminTokenCommand),
@@ -93,10 +96,29 @@ pub struct RotateArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// Every member with its role, whether it is draining, and its shards.
+    List,
+    /// Move every shard of a member to the others (and give it no new
+    /// ones); prints progress and returns when it owns none.
+    Drain {
+        /// The member's node id.
+        node_id: u64,
+    },
+    /// Take a drained member out of the cluster; its aggregates are handed
+    /// to a remaining member first. Stop the node afterwards.
+    Remove {
+        /// The member's node id.
+        node_id: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ShardsCommand {
     /// Every shard with its owner, epoch and the move in progress, if any.
     List,
     /// Hand one shard to another member; answers once the move is done.
+    /// Any member forwards it to the leader.
     Move {
         /// The shard's number.
         shard: u32,
@@ -104,8 +126,8 @@ pub enum ShardsCommand {
         #[arg(long)]
         to: u64,
     },
-    /// Even out shard counts over the members: plan the moves and carry
-    /// them out one by one.
+    /// Even out shard counts over the members (not draining): plan the
+    /// moves and carry them out, a few at a time.
     Rebalance,
 }
 

@@ -47,7 +47,7 @@ fn state_name(state: RaftState) -> &'static str {
 
 /// One row per member: id, address, role, the shards it owns, their
 /// epochs' range and the moves toward it.
-fn members_table(status: &ClusterStatus) -> Table {
+pub(super) fn members_table(status: &ClusterStatus) -> Table {
     #[derive(Default)]
     struct Owned {
         shards: u64,
@@ -92,10 +92,11 @@ fn members_table(status: &ClusterStatus) -> Table {
         } else {
             ""
         };
+        let draining_mark = if member.draining { ", draining" } else { "" };
         table.row(vec![
             member.node_id.to_string(),
             member.address.clone(),
-            format!("{role}{leader_mark}"),
+            format!("{role}{leader_mark}{draining_mark}"),
             mine.shards.to_string(),
             epochs(&mine.epoch_min, &mine.epoch_max),
             mine.incoming.to_string(),

@@ -17,13 +17,16 @@ pub mod cluster;
 pub mod error;
 pub mod import;
 pub mod node;
+pub mod nodes;
 pub mod projects;
 pub mod results;
 pub mod shards;
 pub mod table;
 
 use crate::Client;
-use args::{AdminTokenCommand, Cli, ClusterCommand, Command, ProjectsCommand, ShardsCommand};
+use args::{
+    AdminTokenCommand, Cli, ClusterCommand, Command, NodesCommand, ProjectsCommand, ShardsCommand,
+};
 use clap::Parser;
 pub use error::CliError;
 use std::process::ExitCode;
@@ -126,6 +129,13 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         }
         Command::Shards(ShardsCommand::Rebalance) => {
             shards::rebalance(&client, &context, &admin_token).await
+        }
+        Command::Nodes(NodesCommand::List) => nodes::list(&client, &context, &admin_token).await,
+        Command::Nodes(NodesCommand::Drain { node_id }) => {
+            nodes::drain(&client, &context, &admin_token, node_id).await
+        }
+        Command::Nodes(NodesCommand::Remove { node_id }) => {
+            nodes::remove(&client, &context, &admin_token, node_id).await
         }
     }
 }

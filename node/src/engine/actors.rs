@@ -195,6 +195,24 @@ pub enum SegmentMessage {
     Snapshot {
         reply: oneshot::Sender<SegmentStore>,
     },
+    /// This store's share of a time series (`query::series_partial`);
+    /// `None` when the store has no such experiment.
+    SeriesPartial {
+        project: Arc<str>,
+        experiment: Arc<str>,
+        from_ms: i64,
+        to_ms: i64,
+        interval_ms: i64,
+        reply: oneshot::Sender<Option<Vec<query::Partial>>>,
+    },
+    /// Merges another node's aggregates of one experiment into this store
+    /// (`engine::stores`).
+    Absorb {
+        project: Arc<str>,
+        experiment: Arc<str>,
+        aggregates: Box<super::segment::ExperimentAggregates>,
+        reply: oneshot::Sender<()>,
+    },
     /// This store's share of a results query (cluster-wide answers add
     /// every node's share); `None` when the store has no such experiment.
     Partial {
@@ -216,6 +234,8 @@ impl std::fmt::Debug for SegmentMessage {
             SegmentMessage::CellCount { .. } => "CellCount",
             SegmentMessage::Snapshot { .. } => "Snapshot",
             SegmentMessage::Partial { .. } => "Partial",
+            SegmentMessage::Absorb { .. } => "Absorb",
+            SegmentMessage::SeriesPartial { .. } => "SeriesPartial",
         };
         formatter.write_str(name)
     }
@@ -292,6 +312,28 @@ impl Actor for SegmentActor {
             }
             SegmentMessage::Snapshot { reply } => {
                 let _ = reply.send(store.clone());
+            }
+            SegmentMessage::SeriesPartial {
+                project,
+                experiment,
+                from_ms,
+                to_ms,
+                interval_ms,
+                reply,
+            } => {
+                let share = store.experiment(&project, &experiment).map(|aggregates| {
+                    query::series_partial(aggregates, from_ms, to_ms, interval_ms)
+                });
+                let _ = reply.send(share);
+            }
+            SegmentMessage::Absorb {
+                project,
+                experiment,
+                aggregates,
+                reply,
+            } => {
+                store.absorb(project, experiment, *aggregates);
+                let _ = reply.send(());
             }
             SegmentMessage::Partial {
                 project,

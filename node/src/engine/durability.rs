@@ -18,6 +18,7 @@
 use super::actors::{SegmentMessage, SessionMessage};
 use super::segment::SegmentStore;
 use super::shard::ShardState;
+use super::stores::StoreCoverage;
 use super::{Engine, EngineConfig, EngineError, Storage};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SledCheckpointStore};
 use crate::clock::SharedClock;
@@ -36,6 +37,9 @@ pub struct Restored {
     pub projects: Vec<ProjectConfig>,
     pub shards: Vec<ShardState>,
     pub segment_stores: Vec<SegmentStore>,
+    /// Absent in checkpoints of nodes that never handed over or absorbed
+    /// stores.
+    pub coverage: StoreCoverage,
 }
 
 /// What recovery did, for logs and `docs/benchmarks.md`.
@@ -65,6 +69,7 @@ pub struct CheckpointReport {
 const LOG_DIRECTORY: &str = "log";
 const CHECKPOINT_DIRECTORY: &str = "checkpoints";
 const PROJECTS_PART: &str = "projects";
+const COVERAGE_PART: &str = "coverage";
 /// Records replayed between two progress lines in the node's log.
 const REPLAY_PROGRESS_RECORDS: u64 = 100_000;
 
@@ -142,6 +147,8 @@ fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, En
         };
         if name == PROJECTS_PART {
             restored.projects = journal::decode(&bytes, "projects").map_err(codec)?;
+        } else if name == COVERAGE_PART {
+            restored.coverage = journal::decode(&bytes, "store coverage").map_err(codec)?;
         } else if name.starts_with("shard/") {
             restored
                 .shards
@@ -220,6 +227,22 @@ async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineErro
             JournalEntry::DropShard { shard } => {
                 engine.replace_shard(shard, ShardState::default()).await;
             }
+            JournalEntry::HandOverStores { stores } => engine.set_handed_over(stores),
+            JournalEntry::AbsorbStores { handover } => {
+                let handover =
+                    journal::decode(&handover, "handed-over stores").map_err(|source| {
+                        EngineError::Codec {
+                            what: format!("log record {}", record.position),
+                            source,
+                        }
+                    })?;
+                // Replay is in log order: the absorb lands after every
+                // earlier record's deltas, as it did live.
+                for answer in answers.drain(..) {
+                    let _ = answer.await;
+                }
+                engine.apply_absorb(handover).await;
+            }
             JournalEntry::Events { now_ms, events } => {
                 events_replayed += events.len() as u64;
                 let events = resolve(engine, events);
@@ -276,7 +299,7 @@ impl Engine {
     pub async fn checkpoint(&self) -> Result<CheckpointReport, CheckpointError> {
         let _one_at_a_time = self.inner.checkpointing.lock().await;
         let started = Instant::now();
-        let (shards, segment_stores, projects, position) = {
+        let (shards, segment_stores, projects, coverage, position) = {
             let _barrier = self.inner.sequencer.lock().await;
             let mut shards = Vec::with_capacity(self.inner.sessions.len());
             for session in &self.inner.sessions {
@@ -309,6 +332,7 @@ impl Engine {
                 });
             }
             let position = self.inner.storage.log.last_position();
+            let coverage = self.store_coverage();
             let projects: Vec<ProjectConfig> = self
                 .inner
                 .projects
@@ -316,7 +340,7 @@ impl Engine {
                 .iter()
                 .map(|config| (**config).clone())
                 .collect();
-            (shard_states, segment_stores, projects, position)
+            (shard_states, segment_stores, projects, coverage, position)
         };
         let pause_ms = started.elapsed().as_millis() as u64;
         let visitors = shards
@@ -326,8 +350,14 @@ impl Engine {
         let created_ms = self.inner.clock.now_ms();
         let store = Arc::clone(&self.inner.storage.checkpoints);
         let checkpoint = tokio::task::spawn_blocking(move || {
-            let checkpoint =
-                encode_checkpoint(position, created_ms, &projects, &shards, &segment_stores);
+            let checkpoint = encode_checkpoint(
+                position,
+                created_ms,
+                &projects,
+                &coverage,
+                &shards,
+                &segment_stores,
+            );
             store.write(&checkpoint).map(|()| checkpoint.bytes())
         })
         .await
@@ -379,10 +409,14 @@ fn encode_checkpoint(
     position: u64,
     created_ms: i64,
     projects: &Vec<ProjectConfig>,
+    coverage: &StoreCoverage,
     shards: &[ShardState],
     segment_stores: &[SegmentStore],
 ) -> Checkpoint {
     let mut parts = vec![(PROJECTS_PART.to_string(), journal::encode(projects))];
+    if *coverage != StoreCoverage::default() {
+        parts.push((COVERAGE_PART.to_string(), journal::encode(coverage)));
+    }
     for (index, shard) in shards.iter().enumerate() {
         parts.push((format!("shard/{index:05}"), journal::encode(shard)));
     }

@@ -42,6 +42,15 @@ pub enum HandoffError {
     Storage { cause: String },
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error("this node handed its stores to another node and keeps none")]
+    HandedOver,
+    #[error("this node still owns shard {shard}; drain it before handing over its stores")]
+    StillOwnsShard { shard: u32 },
+    #[error("the offered stores {offered:?} overlap the stores held here {held:?} in part")]
+    StoresOverlap {
+        offered: std::collections::BTreeSet<u64>,
+        held: std::collections::BTreeSet<u64>,
+    },
 }
 
 impl Engine {
@@ -127,7 +136,7 @@ impl Engine {
         self.set_shard_role(shard, ShardRole::Elsewhere { owner, epoch })
     }
 
-    async fn journal(&self, entry: JournalEntry) -> Result<(), HandoffError> {
+    pub(super) async fn journal(&self, entry: JournalEntry) -> Result<(), HandoffError> {
         let record = (journal::ALL_SHARDS, journal::encode(&entry));
         let stored = match self.inner.storage.log.enqueue_batch(vec![record]).await {
             Ok(pending) => pending.durable().await,
@@ -155,9 +164,30 @@ impl Engine {
         }
     }
 
+    /// Each shard's load here: the events its owner retains (0 for shards
+    /// owned elsewhere) — what a rebalance evens out after shard counts.
+    pub async fn shard_loads(&self) -> Vec<u64> {
+        let mut loads = Vec::with_capacity(self.inner.sessions.len());
+        for (shard, session) in self.inner.sessions.iter().enumerate() {
+            let owned = !matches!(
+                self.shard_role(u32::try_from(shard).expect("at most SHARDS_MAX shards")),
+                ShardRole::Elsewhere { .. }
+            );
+            let (reply, answer) = oneshot::channel();
+            let load = if owned && session.send(SessionMessage::Sizes { reply }).await.is_ok() {
+                answer.await.map_or(0, |(_, events)| events as u64)
+            } else {
+                0
+            };
+            loads.push(load);
+        }
+        loads
+    }
+
     /// This node's share of a results query over [from, to) — what a
     /// coordinating node adds up across the cluster. `None` when this node
-    /// holds nothing of the experiment.
+    /// holds nothing of the experiment, or handed its stores over
+    /// (`stores`).
     pub async fn partial(
         &self,
         project: &str,
@@ -165,6 +195,9 @@ impl Engine {
         request: ResultsRequest,
     ) -> Result<Option<Partial>, super::query::QueryError> {
         let config = self.project_config(project)?;
+        if self.store_coverage().handed_over.is_some() {
+            return Ok(None);
+        }
         let (Some(from_ms), Some(to_ms)) = (request.from_ms, request.to_ms) else {
             return Err(super::query::QueryError::InvalidRange {
                 from_ms: request.from_ms.unwrap_or(0),

@@ -19,6 +19,7 @@ pub mod query;
 pub mod segment;
 pub mod shard;
 pub mod sketch;
+pub mod stores;
 pub mod visitor;
 
 use crate::clock::SharedClock;
@@ -202,6 +203,9 @@ struct Inner {
     /// This node's role for each shard; read on every ingest, written when
     /// ownership changes.
     roles: std::sync::RwLock<Vec<handoff::ShardRole>>,
+    /// Whose aggregates the segment stores hold (`stores`); changed only
+    /// under the sequencer, so a checkpoint sees it with the stores.
+    coverage: std::sync::Mutex<stores::StoreCoverage>,
 }
 
 /// Where the engine keeps what it acknowledged.
@@ -246,6 +250,7 @@ impl Engine {
             projects,
             mut shards,
             mut segment_stores,
+            coverage,
         } = restored;
         shards.resize_with(config.shards as usize, ShardState::default);
         segment_stores.resize_with(config.segment_actors, SegmentStore::default);
@@ -295,6 +300,7 @@ impl Engine {
                     handoff::ShardRole::Owner { epoch: 1 };
                     shard_count
                 ]),
+                coverage: std::sync::Mutex::new(coverage),
             }),
         })
     }
@@ -386,26 +392,6 @@ impl Engine {
         Ok((config, key))
     }
 
-    /// Gives project `name` a new ingest key; the old one stays valid for
-    /// `grace_ms` from now (the node's clock). Returns once the change is on
-    /// disk (so it survives a restart), with the new key.
-    pub async fn rotate_ingest_key(
-        &self,
-        name: &str,
-        grace_ms: i64,
-    ) -> Result<(Arc<ProjectConfig>, String), ProjectError> {
-        let _order = self.inner.sequencer.lock().await;
-        let now_ms = self.inner.clock.now_ms();
-        let (config, key) = self
-            .inner
-            .projects
-            .prepare_rotate_ingest_key(name, now_ms, grace_ms)?;
-        self.journal_project(&config).await?;
-        let config = Arc::new(config);
-        self.inner.projects.install(Arc::clone(&config));
-        Ok((config, key))
-    }
-
     /// Changes settings; returns once the change is on disk and every shard
     /// has re-evaluated its visitors under them (when the change affects
     /// contributions).
@@ -421,6 +407,30 @@ impl Engine {
         self.inner.projects.install(Arc::clone(&config));
         self.reconfigure_shards(&config).await;
         Ok(config)
+    }
+
+    /// Installs a configuration the cluster agreed on (placement's
+    /// `PutProject`), journaled first; re-evaluates retained visitors when
+    /// it replaces an older one. A configuration no newer than the one held
+    /// changes nothing (answers `false`): every member installs each
+    /// version once, whether it hears of it from its own request or from
+    /// placement.
+    pub async fn install_project(&self, config: ProjectConfig) -> Result<bool, ProjectError> {
+        let _order = self.inner.sequencer.lock().await;
+        let previous = self.inner.projects.get(&config.name);
+        if previous
+            .as_ref()
+            .is_some_and(|held| held.version >= config.version)
+        {
+            return Ok(false);
+        }
+        self.journal_project(&config).await?;
+        let config = Arc::new(config);
+        self.inner.projects.install(Arc::clone(&config));
+        if previous.is_some() {
+            self.reconfigure_shards(&config).await;
+        }
+        Ok(true)
     }
 
     async fn journal_project(&self, config: &ProjectConfig) -> Result<(), ProjectError> {
@@ -735,17 +745,7 @@ impl Engine {
         let (from_ms, to_ms) = self
             .resolve_range(&config, experiment, from_ms, to_ms)
             .await?;
-        let interval_ms = interval_ms.unwrap_or(bucket_ms);
-        if interval_ms <= 0 || interval_ms % bucket_ms != 0 {
-            return Err(QueryError::InvalidInterval {
-                interval_ms,
-                bucket_ms,
-            });
-        }
-        let points = (to_ms - from_ms + interval_ms - 1) / interval_ms;
-        if points > limits::TIMESERIES_POINTS_MAX {
-            return Err(QueryError::TooManyPoints { points });
-        }
+        let interval_ms = series_interval(bucket_ms, from_ms, to_ms, interval_ms)?;
         let (reply, answer) = oneshot::channel();
         let message = SegmentMessage::TimeSeries {
             project: Arc::clone(&config.name),
@@ -768,6 +768,48 @@ impl Engine {
             interval_ms,
             series,
         })
+    }
+
+    /// Checks a time series' interval and range the way `time_series` does
+    /// (for a coordinator that gathers shares); answers the interval.
+    pub fn series_interval_for(
+        &self,
+        project: &str,
+        from_ms: i64,
+        to_ms: i64,
+        interval_ms: Option<i64>,
+    ) -> Result<i64, QueryError> {
+        let config = self.project_config(project)?;
+        check_range(config.settings.bucket_ms, from_ms, to_ms)?;
+        series_interval(config.settings.bucket_ms, from_ms, to_ms, interval_ms)
+    }
+
+    /// This node's share of a time series (`query::series_partial`);
+    /// `None` when it holds nothing of the experiment.
+    pub async fn series_partial(
+        &self,
+        project: &str,
+        experiment: &str,
+        from_ms: i64,
+        to_ms: i64,
+        interval_ms: i64,
+    ) -> Result<Option<Vec<query::Partial>>, QueryError> {
+        let config = self.project_config(project)?;
+        series_interval(config.settings.bucket_ms, from_ms, to_ms, Some(interval_ms))?;
+        if self.store_coverage().handed_over.is_some() {
+            return Ok(None);
+        }
+        let (reply, answer) = oneshot::channel();
+        let message = SegmentMessage::SeriesPartial {
+            project: Arc::clone(&config.name),
+            experiment: Arc::from(experiment),
+            from_ms,
+            to_ms,
+            interval_ms,
+            reply,
+        };
+        self.ask(self.segment_for(project, experiment), message, answer)
+            .await
     }
 
     /// Experiments of a project with their earliest bucket, sorted by name.
@@ -972,4 +1014,26 @@ fn check_range(bucket_ms: i64, from_ms: i64, to_ms: i64) -> Result<(), QueryErro
         return Err(QueryError::TooManyBuckets { buckets });
     }
     Ok(())
+}
+
+/// A time series' interval (the bucket when not given): a positive multiple
+/// of the bucket, with at most `TIMESERIES_POINTS_MAX` points in range.
+fn series_interval(
+    bucket_ms: i64,
+    from_ms: i64,
+    to_ms: i64,
+    interval_ms: Option<i64>,
+) -> Result<i64, QueryError> {
+    let interval_ms = interval_ms.unwrap_or(bucket_ms);
+    if interval_ms <= 0 || interval_ms % bucket_ms != 0 {
+        return Err(QueryError::InvalidInterval {
+            interval_ms,
+            bucket_ms,
+        });
+    }
+    let points = (to_ms - from_ms + interval_ms - 1) / interval_ms;
+    if points > limits::TIMESERIES_POINTS_MAX {
+        return Err(QueryError::TooManyPoints { points });
+    }
+    Ok(interval_ms)
 }

@@ -292,6 +292,74 @@ pub struct SeriesPoint {
     pub active_estimate: f64,
 }
 
+/// The share of one store in a time series: one `Partial` (totals per
+/// variation, no breakdown) per interval of [from_ms, to_ms).
+pub fn series_partial(
+    aggregates: &ExperimentAggregates,
+    from_ms: i64,
+    to_ms: i64,
+    interval_ms: i64,
+) -> Vec<Partial> {
+    (from_ms..to_ms)
+        .step_by(usize::try_from(interval_ms).expect("interval is positive"))
+        .map(|start_ms| {
+            let end_ms = (start_ms + interval_ms).min(to_ms);
+            let cells = aggregates
+                .cells
+                .iter()
+                .filter(|series| series.key.group == Group::Total)
+                .map(|series| {
+                    let summary = aggregates.summarise(&series.key, start_ms, end_ms);
+                    ((None, Arc::clone(&series.key.variation)), summary)
+                })
+                .collect();
+            Partial {
+                precision: aggregates.precision,
+                decisions_by_variation: aggregates.decisions_by_variation.clone(),
+                keys: aggregates.keys.clone(),
+                cells,
+            }
+        })
+        .collect()
+}
+
+/// A time series from the sum of every store's `series_partial`: the
+/// variations whose decisions add up to more than zero, each with its
+/// counters and active-visitor estimate per interval.
+pub fn finish_series(
+    intervals: Vec<Partial>,
+    from_ms: i64,
+    interval_ms: i64,
+) -> Vec<(Arc<str>, Vec<SeriesPoint>)> {
+    let variations: Vec<Arc<str>> = intervals.first().map_or_else(Vec::new, |first| {
+        first
+            .decisions_by_variation
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(variation, _)| Arc::clone(variation))
+            .collect()
+    });
+    variations
+        .into_iter()
+        .map(|variation| {
+            let key = (None, Arc::clone(&variation));
+            let points = intervals
+                .iter()
+                .zip(0_i64..)
+                .map(|(interval, index)| {
+                    let (counters, sketch) = interval.cells.get(&key).cloned().unwrap_or_default();
+                    SeriesPoint {
+                        ts_ms: from_ms + index * interval_ms,
+                        counters,
+                        active_estimate: sketch.map_or(0.0, |sketch| sketch.estimate()),
+                    }
+                })
+                .collect();
+            (variation, points)
+        })
+        .collect()
+}
+
 /// Per variation, the counters of each interval in [from_ms, to_ms).
 pub fn time_series(
     aggregates: &ExperimentAggregates,

@@ -185,18 +185,7 @@ impl ExperimentAggregates {
                 variation: Arc::clone(&assignment.variation),
                 group,
             };
-            let position = match self.index.get(&key) {
-                Some(&position) => position,
-                None => {
-                    self.cells.push(CellSeries {
-                        key: key.clone(),
-                        base: BTreeMap::new(),
-                        rollup: BTreeMap::new(),
-                    });
-                    self.index.insert(key, self.cells.len() - 1);
-                    self.cells.len() - 1
-                }
-            };
+            let position = self.position_of(&key);
             positions.push(position);
         }
     }
@@ -253,7 +242,10 @@ impl ExperimentAggregates {
             .entry(Arc::clone(variation))
             .or_insert(0);
         *count += i64::try_from(amount).expect("decision count deltas fit in i64");
-        assert!(*count >= 0, "retractions never exceed what was added");
+        // No lower bound here: after a shard move the new owner retracts
+        // decisions the old owner's store added, so one store's count may
+        // be negative; only the sum over every store (`query::finish`) is
+        // never below zero.
         if *count == 0 {
             self.decisions_by_variation.remove(variation);
         }
@@ -280,11 +272,48 @@ impl ExperimentAggregates {
         }
     }
 
+    /// Adds `other` (the same experiment's aggregates from another node)
+    /// into these: counters add, sketches union, decision counts add.
+    pub fn merge(&mut self, other: &ExperimentAggregates) {
+        assert_eq!(
+            self.precision, other.precision,
+            "an experiment's precision is fixed when its project is created"
+        );
+        for series in &other.cells {
+            let position = self.position_of(&series.key);
+            let mine = &mut self.cells[position];
+            merge_buckets(&mut mine.base, &series.base);
+            merge_buckets(&mut mine.rollup, &series.rollup);
+        }
+        self.keys.extend(other.keys.iter().cloned());
+        for (variation, count) in &other.decisions_by_variation {
+            self.count_decisions(variation, i128::from(*count));
+        }
+    }
+
+    /// The position of `key`'s cell, created when missing.
+    fn position_of(&mut self, key: &CellKey) -> usize {
+        if let Some(&position) = self.index.get(key) {
+            return position;
+        }
+        self.cells.push(CellSeries {
+            key: key.clone(),
+            base: BTreeMap::new(),
+            rollup: BTreeMap::new(),
+        });
+        self.index.insert(key.clone(), self.cells.len() - 1);
+        self.cells.len() - 1
+    }
+
     /// Variations named by any decision, sorted. Independent of arrival
     /// order, unlike the set of cells (a sketch keeps cells of a variation a
     /// visitor left after a late, earlier decision).
     pub fn variations(&self) -> Vec<Arc<str>> {
-        self.decisions_by_variation.keys().cloned().collect()
+        self.decisions_by_variation
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(variation, _)| Arc::clone(variation))
+            .collect()
     }
 
     /// Earliest bucket holding anything.
@@ -396,6 +425,22 @@ fn groups_of(breakdown: &[(Arc<str>, Arc<str>)]) -> impl Iterator<Item = Group> 
     }))
 }
 
+/// Adds every bucket of `theirs` into the same bucket of `mine`.
+fn merge_buckets(mine: &mut BTreeMap<i64, Bucket>, theirs: &BTreeMap<i64, Bucket>) {
+    for (bucket_ms, bucket) in theirs {
+        let target = mine.entry(*bucket_ms).or_insert_with(|| Bucket {
+            counters: Counters::default(),
+            sketch: None,
+        });
+        target.counters.add(&bucket.counters);
+        match (&mut target.sketch, &bucket.sketch) {
+            (Some(sketch), Some(other)) => sketch.merge(other),
+            (None, Some(other)) => target.sketch = Some(other.clone()),
+            (_, None) => {}
+        }
+    }
+}
+
 /// A batch of changes from one session actor for one project.
 #[derive(Debug, Clone, Default)]
 pub struct SegmentBatch {
@@ -482,6 +527,32 @@ impl SegmentStore {
             .values()
             .map(ExperimentAggregates::bucket_count)
             .sum()
+    }
+
+    /// Every experiment's aggregates, by (project, experiment).
+    pub fn into_experiments(
+        self,
+    ) -> impl Iterator<Item = ((Arc<str>, Arc<str>), ExperimentAggregates)> {
+        self.experiments.into_iter()
+    }
+
+    /// Merges another node's aggregates of one experiment into this store.
+    pub fn absorb(
+        &mut self,
+        project: Arc<str>,
+        experiment: Arc<str>,
+        mut aggregates: ExperimentAggregates,
+    ) {
+        match self
+            .experiments
+            .get_mut(&(Arc::clone(&project), Arc::clone(&experiment)))
+        {
+            Some(mine) => mine.merge(&aggregates),
+            None => {
+                aggregates.reindex();
+                self.experiments.insert((project, experiment), aggregates);
+            }
+        }
     }
 
     /// Drops a project's buckets older than its retention.

@@ -160,6 +160,15 @@ fn wire_status(report: ClusterReport) -> wire::ClusterStatus {
                 node_id,
                 address: member.address,
                 role: wire_role(member.role),
+                draining: report.draining.contains(&node_id),
+            })
+            .collect(),
+        retired: report
+            .retired
+            .iter()
+            .map(|(node_id, kept_by)| wire::RetiredStores {
+                node_id: *node_id,
+                kept_by: *kept_by,
             })
             .collect(),
         shards: report

@@ -15,10 +15,11 @@
 use super::error::ApiError;
 use super::AppState;
 use crate::engine::query::{self, Partial, QueryError};
-use crate::engine::{ResultsAnswer, ResultsRequest};
+use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer};
 use crate::journal;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -39,6 +40,19 @@ pub struct PartialShare {
     /// The member's share over the asked range; `None` when `from` was not
     /// given or the member holds nothing of the experiment.
     pub partial: Option<Partial>,
+    /// The nodes whose aggregates the share counts: the member's own and
+    /// those it absorbed from departed nodes (`engine::stores`); empty once
+    /// it handed its stores over.
+    pub stores: BTreeSet<u64>,
+    /// For a time series request: one share per interval.
+    pub series: Option<Vec<Partial>>,
+}
+
+/// A gathered time series and the members whose share is missing.
+#[derive(Debug)]
+pub struct GatheredSeries {
+    pub answer: SeriesAnswer,
+    pub missing_nodes: Vec<u64>,
 }
 
 /// A gathered answer: the results and the members whose share is missing.
@@ -76,20 +90,48 @@ async fn local_share(
     state: &AppState,
     request: &wire::PartialRequest,
 ) -> Result<PartialShare, QueryError> {
+    let stores = state.engine.store_coverage().stores(state.node_id);
+    if stores.is_empty() {
+        return Ok(PartialShare::default());
+    }
     let first_ms = match state.engine.experiments(&request.project).await {
         Ok(experiments) => experiments
             .into_iter()
             .find(|(name, _)| **name == *request.experiment)
             .and_then(|(_, first)| first),
-        Err(QueryError::UnknownProject { .. }) => return Ok(PartialShare::default()),
+        Err(QueryError::UnknownProject { .. }) => {
+            return Ok(PartialShare {
+                stores,
+                ..PartialShare::default()
+            })
+        }
         Err(error) => return Err(error),
     };
     let Some(from_ms) = request.from else {
         return Ok(PartialShare {
             first_ms,
-            partial: None,
+            stores,
+            ..PartialShare::default()
         });
     };
+    if let Some(interval_ms) = request.interval_ms {
+        let series = state
+            .engine
+            .series_partial(
+                &request.project,
+                &request.experiment,
+                from_ms,
+                request.to,
+                interval_ms,
+            )
+            .await?;
+        return Ok(PartialShare {
+            first_ms,
+            stores,
+            series,
+            ..PartialShare::default()
+        });
+    }
     let engine_request = ResultsRequest {
         from_ms: Some(from_ms),
         to_ms: Some(request.to),
@@ -101,18 +143,19 @@ async fn local_share(
         .engine
         .partial(&request.project, &request.experiment, engine_request)
         .await?;
-    Ok(PartialShare { first_ms, partial })
+    Ok(PartialShare {
+        first_ms,
+        partial,
+        stores,
+        series: None,
+    })
 }
 
 /// Answers a results query from every member's share. `None` when this node
 /// is the cluster's only member (or not in a cluster yet): the caller
 /// answers from its own engine, with no network hop.
-pub async fn gather_results(
-    state: &AppState,
-    project: &str,
-    experiment: &str,
-    request: &ResultsRequest,
-) -> Result<Option<Gathered>, ApiError> {
+/// The other members, or `None` when this node is alone.
+fn other_members(state: &AppState) -> Option<Vec<(u64, String)>> {
     let members: Vec<(u64, String)> = state
         .placement
         .view()
@@ -122,9 +165,20 @@ pub async fn gather_results(
         .filter(|(node_id, _)| **node_id != state.node_id)
         .map(|(node_id, member)| (*node_id, member.address.clone()))
         .collect();
-    if members.is_empty() {
-        return Ok(None);
-    }
+    (!members.is_empty()).then_some(members)
+}
+
+/// Fills in the request's range as a single node would: `to` defaults to
+/// the end of the current bucket, `from` to the experiment's first bucket
+/// over the whole cluster. Answers the members that did not answer.
+async fn resolve_range(
+    state: &AppState,
+    members: &[(u64, String)],
+    wire_request: &mut wire::PartialRequest,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+) -> Result<Vec<u64>, ApiError> {
+    let project = &wire_request.project;
     let config =
         state
             .engine
@@ -134,33 +188,60 @@ pub async fn gather_results(
                 project: project.to_string(),
             })?;
     let settings = &config.settings;
-    let to_ms = request
-        .to_ms
+    let to_ms = to_ms
         .unwrap_or_else(|| settings.bucket_of(state.engine.clock().now_ms()) + settings.bucket_ms);
+    wire_request.to = to_ms;
+    if let Some(from_ms) = from_ms {
+        wire_request.from = Some(from_ms);
+        return Ok(Vec::new());
+    }
+    wire_request.from = None;
+    let (shares, missing) = gather(state, members, wire_request).await?;
+    let first_ms = shares
+        .iter()
+        .filter_map(|share| share.first_ms)
+        .min()
+        .unwrap_or(to_ms - settings.bucket_ms)
+        .min(to_ms - settings.bucket_ms);
+    wire_request.from = Some(first_ms);
+    Ok(missing)
+}
+
+pub async fn gather_results(
+    state: &AppState,
+    project: &str,
+    experiment: &str,
+    request: &ResultsRequest,
+) -> Result<Option<Gathered>, ApiError> {
+    let Some(members) = other_members(state) else {
+        return Ok(None);
+    };
     let mut wire_request = wire::PartialRequest {
         project: project.to_string(),
         experiment: experiment.to_string(),
         from: None,
-        to: to_ms,
+        to: 0,
         breakdown: request.breakdown.clone(),
         keys: request.keys.clone(),
+        interval_ms: None,
     };
-    let mut missing_nodes = Vec::new();
-    let from_ms = match request.from_ms {
-        Some(from_ms) => from_ms,
-        None => {
-            // The experiment's first bucket over the whole cluster.
-            let (shares, missing) = gather(state, &members, &wire_request).await?;
-            missing_nodes = missing;
-            shares
-                .iter()
-                .filter_map(|share| share.first_ms)
-                .min()
-                .unwrap_or(to_ms - settings.bucket_ms)
-                .min(to_ms - settings.bucket_ms)
-        }
-    };
-    wire_request.from = Some(from_ms);
+    let mut missing_nodes = resolve_range(
+        state,
+        &members,
+        &mut wire_request,
+        request.from_ms,
+        request.to_ms,
+    )
+    .await?;
+    let (from_ms, to_ms) = (wire_request.from.unwrap_or(0), wire_request.to);
+    let settings = state
+        .engine
+        .projects()
+        .get(project)
+        .map(|config| config.settings.clone())
+        .ok_or_else(|| QueryError::UnknownProject {
+            project: project.to_string(),
+        })?;
     // The engine's own checks (range, breakdown, keys), as a single node
     // makes them; a node without data of the experiment still passes them.
     let query = state
@@ -168,6 +249,7 @@ pub async fn gather_results(
         .results_query_for(project, from_ms, to_ms, request)?;
     let (shares, missing) = gather(state, &members, &wire_request).await?;
     missing_nodes.extend(missing);
+    missing_nodes.extend(uncovered_stores(state, &shares)?);
     missing_nodes.sort_unstable();
     missing_nodes.dedup();
     let mut merged: Option<Partial> = None;
@@ -204,6 +286,93 @@ pub async fn gather_results(
         },
         missing_nodes,
     }))
+}
+
+/// Answers a time series from every member's share (`None` when this node
+/// is alone), as `gather_results` does for results.
+pub async fn gather_series(
+    state: &AppState,
+    project: &str,
+    experiment: &str,
+    range: (Option<i64>, Option<i64>),
+    interval_ms: Option<i64>,
+) -> Result<Option<GatheredSeries>, ApiError> {
+    let Some(members) = other_members(state) else {
+        return Ok(None);
+    };
+    let mut wire_request = wire::PartialRequest {
+        project: project.to_string(),
+        experiment: experiment.to_string(),
+        from: None,
+        to: 0,
+        breakdown: None,
+        keys: Vec::new(),
+        interval_ms: None,
+    };
+    let mut missing_nodes =
+        resolve_range(state, &members, &mut wire_request, range.0, range.1).await?;
+    let (from_ms, to_ms) = (wire_request.from.unwrap_or(0), wire_request.to);
+    let interval_ms = state
+        .engine
+        .series_interval_for(project, from_ms, to_ms, interval_ms)?;
+    wire_request.interval_ms = Some(interval_ms);
+    let (shares, missing) = gather(state, &members, &wire_request).await?;
+    missing_nodes.extend(missing);
+    missing_nodes.extend(uncovered_stores(state, &shares)?);
+    missing_nodes.sort_unstable();
+    missing_nodes.dedup();
+    let mut merged: Option<Vec<Partial>> = None;
+    for series in shares.into_iter().filter_map(|share| share.series) {
+        match merged.as_mut() {
+            Some(merged) => {
+                for (mine, theirs) in merged.iter_mut().zip(series) {
+                    mine.merge(theirs);
+                }
+            }
+            None => merged = Some(series),
+        }
+    }
+    if merged.is_none() && missing_nodes.is_empty() {
+        return Err(QueryError::UnknownExperiment {
+            project: project.to_string(),
+            experiment: experiment.to_string(),
+        }
+        .into());
+    }
+    let series = query::finish_series(merged.unwrap_or_default(), from_ms, interval_ms);
+    Ok(Some(GatheredSeries {
+        answer: SeriesAnswer {
+            from_ms,
+            to_ms,
+            interval_ms,
+            series,
+        },
+        missing_nodes,
+    }))
+}
+
+/// The expected stores (`PlacementState::expected_stores`) that no share
+/// counts. A store counted by two shares is an error: the answer would be
+/// silently too high.
+fn uncovered_stores(state: &AppState, shares: &[PartialShare]) -> Result<Vec<u64>, ApiError> {
+    let mut counted: BTreeMap<u64, usize> = BTreeMap::new();
+    for share in shares {
+        for store in &share.stores {
+            *counted.entry(*store).or_insert(0) += 1;
+        }
+    }
+    if let Some((store, times)) = counted.iter().find(|(_, times)| **times > 1) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "stores_counted_twice",
+            format!("node {store}'s aggregates were counted {times} times (a node removal is in progress?); retry"),
+        ));
+    }
+    let expected = state.placement.view().current().expected_stores();
+    Ok(expected
+        .into_iter()
+        .filter(|store| !counted.contains_key(store))
+        .collect())
 }
 
 /// Every member's share (this node's first), and the members that did not

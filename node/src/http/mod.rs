@@ -13,6 +13,7 @@ pub mod ingest;
 mod metrics;
 mod optimizely;
 mod projects;
+mod propose;
 mod query;
 mod segment;
 mod shards;
@@ -86,6 +87,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(cluster::configure)
         .configure(fanout::configure)
         .configure(shards::configure)
+        .configure(propose::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(

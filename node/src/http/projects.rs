@@ -2,7 +2,9 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::project::{ProjectConfig, SettingsPatch};
+use crate::placement::{PlacementCommand, PlacementRejection, PlacementResponse};
+use crate::project::{ProjectConfig, ProjectError, SettingsPatch};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
 
@@ -13,8 +15,9 @@ pub async fn create(
     let body = body.into_inner();
     let (config, key) = state
         .engine
-        .create_project(&body.name, &patch_of(body.settings))
-        .await?;
+        .projects()
+        .prepare_create(&body.name, &patch_of(body.settings))?;
+    let config = agree(&state, config, true).await?;
     let mut project = project_of(&config, Vec::new());
     // The one answer that carries the key: only its hash is kept.
     project.ingest_key = Some(key);
@@ -22,14 +25,21 @@ pub async fn create(
 }
 
 /// `POST /v1/projects/{name}/ingest-key/rotate`: a new ingest key, shown
-/// once; the old one keeps working for the grace period.
+/// once; the old one keeps working for the grace period. Agreed through
+/// placement like any project change, so every member knows both keys and
+/// the change survives restarts.
 pub async fn rotate_ingest_key(
     state: web::Data<AppState>,
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let grace_ms = super::admin::requested_grace_ms(&body, state.key_rotation_grace_ms)?;
-    let (config, key) = state.engine.rotate_ingest_key(&name, grace_ms).await?;
+    let now_ms = state.engine.clock().now_ms();
+    let (config, key) = state
+        .engine
+        .projects()
+        .prepare_rotate_ingest_key(&name, now_ms, grace_ms)?;
+    let config = agree(&state, config, false).await?;
     tracing::info!(project = %config.name, grace_ms, "ingest key rotated");
     Ok(HttpResponse::Ok().json(wire::RotatedKey {
         key,
@@ -38,6 +48,52 @@ pub async fn rotate_ingest_key(
             .previous
             .map(|previous| previous.valid_until_ms),
     }))
+}
+
+/// Has the cluster agree on `config` (placement's `PutProject`, through
+/// the leader) and installs it here; the other members install it as they
+/// apply the entry (`cluster_startup::follow_placement`).
+async fn agree(
+    state: &AppState,
+    config: ProjectConfig,
+    creating: bool,
+) -> Result<ProjectConfig, ApiError> {
+    let name = config.name.to_string();
+    let command = PlacementCommand::PutProject {
+        config: config.clone(),
+    };
+    match super::propose::propose_anywhere(state, command).await? {
+        PlacementResponse::ProjectStored { .. } => {}
+        PlacementResponse::Rejected { reason } => return Err(rejected(reason, &name, creating)),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unexpected_placement_answer",
+                format!("{other:?}"),
+            ))
+        }
+    }
+    state.engine.install_project(config.clone()).await?;
+    Ok(config)
+}
+
+/// A refused `PutProject`, as the caller's error.
+fn rejected(reason: PlacementRejection, name: &str, creating: bool) -> ApiError {
+    match reason {
+        PlacementRejection::StaleProjectVersion { .. } if creating => {
+            ProjectError::Exists {
+                name: name.to_string(),
+            }
+            .into()
+        }
+        PlacementRejection::StaleProjectVersion { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "concurrent_change",
+            format!("project `{name}` was changed at the same time through another node; read it again and retry"),
+        ),
+        PlacementRejection::TooManyProjects { .. } => ProjectError::TooMany.into(),
+        other => ApiError::new(StatusCode::CONFLICT, "project_refused", other.to_string()),
+    }
 }
 
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -65,10 +121,11 @@ pub async fn configure(
     name: web::Path<String>,
     body: web::Json<wire::ProjectSettingsPatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let config = state
+    let (_, config) = state
         .engine
-        .configure_project(&name, &patch_of(body.into_inner()))
-        .await?;
+        .projects()
+        .prepare_configure(&name, &patch_of(body.into_inner()))?;
+    let config = agree(&state, config, false).await?;
     Ok(HttpResponse::Ok().json(project_with_experiments(&state, &config).await?))
 }
 

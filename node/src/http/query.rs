@@ -102,6 +102,18 @@ async fn time_series_answer(
 ) -> Result<HttpResponse, ApiError> {
     let (project, experiment) = path.into_inner();
     let params = params.into_inner();
+    let keys = split_keys(params.keys.as_deref());
+    // In a cluster, every member's share, as for results.
+    let range = (params.from, params.to);
+    if let Some(gathered) =
+        super::fanout::gather_series(state, &project, &experiment, range, params.interval_ms)
+            .await?
+    {
+        let mut response = series_of(&project, &experiment, gathered.answer, keys);
+        response.partial = !gathered.missing_nodes.is_empty();
+        response.missing_nodes = gathered.missing_nodes;
+        return Ok(HttpResponse::Ok().json(response));
+    }
     let answer = state
         .engine
         .time_series(
@@ -112,7 +124,6 @@ async fn time_series_answer(
             params.interval_ms,
         )
         .await?;
-    let keys = split_keys(params.keys.as_deref());
     Ok(HttpResponse::Ok().json(series_of(&project, &experiment, answer, keys)))
 }
 
@@ -273,5 +284,7 @@ fn series_of(
         interval_ms: answer.interval_ms,
         keys,
         variations,
+        partial: false,
+        missing_nodes: Vec::new(),
     }
 }

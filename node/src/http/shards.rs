@@ -7,23 +7,35 @@
 //!   body: an exported state): installs it and owns the shard at `E`;
 //! - `POST /v1/internal/shards/{shard}/drop?owner=N&epoch=E` (cluster
 //!   secret): forgets the shard, now owned by `N` at `E`;
-//! - `POST /v1/cluster/shards/{shard}/move` `{"to": N}` (admin token) and
-//!   `POST /v1/cluster/rebalance` (admin token): leader only; another node
-//!   answers `307 not_leader` naming the leader, as a join does, but
-//!   without a `Location` header: admin tokens are per node, so the caller
-//!   must ask the leader with the leader's token.
+//! - `POST /v1/internal/stores/handover` and `.../absorb` (cluster secret):
+//!   the two halves of moving a leaving node's aggregates
+//!   (`engine::stores`);
+//! - `POST /v1/cluster/shards/{shard}/move` `{"to": N}`,
+//!   `POST /v1/cluster/rebalance`, `POST /v1/cluster/nodes/{id}/drain` and
+//!   `POST /v1/cluster/nodes/{id}/remove` (admin token): run by the leader.
+//!   Any member takes them: a follower forwards the operation to the
+//!   leader (`POST /v1/internal/leader`, cluster secret) and answers the
+//!   leader's answer, so leader changes are invisible to operators. The
+//!   internal endpoint never forwards again: a node that is no longer the
+//!   leader answers `307 not_leader`.
 //!
-//! The engine does the work (`engine::handoff`), the leader sequences it
-//! (`shard_moves::ShardMover`); this module only maps requests and errors.
+//! The engine does the work (`engine::handoff`, `engine::stores`), the
+//! leader sequences it (`shard_moves::ShardMover`); this module only maps
+//! requests and errors.
 
 use super::auth;
 use super::error::ApiError;
 use super::AppState;
 use crate::engine::handoff::HandoffError;
+use crate::placement::JoinError;
 use crate::shard_moves::{self, MoveError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+
+/// How long an operation waits for an election to end before answering
+/// `503 placement_unavailable`.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Largest shard state an import accepts in one body.
 pub const IMPORT_BODY_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -36,7 +48,20 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .app_data(web::PayloadConfig::new(IMPORT_BODY_BYTES_MAX))
                 .route("/{shard}/export", web::post().to(export))
                 .route("/{shard}/import", web::post().to(import))
-                .route("/{shard}/drop", web::post().to(drop_shard)),
+                .route("/{shard}/drop", web::post().to(drop_shard))
+                .route("/loads", web::get().to(shard_loads)),
+        )
+        .service(
+            web::scope("/v1/internal/stores")
+                .wrap(actix_web::middleware::from_fn(auth::require_cluster_secret))
+                .app_data(web::PayloadConfig::new(IMPORT_BODY_BYTES_MAX))
+                .route("/handover", web::post().to(hand_over_stores))
+                .route("/absorb", web::post().to(absorb_stores)),
+        )
+        .service(
+            web::resource("/v1/internal/leader")
+                .wrap(actix_web::middleware::from_fn(auth::require_cluster_secret))
+                .route(web::post().to(leader_operation)),
         )
         .service(
             web::resource("/v1/cluster/shards/{shard}/move")
@@ -47,6 +72,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::resource("/v1/cluster/rebalance")
                 .wrap(actix_web::middleware::from_fn(auth::require_admin))
                 .route(web::post().to(rebalance)),
+        )
+        .service(
+            web::scope("/v1/cluster/nodes/{node}")
+                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .route("/drain", web::post().to(drain))
+                .route("/remove", web::post().to(remove)),
         );
 }
 
@@ -73,6 +104,9 @@ impl From<HandoffError> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
             HandoffError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            HandoffError::StillOwnsShard { .. } => (StatusCode::CONFLICT, "still_owns_shards"),
+            HandoffError::StoresOverlap { .. } => (StatusCode::CONFLICT, "stores_overlap"),
+            HandoffError::HandedOver => (StatusCode::CONFLICT, "stores_handed_over"),
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -124,6 +158,30 @@ async fn drop_shard(
     Ok(HttpResponse::Ok().json(serde_json::json!({"shard": shard, "epoch": query.epoch})))
 }
 
+/// `GET /v1/internal/shards/loads`: `{"loads": [events retained per
+/// shard]}` (0 for shards owned elsewhere).
+async fn shard_loads(state: web::Data<AppState>) -> HttpResponse {
+    let loads = state.engine.shard_loads().await;
+    HttpResponse::Ok().json(serde_json::json!({ "loads": loads }))
+}
+
+async fn hand_over_stores(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let bytes = state.engine.hand_over_stores(state.node_id).await?;
+    tracing::info!(bytes = bytes.len(), "stores handed over");
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(bytes))
+}
+
+async fn absorb_stores(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let stores = state.engine.absorb_stores(state.node_id, &body).await?;
+    tracing::info!(?stores, bytes = body.len(), "stores absorbed");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "stores": stores })))
+}
+
 fn move_error(error: MoveError) -> HttpResponse {
     let code = shard_moves::error_code(&error);
     if let MoveError::NotLeader {
@@ -139,13 +197,81 @@ fn move_error(error: MoveError) -> HttpResponse {
         });
     }
     let status = match &error {
-        MoveError::UnknownShard { .. } => StatusCode::NOT_FOUND,
-        MoveError::Refused(_) => StatusCode::CONFLICT,
+        MoveError::UnknownShard { .. } | MoveError::NotAMember { .. } => StatusCode::NOT_FOUND,
+        MoveError::Refused(_)
+        | MoveError::NoOtherMember { .. }
+        | MoveError::StillOwnsShards { .. } => StatusCode::CONFLICT,
         MoveError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        MoveError::StepFailed { .. } | MoveError::DropFailed { .. } => StatusCode::BAD_GATEWAY,
+        MoveError::StepFailed { .. }
+        | MoveError::DropFailed { .. }
+        | MoveError::RemoveFailed { .. } => StatusCode::BAD_GATEWAY,
         MoveError::NotLeader { .. } => StatusCode::TEMPORARY_REDIRECT,
     };
     actix_web::ResponseError::error_response(&ApiError::new(status, code, error.to_string()))
+}
+
+/// Runs `operation` here when this node leads; otherwise hands it to the
+/// leader and answers what the leader answered.
+async fn operate(state: &AppState, operation: wire::LeaderOperation) -> HttpResponse {
+    if state.placement.require_leader().is_err() {
+        // During an election, wait (bounded) for its outcome.
+        state.placement.wait_for_leader(LEADER_WAIT).await;
+    }
+    let leader_address = match state.placement.require_leader() {
+        Ok(()) => return run_here(state, operation).await,
+        Err(JoinError::NotLeader {
+            leader_address: Some(address),
+            ..
+        }) => address,
+        Err(JoinError::NotLeader { .. }) => {
+            return move_error(MoveError::Unavailable {
+                step: "leadership",
+                detail: "no leader is known (an election is in progress); retry".to_string(),
+            })
+        }
+        Err(error) => return move_error(MoveError::from_join("leadership", error)),
+    };
+    match state.mover.forward(&leader_address, &operation).await {
+        Ok((status, body)) => {
+            HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY))
+                .content_type("application/json")
+                .body(body)
+        }
+        Err(detail) => actix_web::ResponseError::error_response(&ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "leader_unreachable",
+            format!("the operation could not be handed to the leader: {detail}"),
+        )),
+    }
+}
+
+/// Runs `operation` on this node, which must lead.
+async fn run_here(state: &AppState, operation: wire::LeaderOperation) -> HttpResponse {
+    let mover = &state.mover;
+    let answer = match operation {
+        wire::LeaderOperation::MoveShard { shard, to } => {
+            mover.move_shard(shard, to).await.map(json_ok)
+        }
+        wire::LeaderOperation::Rebalance => mover.rebalance().await.map(json_ok),
+        wire::LeaderOperation::Drain { node_id } => mover.drain(node_id).await.map(json_ok),
+        wire::LeaderOperation::Remove { node_id } => mover.remove(node_id).await.map(json_ok),
+    };
+    answer.unwrap_or_else(move_error)
+}
+
+fn json_ok<T: serde::Serialize>(report: T) -> HttpResponse {
+    HttpResponse::Ok().json(report)
+}
+
+/// `POST /v1/internal/leader`: an operation a member forwarded.
+async fn leader_operation(
+    state: web::Data<AppState>,
+    operation: web::Json<wire::LeaderOperation>,
+) -> HttpResponse {
+    if let Err(error) = state.placement.require_leader() {
+        return move_error(MoveError::from_join("leadership", error));
+    }
+    run_here(&state, operation.into_inner()).await
 }
 
 async fn move_shard(
@@ -153,15 +279,23 @@ async fn move_shard(
     shard: web::Path<u32>,
     request: web::Json<wire::MoveShardRequest>,
 ) -> HttpResponse {
-    match state.mover.move_shard(shard.into_inner(), request.to).await {
-        Ok(report) => HttpResponse::Ok().json(report),
-        Err(error) => move_error(error),
-    }
+    let operation = wire::LeaderOperation::MoveShard {
+        shard: shard.into_inner(),
+        to: request.to,
+    };
+    operate(&state, operation).await
 }
 
 async fn rebalance(state: web::Data<AppState>) -> HttpResponse {
-    match state.mover.rebalance().await {
-        Ok(report) => HttpResponse::Ok().json(report),
-        Err(error) => move_error(error),
-    }
+    operate(&state, wire::LeaderOperation::Rebalance).await
+}
+
+async fn drain(state: web::Data<AppState>, node: web::Path<u64>) -> HttpResponse {
+    let node_id = node.into_inner();
+    operate(&state, wire::LeaderOperation::Drain { node_id }).await
+}
+
+async fn remove(state: web::Data<AppState>, node: web::Path<u64>) -> HttpResponse {
+    let node_id = node.into_inner();
+    operate(&state, wire::LeaderOperation::Remove { node_id }).await
 }

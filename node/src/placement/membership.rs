@@ -7,6 +7,7 @@
 //! - create a single-node cluster (`bootstrap`);
 //! - admit a joining node (`admit`): learner first, then voter while the
 //!   cluster has fewer than `voters_max` voters;
+//! - take a node out (`remove_member`);
 //! - report the cluster's state (`report`).
 //!
 //! Membership changes are serialized by one lock: openraft refuses a change
@@ -73,6 +74,10 @@ pub struct ClusterReport {
     /// Every member, voters and learners, by id.
     pub members: BTreeMap<NodeId, Member>,
     pub shards: Vec<ShardAssignment>,
+    /// Members being drained.
+    pub draining: BTreeSet<NodeId>,
+    /// Departed nodes' stores and their keepers.
+    pub retired: BTreeMap<NodeId, NodeId>,
 }
 
 /// A running placement Raft node. Cheap to clone.
@@ -220,6 +225,17 @@ impl PlacementHandle {
         }
     }
 
+    /// Waits (at most `within`) until this node knows a leader; answers
+    /// whether it does.
+    pub async fn wait_for_leader(&self, within: Duration) -> bool {
+        self.inner
+            .raft
+            .wait(Some(within))
+            .metrics(|metrics| metrics.current_leader.is_some(), "a known leader")
+            .await
+            .is_ok()
+    }
+
     /// Waits until this node leads (a single-voter cluster elects itself
     /// within an election timeout).
     pub async fn wait_for_leadership(&self) -> Result<(), String> {
@@ -287,6 +303,46 @@ impl PlacementHandle {
         Ok((role, self.inner.node_id))
     }
 
+    /// Takes `node_id` out of the membership (leader only): out of the
+    /// voters first, then out of the nodes. When it was a voter and a
+    /// learner is left, the lowest learner becomes a voter so the cluster
+    /// keeps its fault tolerance. Removing a node that is not a member is a
+    /// no-op. The caller makes sure the node owns nothing first
+    /// (`shard_moves::ShardMover::remove`). Answers whether it was a
+    /// member.
+    pub async fn remove_member(&self, node_id: NodeId) -> Result<bool, JoinError> {
+        let _serialized = self.inner.membership_lock.lock().await;
+        let raft = &self.inner.raft;
+        let membership = self.leader_membership()?;
+        if membership.get_node(&node_id).is_none() {
+            return Ok(false);
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters.contains(&node_id) {
+            if voters.len() == 1 {
+                return Err(JoinError::Unavailable(format!(
+                    "node {node_id} is the only voter; a cluster cannot remove its last voter"
+                )));
+            }
+            let learner = membership.learner_ids().find(|learner| *learner != node_id);
+            if let Some(learner) = learner {
+                let changes = ChangeMembers::AddVoterIds(BTreeSet::from([learner]));
+                raft.change_membership(changes, false)
+                    .await
+                    .map_err(|error| self.join_error(error))?;
+            }
+            let changes = ChangeMembers::RemoveVoters(BTreeSet::from([node_id]));
+            raft.change_membership(changes, true)
+                .await
+                .map_err(|error| self.join_error(error))?;
+        }
+        let changes = ChangeMembers::RemoveNodes(BTreeSet::from([node_id]));
+        raft.change_membership(changes, false)
+            .await
+            .map_err(|error| self.join_error(error))?;
+        Ok(true)
+    }
+
     /// Proposes `command` through Raft (leader only) and answers the state
     /// machine's response once it is committed and applied here. A rejected
     /// command is an `Ok(PlacementResponse::Rejected { .. })`.
@@ -342,6 +398,7 @@ impl PlacementHandle {
 
     pub fn report(&self) -> ClusterReport {
         let metrics = self.inner.raft.metrics().borrow().clone();
+        let placement = self.inner.view.current();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let members = membership
@@ -373,7 +430,9 @@ impl PlacementHandle {
             term: metrics.current_term,
             applied_index: metrics.last_applied.map(|log_id| log_id.index),
             members,
-            shards: self.inner.view.current().shards().to_vec(),
+            shards: placement.shards().to_vec(),
+            draining: placement.draining().clone(),
+            retired: placement.retired().clone(),
         }
     }
 

@@ -14,7 +14,7 @@
 use crate::limits;
 use crate::project::{self, ProjectConfig};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A node's id in the cluster (openraft's `NodeId`). Stable for the life of
 /// the node's data directory.
@@ -74,6 +74,13 @@ pub enum PlacementCommand {
     },
     /// Gives up a move; the owner and the epoch stay.
     AbortMove { shard: u32, expected_epoch: u64 },
+    /// Marks a member as draining (rebalance and drain move its shards away
+    /// and give it none) or clears the mark.
+    SetDraining { node: NodeId, draining: bool },
+    /// Records that `node`'s aggregate stores now live in `into`'s store
+    /// (`docs/cluster.md`, "Removing a node"): queries expect them there.
+    /// `node` must own no shard and no shard may be moving to it.
+    RetireStores { node: NodeId, into: NodeId },
 }
 
 impl PlacementCommand {
@@ -83,7 +90,10 @@ impl PlacementCommand {
             PlacementCommand::BeginMove { shard, .. }
             | PlacementCommand::CommitMove { shard, .. }
             | PlacementCommand::AbortMove { shard, .. } => Some(*shard),
-            PlacementCommand::Initialize { .. } | PlacementCommand::PutProject { .. } => None,
+            PlacementCommand::Initialize { .. }
+            | PlacementCommand::PutProject { .. }
+            | PlacementCommand::SetDraining { .. }
+            | PlacementCommand::RetireStores { .. } => None,
         }
     }
 }
@@ -111,6 +121,14 @@ pub enum PlacementResponse {
         shard: u32,
         owner: NodeId,
         epoch: u64,
+    },
+    DrainingSet {
+        node: NodeId,
+        draining: bool,
+    },
+    StoresRetired {
+        node: NodeId,
+        into: NodeId,
     },
     MoveAborted {
         shard: u32,
@@ -173,6 +191,16 @@ pub enum PlacementRejection {
     IngestKeyTaken { owner: String },
     #[error("too many projects: the limit is {max}")]
     TooManyProjects { max: usize },
+    #[error("node {node} still owns {shards} shards; drain it first")]
+    StillOwnsShards { node: NodeId, shards: u32 },
+    #[error("shard {shard} is moving to node {node}; wait for the move to end")]
+    MoveTowardsNode { shard: u32, node: NodeId },
+    #[error("node {node}'s stores are already kept by node {into}")]
+    AlreadyRetired { node: NodeId, into: NodeId },
+    #[error("node {node} cannot keep its own stores")]
+    RetireIntoItself { node: NodeId },
+    #[error("node {node} is draining and cannot receive shards")]
+    TargetDraining { node: NodeId },
 }
 
 /// Everything the placement Raft group agrees on: members (mirrored from
@@ -183,6 +211,12 @@ pub struct PlacementState {
     /// Empty until `Initialize`; then its length never changes.
     shards: Vec<ShardAssignment>,
     projects: BTreeMap<String, ProjectConfig>,
+    /// Members whose shards are being moved away (`SetDraining`).
+    draining: BTreeSet<NodeId>,
+    /// Departed (or departing) nodes whose aggregate stores another node
+    /// keeps: node → keeper (`RetireStores`). A query must find each of
+    /// these stores, and each member's own, exactly once.
+    retired: BTreeMap<NodeId, NodeId>,
 }
 
 /// A state read from disk or from a snapshot breaks an invariant.
@@ -226,11 +260,51 @@ impl PlacementState {
         self.projects.get(name)
     }
 
+    /// Members marked as draining.
+    pub fn draining(&self) -> &BTreeSet<NodeId> {
+        &self.draining
+    }
+
+    pub fn is_draining(&self, node: NodeId) -> bool {
+        self.draining.contains(&node)
+    }
+
+    /// Retired stores: node → the node that keeps them.
+    pub fn retired(&self) -> &BTreeMap<NodeId, NodeId> {
+        &self.retired
+    }
+
+    /// The aggregate stores a complete query must find: every member's own
+    /// and every retired node's.
+    pub fn expected_stores(&self) -> BTreeSet<NodeId> {
+        self.members
+            .keys()
+            .chain(self.retired.keys())
+            .copied()
+            .collect()
+    }
+
+    /// Members that may receive shards: not draining.
+    pub fn shard_holders(&self) -> BTreeSet<NodeId> {
+        self.members
+            .keys()
+            .copied()
+            .filter(|node| !self.draining.contains(node))
+            .collect()
+    }
+
+    /// How many shards `node` owns.
+    pub fn shards_owned(&self, node: NodeId) -> u32 {
+        let owned = self.shards.iter().filter(|a| a.owner == node).count();
+        u32::try_from(owned).expect("at most SHARDS_MAX shards")
+    }
+
     /// Replaces the mirror of the cluster membership. Called when a
     /// membership entry is applied or a snapshot installed; openraft's
     /// membership is the source of truth. A node that leaves keeps the shards
     /// it owns until they are moved (draining first is the caller's job).
     pub fn set_members(&mut self, members: BTreeMap<NodeId, Member>) {
+        self.draining.retain(|node| members.contains_key(node));
         self.members = members;
     }
 
@@ -287,7 +361,64 @@ impl PlacementState {
                 shard,
                 expected_epoch,
             } => self.abort_move(shard, expected_epoch),
+            PlacementCommand::SetDraining { node, draining } => self.set_draining(node, draining),
+            PlacementCommand::RetireStores { node, into } => self.retire_stores(node, into),
         }
+    }
+
+    fn set_draining(
+        &mut self,
+        node: NodeId,
+        draining: bool,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        self.require_member(node)?;
+        if draining {
+            self.draining.insert(node);
+        } else {
+            self.draining.remove(&node);
+        }
+        Ok(PlacementResponse::DrainingSet { node, draining })
+    }
+
+    fn retire_stores(
+        &mut self,
+        node: NodeId,
+        into: NodeId,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        if node == into {
+            return Err(PlacementRejection::RetireIntoItself { node });
+        }
+        if let Some(keeper) = self.retired.get(&node) {
+            return Err(PlacementRejection::AlreadyRetired {
+                node,
+                into: *keeper,
+            });
+        }
+        self.require_member(into)?;
+        if let Some(keeper) = self.retired.get(&into) {
+            return Err(PlacementRejection::AlreadyRetired {
+                node: into,
+                into: *keeper,
+            });
+        }
+        let shards = self.shards_owned(node);
+        if shards > 0 {
+            return Err(PlacementRejection::StillOwnsShards { node, shards });
+        }
+        if let Some(shard) = self.shards.iter().position(|a| a.moving_to == Some(node)) {
+            return Err(PlacementRejection::MoveTowardsNode {
+                shard: u32::try_from(shard).expect("at most SHARDS_MAX shards"),
+                node,
+            });
+        }
+        // Stores `node` kept for others now live in `into` too.
+        for keeper in self.retired.values_mut() {
+            if *keeper == node {
+                *keeper = into;
+            }
+        }
+        self.retired.insert(node, into);
+        Ok(PlacementResponse::StoresRetired { node, into })
     }
 
     fn initialize(
@@ -307,6 +438,12 @@ impl PlacementState {
             });
         }
         self.require_member(owner)?;
+        if let Some(keeper) = self.retired.get(&owner) {
+            return Err(PlacementRejection::AlreadyRetired {
+                node: owner,
+                into: *keeper,
+            });
+        }
         let assignment = ShardAssignment {
             owner,
             epoch: EPOCH_INITIAL,
@@ -393,6 +530,15 @@ impl PlacementState {
             return Err(PlacementRejection::MoveToOwner { shard, node: to });
         }
         self.require_member(to)?;
+        if self.draining.contains(&to) {
+            return Err(PlacementRejection::TargetDraining { node: to });
+        }
+        if self.retired.contains_key(&to) {
+            return Err(PlacementRejection::AlreadyRetired {
+                node: to,
+                into: self.retired[&to],
+            });
+        }
         let assignment = &mut self.shards[shard as usize];
         assignment.moving_to = Some(to);
         Ok(PlacementResponse::MoveBegun {
@@ -504,6 +650,20 @@ impl PlacementState {
         for (name, config) in &self.projects {
             if *config.name != **name || project::validate_name(name).is_err() {
                 return damaged(format!("project stored as `{name}` is `{}`", config.name));
+            }
+        }
+        for (node, keeper) in &self.retired {
+            if node == keeper || self.retired.contains_key(keeper) {
+                return damaged(format!(
+                    "node {node}'s stores are kept by retired node {keeper}"
+                ));
+            }
+            if let Some(shard) = self
+                .shards
+                .iter()
+                .position(|a| a.owner == *node || a.moving_to == Some(*node))
+            {
+                return damaged(format!("retired node {node} holds shard {shard}"));
             }
         }
         Ok(())
@@ -907,6 +1067,71 @@ mod tests {
     }
 
     /// One step of a random history: a command, or a membership change.
+    #[test]
+    fn draining_and_retiring_follow_their_preconditions() {
+        let mut state = initialized(4);
+        // A draining member receives no shard.
+        assert_eq!(
+            state.apply(PlacementCommand::SetDraining {
+                node: 2,
+                draining: true
+            }),
+            PlacementResponse::DrainingSet {
+                node: 2,
+                draining: true
+            }
+        );
+        assert_eq!(state.shard_holders(), BTreeSet::from([1, 3]));
+        let refused = state.apply(PlacementCommand::BeginMove {
+            shard: 0,
+            from: 1,
+            to: 2,
+            expected_epoch: 1,
+        });
+        assert_eq!(
+            rejection(refused),
+            PlacementRejection::TargetDraining { node: 2 }
+        );
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::SetDraining {
+                node: 9,
+                draining: true
+            })),
+            PlacementRejection::NotAMember { node: 9 }
+        );
+        // An owner cannot retire; a node without shards can, once.
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::RetireStores { node: 1, into: 2 })),
+            PlacementRejection::StillOwnsShards { node: 1, shards: 4 }
+        );
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::RetireStores { node: 2, into: 2 })),
+            PlacementRejection::RetireIntoItself { node: 2 }
+        );
+        assert_eq!(
+            state.apply(PlacementCommand::RetireStores { node: 2, into: 3 }),
+            PlacementResponse::StoresRetired { node: 2, into: 3 }
+        );
+        assert_eq!(
+            rejection(state.apply(PlacementCommand::RetireStores { node: 2, into: 1 })),
+            PlacementRejection::AlreadyRetired { node: 2, into: 3 }
+        );
+        // Node 3 leaves later into node 1: node 2's stores follow.
+        state.apply(PlacementCommand::RetireStores { node: 3, into: 1 });
+        assert_eq!(state.retired(), &BTreeMap::from([(2, 1), (3, 1)]));
+        // Stores expected by a query: members' own and retired ones.
+        let mut members = three_members();
+        members.remove(&2);
+        members.remove(&3);
+        state.set_members(members);
+        assert_eq!(state.expected_stores(), BTreeSet::from([1, 2, 3]));
+        assert!(
+            state.draining().is_empty(),
+            "departed members stop draining"
+        );
+        assert_eq!(state.check(), Ok(()));
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Command(PlacementCommand),
@@ -942,6 +1167,10 @@ mod tests {
             (1..4u64).prop_map(|version| PlacementCommand::PutProject {
                 config: project("p", version, "key")
             }),
+            (node.clone(), any::<bool>())
+                .prop_map(|(node, draining)| PlacementCommand::SetDraining { node, draining }),
+            (node.clone(), node)
+                .prop_map(|(node, into)| PlacementCommand::RetireStores { node, into }),
         ]
         .prop_map(Step::Command)
         .boxed()
@@ -993,7 +1222,13 @@ mod tests {
                         .or_insert(assignment.owner);
                     prop_assert_eq!(owner, assignment.owner);
                     prop_assert_ne!(assignment.moving_to, Some(assignment.owner));
+                    // A retired node never owns or receives a shard.
+                    prop_assert!(!state.retired().contains_key(&assignment.owner));
+                    prop_assert!(assignment
+                        .moving_to
+                        .is_none_or(|to| !state.retired().contains_key(&to)));
                 }
+                prop_assert!(state.draining().iter().all(|node| state.is_member(*node)));
                 prop_assert_eq!(state.check(), Ok(()));
             }
         }

@@ -51,7 +51,8 @@ use tokio::sync::watch;
 
 /// The first byte of every stored value. Bump it when an encoding changes,
 /// and teach `decode` the old one.
-const FORMAT_VERSION: u8 = 1;
+/// 2: the state gained `draining` and `retired`.
+const FORMAT_VERSION: u8 = 2;
 
 const TREE_LOG: &str = "log";
 const TREE_LOG_META: &str = "log_meta";

@@ -4,7 +4,9 @@
 
 use super::node::{NodeOptions, TestNode};
 use reqwest::StatusCode;
-use sessiondb_protocol::ClusterStatus;
+use sessiondb_node::hashing::shard_of;
+use sessiondb_protocol::{ClusterStatus, Event};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// 2025-11-26 00:00:00 UTC: every member's manual clock.
@@ -91,6 +93,38 @@ pub async fn wait_for(
     }
 }
 
+/// Creates a project through `nodes[0]` (placement replicates it) and
+/// polls until every node knows it.
+pub async fn create_project_everywhere(
+    nodes: &[&TestNode],
+    name: &str,
+    settings: serde_json::Value,
+) -> sessiondb_protocol::Project {
+    let created = nodes[0].create_project(name, settings).await;
+    let deadline = Instant::now() + AGREEMENT_WAIT_MAX;
+    for node in nodes {
+        loop {
+            let raw = node.get_raw(&format!("/v1/projects/{name}")).await;
+            if raw.status == StatusCode::OK {
+                let project: sessiondb_protocol::Project =
+                    serde_json::from_value(raw.body).expect("a Project body");
+                // The key is shown only at creation; the settings agree.
+                assert_eq!(project.ingest_key, None);
+                assert_eq!(project.settings, created.settings);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "project {name} did not reach {} within {AGREEMENT_WAIT_MAX:?}: {}",
+                node.base_url(),
+                raw.text
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+    created
+}
+
 /// Node 1 bootstraps, nodes 2 and 3 join it; returns once all agree.
 pub async fn form_three_node_cluster() -> Vec<TestNode> {
     let first = start_member(1, None).await;
@@ -99,4 +133,75 @@ pub async fn form_three_node_cluster() -> Vec<TestNode> {
     let third = start_member(3, Some(&first)).await;
     wait_for(&[&first, &second, &third], &[1, 2, 3], "members", |_| true).await;
     vec![first, second, third]
+}
+
+/// Sends of one batch to its owners before a `shard_moving`/`not_owner`
+/// answer counts as a failure (a node's roles follow its placement view a
+/// moment after the view changes).
+const SEND_ATTEMPTS_MAX: usize = 200;
+
+pub fn shard(event: &Event) -> u32 {
+    shard_of(&event.project, &event.visitor, SHARDS)
+}
+
+/// Shard → owner.
+pub fn owners(status: &ClusterStatus) -> BTreeMap<u32, u64> {
+    status
+        .shards
+        .iter()
+        .map(|shard| (shard.shard, shard.owner))
+        .collect()
+}
+
+/// Sets every node's manual clock.
+pub async fn set_clocks(nodes: &[TestNode], now_ms: i64) {
+    for node in nodes {
+        node.set_clock(now_ms).await;
+    }
+}
+
+/// Sends `events` to each one's owner per `owners` (node `n` is
+/// `nodes[n - 1]`); events answered with a retryable `shard_moving` or
+/// `not_owner` are sent again (bounded). Any other rejection fails.
+/// Answers (accepted, duplicates).
+pub async fn send_routed(
+    nodes: &[TestNode],
+    owners: &BTreeMap<u32, u64>,
+    events: &[Event],
+) -> (u64, u64) {
+    let mut by_owner: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
+    for event in events {
+        by_owner
+            .entry(owners[&shard(event)])
+            .or_default()
+            .push(event.clone());
+    }
+    let (mut accepted, mut duplicates) = (0, 0);
+    for (owner, mut pending) in by_owner {
+        let node = &nodes[usize::try_from(owner - 1).expect("a small id")];
+        let mut attempts = 0;
+        while !pending.is_empty() {
+            attempts += 1;
+            assert!(
+                attempts <= SEND_ATTEMPTS_MAX,
+                "node {owner} kept refusing {pending:?}"
+            );
+            let answer = node.send_batch(&pending).await;
+            accepted += answer.accepted;
+            duplicates += answer.duplicates;
+            let mut retry = Vec::new();
+            for rejection in &answer.rejected {
+                assert!(
+                    rejection.reason == "shard_moving" || rejection.reason == "not_owner",
+                    "node {owner}: {rejection:?}"
+                );
+                retry.push(pending[rejection.index].clone());
+            }
+            if !retry.is_empty() {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            pending = retry;
+        }
+    }
+    (accepted, duplicates)
 }
