@@ -72,7 +72,7 @@ async fn rebalance_moves_shards_with_their_dedup_state_and_results_stay_exact() 
         .find(|node| node.base_url() != leader_node.base_url())
         .expect("a follower");
     let anonymous = follower
-        .post_raw("/v1/internal/leader", r#"{"operation": "rebalance"}"#)
+        .post_anonymous("/v1/internal/leader", r#"{"operation": "rebalance"}"#)
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     // A move to a node that is not a member is refused and changes nothing.
