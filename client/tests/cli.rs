@@ -435,6 +435,49 @@ async fn shards_list_move_and_rebalance_on_a_single_node_cluster() {
 }
 
 #[tokio::test]
+async fn nodes_list_drain_and_remove_on_a_single_node_cluster() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    let token_path = node.dir().join("data").join("admin-token");
+    let token = std::fs::read_to_string(&token_path).expect("the admin token file");
+    let token = token.trim_end();
+    // Bounded polling until the node bootstrapped its cluster.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let members: Vec<sessiondb_client::protocol::ClusterMember> = loop {
+        let run = ctl(url, &["--json", "nodes", "list", "--admin-token", token]).await;
+        expect_code(&run, EXIT_OK);
+        let members: Vec<sessiondb_client::protocol::ClusterMember> =
+            serde_json::from_str(&run.stdout).expect("a member list");
+        if !members.is_empty() {
+            break members;
+        }
+        assert!(std::time::Instant::now() < deadline, "no members");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert!(members[0].node_id == 1 && !members[0].draining);
+    let run = ctl(url, &["nodes", "list", "--admin-token", token]).await;
+    expect_code(&run, EXIT_OK);
+    assert!(run.stdout.contains("voter (leader)"), "{run:#?}");
+
+    // The only member cannot be drained (nobody takes its shards) nor
+    // removed (it owns them); a stranger is not a member. Each exits 1
+    // with the code and a hint.
+    let run = ctl(url, &["nodes", "drain", "1", "--admin-token", token]).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("(no_other_member)"), "{run:#?}");
+    let run = ctl(url, &["nodes", "remove", "1", "--admin-token", token]).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("(still_owns_shards)"), "{run:#?}");
+    assert!(run.stderr.contains("nodes drain 1"), "{run:#?}");
+    let run = ctl(url, &["nodes", "remove", "9", "--admin-token", token]).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("(not_a_member)"), "{run:#?}");
+    let run = ctl(url, &["nodes", "drain", "one", "--admin-token", token]).await;
+    expect_code(&run, EXIT_USAGE);
+}
+
+#[tokio::test]
 async fn ping_and_status() {
     let node = TestNode::start().await;
     let url = node.base_url();

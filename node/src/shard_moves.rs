@@ -697,94 +697,92 @@ pub fn removal_keeper(node: NodeId, state: &crate::placement::PlacementState) ->
         .find(|member| *member != node && !state.retired().contains_key(member))
 }
 
-/// `plan_rebalance`, then up to `LOAD_SWAPS_MAX` swaps that even out load
+/// `plan_rebalance`, then up to `LOAD_SWAPS_MAX` trades that even out load
 /// (`loads[shard]`, e.g. retained events) without changing counts: while
-/// some pair of shards — one on the most loaded member, one on the least
-/// loaded — can trade places and leave both members below the heavier
-/// one's load, the pair that leaves them closest trades (two moves). A
-/// shard moves at most once per plan; with equal loads nothing is added.
+/// a shard of the most loaded member and one of the least loaded can swap
+/// owners and leave both below the heavier one's load, the pair that leaves
+/// them closest swaps. The plan is then each shard's move from its owner
+/// now to its final owner, so a shard moves at most once, and a second call
+/// with the same loads plans nothing (no improving trade is left). With
+/// equal loads, or no loads, it is the count plan as is. Shards with a move
+/// in progress stay where they are.
 pub fn plan_rebalance_by_load(
     members: &BTreeSet<NodeId>,
     shards: &[ShardAssignment],
     loads: &[u64],
 ) -> Vec<wire::PlannedMove> {
-    let mut plan = plan_rebalance(members, shards);
+    let counted = plan_rebalance(members, shards);
     if members.len() < 2 || loads.len() != shards.len() {
-        return plan;
+        return counted;
     }
-    let mut owner: Vec<NodeId> = shards.iter().map(|a| a.owner).collect();
-    for step in &plan {
+    let initial: Vec<NodeId> = shards.iter().map(|a| a.owner).collect();
+    let mut owner = initial.clone();
+    for step in &counted {
         owner[step.shard as usize] = step.to;
     }
-    let mut fixed: BTreeSet<u32> = plan.iter().map(|step| step.shard).collect();
-    fixed.extend(
-        shards
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.moving_to.is_some())
-            .map(|(shard, _)| u32::try_from(shard).expect("at most SHARDS_MAX shards")),
-    );
+    let pinned: Vec<bool> = shards.iter().map(|a| a.moving_to.is_some()).collect();
+    let mut traded = false;
     for _ in 0..LOAD_SWAPS_MAX {
-        let load_of = |node: NodeId| -> u64 {
-            owner
-                .iter()
-                .zip(loads)
-                .filter(|(o, _)| **o == node)
-                .map(|(_, load)| *load)
-                .sum()
-        };
-        let by_load: Vec<(u64, NodeId)> = {
-            let mut list: Vec<(u64, NodeId)> = members.iter().map(|m| (load_of(*m), *m)).collect();
-            list.sort_unstable();
-            list
-        };
-        let (light_load, light) = by_load[0];
-        let (heavy_load, heavy) = by_load[by_load.len() - 1];
-        let movable = |node: NodeId| -> Vec<u32> {
-            (0..owner.len())
-                .filter(|shard| owner[*shard] == node)
-                .map(|shard| u32::try_from(shard).expect("at most SHARDS_MAX shards"))
-                .filter(|shard| !fixed.contains(shard))
-                .collect()
-        };
-        // The trade leaving the two members closest, if it helps at all.
-        let mut best: Option<(u64, u32, u32)> = None;
-        for h in movable(heavy) {
-            for l in movable(light) {
-                let (h_load, l_load) = (loads[h as usize], loads[l as usize]);
-                if h_load <= l_load {
-                    continue;
-                }
-                let new_heavy = heavy_load - h_load + l_load;
-                let new_light = light_load - l_load + h_load;
-                if new_heavy.max(new_light) >= heavy_load {
-                    continue;
-                }
-                let gap = new_heavy.abs_diff(new_light);
-                if best.is_none_or(|(best_gap, _, _)| gap < best_gap) {
-                    best = Some((gap, h, l));
-                }
-            }
-        }
-        let Some((_, h, l)) = best else {
+        let Some((heavy_shard, light_shard)) = best_trade(members, &owner, loads, &pinned) else {
             break;
         };
-        plan.push(wire::PlannedMove {
-            shard: h,
-            from: heavy,
-            to: light,
-        });
-        plan.push(wire::PlannedMove {
-            shard: l,
-            from: light,
-            to: heavy,
-        });
-        owner[h as usize] = light;
-        owner[l as usize] = heavy;
-        fixed.insert(h);
-        fixed.insert(l);
+        owner.swap(heavy_shard, light_shard);
+        traded = true;
     }
-    plan
+    if !traded {
+        return counted;
+    }
+    (0..owner.len())
+        .filter(|shard| owner[*shard] != initial[*shard])
+        .map(|shard| wire::PlannedMove {
+            shard: u32::try_from(shard).expect("at most SHARDS_MAX shards"),
+            from: initial[shard],
+            to: owner[shard],
+        })
+        .collect()
+}
+
+/// The trade between the most and the least loaded member that leaves them
+/// closest, if one leaves both below the heavier one's load: (the heavy
+/// member's shard, the light member's shard).
+fn best_trade(
+    members: &BTreeSet<NodeId>,
+    owner: &[NodeId],
+    loads: &[u64],
+    pinned: &[bool],
+) -> Option<(usize, usize)> {
+    let load_of = |node: NodeId| -> u64 {
+        owner
+            .iter()
+            .zip(loads)
+            .filter(|(o, _)| **o == node)
+            .map(|(_, load)| *load)
+            .sum()
+    };
+    let mut by_load: Vec<(u64, NodeId)> = members.iter().map(|m| (load_of(*m), *m)).collect();
+    by_load.sort_unstable();
+    let (light_load, light) = *by_load.first()?;
+    let (heavy_load, heavy) = *by_load.last()?;
+    let movable = |node: NodeId| (0..owner.len()).filter(move |s| owner[*s] == node && !pinned[*s]);
+    let mut best: Option<(u64, usize, usize)> = None;
+    for h in movable(heavy) {
+        for l in movable(light) {
+            let (h_load, l_load) = (loads[h], loads[l]);
+            if h_load <= l_load {
+                continue;
+            }
+            let new_heavy = heavy_load - h_load + l_load;
+            let new_light = light_load - l_load + h_load;
+            if new_heavy.max(new_light) >= heavy_load {
+                continue;
+            }
+            let gap = new_heavy.abs_diff(new_light);
+            if best.is_none_or(|(best_gap, _, _)| gap < best_gap) {
+                best = Some((gap, h, l));
+            }
+        }
+    }
+    best.map(|(_, h, l)| (h, l))
 }
 
 /// The moves that even out shard counts over `members`: afterwards every
@@ -1045,8 +1043,15 @@ mod tests {
             let shards = map(&owners);
             let counted = plan_rebalance(&nodes, &shards);
             let plan = plan_rebalance_by_load(&nodes, &shards, &loads);
-            assert_eq!(&plan[..counted.len()], &counted[..]);
             assert_balanced(&nodes, shard_count, &apply(&shards, &plan));
+            // A fixed point: from the planned map, nothing more to do.
+            let mut after = shards.clone();
+            for step in &plan {
+                after[step.shard as usize].owner = step.to;
+            }
+            if plan.len() < counted.len() + 2 * LOAD_SWAPS_MAX {
+                assert!(plan_rebalance_by_load(&nodes, &after, &loads).is_empty());
+            }
             let moved: BTreeSet<u32> = plan.iter().map(|step| step.shard).collect();
             assert_eq!(moved.len(), plan.len(), "a shard moves at most once");
             let spread = |plan: &[wire::PlannedMove]| {

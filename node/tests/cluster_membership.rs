@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use sessiondb_protocol::{ClusterStatus, DrainReport, Event, NodeRemoveReport, RebalanceReport};
 use std::collections::BTreeMap;
 use support::cluster::{
-    create_project_everywhere, form_three_node_cluster, owners, send_routed, set_clocks, wait_for,
-    START_MS,
+    create_project_everywhere, form_three_node_cluster, owners, send_routed, set_clocks,
+    start_member, wait_for, START_MS,
 };
 use support::node::TestNode;
 use support::oracle::{assert_matches, Oracle, OracleSettings};
@@ -288,6 +288,78 @@ async fn a_drained_and_removed_node_leaves_its_counts_behind() {
         "keeper from its checkpoint",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_and_takes_its_share_of_shards() {
+    let mut nodes = form_three_node_cluster().await;
+    create_project_everywhere(&[&nodes[0], &nodes[1], &nodes[2]], PROJECT, settings()).await;
+    let workload = workload(63);
+    let [first, second, last] = thirds(&workload);
+    let raw = nodes[2].post_admin("/v1/cluster/rebalance", "").await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    let three = wait_for(
+        &[&nodes[0], &nodes[1], &nodes[2]],
+        &[1, 2, 3],
+        "balanced",
+        |s| (1..=3).all(|node| owners(s).values().any(|owner| *owner == node)),
+    )
+    .await;
+    let (mut accepted, mut duplicates) = send_part(&nodes, &[0, 1, 2], &first).await;
+
+    // Node 4 joins (a learner: three voters already), learns the project
+    // from placement, and a rebalance gives it a share.
+    let fourth = start_member(4, Some(&nodes[1])).await;
+    nodes.push(fourth);
+    let joined = wait_for_addresses(&nodes, &[0, 1, 2, 3], "four members").await;
+    assert_eq!(joined.members.len(), 4);
+    create_project_visible(&nodes[3]).await;
+    let (a, d) = send_part(&nodes, &[0, 1, 2, 3], &second).await;
+    accepted += a;
+    duplicates += d;
+    let raw = nodes[3].post_admin("/v1/cluster/rebalance", "").await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    let report: RebalanceReport = serde_json::from_value(raw.body).expect("a RebalanceReport");
+    assert!(report.failed.is_none(), "{report:?}");
+    assert!(report.moved.iter().any(|m| m.to == 4), "{report:?}");
+    let four = wait_for(
+        &[&nodes[0], &nodes[1], &nodes[2], &nodes[3]],
+        &[1, 2, 3, 4],
+        "four owners",
+        |s| {
+            owners(s).values().any(|owner| *owner == 4)
+                && s.shards.iter().all(|shard| shard.moving_to.is_none())
+        },
+    )
+    .await;
+    assert_epochs_grew(&three, &four);
+    let (a, d) = send_part(&nodes, &[0, 1, 2, 3], &last).await;
+    accepted += a;
+    duplicates += d;
+    assert_eq!(accepted, workload.distinct.len() as u64);
+    assert_eq!(accepted + duplicates, workload.arrival.len() as u64);
+    set_clocks(&nodes, workload.max_ts_ms() + MINUTE_MS).await;
+    assert_oracle(
+        &nodes,
+        &[0, 1, 2, 3],
+        &workload.distinct,
+        "with a fourth node",
+    )
+    .await;
+}
+
+/// Polls until `node` knows the test project (placement replicates it to a
+/// node that joins later).
+async fn create_project_visible(node: &TestNode) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let raw = node.get_raw(&format!("/v1/projects/{PROJECT}")).await;
+        if raw.status == StatusCode::OK {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", raw.text);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

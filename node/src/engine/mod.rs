@@ -409,6 +409,13 @@ impl Engine {
         Ok(config)
     }
 
+    /// Why this node cannot write now (its log failed), if it cannot: a
+    /// change that needs the log is refused before the cluster agrees on
+    /// it.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.inner.storage.log.failure()
+    }
+
     /// Installs a configuration the cluster agreed on (placement's
     /// `PutProject`), journaled first; re-evaluates retained visitors when
     /// it replaces an older one. A configuration no newer than the one held

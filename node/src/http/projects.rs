@@ -59,6 +59,11 @@ async fn agree(
     creating: bool,
 ) -> Result<ProjectConfig, ApiError> {
     let name = config.name.to_string();
+    // A node whose log failed could not journal the configuration after
+    // the cluster agreed on it: refuse before proposing.
+    if let Some(cause) = state.engine.storage_failure() {
+        return Err(ProjectError::Storage { cause }.into());
+    }
     let command = PlacementCommand::PutProject {
         config: config.clone(),
     };

@@ -130,6 +130,14 @@ async fn import(
 ) -> Result<HttpResponse, ApiError> {
     let shard = shard.into_inner();
     state.engine.import_shard(shard, &body, query.epoch).await?;
+    // The role follows the map, not the import: until `CommitMove` is
+    // applied here the old owner still owns the shard, and an import the
+    // leader gave up on (and aborted) must never make this node an owner.
+    crate::cluster_startup::apply_roles(
+        &state.engine,
+        &state.placement.view().current(),
+        state.node_id,
+    );
     tracing::info!(
         shard,
         epoch = query.epoch,
