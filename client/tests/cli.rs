@@ -438,9 +438,7 @@ async fn shards_list_move_and_rebalance_on_a_single_node_cluster() {
 async fn nodes_list_drain_and_remove_on_a_single_node_cluster() {
     let node = TestNode::start().await;
     let url = node.base_url();
-    let token_path = node.dir().join("data").join("admin-token");
-    let token = std::fs::read_to_string(&token_path).expect("the admin token file");
-    let token = token.trim_end();
+    let token = support::TEST_ADMIN_TOKEN;
     // Bounded polling until the node bootstrapped its cluster.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let members: Vec<sessiondb_client::protocol::ClusterMember> = loop {
