@@ -15,6 +15,7 @@
 //! It writes `results.md`, `results.json` and PNG plots into `--out-dir`.
 //! Every child process is killed when the harness ends, also on error.
 
+mod cluster;
 mod exact;
 mod inproc;
 mod node;
@@ -62,7 +63,21 @@ struct Options {
     peers_script: PathBuf,
     #[arg(long, default_value = "redis-server")]
     redis_server: String,
+    /// Run only the cluster figures (1 vs 3 nodes, shard moves) and write
+    /// cluster.md and cluster.json into --out-dir (docs/benchmarks.md,
+    /// "Cluster"). --visitors sets the ingest workload (default 100 000).
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: visitors in the moved shard, one move per size.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    move_visitors: Vec<usize>,
+    /// With --cluster: results queries timed per cluster size.
+    #[arg(long, default_value_t = 200)]
+    cluster_queries: usize,
 }
+
+/// Visitors of the cluster ingest workload unless --visitors says otherwise.
+const CLUSTER_VISITORS_DEFAULT: usize = 100_000;
 
 struct Profile {
     visitors: usize,
@@ -103,6 +118,15 @@ impl Profile {
 
 fn main() -> ExitCode {
     let options = Options::parse();
+    if options.cluster {
+        return match run_cluster(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("sessiondb-bench: failed: {error:#}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        };
+    }
     match run(&options) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_MISMATCH),
@@ -115,6 +139,50 @@ fn main() -> ExitCode {
 
 fn step(text: &str) {
     eprintln!("[bench] {text}");
+}
+
+/// The cluster figures only (`--cluster`).
+fn run_cluster(options: &Options) -> Result<()> {
+    let visitors = options.visitors.unwrap_or(CLUSTER_VISITORS_DEFAULT);
+    let config = ScaleConfig::new(options.seed, "bench", visitors);
+    let now_ms = config.base_ms + config.span_ms;
+    step(&format!("generating {visitors} visitors"));
+    let workload = generate_scale(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut ingest = Vec::new();
+    for nodes in [1, 3] {
+        step(&format!("ingest and queries on {nodes} node(s)"));
+        ingest.push(runtime.block_on(cluster::ingest_and_query(
+            &options.node_binary,
+            nodes,
+            &workload,
+            now_ms,
+            options.cluster_queries,
+        ))?);
+    }
+    drop(workload);
+    step(&format!(
+        "shard moves of {:?} visitors",
+        options.move_visitors
+    ));
+    let moves = runtime.block_on(cluster::shard_moves(
+        &options.node_binary,
+        &options.move_visitors,
+        now_ms,
+    ))?;
+    let figures = cluster::ClusterFigures { ingest, moves };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let markdown = cluster::render(&figures, &command);
+    println!("{markdown}");
+    std::fs::create_dir_all(&options.out_dir)?;
+    std::fs::write(options.out_dir.join("cluster.md"), &markdown)?;
+    std::fs::write(
+        options.out_dir.join("cluster.json"),
+        serde_json::to_string_pretty(&figures)?,
+    )?;
+    Ok(())
 }
 
 /// Runs everything; answers whether the exact results agreed.

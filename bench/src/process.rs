@@ -62,11 +62,22 @@ pub struct Node {
 
 /// Starts the node and waits for its `sessiondb listening on <url>` line.
 pub fn start_node(binary: &Path, data_dir: &Path, manual_clock_ms: i64) -> Result<Node> {
+    start_node_with_args(binary, data_dir, manual_clock_ms, &[])
+}
+
+/// [`start_node`] with more `serve` flags (cluster membership).
+pub fn start_node_with_args(
+    binary: &Path,
+    data_dir: &Path,
+    manual_clock_ms: i64,
+    extra_args: &[String],
+) -> Result<Node> {
     let started = Instant::now();
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(["--manual-clock", &manual_clock_ms.to_string()])
+        .args(extra_args)
         .env("SESSIONDB_LOG", "warn")
         .env("SESSIONDB_ADMIN_TOKEN", ADMIN_TOKEN)
         .stdout(Stdio::piped())

@@ -76,13 +76,15 @@ use std::time::Duration;
 pub mod cli;
 pub mod router;
 pub mod sender;
+pub mod shard_map;
 
-pub use router::{RoundRobin, Router, SingleNode};
+pub use router::{Feedback, Partition, RoundRobin, Router, SingleNode};
 pub use sender::{
     Backpressure, Encoding, FailedEvent, FlushReport, RejectedEvent, Sender, SenderConfig,
     SenderStats,
 };
 pub use sessiondb_protocol as protocol;
+pub use shard_map::{CachedAssignment, RouterStats, ShardMapRouter};
 
 /// Compiles the examples of `docs/client.md` as doc tests.
 #[cfg(doctest)]
@@ -92,7 +94,7 @@ pub struct ClientGuide;
 use protocol::{
     ClusterStatus, CreateProject, DrainReport, ErrorResponse, Event, IngestResponse,
     MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList, ProjectSettingsPatch,
-    RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey, ShardMoveReport,
+    RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey, ShardMap, ShardMoveReport,
     TimeSeriesResponse,
 };
 
@@ -150,9 +152,14 @@ pub enum ClientError {
     /// The sender's worker is gone (the runtime is shutting down).
     #[error("the sender has stopped")]
     SenderClosed,
-    /// A [`SenderConfig`] is inconsistent.
+    /// A [`SenderConfig`] (or a router's setup) is inconsistent.
     #[error("invalid sender configuration: {message}")]
     InvalidConfig { message: String },
+    /// A node answered a shard map this client cannot route with (an
+    /// unknown shard function, or entries that do not match the shard
+    /// count).
+    #[error("unusable shard map: {message}")]
+    InvalidShardMap { message: String },
 }
 
 impl ClientError {
@@ -163,7 +170,8 @@ impl ClientError {
             ClientError::Transport { .. }
             | ClientError::BufferFull { .. }
             | ClientError::SenderClosed
-            | ClientError::InvalidConfig { .. } => None,
+            | ClientError::InvalidConfig { .. }
+            | ClientError::InvalidShardMap { .. } => None,
         }
     }
 
@@ -417,6 +425,12 @@ impl Client {
             .timeout(self.timeout.max(REBALANCE_TIMEOUT));
         let body = self.execute_with_own_timeout(request, &url).await?;
         decode(&url, body)
+    }
+
+    /// `GET /v1/shard-map`: the owner, its address and the epoch of every
+    /// shard, as this node knows them (what [`ShardMapRouter`] routes by).
+    pub async fn shard_map(&self) -> Result<ShardMap, ClientError> {
+        self.get(&["v1", "shard-map"], &[]).await
     }
 
     /// `POST /v1/cluster/nodes/{node}/drain` (admin token): marks the

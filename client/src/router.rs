@@ -1,30 +1,75 @@
 //! Which node a batch goes to.
 //!
-//! A [`Sender`](crate::Sender) asks its [`Router`] for a destination once per
-//! attempt of every batch. Today there are two routers: [`SingleNode`] and
-//! [`RoundRobin`] over a fixed list of nodes (any node accepts any event).
+//! A [`Sender`](crate::Sender) asks its [`Router`] two things: which
+//! *partition* an event belongs to, before batching (events of different
+//! partitions never share a batch), and which node receives one attempt of
+//! a batch. When a node refuses events because it does not own their shard
+//! (`not_owner`) or the shard is moving (`shard_moving`), or cannot be
+//! reached, the sender tells the router ([`Router::feedback`]) and asks it
+//! again for the events' partitions before the retry.
 //!
-//! Shard-aware routing (the Cluster issue) slots in here: a router that
-//! caches the shard map will split events by owner before batching and
-//! answer the owner of a batch's shard, refreshing its map when a node
-//! answers "not owner". The sender's batching, retries and flush accounting
-//! do not change.
+//! - [`SingleNode`]: every batch to one node; one partition.
+//! - [`RoundRobin`]: batches rotate over a fixed list of nodes; one
+//!   partition. Right for a single node behind several addresses; in a
+//!   cluster, most events would be refused as `not_owner` and resent.
+//! - [`ShardMapRouter`](crate::ShardMapRouter): the cluster router. It
+//!   caches the shard map (`GET /v1/shard-map`), partitions events by the
+//!   owner of their shard and sends each batch to that owner
+//!   (`docs/client.md`, "Routing in a cluster").
 
 use crate::Client;
 use sessiondb_protocol::Event;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Picks the node that receives one attempt of one batch.
+/// A partition of events: the sender batches each partition apart. The
+/// [`ShardMapRouter`](crate::ShardMapRouter) uses the owner's node id.
+pub type Partition = u64;
+
+/// What a node said (or did not say) about one attempt, for the router to
+/// learn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    /// The node does not own `shard`; it names the owner at `epoch` when it
+    /// knows it.
+    NotOwner {
+        shard: Option<u32>,
+        owner: Option<u64>,
+        epoch: Option<u64>,
+    },
+    /// `shard` is being moved; its events are refused until the move ends.
+    ShardMoving {
+        shard: Option<u32>,
+        epoch: Option<u64>,
+    },
+    /// The request got no answer (connection refused, reset, timeout).
+    Unreachable,
+}
+
+/// Where batches go.
 ///
-/// Called from the sender's batch tasks, concurrently, so it must be cheap
-/// and must not block.
+/// Called from the sender's worker and batch tasks, concurrently, so every
+/// method must be cheap and must not block.
 pub trait Router: Send + Sync + fmt::Debug + 'static {
-    /// The node that receives `batch` on try number `attempt` (0 for the
-    /// first try; retries count up). A retry may go to another node: the
-    /// events keep their ids, so a node that already applied them counts
-    /// them as duplicates.
-    fn route(&self, batch: &[Event], attempt: u32) -> &Client;
+    /// The partition of `event`. Events of different partitions never
+    /// share a batch. The default puts every event in partition 0.
+    fn partition(&self, _event: &Event) -> Partition {
+        0
+    }
+
+    /// The node that receives `batch` (events of one partition) on try
+    /// number `attempt` (0 for the first try; retries count up). A retry may
+    /// go to another node: the events keep their ids, so a node that already
+    /// applied them counts them as duplicates.
+    fn route(&self, batch: &[Event], attempt: u32) -> Client;
+
+    /// Learns from `client`'s answer to an attempt. Answers true when the
+    /// router now routes the refused events elsewhere (the sender then
+    /// resends them at once instead of backing off). The default learns
+    /// nothing.
+    fn feedback(&self, _client: &Client, _feedback: Feedback) -> bool {
+        false
+    }
 }
 
 /// Every batch goes to one node.
@@ -40,8 +85,8 @@ impl SingleNode {
 }
 
 impl Router for SingleNode {
-    fn route(&self, _batch: &[Event], _attempt: u32) -> &Client {
-        &self.client
+    fn route(&self, _batch: &[Event], _attempt: u32) -> Client {
+        self.client.clone()
     }
 }
 
@@ -80,9 +125,9 @@ impl RoundRobin {
 }
 
 impl Router for RoundRobin {
-    fn route(&self, _batch: &[Event], _attempt: u32) -> &Client {
+    fn route(&self, _batch: &[Event], _attempt: u32) -> Client {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        &self.clients[index]
+        self.clients[index].clone()
     }
 }
 
@@ -93,7 +138,9 @@ mod tests {
     #[test]
     fn round_robin_rotates_over_every_node() {
         let router = RoundRobin::from_urls(["http://a:1", "http://b:2", "http://c:3"]).unwrap();
-        let picked: Vec<&str> = (0..6).map(|_| router.route(&[], 0).base_url()).collect();
+        let picked: Vec<String> = (0..6)
+            .map(|_| router.route(&[], 0).base_url().to_string())
+            .collect();
         assert_eq!(
             picked,
             [

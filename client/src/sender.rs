@@ -5,21 +5,33 @@
 //! ```text
 //!  Sender (clonable handle)            worker task (one per Sender::new)
 //!  ──────────────────────────          ─────────────────────────────────────────
-//!  track(event):                        owns the buffer; loops over
+//!  track(event):                        owns the buffers; loops over
 //!    take 1 permit of the event    ──▶    · a command from the channel: an event
-//!    semaphore (Wait: await one;  mpsc     (append, cut a batch at
-//!    Error: BufferFull if none)  bounded   `batch_events_max`) or a flush waiter
-//!    send (seq, event)                    · the linger timer (cut a partial batch)
-//!                                         · a finished batch task (count outcomes,
-//!  flush(): send a waiter, await it         give its permits back, answer waiters)
+//!    semaphore (Wait: await one;  mpsc     (append to its partition's buffer,
+//!    Error: BufferFull if none)  bounded   cut a batch at `batch_events_max`)
+//!    send (seq, event)                      or a flush waiter
+//!                                         · a linger timer (cut a partial batch)
+//!  flush(): send a waiter, await it       · a finished batch task (count outcomes,
+//!                                           give its permits back, answer waiters)
 //!                                       and starts ready batches while fewer than
 //!                                       `in_flight_batches_max` are in flight.
 //!
 //!  batch task (one per batch): route → encode → POST → on a transport error,
-//!  429/502/503/504 or per-event `overloaded`, back off and resend the same
-//!  events (same ids) until `retry_attempts_max` attempts.
+//!  429/502/503/504 or per-event `overloaded`, `not_owner` or `shard_moving`,
+//!  tell the router, group the events again by partition, and resend the
+//!  same events (same ids) until `retry_attempts_max` attempts.
 //! ```
 //!
+//! * **Partitions.** The router puts each event in a partition
+//!   ([`Router::partition`]) and a batch never mixes partitions: with the
+//!   [`ShardMapRouter`](crate::ShardMapRouter) a partition is a shard owner,
+//!   so each batch goes whole to the node that owns its events. Single-node
+//!   routers have one partition, and batching is as before.
+//! * **Rerouting.** A node that does not own an event's shard refuses it
+//!   (`not_owner`, naming the owner); the router learns the owner (or
+//!   fetches a fresh map) and the event is resent to it. A resend that the
+//!   router routes elsewhere now goes at once; the others wait the backoff.
+//!   Each resend counts as an attempt, so a batch's attempts stay bounded.
 //! * **One owner.** Only the worker touches the buffer, the batch list and
 //!   the report, so none of them needs a lock; producers only talk to it
 //!   through the bounded channel.
@@ -31,17 +43,17 @@
 //! * **Retries keep ids.** A retried batch carries the same events; if the
 //!   node applied the first attempt (the answer was lost), it counts the
 //!   retry's events as duplicates, so every event is counted once.
-//! * **Flush is a watermark.** A flush cuts the buffer into a batch and waits
+//! * **Flush is a watermark.** A flush cuts every buffer into a batch and waits
 //!   until every batch cut before it is resolved. Every resolved event is
 //!   reported in exactly one [`FlushReport`].
 //!
 //! The worker stops when every handle is dropped, after it has sent what it
 //! still holds (nobody sees that last report; flush first to see it).
 
-use crate::router::{Router, SingleNode};
+use crate::router::{Feedback, Partition, Router, SingleNode};
 use crate::{Client, ClientError};
 use sessiondb_protocol::Event;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +114,8 @@ pub struct SenderConfig {
     pub encoding: Encoding,
     /// Most batches sent concurrently. Default 4.
     pub in_flight_batches_max: usize,
-    /// Most attempts per batch, the first included (≥ 1). Default 8.
+    /// Most attempts per event, the first included (≥ 1); resends after
+    /// `overloaded`, `not_owner` and `shard_moving` count. Default 8.
     pub retry_attempts_max: u32,
     /// Backoff before the first retry; doubles per retry. Default 50 ms.
     pub retry_backoff_initial_ms: u64,
@@ -261,6 +274,9 @@ pub struct SenderStats {
     pub requests_sent: u64,
     /// Requests that were retries.
     pub retries: u64,
+    /// Events resent because a node refused them as `not_owner` or
+    /// `shard_moving` (routed by a stale map, or caught by a shard move).
+    pub reroutes: u64,
 }
 
 /// State shared by the handles, the worker and the batch tasks.
@@ -274,6 +290,7 @@ struct Shared {
     batches: AtomicU64,
     requests_sent: AtomicU64,
     retries: AtomicU64,
+    reroutes: AtomicU64,
     /// Events resolved so far; changes after every batch.
     resolved: watch::Sender<u64>,
 }
@@ -353,6 +370,7 @@ impl Sender {
             batches: AtomicU64::new(0),
             requests_sent: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            reroutes: AtomicU64::new(0),
             resolved: watch::Sender::new(0),
         });
         let worker = Worker::new(Arc::clone(&shared), receiver);
@@ -436,6 +454,7 @@ impl Sender {
             batches: shared.batches.load(Ordering::Relaxed),
             requests_sent: shared.requests_sent.load(Ordering::Relaxed),
             retries: shared.retries.load(Ordering::Relaxed),
+            reroutes: shared.reroutes.load(Ordering::Relaxed),
         }
     }
 
@@ -460,14 +479,22 @@ struct Batch {
     events: Vec<Event>,
 }
 
-/// The worker: the only owner of the buffer, the batch queue and the report.
+/// Events of one partition not yet cut into a batch.
+struct Pending {
+    seqs: Vec<u64>,
+    events: Vec<Event>,
+    /// When this partial batch is cut anyway.
+    linger_deadline: Instant,
+}
+
+/// The worker: the only owner of the buffers, the batch queue and the report.
 struct Worker {
     shared: Arc<Shared>,
     receiver: mpsc::Receiver<Command>,
-    /// Events not yet cut into a batch.
-    buffer: Batch,
-    /// When the current partial batch is cut anyway.
-    linger_deadline: Option<Instant>,
+    /// Events not yet cut into a batch, per partition (`Router::partition`):
+    /// a batch never mixes partitions. Empty buffers are removed, so this
+    /// holds at most one entry per partition with events.
+    buffers: BTreeMap<Partition, Pending>,
     /// Cut batches waiting for an in-flight slot.
     ready: VecDeque<Batch>,
     /// Each task answers its batch id, its event count and its outcomes.
@@ -485,12 +512,7 @@ impl Worker {
         Worker {
             shared,
             receiver,
-            buffer: Batch {
-                id: 0,
-                seqs: Vec::new(),
-                events: Vec::new(),
-            },
-            linger_deadline: None,
+            buffers: BTreeMap::new(),
             ready: VecDeque::new(),
             in_flight: JoinSet::new(),
             unresolved: BTreeSet::new(),
@@ -504,10 +526,14 @@ impl Worker {
         let mut open = true;
         loop {
             self.start_ready_batches();
-            if !open && self.unresolved.is_empty() && self.buffer.events.is_empty() {
+            if !open && self.unresolved.is_empty() && self.buffers.is_empty() {
                 return;
             }
-            let deadline = self.linger_deadline;
+            let deadline = self
+                .buffers
+                .values()
+                .map(|pending| pending.linger_deadline)
+                .min();
             tokio::select! {
                 Some(joined) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     // A batch task only panics on a bug; its events are then
@@ -519,49 +545,71 @@ impl Worker {
                 command = self.receiver.recv(), if open => match command {
                     Some(Command::Event { seq, event }) => self.push(seq, event),
                     Some(Command::Flush(reply)) => {
-                        self.cut();
+                        self.cut_all();
                         self.waiters.push((self.next_batch_id, reply));
                     }
                     None => {
                         open = false;
-                        self.cut();
+                        self.cut_all();
                     }
                 },
-                () = sleep_until_or_forever(deadline) => self.cut(),
+                () = sleep_until_or_forever(deadline) => self.cut_lingered(),
             }
             self.answer_waiters();
         }
     }
 
     fn push(&mut self, seq: u64, event: Event) {
-        if self.buffer.events.is_empty() {
-            let linger = Duration::from_millis(self.shared.config.linger_ms);
-            self.linger_deadline = Some(Instant::now() + linger);
-        }
-        self.buffer.seqs.push(seq);
-        self.buffer.events.push(event);
-        if self.buffer.events.len() >= self.shared.config.batch_events_max {
-            self.cut();
+        let partition = self.shared.router.partition(&event);
+        let linger = Duration::from_millis(self.shared.config.linger_ms);
+        let pending = self.buffers.entry(partition).or_insert_with(|| Pending {
+            seqs: Vec::new(),
+            events: Vec::new(),
+            linger_deadline: Instant::now() + linger,
+        });
+        pending.seqs.push(seq);
+        pending.events.push(event);
+        if pending.events.len() >= self.shared.config.batch_events_max {
+            self.cut(partition);
         }
     }
 
-    /// Moves the buffer, if not empty, to the ready queue as one batch.
-    fn cut(&mut self) {
-        self.linger_deadline = None;
-        if self.buffer.events.is_empty() {
+    /// Moves a partition's buffer to the ready queue as one batch.
+    fn cut(&mut self, partition: Partition) {
+        let Some(pending) = self.buffers.remove(&partition) else {
             return;
-        }
-        let capacity = self.shared.config.batch_events_max;
+        };
         let id = self.next_batch_id;
         self.next_batch_id += 1;
-        let batch = Batch {
-            id,
-            seqs: std::mem::replace(&mut self.buffer.seqs, Vec::with_capacity(capacity)),
-            events: std::mem::replace(&mut self.buffer.events, Vec::with_capacity(capacity)),
-        };
         self.unresolved.insert(id);
         self.shared.batches.fetch_add(1, Ordering::Relaxed);
-        self.ready.push_back(batch);
+        self.ready.push_back(Batch {
+            id,
+            seqs: pending.seqs,
+            events: pending.events,
+        });
+    }
+
+    /// Cuts every buffer (a flush, or the last handle dropped).
+    fn cut_all(&mut self) {
+        let partitions: Vec<Partition> = self.buffers.keys().copied().collect();
+        for partition in partitions {
+            self.cut(partition);
+        }
+    }
+
+    /// Cuts the buffers whose linger time is over.
+    fn cut_lingered(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Partition> = self
+            .buffers
+            .iter()
+            .filter(|(_, pending)| pending.linger_deadline <= now)
+            .map(|(partition, _)| *partition)
+            .collect();
+        for partition in due {
+            self.cut(partition);
+        }
     }
 
     fn start_ready_batches(&mut self) {
@@ -626,17 +674,60 @@ fn is_retryable(error: &ClientError) -> bool {
     }
 }
 
+/// The per-event reason of a node that does not own the event's shard;
+/// the sender resends such events to the owner.
+pub const NOT_OWNER_REASON: &str = "not_owner";
+/// The per-event reason while the event's shard is being moved; the sender
+/// resends such events after a backoff.
+pub const SHARD_MOVING_REASON: &str = "shard_moving";
+
+/// A part of a batch still to be sent: events of one partition, the number
+/// of the next try, and the earliest time to send it.
+struct Part {
+    seqs: Vec<u64>,
+    events: Vec<Event>,
+    attempt: u32,
+    not_before: Option<Instant>,
+}
+
+/// When a refused event is sent again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// The router routes it elsewhere now: at once.
+    Now,
+    /// After the backoff of its attempt.
+    Later,
+}
+
 /// Sends one batch until every event is resolved or the attempts run out.
+///
+/// A batch starts as one part. Events to resend (overloaded, refused as not
+/// owned or moving, or a whole attempt that failed retryably) are grouped
+/// again by their partition at that moment — the router may have learned
+/// new owners — into parts that go out in turn, each counting its own
+/// attempts.
 async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
     let config = &shared.config;
     let mut report = FlushReport::default();
-    let Batch {
-        mut seqs,
-        mut events,
-        ..
-    } = batch;
-    let mut attempt: u32 = 0;
-    loop {
+    let mut parts = vec![Part {
+        seqs: batch.seqs,
+        events: batch.events,
+        attempt: 0,
+        not_before: None,
+    }];
+    while let Some(index) = next_part(&parts) {
+        let Part {
+            seqs,
+            mut events,
+            attempt,
+            not_before,
+        } = parts.swap_remove(index);
+        if let Some(not_before) = not_before {
+            tokio::time::sleep_until(not_before).await;
+        }
+        if attempt > 0 {
+            shared.retries.fetch_add(1, Ordering::Relaxed);
+        }
         let client = shared.router.route(&events, attempt);
         shared.requests_sent.fetch_add(1, Ordering::Relaxed);
         let last_attempt = attempt + 1 >= config.retry_attempts_max;
@@ -644,32 +735,91 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
             Ok(answer) => {
                 report.accepted += answer.accepted;
                 report.duplicates += answer.duplicates;
-                let mut retry = vec![false; events.len()];
+                let mut resend: Vec<Option<Resend>> = vec![None; events.len()];
+                // One feedback per shard and answer: a batch of a moved shard
+                // holds many events with the same news.
+                let mut told: BTreeMap<Option<u32>, Resend> = BTreeMap::new();
                 for rejection in answer.rejected {
                     let Some(index) = (rejection.index < events.len()).then_some(rejection.index)
                     else {
                         continue; // A node bug; nothing to attribute it to.
                     };
-                    if rejection.reason == OVERLOADED_REASON && !last_attempt {
-                        retry[index] = true;
-                    } else {
+                    let retryable = matches!(
+                        rejection.reason.as_str(),
+                        OVERLOADED_REASON | NOT_OWNER_REASON | SHARD_MOVING_REASON
+                    );
+                    if !retryable || last_attempt {
                         report.rejected.push(RejectedEvent {
                             seq: seqs[index],
                             id: std::mem::take(&mut events[index].id),
                             reason: rejection.reason,
                             message: rejection.message,
                         });
+                        continue;
                     }
+                    resend[index] = Some(match rejection.reason.as_str() {
+                        NOT_OWNER_REASON | SHARD_MOVING_REASON => {
+                            shared.reroutes.fetch_add(1, Ordering::Relaxed);
+                            *told.entry(rejection.shard).or_insert_with(|| {
+                                let feedback = if rejection.reason == NOT_OWNER_REASON {
+                                    Feedback::NotOwner {
+                                        shard: rejection.shard,
+                                        owner: rejection.owner,
+                                        epoch: rejection.epoch,
+                                    }
+                                } else {
+                                    Feedback::ShardMoving {
+                                        shard: rejection.shard,
+                                        epoch: rejection.epoch,
+                                    }
+                                };
+                                if shared.router.feedback(&client, feedback) {
+                                    Resend::Now
+                                } else {
+                                    Resend::Later
+                                }
+                            })
+                        }
+                        _ => Resend::Later,
+                    });
                 }
-                if !retry.contains(&true) {
-                    return report;
+                let backoff_until = Instant::now() + backoff(config, attempt);
+                let mut regrouped: BTreeMap<(Partition, bool), Part> = BTreeMap::new();
+                for ((seq, event), resend) in seqs.into_iter().zip(events).zip(resend) {
+                    let Some(resend) = resend else { continue };
+                    let partition = shared.router.partition(&event);
+                    let now = resend == Resend::Now;
+                    let part = regrouped.entry((partition, now)).or_insert_with(|| Part {
+                        seqs: Vec::new(),
+                        events: Vec::new(),
+                        attempt: attempt + 1,
+                        not_before: (!now).then_some(backoff_until),
+                    });
+                    part.seqs.push(seq);
+                    part.events.push(event);
                 }
-                let mut keep = retry.iter();
-                seqs.retain(|_| *keep.next().unwrap_or(&false));
-                let mut keep = retry.iter();
-                events.retain(|_| *keep.next().unwrap_or(&false));
+                parts.extend(regrouped.into_values());
             }
-            Err(error) if is_retryable(&error) && !last_attempt => {}
+            Err(error) if is_retryable(&error) && !last_attempt => {
+                if matches!(error, ClientError::Transport { .. }) {
+                    shared.router.feedback(&client, Feedback::Unreachable);
+                }
+                let backoff_until = Instant::now() + backoff(config, attempt);
+                let mut regrouped: BTreeMap<Partition, Part> = BTreeMap::new();
+                for (seq, event) in seqs.into_iter().zip(events) {
+                    let part = regrouped
+                        .entry(shared.router.partition(&event))
+                        .or_insert_with(|| Part {
+                            seqs: Vec::new(),
+                            events: Vec::new(),
+                            attempt: attempt + 1,
+                            not_before: Some(backoff_until),
+                        });
+                    part.seqs.push(seq);
+                    part.events.push(event);
+                }
+                parts.extend(regrouped.into_values());
+            }
             Err(error) => {
                 let error = Arc::new(error);
                 report
@@ -683,13 +833,19 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                                 error: Arc::clone(&error),
                             }),
                     );
-                return report;
             }
         }
-        tokio::time::sleep(backoff(config, attempt)).await;
-        attempt += 1;
-        shared.retries.fetch_add(1, Ordering::Relaxed);
     }
+    report
+}
+
+/// The part to send next: the one that may go earliest.
+fn next_part(parts: &[Part]) -> Option<usize> {
+    parts
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, part)| part.not_before)
+        .map(|(index, _)| index)
 }
 
 /// Exponential backoff with "equal jitter": half the capped exponential

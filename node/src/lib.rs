@@ -8,6 +8,7 @@
 //! - `project`: projects and their settings.
 //! - `event`: the internal event and validation from the wire event.
 //! - `stats`: the statistics of a results page (pure math).
+//! - `project_rates`: accepted events per project (console rates, metrics).
 //! - `engine`: session actors, segment actors, queries — behind `Engine`.
 //! - `placement`: the control plane — the openraft group that replicates
 //!   members, the shard map and project configurations; the only module
@@ -35,6 +36,7 @@ pub mod log;
 pub mod metrics;
 pub mod placement;
 pub mod project;
+pub mod project_rates;
 pub mod server;
 pub mod shard_moves;
 pub mod stats;

@@ -59,6 +59,7 @@ pub async fn run(
         ),
         cluster_secret: secrets.cluster_secret,
         placement,
+        project_events: Default::default(),
     };
     state.mover.spawn_stale_move_recovery();
     let server = HttpServer::new(move || {

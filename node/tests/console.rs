@@ -377,11 +377,13 @@ async fn login_shows_the_overview_with_the_real_node() {
         )
         .await;
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 1, "one node today: {rows:?}");
+    assert_eq!(rows.len(), 1, "a single-node cluster: {rows:?}");
     assert_eq!(rows[0]["node"], json!(before.node_id.to_string()));
     assert_eq!(rows[0]["health"], json!("ok"));
     assert_eq!(rows[0]["shards"], json!(before.shards.to_string()));
-    assert_eq!(rows[0]["role"], json!("single node"));
+    // The node bootstrapped a cluster of one: its only voter and leader.
+    assert_eq!(rows[0]["role"], json!("voter"));
+    assert_eq!(rows[0]["raft"], json!("leader"));
 
     // The shard grid: every shard, all owned by this node.
     let owners = page
@@ -439,19 +441,33 @@ async fn login_shows_the_overview_with_the_real_node() {
     assert_eq!(drawn, json!(1), "one ingest-rate line");
     page.screenshot("overview").await;
 
-    // The disabled cluster operations say why.
-    let disabled = page
+    // The cluster operations are there, with this one node to choose.
+    let choices = page
         .evaluate(
-            "[...document.querySelectorAll('.ops button:disabled')].map(b => [b.textContent, b.title])",
+            "[...document.querySelectorAll('#move-to option, #drain-node option')].map(o => o.value)",
         )
         .await;
     assert_eq!(
-        disabled,
-        json!([
-            ["Drain node", "available with the cluster"],
-            ["Move shard", "available with the cluster"],
-            ["Rebalance", "available with the cluster"]
-        ])
+        choices,
+        json!([before.node_id.to_string(), before.node_id.to_string()])
+    );
+    // A move without a shard chosen is refused in the page, before any
+    // request, with a message saying what to do.
+    page.evaluate("document.querySelector('#move-form').requestSubmit(); true")
+        .await;
+    let refusal = page
+        .wait_for(
+            "the move refused without a shard",
+            "document.querySelector('#op-result').dataset.state === 'failed' && \
+             document.querySelector('#op-result').textContent",
+        )
+        .await;
+    assert!(
+        refusal.as_str().unwrap().contains(&format!(
+            "Choose a shard between 0 and {}",
+            before.shards - 1
+        )),
+        "{refusal}"
     );
 }
 
@@ -662,7 +678,8 @@ async fn a_browser_without_the_token_is_refused() {
     let statuses = page
         .evaluate(
             "(async () => { const paths = ['/console/api/status', '/console/api/projects', \
-               '/console/api/projects/shop/experiments/checkout/results']; \
+               '/console/api/projects/shop/experiments/checkout/results', '/console/api/members', \
+               '/v1/cluster']; \
              const out = []; \
              for (const p of paths) { \
                out.push((await fetch(p)).status); \
@@ -674,7 +691,20 @@ async fn a_browser_without_the_token_is_refused() {
         .await;
     assert_eq!(
         statuses,
-        json!([401, 401, 401, 401, 401, 401, 401, "unauthorized"])
+        json!([
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            "unauthorized"
+        ])
     );
 
     // A wrong token in the form is refused and not kept.

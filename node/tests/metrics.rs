@@ -356,10 +356,22 @@ async fn metrics_need_the_admin_token_and_count_what_was_sent() {
     }
     // Once ready, the bootstrapped node leads its own cluster.
     wait_until_ready(&node).await;
-    let raft = scrape(&node).await;
+    // Ready means a leader is known; the leader's first entry may be
+    // applied a moment later (bounded polling).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let raft = loop {
+        let raft = scrape(&node).await;
+        if raft.get("sessiondb_raft_applied_index", &[]) >= 1.0 {
+            break raft;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bootstrapped node never applied an entry"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(raft.get("sessiondb_raft_leader", &[]), 1.0);
     assert!(raft.get("sessiondb_raft_term", &[]) >= 1.0);
-    assert!(raft.get("sessiondb_raft_applied_index", &[]) >= 1.0);
 
     node.create_project("shop", serde_json::json!({})).await;
     let batches_before = before.get("sessiondb_ingest_batches_total", &[]);

@@ -8,6 +8,7 @@
 //! Field names are part of the public API and documented in `docs/api.md`.
 
 pub mod binary;
+pub mod hashing;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -72,6 +73,16 @@ pub struct Rejection {
     pub reason: String,
     /// Human-readable explanation naming the offending field and the limit.
     pub message: String,
+    /// For `not_owner` and `shard_moving`: the event's shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    /// For `not_owner`: the node that owns the shard at `epoch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u64>,
+    /// For `not_owner` and `shard_moving`: the shard's epoch as the
+    /// answering node knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 /// The answer to an ingest batch. A batch may be partly accepted: every
@@ -572,4 +583,45 @@ pub struct RotatedKey {
     /// When the old key stops working (node clock, ms since the epoch);
     /// `None` when it stopped at once (`grace_ms` 0).
     pub previous_valid_until_ms: Option<i64>,
+}
+
+/// `GET /v1/shard-map`: what a client needs to send each event to the node
+/// that owns its shard (`docs/api.md`, "Shard map"; `docs/client.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMap {
+    /// Grows with every change of the placement state (its last applied
+    /// Raft log index on the answering node; 0 before the first). Of two
+    /// maps, the one with the larger version is newer; per shard, the
+    /// larger epoch is newer.
+    pub version: u64,
+    /// The node that answered.
+    pub node_id: u64,
+    /// The shard function: [`hashing::SHARD_HASH`]. A client that does not
+    /// know the named function must not route with this map.
+    pub hash: String,
+    /// The number of shards (`hashing::shard_of(project, visitor, shards)`).
+    pub shards: u32,
+    /// One entry per shard, by shard number.
+    pub assignments: Vec<ShardMapEntry>,
+    /// Every member with its address, owners or not: a client that is told
+    /// "not owner, node N owns it" can reach N at once even when N owned
+    /// nothing before.
+    #[serde(default)]
+    pub members: Vec<ClusterMember>,
+}
+
+/// One shard of a [`ShardMap`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMapEntry {
+    pub shard: u32,
+    /// The node that accepts the shard's events at `epoch`.
+    pub owner: u64,
+    /// Where the owner serves HTTP (`host:port`); `None` if the answering
+    /// node does not know it (the owner is not a member).
+    pub owner_address: Option<String>,
+    /// Grows by one each time the shard changes owner.
+    pub epoch: u64,
+    /// A move of the shard is under way: its events get `shard_moving`
+    /// (retry) until it ends.
+    pub moving: bool,
 }

@@ -31,8 +31,13 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(node_status(&state).await)
+}
+
+/// What `GET /v1/status` answers (the console reports it per member too).
+pub async fn node_status(state: &AppState) -> wire::NodeStatus {
     let status = state.engine.status().await;
-    HttpResponse::Ok().json(wire::NodeStatus {
+    wire::NodeStatus {
         node_id: state.node_id,
         version: env!("CARGO_PKG_VERSION").to_string(),
         shards: status.shards,
@@ -44,7 +49,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         events_duplicate: status.events_duplicate,
         events_rejected: status.events_rejected,
         now_ms: status.now_ms,
-    })
+    }
 }
 
 /// Takes a checkpoint now and reports it.

@@ -140,6 +140,15 @@ pub async fn require_cluster_secret(
     require(request, next, Required::ClusterSecret).await
 }
 
+/// Middleware: passes the request on when it carries any project's ingest
+/// key or the admin token (the shard map, which senders need to route).
+pub async fn require_ingest_or_admin(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    require(request, next, Required::IngestKeyOrAdmin).await
+}
+
 async fn require(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,

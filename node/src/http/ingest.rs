@@ -5,6 +5,7 @@ use super::AppState;
 use crate::engine::shard::Outcome;
 use crate::event::RejectReason;
 use crate::limits;
+use crate::project_rates::BatchProjects;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
@@ -73,8 +74,10 @@ pub async fn ingest_events(
     let events = events
         .into_iter()
         .map(|event| event.and_then(|event| engine.validate(event)))
-        .collect();
+        .collect::<Vec<_>>();
+    let projects = BatchProjects::of(&events);
     let outcomes = engine.ingest(events).await?;
+    state.project_events.record(&projects, &outcomes);
     Ok(response_of(outcomes))
 }
 
@@ -208,11 +211,29 @@ pub fn response_of(outcomes: Vec<Outcome>) -> IngestResponse {
         match outcome {
             Outcome::Accepted => response.accepted += 1,
             Outcome::Duplicate => response.duplicates += 1,
-            Outcome::Rejected(reason) => response.rejected.push(Rejection {
-                index,
-                reason: reason.code().to_string(),
-                message: reason.to_string(),
-            }),
+            Outcome::Rejected(reason) => {
+                // A client routes by these: a `not_owner` names the owner
+                // and epoch, so the client can resend without a map fetch.
+                let (shard, owner, epoch) = match &reason {
+                    RejectReason::NotOwner {
+                        shard,
+                        owner,
+                        epoch,
+                    } => (Some(*shard), Some(*owner), Some(*epoch)),
+                    RejectReason::ShardMoving { shard, epoch } => {
+                        (Some(*shard), None, Some(*epoch))
+                    }
+                    _ => (None, None, None),
+                };
+                response.rejected.push(Rejection {
+                    index,
+                    reason: reason.code().to_string(),
+                    message: reason.to_string(),
+                    shard,
+                    owner,
+                    epoch,
+                });
+            }
         }
     }
     response

@@ -44,6 +44,21 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     for (code, count) in &engine.rejections {
         out.sample(name, &[("reason", code)], *count as f64);
     }
+    let name = "sessiondb_project_events_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Events accepted by this node's ingest, per project; a project appears once it has an accepted event.",
+    );
+    for (project, count) in state.project_events.snapshot() {
+        out.sample(name, &[("project", &project)], count as f64);
+    }
+    out.single(
+        "sessiondb_project_events_overflow_total",
+        Kind::Counter,
+        "Accepted events of projects beyond the per-project counters' bound (PROJECT_COUNTERS_MAX).",
+        state.project_events.overflow_events() as f64,
+    );
     out.single(
         "sessiondb_ingest_batches_total",
         Kind::Counter,

@@ -16,6 +16,7 @@ mod projects;
 mod propose;
 mod query;
 mod segment;
+mod shard_map;
 mod shards;
 
 /// The pure body → events mappings of the compatible formats (fuzz targets).
@@ -45,6 +46,8 @@ pub struct AppState {
     pub placement: PlacementHandle,
     /// Runs shard moves when this node leads (`shard_moves`).
     pub mover: crate::shard_moves::ShardMover,
+    /// Accepted events per project (`project_rates`), counted by ingest.
+    pub project_events: std::sync::Arc<crate::project_rates::ProjectEventCounters>,
 }
 
 /// Bodies of small JSON requests (projects, clock) are far below this.
@@ -87,6 +90,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(cluster::configure)
         .configure(fanout::configure)
         .configure(shards::configure)
+        .configure(shard_map::configure)
         .configure(propose::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))

@@ -6,14 +6,21 @@
 
 (() => {
   const TOKEN_STORAGE_KEY = "sessiondb.adminToken";
-  const STATUS_POLL_MS = 1000;
+  // The cluster and members poll behind the overview, its charts and the
+  // projects' event rates.
+  const SAMPLE_POLL_MS = 1000;
   const EXPERIMENT_POLL_MS = 2000;
   const PROJECTS_POLL_MS = 5000;
-  // Client-side ring buffer of /status samples: 10 minutes at 1 s.
-  const STATUS_SAMPLES_MAX = 600;
+  // Client-side ring buffer of samples: 10 minutes at 1 s.
+  const SAMPLES_MAX = 600;
+  // A project's events/s is averaged over the samples of this window.
+  const RATE_WINDOW_MS = 10000;
   // Most points asked of /timeseries; coarser intervals beyond that.
   const SERIES_POINTS_MAX = 240;
-  // A node is shown unhealthy when its last good answer is older than this.
+  // Columns of the shard grid, whatever the number of shards.
+  const GRID_COLUMNS_MIN = 8;
+  const GRID_COLUMNS_MAX = 32;
+  // Every node is shown "stale" when the last good sample is older than this.
   const HEALTH_STALE_MS = 5000;
 
   const $ = (selector) => document.querySelector(selector);
@@ -30,11 +37,16 @@
     }
   }
 
-  async function request(method, path, candidateToken) {
+  async function request(method, path, candidateToken, payload) {
     const headers = {};
     const used = candidateToken === undefined ? token : candidateToken;
     if (used) headers.Authorization = `Bearer ${used}`;
-    const response = await fetch(path, { method, headers, cache: "no-store" });
+    const init = { method, headers, cache: "no-store" };
+    if (payload !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(payload);
+    }
+    const response = await fetch(path, init);
     const text = await response.text();
     let body = null;
     try { body = JSON.parse(text); } catch (_) { body = null; }
@@ -47,9 +59,9 @@
   }
 
   // A data call; a 401 means the token stopped working: back to login.
-  async function api(path, method) {
+  async function api(path, method, body) {
     try {
-      return await request(method || "GET", path);
+      return await request(method || "GET", path, undefined, body);
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) {
         logout("The node refused the token (401). Log in again.");
@@ -119,7 +131,7 @@
   function logout(message) {
     token = null;
     sessionStorage.removeItem(TOKEN_STORAGE_KEY);
-    stopStatus();
+    stopSampling();
     const error = $("#login-error");
     error.hidden = !message;
     error.textContent = message || "";
@@ -146,140 +158,255 @@
     token = candidate;
     sessionStorage.setItem(TOKEN_STORAGE_KEY, token);
     $("#token").value = "";
-    startStatus();
+    startSampling();
     route();
   }
 
-  // --- Status ring buffer -----------------------------------------------------
+  // --- Cluster samples ----------------------------------------------------------
+  //
+  // One poller for the whole page: every second it reads the placement state
+  // (`GET /v1/cluster`) and the members' reports (`GET /console/api/members`:
+  // the serving node asks each member, within a short timeout, for its status
+  // and per-project event counters). Each answer pair is one sample in a ring
+  // buffer kept in the page; rates are differences between samples.
 
   const samples = [];
-  let lastStatus = null;
-  let lastStatusAtMs = 0;
-  let stopStatus = () => {};
-  const statusListeners = new Set();
+  let samplesTaken = 0;
+  let lastCluster = null;
+  let lastMembers = null;
+  let lastSampleAtMs = 0;
+  let stopSampling = () => {};
+  const sampleListeners = new Set();
 
-  function startStatus() {
-    stopStatus();
-    stopStatus = poll(async () => {
+  function startSampling() {
+    stopSampling();
+    stopSampling = poll(async () => {
       try {
-        const status = await api("/console/api/status");
-        lastStatus = status;
-        lastStatusAtMs = Date.now();
-        samples.push({ atMs: lastStatusAtMs, status });
-        if (samples.length > STATUS_SAMPLES_MAX) samples.splice(0, samples.length - STATUS_SAMPLES_MAX);
-        $("#connection").textContent = `live · node ${status.node_id}`;
+        const [cluster, members] = await Promise.all([api("/v1/cluster"), api("/console/api/members")]);
+        lastCluster = cluster;
+        lastMembers = members;
+        lastSampleAtMs = Date.now();
+        const nodes = {};
+        for (const member of members.members) {
+          if (!member.report) continue;
+          const projects = {};
+          for (const entry of member.report.project_events) projects[entry.project] = entry.events;
+          nodes[member.node_id] = { status: member.report.status, projects };
+        }
+        samples.push({ atMs: lastSampleAtMs, nodes });
+        if (samples.length > SAMPLES_MAX) samples.splice(0, samples.length - SAMPLES_MAX);
+        // Samples taken since login (not capped like the buffer): readers
+        // can wait for the next one.
+        samplesTaken += 1;
+        document.body.dataset.statusSamples = String(samplesTaken);
+        $("#connection").textContent = `live · node ${members.node_id}`;
         $("#connection").classList.remove("down");
       } catch (error) {
         $("#connection").textContent = `unreachable: ${error.message}`;
         $("#connection").classList.add("down");
       }
-      for (const listener of statusListeners) listener();
-    }, STATUS_POLL_MS);
+      for (const listener of sampleListeners) listener();
+    }, SAMPLE_POLL_MS);
   }
 
-  // Per-second rate of a counter between consecutive samples.
-  function rateSeries(counter) {
+  // Per-second rate of one node's counter between consecutive samples in
+  // which the node answered.
+  function rateSeries(nodeId, counter) {
     const points = [];
     for (let i = 1; i < samples.length; i += 1) {
+      const before = samples[i - 1].nodes[nodeId];
+      const after = samples[i].nodes[nodeId];
       const seconds = (samples[i].atMs - samples[i - 1].atMs) / 1000;
-      if (seconds <= 0) continue;
-      const delta = samples[i].status[counter] - samples[i - 1].status[counter];
+      if (!before || !after || seconds <= 0) continue;
+      // A restarted node starts its counters at zero: no negative rates.
+      const delta = after.status[counter] - before.status[counter];
       points.push([samples[i].atMs, Math.max(0, delta) / seconds]);
     }
     return points;
   }
 
-  function gaugeSeries(field) {
-    return samples.map((sample) => [sample.atMs, sample.status[field]]);
+  function gaugeSeries(nodeId, field) {
+    return samples.filter((s) => s.nodes[nodeId]).map((s) => [s.atMs, s.nodes[nodeId].status[field]]);
   }
 
-  // --- Cluster overview ---------------------------------------------------------
-
-  // The cluster as the console draws it. Single node today: one node, the
-  // owner of every shard, no Raft. The cluster issue replaces this with the
-  // placement state (nodes, owners per shard, moves, leader and term).
-  function clusterOf(status) {
-    return {
-      nodes: [{
-        id: status.node_id,
-        address: location.host,
-        role: "single node",
-        raft: "single node",
-        status,
-      }],
-      shardOwners: Array.from({ length: status.shards }, () => status.node_id),
-      moves: [],
-    };
+  // Accepted events of one project, cluster-wide: its total in the latest
+  // sample (summed over the members that answered) and its rate over the
+  // last RATE_WINDOW_MS (summed over the members that answered at both ends).
+  function projectEvents(project) {
+    if (samples.length === 0) return { total: 0, rate: 0, members: 0 };
+    const latest = samples[samples.length - 1];
+    let total = 0;
+    for (const node of Object.values(latest.nodes)) total += node.projects[project] || 0;
+    let earlier = null;
+    for (let i = samples.length - 2; i >= 0 && latest.atMs - samples[i].atMs <= RATE_WINDOW_MS; i -= 1) {
+      earlier = samples[i];
+    }
+    if (!earlier) return { total, rate: 0, members: Object.keys(latest.nodes).length };
+    let delta = 0;
+    for (const [id, node] of Object.entries(latest.nodes)) {
+      const before = earlier.nodes[id];
+      if (!before) continue;
+      delta += Math.max(0, (node.projects[project] || 0) - (before.projects[project] || 0));
+    }
+    return { total, rate: delta / ((latest.atMs - earlier.atMs) / 1000), members: Object.keys(latest.nodes).length };
   }
+
+  // --- Cluster overview -----------------------------------------------------------
 
   function clockLabel(ms) {
     return new Date(ms).toISOString().slice(11, 19);
   }
 
-  function renderOverview() {
-    if (!lastStatus) return;
-    const cluster = clusterOf(lastStatus);
-    const healthy = Date.now() - lastStatusAtMs < HEALTH_STALE_MS;
+  function memberIds() {
+    return lastCluster ? lastCluster.members.map((m) => m.node_id).sort((a, b) => a - b) : [];
+  }
+
+  // One colour per node, the same in the grid, its legend and the charts.
+  function nodeColour(nodeId) {
+    return Charts.colour(Math.max(0, memberIds().indexOf(nodeId)));
+  }
+
+  function raftOf(member, cluster) {
+    if (member.node_id === cluster.leader) return "leader";
+    return member.role === "learner" ? "learner" : "follower";
+  }
+
+  function renderNodes(cluster, members) {
+    const reports = new Map(members ? members.members.map((m) => [m.node_id, m]) : []);
+    const stale = Date.now() - lastSampleAtMs > HEALTH_STALE_MS;
     const body = $("#nodes-table tbody");
-    body.replaceChildren(...cluster.nodes.map((node) => {
+    const sorted = [...cluster.members].sort((a, b) => a.node_id - b.node_id);
+    body.replaceChildren(...sorted.map((member) => {
+      const check = reports.get(member.node_id);
+      const status = check && check.report ? check.report.status : null;
+      const healthy = !stale && check && check.health === "ok";
+      const owned = cluster.shards.filter((s) => s.owner === member.node_id).length;
+      const incoming = cluster.shards.filter((s) => s.moving_to === member.node_id).length;
       const row = document.createElement("tr");
-      row.dataset.nodeId = String(node.id);
+      row.dataset.nodeId = String(member.node_id);
+      const swatch = document.createElement("i");
+      swatch.className = "swatch";
+      swatch.style.background = nodeColour(member.node_id);
+      const health = stale ? "stale" : (healthy ? "ok" : "unreachable");
       const cells = [
-        ["node", node.id], ["address", node.address], ["role", node.role], ["raft", node.raft],
-        ["health", healthy ? "ok" : "unreachable"], ["shards", cluster.shardOwners.filter((o) => o === node.id).length],
-        ["projects", node.status.projects], ["live_visitors", node.status.live_visitors],
-        ["retained_events", node.status.retained_events], ["events_accepted", node.status.events_accepted],
-        ["events_duplicate", node.status.events_duplicate], ["events_rejected", node.status.events_rejected],
-        ["version", node.status.version],
+        ["node", member.node_id], ["address", member.address],
+        ["role", member.role + (member.draining ? " · draining" : "")],
+        ["raft", raftOf(member, cluster)], ["health", health], ["shards", owned],
+        ["projects", status ? status.projects : "—"], ["live_visitors", status ? status.live_visitors : "—"],
+        ["retained_events", status ? status.retained_events : "—"], ["events_accepted", status ? status.events_accepted : "—"],
+        ["events_duplicate", status ? status.events_duplicate : "—"], ["events_rejected", status ? status.events_rejected : "—"],
+        ["version", status ? status.version : "—"],
       ];
       for (const [field, value] of cells) {
         const cell = document.createElement("td");
         cell.dataset.field = field;
         cell.textContent = String(value);
-        if (field === "health") cell.className = healthy ? "ok" : "bad";
+        if (field === "node") cell.prepend(swatch);
+        if (field === "health") {
+          cell.className = healthy ? "ok" : "bad";
+          cell.title = healthy
+            ? (check.check_ms === 0 ? "this node" : `answered in ${check.check_ms} ms`)
+            : (check && check.error) || "no answer from the node serving this page";
+        }
+        if (field === "shards" && incoming > 0) cell.title = `${incoming} moving in`;
+        if (field === "raft" && member.node_id === cluster.leader) cell.className = "leader";
         row.appendChild(cell);
       }
       return row;
     }));
+    const summary = $("#cluster-summary");
+    summary.dataset.leader = cluster.leader === null ? "" : String(cluster.leader);
+    summary.dataset.term = String(cluster.term);
+    summary.textContent = `Raft leader ${cluster.leader === null ? "unknown" : `node ${cluster.leader}`} · term ${cluster.term}`
+      + ` · ${cluster.members.length} member${cluster.members.length === 1 ? "" : "s"} · as seen by node ${cluster.node_id}`;
+  }
 
-    const owners = [...new Set(cluster.shardOwners)];
+  function renderShardMap(cluster) {
+    const shards = cluster.shards;
     const grid = $("#shard-grid");
-    if (grid.childElementCount !== cluster.shardOwners.length) {
-      grid.replaceChildren(...cluster.shardOwners.map(() => document.createElement("div")));
+    if (grid.childElementCount !== shards.length) {
+      grid.replaceChildren(...shards.map(() => document.createElement("div")));
+      // About twice as wide as tall: 8 shards in one row of large squares,
+      // 256 in 23 columns.
+      const columns = Math.min(GRID_COLUMNS_MAX, Math.max(GRID_COLUMNS_MIN, Math.ceil(Math.sqrt(shards.length * 2))));
+      grid.style.gridTemplateColumns = `repeat(${columns}, 1fr)`;
     }
-    cluster.shardOwners.forEach((owner, shard) => {
-      const cell = grid.children[shard];
-      cell.className = "shard";
-      cell.dataset.owner = String(owner);
-      cell.title = `shard ${shard} → node ${owner}`;
-      cell.style.background = Charts.colour(owners.indexOf(owner));
+    const moving = shards.filter((s) => s.moving_to !== null && s.moving_to !== undefined);
+    shards.forEach((assignment, index) => {
+      const cell = grid.children[index];
+      const isMoving = assignment.moving_to !== null && assignment.moving_to !== undefined;
+      cell.className = `shard${isMoving ? " moving" : ""}${String(assignment.shard) === $("#move-shard").value ? " selected" : ""}`;
+      cell.dataset.shard = String(assignment.shard);
+      cell.dataset.owner = String(assignment.owner);
+      cell.dataset.epoch = String(assignment.epoch);
+      if (isMoving) cell.dataset.movingTo = String(assignment.moving_to); else delete cell.dataset.movingTo;
+      cell.textContent = String(assignment.shard);
+      cell.title = `shard ${assignment.shard} → node ${assignment.owner} (epoch ${assignment.epoch})`
+        + (isMoving ? `, moving to node ${assignment.moving_to}` : "") + " · click to choose it for a move";
+      cell.style.background = nodeColour(assignment.owner);
+      cell.style.outlineColor = isMoving ? nodeColour(assignment.moving_to) : "";
     });
-    $("#shard-summary").textContent = `${cluster.shardOwners.length} shards · ${owners.length} owner${owners.length === 1 ? "" : "s"} · ${cluster.moves.length} moves in progress`;
-    $("#shard-legend").replaceChildren(...owners.map((owner, index) => {
+    const owners = memberIds();
+    const ownerCount = new Set(shards.map((s) => s.owner)).size;
+    $("#shard-summary").textContent = `${shards.length} shards · ${ownerCount} owner${ownerCount === 1 ? "" : "s"}`
+      + ` · ${moving.length} move${moving.length === 1 ? "" : "s"} in progress`;
+    $("#shard-summary").dataset.moving = String(moving.length);
+    $("#shard-legend").replaceChildren(...owners.map((owner) => {
       const item = document.createElement("span");
       const swatch = document.createElement("i");
-      swatch.style.background = Charts.colour(index);
-      item.append(swatch, `node ${owner}`);
+      swatch.style.background = nodeColour(owner);
+      item.append(swatch, `node ${owner}: ${shards.filter((s) => s.owner === owner).length}`);
       return item;
-    }));
+    }), ...(moving.length > 0 ? [(() => {
+      const item = document.createElement("span");
+      const swatch = document.createElement("i");
+      swatch.className = "moving-swatch";
+      item.append(swatch, "moving (outline: the receiving node)");
+      return item;
+    })()] : []));
+  }
 
-    Charts.line($("#chart-ingest"), [{ name: "accepted/s", points: rateSeries("events_accepted") }], { xLabel: clockLabel });
-    Charts.line($("#chart-rejected"), [{ name: "rejected/s", points: rateSeries("events_rejected") }], { xLabel: clockLabel });
-    Charts.line($("#chart-duplicates"), [{ name: "duplicates/s", points: rateSeries("events_duplicate") }], { xLabel: clockLabel });
-    Charts.line($("#chart-active"), [
-      { name: "live visitors", points: gaugeSeries("live_visitors") },
-      { name: "retained events", points: gaugeSeries("retained_events") },
-    ], { xLabel: clockLabel });
-    document.body.dataset.statusSamples = String(samples.length);
+  // The operations' node pickers follow the membership.
+  function renderOperationChoices(cluster) {
+    const ids = memberIds();
+    for (const select of [$("#move-to"), $("#drain-node")]) {
+      const current = select.value;
+      if ([...select.options].map((o) => o.value).join(",") !== ids.join(",")) {
+        select.replaceChildren(...ids.map((id) => new Option(`node ${id}`, String(id))));
+        if (ids.includes(Number(current))) select.value = current;
+      }
+    }
+    $("#move-shard").max = String(Math.max(0, cluster.shards.length - 1));
+  }
+
+  function renderCharts() {
+    const ids = memberIds();
+    const perNode = (f) => ids.map((id) => ({ name: `node ${id}`, points: f(id) }));
+    Charts.line($("#chart-ingest"), perNode((id) => rateSeries(id, "events_accepted")), { xLabel: clockLabel });
+    Charts.line($("#chart-rejected"), perNode((id) => rateSeries(id, "events_rejected")), { xLabel: clockLabel });
+    Charts.line($("#chart-duplicates"), perNode((id) => rateSeries(id, "events_duplicate")), { xLabel: clockLabel });
+    Charts.line($("#chart-active"), perNode((id) => gaugeSeries(id, "live_visitors")), { xLabel: clockLabel });
+  }
+
+  function renderOverview() {
+    if (!lastCluster) return;
+    renderNodes(lastCluster, lastMembers);
+    renderShardMap(lastCluster);
+    renderOperationChoices(lastCluster);
+    renderCharts();
   }
 
   function startOverview() {
-    statusListeners.add(renderOverview);
+    sampleListeners.add(renderOverview);
     renderOverview();
-    return () => statusListeners.delete(renderOverview);
+    return () => sampleListeners.delete(renderOverview);
   }
 
-  // --- Operations ---------------------------------------------------------------
+  // --- Operations -------------------------------------------------------------------
+  //
+  // Each operation asks for confirmation, then sends its request and, while
+  // the request runs, shows the elapsed time and what the polled shard map
+  // says about its progress; then the node's report or its error.
 
   function confirmAction(title, text) {
     const dialog = $("#confirm-dialog");
@@ -303,47 +430,207 @@
     return row;
   }
 
-  async function checkpoint() {
-    const confirmed = await confirmAction(
-      "Take a checkpoint now?",
-      "The node copies its state (ingest pauses briefly), writes it to disk and deletes the log segments the checkpoint covers.",
-    );
+  function opButtons() {
+    return document.querySelectorAll(".ops-panel button");
+  }
+
+  function showOpError(op, message) {
     const result = $("#op-result");
+    result.dataset.op = op;
+    result.dataset.state = "failed";
+    const failure = document.createElement("p");
+    failure.className = "error";
+    failure.textContent = message;
+    result.replaceChildren(failure);
+  }
+
+  // Runs one confirmed operation: `send` makes the request, `progress`
+  // describes the latest shard map, `report` renders the answer.
+  let operationRunning = false;
+  // Counts confirmed operations; the panel carries it as `data-run` so a
+  // reader can tell a new report from the previous one.
+  let operationsStarted = 0;
+
+  async function runOperation({ op, name, title, text, send, progress, report }) {
+    // One at a time: the buttons are disabled meanwhile, but a form can
+    // still be submitted with the Enter key.
+    if (operationRunning) return;
+    const result = $("#op-result");
+    const confirmed = await confirmAction(title, text);
+    result.dataset.op = op;
     if (!confirmed) {
       result.dataset.state = "cancelled";
-      result.textContent = "Checkpoint cancelled.";
+      result.textContent = `${name} cancelled.`;
       return;
     }
-    const button = $("#op-checkpoint");
-    button.disabled = true;
+    operationRunning = true;
+    operationsStarted += 1;
+    result.dataset.run = String(operationsStarted);
+    for (const button of opButtons()) button.disabled = true;
     const startedMs = Date.now();
     result.dataset.state = "running";
-    const progress = document.createElement("progress");
+    result.dataset.progressUpdates = "0";
+    const bar = document.createElement("progress");
     const label = document.createElement("span");
-    result.replaceChildren(progress, label);
-    const ticker = setInterval(() => {
-      label.textContent = ` checkpoint running… ${((Date.now() - startedMs) / 1000).toFixed(1)} s`;
-    }, 100);
+    const detail = document.createElement("p");
+    detail.className = "muted progress-detail";
+    result.replaceChildren(bar, label, detail);
+    const tick = () => {
+      label.textContent = ` ${name} running… ${((Date.now() - startedMs) / 1000).toFixed(1)} s`;
+    };
+    const onSample = () => {
+      if (!progress || !lastCluster) return;
+      detail.textContent = progress(lastCluster);
+      result.dataset.progressUpdates = String(Number(result.dataset.progressUpdates) + 1);
+    };
+    tick();
+    onSample();
+    const ticker = setInterval(tick, 100);
+    sampleListeners.add(onSample);
     try {
-      const answer = await api("/v1/admin/checkpoint", "POST");
+      const answer = await send();
       result.dataset.state = "done";
       const heading = document.createElement("p");
       heading.className = "ok";
-      heading.textContent = `Checkpoint written at ${clockLabel(Date.now())}.`;
-      result.replaceChildren(heading,
-        resultLine("position", answer.position), resultLine("visitors", answer.visitors),
-        resultLine("bytes", answer.bytes), resultLine("pause_ms", answer.pause_ms),
-        resultLine("duration_ms", answer.duration_ms), resultLine("log_segments_removed", answer.log_segments_removed));
+      heading.textContent = `${name} finished at ${clockLabel(Date.now())} after ${((Date.now() - startedMs) / 1000).toFixed(1)} s.`;
+      result.replaceChildren(heading, ...report(answer));
     } catch (error) {
-      result.dataset.state = "failed";
-      const failure = document.createElement("p");
-      failure.className = "error";
-      failure.textContent = `Checkpoint failed: ${error.code}: ${error.message}`;
-      result.replaceChildren(failure);
+      showOpError(op, `${name} failed: ${error.code}: ${error.message}`);
     } finally {
       clearInterval(ticker);
-      button.disabled = false;
+      sampleListeners.delete(onSample);
+      for (const button of opButtons()) button.disabled = false;
+      operationRunning = false;
     }
+  }
+
+  function ownersSummary(cluster) {
+    return memberIds().map((id) => `node ${id}: ${cluster.shards.filter((s) => s.owner === id).length}`).join(", ");
+  }
+
+  function movesInFlight(cluster) {
+    return cluster.shards.filter((s) => s.moving_to !== null && s.moving_to !== undefined);
+  }
+
+  // A RebalanceReport, or a DrainReport (the same plus the node and the
+  // shards it still owns).
+  function rebalanceReport(answer) {
+    const lines = [
+      ...(answer.remaining_shards === undefined ? [] : [resultLine("remaining_shards", answer.remaining_shards)]),
+      resultLine("planned", answer.plan.length), resultLine("moved", answer.moved.length),
+      resultLine("skipped", answer.skipped.length),
+      resultLine("failed", answer.failed ? `shard ${answer.failed.shard}: ${answer.failed.error}` : "none"),
+    ];
+    const list = document.createElement("ul");
+    list.className = "moves";
+    for (const move of answer.moved) {
+      const item = document.createElement("li");
+      item.dataset.shard = String(move.shard);
+      item.textContent = `shard ${move.shard}: node ${move.from} → node ${move.to} (epoch ${move.epoch}, ${move.bytes} bytes, ${move.duration_ms} ms)`;
+      list.appendChild(item);
+    }
+    if (answer.failed) {
+      const failure = document.createElement("p");
+      failure.className = "error";
+      failure.textContent = `shard ${answer.failed.shard} (node ${answer.failed.from} → node ${answer.failed.to}) failed: ${answer.failed.error}: ${answer.failed.message}`;
+      lines.push(failure);
+    }
+    if (answer.skipped.length > 0 || answer.remaining_shards > 0) {
+      const note = document.createElement("p");
+      note.className = "muted";
+      note.textContent = answer.remaining_shards > 0
+        ? `Node ${answer.node_id} still owns ${answer.remaining_shards} shard(s); drain it again to continue.`
+        : `${answer.skipped.length} planned moves were not attempted; run it again to continue.`;
+      lines.push(note);
+    }
+    return [...lines, list];
+  }
+
+  function checkpoint() {
+    return runOperation({
+      op: "checkpoint",
+      name: "Checkpoint",
+      title: "Take a checkpoint now?",
+      text: "The node serving this page copies its state (ingest pauses briefly), writes it to disk and deletes the log segments the checkpoint covers.",
+      send: () => api("/v1/admin/checkpoint", "POST"),
+      progress: null,
+      report: (answer) => [
+        resultLine("position", answer.position), resultLine("visitors", answer.visitors),
+        resultLine("bytes", answer.bytes), resultLine("pause_ms", answer.pause_ms),
+        resultLine("duration_ms", answer.duration_ms), resultLine("log_segments_removed", answer.log_segments_removed),
+      ],
+    });
+  }
+
+  function moveShard(event) {
+    event.preventDefault();
+    if (!lastCluster) return;
+    const shard = Number($("#move-shard").value);
+    const to = Number($("#move-to").value);
+    const assignment = lastCluster.shards.find((s) => s.shard === shard);
+    if (!Number.isInteger(shard) || !assignment || $("#move-shard").value === "") {
+      showOpError("move", `Choose a shard between 0 and ${lastCluster.shards.length - 1} (or click one in the grid).`);
+      return;
+    }
+    runOperation({
+      op: "move",
+      name: `Move of shard ${shard}`,
+      title: `Move shard ${shard} to node ${to}?`,
+      text: `Node ${assignment.owner} hands shard ${shard} with its visitors and deduplication state to node ${to}. `
+        + "Events for the shard are refused with shard_moving while it is in flight; clients retry them.",
+      send: () => api(`/v1/cluster/shards/${shard}/move`, "POST", { to }),
+      progress: (cluster) => {
+        const now = cluster.shards.find((s) => s.shard === shard);
+        if (!now) return "";
+        return `shard ${shard}: owner node ${now.owner}, epoch ${now.epoch}`
+          + (now.moving_to !== null && now.moving_to !== undefined ? `, moving to node ${now.moving_to}` : "");
+      },
+      report: (answer) => [
+        resultLine("shard", answer.shard), resultLine("from", answer.from), resultLine("to", answer.to),
+        resultLine("epoch", answer.epoch), resultLine("bytes", answer.bytes), resultLine("duration_ms", answer.duration_ms),
+      ],
+    });
+  }
+
+  function rebalance() {
+    runOperation({
+      op: "rebalance",
+      name: "Rebalance",
+      title: "Rebalance the shards?",
+      text: "The leader plans moves that even out shard counts, then load, over the members that hold shards (not draining ones), and runs them; each moved shard briefly refuses its events with shard_moving.",
+      send: () => api("/v1/cluster/rebalance", "POST"),
+      progress: (cluster) => `${movesInFlight(cluster).length} move(s) in flight · shards per node: ${ownersSummary(cluster)}`,
+      report: rebalanceReport,
+    });
+  }
+
+  function drain(event) {
+    event.preventDefault();
+    const node = Number($("#drain-node").value);
+    if (!Number.isInteger(node) || $("#drain-node").value === "") {
+      showOpError("drain", "Choose a node to drain.");
+      return;
+    }
+    runOperation({
+      op: "drain",
+      name: `Drain of node ${node}`,
+      title: `Drain node ${node}?`,
+      text: `The leader moves every shard of node ${node} to the other members and stops giving it new ones, so it can be removed.`,
+      send: () => api(`/v1/cluster/nodes/${node}/drain`, "POST"),
+      progress: (cluster) => `node ${node} still owns ${cluster.shards.filter((s) => s.owner === node).length} shard(s)`
+        + ` · ${movesInFlight(cluster).length} move(s) in flight`,
+      report: rebalanceReport,
+    });
+  }
+
+  function chooseShard(event) {
+    const cell = event.target.closest(".shard");
+    if (!cell) return;
+    $("#move-shard").value = cell.dataset.shard;
+    const owner = Number(cell.dataset.owner);
+    const other = memberIds().find((id) => id !== owner);
+    if (other !== undefined) $("#move-to").value = String(other);
+    if (lastCluster) renderShardMap(lastCluster);
   }
 
   // --- Projects -------------------------------------------------------------------
@@ -372,6 +659,10 @@
       card.dataset.project = project.name;
       const title = document.createElement("h2");
       title.textContent = project.name;
+      const rate = document.createElement("span");
+      rate.className = "rate";
+      rate.dataset.rateOf = project.name;
+      title.append(" ", rate);
       const settings = document.createElement("p");
       settings.className = "muted";
       const s = project.settings;
@@ -399,8 +690,25 @@
     }));
   }
 
+  // Fills every project's events/s from the samples (see projectEvents).
+  function renderProjectRates() {
+    for (const span of document.querySelectorAll("#projects-list [data-rate-of]")) {
+      const events = projectEvents(span.dataset.rateOf);
+      span.dataset.eventsTotal = String(events.total);
+      span.dataset.eventsRate = String(events.rate);
+      span.textContent = `${events.rate.toFixed(1)} events/s · ${events.total} accepted`;
+      span.title = `accepted events summed over the ${events.members} member(s) that answered; `
+        + `the rate averages the last ${RATE_WINDOW_MS / 1000} s`;
+    }
+  }
+
   function startProjects() {
-    return poll(async () => renderProjects(await api("/console/api/projects")), PROJECTS_POLL_MS);
+    const stopPolling = poll(async () => {
+      renderProjects(await api("/console/api/projects"));
+      renderProjectRates();
+    }, PROJECTS_POLL_MS);
+    sampleListeners.add(renderProjectRates);
+    return () => { stopPolling(); sampleListeners.delete(renderProjectRates); };
   }
 
   // --- Experiment -------------------------------------------------------------------
@@ -704,13 +1012,17 @@
   $("#login-form").addEventListener("submit", login);
   $("#logout").addEventListener("click", () => logout(""));
   $("#op-checkpoint").addEventListener("click", checkpoint);
+  $("#move-form").addEventListener("submit", moveShard);
+  $("#op-rebalance").addEventListener("click", rebalance);
+  $("#drain-form").addEventListener("submit", drain);
+  $("#shard-grid").addEventListener("click", chooseShard);
   window.addEventListener("hashchange", route);
 
   (async () => {
     if (token) {
       try {
         await request("GET", "/console/api/status", token);
-        startStatus();
+        startSampling();
       } catch (_) {
         logout("The stored token no longer works. Log in again.");
         return;

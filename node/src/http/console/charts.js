@@ -56,7 +56,9 @@ const Charts = (() => {
     let xMin = Math.min(...all.map((p) => p[0]));
     let xMax = Math.max(...all.map((p) => p[0]));
     if (xMax === xMin) { xMin -= 1; xMax += 1; }
-    const yMax = Math.max(1e-9, ...all.map((p) => p[1])) * 1.1;
+    // An all-zero chart gets a 0–1 axis rather than a degenerate one.
+    const top = Math.max(...all.map((p) => p[1]));
+    const yMax = (top > 0 ? top : 1) * 1.1;
     const x = (value) => MARGIN.left + ((value - xMin) / (xMax - xMin)) * plotWidth;
     const y = (value) => MARGIN.top + plotHeight - (value / yMax) * plotHeight;
     for (const fraction of [0, 0.5, 1]) {
