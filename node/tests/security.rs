@@ -101,6 +101,15 @@ const CLUSTER_ONLY: [Expect; 6] = [
     Forbidden,
     Allowed,
 ];
+/// Any project's ingest key or the admin token.
+const ANY_KEY: [Expect; 6] = [
+    Unauthorized,
+    Unauthorized,
+    Allowed,
+    Allowed,
+    Allowed,
+    Forbidden,
+];
 const OPEN: [Expect; 6] = [Allowed; 6];
 
 const TABLE: &[Row] = &[
@@ -117,6 +126,13 @@ const TABLE: &[Row] = &[
         path: "/v1/events",
         body: Body::ShopEventsBinary,
         expect: INGEST,
+    },
+    Row {
+        class: "shard map",
+        method: "GET",
+        path: "/v1/shard-map",
+        body: Body::Empty,
+        expect: ANY_KEY,
     },
     Row {
         class: "project create",
