@@ -377,18 +377,20 @@ impl Engine {
         &self.inner.projects
     }
 
-    /// Creates a project; returns once its creation is on disk.
+    /// Creates a project; returns once its creation is on disk, with its
+    /// ingest key (only its hash is stored: this is the one time it is
+    /// known).
     pub async fn create_project(
         &self,
         name: &str,
         patch: &SettingsPatch,
-    ) -> Result<Arc<ProjectConfig>, ProjectError> {
+    ) -> Result<(Arc<ProjectConfig>, String), ProjectError> {
         let _order = self.inner.sequencer.lock().await;
-        let config = self.inner.projects.prepare_create(name, patch)?;
+        let (config, key) = self.inner.projects.prepare_create(name, patch)?;
         self.journal_project(&config).await?;
         let config = Arc::new(config);
         self.inner.projects.install(Arc::clone(&config));
-        Ok(config)
+        Ok((config, key))
     }
 
     /// Changes settings; returns once the change is on disk and every shard
