@@ -107,7 +107,7 @@ async fn start_cluster(
         let node = start_node_with_args(binary, &data_dir.0, now_ms, &args)?;
         nodes.push((node, data_dir));
     }
-    let first = Client::new(nodes[0].0.base_url.clone());
+    let first = admin_client(nodes[0].0.base_url.clone());
     let mut agreed = false;
     for _ in 0..MEMBERSHIP_POLLS_MAX {
         if let Ok(status) = first.cluster_status(crate::process::ADMIN_TOKEN).await {
@@ -128,9 +128,9 @@ async fn leader(client: &Client) -> Result<ClusterStatus> {
 
 /// Rebalances until the plan is empty; answers the moves made.
 async fn rebalance(nodes: &[(Node, TempDir)]) -> Result<usize> {
-    let status = leader(&Client::new(nodes[0].0.base_url.clone())).await?;
+    let status = leader(&admin_client(nodes[0].0.base_url.clone())).await?;
     let leader_id = status.leader.context("a leader")?;
-    let leader = Client::new(nodes[usize::try_from(leader_id - 1)?].0.base_url.clone());
+    let leader = admin_client(nodes[usize::try_from(leader_id - 1)?].0.base_url.clone());
     let mut moves = 0;
     for _ in 0..REBALANCE_CALLS_MAX {
         let report: RebalanceReport = leader.rebalance(crate::process::ADMIN_TOKEN).await?;
@@ -150,11 +150,11 @@ async fn rebalance(nodes: &[(Node, TempDir)]) -> Result<usize> {
 /// Creates the project through node 1 (placement replicates it) and polls
 /// until every node knows it.
 async fn create_project(nodes: &[(Node, TempDir)], request: &CreateProject) -> Result<()> {
-    Client::new(nodes[0].0.base_url.clone())
+    admin_client(nodes[0].0.base_url.clone())
         .create_project(request)
         .await?;
     for (node, _) in nodes {
-        let client = Client::new(node.base_url.clone());
+        let client = admin_client(node.base_url.clone());
         let mut known = false;
         for _ in 0..MEMBERSHIP_POLLS_MAX {
             if client.project(&request.name).await.is_ok() {
@@ -214,7 +214,13 @@ pub async fn ingest_and_query(
         .iter()
         .map(|(node, _)| node.base_url.clone())
         .collect();
-    let router = Arc::new(ShardMapRouter::connect(urls.clone()).await?);
+    let router = Arc::new(
+        ShardMapRouter::connect_with_token(
+            urls.clone(),
+            Some(crate::process::ADMIN_TOKEN.to_string()),
+        )
+        .await?,
+    );
     let sender = Sender::new(router, sender_config())?;
     let ticks = clock_ticks_per_second();
     let pids: Vec<String> = nodes
@@ -242,7 +248,7 @@ pub async fn ingest_and_query(
         report.failed.first()
     );
 
-    let client = Client::new(urls[0].clone());
+    let client = admin_client(urls[0].clone());
     let mut request = ResultsRequest::new(&config.project, &config.experiment);
     request.from = Some(config.base_ms);
     request.to = Some(config.base_ms + config.span_ms);
@@ -330,13 +336,19 @@ pub async fn shard_moves(
         .iter()
         .map(|(node, _)| node.base_url.clone())
         .collect();
-    let status = leader(&Client::new(urls[0].clone())).await?;
+    let status = leader(&admin_client(urls[0].clone())).await?;
     let leader_url = urls[usize::try_from(status.leader.context("a leader")? - 1)?].clone();
-    let leader = Client::new(leader_url);
+    let leader = admin_client(leader_url);
     let mut figures = Vec::new();
     for (index, &visitors) in sizes.iter().enumerate() {
         let shard = index as u32;
-        let router = Arc::new(ShardMapRouter::connect(urls.clone()).await?);
+        let router = Arc::new(
+            ShardMapRouter::connect_with_token(
+                urls.clone(),
+                Some(crate::process::ADMIN_TOKEN.to_string()),
+            )
+            .await?,
+        );
         let loader = Sender::new(router.clone(), sender_config())?;
         let names = visitors_in_shard(shard, 0, visitors);
         let ts_ms = now_ms - DAY_MS;
@@ -446,4 +458,10 @@ pub fn render(figures: &ClusterFigures, command: &str) -> String {
         );
     }
     out
+}
+
+/// A client of the node at `base_url` with the admin token the harness
+/// starts nodes with.
+fn admin_client(base_url: impl Into<String>) -> Client {
+    Client::new(base_url).with_token(crate::process::ADMIN_TOKEN)
 }

@@ -51,7 +51,9 @@ pub fn engine_alone(workload: &ScaleWorkload, now_ms: i64, queries: usize) -> En
         name: Arc::from(config.project.as_str()),
         settings,
         version: 1,
-        ingest_key: Arc::from("bench"),
+        ingest_keys: sessiondb_node::keys::RotatingKey::new(sessiondb_node::keys::KeyHash::of(
+            b"bench",
+        )),
     }));
     // Decoding is the edge's work, not the engine's: done before the clock.
     let events: Vec<VisitorEvent> = workload

@@ -73,7 +73,7 @@ pub async fn run(
     let data_dir = TempDir::new("sessiondb-bench-node")?;
     let mut node = start_node(binary, &data_dir.0, now_ms)?;
     let pid = node.guard.pid().to_string();
-    let client = Client::new(node.base_url.clone());
+    let client = Client::new(node.base_url.clone()).with_token(crate::process::ADMIN_TOKEN);
     client
         .create_project(&CreateProject {
             name: config.project.clone(),
@@ -159,7 +159,7 @@ pub async fn run(
     node.guard.kill();
     let restarted = Instant::now();
     node = start_node(binary, &data_dir.0, now_ms)?;
-    let client = Client::new(node.base_url.clone());
+    let client = Client::new(node.base_url.clone()).with_token(crate::process::ADMIN_TOKEN);
     let mut healthy = false;
     for _ in 0..HEALTH_POLLS_MAX {
         if client.health().await.is_ok() {

@@ -1,10 +1,30 @@
-//! Fault-injection tests against a cluster of real SessionDB nodes (SPEC §9).
+//! Fault-injection tests against a cluster of real SessionDB nodes (SPEC §9,
+//! `docs/reliability.md`).
 //!
-//! Not built yet: the chaos harness (multi-node cluster of the real binary,
-//! recorded client histories, kill -9 / SIGSTOP / partitions / clock skew /
-//! disk faults, and the checkers that run after healing) is a later issue.
-//! What exists now is the one piece every chaos run will need first: a
-//! [`Seed`] that makes a run replayable and is printed when a run fails.
+//! A run ([`run::run`]) starts a cluster of the `FROM scratch` image in
+//! Docker ([`cluster`]), drives concurrent clients that record every
+//! operation ([`history`]) while a seeded schedule of faults ([`nemesis`])
+//! and background shard moves hit the cluster, heals, reads every shard
+//! back, and checks the history ([`check`]). The [`Seed`] fixes everything
+//! that is random and is printed with every failing run.
+
+pub mod api;
+pub mod check;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod run;
+
+/// The seeded workload generator, under the name the oracle expects.
+mod workload {
+    pub use sessiondb_workload::*;
+}
+
+/// The oracle of the node's tests (a plain batch computation of
+/// `docs/semantics.md`), shared rather than copied.
+#[path = "../../node/tests/support/oracle.rs"]
+#[allow(dead_code)]
+mod oracle;
 
 use std::fmt;
 use std::str::FromStr;

@@ -283,7 +283,7 @@ async fn scratch_image_serves_ingests_and_keeps_data_across_restart() {
     let start_ms = START_MS.to_string();
     guard.run(&container, &["--node-id", "1", "--manual-clock", &start_ms]);
 
-    let client = Client::new(guard.base_url(&container));
+    let client = Client::new(guard.base_url(&container)).with_token(ADMIN_TOKEN);
     wait_healthy(&client, &container).await;
     let status = client.status().await.expect("node status");
     assert_eq!(status.node_id, 1, "the node id given after the image name");
@@ -337,7 +337,7 @@ async fn scratch_image_serves_ingests_and_keeps_data_across_restart() {
     // A stop (SIGTERM) and start: the node recovers from /data, and the
     // same batch is now all duplicates.
     docker(&["restart", "--time", "20", &container]);
-    let client = Client::new(guard.base_url(&container));
+    let client = Client::new(guard.base_url(&container)).with_token(ADMIN_TOKEN);
     wait_healthy(&client, &container).await;
     assert_eq!(
         counts(&results(&client, project).await),
@@ -424,7 +424,10 @@ impl Compose {
             .find(|line| line.starts_with("127.0.0.1:"))
             .unwrap_or_else(|| panic!("no 127.0.0.1 mapping of {service}:7070: {port}"));
         let container = self.run(&["ps", "-q", service]);
-        (Client::new(format!("http://{address}")), container)
+        (
+            Client::new(format!("http://{address}")).with_token(ADMIN_TOKEN),
+            container,
+        )
     }
 }
 

@@ -11,7 +11,9 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), sessiondb_client::ClientError> {
-//!     let client = Client::new("http://127.0.0.1:7070");
+//!     // The admin token may do everything; a sender that only sends events
+//!     // uses its project's ingest key instead (`docs/security.md`).
+//!     let client = Client::new("http://127.0.0.1:7070").with_token("<admin token>");
 //!     client.health().await?;
 //!     client
 //!         .create_project(&CreateProject { name: "shop".into(), ..Default::default() })
@@ -42,6 +44,10 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! Every request carries the client's credential ([`Client::with_token`]) as
+//! `Authorization: Bearer <token>`: the admin token, or a project's ingest
+//! key, which may only send events to that project.
 //!
 //! Errors keep three failures apart (see [`ClientError`]): the request never
 //! got an answer (`Transport`), the node answered with an API error (`Api`,
@@ -88,7 +94,8 @@ pub struct ClientGuide;
 use protocol::{
     ClusterStatus, CreateProject, DrainReport, ErrorResponse, Event, IngestResponse,
     MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList, ProjectSettingsPatch,
-    RebalanceReport, ResultsResponse, ShardMap, ShardMoveReport, TimeSeriesResponse,
+    RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey, ShardMap, ShardMoveReport,
+    TimeSeriesResponse,
 };
 
 /// How long one request may take, connect to last byte, unless changed with
@@ -315,6 +322,18 @@ pub struct Client {
     base_url: String,
     http: reqwest::Client,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer` on every request (`with_token`).
+    token: Option<Token>,
+}
+
+/// A credential whose `Debug` never shows it (clients end up in logs).
+#[derive(Clone)]
+struct Token(std::sync::Arc<str>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Token(<redacted>)")
+    }
 }
 
 impl Client {
@@ -328,6 +347,24 @@ impl Client {
             base_url,
             http: reqwest::Client::new(),
             timeout: REQUEST_TIMEOUT_DEFAULT,
+            token: None,
+        }
+    }
+
+    /// Send `token` on every request as `Authorization: Bearer <token>`: the
+    /// admin token, or a project's ingest key (which may only send events
+    /// to its project; `docs/security.md`).
+    pub fn with_token(mut self, token: impl Into<String>) -> Client {
+        self.token = Some(Token(std::sync::Arc::from(token.into())));
+        self
+    }
+
+    /// A request builder carrying the client's credential, if any.
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(&token.0),
+            None => request,
         }
     }
 
@@ -357,7 +394,9 @@ impl Client {
     /// `GET /v1/health`: succeeds while the node serves.
     pub async fn health(&self) -> Result<(), ClientError> {
         let url = self.url(&["v1", "health"], &[]);
-        self.execute(self.http.get(&url), &url).await.map(drop)
+        self.execute(self.request(reqwest::Method::GET, &url), &url)
+            .await
+            .map(drop)
     }
 
     /// `GET /v1/status`: the node's id, shard count and counters.
@@ -470,7 +509,10 @@ impl Client {
     pub async fn create_project(&self, request: &CreateProject) -> Result<Project, ClientError> {
         let url = self.url(&["v1", "projects"], &[]);
         let body = self
-            .execute(self.http.post(&url).json(request), &url)
+            .execute(
+                self.request(reqwest::Method::POST, &url).json(request),
+                &url,
+            )
             .await?;
         decode(&url, body)
     }
@@ -494,8 +536,39 @@ impl Client {
     ) -> Result<Project, ClientError> {
         let url = self.url(&["v1", "projects", name], &[]);
         let body = self
-            .execute(self.http.patch(&url).json(patch), &url)
+            .execute(self.request(reqwest::Method::PATCH, &url).json(patch), &url)
             .await?;
+        decode(&url, body)
+    }
+
+    /// `POST /v1/projects/{name}/ingest-key/rotate` (admin token): a new
+    /// ingest key for the project, shown this once; the old key keeps
+    /// working for `grace_ms` (the node's default when `None`).
+    pub async fn rotate_ingest_key(
+        &self,
+        name: &str,
+        grace_ms: Option<i64>,
+    ) -> Result<RotatedKey, ClientError> {
+        let url = self.url(&["v1", "projects", name, "ingest-key", "rotate"], &[]);
+        let request = self
+            .request(reqwest::Method::POST, &url)
+            .json(&RotateKeyRequest { grace_ms });
+        let body = self.execute(request, &url).await?;
+        decode(&url, body)
+    }
+
+    /// `POST /v1/admin/token/rotate` (admin token): a new admin token for
+    /// this node, shown this once; the old token keeps working for
+    /// `grace_ms` (the node's default when `None`).
+    pub async fn rotate_admin_token(
+        &self,
+        grace_ms: Option<i64>,
+    ) -> Result<RotatedKey, ClientError> {
+        let url = self.url(&["v1", "admin", "token", "rotate"], &[]);
+        let request = self
+            .request(reqwest::Method::POST, &url)
+            .json(&RotateKeyRequest { grace_ms });
+        let body = self.execute(request, &url).await?;
         decode(&url, body)
     }
 
@@ -521,10 +594,11 @@ impl Client {
     ) -> Result<IngestResponse, ClientError> {
         let url = self.url(&["v1", "events"], &[]);
         let request = match encoding {
-            Encoding::Json => self.http.post(&url).json(&EventBatchRef { events }),
+            Encoding::Json => self
+                .request(reqwest::Method::POST, &url)
+                .json(&EventBatchRef { events }),
             Encoding::Binary => self
-                .http
-                .post(&url)
+                .request(reqwest::Method::POST, &url)
                 .header(
                     reqwest::header::CONTENT_TYPE,
                     protocol::binary::CONTENT_TYPE,
@@ -556,7 +630,9 @@ impl Client {
         query: &[(&str, String)],
     ) -> Result<T, ClientError> {
         let url = self.url(segments, query);
-        let body = self.execute(self.http.get(&url), &url).await?;
+        let body = self
+            .execute(self.request(reqwest::Method::GET, &url), &url)
+            .await?;
         decode(&url, body)
     }
 
@@ -748,6 +824,28 @@ mod tests {
             "http://127.0.0.1:7070/v1/projects/shop/experiments/new%20checkout%2Fv2%3F/results\
              ?keys=sign%20up&baseline=a%26b%3Dc"
         );
+    }
+
+    #[test]
+    fn the_token_is_sent_as_a_bearer_and_never_shown() {
+        let client = Client::new("http://127.0.0.1:7070").with_token("secret-token-123456");
+        assert!(!format!("{client:?}").contains("secret-token"));
+        let request = client
+            .request(reqwest::Method::GET, "http://127.0.0.1:7070/v1/status")
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.headers()[reqwest::header::AUTHORIZATION],
+            "Bearer secret-token-123456"
+        );
+        let anonymous = Client::new("http://127.0.0.1:7070")
+            .request(reqwest::Method::GET, "http://127.0.0.1:7070/v1/health")
+            .build()
+            .unwrap();
+        assert!(anonymous
+            .headers()
+            .get(reqwest::header::AUTHORIZATION)
+            .is_none());
     }
 
     #[test]

@@ -103,6 +103,9 @@ struct Inner {
     scheme: &'static str,
     seeds: Vec<Client>,
     http: reqwest::Client,
+    /// The credential every client of the router sends (`with_token`):
+    /// an ingest key or the admin token, both of which open the shard map.
+    token: Option<String>,
     cache: RwLock<Cache>,
     refresh: Mutex<RefreshState>,
     next_seed: AtomicUsize,
@@ -147,23 +150,24 @@ impl ShardMapRouter {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        ShardMapRouter::with_http_client(seed_urls, reqwest::Client::new())
+        ShardMapRouter::new_with_token(seed_urls, None)
     }
 
-    /// [`ShardMapRouter::new`] over a preconfigured `reqwest` client, e.g.
-    /// [`crate::http_client_trusting`] for a cluster with TLS: seeds given
-    /// as `https://…` make the owners' `host:port` addresses `https` too.
-    pub fn with_http_client<I, S>(
+    /// [`ShardMapRouter::new`] whose requests (shard map, event batches)
+    /// carry `token` as `Authorization: Bearer`: a project's ingest key or
+    /// the admin token (`docs/security.md`).
+    pub fn new_with_token<I, S>(
         seed_urls: I,
-        http: reqwest::Client,
+        token: Option<String>,
     ) -> Result<ShardMapRouter, ClientError>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        let http = reqwest::Client::new();
         let seeds: Vec<Client> = seed_urls
             .into_iter()
-            .map(|url| Client::new(url).with_http_client(http.clone()))
+            .map(|url| with_token(Client::new(url).with_http_client(http.clone()), &token))
             .collect();
         if seeds.is_empty() {
             return Err(ClientError::InvalidConfig {
@@ -180,6 +184,7 @@ impl ShardMapRouter {
                 scheme,
                 seeds,
                 http,
+                token,
                 cache: RwLock::new(Cache::default()),
                 refresh: Mutex::new(RefreshState::default()),
                 next_seed: AtomicUsize::new(0),
@@ -197,7 +202,20 @@ impl ShardMapRouter {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let router = ShardMapRouter::new(seed_urls)?;
+        ShardMapRouter::connect_with_token(seed_urls, None).await
+    }
+
+    /// [`ShardMapRouter::connect`] with a credential
+    /// ([`ShardMapRouter::new_with_token`]).
+    pub async fn connect_with_token<I, S>(
+        seed_urls: I,
+        token: Option<String>,
+    ) -> Result<ShardMapRouter, ClientError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let router = ShardMapRouter::new_with_token(seed_urls, token)?;
         router.refresh_now().await?;
         Ok(router)
     }
@@ -371,7 +389,10 @@ impl Inner {
                 .get(&node)
                 .is_some_and(|client| client.base_url() == base_url);
             if !known {
-                let client = Client::new(base_url).with_http_client(self.http.clone());
+                let client = with_token(
+                    Client::new(base_url).with_http_client(self.http.clone()),
+                    &self.token,
+                );
                 cache.nodes.insert(node, client);
             }
         }
@@ -491,6 +512,14 @@ impl Router for ShardMapRouter {
         // Other shards may have moved too (a rebalance moves many).
         self.request_refresh();
         rerouted
+    }
+}
+
+/// `client` carrying `token`, if there is one.
+fn with_token(client: Client, token: &Option<String>) -> Client {
+    match token {
+        Some(token) => client.with_token(token.clone()),
+        None => client,
     }
 }
 

@@ -6,7 +6,7 @@ mod support;
 use sessiondb_client::cli::import::RejectedLine;
 use sessiondb_client::cli::{EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
 use sessiondb_client::protocol::{
-    ClusterStatus, MemberRole, Project, ProjectList, ResultsResponse,
+    ClusterStatus, MemberRole, Project, ProjectList, ResultsResponse, RotatedKey,
 };
 use std::path::Path;
 use support::{TempDir, TestNode, Workload};
@@ -25,7 +25,10 @@ async fn ctl(node: &str, args: &[&str]) -> Run {
         .arg(node)
         .args(args)
         .env_remove("SESSIONDB_NODE")
-        .env_remove("SESSIONDB_ADMIN_TOKEN")
+        .env_remove("SESSIONDB_INGEST_KEY")
+        // The operator's token; a test that wants another gives
+        // `--admin-token`, which wins over the variable.
+        .env("SESSIONDB_ADMIN_TOKEN", support::TEST_ADMIN_TOKEN)
         .output()
         .await
         .expect("run sessiondb-ctl");
@@ -293,10 +296,7 @@ async fn projects_create_list_show_configure() {
 async fn cluster_status_shows_the_single_node_cluster() {
     let node = TestNode::start().await;
     let url = node.base_url();
-    // The node generated its admin token into its data directory.
-    let token_path = node.dir().join("data").join("admin-token");
-    let token = std::fs::read_to_string(&token_path).expect("the admin token file");
-    let token = token.trim_end();
+    let token = support::TEST_ADMIN_TOKEN;
 
     let refused = ctl(
         url,
@@ -365,9 +365,7 @@ async fn cluster_status_shows_the_single_node_cluster() {
 async fn shards_list_move_and_rebalance_on_a_single_node_cluster() {
     let node = TestNode::start().await;
     let url = node.base_url();
-    let token_path = node.dir().join("data").join("admin-token");
-    let token = std::fs::read_to_string(&token_path).expect("the admin token file");
-    let token = token.trim_end();
+    let token = support::TEST_ADMIN_TOKEN;
     // Bounded polling until the node bootstrapped its shard map.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let shards: Vec<sessiondb_client::protocol::ShardOwnership> = loop {
@@ -440,9 +438,7 @@ async fn shards_list_move_and_rebalance_on_a_single_node_cluster() {
 async fn nodes_list_drain_and_remove_on_a_single_node_cluster() {
     let node = TestNode::start().await;
     let url = node.base_url();
-    let token_path = node.dir().join("data").join("admin-token");
-    let token = std::fs::read_to_string(&token_path).expect("the admin token file");
-    let token = token.trim_end();
+    let token = support::TEST_ADMIN_TOKEN;
     // Bounded polling until the node bootstrapped its cluster.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let members: Vec<sessiondb_client::protocol::ClusterMember> = loop {
@@ -626,4 +622,90 @@ async fn ctl_talks_https_to_a_tls_node_with_the_ca_file() {
     let run = ctl(node.base_url(), &["--ca-file", &bad, "status"]).await;
     expect_code(&run, EXIT_USAGE);
     assert!(run.stderr.contains("--ca-file"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn keys_and_tokens_are_shown_once_and_rotate() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    let run = ctl(url, &["projects", "create", "shop"]).await;
+    expect_code(&run, EXIT_OK);
+    assert!(run.stdout.contains("ingest key (shown once"), "{run:#?}");
+    let run = ctl(url, &["--json", "projects", "create", "blog"]).await;
+    expect_code(&run, EXIT_OK);
+    let blog: Project = serde_json::from_str(&run.stdout).expect("a Project");
+    let old_key = blog
+        .ingest_key
+        .expect("the creation answer carries the key");
+    // Shown once: reading the project back does not show it.
+    let run = ctl(url, &["--json", "projects", "show", "blog"]).await;
+    expect_code(&run, EXIT_OK);
+    assert!(!run.stdout.contains(&old_key), "{run:#?}");
+
+    // The ingest key imports into its project, and may do nothing else.
+    let dir = TempDir::new("rotate");
+    let file = dir.path().join("events.ndjson");
+    let event = support::decision("r-1", "blog", "v-1", support::START_MS, "x", "a");
+    std::fs::write(&file, serde_json::to_string(&event).unwrap() + "\n").unwrap();
+    let run = ctl(
+        url,
+        &["import", file.to_str().unwrap(), "--ingest-key", &old_key],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    let run = ctl(url, &["projects", "list", "--admin-token", &old_key]).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("(forbidden)"), "{run:#?}");
+
+    let run = ctl(
+        url,
+        &[
+            "--json",
+            "projects",
+            "rotate-key",
+            "blog",
+            "--grace-ms",
+            "60000",
+        ],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    let rotated: RotatedKey = serde_json::from_str(&run.stdout).expect("a RotatedKey");
+    assert_ne!(rotated.key, old_key);
+    assert_eq!(
+        rotated.previous_valid_until_ms,
+        Some(support::START_MS + 60_000)
+    );
+    for key in [&old_key, &rotated.key] {
+        let run = ctl(
+            url,
+            &["import", file.to_str().unwrap(), "--ingest-key", key],
+        )
+        .await;
+        expect_code(&run, EXIT_OK);
+    }
+    let run = ctl(url, &["projects", "rotate-key", "blog", "--grace-ms", "0"]).await;
+    expect_code(&run, EXIT_OK);
+    assert!(run.stderr.contains("no longer works"), "{run:#?}");
+    let run = ctl(url, &["projects", "rotate-key", "blog", "--grace-ms=-5"]).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("(invalid_grace)"), "{run:#?}");
+
+    // The admin token: the new one works at once, the old one (no grace)
+    // stops.
+    let run = ctl(url, &["admin-token", "rotate", "--grace-ms", "0"]).await;
+    expect_code(&run, EXIT_OK);
+    let new_token = run
+        .stdout
+        .lines()
+        .nth(1)
+        .expect("the token line")
+        .trim()
+        .to_string();
+    assert_eq!(new_token.len(), 64, "{run:#?}");
+    let run = ctl(url, &["status"]).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("(unauthorized)"), "{run:#?}");
+    let run = ctl(url, &["status", "--admin-token", &new_token]).await;
+    expect_code(&run, EXIT_OK);
 }

@@ -30,7 +30,7 @@ const RESOLVE_WAIT_MAX: Duration = Duration::from_secs(60);
 
 async fn node_with_project(project: &str) -> (TestNode, Client) {
     let node = TestNode::start().await;
-    let client = Client::new(node.base_url());
+    let client = node.client();
     client
         .create_project(&CreateProject {
             name: project.into(),
@@ -176,6 +176,7 @@ async fn lost_answer_is_retried_and_counted_once(encoding: Encoding) {
     let proxy = Proxy::start(node.address(), ProxyMode::LoseFirstAnswers(1)).await;
     let workload = Workload::new("shop", 60); // 60 decisions + 20 purchases
     let sender = Client::new(&proxy.base_url)
+        .with_token(support::TEST_ADMIN_TOKEN)
         .sender(SenderConfig {
             batch_events_max: 1_000,
             linger_ms: 600_000,
@@ -240,6 +241,7 @@ async fn backpressure_error_mode(encoding: Encoding) {
     let (gate, gate_receiver) = watch::channel(false);
     let proxy = Proxy::start(node.address(), ProxyMode::Gated(gate_receiver)).await;
     let sender = Client::new(&proxy.base_url)
+        .with_token(support::TEST_ADMIN_TOKEN)
         .sender(SenderConfig {
             batch_events_max: 5,
             buffer_events_max: 10,
@@ -289,6 +291,7 @@ async fn backpressure_wait_mode(encoding: Encoding) {
     let (gate, gate_receiver) = watch::channel(false);
     let proxy = Proxy::start(node.address(), ProxyMode::Gated(gate_receiver)).await;
     let sender = Client::new(&proxy.base_url)
+        .with_token(support::TEST_ADMIN_TOKEN)
         .sender(SenderConfig {
             batch_events_max: 5,
             buffer_events_max: 10,

@@ -119,7 +119,7 @@ async fn run(options: Options) {
         breakdown_attributes: Some(vec!["browser".into()]),
         ..SettingsPatch::default()
     };
-    let project = engine
+    let (project, _) = engine
         .create_project("bench", &patch)
         .await
         .expect("project");

@@ -50,7 +50,9 @@ fn main() {
         name: Arc::from("bench"),
         settings,
         version: 1,
-        ingest_key: Arc::from("bench"),
+        ingest_keys: sessiondb_node::keys::RotatingKey::new(sessiondb_node::keys::KeyHash::of(
+            b"bench",
+        )),
     });
     let events = generate(options.visitors, start_ms, &config);
     let event_count = events.len();

@@ -3,7 +3,10 @@
 //! Exit codes: 0 success; 1 the node failed at run time (the message says
 //! why); 2 bad usage or configuration (clap's convention).
 
-use crate::admin_token::{self, AdminToken, AdminTokenSource, ClusterSecret, SecretKind};
+use crate::admin_token::{
+    self, AdminToken, AdminTokenOpened, AdminTokenSource, AdminTokens, ClusterSecret, SecretKind,
+    ADMIN_TOKEN_KIND,
+};
 use crate::clock::{ManualClock, SharedClock, SystemClock};
 use crate::cluster_startup::{self, ClusterStartup};
 use crate::engine::EngineConfig;
@@ -116,11 +119,16 @@ pub struct ServeArgs {
     /// other members are verified against it.
     #[arg(long, env = "SESSIONDB_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
-    /// Admin token for the console and /v1/admin/* (16–256 visible ASCII
-    /// characters). Without one, the node generates a token at its first
-    /// start and keeps it in <data-dir>/admin-token.
+    /// Admin token for projects, queries, the console, /metrics and
+    /// /v1/admin/* (16–256 visible ASCII characters). Without one, the node
+    /// generates a token at its first start and prints it once; it keeps
+    /// only the token's hash, in <data-dir>/admin-token.
     #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// How long an ingest key or admin token stays valid after a rotation
+    /// replaced it, unless the rotation says otherwise (default 24 h).
+    #[arg(long, env = "SESSIONDB_KEY_ROTATION_GRACE_MS")]
+    pub key_rotation_grace_ms: Option<i64>,
     /// Secret every node of the cluster shares, sent on node-to-node calls
     /// (16–256 visible ASCII characters). Without one, the node generates
     /// one at its first start and keeps it in <data-dir>/cluster-secret;
@@ -162,6 +170,7 @@ pub struct FileConfig {
     pub node_id: Option<u64>,
     pub http_workers: Option<usize>,
     pub admin_token: Option<String>,
+    pub key_rotation_grace_ms: Option<i64>,
     pub cluster_secret: Option<String>,
     pub join: Option<String>,
     pub advertise: Option<String>,
@@ -188,6 +197,8 @@ pub struct NodeConfig {
     pub server: ServerConfig,
     /// The configured admin token; `None`: use or create the token file.
     pub admin_token: Option<AdminToken>,
+    /// Default grace period of key and token rotations.
+    pub key_rotation_grace_ms: i64,
     /// The configured cluster secret; `None`: use or create its file.
     pub cluster_secret: Option<ClusterSecret>,
     /// `--join` as given: a base URL or `host:port`
@@ -218,6 +229,13 @@ impl NodeConfig {
             .map(|text| AdminToken::parse(&text))
             .transpose()
             .context("invalid --admin-token / SESSIONDB_ADMIN_TOKEN / admin_token")?;
+        let key_rotation_grace_ms = args
+            .key_rotation_grace_ms
+            .or(file.key_rotation_grace_ms)
+            .map(crate::keys::check_grace_ms)
+            .transpose()
+            .context("invalid --key-rotation-grace-ms / key_rotation_grace_ms")?
+            .unwrap_or(crate::keys::KEY_ROTATION_GRACE_MS_DEFAULT);
         let cluster_secret = args
             .cluster_secret
             .clone()
@@ -323,6 +341,7 @@ impl NodeConfig {
                 tls,
             },
             admin_token,
+            key_rotation_grace_ms,
             cluster_secret,
             join: args.join.clone().or(file.join),
             advertise: args.advertise.clone().or(file.advertise),
@@ -390,12 +409,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     listener.set_nonblocking(true)?;
-    let (admin_token, admin_token_source) = admin_token::resolve_secret(
-        config.admin_token.clone(),
-        &config.data_dir,
-        admin_token::ADMIN_TOKEN_KIND,
-    )?;
-    log_secret_source(admin_token::ADMIN_TOKEN_KIND, &admin_token_source);
+    let clock: SharedClock = match args.manual_clock {
+        Some(start_ms) => Arc::new(ManualClock::new(start_ms)),
+        None => Arc::new(SystemClock),
+    };
+    let (admin_tokens, admin_token_opened) =
+        AdminTokens::open(config.admin_token.clone(), &config.data_dir, clock.clone())?;
+    log_admin_token(&admin_token_opened);
     let (cluster_secret, cluster_secret_source) = admin_token::resolve_secret(
         config.cluster_secret.clone(),
         &config.data_dir,
@@ -410,28 +430,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.advertise.is_none() && address.ip().is_unspecified() {
         tracing::warn!(%address, "listening on all interfaces without --advertise: other nodes cannot reach this address");
     }
-    let clock: SharedClock = match args.manual_clock {
-        Some(start_ms) => Arc::new(ManualClock::new(start_ms)),
-        None => Arc::new(SystemClock),
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let fault = (args.fault_log_sync_after.is_some() || args.fault_log_sync_delay_ms.is_some())
-            .then(|| {
-                let plan = crate::log::FaultPlan::new();
-                if let Some(successes) = args.fault_log_sync_after {
-                    plan.fail_sync_after(successes);
-                }
-                if let Some(delay_ms) = args.fault_log_sync_delay_ms {
-                    plan.delay_syncs(delay_ms);
-                }
-                std::sync::Arc::new(plan)
-            });
         let log_config = crate::log::LogConfig {
-            fault,
+            fault: fault_plan(args.fault_log_sync_after, args.fault_log_sync_delay_ms),
             ..crate::log::LogConfig::default()
         };
         let (engine, recovery) = crate::engine::durability::open(
@@ -507,8 +512,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         };
         let secrets = Secrets {
-            admin_token,
+            admin_tokens,
             cluster_secret,
+            key_rotation_grace_ms: config.key_rotation_grace_ms,
         };
         let served = server::run(
             config.server,
@@ -555,6 +561,34 @@ async fn start_placement(
 }
 
 /// Where a secret came from; the path only, never the secret.
+/// Logs where the admin token came from (never the token), and shows a
+/// generated token once, on stdout beside the listening line: the only time
+/// the node has it in plaintext.
+fn log_admin_token(opened: &AdminTokenOpened) {
+    let label = ADMIN_TOKEN_KIND.label;
+    match opened {
+        AdminTokenOpened::File(path) => {
+            tracing::info!(path = %path.display(), "{label}: hashes read from file")
+        }
+        AdminTokenOpened::Configured(path) => {
+            tracing::info!(path = %path.display(), "{label}: configured; its hash is stored in file")
+        }
+        AdminTokenOpened::Migrated(path) => tracing::warn!(
+            path = %path.display(),
+            "{label}: the file held the token in plaintext; it now holds only its hash (keep your copy of the token)"
+        ),
+        AdminTokenOpened::Generated { path, token } => {
+            tracing::info!(path = %path.display(), "{label}: generated; shown once on stdout, its hash is stored in file");
+            // Scripts and tests read this exact prefix.
+            println!("{GENERATED_ADMIN_TOKEN_PREFIX}{}", token.expose());
+        }
+    }
+}
+
+/// Start of the stdout line that shows a generated admin token.
+pub const GENERATED_ADMIN_TOKEN_PREFIX: &str =
+    "sessiondb generated admin token (shown once, only its hash is stored): ";
+
 fn log_secret_source(kind: SecretKind, source: &AdminTokenSource) {
     let label = kind.label;
     match source {
@@ -591,6 +625,25 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutdown requested");
+}
+
+/// The log's fault plan from the hidden testing flags; `None` (no check
+/// per operation) when neither is given.
+fn fault_plan(
+    sync_fails_after: Option<u64>,
+    sync_delay_ms: Option<u64>,
+) -> Option<Arc<crate::log::FaultPlan>> {
+    if sync_fails_after.is_none() && sync_delay_ms.is_none() {
+        return None;
+    }
+    let plan = crate::log::FaultPlan::new();
+    if let Some(successes) = sync_fails_after {
+        plan.fail_sync_after(successes);
+    }
+    if let Some(delay_ms) = sync_delay_ms {
+        plan.delay_syncs_ms(delay_ms);
+    }
+    Some(Arc::new(plan))
 }
 
 #[cfg(test)]

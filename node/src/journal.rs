@@ -116,7 +116,7 @@ mod tests {
     #[test]
     fn entries_round_trip_and_versions_are_checked() {
         let registry = ProjectRegistry::default();
-        let config = registry.create("shop", &Default::default()).unwrap();
+        let (config, _) = registry.create("shop", &Default::default()).unwrap();
         let entry = JournalEntry::Events {
             now_ms: 42,
             events: vec![JournalEvent {
@@ -150,5 +150,52 @@ mod tests {
         ));
         assert!(decode::<JournalEntry>(&bytes[..bytes.len() - 1], "entry").is_err());
         assert_eq!(decode::<JournalEntry>(&[], "entry"), Err(CodecError::Empty));
+    }
+
+    /// A project configuration written before keys were hashed (the same
+    /// layout, with the key itself where the hashes now are) still decodes,
+    /// and its key arrives hashed.
+    #[test]
+    fn a_configuration_with_a_plaintext_key_decodes_hashed() {
+        #[derive(Serialize)]
+        struct ConfigBeforeHashing {
+            name: Arc<str>,
+            settings: crate::project::Settings,
+            version: u64,
+            ingest_key: Arc<str>,
+        }
+        #[derive(Serialize)]
+        enum EntryBeforeHashing {
+            #[allow(dead_code)]
+            Events,
+            Project {
+                config: ConfigBeforeHashing,
+            },
+        }
+        let key = "0123456789abcdef0123456789abcdef";
+        let old = EntryBeforeHashing::Project {
+            config: ConfigBeforeHashing {
+                name: Arc::from("shop"),
+                settings: crate::project::Settings::default(),
+                version: 3,
+                ingest_key: Arc::from(key),
+            },
+        };
+        let mut bytes = vec![FORMAT_VERSION];
+        bytes.extend(postcard::to_stdvec(&old).unwrap());
+        let JournalEntry::Project { config } = decode::<JournalEntry>(&bytes, "entry").unwrap()
+        else {
+            panic!("a project entry");
+        };
+        assert_eq!(config.version, 3);
+        assert_eq!(
+            config.ingest_keys,
+            crate::keys::RotatingKey::new(crate::keys::KeyHash::of(key.as_bytes()))
+        );
+        // Written again, it holds no plaintext.
+        let again = encode(&JournalEntry::Project { config });
+        assert!(!again
+            .windows(key.len())
+            .any(|window| window == key.as_bytes()));
     }
 }

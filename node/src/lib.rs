@@ -31,6 +31,7 @@ pub mod event;
 pub mod hashing;
 pub mod http;
 pub mod journal;
+pub mod keys;
 pub mod limits;
 pub mod log;
 pub mod metrics;

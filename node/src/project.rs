@@ -5,6 +5,7 @@
 //! issue it becomes a read view of the placement state machine; callers only
 //! see `ProjectRegistry`, so that change stays inside this module.
 
+use crate::keys::{self, KeyHash, RotatingKey};
 use crate::limits;
 use chrono_tz::Tz;
 use dashmap::DashMap;
@@ -235,11 +236,14 @@ pub struct ProjectConfig {
     pub name: Arc<str>,
     pub settings: Settings,
     pub version: u64,
-    /// The project's write key for compatible ingest paths (Segment's basic
-    /// auth, Optimizely's `X-SessionDB-Key`): 32 random hex characters,
-    /// generated at creation, unique among projects, never changed by
-    /// `configure`.
-    pub ingest_key: Arc<str>,
+    /// The hashes of the project's ingest key (`docs/security.md`): the key
+    /// itself (32 random hex characters, generated at creation, unique
+    /// among projects) is shown once and never stored. `configure` keeps
+    /// it; only a rotation (`prepare_rotate_ingest_key`) changes it.
+    /// Stored as a string where the plaintext key used to be
+    /// (`keys::stored_ingest_key`), so older records still decode.
+    #[serde(rename = "ingest_key", with = "keys::stored_ingest_key")]
+    pub ingest_keys: RotatingKey,
 }
 
 pub fn validate_name(name: &str) -> Result<(), ProjectError> {
@@ -289,15 +293,17 @@ impl ProjectRegistry {
         self.projects.is_empty()
     }
 
-    /// Creates and installs a project (see `prepare_create`).
+    /// Creates and installs a project (see `prepare_create`); returns it
+    /// with its ingest key.
     pub fn create(
         &self,
         name: &str,
         patch: &SettingsPatch,
-    ) -> Result<Arc<ProjectConfig>, ProjectError> {
-        let config = Arc::new(self.prepare_create(name, patch)?);
+    ) -> Result<(Arc<ProjectConfig>, String), ProjectError> {
+        let (config, key) = self.prepare_create(name, patch)?;
+        let config = Arc::new(config);
         self.install(Arc::clone(&config));
-        Ok(config)
+        Ok((config, key))
     }
 
     /// Changes and installs a project's settings; returns the previous and
@@ -316,12 +322,13 @@ impl ProjectRegistry {
     /// Validates a new project and builds its configuration without
     /// installing it: the engine journals it first. Callers serialise
     /// prepare + install (the engine's sequencer), so the existence check
-    /// holds until `install`.
+    /// holds until `install`. Also returns the new ingest key: the only
+    /// time it exists in plaintext.
     pub fn prepare_create(
         &self,
         name: &str,
         patch: &SettingsPatch,
-    ) -> Result<ProjectConfig, ProjectError> {
+    ) -> Result<(ProjectConfig, String), ProjectError> {
         validate_name(name)?;
         let settings = Settings::default().patched(patch, true)?;
         if self.projects.contains_key(name) {
@@ -332,12 +339,41 @@ impl ProjectRegistry {
         if self.projects.len() >= limits::PROJECTS_MAX {
             return Err(ProjectError::TooMany);
         }
-        Ok(ProjectConfig {
+        let (key, hash) = self.new_ingest_key();
+        let config = ProjectConfig {
             name: Arc::from(name),
             settings,
             version: self.next_version(),
-            ingest_key: self.new_ingest_key(),
-        })
+            ingest_keys: RotatingKey::new(hash),
+        };
+        Ok((config, key))
+    }
+
+    /// A new configuration of project `name` whose ingest key is a fresh
+    /// one, the old key staying valid for `grace_ms` after `now_ms`; and the
+    /// new key in plaintext. Not installed (the engine journals it first).
+    pub fn prepare_rotate_ingest_key(
+        &self,
+        name: &str,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> Result<(ProjectConfig, String), ProjectError> {
+        let previous = self.get(name).ok_or_else(|| ProjectError::Unknown {
+            name: name.to_string(),
+        })?;
+        let grace_ms =
+            keys::check_grace_ms(grace_ms).map_err(|error| ProjectError::InvalidSetting {
+                field: "grace_ms",
+                reason: error.to_string(),
+            })?;
+        let (key, hash) = self.new_ingest_key();
+        let config = ProjectConfig {
+            name: Arc::clone(&previous.name),
+            settings: previous.settings.clone(),
+            version: self.next_version(),
+            ingest_keys: previous.ingest_keys.rotated(hash, now_ms, grace_ms),
+        };
+        Ok((config, key))
     }
 
     /// Validates a settings change and builds the new configuration without
@@ -355,7 +391,7 @@ impl ProjectRegistry {
             name: Arc::clone(&previous.name),
             settings,
             version: self.next_version(),
-            ingest_key: Arc::clone(&previous.ingest_key),
+            ingest_keys: previous.ingest_keys,
         };
         Ok((previous, config))
     }
@@ -378,30 +414,38 @@ impl ProjectRegistry {
         }
     }
 
-    /// The project whose ingest key is `key`.
+    /// The project whose ingest key (current, or previous within its grace
+    /// period at `now_ms`) is `key`.
     ///
     /// A linear scan over at most `PROJECTS_MAX` projects, on purpose: it
-    /// compares every key, which is where a constant-time comparison goes
-    /// (issue 9); today's `==` leaks timing.
-    pub fn by_ingest_key(&self, key: &str) -> Option<Arc<ProjectConfig>> {
-        if key.is_empty() {
-            return None;
+    /// hashes `key` once and compares it with every project's hashes in
+    /// constant time, without stopping at the first match, so the time taken
+    /// does not depend on which project (if any) holds the key.
+    pub fn by_ingest_key(&self, key: &str, now_ms: i64) -> Option<Arc<ProjectConfig>> {
+        let candidate = KeyHash::of(key.as_bytes());
+        let mut found = None;
+        for entry in self.projects.iter() {
+            if entry.value().ingest_keys.matches(&candidate, now_ms) && found.is_none() {
+                found = Some(Arc::clone(entry.value()));
+            }
         }
-        self.projects
-            .iter()
-            .find(|entry| entry.value().ingest_key.as_ref() == key)
-            .map(|entry| Arc::clone(entry.value()))
+        found.filter(|_| !key.is_empty())
     }
 
-    /// A fresh random ingest key that no project holds. 128 random bits make
-    /// a collision practically impossible (two concurrent creations are not
-    /// checked against each other; the bits cover that case too).
-    fn new_ingest_key(&self) -> Arc<str> {
-        use rand::Rng;
+    /// A fresh random ingest key that no project holds, with its hash. 128
+    /// random bits make a collision practically impossible (two concurrent
+    /// creations are not checked against each other; the bits cover that
+    /// case too).
+    fn new_ingest_key(&self) -> (String, KeyHash) {
         loop {
-            let key = format!("{:032x}", rand::thread_rng().gen::<u128>());
-            if self.by_ingest_key(&key).is_none() {
-                return Arc::from(key);
+            let key = keys::generate_secret(keys::INGEST_KEY_RANDOM_BYTES);
+            let hash = KeyHash::of(key.as_bytes());
+            let taken = self
+                .projects
+                .iter()
+                .any(|entry| entry.value().ingest_keys.holds(&hash));
+            if !taken {
+                return (key, hash);
             }
         }
     }
@@ -418,7 +462,7 @@ mod tests {
     #[test]
     fn create_applies_defaults_and_rejects_duplicates() {
         let registry = ProjectRegistry::default();
-        let config = registry.create("shop", &SettingsPatch::default()).unwrap();
+        let (config, _) = registry.create("shop", &SettingsPatch::default()).unwrap();
         assert_eq!(config.settings, Settings::default());
         assert_eq!(
             registry.create("shop", &SettingsPatch::default()),
@@ -451,23 +495,53 @@ mod tests {
         let (previous, config) = registry.configure("shop", &patch).unwrap();
         assert!(previous.settings.changes_contributions(&config.settings));
         assert!(config.version > previous.version);
-        assert_eq!(config.ingest_key, previous.ingest_key);
+        assert_eq!(config.ingest_keys, previous.ingest_keys);
     }
 
     #[test]
-    fn ingest_keys_are_random_hex_and_find_their_project() {
+    fn ingest_keys_are_random_hex_stored_hashed_and_find_their_project() {
         let registry = ProjectRegistry::default();
-        let shop = registry.create("shop", &SettingsPatch::default()).unwrap();
-        let blog = registry.create("blog", &SettingsPatch::default()).unwrap();
-        assert_eq!(shop.ingest_key.len(), 32);
-        assert!(shop.ingest_key.bytes().all(|byte| byte.is_ascii_hexdigit()));
-        assert_ne!(shop.ingest_key, blog.ingest_key);
-        let found = registry.by_ingest_key(&blog.ingest_key).unwrap();
+        let (shop, shop_key) = registry.create("shop", &SettingsPatch::default()).unwrap();
+        let (_, blog_key) = registry.create("blog", &SettingsPatch::default()).unwrap();
+        assert_eq!(shop_key.len(), 32);
+        assert!(shop_key.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        assert_ne!(shop_key, blog_key);
+        assert_eq!(
+            shop.ingest_keys,
+            RotatingKey::new(KeyHash::of(shop_key.as_bytes()))
+        );
+        let found = registry.by_ingest_key(&blog_key, 0).unwrap();
         assert_eq!(found.name.as_ref(), "blog");
-        assert!(registry.by_ingest_key("").is_none());
+        assert!(registry.by_ingest_key("", 0).is_none());
         assert!(registry
-            .by_ingest_key("0123456789abcdef0123456789abcdef")
+            .by_ingest_key("0123456789abcdef0123456789abcdef", 0)
             .is_none());
+    }
+
+    #[test]
+    fn a_rotated_ingest_key_keeps_the_old_one_for_the_grace_period() {
+        let registry = ProjectRegistry::default();
+        let (before, old_key) = registry.create("shop", &SettingsPatch::default()).unwrap();
+        let (rotated, new_key) = registry
+            .prepare_rotate_ingest_key("shop", 1_000, 500)
+            .unwrap();
+        assert!(rotated.version > before.version);
+        assert_eq!(rotated.settings, before.settings);
+        registry.install(Arc::new(rotated));
+        assert!(registry.by_ingest_key(&new_key, 1_000).is_some());
+        assert!(registry.by_ingest_key(&old_key, 1_499).is_some());
+        assert!(registry.by_ingest_key(&old_key, 1_500).is_none());
+        assert!(matches!(
+            registry.prepare_rotate_ingest_key("shop", 1_000, -1),
+            Err(ProjectError::InvalidSetting {
+                field: "grace_ms",
+                ..
+            })
+        ));
+        assert!(matches!(
+            registry.prepare_rotate_ingest_key("blog", 1_000, 0),
+            Err(ProjectError::Unknown { .. })
+        ));
     }
 
     #[test]

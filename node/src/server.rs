@@ -1,6 +1,6 @@
 //! The process around the engine: HTTP listener, shutdown.
 
-use crate::admin_token::{AdminToken, ClusterSecret};
+use crate::admin_token::{AdminTokens, ClusterSecret};
 use crate::engine::Engine;
 use crate::http::admission::Admission;
 use crate::http::{self, error::ApiError, AppState};
@@ -46,8 +46,10 @@ impl Default for ServerConfig {
 /// The secrets that guard the node's endpoints (`http::auth`).
 #[derive(Debug, Clone)]
 pub struct Secrets {
-    pub admin_token: AdminToken,
+    pub admin_tokens: AdminTokens,
     pub cluster_secret: ClusterSecret,
+    /// Default grace period of a rotation (`--key-rotation-grace-ms`).
+    pub key_rotation_grace_ms: i64,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops
@@ -68,7 +70,8 @@ pub async fn run(
         admission,
         engine: engine.clone(),
         node_id: config.node_id,
-        admin_token: secrets.admin_token,
+        admin_tokens: secrets.admin_tokens,
+        key_rotation_grace_ms: secrets.key_rotation_grace_ms,
         mover: crate::shard_moves::ShardMover::new(
             placement.clone(),
             secrets.cluster_secret.clone(),

@@ -191,7 +191,7 @@ async fn the_partial_endpoint_needs_the_cluster_secret() {
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.error_code(), Some("unauthorized"));
-    let anonymous = first.post_raw(path, body.clone()).await;
+    let anonymous = first.post_anonymous(path, body.clone()).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let right = format!("Bearer {CLUSTER_SECRET}");
     let malformed = first

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use support::cluster::{
     create_project_everywhere, form_three_node_cluster, wait_for, POLL_INTERVAL, SHARDS, START_MS,
 };
-use support::node::TestNode;
+use support::node::{TestNode, TEST_ADMIN_TOKEN};
 use support::oracle::{assert_matches, Oracle, OracleSettings};
 use support::workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS, MINUTE_MS};
 
@@ -167,9 +167,12 @@ async fn after_a_rebalance_every_batch_goes_to_its_owner() {
 
     // The router learns the map from one seed; it finds the others in it.
     let router = Arc::new(
-        ShardMapRouter::connect([nodes[1].base_url().to_string()])
-            .await
-            .expect("a shard map"),
+        ShardMapRouter::connect_with_token(
+            [nodes[1].base_url().to_string()],
+            Some(TEST_ADMIN_TOKEN.to_string()),
+        )
+        .await
+        .expect("a shard map"),
     );
     let cached: BTreeMap<u32, u64> = router
         .assignments()
@@ -220,7 +223,12 @@ async fn watch_maps(urls: Vec<(u64, String)>, stop: Arc<AtomicBool>) -> Vec<Obse
     let mut last: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
         for (id, url) in &urls {
-            let Ok(response) = http.get(format!("{url}/v1/shard-map")).send().await else {
+            let Ok(response) = http
+                .get(format!("{url}/v1/shard-map"))
+                .bearer_auth(TEST_ADMIN_TOKEN)
+                .send()
+                .await
+            else {
                 continue;
             };
             let Ok(map) = response.json::<ShardMap>().await else {
@@ -261,9 +269,12 @@ async fn rebalance_under_continuous_ingest_loses_and_doubles_nothing() {
     // then, until the moves are over, the whole workload again (every copy
     // a duplicate), so that events stream during every move.
     let router = Arc::new(
-        ShardMapRouter::connect(urls.iter().map(|(_, url)| url.clone()))
-            .await
-            .expect("a shard map"),
+        ShardMapRouter::connect_with_token(
+            urls.iter().map(|(_, url)| url.clone()),
+            Some(TEST_ADMIN_TOKEN.to_string()),
+        )
+        .await
+        .expect("a shard map"),
     );
     let sender = Sender::new(router.clone(), sender_config()).expect("a sender");
     let moves_done = Arc::new(AtomicBool::new(false));

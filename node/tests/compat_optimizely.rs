@@ -238,10 +238,18 @@ async fn bad_events_are_rejected_at_their_flattened_index() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_project_comes_from_the_key_the_query_or_project_id() {
     let node = TestNode::start(NOW_MS).await;
-    let shop = node.create_project("shop", json!({})).await;
-    let blog = node.create_project("blog", json!({})).await;
-    assert_eq!(shop.ingest_key.len(), 32);
-    assert_ne!(shop.ingest_key, blog.ingest_key);
+    let shop_key = node
+        .create_project("shop", json!({}))
+        .await
+        .ingest_key
+        .expect("the creation answer carries the key");
+    let blog_key = node
+        .create_project("blog", json!({}))
+        .await
+        .ingest_key
+        .expect("the creation answer carries the key");
+    assert_eq!(shop_key.len(), 32);
+    assert_ne!(shop_key, blog_key);
     let impressions = fixture("impressions.json");
 
     // project_id 8231990343 names no project: every event is rejected.
@@ -266,7 +274,7 @@ async fn the_project_comes_from_the_key_the_query_or_project_id() {
     assert_eq!(variation(&results, TREATMENT).visitors, 2);
 
     // The ingest key picks its project.
-    let key = [("X-SessionDB-Key", blog.ingest_key.as_str())];
+    let key = [("X-SessionDB-Key", blog_key.as_str())];
     let raw = node
         .post_with_headers(PATH, &key, impressions.clone())
         .await;
@@ -276,14 +284,35 @@ async fn the_project_comes_from_the_key_the_query_or_project_id() {
         .await;
     assert_eq!(variation(&results, CONTROL).visitors, 1);
 
-    // A wrong key, or a key of another project than `?project=`: 401.
+    // A wrong key, or no credential at all: 401. A key of another project
+    // than `?project=`: 403.
     let wrong = [("X-SessionDB-Key", "00000000000000000000000000000000")];
     let raw = node
         .post_with_headers(PATH, &wrong, impressions.clone())
         .await;
     assert_eq!(raw.status, StatusCode::UNAUTHORIZED, "{}", raw.text);
     assert_eq!(raw.error_code(), Some("unauthorized"));
-    let raw = node.post_with_headers(&query_path, &key, impressions).await;
+    let raw = node.post_anonymous(&query_path, impressions.clone()).await;
     assert_eq!(raw.status, StatusCode::UNAUTHORIZED, "{}", raw.text);
-    assert_eq!(raw.error_code(), Some("unauthorized"));
+    let raw = node
+        .post_with_headers(&query_path, &key, impressions.clone())
+        .await;
+    assert_eq!(raw.status, StatusCode::FORBIDDEN, "{}", raw.text);
+    assert_eq!(raw.error_code(), Some("forbidden"));
+    // The key as a bearer works like the header.
+    let bearer = format!("Bearer {blog_key}");
+    let raw = node
+        .post_with_headers(
+            &query_path,
+            &[("authorization", bearer.as_str())],
+            impressions.clone(),
+        )
+        .await;
+    assert_eq!(raw.status, StatusCode::FORBIDDEN, "{}", raw.text);
+    let raw = node
+        .post_with_headers(PATH, &[("authorization", bearer.as_str())], impressions)
+        .await;
+    // The same impressions went to blog with the header above: duplicates
+    // there, so the bearer key picked blog too.
+    assert_eq!(ingest_response(&raw).duplicates, 3);
 }

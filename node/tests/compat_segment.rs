@@ -115,7 +115,11 @@ fn key_metrics(variation: &VariationResults, key: &str) -> (i64, i64, f64, i64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_track_page_and_identify_reach_the_results() {
     let node = TestNode::start(NOW_MS).await;
-    let key = node.create_project(PROJECT, json!({})).await.ingest_key;
+    let key = node
+        .create_project(PROJECT, json!({}))
+        .await
+        .ingest_key
+        .expect("the creation answer carries the key");
 
     let batch = fixture("batch.json");
     let response = ingest_response(&post(&node, "/v1/batch", &key, batch.clone()).await);
@@ -208,13 +212,21 @@ async fn batch_track_page_and_identify_reach_the_results() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_write_key_is_required_and_picks_the_project() {
     let node = TestNode::start(NOW_MS).await;
-    let shop_key = node.create_project(PROJECT, json!({})).await.ingest_key;
-    let blog_key = node.create_project("blog", json!({})).await.ingest_key;
+    let shop_key = node
+        .create_project(PROJECT, json!({}))
+        .await
+        .ingest_key
+        .expect("the creation answer carries the key");
+    let blog_key = node
+        .create_project("blog", json!({}))
+        .await
+        .ingest_key
+        .expect("the creation answer carries the key");
     let track = fixture("track.json");
 
     // No credentials, an unknown key, an unreadable header: 401 for the
     // whole request, nothing applied.
-    let raw = node.post_raw("/v1/track", track.clone()).await;
+    let raw = node.post_anonymous("/v1/track", track.clone()).await;
     assert_eq!(raw.status, StatusCode::UNAUTHORIZED, "{}", raw.text);
     assert_eq!(raw.error_code(), Some("unauthorized"));
     let raw = post(&node, "/v1/batch", "not-a-key", fixture("batch.json")).await;
@@ -232,7 +244,7 @@ async fn the_write_key_is_required_and_picks_the_project() {
     assert_eq!(response.accepted, 1);
     let mut in_body: serde_json::Value = serde_json::from_str(&track).expect("fixture is JSON");
     in_body["writeKey"] = json!(shop_key);
-    let raw = node.post_raw("/v1/track", in_body.to_string()).await;
+    let raw = node.post_anonymous("/v1/track", in_body.to_string()).await;
     assert_eq!(ingest_response(&raw).accepted, 1);
     let status = node.get_raw("/v1/status").await;
     assert_eq!(status.body["events_accepted"], json!(2), "{}", status.text);

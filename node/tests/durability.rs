@@ -443,6 +443,7 @@ async fn run_client(
             let sent = http
                 .post(format!("{url}/v1/events"))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .bearer_auth(support::node::TEST_ADMIN_TOKEN)
                 .body(body.clone())
                 .send()
                 .await;

@@ -130,7 +130,7 @@ async fn requests_in_flight_per_credential_are_limited() {
     .await;
     let project = node.create_project("shop", serde_json::json!({})).await;
     let node = Arc::new(node);
-    let key = Arc::new(project.ingest_key.clone());
+    let key = Arc::new(project.ingest_key.clone().expect("creation shows the key"));
     let mut tasks = Vec::new();
     for index in 0..12 {
         let (node, key) = (Arc::clone(&node), Arc::clone(&key));
@@ -181,7 +181,7 @@ async fn requests_in_flight_per_credential_are_limited() {
 async fn project_event_rate_is_limited_by_a_token_bucket() {
     let node = start(4, &[("--project-events-per-second-max", "10")]).await;
     let project = node.create_project("shop", serde_json::json!({})).await;
-    let key = project.ingest_key.clone();
+    let key = project.ingest_key.clone().expect("creation shows the key");
     let events: Vec<Event> = (0..10)
         .map(|index| decision(&format!("e{index}"), "shop", &format!("v{index}"), "a"))
         .collect();
@@ -208,7 +208,12 @@ async fn project_event_rate_is_limited_by_a_token_bucket() {
     // Other projects have their own bucket.
     let other = node.create_project("blog", serde_json::json!({})).await;
     let blog = [decision("b0", "blog", "w0", "a")];
-    let raw = post_batch(&node, &other.ingest_key, &blog).await;
+    let raw = post_batch(
+        &node,
+        other.ingest_key.as_deref().expect("creation shows the key"),
+        &blog,
+    )
+    .await;
     assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
     // A second later the bucket has refilled.
     node.set_clock(NOW_MS + 1_000).await;
@@ -226,7 +231,15 @@ async fn expensive_queries_are_refused_with_their_cost() {
         decision("e0", "shop", "v0", "a"),
         decision("e1", "shop", "v1", "b"),
     ];
-    let raw = post_batch(&node, &project.ingest_key, &events).await;
+    let raw = post_batch(
+        &node,
+        project
+            .ingest_key
+            .as_deref()
+            .expect("creation shows the key"),
+        &events,
+    )
+    .await;
     assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
     // 2 variation cells × 24 hourly buckets = 48 > 10.
     let day = TestNode::results_path("shop", EXPERIMENT, NOW_MS - 24 * HOUR_MS, NOW_MS, None, &[]);
@@ -274,7 +287,7 @@ async fn full_ingest_queues_answer_503_overloaded_with_retry_after() {
     .await;
     let project = node.create_project("shop", serde_json::json!({})).await;
     let node = Arc::new(node);
-    let key = Arc::new(project.ingest_key.clone());
+    let key = Arc::new(project.ingest_key.clone().expect("creation shows the key"));
     let mut tasks = Vec::new();
     for index in 0..150 {
         let (node, key) = (Arc::clone(&node), Arc::clone(&key));
@@ -430,13 +443,16 @@ async fn overloaded_node_sheds_load_and_loses_no_acknowledged_event() {
     // queries sent during it.
     let seed = post_batch(
         &node,
-        &project.ingest_key,
+        project
+            .ingest_key
+            .as_deref()
+            .expect("creation shows the key"),
         &[decision("seed", "shop", "seed", "a")],
     )
     .await;
     assert_eq!(seed.status, StatusCode::OK, "{}", seed.text);
     let node = Arc::new(node);
-    let key = Arc::new(project.ingest_key.clone());
+    let key = Arc::new(project.ingest_key.clone().expect("creation shows the key"));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
             tokio::spawn(overload_client(

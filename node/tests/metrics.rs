@@ -284,7 +284,7 @@ async fn metrics_need_the_admin_token_and_count_what_was_sent() {
     })
     .await;
 
-    let anonymous = node.get_raw("/metrics").await;
+    let anonymous = node.get_anonymous("/metrics").await;
     assert_eq!(
         anonymous.status,
         StatusCode::UNAUTHORIZED,

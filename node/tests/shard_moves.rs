@@ -72,7 +72,7 @@ async fn rebalance_moves_shards_with_their_dedup_state_and_results_stay_exact() 
         .find(|node| node.base_url() != leader_node.base_url())
         .expect("a follower");
     let anonymous = follower
-        .post_raw("/v1/internal/leader", r#"{"operation": "rebalance"}"#)
+        .post_anonymous("/v1/internal/leader", r#"{"operation": "rebalance"}"#)
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     // A move to a node that is not a member is refused and changes nothing.
@@ -83,7 +83,9 @@ async fn rebalance_moves_shards_with_their_dedup_state_and_results_stay_exact() 
     assert_eq!(stranger.error_code(), Some("move_refused"));
     // The internal endpoints need the cluster secret (and do not fence
     // without it: the rebalance below exports every moved shard).
-    let anonymous = nodes[0].post_raw("/v1/internal/shards/0/export", "").await;
+    let anonymous = nodes[0]
+        .post_anonymous("/v1/internal/shards/0/export", "")
+        .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 
     // Rebalance, asked of a follower: 8 shards over 3 members → 3, 3, 2;
@@ -239,11 +241,13 @@ async fn internal_shard_endpoints_check_the_secret_and_their_input() {
         "{}",
         out_of_range.text
     );
-    // An export with the secret answers the shard's state.
+    // An export with no move begun is refused (after a bounded wait for
+    // the `BeginMove`).
     let exported = node
         .post_with_headers("/v1/internal/shards/1/export", &auth, "")
         .await;
-    assert_eq!(exported.status, StatusCode::OK, "{}", exported.text);
+    assert_eq!(exported.status, StatusCode::CONFLICT, "{}", exported.text);
+    assert_eq!(exported.error_code(), Some("move_not_begun"));
     // A single-node cluster is balanced: the rebalance plans nothing.
     let raw = node.post_admin("/v1/cluster/rebalance", "").await;
     assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);

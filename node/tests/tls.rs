@@ -245,18 +245,12 @@ async fn a_tls_cluster_forms_and_fans_queries_out_over_https() {
     }
     assert_eq!(committed, report.moved.len() as f64);
 
-    // The project on both nodes (created on each; harmless if placement
-    // already replicates it).
-    for node in [&first, &second] {
-        let body = serde_json::json!({"name": "shop", "settings": {}});
-        let raw = node.post_raw("/v1/projects", body.to_string()).await;
-        assert!(
-            raw.status == StatusCode::CREATED || raw.status == StatusCode::CONFLICT,
-            "{}",
-            raw.text
-        );
-    }
-    let key = first.project("shop").await.ingest_key;
+    // Projects are replicated through placement: created once.
+    let key = first
+        .create_project("shop", serde_json::json!({}))
+        .await
+        .ingest_key
+        .expect("creation shows the key");
     let events: Vec<Event> = (0..40)
         .map(|index| {
             let variation = if index % 2 == 0 { "a" } else { "b" };

@@ -163,11 +163,13 @@ pub struct Project {
     pub settings: ProjectSettings,
     /// Experiments that have received at least one decision.
     pub experiments: Vec<String>,
-    /// The project's write key for the compatible ingest paths
-    /// (`docs/ingest-formats.md`): Segment's basic-auth user name, or the
-    /// `X-SessionDB-Key` header on the Optimizely path.
-    #[serde(default)]
-    pub ingest_key: String,
+    /// The project's ingest key (`docs/security.md`): `Authorization:
+    /// Bearer <key>` on `POST /v1/events`, Segment's basic-auth user name,
+    /// or the `X-SessionDB-Key` header on the Optimizely path. Only in the
+    /// answer to the project's creation: the node keeps just its hash, so
+    /// it cannot show it again (rotate it to get a new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_key: Option<String>,
 }
 
 /// `GET /v1/projects`.
@@ -560,6 +562,27 @@ pub struct RebalanceReport {
     /// Planned moves not attempted: after a failure, or beyond the per-call
     /// bound; call again to continue.
     pub skipped: Vec<PlannedMove>,
+}
+
+/// `POST /v1/projects/{name}/ingest-key/rotate` and
+/// `POST /v1/admin/token/rotate` (`docs/security.md`, "Rotation").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// How long the old key stays valid, in ms; the node's
+    /// `--key-rotation-grace-ms` when absent. 0 ends it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<i64>,
+}
+
+/// The answer to a rotation: the new key, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotatedKey {
+    /// The new ingest key or admin token.
+    pub key: String,
+    /// When the old key stops working (node clock, ms since the epoch);
+    /// `None` when it stopped at once (`grace_ms` 0).
+    pub previous_valid_until_ms: Option<i64>,
 }
 
 /// `GET /v1/shard-map`: what a client needs to send each event to the node

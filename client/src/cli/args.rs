@@ -31,6 +31,26 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// The node's admin token: projects, results, status, cluster and
+    /// shards commands, rotations (docs/security.md).
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIONDB_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// A project's ingest key: enough for `import` into that project (used
+    /// there instead of the admin token when both are given).
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIONDB_INGEST_KEY",
+        hide_env_values = true
+    )]
+    pub ingest_key: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -58,44 +78,50 @@ pub enum Command {
     /// List, drain and remove nodes.
     #[command(subcommand)]
     Nodes(NodesCommand),
+    /// Rotate this node's admin token.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCommand {
+    /// Issue a new admin token for the node (printed once; only its hash is
+    /// kept). The old token keeps working for the grace period.
+    Rotate(RotateArgs),
+}
+
+/// How long the old key stays valid after a rotation.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RotateArgs {
+    /// Grace period in ms during which the old key still works; default:
+    /// the node's --key-rotation-grace-ms (24 h unless configured). 0 ends
+    /// the old key at once.
+    #[arg(long, value_name = "MS")]
+    pub grace_ms: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum NodesCommand {
     /// Every member with its role, whether it is draining, and its shards.
-    List {
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
-    },
+    List,
     /// Move every shard of a member to the others (and give it no new
     /// ones); prints progress and returns when it owns none.
     Drain {
         /// The member's node id.
         node_id: u64,
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
     },
     /// Take a drained member out of the cluster; its aggregates are handed
     /// to a remaining member first. Stop the node afterwards.
     Remove {
         /// The member's node id.
         node_id: u64,
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ShardsCommand {
     /// Every shard with its owner, epoch and the move in progress, if any.
-    List {
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
-    },
+    List,
     /// Hand one shard to another member; answers once the move is done.
     /// Any member forwards it to the leader.
     Move {
@@ -104,28 +130,17 @@ pub enum ShardsCommand {
         /// The member to hand it to.
         #[arg(long)]
         to: u64,
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
     },
     /// Even out shard counts over the members (not draining): plan the
     /// moves and carry them out, a few at a time.
-    Rebalance {
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
-    },
+    Rebalance,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Members and their roles, the leader, the term and the shard counts
     /// per owner, as the node sees them.
-    Status {
-        /// The node's admin token.
-        #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
-        admin_token: String,
-    },
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +166,14 @@ pub enum ProjectsCommand {
         name: String,
         #[command(flatten)]
         settings: SettingsArgs,
+    },
+    /// Issue a new ingest key for a project (printed once; only its hash is
+    /// kept). The old key keeps working for the grace period.
+    RotateKey {
+        /// Project name.
+        name: String,
+        #[command(flatten)]
+        rotate: RotateArgs,
     },
 }
 

@@ -24,7 +24,9 @@ pub mod shards;
 pub mod table;
 
 use crate::Client;
-use args::{Cli, ClusterCommand, Command, NodesCommand, ProjectsCommand, ShardsCommand};
+use args::{
+    AdminTokenCommand, Cli, ClusterCommand, Command, NodesCommand, ProjectsCommand, ShardsCommand,
+};
 use clap::Parser;
 pub use error::CliError;
 use std::process::ExitCode;
@@ -82,7 +84,17 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command; answers the exit code of a command that ran to
 /// its end (an import with rejections ends with [`EXIT_INPUT`]).
 pub async fn run(cli: Cli) -> Result<u8, CliError> {
-    let mut client = Client::new(cli.node.clone());
+    // An import needs only a project's ingest key; everything else the
+    // admin token.
+    let token = match &cli.command {
+        Command::Import(_) => cli.ingest_key.clone().or(cli.admin_token.clone()),
+        _ => cli.admin_token.clone(),
+    };
+    let mut client = match token {
+        Some(token) => Client::new(cli.node.clone()).with_token(token),
+        None => Client::new(cli.node.clone()),
+    };
+    let admin_token = cli.admin_token.unwrap_or_default();
     if let Some(path) = &cli.ca_file {
         let pem = std::fs::read(path).map_err(|error| {
             CliError::new(
@@ -112,34 +124,32 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
             ProjectsCommand::Configure { name, settings } => {
                 projects::configure(&client, &context, &name, settings).await
             }
+            ProjectsCommand::RotateKey { name, rotate } => {
+                projects::rotate_key(&client, &context, &name, rotate.grace_ms).await
+            }
         },
+        Command::AdminToken(AdminTokenCommand::Rotate(rotate)) => {
+            projects::rotate_admin_token(&client, &context, rotate.grace_ms).await
+        }
         Command::Import(args) => import::run(&client, &context, args).await,
         Command::Results(args) => results::run(&client, &context, args).await,
-        Command::Cluster(ClusterCommand::Status { admin_token }) => {
+        Command::Cluster(ClusterCommand::Status) => {
             cluster::status(&client, &context, &admin_token).await
         }
-        Command::Shards(ShardsCommand::List { admin_token }) => {
-            shards::list(&client, &context, &admin_token).await
+        Command::Shards(ShardsCommand::List) => shards::list(&client, &context, &admin_token).await,
+        Command::Shards(ShardsCommand::Move { shard, to }) => {
+            shards::move_shard(&client, &context, &admin_token, shard, to).await
         }
-        Command::Shards(ShardsCommand::Move {
-            shard,
-            to,
-            admin_token,
-        }) => shards::move_shard(&client, &context, &admin_token, shard, to).await,
-        Command::Shards(ShardsCommand::Rebalance { admin_token }) => {
+        Command::Shards(ShardsCommand::Rebalance) => {
             shards::rebalance(&client, &context, &admin_token).await
         }
-        Command::Nodes(NodesCommand::List { admin_token }) => {
-            nodes::list(&client, &context, &admin_token).await
+        Command::Nodes(NodesCommand::List) => nodes::list(&client, &context, &admin_token).await,
+        Command::Nodes(NodesCommand::Drain { node_id }) => {
+            nodes::drain(&client, &context, &admin_token, node_id).await
         }
-        Command::Nodes(NodesCommand::Drain {
-            node_id,
-            admin_token,
-        }) => nodes::drain(&client, &context, &admin_token, node_id).await,
-        Command::Nodes(NodesCommand::Remove {
-            node_id,
-            admin_token,
-        }) => nodes::remove(&client, &context, &admin_token, node_id).await,
+        Command::Nodes(NodesCommand::Remove { node_id }) => {
+            nodes::remove(&client, &context, &admin_token, node_id).await
+        }
     }
 }
 

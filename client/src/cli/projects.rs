@@ -2,9 +2,9 @@
 
 use super::args::SettingsArgs;
 use super::node::print_fields;
-use super::table::{format_duration_ms, Align, Table};
+use super::table::{format_duration_ms, format_utc, Align, Table};
 use super::{CliError, Context, EXIT_OK, EXIT_USAGE};
-use crate::protocol::{CreateProject, Project, ProjectList, ProjectSettingsPatch};
+use crate::protocol::{CreateProject, Project, ProjectList, ProjectSettingsPatch, RotatedKey};
 use crate::Client;
 
 impl SettingsArgs {
@@ -43,6 +43,50 @@ pub async fn create(
         println!("created project {}", project.name);
     }
     print_project(context, &project)
+}
+
+/// `projects rotate-key`: a new ingest key, printed once.
+pub async fn rotate_key(
+    client: &Client,
+    context: &Context,
+    name: &str,
+    grace_ms: Option<i64>,
+) -> Result<u8, CliError> {
+    let rotated = client
+        .rotate_ingest_key(name, grace_ms)
+        .await
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    print_rotated(context, &format!("ingest key of project {name}"), &rotated)
+}
+
+/// `admin-token rotate`: a new admin token for the node, printed once.
+pub async fn rotate_admin_token(
+    client: &Client,
+    context: &Context,
+    grace_ms: Option<i64>,
+) -> Result<u8, CliError> {
+    let rotated = client
+        .rotate_admin_token(grace_ms)
+        .await
+        .map_err(|error| CliError::from_client(&context.node, error))?;
+    print_rotated(context, "admin token", &rotated)
+}
+
+fn print_rotated(context: &Context, what: &str, rotated: &RotatedKey) -> Result<u8, CliError> {
+    if context.json {
+        context.print_json(rotated)?;
+        return Ok(EXIT_OK);
+    }
+    println!("new {what} (shown once; the node keeps only its hash):");
+    println!("{}", rotated.key);
+    match rotated.previous_valid_until_ms {
+        Some(until_ms) => eprintln!(
+            "the old {what} keeps working until {} (node clock); switch every user of it before then",
+            format_utc(until_ms)
+        ),
+        None => eprintln!("the old {what} no longer works"),
+    }
+    Ok(EXIT_OK)
 }
 
 pub async fn list(client: &Client, context: &Context) -> Result<u8, CliError> {
@@ -142,5 +186,8 @@ fn print_project(context: &Context, project: &Project) -> Result<u8, CliError> {
         ),
         ("experiments", experiments),
     ]);
+    if let Some(key) = &project.ingest_key {
+        println!("ingest key (shown once; the node keeps only its hash): {key}");
+    }
     Ok(EXIT_OK)
 }

@@ -94,6 +94,9 @@ impl Drop for TempDir {
     }
 }
 
+/// The admin token test nodes run with; clients send it (`with_token`).
+pub const TEST_ADMIN_TOKEN: &str = "client-test-admin-token-0123456789";
+
 /// A running `sessiondb serve` with a manual clock, killed on drop.
 #[derive(Debug)]
 pub struct TestNode {
@@ -122,6 +125,9 @@ impl TestNode {
             .arg("--manual-clock")
             .arg(START_MS.to_string())
             .args(extra_args)
+            .arg("--admin-token")
+            .arg(TEST_ADMIN_TOKEN)
+            .env_remove("SESSIONDB_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -158,6 +164,11 @@ impl TestNode {
 
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// A client for this node carrying the admin token.
+    pub fn client(&self) -> sessiondb_client::Client {
+        sessiondb_client::Client::new(self.base_url()).with_token(TEST_ADMIN_TOKEN)
     }
 
     /// "host:port" of the node.

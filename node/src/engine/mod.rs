@@ -11,6 +11,7 @@
 //! - `mailbox`, `actors`: the ractor actors and their bounded queues.
 
 pub mod actors;
+pub mod audit;
 pub mod contribution;
 pub mod durability;
 pub mod handoff;
@@ -390,18 +391,20 @@ impl Engine {
         &self.inner.projects
     }
 
-    /// Creates a project; returns once its creation is on disk.
+    /// Creates a project; returns once its creation is on disk, with its
+    /// ingest key (only its hash is stored: this is the one time it is
+    /// known).
     pub async fn create_project(
         &self,
         name: &str,
         patch: &SettingsPatch,
-    ) -> Result<Arc<ProjectConfig>, ProjectError> {
+    ) -> Result<(Arc<ProjectConfig>, String), ProjectError> {
         let _order = self.inner.sequencer.lock().await;
-        let config = self.inner.projects.prepare_create(name, patch)?;
+        let (config, key) = self.inner.projects.prepare_create(name, patch)?;
         self.journal_project(&config).await?;
         let config = Arc::new(config);
         self.inner.projects.install(Arc::clone(&config));
-        Ok(config)
+        Ok((config, key))
     }
 
     /// Changes settings; returns once the change is on disk and every shard
@@ -552,23 +555,32 @@ impl Engine {
     async fn submit(
         &self,
         now_ms: i64,
-        per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
+        mut per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
     ) -> Result<Vec<(Vec<usize>, Vec<Outcome>)>, IngestError> {
         let wait_ms = self.inner.config.ingest_queue_wait_ms;
         let overloaded = || IngestError::Overloaded { wait_ms };
         // One budget for every wait below: an overloaded node answers
         // within it instead of queueing callers without bound.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-        let records: Vec<(u32, Vec<u8>)> = per_shard
+        let mut records: Vec<(u32, Vec<u8>)> = per_shard
             .iter()
             .map(|(shard, (_, events))| (*shard, durability::encode_events(now_ms, events)))
             .collect();
         let mut waiting = Vec::with_capacity(per_shard.len());
         let mut durable_senders = Vec::with_capacity(per_shard.len());
+        let refused;
         let pending = {
             let _order = tokio::time::timeout_at(deadline, self.inner.sequencer.lock())
                 .await
                 .map_err(|_| overloaded())?;
+            // Ownership again, now in log order: a shard fenced or handed
+            // over (both under the sequencer) since `route` looked must not
+            // take the batch — the export's copy would miss it and the drop
+            // would erase it after the acknowledgement.
+            refused = self.refuse_moved(&mut per_shard, &mut records);
+            if per_shard.is_empty() {
+                return Ok(refused);
+            }
             // Room first, log second: a record in the log must never meet a
             // full queue (it would be applied after a restart but not now).
             let mut reservations = Vec::with_capacity(per_shard.len());
@@ -616,7 +628,8 @@ impl Engine {
         if let Err(cause) = synced {
             return Err(IngestError::Storage { cause });
         }
-        let mut answers = Vec::with_capacity(waiting.len());
+        let mut answers = refused;
+        answers.reserve(waiting.len());
         for (indexes, answer) in waiting {
             // The record is durable, so the shard will apply it; its answer
             // only reports duplicates and late rejections.
@@ -624,6 +637,35 @@ impl Engine {
             answers.push((indexes, outcomes));
         }
         Ok(answers)
+    }
+
+    /// Takes the shards this node no longer accepts out of `per_shard` and
+    /// `records` (same order) and answers their refusals. The caller holds
+    /// the sequencer.
+    fn refuse_moved(
+        &self,
+        per_shard: &mut std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
+        records: &mut Vec<(u32, Vec<u8>)>,
+    ) -> Vec<(Vec<usize>, Vec<Outcome>)> {
+        let roles = self
+            .inner
+            .roles
+            .read()
+            .expect("roles lock is never poisoned");
+        let moved: Vec<(u32, RejectReason)> = per_shard
+            .keys()
+            .filter_map(|shard| Some((*shard, refusal(*shard, &roles[*shard as usize])?)))
+            .collect();
+        drop(roles);
+        records.retain(|(shard, _)| !moved.iter().any(|(other, _)| other == shard));
+        moved
+            .into_iter()
+            .filter_map(|(shard, reason)| {
+                let (indexes, _) = per_shard.remove(&shard)?;
+                let outcomes = vec![Outcome::Rejected(reason); indexes.len()];
+                Some((indexes, outcomes))
+            })
+            .collect()
     }
 
     fn count(&self, outcomes: &[Outcome]) {

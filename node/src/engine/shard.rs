@@ -100,6 +100,24 @@ impl ShardState {
             .sum()
     }
 
+    /// Every retained event as (project, visitor, event id), for the
+    /// chaos tests' audit (`engine::audit`). Frozen sessions keep no ids.
+    pub fn retained_event_ids(&self) -> Vec<(Arc<str>, Box<str>, Box<str>)> {
+        let mut ids = Vec::with_capacity(self.retained_event_count());
+        for (project_name, project) in &self.projects {
+            for (visitor_id, visitor) in &project.visitors {
+                for event in visitor.events() {
+                    ids.push((
+                        Arc::clone(project_name),
+                        visitor_id.clone(),
+                        event.id.clone(),
+                    ));
+                }
+            }
+        }
+        ids
+    }
+
     /// Applies events in order; answers one outcome per event.
     pub fn apply(
         &mut self,

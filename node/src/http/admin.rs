@@ -105,6 +105,52 @@ pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
     }))
 }
 
+/// `POST /v1/admin/token/rotate`: a new admin token, shown once; the old one
+/// keeps working for the grace period. On this node only: each node has its
+/// own admin token (`docs/security.md`).
+pub async fn rotate_admin_token(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let grace_ms = requested_grace_ms(&body, state.key_rotation_grace_ms)?;
+    let token = state
+        .admin_tokens
+        .rotate(grace_ms)
+        .map_err(|error| match error {
+            crate::admin_token::RotationError::Grace(error) => {
+                ApiError::bad_request("invalid_grace", error.to_string())
+            }
+            storage @ crate::admin_token::RotationError::Storage { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                storage.to_string(),
+            ),
+        })?;
+    tracing::info!(grace_ms, "admin token rotated");
+    Ok(HttpResponse::Ok().json(wire::RotatedKey {
+        key: token.expose().to_string(),
+        previous_valid_until_ms: state.admin_tokens.previous_valid_until_ms(),
+    }))
+}
+
+/// The grace period a rotation asks for: the body's `grace_ms`, or
+/// `default_ms` with an empty body or none in it. A body that is not a
+/// `RotateKeyRequest` is `400`, not silently the default.
+pub fn requested_grace_ms(body: &[u8], default_ms: i64) -> Result<i64, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(default_ms);
+    }
+    let request: wire::RotateKeyRequest = serde_json::from_slice(body).map_err(|error| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("the body must be {{\"grace_ms\": <ms>}} or empty: {error}"),
+        )
+    })?;
+    let grace_ms = request.grace_ms.unwrap_or(default_ms);
+    crate::keys::check_grace_ms(grace_ms)
+        .map_err(|error| ApiError::bad_request("invalid_grace", error.to_string()))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct SetClock {
     now_ms: i64,

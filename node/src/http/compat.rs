@@ -25,9 +25,14 @@ pub fn unauthorized(message: impl Into<String>) -> ApiError {
 
 /// The project whose ingest key is `key`, or `401 unauthorized`.
 pub fn project_by_key(state: &AppState, key: &str) -> Result<Arc<ProjectConfig>, ApiError> {
-    state.engine.projects().by_ingest_key(key).ok_or_else(|| {
-        unauthorized("the write key matches no project; use the project's `ingest_key` (GET /v1/projects/{name})")
-    })
+    let now_ms = state.engine.clock().now_ms();
+    state
+        .engine
+        .projects()
+        .by_ingest_key(key, now_ms)
+        .ok_or_else(|| {
+            unauthorized("this endpoint needs a project's ingest key (shown when the project was created or its key rotated; see docs/security.md)")
+        })
 }
 
 /// The user name of an `Authorization: Basic` header (Segment puts the

@@ -16,13 +16,21 @@ pub async fn post_events(
     request: actix_web::HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Before the body is read: an unauthenticated sender costs no buffering.
+    let permission = super::auth::ingest_permission(&state, request.headers())?;
     let body = read_body(payload, limits::BODY_BYTES_MAX).await?;
-    let events = if is_binary(&request) {
+    let events: Vec<Result<wire::Event, RejectReason>> = if is_binary(&request) {
         decode_binary_batch(&body)?
     } else {
         let elements = parse_batch(&body)?;
         elements.into_iter().map(decode_event).collect()
     };
+    permission.check(
+        events
+            .iter()
+            .filter_map(|event| event.as_ref().ok())
+            .map(|event| event.project.as_str()),
+    )?;
     let response = ingest_events(&state, events).await?;
     Ok(HttpResponse::Ok().json(response))
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 pub mod admission;
+mod audit;
 mod auth;
 mod cluster;
 mod compat;
@@ -24,7 +25,7 @@ mod shards;
 pub use optimizely::map_batch as map_optimizely_batch;
 pub use segment::map_batch as map_segment_batch;
 
-use crate::admin_token::{AdminToken, ClusterSecret};
+use crate::admin_token::{AdminTokens, ClusterSecret};
 use crate::engine::Engine;
 use crate::placement::PlacementHandle;
 use actix_web::web;
@@ -37,8 +38,11 @@ pub struct AppState {
     pub admission: std::sync::Arc<admission::Admission>,
     pub engine: Engine,
     pub node_id: u64,
-    /// Guards `/v1/admin/*` and `/console/api/*` (`auth::require_admin`).
-    pub admin_token: AdminToken,
+    /// The admin token's hashes (`auth::require_admin`; `docs/security.md`
+    /// lists what it guards).
+    pub admin_tokens: AdminTokens,
+    /// Default grace period of a rotation (`--key-rotation-grace-ms`).
+    pub key_rotation_grace_ms: i64,
     /// Guards `/v1/internal/*` and `POST /v1/cluster/join`
     /// (`auth::require_cluster_secret`).
     pub cluster_secret: ClusterSecret,
@@ -69,8 +73,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .app_data(query)
         .app_data(path)
         .route("/v1/health", web::get().to(admin::health))
-        .route("/v1/status", web::get().to(admin::status))
         .route("/v1/ready", web::get().to(admin::ready))
+        .service(
+            web::resource("/v1/status")
+                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .route(web::get().to(admin::status)),
+        )
         .service(
             web::resource("/metrics")
                 .wrap(actix_web::middleware::from_fn(auth::require_admin))
@@ -80,9 +88,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::scope("/v1/admin")
                 .wrap(actix_web::middleware::from_fn(auth::require_admin))
                 .route("/clock", web::post().to(admin::set_clock))
+                .route("/token/rotate", web::post().to(admin::rotate_admin_token))
                 .route("/checkpoint", web::post().to(admin::checkpoint)),
         )
         .configure(cluster::configure)
+        .configure(audit::configure)
         .configure(fanout::configure)
         .configure(shards::configure)
         .configure(shard_map::configure)
@@ -97,16 +107,25 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/track", web::post().to(segment::post_track))
         .route("/v1/page", web::post().to(segment::post_page))
         .route("/v1/identify", web::post().to(segment::post_identify))
-        .route("/v1/projects", web::post().to(projects::create))
-        .route("/v1/projects", web::get().to(projects::list))
-        .route("/v1/projects/{name}", web::get().to(projects::show))
-        .route("/v1/projects/{name}", web::patch().to(projects::configure))
-        .route(
-            "/v1/projects/{project}/experiments/{experiment}/results",
-            web::get().to(query::results),
-        )
-        .route(
-            "/v1/projects/{project}/experiments/{experiment}/timeseries",
-            web::get().to(query::time_series),
+        .service(
+            // Project administration and queries: the admin token only.
+            web::scope("/v1/projects")
+                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .route("", web::post().to(projects::create))
+                .route("", web::get().to(projects::list))
+                .route("/{name}", web::get().to(projects::show))
+                .route("/{name}", web::patch().to(projects::configure))
+                .route(
+                    "/{name}/ingest-key/rotate",
+                    web::post().to(projects::rotate_ingest_key),
+                )
+                .route(
+                    "/{project}/experiments/{experiment}/results",
+                    web::get().to(query::results),
+                )
+                .route(
+                    "/{project}/experiments/{experiment}/timeseries",
+                    web::get().to(query::time_series),
+                ),
         );
 }

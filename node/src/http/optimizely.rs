@@ -5,6 +5,7 @@
 //! The batch is flattened visitor by visitor, snapshot by snapshot, event by
 //! event; rejection indexes count positions in that flattened list.
 
+use super::auth;
 use super::compat;
 use super::error::ApiError;
 use super::ingest;
@@ -140,10 +141,12 @@ fn map_payload(
     Ok(events_of(batch, project))
 }
 
-/// The SessionDB project: the project of the `X-SessionDB-Key` header if
-/// given (a wrong key, or a `?project=` naming another project, is `401`),
-/// else `?project=`, else the batch's `project_id`. A name that is no project
-/// is rejected per event (`unknown_project`) by validation.
+/// The SessionDB project: the project of the `X-SessionDB-Key` header (or
+/// of an ingest key sent as `Authorization: Bearer`) if given (an unknown
+/// key is `401`; a `?project=` naming another project is `403`). Otherwise
+/// the request needs the admin token, and the project is `?project=`, else
+/// the batch's `project_id`. A name that is no
+/// project is rejected per event (`unknown_project`) by validation.
 fn resolve_project(
     state: &AppState,
     request: &HttpRequest,
@@ -151,16 +154,31 @@ fn resolve_project(
     project_id: &Value,
 ) -> Result<String, ApiError> {
     let key = request.headers().get(compat::INGEST_KEY_HEADER);
-    if let Some(key) = key {
-        let key = key
-            .to_str()
-            .map_err(|_| compat::unauthorized("`X-SessionDB-Key` is not readable text"))?;
-        let config = compat::project_by_key(state, key)?;
+    let keyed = match key {
+        Some(key) => {
+            let key = key
+                .to_str()
+                .map_err(|_| compat::unauthorized("`X-SessionDB-Key` is not readable text"))?;
+            Some(compat::project_by_key(state, key)?)
+        }
+        None => match auth::credential_of(state, request.headers()) {
+            // The admin token may send to any project.
+            auth::Credential::Admin => None,
+            // An ingest key as a bearer counts as `X-SessionDB-Key`.
+            auth::Credential::IngestKey(config) => Some(config),
+            other => {
+                return Err(auth::refusal(auth::Required::IngestKeyOrAdmin, &other).with_message(
+                    "this endpoint needs the project's ingest key as `X-SessionDB-Key` (or `Authorization: Bearer <key>`), or the admin token as `Authorization: Bearer <token>` (see docs/ingest-formats.md)",
+                ))
+            }
+        },
+    };
+    if let Some(config) = keyed {
         if let Some(name) = target.project {
             if name != config.name.as_ref() {
-                return Err(compat::unauthorized(format!(
-                    "the key belongs to another project than `{name}`"
-                )));
+                return Err(auth::forbidden(
+                    "`?project=` names a project this ingest key may not write to: a key sends to its own project only",
+                ));
             }
         }
         return Ok(config.name.to_string());

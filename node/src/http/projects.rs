@@ -13,12 +13,41 @@ pub async fn create(
     body: web::Json<wire::CreateProject>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let config = state
+    let (config, key) = state
         .engine
         .projects()
         .prepare_create(&body.name, &patch_of(body.settings))?;
     let config = agree(&state, config, true).await?;
-    Ok(HttpResponse::Created().json(project_of(&config, Vec::new())))
+    let mut project = project_of(&config, Vec::new());
+    // The one answer that carries the key: only its hash is kept.
+    project.ingest_key = Some(key);
+    Ok(HttpResponse::Created().json(project))
+}
+
+/// `POST /v1/projects/{name}/ingest-key/rotate`: a new ingest key, shown
+/// once; the old one keeps working for the grace period. Agreed through
+/// placement like any project change, so every member knows both keys and
+/// the change survives restarts.
+pub async fn rotate_ingest_key(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let grace_ms = super::admin::requested_grace_ms(&body, state.key_rotation_grace_ms)?;
+    let now_ms = state.engine.clock().now_ms();
+    let (config, key) = state
+        .engine
+        .projects()
+        .prepare_rotate_ingest_key(&name, now_ms, grace_ms)?;
+    let config = agree(&state, config, false).await?;
+    tracing::info!(project = %config.name, grace_ms, "ingest key rotated");
+    Ok(HttpResponse::Ok().json(wire::RotatedKey {
+        key,
+        previous_valid_until_ms: config
+            .ingest_keys
+            .previous
+            .map(|previous| previous.valid_until_ms),
+    }))
 }
 
 /// Has the cluster agree on `config` (placement's `PutProject`, through
@@ -155,6 +184,6 @@ fn project_of(config: &ProjectConfig, experiments: Vec<String>) -> wire::Project
                 .collect(),
         },
         experiments,
-        ingest_key: config.ingest_key.to_string(),
+        ingest_key: None,
     }
 }

@@ -4,7 +4,8 @@
 //! Nodes do not forward events: a node refuses an event of a shard it does
 //! not own (`not_owner`, naming owner and epoch), and the client sends it to
 //! the owner. This endpoint is how a client learns the owners in the first
-//! place and after a refusal. It is open today, like ingest.
+//! place and after a refusal. It needs any project's ingest key or the
+//! admin token (`docs/security.md`): a sender has one of them anyway.
 
 use super::error::ApiError;
 use super::AppState;
@@ -14,7 +15,13 @@ use actix_web::{web, HttpResponse};
 use sessiondb_protocol::{self as wire, hashing::SHARD_HASH};
 
 pub fn configure(config: &mut web::ServiceConfig) {
-    config.route("/v1/shard-map", web::get().to(shard_map));
+    config.service(
+        web::resource("/v1/shard-map")
+            .wrap(actix_web::middleware::from_fn(
+                super::auth::require_ingest_or_admin,
+            ))
+            .route(web::get().to(shard_map)),
+    );
 }
 
 async fn shard_map(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -33,6 +33,31 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
 
+/// How long an export waits for this node to apply the move's `BeginMove`.
+const MOVE_VISIBLE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits (at most `MOVE_VISIBLE_WAIT`) until this node's placement view
+/// shows `shard` moving.
+async fn move_visible(state: &AppState, shard: u32) -> bool {
+    let mut view = state.placement.view().clone();
+    let visible = |view: &crate::placement::PlacementView| {
+        view.current()
+            .shard(shard)
+            .is_some_and(|assignment| assignment.moving_to.is_some())
+    };
+    let wait = async {
+        while !visible(&view) {
+            if !view.changed().await {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(MOVE_VISIBLE_WAIT, wait)
+        .await
+        .unwrap_or(false)
+}
+
 /// How long an operation waits for an election to end before answering
 /// `503 placement_unavailable`.
 const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -116,7 +141,24 @@ async fn export(
     state: web::Data<AppState>,
     shard: web::Path<u32>,
 ) -> Result<HttpResponse, ApiError> {
-    let bytes = state.engine.export_shard(shard.into_inner()).await?;
+    let shard = shard.into_inner();
+    let shards = state.placement.view().current().shard_count();
+    if shard >= shards {
+        return Err(HandoffError::UnknownShard { shard, shards }.into());
+    }
+    // Fence only once this node has applied the `BeginMove`: roles follow
+    // the map, and a map that does not show the move yet would unfence the
+    // shard on the next applied change, letting a write in after the copy.
+    if !move_visible(&state, shard).await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "move_not_begun",
+            format!(
+                "this node's placement shows no move of shard {shard} after {MOVE_VISIBLE_WAIT:?}"
+            ),
+        ));
+    }
+    let bytes = state.engine.export_shard(shard).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .body(bytes))

@@ -10,6 +10,10 @@
 //! and `sync_data` the log makes on segment files (segment headers
 //! included), from the moment of arming. Without a plan the log pays one
 //! `Option` check per operation.
+//!
+//! `delay_syncs_ms(ms)` makes every sync wait `ms` first: a slow disk, for
+//! the chaos tests (the log's one writer thread sleeps, so acknowledgements
+//! slow down and batches queue up, as on a disk whose fsync stalls).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +24,6 @@ const DISARMED: u64 = u64::MAX;
 pub struct FaultPlan {
     writes_before_failure: AtomicU64,
     syncs_before_failure: AtomicU64,
-    /// Added to every sync, to play a slow disk (0: none).
     sync_delay_ms: AtomicU64,
 }
 
@@ -52,9 +55,8 @@ impl FaultPlan {
         self.syncs_before_failure.store(successes, Ordering::SeqCst);
     }
 
-    /// Every sync from now on takes `delay_ms` longer: a slow disk, so that
-    /// tests can fill the group-commit backlog and the shard queues.
-    pub fn delay_syncs(&self, delay_ms: u64) {
+    /// Every later sync first waits `delay_ms` (0: no delay).
+    pub fn delay_syncs_ms(&self, delay_ms: u64) {
         self.sync_delay_ms.store(delay_ms, Ordering::SeqCst);
     }
 
@@ -67,8 +69,7 @@ impl FaultPlan {
     pub(super) fn on_sync(&self) -> io::Result<()> {
         let delay_ms = self.sync_delay_ms.load(Ordering::SeqCst);
         if delay_ms > 0 {
-            // The log's writer is a plain thread (never a runtime worker),
-            // so blocking it is what a slow fsync does.
+            // Only the log's writer thread syncs, so this blocks no task.
             std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         }
         countdown(&self.syncs_before_failure, "fsync")

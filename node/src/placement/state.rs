@@ -470,9 +470,9 @@ impl PlacementState {
                         proposed: config.version,
                     });
                 }
-                let immutable = if config.ingest_key != stored.ingest_key {
-                    Some("ingest_key")
-                } else if config.settings.bucket_ms != stored.settings.bucket_ms {
+                // The ingest key may change (a rotation); bucket and
+                // precision decide how aggregates are laid out, so never.
+                let immutable = if config.settings.bucket_ms != stored.settings.bucket_ms {
                     Some("bucket_ms")
                 } else if config.settings.hll_precision != stored.settings.hll_precision {
                     Some("hll_precision")
@@ -492,16 +492,16 @@ impl PlacementState {
                         max: limits::PROJECTS_MAX,
                     });
                 }
-                if let Some(owner) = self
-                    .projects
-                    .values()
-                    .find(|other| other.ingest_key == config.ingest_key)
-                {
-                    return Err(PlacementRejection::IngestKeyTaken {
-                        owner: owner.name.to_string(),
-                    });
-                }
             }
+        }
+        // A key (current or retired) belongs to one project only: a request
+        // must never be able to authenticate as two.
+        if let Some(owner) = self.projects.values().find(|other| {
+            other.name != config.name && other.ingest_keys.holds(&config.ingest_keys.current)
+        }) {
+            return Err(PlacementRejection::IngestKeyTaken {
+                owner: owner.name.to_string(),
+            });
         }
         let version = config.version;
         self.projects.insert(name.clone(), config);
@@ -673,6 +673,7 @@ impl PlacementState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{KeyHash, RotatingKey};
     use crate::project::Settings;
     use proptest::prelude::*;
     use std::collections::HashMap;
@@ -710,7 +711,7 @@ mod tests {
             name: Arc::from(name),
             settings: Settings::default(),
             version,
-            ingest_key: Arc::from(key),
+            ingest_keys: RotatingKey::new(KeyHash::of(key.as_bytes())),
         }
     }
 
@@ -1009,16 +1010,17 @@ mod tests {
                 proposed: 1
             }
         );
-        assert_eq!(
-            rejection(state.apply(PlacementCommand::PutProject {
-                config: project("shop", 2, "other-key")
-            })),
-            PlacementRejection::ImmutableProjectField {
-                name: "shop".into(),
-                field: "ingest_key".into()
-            }
-        );
-        let mut coarser = project("shop", 2, "k1");
+        // A rotated key is a change like any other, and the old key's
+        // owner keeps it until the next one.
+        let mut rotated = project("shop", 2, "k1");
+        rotated.ingest_keys = rotated
+            .ingest_keys
+            .rotated(KeyHash::of(b"k1-rotated"), 0, 1_000);
+        assert!(matches!(
+            state.apply(PlacementCommand::PutProject { config: rotated }),
+            PlacementResponse::ProjectStored { version: 2, .. }
+        ));
+        let mut coarser = project("shop", 3, "k1");
         coarser.settings.bucket_ms *= 2;
         assert!(matches!(
             rejection(state.apply(PlacementCommand::PutProject { config: coarser })),

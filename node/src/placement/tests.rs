@@ -104,7 +104,9 @@ fn shop() -> ProjectConfig {
         name: "shop".into(),
         settings: Settings::default(),
         version: 1,
-        ingest_key: "0123456789abcdef0123456789abcdef".into(),
+        ingest_keys: crate::keys::RotatingKey::new(crate::keys::KeyHash::of(
+            b"0123456789abcdef0123456789abcdef",
+        )),
     }
 }
 

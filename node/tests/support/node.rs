@@ -22,8 +22,11 @@ const STDERR_TAIL_BYTES: usize = 8_000;
 /// The admin token test nodes are started with (`--admin-token`), sent as
 /// `Authorization: Bearer` by the admin helpers (`set_clock`, `post_admin`).
 pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
-/// The file a node without `--admin-token` keeps its generated token in.
+/// The file a node keeps its admin token's hashes in.
 pub const ADMIN_TOKEN_FILE_NAME: &str = "admin-token";
+/// What a node without `--admin-token` prints, once, before its token.
+const GENERATED_TOKEN_PREFIX: &str =
+    "sessiondb generated admin token (shown once, only its hash is stored): ";
 
 /// A directory under the system temp dir, removed on drop.
 #[derive(Debug)]
@@ -131,9 +134,8 @@ impl TestNode {
         TestNode::start_full(options, extra_args, true).await
     }
 
-    /// Starts a node without `--admin-token`, so it generates its token (or
-    /// reuses the one in its data directory); the admin helpers then use
-    /// the token read from `<data-dir>/admin-token`.
+    /// Starts a node without `--admin-token`, so it generates its token;
+    /// the admin helpers then use the token it printed on stdout.
     pub async fn start_with_generated_admin_token(options: NodeOptions) -> TestNode {
         TestNode::start_full(options, Vec::new(), false).await
     }
@@ -166,7 +168,7 @@ impl TestNode {
         let stderr_path = data_dir.path().join("node.stderr");
         let node_data = data_dir.path().join("data");
         let flag_token = admin_token_flag.then_some(TEST_ADMIN_TOKEN);
-        let (child, base_url) = spawn_node_with_clock(
+        let (child, base_url, generated) = spawn_node_with_clock(
             &node_data,
             &stderr_path,
             &options,
@@ -182,9 +184,10 @@ impl TestNode {
             )
         });
         let http = http_client_for(&extra_args);
-        let admin_token = match flag_token {
-            Some(token) => token.to_string(),
-            None => read_admin_token_file(&node_data),
+        let admin_token = match (flag_token, generated) {
+            (Some(token), _) => token.to_string(),
+            (None, Some(token)) => token,
+            (None, None) => panic!("a node without --admin-token printed no generated token"),
         };
         TestNode {
             child,
@@ -204,6 +207,16 @@ impl TestNode {
     /// The token that opens `/v1/admin/*` and `/console/api/*`.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// Makes the helpers send `token` as the admin token from now on (after
+    /// a rotation).
+    pub fn set_admin_token(&mut self, token: &str) {
+        self.admin_token = token.to_string();
+    }
+
+    fn admin_authorization(&self) -> String {
+        format!("Bearer {}", self.admin_token)
     }
 
     /// Kills the process with SIGKILL (no shutdown of any kind) and waits
@@ -246,9 +259,7 @@ impl TestNode {
 
     /// GETs an admin-guarded endpoint with the node's admin token.
     pub async fn get_admin(&self, path: &str) -> RawResponse {
-        let authorization = format!("Bearer {}", self.admin_token);
-        self.get_with_headers(path, &[("authorization", authorization.as_str())])
-            .await
+        self.get_raw(path).await
     }
 
     /// Starts the node again on the same data directory with the same
@@ -285,7 +296,7 @@ impl TestNode {
             .join(format!("node-{}.stderr", self.starts));
         let node_data = self.node_data_dir();
         let flag_token = self.admin_token_flag.then_some(TEST_ADMIN_TOKEN);
-        let (child, base_url) = spawn_node_with_clock(
+        let (child, base_url, _) = spawn_node_with_clock(
             &node_data,
             &self.stderr_path,
             &self.options,
@@ -336,8 +347,17 @@ impl TestNode {
         }
     }
 
-    /// Sends `body` as is, with a JSON content type.
+    /// Sends `body` as is, with a JSON content type and the admin token
+    /// (the tests' operator may do everything; `post_anonymous` sends no
+    /// credential).
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
+        let authorization = self.admin_authorization();
+        self.post_with_headers(path, &[("authorization", authorization.as_str())], body)
+            .await
+    }
+
+    /// Sends `body` as is, with a JSON content type and no credential.
+    pub async fn post_anonymous(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
         let response = self
             .http
             .post(self.url(path))
@@ -373,12 +393,18 @@ impl TestNode {
 
     /// POSTs `body` to an admin endpoint with the node's admin token.
     pub async fn post_admin(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
-        let authorization = format!("Bearer {}", self.admin_token);
-        self.post_with_headers(path, &[("authorization", authorization.as_str())], body)
+        self.post_raw(path, body).await
+    }
+
+    /// GETs with the admin token (`get_anonymous` sends no credential).
+    pub async fn get_raw(&self, path_and_query: &str) -> RawResponse {
+        let authorization = self.admin_authorization();
+        self.get_with_headers(path_and_query, &[("authorization", authorization.as_str())])
             .await
     }
 
-    pub async fn get_raw(&self, path_and_query: &str) -> RawResponse {
+    /// GETs with no credential.
+    pub async fn get_anonymous(&self, path_and_query: &str) -> RawResponse {
         let response = self
             .http
             .get(self.url(path_and_query))
@@ -393,12 +419,14 @@ impl TestNode {
         TestNode::into_raw(response).await
     }
 
-    /// Sends `body` as is with PATCH and a JSON content type.
+    /// Sends `body` as is with PATCH, a JSON content type and the admin
+    /// token.
     pub async fn patch_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
         let response = self
             .http
             .patch(self.url(path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::AUTHORIZATION, self.admin_authorization())
             .body(body)
             .send()
             .await
@@ -509,14 +537,15 @@ impl Drop for TestNode {
 }
 
 /// Spawns `sessiondb serve` on `node_data` and waits for its listening
-/// line; returns the process and its base URL.
+/// line; returns the process, its base URL and the admin token it
+/// generated, if it did.
 async fn spawn_node(
     node_data: &Path,
     stderr_path: &Path,
     options: &NodeOptions,
     extra_args: &[String],
     admin_token: Option<&str>,
-) -> Result<(Child, String), StartFailure> {
+) -> Result<(Child, String, Option<String>), StartFailure> {
     spawn_node_with_clock(
         node_data,
         stderr_path,
@@ -536,7 +565,7 @@ async fn spawn_node_with_clock(
     extra_args: &[String],
     admin_token: Option<&str>,
     manual_clock: bool,
-) -> Result<(Child, String), StartFailure> {
+) -> Result<(Child, String, Option<String>), StartFailure> {
     let stderr = std::fs::File::create(stderr_path).expect("create the stderr file");
     let mut command = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
     command
@@ -570,6 +599,7 @@ async fn spawn_node_with_clock(
     let mut lines = BufReader::new(stdout).lines();
 
     let deadline = Instant::now() + STARTUP_WAIT_MAX;
+    let mut generated = None;
     let base_url = loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, lines.next_line()).await {
@@ -578,6 +608,9 @@ async fn spawn_node_with_clock(
                 stderr_tail(stderr_path)
             ),
             Ok(Ok(Some(line))) => {
+                if let Some(token) = line.strip_prefix(GENERATED_TOKEN_PREFIX) {
+                    generated = Some(token.trim().to_string());
+                }
                 if let Some(rest) = line.split(LISTENING_PREFIX).nth(1) {
                     break rest.trim().trim_end_matches('/').to_string();
                 }
@@ -595,7 +628,7 @@ async fn spawn_node_with_clock(
     };
     // Keep draining stdout so the node never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, base_url))
+    Ok((child, base_url, generated))
 }
 
 /// The test's HTTP client for a node started with `extra_args`: one that
@@ -611,14 +644,6 @@ pub fn http_client_for(extra_args: &[String]) -> reqwest::Client {
             .add_root_certificate(ca);
     }
     builder.build().expect("build an HTTP client")
-}
-
-/// The token a node generated in (or reused from) `<node_data>/admin-token`.
-pub fn read_admin_token_file(node_data: &Path) -> String {
-    let path = node_data.join(ADMIN_TOKEN_FILE_NAME);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read the admin token file {}: {e}", path.display()));
-    text.trim_end().to_string()
 }
 
 fn stderr_tail(path: &Path) -> String {

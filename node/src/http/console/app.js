@@ -149,7 +149,9 @@
       error.hidden = false;
       error.textContent = failure.status === 401
         ? "That token was refused (401 unauthorized)."
-        : `Could not reach the node: ${failure.message}`;
+        : failure.status === 403
+          ? "That is not the admin token (403 forbidden): an ingest key cannot open the console."
+          : `Could not reach the node: ${failure.message}`;
       document.body.dataset.loginRefusals = String(Number(document.body.dataset.loginRefusals || 0) + 1);
       return;
     }
