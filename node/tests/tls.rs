@@ -87,6 +87,7 @@ async fn a_tls_node_serves_https_to_clients_with_the_ca_only() {
 
     // The client library with the CA.
     let client = sessiondb_client::Client::new(node.base_url())
+        .with_token(node.admin_token())
         .with_ca_pem(certificates.ca_pem.as_bytes())
         .expect("a valid CA");
     client.health().await.expect("health over HTTPS");
