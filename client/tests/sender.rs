@@ -431,7 +431,7 @@ async fn refused_batches_wait_for_retry_after_and_count_once() {
         "100".to_string(),
     ])
     .await;
-    let client = Client::new(node.base_url());
+    let client = node.client();
     client
         .create_project(&CreateProject {
             name: "shop".into(),
