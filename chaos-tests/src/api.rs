@@ -164,6 +164,7 @@ impl Api {
         let request = self
             .http
             .post(format!("{base_url}/v1/events"))
+            .bearer_auth(ADMIN_TOKEN)
             .json(&serde_json::json!({ "events": events }));
         self.call(request, INGEST_TIMEOUT).await
     }
@@ -195,7 +196,10 @@ impl Api {
 
     /// The node's clock (`GET /v1/status`).
     pub async fn now_ms(&self, base_url: &str) -> Answer<i64> {
-        let request = self.http.get(format!("{base_url}/v1/status"));
+        let request = self
+            .http
+            .get(format!("{base_url}/v1/status"))
+            .bearer_auth(ADMIN_TOKEN);
         match self.call::<StatusBody>(request, CONTROL_TIMEOUT).await {
             Answer::Ok(body) => Answer::Ok(body.now_ms),
             Answer::Fail { code, message } => Answer::Fail { code, message },
