@@ -673,28 +673,14 @@ impl ShardMover {
         timeout: Duration,
     ) -> Result<Vec<u8>, String> {
         let url = format!("{}{path}", crate::tls::peer_url(address));
-        let response = self
+        let request = self
             .http
             .post(&url)
             .bearer_auth(self.secret.expose())
             .header("content-type", "application/octet-stream")
             .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|error| format!("{url}: {error}"))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| format!("{url}: {error}"))?;
-        if status != reqwest::StatusCode::OK {
-            return Err(format!(
-                "{url} answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            ));
-        }
-        Ok(body.to_vec())
+            .body(body);
+        crate::tls::peer_ok_body(request, &url).await
     }
 }
 

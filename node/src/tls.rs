@@ -153,3 +153,25 @@ pub fn peer_client_builder() -> reqwest::ClientBuilder {
         _ => builder,
     }
 }
+
+/// Sends a node-to-node request and answers the body of a `200`; any other
+/// outcome is an error naming `url` (the transport error, or the status and
+/// the peer's body).
+pub async fn peer_ok_body(request: reqwest::RequestBuilder, url: &str) -> Result<Vec<u8>, String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| format!("{url}: {error}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| format!("{url}: {error}"))?;
+    if status != reqwest::StatusCode::OK {
+        return Err(format!(
+            "{url} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    Ok(body.to_vec())
+}

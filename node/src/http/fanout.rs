@@ -419,24 +419,11 @@ async fn remote_share(
 ) -> Result<PartialShare, String> {
     let url = format!("{}/v1/internal/partial", crate::tls::peer_url(address));
     let call = async {
-        let response = client()
+        let call = client()
             .post(&url)
             .bearer_auth(state.cluster_secret.expose())
-            .json(request)
-            .send()
-            .await
-            .map_err(|error| format!("{url}: {error}"))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| format!("{url}: {error}"))?;
-        if status != reqwest::StatusCode::OK {
-            return Err(format!(
-                "{url}: {status}: {}",
-                String::from_utf8_lossy(&body)
-            ));
-        }
+            .json(request);
+        let body = crate::tls::peer_ok_body(call, &url).await?;
         journal::decode::<PartialShare>(&body, "a member's query share")
             .map_err(|error| format!("{url}: {error}"))
     };

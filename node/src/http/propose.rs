@@ -90,25 +90,14 @@ pub async fn propose_anywhere(
         }
     };
     let url = format!("{}{PROPOSE_PATH}", crate::tls::peer_url(&address));
-    let response = client()
+    let request = client()
         .post(&url)
         .bearer_auth(state.cluster_secret.expose())
         .header("content-type", "application/octet-stream")
-        .body(journal::encode(&command))
-        .send()
+        .body(journal::encode(&command));
+    let body = crate::tls::peer_ok_body(request, &url)
         .await
-        .map_err(|error| unavailable(format!("{url}: {error}")))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|error| unavailable(format!("{url}: {error}")))?;
-    if status != reqwest::StatusCode::OK {
-        return Err(unavailable(format!(
-            "{url} answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        )));
-    }
+        .map_err(unavailable)?;
     journal::decode(&body, "placement response").map_err(|error| unavailable(error.to_string()))
 }
 
