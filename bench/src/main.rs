@@ -74,6 +74,12 @@ struct Options {
     /// With --cluster: results queries timed per cluster size.
     #[arg(long, default_value_t = 200)]
     cluster_queries: usize,
+    /// Run only the in-process engine figure on the workload's arrival
+    /// order and print it: small enough to run under
+    /// `valgrind --tool=callgrind`, whose instruction counts do not depend
+    /// on the machine's load (docs/benchmarks.md, "What bounds us").
+    #[arg(long)]
+    engine_only: bool,
 }
 
 /// Visitors of the cluster ingest workload unless --visitors says otherwise.
@@ -210,6 +216,13 @@ fn run(options: &Options) -> Result<bool> {
 
     step("engine alone (one core)");
     let engine = inproc::engine_alone(&workload, now_ms, profile.engine_queries);
+    if options.engine_only {
+        println!(
+            "engine alone: {} events in {:.2} s = {:.0} events/s per core",
+            engine.events, engine.seconds, engine.events_per_second_per_core
+        );
+        return Ok(true);
+    }
     step("HyperLogLog accuracy");
     let hll = inproc::hll_accuracy(&profile.hll_plan);
 

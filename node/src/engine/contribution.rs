@@ -5,6 +5,7 @@
 //! applied as `contribution after − contribution before`, which is how late
 //! events retract exactly what they invalidate (SPEC §4, lateness).
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// The text used for a breakdown attribute the exposure event lacks.
@@ -51,23 +52,58 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn sort_key(&self) -> (&str, &Assignment, i64, &Metric) {
-        (
-            &self.experiment,
-            &self.assignment,
-            self.bucket_ms,
-            &self.metric,
-        )
+    /// The order of normalised entries: experiment, assignment, bucket,
+    /// metric. Equal to comparing `(&str, &Assignment, i64, &Metric)`
+    /// tuples, but names shared by the same `Arc` compare by pointer first:
+    /// one visitor's entries share their experiment and assignment, and
+    /// string comparisons were a tenth of the engine's time.
+    fn compare(&self, other: &Entry) -> Ordering {
+        compare_shared(&self.experiment, &other.experiment)
+            .then_with(|| compare_assignment(&self.assignment, &other.assignment))
+            .then(self.bucket_ms.cmp(&other.bucket_ms))
+            .then_with(|| self.metric.cmp(&other.metric))
+    }
+}
+
+fn compare_assignment(left: &Arc<Assignment>, right: &Arc<Assignment>) -> Ordering {
+    if Arc::ptr_eq(left, right) {
+        Ordering::Equal
+    } else {
+        left.cmp(right)
+    }
+}
+
+fn compare_shared(left: &Arc<str>, right: &Arc<str>) -> Ordering {
+    if Arc::ptr_eq(left, right) {
+        Ordering::Equal
+    } else {
+        left.cmp(right)
     }
 }
 
 /// A bucket in which a visitor was active after exposure (distinct-count
 /// sketches).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveCell {
     pub experiment: Arc<str>,
     pub assignment: Arc<Assignment>,
     pub bucket_ms: i64,
+}
+
+/// Ordered by experiment, assignment, bucket, with the pointer-equality
+/// shortcut of `Entry::compare`.
+impl Ord for ActiveCell {
+    fn cmp(&self, other: &ActiveCell) -> Ordering {
+        compare_shared(&self.experiment, &other.experiment)
+            .then_with(|| compare_assignment(&self.assignment, &other.assignment))
+            .then(self.bucket_ms.cmp(&other.bucket_ms))
+    }
+}
+
+impl PartialOrd for ActiveCell {
+    fn partial_cmp(&self, other: &ActiveCell) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// Everything one visitor contributes, normalised: entries sorted by key,
@@ -80,17 +116,20 @@ pub struct Contribution {
 
 impl Contribution {
     pub fn normalise(mut self) -> Contribution {
-        self.entries.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        // Unstable is enough: entries with equal keys are summed below.
+        self.entries.sort_unstable_by(Entry::compare);
         let mut merged: Vec<Entry> = Vec::with_capacity(self.entries.len());
         for entry in self.entries {
             match merged.last_mut() {
-                Some(last) if last.sort_key() == entry.sort_key() => last.amount += entry.amount,
+                Some(last) if last.compare(&entry) == Ordering::Equal => {
+                    last.amount += entry.amount
+                }
                 _ => merged.push(entry),
             }
         }
         merged.retain(|entry| entry.amount != 0);
         self.entries = merged;
-        self.active.sort();
+        self.active.sort_unstable();
         self.active.dedup();
         self
     }
@@ -113,7 +152,7 @@ impl Difference {
 
 /// `after − before`, both normalised. A merge of two sorted lists.
 pub fn difference(before: &Contribution, after: &Contribution) -> Difference {
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(before.entries.len().max(after.entries.len()));
     let (mut left, mut right) = (
         before.entries.iter().peekable(),
         after.entries.iter().peekable(),
@@ -123,18 +162,18 @@ pub fn difference(before: &Contribution, after: &Contribution) -> Difference {
             (None, None) => break,
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some(old), Some(new)) => old.sort_key().cmp(&new.sort_key()),
+            (Some(old), Some(new)) => old.compare(new),
         };
         match order {
-            std::cmp::Ordering::Less => {
+            Ordering::Less => {
                 let old = left.next().expect("peeked");
                 entries.push(Entry {
                     amount: -old.amount,
                     ..old.clone()
                 });
             }
-            std::cmp::Ordering::Greater => entries.push(right.next().expect("peeked").clone()),
-            std::cmp::Ordering::Equal => {
+            Ordering::Greater => entries.push(right.next().expect("peeked").clone()),
+            Ordering::Equal => {
                 let old = left.next().expect("peeked");
                 let new = right.next().expect("peeked");
                 if new.amount != old.amount {

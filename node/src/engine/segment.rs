@@ -225,7 +225,8 @@ impl ExperimentAggregates {
     fn apply_entries(&mut self, entries: &[&Entry]) {
         let mut positions = Vec::new();
         let mut cached: Option<*const Assignment> = None;
-        for entry in entries {
+        let mut counted: Vec<&Entry> = Vec::with_capacity(entries.len());
+        for &entry in entries {
             if let Metric::DecisionsNaming(variation) = &entry.metric {
                 self.count_decisions(variation, entry.amount);
                 continue;
@@ -235,16 +236,24 @@ impl ExperimentAggregates {
                     self.keys.insert(Arc::clone(key));
                 }
             }
-            // A visitor's entries share one assignment; resolve its cells
-            // once, not once per entry.
-            let assignment = Arc::as_ptr(&entry.assignment);
+            counted.push(entry);
+        }
+        // A visitor's entries are sorted by assignment then bucket: each
+        // run of one (assignment, bucket) resolves its cells and finds its
+        // buckets once, not once per entry.
+        for run in counted.chunk_by(|left, right| {
+            Arc::ptr_eq(&left.assignment, &right.assignment) && left.bucket_ms == right.bucket_ms
+        }) {
+            let assignment = Arc::as_ptr(&run[0].assignment);
             if cached != Some(assignment) {
-                self.cell_positions(&entry.assignment, &mut positions);
+                self.cell_positions(&run[0].assignment, &mut positions);
                 cached = Some(assignment);
             }
             for &position in &positions {
-                for bucket in self.buckets(position, entry.bucket_ms) {
-                    bucket.counters.apply(&entry.metric, entry.amount);
+                for bucket in self.buckets(position, run[0].bucket_ms) {
+                    for entry in run {
+                        bucket.counters.apply(&entry.metric, entry.amount);
+                    }
                 }
             }
         }

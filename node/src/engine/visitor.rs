@@ -124,54 +124,81 @@ impl Visitor {
     /// this against the whole-visitor difference. The sketch cells it
     /// reports may include cells the visitor was already active in through
     /// the folded events: inserting into a sketch again changes nothing.
+    ///
+    /// The suffix starts where the session of the event just before the
+    /// earliest new one starts: every session boundary up to there is
+    /// decided by events that are the same before and after the insert, so
+    /// the prefix is cut identically in both states. That lets the "before"
+    /// contribution be computed before inserting, on the held events
+    /// themselves, instead of on a copy without the new events.
     pub fn insert_all(
         &mut self,
         settings: &Settings,
         events: Vec<Event>,
     ) -> (Vec<Insert>, Difference) {
-        let mut inserts = Vec::with_capacity(events.len());
-        let mut new_ids: Vec<Box<str>> = Vec::new();
-        for event in events {
-            let id = event.id.clone();
-            let insert = self.insert(event);
-            if insert == Insert::Accepted {
-                new_ids.push(id);
-            }
-            inserts.push(insert);
-        }
-        if new_ids.is_empty() {
+        let inserts = self.classify(&events);
+        let earliest = events
+            .iter()
+            .zip(&inserts)
+            .filter(|(_, insert)| **insert == Insert::Accepted)
+            .map(|(event, _)| event.order_key())
+            .min();
+        let Some(earliest) = earliest else {
             return (inserts, Difference::default());
-        }
-        let is_new = |event: &Event| new_ids.contains(&event.id);
-        let earliest = self
+        };
+        let position = self
             .events
-            .iter()
-            .position(is_new)
-            .expect("accepted events are held");
-        let sessions = split_sessions(settings, &self.events);
-        let start = sessions
-            .iter()
-            .find(|session| session.contains(&earliest))
-            .expect("sessions cover every event")
-            .start;
-        let (prefix, suffix_after) = self.events.split_at(start);
-        let suffix_before: Vec<Event> = suffix_after
-            .iter()
-            .filter(|event| !is_new(event))
-            .cloned()
-            .collect();
-        let summary = fold(&self.frozen, prefix);
+            .partition_point(|held| held.order_key() < earliest);
+        let start = if position == 0 {
+            0
+        } else {
+            split_sessions(settings, &self.events[..position])
+                .last()
+                .expect("a non-empty prefix has a session")
+                .start
+        };
+        let summary = fold(&self.frozen, &self.events[..start]);
         let before = View {
             frozen: &summary,
-            events: &suffix_before,
+            events: &self.events[start..],
         }
         .contribute(settings);
+        for (event, insert) in events.into_iter().zip(&inserts) {
+            if *insert == Insert::Accepted {
+                let held = self.insert(event);
+                debug_assert_eq!(held, Insert::Accepted, "classify agrees with insert");
+            }
+        }
         let after = View {
             frozen: &summary,
-            events: suffix_after,
+            events: &self.events[start..],
         }
         .contribute(settings);
         (inserts, difference(&before, &after))
+    }
+
+    /// What `insert` would answer for each of `events` inserted in order,
+    /// without inserting: duplicates of held events or of earlier events of
+    /// the same call, and events past `VISITOR_EVENTS_MAX`.
+    fn classify(&self, events: &[Event]) -> Vec<Insert> {
+        let mut inserts = Vec::with_capacity(events.len());
+        let mut accepted = 0;
+        for (index, event) in events.iter().enumerate() {
+            let earlier_accepted = events[..index]
+                .iter()
+                .zip(&inserts)
+                .any(|(earlier, insert)| *insert == Insert::Accepted && earlier.id == event.id);
+            let insert = if earlier_accepted || self.events.iter().any(|held| held.id == event.id) {
+                Insert::Duplicate
+            } else if self.events.len() + accepted >= limits::VISITOR_EVENTS_MAX {
+                Insert::Full
+            } else {
+                accepted += 1;
+                Insert::Accepted
+            };
+            inserts.push(insert);
+        }
+        inserts
     }
 
     /// The visitor's contribution to its project's aggregates.
@@ -254,7 +281,12 @@ impl View<'_> {
     /// The contribution of these events given this summary.
     fn contribute(&self, settings: &Settings) -> Contribution {
         let sessions = split_sessions(settings, self.events);
-        let mut contribution = Contribution::default();
+        // About six entries per event and one active cell per event for
+        // one experiment: sized once instead of grown by doubling.
+        let mut contribution = Contribution {
+            entries: Vec::with_capacity(8 + 6 * self.events.len()),
+            active: Vec::with_capacity(1 + self.events.len()),
+        };
         let mut experiments: Vec<Arc<str>> = self
             .frozen
             .iter()
