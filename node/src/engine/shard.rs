@@ -91,6 +91,18 @@ impl ShardState {
             .sum()
     }
 
+    /// Adds the bytes of every visitor table to `account`.
+    pub fn account_memory(&self, account: &mut super::memory::MemoryAccount) {
+        for project in self.projects.values() {
+            account.add_visitors(&project.visitors);
+        }
+    }
+
+    /// Names of the projects with visitors here.
+    pub fn project_names(&self) -> Vec<Arc<str>> {
+        self.projects.keys().cloned().collect()
+    }
+
     /// Events held inside the horizon (not yet frozen).
     pub fn retained_event_count(&self) -> usize {
         self.projects

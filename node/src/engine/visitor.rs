@@ -59,6 +59,11 @@ impl Visitor {
         &self.events
     }
 
+    /// Events the visitor's vector has room for (memory accounting).
+    pub fn events_capacity(&self) -> usize {
+        self.events.capacity()
+    }
+
     pub fn frozen(&self) -> &[FrozenExposure] {
         &self.frozen
     }
