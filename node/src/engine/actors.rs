@@ -11,6 +11,7 @@ use super::segment::{SegmentBatch, SegmentStore};
 use super::shard::{DeltaSink, Outcome, ShardState};
 use crate::clock::SharedClock;
 use crate::event::VisitorEvent;
+use crate::journal;
 use crate::project::ProjectConfig;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
@@ -32,8 +33,15 @@ pub enum SessionMessage {
     /// Freeze closed sessions, forget expired visitors; reply when done if
     /// asked to.
     Maintain { reply: Option<oneshot::Sender<()>> },
-    /// A copy of the shard's state, for a checkpoint or a shard move.
+    /// A copy of the shard's state, for a shard move.
     Snapshot { reply: oneshot::Sender<ShardState> },
+    /// The shard's state encoded for a checkpoint (`journal::encode`), with
+    /// its visitor count. Encoding in place, instead of copying the state
+    /// and encoding the copy, keeps a checkpoint from holding a second
+    /// copy of every visitor in memory.
+    Encode {
+        reply: oneshot::Sender<EncodedShard>,
+    },
     /// Replace the shard's state: a shard moved in (its state) or away
     /// (empty state).
     Replace {
@@ -54,10 +62,18 @@ impl std::fmt::Debug for SessionMessage {
             SessionMessage::Maintain { .. } => "Maintain",
             SessionMessage::Sizes { .. } => "Sizes",
             SessionMessage::Snapshot { .. } => "Snapshot",
+            SessionMessage::Encode { .. } => "Encode",
             SessionMessage::Replace { .. } => "Replace",
         };
         formatter.write_str(name)
     }
+}
+
+/// A shard's checkpoint part.
+#[derive(Debug)]
+pub struct EncodedShard {
+    pub bytes: Vec<u8>,
+    pub visitors: usize,
 }
 
 #[derive(Debug)]
@@ -126,6 +142,12 @@ impl Actor for SessionActor {
             }
             SessionMessage::Snapshot { reply } => {
                 let _ = reply.send(state.shard.clone());
+            }
+            SessionMessage::Encode { reply } => {
+                let _ = reply.send(EncodedShard {
+                    bytes: journal::encode(&state.shard),
+                    visitors: state.shard.visitor_count(),
+                });
             }
             SessionMessage::Replace {
                 state: replacement,

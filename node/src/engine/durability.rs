@@ -15,7 +15,7 @@
 //!
 //! See `docs/durability.md`.
 
-use super::actors::{SegmentMessage, SessionMessage};
+use super::actors::{EncodedShard, SegmentMessage, SessionMessage};
 use super::segment::SegmentStore;
 use super::shard::ShardState;
 use super::stores::StoreCoverage;
@@ -305,14 +305,14 @@ impl Engine {
             for session in &self.inner.sessions {
                 let (reply, answer) = oneshot::channel();
                 session
-                    .send(SessionMessage::Snapshot { reply })
+                    .send(SessionMessage::Encode { reply })
                     .await
                     .map_err(|_| shutting_down())?;
                 shards.push(answer);
             }
-            let mut shard_states = Vec::with_capacity(shards.len());
+            let mut shard_parts = Vec::with_capacity(shards.len());
             for answer in shards {
-                shard_states.push(answer.await.map_err(|_| shutting_down())?);
+                shard_parts.push(answer.await.map_err(|_| shutting_down())?);
             }
             // Every shard answered after forwarding its deltas, so the
             // segment actors hold them before this request.
@@ -340,13 +340,10 @@ impl Engine {
                 .iter()
                 .map(|config| (**config).clone())
                 .collect();
-            (shard_states, segment_stores, projects, coverage, position)
+            (shard_parts, segment_stores, projects, coverage, position)
         };
         let pause_ms = started.elapsed().as_millis() as u64;
-        let visitors = shards
-            .iter()
-            .map(|shard| shard.visitor_count() as u64)
-            .sum();
+        let visitors = shards.iter().map(|shard| shard.visitors as u64).sum();
         let created_ms = self.inner.clock.now_ms();
         let store = Arc::clone(&self.inner.storage.checkpoints);
         let checkpoint = tokio::task::spawn_blocking(move || {
@@ -355,7 +352,7 @@ impl Engine {
                 created_ms,
                 &projects,
                 &coverage,
-                &shards,
+                shards,
                 &segment_stores,
             );
             store.write(&checkpoint).map(|()| checkpoint.bytes())
@@ -410,15 +407,15 @@ fn encode_checkpoint(
     created_ms: i64,
     projects: &Vec<ProjectConfig>,
     coverage: &StoreCoverage,
-    shards: &[ShardState],
+    shards: Vec<EncodedShard>,
     segment_stores: &[SegmentStore],
 ) -> Checkpoint {
     let mut parts = vec![(PROJECTS_PART.to_string(), journal::encode(projects))];
     if *coverage != StoreCoverage::default() {
         parts.push((COVERAGE_PART.to_string(), journal::encode(coverage)));
     }
-    for (index, shard) in shards.iter().enumerate() {
-        parts.push((format!("shard/{index:05}"), journal::encode(shard)));
+    for (index, shard) in shards.into_iter().enumerate() {
+        parts.push((format!("shard/{index:05}"), shard.bytes));
     }
     for (index, store) in segment_stores.iter().enumerate() {
         parts.push((format!("segment/{index:05}"), journal::encode(store)));
