@@ -15,7 +15,7 @@
 
 use super::segment::{Bucket, CellKey, CellSeries, SegmentStore};
 use super::visitor::{FrozenExposure, FrozenKey, Visitor};
-use crate::event::Event;
+use crate::event::{DecisionData, Event};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::mem::size_of;
 use std::sync::Arc;
@@ -211,8 +211,11 @@ impl MemoryAccount {
         if let Some(key) = &event.key {
             names += self.shared_name(key);
         }
-        names += self.name_pairs(&event.attributes, event.attributes.capacity());
-        names += self.name_pairs(&event.decisions, event.decisions.capacity());
+        if let Some(decision) = &event.decision {
+            names += self.allocation(size_of::<DecisionData>());
+            names += self.name_pairs(&decision.attributes, decision.attributes.len());
+            names += self.name_pairs(&decision.decisions, decision.decisions.len());
+        }
         self.event_name_bytes += names;
     }
 
