@@ -154,6 +154,8 @@ impl Actor for SessionActor {
                 reply,
             } => {
                 state.shard = *replacement;
+                // A state moved in was decoded: one copy of each name.
+                state.shard.share_names();
                 let _ = reply.send(());
             }
             SessionMessage::Sizes { reply } => {

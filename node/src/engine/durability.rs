@@ -150,9 +150,9 @@ fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, En
         } else if name == COVERAGE_PART {
             restored.coverage = journal::decode(&bytes, "store coverage").map_err(codec)?;
         } else if name.starts_with("shard/") {
-            restored
-                .shards
-                .push(journal::decode(&bytes, "shard").map_err(codec)?);
+            let mut shard: ShardState = journal::decode(&bytes, "shard").map_err(codec)?;
+            shard.share_names();
+            restored.shards.push(shard);
         } else if name.starts_with("segment/") {
             let mut store: SegmentStore = journal::decode(&bytes, "segment").map_err(codec)?;
             store.reindex();

@@ -72,6 +72,33 @@ impl Visitor {
         self.last_event_ms
     }
 
+    /// Gives back the unused room of the vectors (a vector grows by
+    /// doubling, so up to half of it can be empty).
+    pub fn shrink_to_fit(&mut self) {
+        self.events.shrink_to_fit();
+        self.frozen.shrink_to_fit();
+    }
+
+    /// Every name the visitor holds, mutably, for sharing equal names
+    /// (`shard::NameTable`).
+    pub fn names_mut(&mut self) -> impl Iterator<Item = &mut Arc<str>> {
+        let frozen = self.frozen.iter_mut().flat_map(|exposure| {
+            let attributes = exposure
+                .attributes
+                .iter_mut()
+                .flat_map(|(name, value)| [name, value]);
+            let keys = exposure.keys.iter_mut().map(|key| &mut key.key);
+            [&mut exposure.experiment, &mut exposure.variation]
+                .into_iter()
+                .chain(attributes)
+                .chain(keys)
+        });
+        self.events
+            .iter_mut()
+            .flat_map(Event::names_mut)
+            .chain(frozen)
+    }
+
     /// Whether nothing is left worth keeping.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.frozen.is_empty()
