@@ -170,10 +170,11 @@ async fn run(options: Options) {
         .expect("reopen");
     let recovery_ms = started.elapsed().as_millis();
     println!(
-        "recovery: checkpoint {:.1} MB + {} log records ({} events) in {recovery_ms} ms",
+        "recovery: checkpoint {:.1} MB + {} log records ({} events) in {recovery_ms} ms (replay {} ms)",
         report.checkpoint_bytes as f64 / 1e6,
         report.records_replayed,
-        report.events_replayed
+        report.events_replayed,
+        report.replay_ms
     );
     let after = engine.status().await;
     assert_eq!(

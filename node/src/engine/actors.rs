@@ -26,6 +26,15 @@ pub enum SessionMessage {
         durable: Option<oneshot::Receiver<Result<(), String>>>,
         reply: oneshot::Sender<Vec<Outcome>>,
     },
+    /// Log records of this shard being replayed (`durability::open`),
+    /// already durable, in log order. Each is applied with its own "now",
+    /// exactly as `Ingest` would; their deltas are forwarded once for all,
+    /// so the segment actors get a few large batches instead of one per
+    /// record (the segment store adds deltas, so the sum is the same).
+    Replay {
+        records: Vec<ReplayRecord>,
+        reply: oneshot::Sender<()>,
+    },
     Reconfigure {
         config: Arc<ProjectConfig>,
         reply: oneshot::Sender<()>,
@@ -58,6 +67,7 @@ impl std::fmt::Debug for SessionMessage {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
             SessionMessage::Ingest { .. } => "Ingest",
+            SessionMessage::Replay { .. } => "Replay",
             SessionMessage::Reconfigure { .. } => "Reconfigure",
             SessionMessage::Maintain { .. } => "Maintain",
             SessionMessage::Sizes { .. } => "Sizes",
@@ -67,6 +77,14 @@ impl std::fmt::Debug for SessionMessage {
         };
         formatter.write_str(name)
     }
+}
+
+/// One replayed log record of a shard: its events and the "now" they were
+/// accepted at.
+#[derive(Debug)]
+pub struct ReplayRecord {
+    pub now_ms: i64,
+    pub events: Vec<VisitorEvent>,
 }
 
 /// A shard's checkpoint part.
@@ -128,6 +146,13 @@ impl Actor for SessionActor {
                 // so a query sent after the acknowledgement sees them.
                 forward(state, &mut sink).await;
                 let _ = reply.send(outcomes);
+            }
+            SessionMessage::Replay { records, reply } => {
+                for record in records {
+                    state.shard.apply(record.now_ms, record.events, &mut sink);
+                }
+                forward(state, &mut sink).await;
+                let _ = reply.send(());
             }
             SessionMessage::Reconfigure { config, reply } => {
                 state.shard.reconfigure(&config, &mut sink);
