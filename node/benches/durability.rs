@@ -18,6 +18,11 @@ use std::time::Instant;
 mod common;
 use common::{generate, DAY_MS};
 
+/// The node binary's allocator (`node/src/main.rs`), so the figures are
+/// the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Options {
     visitors: usize,
     tail_visitors: usize,

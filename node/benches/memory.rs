@@ -18,6 +18,11 @@ use sessiondb_workload::scale::BROWSER_ATTRIBUTE;
 use sessiondb_workload::{generate_scale, ScaleConfig, DAY_MS};
 use std::sync::Arc;
 
+/// The node binary's allocator (`node/src/main.rs`), so the figures are
+/// the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Events handed to the shard per call, like one shard's share of a batch.
 const EVENTS_PER_CALL: usize = 512;
 /// Calls between two maintenance passes (freezing, shrinking, forgetting
