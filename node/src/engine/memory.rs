@@ -17,7 +17,7 @@ use super::segment::{Bucket, CellKey, CellSeries, SegmentStore};
 use super::visitor::{FrozenExposure, FrozenKey, Visitor};
 use crate::event::{DecisionData, Event};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::mem::size_of;
+use std::mem::{size_of, size_of_val};
 use std::sync::Arc;
 
 /// Slots of a node of std's B-tree (`2 × B − 1`, B = 6).
@@ -191,13 +191,13 @@ impl MemoryAccount {
         let events = visitor.events();
         let event_bytes = size_of::<Event>();
         self.allocation(visitor.events_capacity() * event_bytes);
-        self.event_struct_bytes += events.len() * event_bytes;
+        self.event_struct_bytes += size_of_val(events);
         self.event_slack_bytes += (visitor.events_capacity() - events.len()) * event_bytes;
         for event in events {
             self.add_event(event);
         }
         let frozen = visitor.frozen();
-        let frozen_vector_bytes = self.allocation(frozen.len() * size_of::<FrozenExposure>());
+        let frozen_vector_bytes = self.allocation(size_of_val(frozen));
         self.frozen_bytes += frozen_vector_bytes;
         for exposure in frozen {
             self.add_frozen(exposure);
