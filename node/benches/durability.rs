@@ -18,6 +18,11 @@ use std::time::Instant;
 mod common;
 use common::{generate, DAY_MS};
 
+/// The node binary's allocator (`node/src/main.rs`), so the figures are
+/// the node's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Options {
     visitors: usize,
     tail_visitors: usize,
@@ -170,10 +175,11 @@ async fn run(options: Options) {
         .expect("reopen");
     let recovery_ms = started.elapsed().as_millis();
     println!(
-        "recovery: checkpoint {:.1} MB + {} log records ({} events) in {recovery_ms} ms",
+        "recovery: checkpoint {:.1} MB + {} log records ({} events) in {recovery_ms} ms (replay {} ms)",
         report.checkpoint_bytes as f64 / 1e6,
         report.records_replayed,
-        report.events_replayed
+        report.events_replayed,
+        report.replay_ms
     );
     let after = engine.status().await;
     assert_eq!(

@@ -25,19 +25,34 @@ pub enum EventKind {
 pub type NamePairs = Vec<(Arc<str>, Arc<str>)>;
 
 /// A validated event of one visitor, as the session actors keep it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+///
+/// Laid out for memory (SPEC §8, memory per live visitor): a visitor holds
+/// every event inside the lateness horizon, and only decision events carry
+/// name pairs, so those live behind one optional box instead of two empty
+/// vectors on every event. Encoded exactly as the earlier layout with two
+/// vectors (`EventRecord`), so checkpoints and log records written before
+/// still decode and the encoding did not change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(from = "EventRecord")]
 pub struct Event {
     pub id: Box<str>,
     pub ts_ms: i64,
-    pub kind: EventKind,
-    pub key: Option<Arc<str>>,
     /// `round(value × 10⁶)`; 0 when the event has no value.
     pub value_micros: i64,
+    pub key: Option<Arc<str>>,
+    /// Attributes and decisions; `None` when the event has neither.
+    pub decision: Option<Box<DecisionData>>,
+    pub kind: EventKind,
+}
+
+/// What an event carrying decisions holds besides the common fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionData {
     /// Sorted by name. Kept only on events that carry decisions: only an
     /// exposure event's attributes matter (breakdowns).
-    pub attributes: Vec<(Arc<str>, Arc<str>)>,
+    pub attributes: Box<[(Arc<str>, Arc<str>)]>,
     /// (experiment, variation) in the order the client sent them.
-    pub decisions: Vec<(Arc<str>, Arc<str>)>,
+    pub decisions: Box<[(Arc<str>, Arc<str>)]>,
 }
 
 impl Event {
@@ -46,11 +61,112 @@ impl Event {
         (self.ts_ms, &self.id)
     }
 
+    /// Sorted by name; empty unless the event carries decisions.
+    pub fn attributes(&self) -> &[(Arc<str>, Arc<str>)] {
+        self.decision
+            .as_deref()
+            .map_or(&[], |decision| &decision.attributes)
+    }
+
+    /// (experiment, variation) in the order the client sent them.
+    pub fn decisions(&self) -> &[(Arc<str>, Arc<str>)] {
+        self.decision
+            .as_deref()
+            .map_or(&[], |decision| &decision.decisions)
+    }
+
+    /// Sets the name pairs; an event with neither holds no box.
+    pub fn set_name_pairs(&mut self, attributes: NamePairs, decisions: NamePairs) {
+        self.decision = if attributes.is_empty() && decisions.is_empty() {
+            None
+        } else {
+            Some(Box::new(DecisionData {
+                attributes: attributes.into_boxed_slice(),
+                decisions: decisions.into_boxed_slice(),
+            }))
+        };
+    }
+
     pub fn attribute(&self, name: &str) -> Option<&Arc<str>> {
-        self.attributes
+        let attributes = self.attributes();
+        attributes
             .binary_search_by(|(attribute, _)| attribute.as_ref().cmp(name))
             .ok()
-            .map(|index| &self.attributes[index].1)
+            .map(|index| &attributes[index].1)
+    }
+
+    /// Each name of the event, mutably, for sharing equal names
+    /// (`engine::shard`'s name table).
+    pub fn names_mut(&mut self) -> impl Iterator<Item = &mut Arc<str>> {
+        let pairs = self
+            .decision
+            .as_deref_mut()
+            .into_iter()
+            .flat_map(|decision| {
+                decision
+                    .attributes
+                    .iter_mut()
+                    .chain(decision.decisions.iter_mut())
+                    .flat_map(|(name, value)| [name, value])
+            });
+        self.key.iter_mut().chain(pairs)
+    }
+}
+
+/// The encoded form of an `Event` (journal and checkpoints): the field
+/// order and types of the first layout, which postcard's encoding follows.
+#[derive(serde::Serialize)]
+#[serde(rename = "Event")]
+struct EventRecordRef<'a> {
+    id: &'a str,
+    ts_ms: i64,
+    kind: EventKind,
+    key: &'a Option<Arc<str>>,
+    value_micros: i64,
+    attributes: &'a [(Arc<str>, Arc<str>)],
+    decisions: &'a [(Arc<str>, Arc<str>)],
+}
+
+/// `EventRecordRef`, owned, for decoding.
+#[derive(serde::Deserialize)]
+#[serde(rename = "Event")]
+struct EventRecord {
+    id: Box<str>,
+    ts_ms: i64,
+    kind: EventKind,
+    key: Option<Arc<str>>,
+    value_micros: i64,
+    attributes: NamePairs,
+    decisions: NamePairs,
+}
+
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        EventRecordRef {
+            id: &self.id,
+            ts_ms: self.ts_ms,
+            kind: self.kind,
+            key: &self.key,
+            value_micros: self.value_micros,
+            attributes: self.attributes(),
+            decisions: self.decisions(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl From<EventRecord> for Event {
+    fn from(record: EventRecord) -> Event {
+        let mut event = Event {
+            id: record.id,
+            ts_ms: record.ts_ms,
+            value_micros: record.value_micros,
+            key: record.key,
+            decision: None,
+            kind: record.kind,
+        };
+        event.set_name_pairs(record.attributes, record.decisions);
+        event
     }
 }
 
@@ -184,18 +300,19 @@ pub fn validate(
     } else {
         attributes
     };
+    let mut internal = Event {
+        id: event.id.into_boxed_str(),
+        ts_ms,
+        value_micros,
+        key,
+        decision: None,
+        kind,
+    };
+    internal.set_name_pairs(attributes, decisions);
     Ok(VisitorEvent {
         project,
         visitor: event.visitor.into_boxed_str(),
-        event: Event {
-            id: event.id.into_boxed_str(),
-            ts_ms,
-            kind,
-            key,
-            value_micros,
-            attributes,
-            decisions,
-        },
+        event: internal,
     })
 }
 
@@ -370,7 +487,7 @@ mod tests {
             event.event.attribute("browser").map(|value| &**value),
             Some("firefox")
         );
-        assert_eq!(event.event.decisions.len(), 1);
+        assert_eq!(event.event.decisions().len(), 1);
     }
 
     #[test]
@@ -421,6 +538,43 @@ mod tests {
             },
             "attribute_too_long",
         );
+    }
+
+    /// The compact layout encodes exactly as the first one did (two
+    /// vectors of name pairs on every event), so checkpoints and log
+    /// records written before decode, and nothing on disk changed.
+    #[test]
+    fn events_encode_as_the_first_layout() {
+        #[derive(serde::Serialize)]
+        struct FirstLayout {
+            id: Box<str>,
+            ts_ms: i64,
+            kind: EventKind,
+            key: Option<Arc<str>>,
+            value_micros: i64,
+            attributes: NamePairs,
+            decisions: NamePairs,
+        }
+        let mut pageview = wire_event();
+        pageview.event_type = wire::EventType::Custom;
+        pageview.key = Some("buy".into());
+        pageview.decisions.clear();
+        for wire_event in [wire_event(), pageview] {
+            let event = validate(wire_event, &registry(), 1_000_000).unwrap().event;
+            let first = FirstLayout {
+                id: event.id.clone(),
+                ts_ms: event.ts_ms,
+                kind: event.kind,
+                key: event.key.clone(),
+                value_micros: event.value_micros,
+                attributes: event.attributes().to_vec(),
+                decisions: event.decisions().to_vec(),
+            };
+            let bytes = postcard::to_stdvec(&first).unwrap();
+            assert_eq!(postcard::to_stdvec(&event).unwrap(), bytes);
+            assert_eq!(postcard::from_bytes::<Event>(&bytes).unwrap(), event);
+            assert_eq!(event.decision.is_none(), first.decisions.is_empty());
+        }
     }
 
     #[test]

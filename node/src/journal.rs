@@ -122,14 +122,20 @@ mod tests {
             events: vec![JournalEvent {
                 project: Arc::from("shop"),
                 visitor: "v".into(),
-                event: Event {
-                    id: "e".into(),
-                    ts_ms: 40,
-                    kind: EventKind::Decision,
-                    key: None,
-                    value_micros: 7,
-                    attributes: vec![(Arc::from("browser"), Arc::from("firefox"))],
-                    decisions: vec![(Arc::from("x"), Arc::from("a"))],
+                event: {
+                    let mut event = Event {
+                        id: "e".into(),
+                        ts_ms: 40,
+                        value_micros: 7,
+                        key: None,
+                        decision: None,
+                        kind: EventKind::Decision,
+                    };
+                    event.set_name_pairs(
+                        vec![(Arc::from("browser"), Arc::from("firefox"))],
+                        vec![(Arc::from("x"), Arc::from("a"))],
+                    );
+                    event
                 },
             }],
         };

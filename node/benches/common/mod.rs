@@ -40,24 +40,25 @@ pub fn generate(visitors: usize, start_ms: i64, config: &Arc<ProjectConfig>) -> 
             let mut event = Event {
                 id: format!("{visitor}-{index}").into(),
                 ts_ms,
-                kind: EventKind::Pageview,
-                key: None,
                 value_micros: 0,
-                attributes: Vec::new(),
-                decisions: Vec::new(),
+                key: None,
+                decision: None,
+                kind: EventKind::Pageview,
             };
             if index == 0 {
                 event.kind = EventKind::Decision;
                 let variation = random.below(VARIATIONS as u64) as usize;
                 let browser = random.below(BROWSERS as u64) as usize;
-                event.decisions = vec![(
-                    Arc::clone(&names.experiment),
-                    Arc::clone(&names.variations[variation]),
-                )];
-                event.attributes = vec![(
-                    Arc::clone(&names.browser),
-                    Arc::clone(&names.browsers[browser]),
-                )];
+                event.set_name_pairs(
+                    vec![(
+                        Arc::clone(&names.browser),
+                        Arc::clone(&names.browsers[browser]),
+                    )],
+                    vec![(
+                        Arc::clone(&names.experiment),
+                        Arc::clone(&names.variations[variation]),
+                    )],
+                );
             } else if random.below(10) == 0 {
                 event.kind = EventKind::Custom;
                 event.key = Some(Arc::clone(&names.purchase));

@@ -11,6 +11,7 @@ use super::segment::{SegmentBatch, SegmentStore};
 use super::shard::{DeltaSink, Outcome, ShardState};
 use crate::clock::SharedClock;
 use crate::event::VisitorEvent;
+use crate::journal;
 use crate::project::ProjectConfig;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
@@ -25,6 +26,15 @@ pub enum SessionMessage {
         durable: Option<oneshot::Receiver<Result<(), String>>>,
         reply: oneshot::Sender<Vec<Outcome>>,
     },
+    /// Log records of this shard being replayed (`durability::open`),
+    /// already durable, in log order. Each is applied with its own "now",
+    /// exactly as `Ingest` would; their deltas are forwarded once for all,
+    /// so the segment actors get a few large batches instead of one per
+    /// record (the segment store adds deltas, so the sum is the same).
+    Replay {
+        records: Vec<ReplayRecord>,
+        reply: oneshot::Sender<()>,
+    },
     Reconfigure {
         config: Arc<ProjectConfig>,
         reply: oneshot::Sender<()>,
@@ -32,8 +42,15 @@ pub enum SessionMessage {
     /// Freeze closed sessions, forget expired visitors; reply when done if
     /// asked to.
     Maintain { reply: Option<oneshot::Sender<()>> },
-    /// A copy of the shard's state, for a checkpoint or a shard move.
+    /// A copy of the shard's state, for a shard move.
     Snapshot { reply: oneshot::Sender<ShardState> },
+    /// The shard's state encoded for a checkpoint (`journal::encode`), with
+    /// its visitor count. Encoding in place, instead of copying the state
+    /// and encoding the copy, keeps a checkpoint from holding a second
+    /// copy of every visitor in memory.
+    Encode {
+        reply: oneshot::Sender<EncodedShard>,
+    },
     /// Replace the shard's state: a shard moved in (its state) or away
     /// (empty state).
     Replace {
@@ -50,14 +67,31 @@ impl std::fmt::Debug for SessionMessage {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
             SessionMessage::Ingest { .. } => "Ingest",
+            SessionMessage::Replay { .. } => "Replay",
             SessionMessage::Reconfigure { .. } => "Reconfigure",
             SessionMessage::Maintain { .. } => "Maintain",
             SessionMessage::Sizes { .. } => "Sizes",
             SessionMessage::Snapshot { .. } => "Snapshot",
+            SessionMessage::Encode { .. } => "Encode",
             SessionMessage::Replace { .. } => "Replace",
         };
         formatter.write_str(name)
     }
+}
+
+/// One replayed log record of a shard: its events and the "now" they were
+/// accepted at.
+#[derive(Debug)]
+pub struct ReplayRecord {
+    pub now_ms: i64,
+    pub events: Vec<VisitorEvent>,
+}
+
+/// A shard's checkpoint part.
+#[derive(Debug)]
+pub struct EncodedShard {
+    pub bytes: Vec<u8>,
+    pub visitors: usize,
 }
 
 #[derive(Debug)]
@@ -113,6 +147,13 @@ impl Actor for SessionActor {
                 forward(state, &mut sink).await;
                 let _ = reply.send(outcomes);
             }
+            SessionMessage::Replay { records, reply } => {
+                for record in records {
+                    state.shard.apply(record.now_ms, record.events, &mut sink);
+                }
+                forward(state, &mut sink).await;
+                let _ = reply.send(());
+            }
             SessionMessage::Reconfigure { config, reply } => {
                 state.shard.reconfigure(&config, &mut sink);
                 forward(state, &mut sink).await;
@@ -127,11 +168,19 @@ impl Actor for SessionActor {
             SessionMessage::Snapshot { reply } => {
                 let _ = reply.send(state.shard.clone());
             }
+            SessionMessage::Encode { reply } => {
+                let _ = reply.send(EncodedShard {
+                    bytes: journal::encode(&state.shard),
+                    visitors: state.shard.visitor_count(),
+                });
+            }
             SessionMessage::Replace {
                 state: replacement,
                 reply,
             } => {
                 state.shard = *replacement;
+                // A state moved in was decoded: one copy of each name.
+                state.shard.share_names();
                 let _ = reply.send(());
             }
             SessionMessage::Sizes { reply } => {

@@ -15,7 +15,7 @@
 //!
 //! See `docs/durability.md`.
 
-use super::actors::{SegmentMessage, SessionMessage};
+use super::actors::{EncodedShard, ReplayRecord, SegmentMessage, SessionMessage};
 use super::segment::SegmentStore;
 use super::shard::ShardState;
 use super::stores::StoreCoverage;
@@ -50,6 +50,9 @@ pub struct RecoveryReport {
     pub records_replayed: u64,
     pub events_replayed: u64,
     pub log_bytes_cut: u64,
+    /// Of `duration_ms`: replaying the log (the rest is loading the
+    /// checkpoint and opening the log).
+    pub replay_ms: u64,
     pub duration_ms: u64,
 }
 
@@ -123,13 +126,16 @@ pub async fn open(
         checkpoints: Arc::new(checkpoints),
     };
     let engine = Engine::start(config, clock, storage, restored).await?;
+    let replay_started = Instant::now();
     let (records_replayed, events_replayed) = replay(&engine, position).await?;
+    let replay_ms = replay_started.elapsed().as_millis() as u64;
     let report = RecoveryReport {
         checkpoint_position: position,
         checkpoint_bytes,
         records_replayed,
         events_replayed,
         log_bytes_cut: log_report.truncated_bytes,
+        replay_ms,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     tracing::info!(?report, "recovered");
@@ -150,9 +156,9 @@ fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, En
         } else if name == COVERAGE_PART {
             restored.coverage = journal::decode(&bytes, "store coverage").map_err(codec)?;
         } else if name.starts_with("shard/") {
-            restored
-                .shards
-                .push(journal::decode(&bytes, "shard").map_err(codec)?);
+            let mut shard: ShardState = journal::decode(&bytes, "shard").map_err(codec)?;
+            shard.share_names();
+            restored.shards.push(shard);
         } else if name.starts_with("segment/") {
             let mut store: SegmentStore = journal::decode(&bytes, "segment").map_err(codec)?;
             store.reindex();
@@ -192,6 +198,13 @@ fn check_count(
 }
 
 /// Replays every record after `position` in log order.
+///
+/// Event records are gathered per shard (`ReplayBatches`) and sent as one
+/// `SessionMessage::Replay` of many records: under load a record holds a
+/// batch's share of one shard (~12 events), and a message per record made
+/// replay pay the actor round trip and a small segment update per record.
+/// Every other entry is ordered against the events before it, so the
+/// gathered events are sent first.
 async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineError> {
     let log = Arc::clone(&engine.inner.storage.log);
     let records = log
@@ -201,7 +214,7 @@ async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineErro
             source,
         })?;
     let (mut records_replayed, mut events_replayed) = (0_u64, 0_u64);
-    let mut answers = Vec::new();
+    let mut batches = ReplayBatches::new(engine.inner.sessions.len());
     for record in records {
         let record = record.map_err(|source| EngineError::Log {
             path: log.dir().to_path_buf(),
@@ -215,77 +228,142 @@ async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineErro
                 }
             })?;
         records_replayed += 1;
-        match entry {
-            JournalEntry::Project { config } => {
-                let config = Arc::new(config);
-                engine.inner.projects.install(Arc::clone(&config));
-                engine.reconfigure_shards(&config).await;
-            }
-            JournalEntry::InstallShard { shard, state } => {
-                engine.replace_shard(shard, state).await;
-            }
-            JournalEntry::DropShard { shard } => {
-                engine.replace_shard(shard, ShardState::default()).await;
-            }
-            JournalEntry::HandOverStores { stores } => engine.set_handed_over(stores),
-            JournalEntry::AbsorbStores { handover } => {
-                let handover =
-                    journal::decode(&handover, "handed-over stores").map_err(|source| {
-                        EngineError::Codec {
-                            what: format!("log record {}", record.position),
-                            source,
-                        }
-                    })?;
-                // Replay is in log order: the absorb lands after every
-                // earlier record's deltas, as it did live.
-                for answer in answers.drain(..) {
-                    let _ = answer.await;
+        if let JournalEntry::Events { now_ms, events } = entry {
+            events_replayed += events.len() as u64;
+            let events = resolve(engine, events);
+            batches
+                .add(
+                    engine,
+                    record.shard as usize,
+                    ReplayRecord { now_ms, events },
+                )
+                .await;
+        } else {
+            batches.send_all(engine).await;
+            match entry {
+                JournalEntry::Events { .. } => unreachable!("handled above"),
+                JournalEntry::Project { config } => {
+                    let config = Arc::new(config);
+                    engine.inner.projects.install(Arc::clone(&config));
+                    engine.reconfigure_shards(&config).await;
                 }
-                engine.apply_absorb(handover).await;
-            }
-            JournalEntry::Events { now_ms, events } => {
-                events_replayed += events.len() as u64;
-                let events = resolve(engine, events);
-                let (reply, answer) = oneshot::channel();
-                let message = SessionMessage::Ingest {
-                    events,
-                    now_ms,
-                    durable: None,
-                    reply,
-                };
-                // The mailbox bound keeps replay from queueing the whole log.
-                if engine.inner.sessions[record.shard as usize]
-                    .send(message)
-                    .await
-                    .is_ok()
-                {
-                    answers.push(answer);
+                JournalEntry::InstallShard { shard, state } => {
+                    engine.replace_shard(shard, state).await;
+                }
+                JournalEntry::DropShard { shard } => {
+                    engine.replace_shard(shard, ShardState::default()).await;
+                }
+                JournalEntry::HandOverStores { stores } => engine.set_handed_over(stores),
+                JournalEntry::AbsorbStores { handover } => {
+                    let handover =
+                        journal::decode(&handover, "handed-over stores").map_err(|source| {
+                            EngineError::Codec {
+                                what: format!("log record {}", record.position),
+                                source,
+                            }
+                        })?;
+                    // Replay is in log order: the absorb lands after every
+                    // earlier record's deltas, as it did live.
+                    batches.wait_applied().await;
+                    engine.apply_absorb(handover).await;
                 }
             }
         }
         if records_replayed % REPLAY_PROGRESS_RECORDS == 0 {
             tracing::info!(records_replayed, events_replayed, "replaying the log");
-            for answer in answers.drain(..) {
-                let _ = answer.await;
-            }
+            batches.wait_applied().await;
         }
     }
-    for answer in answers {
-        let _ = answer.await;
-    }
+    batches.send_all(engine).await;
+    batches.wait_applied().await;
     Ok((records_replayed, events_replayed))
+}
+
+/// Most events gathered for one shard before they are sent.
+const REPLAY_BATCH_EVENTS_MAX: usize = 4_096;
+/// Most events gathered over all shards before all are sent: replay's
+/// memory besides the actors' queues (~250 bytes per event).
+const REPLAY_BUFFERED_EVENTS_MAX: usize = 262_144;
+
+/// Replayed records gathered per shard, and the answers of those sent.
+struct ReplayBatches {
+    records: Vec<Vec<ReplayRecord>>,
+    events: Vec<usize>,
+    buffered_events: usize,
+    answers: Vec<oneshot::Receiver<()>>,
+}
+
+impl ReplayBatches {
+    fn new(shards: usize) -> ReplayBatches {
+        ReplayBatches {
+            records: (0..shards).map(|_| Vec::new()).collect(),
+            events: vec![0; shards],
+            buffered_events: 0,
+            answers: Vec::new(),
+        }
+    }
+
+    async fn add(&mut self, engine: &Engine, shard: usize, record: ReplayRecord) {
+        self.events[shard] += record.events.len();
+        self.buffered_events += record.events.len();
+        self.records[shard].push(record);
+        if self.buffered_events >= REPLAY_BUFFERED_EVENTS_MAX {
+            self.send_all(engine).await;
+        } else if self.events[shard] >= REPLAY_BATCH_EVENTS_MAX {
+            self.send(engine, shard).await;
+        }
+    }
+
+    async fn send(&mut self, engine: &Engine, shard: usize) {
+        let records = std::mem::take(&mut self.records[shard]);
+        self.buffered_events -= std::mem::take(&mut self.events[shard]);
+        if records.is_empty() {
+            return;
+        }
+        let (reply, answer) = oneshot::channel();
+        // The mailbox bound keeps replay from queueing the whole log.
+        if engine.inner.sessions[shard]
+            .send(SessionMessage::Replay { records, reply })
+            .await
+            .is_ok()
+        {
+            self.answers.push(answer);
+        }
+    }
+
+    async fn send_all(&mut self, engine: &Engine) {
+        for shard in 0..self.records.len() {
+            self.send(engine, shard).await;
+        }
+    }
+
+    /// Waits until every batch sent so far is applied.
+    async fn wait_applied(&mut self) {
+        for answer in self.answers.drain(..) {
+            let _ = answer.await;
+        }
+    }
 }
 
 /// Re-attaches replayed events to their project's configuration as the log
 /// has installed it so far.
 fn resolve(engine: &Engine, events: Vec<JournalEvent>) -> Vec<VisitorEvent> {
+    // A record's events nearly always share one project: look it up once.
+    let mut last: Option<Arc<ProjectConfig>> = None;
     events
         .into_iter()
         .filter_map(|event| {
-            let project = engine.inner.projects.get(&event.project);
-            debug_assert!(project.is_some(), "a project is logged before its events");
+            let project = match &last {
+                Some(config) if config.name == event.project => Arc::clone(config),
+                _ => {
+                    let found = engine.inner.projects.get(&event.project);
+                    debug_assert!(found.is_some(), "a project is logged before its events");
+                    last = Some(found?);
+                    Arc::clone(last.as_ref().expect("set above"))
+                }
+            };
             Some(VisitorEvent {
-                project: project?,
+                project,
                 visitor: event.visitor,
                 event: event.event,
             })
@@ -305,14 +383,14 @@ impl Engine {
             for session in &self.inner.sessions {
                 let (reply, answer) = oneshot::channel();
                 session
-                    .send(SessionMessage::Snapshot { reply })
+                    .send(SessionMessage::Encode { reply })
                     .await
                     .map_err(|_| shutting_down())?;
                 shards.push(answer);
             }
-            let mut shard_states = Vec::with_capacity(shards.len());
+            let mut shard_parts = Vec::with_capacity(shards.len());
             for answer in shards {
-                shard_states.push(answer.await.map_err(|_| shutting_down())?);
+                shard_parts.push(answer.await.map_err(|_| shutting_down())?);
             }
             // Every shard answered after forwarding its deltas, so the
             // segment actors hold them before this request.
@@ -340,13 +418,10 @@ impl Engine {
                 .iter()
                 .map(|config| (**config).clone())
                 .collect();
-            (shard_states, segment_stores, projects, coverage, position)
+            (shard_parts, segment_stores, projects, coverage, position)
         };
         let pause_ms = started.elapsed().as_millis() as u64;
-        let visitors = shards
-            .iter()
-            .map(|shard| shard.visitor_count() as u64)
-            .sum();
+        let visitors = shards.iter().map(|shard| shard.visitors as u64).sum();
         let created_ms = self.inner.clock.now_ms();
         let store = Arc::clone(&self.inner.storage.checkpoints);
         let checkpoint = tokio::task::spawn_blocking(move || {
@@ -355,7 +430,7 @@ impl Engine {
                 created_ms,
                 &projects,
                 &coverage,
-                &shards,
+                shards,
                 &segment_stores,
             );
             store.write(&checkpoint).map(|()| checkpoint.bytes())
@@ -410,15 +485,15 @@ fn encode_checkpoint(
     created_ms: i64,
     projects: &Vec<ProjectConfig>,
     coverage: &StoreCoverage,
-    shards: &[ShardState],
+    shards: Vec<EncodedShard>,
     segment_stores: &[SegmentStore],
 ) -> Checkpoint {
     let mut parts = vec![(PROJECTS_PART.to_string(), journal::encode(projects))];
     if *coverage != StoreCoverage::default() {
         parts.push((COVERAGE_PART.to_string(), journal::encode(coverage)));
     }
-    for (index, shard) in shards.iter().enumerate() {
-        parts.push((format!("shard/{index:05}"), journal::encode(shard)));
+    for (index, shard) in shards.into_iter().enumerate() {
+        parts.push((format!("shard/{index:05}"), shard.bytes));
     }
     for (index, store) in segment_stores.iter().enumerate() {
         parts.push((format!("segment/{index:05}"), journal::encode(store)));

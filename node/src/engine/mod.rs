@@ -16,6 +16,7 @@ pub mod contribution;
 pub mod durability;
 pub mod handoff;
 pub mod mailbox;
+pub mod memory;
 pub mod query;
 pub mod segment;
 pub mod shard;

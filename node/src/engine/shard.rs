@@ -8,7 +8,7 @@ use super::visitor::{Insert, Visitor};
 use crate::event::{RejectReason, VisitorEvent};
 use crate::hashing;
 use crate::project::ProjectConfig;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What became of one event sent to a shard.
@@ -81,10 +81,55 @@ impl DeltaSink {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct ProjectShard {
     config: Arc<ProjectConfig>,
     visitors: HashMap<Box<str>, Visitor>,
+    /// Derived, so not encoded: rebuilt by `ShardState::share_names` after
+    /// decoding.
+    #[serde(skip)]
+    names: NameTable,
+}
+
+/// The name table is a cache of what the visitors hold: equal states are
+/// equal whatever it holds.
+impl PartialEq for ProjectShard {
+    fn eq(&self, other: &ProjectShard) -> bool {
+        self.config == other.config && self.visitors == other.visitors
+    }
+}
+
+/// One copy of each name (conversion keys, attribute names and values,
+/// experiments, variations) that a project's visitors hold. Events arrive
+/// with names of their own — validation allocates them per event, and so
+/// does decoding a checkpoint or a log record — and a copy per event cost
+/// ~360 bytes per visitor (docs/benchmarks.md, "Memory per live visitor").
+/// Bounded by what the visitors hold: `forget_unused` (at maintenance)
+/// drops the names no event or frozen summary holds any more.
+#[derive(Debug, Clone, Default)]
+struct NameTable {
+    names: HashSet<Arc<str>>,
+}
+
+impl NameTable {
+    /// Points `name` at the table's copy, adding it when new.
+    fn share(&mut self, name: &mut Arc<str>) {
+        match self.names.get(&**name) {
+            Some(held) => {
+                if !Arc::ptr_eq(held, name) {
+                    *name = Arc::clone(held);
+                }
+            }
+            None => {
+                self.names.insert(Arc::clone(name));
+            }
+        }
+    }
+
+    fn forget_unused(&mut self) {
+        // Held by the table alone: no event or summary uses it.
+        self.names.retain(|name| Arc::strong_count(name) > 1);
+    }
 }
 
 /// Every visitor of one shard.
@@ -99,6 +144,18 @@ impl ShardState {
             .values()
             .map(|project| project.visitors.len())
             .sum()
+    }
+
+    /// Adds the bytes of every visitor table to `account`.
+    pub fn account_memory(&self, account: &mut super::memory::MemoryAccount) {
+        for project in self.projects.values() {
+            account.add_visitors(&project.visitors);
+        }
+    }
+
+    /// Names of the projects with visitors here.
+    pub fn project_names(&self) -> Vec<Arc<str>> {
+        self.projects.keys().cloned().collect()
     }
 
     /// Events held inside the horizon (not yet frozen).
@@ -144,6 +201,12 @@ impl ShardState {
                 .get_mut(&project_name)
                 .expect("reconfigure created it");
             let config = Arc::clone(&project.config);
+            let mut events = events;
+            for (_, event) in &mut events {
+                for name in event.event.names_mut() {
+                    project.names.share(name);
+                }
+            }
             let visitor = project.visitors.entry(visitor_id.clone()).or_default();
             let accepted_any = apply_to_visitor(
                 &config,
@@ -170,6 +233,7 @@ impl ShardState {
             .or_insert_with(|| ProjectShard {
                 config: Arc::clone(config),
                 visitors: HashMap::new(),
+                names: NameTable::default(),
             });
         if project.config.version >= config.version {
             return;
@@ -193,8 +257,27 @@ impl ShardState {
             let forget_before_ms = now_ms - settings.retention_ms;
             project.visitors.retain(|_, visitor| {
                 visitor.freeze(settings, now_ms);
+                // Idle visitors give back their vectors' unused room.
+                visitor.shrink_to_fit();
                 visitor.last_event_ms() >= forget_before_ms
             });
+            project.names.forget_unused();
+        }
+    }
+
+    /// Points every name the visitors hold at one copy per project; for a
+    /// state just decoded (a checkpoint, a shard moved in), whose names are
+    /// all copies of their own.
+    pub fn share_names(&mut self) {
+        for project in self.projects.values_mut() {
+            let ProjectShard {
+                visitors, names, ..
+            } = project;
+            for visitor in visitors.values_mut() {
+                for name in visitor.names_mut() {
+                    names.share(name);
+                }
+            }
         }
     }
 }

@@ -59,12 +59,44 @@ impl Visitor {
         &self.events
     }
 
+    /// Events the visitor's vector has room for (memory accounting).
+    pub fn events_capacity(&self) -> usize {
+        self.events.capacity()
+    }
+
     pub fn frozen(&self) -> &[FrozenExposure] {
         &self.frozen
     }
 
     pub fn last_event_ms(&self) -> i64 {
         self.last_event_ms
+    }
+
+    /// Gives back the unused room of the vectors (a vector grows by
+    /// doubling, so up to half of it can be empty).
+    pub fn shrink_to_fit(&mut self) {
+        self.events.shrink_to_fit();
+        self.frozen.shrink_to_fit();
+    }
+
+    /// Every name the visitor holds, mutably, for sharing equal names
+    /// (`shard::NameTable`).
+    pub fn names_mut(&mut self) -> impl Iterator<Item = &mut Arc<str>> {
+        let frozen = self.frozen.iter_mut().flat_map(|exposure| {
+            let attributes = exposure
+                .attributes
+                .iter_mut()
+                .flat_map(|(name, value)| [name, value]);
+            let keys = exposure.keys.iter_mut().map(|key| &mut key.key);
+            [&mut exposure.experiment, &mut exposure.variation]
+                .into_iter()
+                .chain(attributes)
+                .chain(keys)
+        });
+        self.events
+            .iter_mut()
+            .flat_map(Event::names_mut)
+            .chain(frozen)
     }
 
     /// Whether nothing is left worth keeping.
@@ -328,7 +360,7 @@ impl View<'_> {
         for (event_index, decision_index, event) in self.decisions_of(experiment) {
             let is_exposure =
                 exposure.retained && exposure.position == (event_index, decision_index);
-            let named = &event.decisions[decision_index].1;
+            let named = &event.decisions()[decision_index].1;
             let bucket_ms = settings.bucket_of(event.ts_ms);
             emit(bucket_ms, Metric::DecisionsNaming(Arc::clone(named)), 1);
             if !is_exposure && **named != *exposure.variation {
@@ -419,7 +451,7 @@ impl View<'_> {
             .enumerate()
             .flat_map(move |(event_index, event)| {
                 event
-                    .decisions
+                    .decisions()
                     .iter()
                     .enumerate()
                     .filter(move |(_, (name, _))| **name == *experiment)
@@ -444,8 +476,8 @@ impl View<'_> {
             .expect("experiment comes from the frozen exposures or the retained decisions");
         Exposure {
             t0_ms: event.ts_ms,
-            variation: Arc::clone(&event.decisions[decision_index].1),
-            attributes: event.attributes.clone(),
+            variation: Arc::clone(&event.decisions()[decision_index].1),
+            attributes: event.attributes().to_vec(),
             keys: Vec::new(),
             retained: true,
             position: (event_index, decision_index),
@@ -474,13 +506,13 @@ struct FirstDecision {
 fn first_decision(events: &[Event], experiment: &str) -> Option<FirstDecision> {
     events.iter().find_map(|event| {
         let (_, variation) = event
-            .decisions
+            .decisions()
             .iter()
             .find(|(name, _)| **name == *experiment)?;
         Some(FirstDecision {
             ts_ms: event.ts_ms,
             variation: Arc::clone(variation),
-            attributes: event.attributes.clone(),
+            attributes: event.attributes().to_vec(),
         })
     })
 }
@@ -490,7 +522,7 @@ fn experiments_in(events: &[Event]) -> Vec<Arc<str>> {
         .iter()
         .flat_map(|event| {
             event
-                .decisions
+                .decisions()
                 .iter()
                 .map(|(experiment, _)| Arc::clone(experiment))
         })
@@ -567,20 +599,20 @@ mod tests {
         Event {
             id: id.into(),
             ts_ms,
-            kind,
-            key: key.map(Arc::from),
             value_micros,
-            attributes: Vec::new(),
-            decisions: Vec::new(),
+            key: key.map(Arc::from),
+            decision: None,
+            kind,
         }
     }
 
     fn decision(id: &str, ts_ms: i64, variation: &str) -> Event {
-        Event {
-            decisions: vec![(Arc::from("x"), Arc::from(variation))],
-            attributes: vec![(Arc::from("browser"), Arc::from("firefox"))],
-            ..event(id, ts_ms, EventKind::Decision, None, 0)
-        }
+        let mut decision = event(id, ts_ms, EventKind::Decision, None, 0);
+        decision.set_name_pairs(
+            vec![(Arc::from("browser"), Arc::from("firefox"))],
+            vec![(Arc::from("x"), Arc::from(variation))],
+        );
+        decision
     }
 
     fn total(contribution: &Contribution, metric: &Metric) -> i128 {
@@ -778,14 +810,16 @@ mod tests {
             );
             event.key = key;
             if let Some(variation) = decision {
-                event.decisions = vec![(
-                    Arc::from("x"),
-                    Arc::from(["a", "b", "c"][variation as usize]),
-                )];
-                event.attributes = vec![(
-                    Arc::from("browser"),
-                    Arc::from(["ff", "chrome", "safari"][variation as usize]),
-                )];
+                event.set_name_pairs(
+                    vec![(
+                        Arc::from("browser"),
+                        Arc::from(["ff", "chrome", "safari"][variation as usize]),
+                    )],
+                    vec![(
+                        Arc::from("x"),
+                        Arc::from(["a", "b", "c"][variation as usize]),
+                    )],
+                );
             }
             event
         }
