@@ -1,8 +1,8 @@
 //! Results and time-series queries over one experiment's aggregates.
 //! Pure functions: the segment actor calls them on its own state.
 
-use super::segment::{CellKey, Counters, ExperimentAggregates, Group};
-use super::sketch::Sketch;
+use super::segment::{CellKey, CellSeries, Counters, ExperimentAggregates, Group};
+use super::sketch::{Sketch, SketchUnion};
 use crate::limits;
 use crate::stats::{self, Comparison, Sample};
 use std::collections::{BTreeMap, BTreeSet};
@@ -94,12 +94,29 @@ pub enum QueryError {
 }
 
 /// Per variation and breakdown value, every metric of SPEC §4, from one
-/// store's aggregates.
+/// store's aggregates. The same answer as `finish(partial(…))`, without
+/// building a sketch per cell: each cell's union is estimated in place.
 pub fn results(
     aggregates: &ExperimentAggregates,
     query: &ResultsQuery,
 ) -> Result<Results, QueryError> {
-    finish(partial(aggregates, query), query)
+    let mut union = SketchUnion::new(aggregates.precision);
+    let cells = cells_asked(aggregates, query)
+        .map(|(key, series)| {
+            let counters =
+                aggregates.summarise_into(series, query.from_ms, query.to_ms, &mut union);
+            (key, (counters, union.estimate()))
+        })
+        .collect();
+    answer(
+        Estimates {
+            precision: aggregates.precision,
+            decisions_by_variation: &aggregates.decisions_by_variation,
+            keys: &aggregates.keys,
+            cells,
+        },
+        query,
+    )
 }
 
 /// (breakdown value, variation) of a partial's cell.
@@ -141,20 +158,34 @@ impl Partial {
     }
 }
 
-/// The share of one store.
-pub fn partial(aggregates: &ExperimentAggregates, query: &ResultsQuery) -> Partial {
-    let mut cells = BTreeMap::new();
-    for series in &aggregates.cells {
+/// The cells a results query reads, with their partial key: the variation
+/// totals without a breakdown, the cells of the asked attribute with one.
+fn cells_asked<'a>(
+    aggregates: &'a ExperimentAggregates,
+    query: &'a ResultsQuery,
+) -> impl Iterator<Item = (PartialKey, &'a CellSeries)> + 'a {
+    aggregates.cells.iter().filter_map(|series| {
         let value = match (&series.key.group, &query.breakdown) {
             (Group::Total, None) => None,
             (Group::Breakdown { attribute, value }, Some(asked)) if attribute == asked => {
                 Some(Arc::clone(value))
             }
-            _ => continue,
+            _ => return None,
         };
-        let summary = aggregates.summarise(&series.key, query.from_ms, query.to_ms);
-        cells.insert((value, Arc::clone(&series.key.variation)), summary);
-    }
+        Some(((value, Arc::clone(&series.key.variation)), series))
+    })
+}
+
+/// The share of one store.
+pub fn partial(aggregates: &ExperimentAggregates, query: &ResultsQuery) -> Partial {
+    let mut union = SketchUnion::new(aggregates.precision);
+    let cells = cells_asked(aggregates, query)
+        .map(|(key, series)| {
+            let counters =
+                aggregates.summarise_into(series, query.from_ms, query.to_ms, &mut union);
+            (key, (counters, union.to_sketch()))
+        })
+        .collect();
     Partial {
         precision: aggregates.precision,
         decisions_by_variation: aggregates.decisions_by_variation.clone(),
@@ -165,16 +196,46 @@ pub fn partial(aggregates: &ExperimentAggregates, query: &ResultsQuery) -> Parti
 
 /// Results from the sum of every store's share.
 pub fn finish(partial: Partial, query: &ResultsQuery) -> Result<Results, QueryError> {
+    let cells = partial
+        .cells
+        .into_iter()
+        .map(|(key, (counters, sketch))| {
+            let estimate = sketch.as_ref().map_or(0.0, Sketch::estimate);
+            (key, (counters, estimate))
+        })
+        .collect();
+    answer(
+        Estimates {
+            precision: partial.precision,
+            decisions_by_variation: &partial.decisions_by_variation,
+            keys: &partial.keys,
+            cells,
+        },
+        query,
+    )
+}
+
+/// What results are computed from, whether from one store or from the sum
+/// of every store's share: per cell, counters and the active-visitor
+/// estimate.
+struct Estimates<'a> {
+    precision: u8,
+    decisions_by_variation: &'a BTreeMap<Arc<str>, i64>,
+    keys: &'a BTreeSet<Arc<str>>,
+    cells: BTreeMap<PartialKey, (Counters, f64)>,
+}
+
+fn answer(estimates: Estimates<'_>, query: &ResultsQuery) -> Result<Results, QueryError> {
     // A variation exists while decisions name it; with retractions spread
     // over nodes only the sum says so.
-    let variations: Vec<Arc<str>> = partial
+    let variations: Vec<Arc<str>> = estimates
         .decisions_by_variation
         .iter()
         .filter(|(_, count)| **count > 0)
         .map(|(variation, _)| Arc::clone(variation))
         .collect();
     let keys = if query.keys.is_empty() {
-        partial.keys.iter().cloned().collect()
+        estimates.keys.iter().cloned().collect()
     } else {
         query.keys.clone()
     };
@@ -189,7 +250,7 @@ pub fn finish(partial: Partial, query: &ResultsQuery) -> Result<Results, QueryEr
     };
     let mut values: Vec<Option<Arc<str>>> = match query.breakdown {
         None => vec![None],
-        Some(_) => partial
+        Some(_) => estimates
             .cells
             .keys()
             .map(|(value, _)| value.clone())
@@ -199,7 +260,7 @@ pub fn finish(partial: Partial, query: &ResultsQuery) -> Result<Results, QueryEr
     let groups = values
         .into_iter()
         .map(|value| GroupResults {
-            variations: group_results(&partial, &value, &variations, &keys, baseline.as_ref()),
+            variations: group_results(&estimates, &value, &variations, &keys, baseline.as_ref()),
             value,
         })
         .collect();
@@ -211,7 +272,7 @@ pub fn finish(partial: Partial, query: &ResultsQuery) -> Result<Results, QueryEr
 }
 
 fn group_results(
-    partial: &Partial,
+    estimates: &Estimates<'_>,
     value: &Option<Arc<str>>,
     variations: &[Arc<str>],
     keys: &[Arc<str>],
@@ -220,20 +281,18 @@ fn group_results(
     let mut results: Vec<VariationResults> = variations
         .iter()
         .map(|variation| {
-            let summary = partial.cells.get(&(value.clone(), Arc::clone(variation)));
+            let summary = estimates.cells.get(&(value.clone(), Arc::clone(variation)));
             let counters = summary
                 .map(|(counters, _)| counters.clone())
                 .unwrap_or_default();
-            let active_estimate = summary
-                .and_then(|(_, sketch)| sketch.as_ref())
-                .map_or(0.0, Sketch::estimate);
+            let active_estimate = summary.map_or(0.0, |(_, estimate)| *estimate);
             VariationResults {
                 variation: Arc::clone(variation),
                 counters,
                 active_estimate,
                 active_standard_error: stats::hll_standard_error(
                     active_estimate,
-                    partial.precision,
+                    estimates.precision,
                 ),
                 comparisons: Vec::new(),
             }
@@ -307,6 +366,7 @@ pub fn series_partial(
     to_ms: i64,
     interval_ms: i64,
 ) -> Vec<Partial> {
+    let mut union = SketchUnion::new(aggregates.precision);
     (from_ms..to_ms)
         .step_by(usize::try_from(interval_ms).expect("interval is positive"))
         .map(|start_ms| {
@@ -316,8 +376,9 @@ pub fn series_partial(
                 .iter()
                 .filter(|series| series.key.group == Group::Total)
                 .map(|series| {
-                    let summary = aggregates.summarise(&series.key, start_ms, end_ms);
-                    ((None, Arc::clone(&series.key.variation)), summary)
+                    let counters = aggregates.summarise_into(series, start_ms, end_ms, &mut union);
+                    let key = (None, Arc::clone(&series.key.variation));
+                    (key, (counters, union.to_sketch()))
                 })
                 .collect();
             Partial {
@@ -374,6 +435,7 @@ pub fn time_series(
     to_ms: i64,
     interval_ms: i64,
 ) -> Vec<(Arc<str>, Vec<SeriesPoint>)> {
+    let mut union = SketchUnion::new(aggregates.precision);
     aggregates
         .variations()
         .into_iter()
@@ -382,15 +444,23 @@ pub fn time_series(
                 variation: Arc::clone(&variation),
                 group: Group::Total,
             };
+            let series = aggregates.series(&cell);
             let points = (from_ms..to_ms)
                 .step_by(usize::try_from(interval_ms).expect("interval is positive"))
                 .map(|start_ms| {
                     let end_ms = (start_ms + interval_ms).min(to_ms);
-                    let (counters, sketch) = aggregates.summarise(&cell, start_ms, end_ms);
+                    let (counters, active_estimate) = match series {
+                        Some(series) => {
+                            let counters =
+                                aggregates.summarise_into(series, start_ms, end_ms, &mut union);
+                            (counters, union.estimate())
+                        }
+                        None => (Counters::default(), 0.0),
+                    };
                     SeriesPoint {
                         ts_ms: start_ms,
                         counters,
-                        active_estimate: sketch.map_or(0.0, |sketch| sketch.estimate()),
+                        active_estimate,
                     }
                 })
                 .collect();

@@ -3,7 +3,7 @@
 //! sketch. Pure data structure; the segment actor owns one `SegmentStore`.
 
 use super::contribution::{ActiveCell, Assignment, Entry, Metric};
-use super::sketch::Sketch;
+use super::sketch::{Sketch, SketchUnion};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -347,6 +347,12 @@ impl ExperimentAggregates {
             .min()
     }
 
+    /// The buckets of `cell`, if it has any.
+    pub fn series(&self, cell: &CellKey) -> Option<&CellSeries> {
+        debug_assert_eq!(self.index.len(), self.cells.len(), "index is built");
+        self.index.get(cell).map(|&position| &self.cells[position])
+    }
+
     /// Sums the counters and unions the sketches of `cell` over
     /// [from_ms, to_ms).
     pub fn summarise(
@@ -355,10 +361,33 @@ impl ExperimentAggregates {
         from_ms: i64,
         to_ms: i64,
     ) -> (Counters, Option<Sketch>) {
-        debug_assert_eq!(self.index.len(), self.cells.len(), "index is built");
-        let mut summary = Summary::default();
-        let Some(series) = self.index.get(cell).map(|&position| &self.cells[position]) else {
-            return (summary.counters, summary.sketch);
+        let Some(series) = self.series(cell) else {
+            return (Counters::default(), None);
+        };
+        let mut union = SketchUnion::new(self.precision);
+        let counters = self.summarise_into(series, from_ms, to_ms, &mut union);
+        (counters, union.to_sketch())
+    }
+
+    /// Sums the counters of one cell's buckets over [from_ms, to_ms) and
+    /// unions their sketches into `union` (cleared first). A query keeps
+    /// one `union` for all its cells: most of a query's time is spent in
+    /// these unions, and a fresh sketch per cell would mean a clone and an
+    /// allocation each.
+    pub fn summarise_into(
+        &self,
+        series: &CellSeries,
+        from_ms: i64,
+        to_ms: i64,
+        union: &mut SketchUnion,
+    ) -> Counters {
+        union.clear();
+        let mut counters = Counters::default();
+        let mut add = |bucket: &Bucket| {
+            counters.add(&bucket.counters);
+            if let Some(sketch) = &bucket.sketch {
+                union.add(sketch);
+            }
         };
         let first_day_ms = (from_ms + ROLLUP_MS - 1).div_euclid(ROLLUP_MS) * ROLLUP_MS;
         let last_day_ms = to_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
@@ -366,23 +395,23 @@ impl ExperimentAggregates {
             series
                 .base
                 .range(from_ms..to_ms)
-                .for_each(|(_, bucket)| summary.add(bucket));
-            return (summary.counters, summary.sketch);
+                .for_each(|(_, bucket)| add(bucket));
+            return counters;
         }
         // Whole days from the roll-ups, the ragged edges from base buckets.
         series
             .base
             .range(from_ms..first_day_ms)
-            .for_each(|(_, bucket)| summary.add(bucket));
+            .for_each(|(_, bucket)| add(bucket));
         series
             .rollup
             .range(first_day_ms..last_day_ms)
-            .for_each(|(_, bucket)| summary.add(bucket));
+            .for_each(|(_, bucket)| add(bucket));
         series
             .base
             .range(last_day_ms..to_ms)
-            .for_each(|(_, bucket)| summary.add(bucket));
-        (summary.counters, summary.sketch)
+            .for_each(|(_, bucket)| add(bucket));
+        counters
     }
 
     /// Drops whole days that start before the day of `before_ms`
@@ -404,25 +433,6 @@ impl ExperimentAggregates {
     /// (cell × bucket) pairs held, base buckets only.
     pub fn bucket_count(&self) -> usize {
         self.cells.iter().map(|series| series.base.len()).sum()
-    }
-}
-
-/// Counters and sketch union accumulated over buckets.
-#[derive(Default)]
-struct Summary {
-    counters: Counters,
-    sketch: Option<Sketch>,
-}
-
-impl Summary {
-    fn add(&mut self, bucket: &Bucket) {
-        self.counters.add(&bucket.counters);
-        if let Some(bucket_sketch) = &bucket.sketch {
-            match &mut self.sketch {
-                Some(union) => union.merge(bucket_sketch),
-                None => self.sketch = Some(bucket_sketch.clone()),
-            }
-        }
     }
 }
 

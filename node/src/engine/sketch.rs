@@ -140,22 +140,18 @@ impl Sketch {
 
     /// The estimated number of distinct elements.
     pub fn estimate(&self) -> f64 {
-        let rank_max = 64 - usize::from(self.precision) + 1;
-        let mut histogram = [0_u32; 66];
-        match &self.registers {
-            Registers::Dense(ranks) => {
-                for &rank in ranks {
-                    histogram[usize::from(rank)] += 1;
-                }
-            }
+        let histogram = match &self.registers {
+            Registers::Dense(ranks) => dense_histogram(ranks),
             Registers::Sparse(entries) => {
+                let mut histogram = [0_u32; RANK_SLOTS];
                 histogram[0] = (self.register_count() - entries.len()) as u32;
                 for entry in entries {
                     histogram[(entry & 0xff) as usize] += 1;
                 }
+                histogram
             }
-        }
-        ertl_estimate(&histogram[..=rank_max], self.register_count() as f64)
+        };
+        estimate_from_histogram(&histogram, self.precision)
     }
 
     /// Bytes held, for memory accounting.
@@ -165,6 +161,147 @@ impl Sketch {
             Registers::Dense(ranks) => ranks.capacity(),
         }
     }
+}
+
+/// The union of several sketches of one precision, built in one reused
+/// dense buffer: a query unions the buckets of each of its cells and needs
+/// only the estimate, so it should neither clone the first sketch nor
+/// allocate a new union per cell (`segment::ExperimentAggregates::summarise_into`).
+#[derive(Debug, Clone)]
+pub struct SketchUnion {
+    precision: u8,
+    /// One rank per register; meaningful only while `sketches > 0` (the
+    /// first sketch added overwrites it instead of a separate clearing
+    /// pass).
+    ranks: Vec<u8>,
+    /// Sketches added since the last `clear`.
+    sketches: usize,
+}
+
+impl SketchUnion {
+    pub fn new(precision: u8) -> SketchUnion {
+        assert!(
+            (PRECISION_MIN..=PRECISION_MAX).contains(&precision),
+            "precision is validated by project settings"
+        );
+        SketchUnion {
+            precision,
+            ranks: vec![0; 1 << precision],
+            sketches: 0,
+        }
+    }
+
+    /// Starts a new, empty union (keeps the buffer).
+    pub fn clear(&mut self) {
+        self.sketches = 0;
+    }
+
+    /// Whether no sketch was added since the last `clear`.
+    pub fn is_empty(&self) -> bool {
+        self.sketches == 0
+    }
+
+    /// Adds every element of `sketch` (same precision, as for `Sketch::merge`).
+    pub fn add(&mut self, sketch: &Sketch) {
+        assert_eq!(
+            self.precision, sketch.precision,
+            "sketches of one project share a precision"
+        );
+        let first = self.sketches == 0;
+        self.sketches += 1;
+        match &sketch.registers {
+            Registers::Dense(other_ranks) if first => self.ranks.copy_from_slice(other_ranks),
+            Registers::Dense(other_ranks) => {
+                // A plain zip of byte slices: the compiler turns this into
+                // vector max instructions.
+                for (rank, other_rank) in self.ranks.iter_mut().zip(other_ranks) {
+                    *rank = (*rank).max(*other_rank);
+                }
+            }
+            Registers::Sparse(entries) => {
+                if first {
+                    self.ranks.fill(0);
+                }
+                for entry in entries {
+                    let rank = &mut self.ranks[(entry >> 8) as usize];
+                    *rank = (*rank).max((entry & 0xff) as u8);
+                }
+            }
+        }
+    }
+
+    /// The estimate of the union: the same number `Sketch::estimate` gives
+    /// for the merged sketch (the same registers and the same histogram);
+    /// 0 for an empty union.
+    pub fn estimate(&self) -> f64 {
+        if self.is_empty() {
+            return 0.0;
+        }
+        estimate_from_histogram(&dense_histogram(&self.ranks), self.precision)
+    }
+
+    /// The union as a sketch; `None` for an empty union. Its form is the one
+    /// `Sketch::merge` would have reached: sparse while it holds at most
+    /// `m / SPARSE_DIVISOR` non-zero registers (a sketch only ever turns
+    /// dense above that, and a union only grows), dense above.
+    pub fn to_sketch(&self) -> Option<Sketch> {
+        if self.is_empty() {
+            return None;
+        }
+        let non_zero = self.ranks.iter().filter(|&&rank| rank > 0).count();
+        let registers = if non_zero > self.ranks.len() / SPARSE_DIVISOR {
+            Registers::Dense(self.ranks.clone())
+        } else {
+            Registers::Sparse(
+                self.ranks
+                    .iter()
+                    .zip(0_u32..)
+                    .filter(|(rank, _)| **rank > 0)
+                    .map(|(rank, index)| index << 8 | u32::from(*rank))
+                    .collect(),
+            )
+        };
+        Some(Sketch {
+            precision: self.precision,
+            registers,
+        })
+    }
+}
+
+/// Histogram slots: one per possible byte, so indexing by a rank needs no
+/// bounds check; only ranks up to `64 − precision + 1` ever occur.
+const RANK_SLOTS: usize = 256;
+
+/// Registers per rank of a dense register array. Four partial histograms
+/// filled in turn: neighbouring registers often hold the same rank, and with
+/// one table each increment would wait for the previous store to the same
+/// counter; this loop is most of an estimate's cost.
+fn dense_histogram(ranks: &[u8]) -> [u32; RANK_SLOTS] {
+    let mut partial = [[0_u32; RANK_SLOTS]; 4];
+    let chunks = ranks.chunks_exact(4);
+    let remainder = chunks.remainder();
+    for chunk in chunks {
+        partial[0][usize::from(chunk[0])] += 1;
+        partial[1][usize::from(chunk[1])] += 1;
+        partial[2][usize::from(chunk[2])] += 1;
+        partial[3][usize::from(chunk[3])] += 1;
+    }
+    for &rank in remainder {
+        partial[0][usize::from(rank)] += 1;
+    }
+    let mut histogram = partial[0];
+    for other in &partial[1..] {
+        for (count, other_count) in histogram.iter_mut().zip(other) {
+            *count += other_count;
+        }
+    }
+    histogram
+}
+
+/// The estimate from a full histogram of register ranks.
+fn estimate_from_histogram(histogram: &[u32; RANK_SLOTS], precision: u8) -> f64 {
+    let rank_max = 64 - usize::from(precision) + 1;
+    ertl_estimate(&histogram[..=rank_max], f64::from(1_u32 << precision))
 }
 
 /// Ertl's improved raw estimator over the register histogram
@@ -291,6 +428,43 @@ mod tests {
         let mut twice = direct.clone();
         twice.merge(&direct);
         assert_eq!(twice, direct, "union is idempotent");
+    }
+
+    #[test]
+    fn a_union_matches_merging_in_estimate_and_form() {
+        // Sparse and dense inputs in several orders, small and large
+        // unions: the union's sketch must equal the merged sketch (so its
+        // form is the one merging reaches) and their estimates must be the
+        // same number.
+        let sketch_of = |values: std::ops::Range<u64>| {
+            let mut sketch = Sketch::new(12);
+            values.for_each(|value| sketch.insert(mixed(value)));
+            sketch
+        };
+        let inputs = [
+            vec![sketch_of(0..30), sketch_of(20..60)],
+            vec![
+                sketch_of(0..30),
+                sketch_of(10..5_000),
+                sketch_of(4_000..4_100),
+            ],
+            vec![sketch_of(10..5_000), sketch_of(0..30)],
+            vec![sketch_of(0..3_000), sketch_of(3_000..9_000)],
+        ];
+        let mut union = SketchUnion::new(12);
+        assert_eq!(union.to_sketch(), None);
+        assert_eq!(union.estimate(), 0.0);
+        for sketches in inputs {
+            let mut merged = sketches[0].clone();
+            sketches[1..].iter().for_each(|sketch| merged.merge(sketch));
+            union.clear();
+            sketches.iter().for_each(|sketch| union.add(sketch));
+            assert_eq!(union.estimate().to_bits(), merged.estimate().to_bits());
+            assert_eq!(union.to_sketch(), Some(merged));
+        }
+        union.clear();
+        assert!(union.is_empty());
+        assert_eq!(union.estimate(), 0.0);
     }
 
     #[test]
