@@ -243,7 +243,8 @@ impl MemoryAccount {
                 bytes += self.hash_table(cells.len(), size_of::<(CellKey, usize)>());
                 for series in cells {
                     bytes += self.btree(&series.base) + self.btree(&series.rollup);
-                    for bucket in series.base.values().chain(series.rollup.values()) {
+                    let buckets = series.base.values().chain(series.rollup.values());
+                    for bucket in buckets.chain(series.whole.as_ref()) {
                         bytes += self.add_bucket(bucket);
                     }
                 }

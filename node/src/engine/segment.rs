@@ -113,7 +113,7 @@ pub struct CellKey {
 }
 
 /// One cell in one bucket.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Bucket {
     pub counters: Counters,
     pub sketch: Option<Sketch>,
@@ -133,6 +133,39 @@ pub struct CellSeries {
     /// Day buckets holding the sum of their base buckets; empty when the
     /// base bucket is a day already.
     pub rollup: BTreeMap<i64, Bucket>,
+    /// The sum of every base bucket held, so the most common query — an
+    /// experiment over all its data — reads one sketch per cell instead of
+    /// one per day. Derived, so not encoded: `None` until
+    /// `ExperimentAggregates::reindex` builds it, and while `None` queries
+    /// sum the buckets instead.
+    #[serde(skip)]
+    pub whole: Option<Bucket>,
+}
+
+impl CellSeries {
+    /// Rebuilds `whole` from the day roll-ups (or from the base buckets when
+    /// they are days already).
+    fn rebuild_whole(&mut self, rolled_up: bool) {
+        let source = if rolled_up { &self.rollup } else { &self.base };
+        let mut whole = Bucket::default();
+        for bucket in source.values() {
+            whole.counters.add(&bucket.counters);
+            match (&mut whole.sketch, &bucket.sketch) {
+                (Some(union), Some(sketch)) => union.merge(sketch),
+                (None, Some(sketch)) => whole.sketch = Some(sketch.clone()),
+                (_, None) => {}
+            }
+        }
+        self.whole = Some(whole);
+    }
+
+    /// Whether [from_ms, to_ms) holds every base bucket of the cell.
+    fn covers_all(&self, from_ms: i64, to_ms: i64) -> bool {
+        match (self.base.keys().next(), self.base.keys().next_back()) {
+            (Some(&first_ms), Some(&last_ms)) => from_ms <= first_ms && last_ms < to_ms,
+            _ => true,
+        }
+    }
 }
 
 /// All aggregates of one experiment.
@@ -188,6 +221,10 @@ impl ExperimentAggregates {
             .map(|(position, series)| (series.key.clone(), position))
             .collect();
         debug_assert_eq!(self.index.len(), self.cells.len(), "cell keys are unique");
+        let rolled_up = self.rolled_up;
+        for series in &mut self.cells {
+            series.rebuild_whole(rolled_up);
+        }
     }
 
     /// Positions of the cells an assignment counts in: the variation's
@@ -219,7 +256,9 @@ impl ExperimentAggregates {
             None
         };
         let base = series.base.entry(bucket_ms).or_insert_with(empty);
-        std::iter::once(base).chain(rollup)
+        std::iter::once(base)
+            .chain(rollup)
+            .chain(series.whole.as_mut())
     }
 
     fn apply_entries(&mut self, entries: &[&Entry]) {
@@ -302,11 +341,13 @@ impl ExperimentAggregates {
             self.precision, other.precision,
             "an experiment's precision is fixed when its project is created"
         );
+        let rolled_up = self.rolled_up;
         for series in &other.cells {
             let position = self.position_of(&series.key);
             let mine = &mut self.cells[position];
             merge_buckets(&mut mine.base, &series.base);
             merge_buckets(&mut mine.rollup, &series.rollup);
+            mine.rebuild_whole(rolled_up);
         }
         self.keys.extend(other.keys.iter().cloned());
         for (variation, count) in &other.decisions_by_variation {
@@ -323,6 +364,7 @@ impl ExperimentAggregates {
             key: key.clone(),
             base: BTreeMap::new(),
             rollup: BTreeMap::new(),
+            whole: Some(Bucket::default()),
         });
         self.index.insert(key.clone(), self.cells.len() - 1);
         self.cells.len() - 1
@@ -389,6 +431,14 @@ impl ExperimentAggregates {
                 union.add(sketch);
             }
         };
+        if let Some(whole) = series
+            .whole
+            .as_ref()
+            .filter(|_| series.covers_all(from_ms, to_ms))
+        {
+            add(whole);
+            return counters;
+        }
         let first_day_ms = (from_ms + ROLLUP_MS - 1).div_euclid(ROLLUP_MS) * ROLLUP_MS;
         let last_day_ms = to_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
         if !self.rolled_up || first_day_ms >= last_day_ms {
@@ -419,9 +469,14 @@ impl ExperimentAggregates {
     /// bucket.
     pub fn expire(&mut self, before_ms: i64) {
         let keep_from_ms = before_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
+        let rolled_up = self.rolled_up;
         for series in &mut self.cells {
+            let held = series.base.len();
             series.base = series.base.split_off(&keep_from_ms);
             series.rollup = series.rollup.split_off(&keep_from_ms);
+            if series.base.len() != held {
+                series.rebuild_whole(rolled_up);
+            }
         }
         let before = self.cells.len();
         self.cells.retain(|series| !series.base.is_empty());
@@ -595,5 +650,130 @@ impl SegmentStore {
                 experiment.expire(before_ms);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_MS: i64 = 3_600_000;
+
+    fn assignment(variation: &str) -> Arc<Assignment> {
+        Arc::new(Assignment {
+            variation: Arc::from(variation),
+            breakdown: vec![(Arc::from("browser"), Arc::from("firefox"))],
+        })
+    }
+
+    /// Three days of hourly activity in two variations, with a key metric.
+    fn batch(visitor_offset: u64) -> SegmentBatch {
+        let experiment: Arc<str> = Arc::from("x");
+        let mut batch = SegmentBatch {
+            project: Arc::from("p"),
+            precision: 10,
+            bucket_ms: HOUR_MS,
+            ..SegmentBatch::default()
+        };
+        for hour in 0..72_i64 {
+            let assignment = assignment(if hour % 2 == 0 { "a" } else { "b" });
+            let bucket_ms = hour * HOUR_MS;
+            for metric in [
+                Metric::Visitors,
+                Metric::Sessions,
+                Metric::TotalConversions(Arc::from("buy")),
+            ] {
+                batch.entries.push(Entry {
+                    experiment: Arc::clone(&experiment),
+                    assignment: Arc::clone(&assignment),
+                    bucket_ms,
+                    metric,
+                    amount: 1 + i128::from(hour % 3),
+                });
+            }
+            for visitor in 0..20_u64 {
+                let cell = ActiveCell {
+                    experiment: Arc::clone(&experiment),
+                    assignment: Arc::clone(&assignment),
+                    bucket_ms,
+                };
+                let hash = (visitor_offset + visitor * 7 + hour as u64)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                batch.active.push((cell, hash));
+            }
+        }
+        batch
+    }
+
+    fn cell(variation: &str) -> CellKey {
+        CellKey {
+            variation: Arc::from(variation),
+            group: Group::Total,
+        }
+    }
+
+    /// What a range sums to without the whole-range bucket.
+    fn summed(
+        aggregates: &ExperimentAggregates,
+        cell: &CellKey,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> (Counters, Option<Sketch>) {
+        let mut without_whole = aggregates.clone();
+        for series in &mut without_whole.cells {
+            series.whole = None;
+        }
+        without_whole.summarise(cell, from_ms, to_ms)
+    }
+
+    fn assert_whole_matches_buckets(aggregates: &ExperimentAggregates) {
+        for variation in ["a", "b"] {
+            let cell = cell(variation);
+            let everything = aggregates.summarise(&cell, i64::MIN / 2, i64::MAX / 2);
+            assert_eq!(
+                everything,
+                summed(aggregates, &cell, i64::MIN / 2, i64::MAX / 2)
+            );
+            assert!(everything.0.visitors > 0, "the cell has data");
+            // A range that leaves out a bucket must not use the whole.
+            let part = aggregates.summarise(&cell, 0, 48 * HOUR_MS);
+            assert_eq!(part, summed(aggregates, &cell, 0, 48 * HOUR_MS));
+            assert_ne!(part.0, everything.0, "two of three days count less");
+        }
+    }
+
+    #[test]
+    fn the_whole_range_bucket_equals_the_sum_of_the_buckets() {
+        let mut store = SegmentStore::default();
+        store.apply(&batch(0));
+        let aggregates = store.experiment("p", "x").expect("applied");
+        assert_whole_matches_buckets(aggregates);
+    }
+
+    #[test]
+    fn the_whole_range_bucket_survives_decoding_merging_and_expiry() {
+        let mut store = SegmentStore::default();
+        store.apply(&batch(0));
+        let mut decoded: SegmentStore =
+            crate::journal::decode(&crate::journal::encode(&store), "segment").expect("decodes");
+        decoded.reindex();
+        assert_whole_matches_buckets(decoded.experiment("p", "x").expect("decoded"));
+
+        let mut other = SegmentStore::default();
+        other.apply(&batch(1_000));
+        for ((project, experiment), aggregates) in other.into_experiments() {
+            decoded.absorb(project, experiment, aggregates);
+        }
+        assert_whole_matches_buckets(decoded.experiment("p", "x").expect("merged"));
+
+        decoded.expire("p", ROLLUP_MS);
+        let aggregates = decoded.experiment("p", "x").expect("two days left");
+        assert_whole_matches_buckets(aggregates);
+        let after_expiry = aggregates.summarise(&cell("a"), i64::MIN / 2, i64::MAX / 2);
+        assert_eq!(
+            after_expiry,
+            aggregates.summarise(&cell("a"), ROLLUP_MS, 72 * HOUR_MS),
+            "only the two kept days count"
+        );
     }
 }
