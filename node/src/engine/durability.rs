@@ -228,45 +228,46 @@ async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineErro
                 }
             })?;
         records_replayed += 1;
-        if let JournalEntry::Events { now_ms, events } = entry {
-            events_replayed += events.len() as u64;
-            let events = resolve(engine, events);
-            batches
-                .add(
-                    engine,
-                    record.shard as usize,
-                    ReplayRecord { now_ms, events },
-                )
-                .await;
-        } else {
+        // Every other entry is ordered against the events before it.
+        if !matches!(entry, JournalEntry::Events { .. }) {
             batches.send_all(engine).await;
-            match entry {
-                JournalEntry::Events { .. } => unreachable!("handled above"),
-                JournalEntry::Project { config } => {
-                    let config = Arc::new(config);
-                    engine.inner.projects.install(Arc::clone(&config));
-                    engine.reconfigure_shards(&config).await;
-                }
-                JournalEntry::InstallShard { shard, state } => {
-                    engine.replace_shard(shard, state).await;
-                }
-                JournalEntry::DropShard { shard } => {
-                    engine.replace_shard(shard, ShardState::default()).await;
-                }
-                JournalEntry::HandOverStores { stores } => engine.set_handed_over(stores),
-                JournalEntry::AbsorbStores { handover } => {
-                    let handover =
-                        journal::decode(&handover, "handed-over stores").map_err(|source| {
-                            EngineError::Codec {
-                                what: format!("log record {}", record.position),
-                                source,
-                            }
-                        })?;
-                    // Replay is in log order: the absorb lands after every
-                    // earlier record's deltas, as it did live.
-                    batches.wait_applied().await;
-                    engine.apply_absorb(handover).await;
-                }
+        }
+        match entry {
+            JournalEntry::Events { now_ms, events } => {
+                events_replayed += events.len() as u64;
+                let events = resolve(engine, events);
+                batches
+                    .add(
+                        engine,
+                        record.shard as usize,
+                        ReplayRecord { now_ms, events },
+                    )
+                    .await;
+            }
+            JournalEntry::Project { config } => {
+                let config = Arc::new(config);
+                engine.inner.projects.install(Arc::clone(&config));
+                engine.reconfigure_shards(&config).await;
+            }
+            JournalEntry::InstallShard { shard, state } => {
+                engine.replace_shard(shard, state).await;
+            }
+            JournalEntry::DropShard { shard } => {
+                engine.replace_shard(shard, ShardState::default()).await;
+            }
+            JournalEntry::HandOverStores { stores } => engine.set_handed_over(stores),
+            JournalEntry::AbsorbStores { handover } => {
+                let handover =
+                    journal::decode(&handover, "handed-over stores").map_err(|source| {
+                        EngineError::Codec {
+                            what: format!("log record {}", record.position),
+                            source,
+                        }
+                    })?;
+                // Replay is in log order: the absorb lands after every
+                // earlier record's deltas, as it did live.
+                batches.wait_applied().await;
+                engine.apply_absorb(handover).await;
             }
         }
         if records_replayed % REPLAY_PROGRESS_RECORDS == 0 {

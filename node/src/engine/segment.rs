@@ -119,6 +119,18 @@ pub struct Bucket {
     pub sketch: Option<Sketch>,
 }
 
+impl Bucket {
+    /// Adds `other` into this bucket: counters add, sketches union.
+    fn add(&mut self, other: &Bucket) {
+        self.counters.add(&other.counters);
+        match (&mut self.sketch, &other.sketch) {
+            (Some(sketch), Some(other)) => sketch.merge(other),
+            (None, Some(other)) => self.sketch = Some(other.clone()),
+            (_, None) => {}
+        }
+    }
+}
+
 /// Roll-up size: every cell also keeps one bucket per day, so a query over
 /// whole days unions at most one sketch per day instead of one per base
 /// bucket (24 with hourly buckets).
@@ -149,12 +161,7 @@ impl CellSeries {
         let source = if rolled_up { &self.rollup } else { &self.base };
         let mut whole = Bucket::default();
         for bucket in source.values() {
-            whole.counters.add(&bucket.counters);
-            match (&mut whole.sketch, &bucket.sketch) {
-                (Some(union), Some(sketch)) => union.merge(sketch),
-                (None, Some(sketch)) => whole.sketch = Some(sketch.clone()),
-                (_, None) => {}
-            }
+            whole.add(bucket);
         }
         self.whole = Some(whole);
     }
@@ -243,19 +250,15 @@ impl ExperimentAggregates {
 
     /// The base bucket and, when rolled up, the day bucket of one cell.
     fn buckets(&mut self, position: usize, bucket_ms: i64) -> impl Iterator<Item = &mut Bucket> {
-        let empty = || Bucket {
-            counters: Counters::default(),
-            sketch: None,
-        };
         let rolled_up = self.rolled_up;
         let series = &mut self.cells[position];
         let rollup = if rolled_up {
             let day_ms = bucket_ms.div_euclid(ROLLUP_MS) * ROLLUP_MS;
-            Some(series.rollup.entry(day_ms).or_insert_with(empty))
+            Some(series.rollup.entry(day_ms).or_default())
         } else {
             None
         };
-        let base = series.base.entry(bucket_ms).or_insert_with(empty);
+        let base = series.base.entry(bucket_ms).or_default();
         std::iter::once(base)
             .chain(rollup)
             .chain(series.whole.as_mut())
@@ -516,16 +519,7 @@ fn groups_of(breakdown: &[(Arc<str>, Arc<str>)]) -> impl Iterator<Item = Group> 
 /// Adds every bucket of `theirs` into the same bucket of `mine`.
 fn merge_buckets(mine: &mut BTreeMap<i64, Bucket>, theirs: &BTreeMap<i64, Bucket>) {
     for (bucket_ms, bucket) in theirs {
-        let target = mine.entry(*bucket_ms).or_insert_with(|| Bucket {
-            counters: Counters::default(),
-            sketch: None,
-        });
-        target.counters.add(&bucket.counters);
-        match (&mut target.sketch, &bucket.sketch) {
-            (Some(sketch), Some(other)) => sketch.merge(other),
-            (None, Some(other)) => target.sketch = Some(other.clone()),
-            (_, None) => {}
-        }
+        mine.entry(*bucket_ms).or_default().add(bucket);
     }
 }
 

@@ -35,26 +35,38 @@ impl DeltaSink {
         }
     }
 
-    /// A difference's entries and cells are sorted by experiment, so each
-    /// run of one experiment finds its batch once: hashing the names per
-    /// entry was a tenth of the engine's time.
     fn push(&mut self, project: &ProjectConfig, visitor_hash: u64, change: Difference) {
-        let mut entries = change.entries.into_iter().peekable();
-        while let Some(first) = entries.next() {
-            let experiment = Arc::clone(&first.experiment);
+        self.push_by_experiment(
+            project,
+            change.entries,
+            |entry| &entry.experiment,
+            |batch, entry| batch.entries.push(entry),
+        );
+        self.push_by_experiment(
+            project,
+            change.active_added,
+            |cell| &cell.experiment,
+            |batch, cell| batch.active.push((cell, visitor_hash)),
+        );
+    }
+
+    /// `items` are sorted by experiment, so each run of one experiment finds
+    /// its batch once: hashing the names per item was a tenth of the
+    /// engine's time.
+    fn push_by_experiment<T>(
+        &mut self,
+        project: &ProjectConfig,
+        items: Vec<T>,
+        experiment_of: impl Fn(&T) -> &Arc<str>,
+        mut add: impl FnMut(&mut SegmentBatch, T),
+    ) {
+        let mut items = items.into_iter().peekable();
+        while let Some(first) = items.next() {
+            let experiment = Arc::clone(experiment_of(&first));
             let batch = self.batch(project, &experiment);
-            batch.entries.push(first);
-            while let Some(entry) = entries.next_if(|entry| entry.experiment == experiment) {
-                batch.entries.push(entry);
-            }
-        }
-        let mut cells = change.active_added.into_iter().peekable();
-        while let Some(first) = cells.next() {
-            let experiment = Arc::clone(&first.experiment);
-            let batch = self.batch(project, &experiment);
-            batch.active.push((first, visitor_hash));
-            while let Some(cell) = cells.next_if(|cell| cell.experiment == experiment) {
-                batch.active.push((cell, visitor_hash));
+            add(batch, first);
+            while let Some(item) = items.next_if(|item| *experiment_of(item) == experiment) {
+                add(batch, item);
             }
         }
     }

@@ -129,11 +129,7 @@ impl Sketch {
                 let Registers::Dense(ranks) = &mut self.registers else {
                     unreachable!("densified above")
                 };
-                // A plain zip of byte slices: the compiler turns this into
-                // vector max instructions.
-                for (rank, other_rank) in ranks.iter_mut().zip(other_ranks) {
-                    *rank = (*rank).max(*other_rank);
-                }
+                raise_all(ranks, other_ranks);
             }
         }
     }
@@ -211,13 +207,7 @@ impl SketchUnion {
         self.sketches += 1;
         match &sketch.registers {
             Registers::Dense(other_ranks) if first => self.ranks.copy_from_slice(other_ranks),
-            Registers::Dense(other_ranks) => {
-                // A plain zip of byte slices: the compiler turns this into
-                // vector max instructions.
-                for (rank, other_rank) in self.ranks.iter_mut().zip(other_ranks) {
-                    *rank = (*rank).max(*other_rank);
-                }
-            }
+            Registers::Dense(other_ranks) => raise_all(&mut self.ranks, other_ranks),
             Registers::Sparse(entries) => {
                 if first {
                     self.ranks.fill(0);
@@ -265,6 +255,14 @@ impl SketchUnion {
             precision: self.precision,
             registers,
         })
+    }
+}
+
+/// Register-wise max of two dense register arrays. A plain zip of byte
+/// slices: the compiler turns this into vector max instructions.
+fn raise_all(ranks: &mut [u8], other_ranks: &[u8]) {
+    for (rank, other_rank) in ranks.iter_mut().zip(other_ranks) {
+        *rank = (*rank).max(*other_rank);
     }
 }
 

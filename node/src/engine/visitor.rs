@@ -106,18 +106,32 @@ impl Visitor {
 
     /// Adds an event unless its id is already held.
     pub fn insert(&mut self, event: Event) -> Insert {
+        let insert = self.admission(&event, 0);
+        if insert == Insert::Accepted {
+            self.place(event);
+        }
+        insert
+    }
+
+    /// What `insert` answers for `event` when `pending` events already
+    /// admitted are not placed yet.
+    fn admission(&self, event: &Event, pending: usize) -> Insert {
         if self.events.iter().any(|held| held.id == event.id) {
-            return Insert::Duplicate;
+            Insert::Duplicate
+        } else if self.events.len() + pending >= limits::VISITOR_EVENTS_MAX {
+            Insert::Full
+        } else {
+            Insert::Accepted
         }
-        if self.events.len() >= limits::VISITOR_EVENTS_MAX {
-            return Insert::Full;
-        }
+    }
+
+    /// Puts an admitted event in order.
+    fn place(&mut self, event: Event) {
         let position = self
             .events
             .partition_point(|held| held.order_key() < event.order_key());
         self.last_event_ms = self.last_event_ms.max(event.ts_ms);
         self.events.insert(position, event);
-        Insert::Accepted
     }
 
     /// Folds the sessions that can no longer change into the frozen summary
@@ -197,8 +211,7 @@ impl Visitor {
         .contribute(settings);
         for (event, insert) in events.into_iter().zip(&inserts) {
             if *insert == Insert::Accepted {
-                let held = self.insert(event);
-                debug_assert_eq!(held, Insert::Accepted, "classify agrees with insert");
+                self.place(event);
             }
         }
         let after = View {
@@ -220,14 +233,14 @@ impl Visitor {
                 .iter()
                 .zip(&inserts)
                 .any(|(earlier, insert)| *insert == Insert::Accepted && earlier.id == event.id);
-            let insert = if earlier_accepted || self.events.iter().any(|held| held.id == event.id) {
+            let insert = if earlier_accepted {
                 Insert::Duplicate
-            } else if self.events.len() + accepted >= limits::VISITOR_EVENTS_MAX {
-                Insert::Full
             } else {
-                accepted += 1;
-                Insert::Accepted
+                self.admission(event, accepted)
             };
+            if insert == Insert::Accepted {
+                accepted += 1;
+            }
             inserts.push(insert);
         }
         inserts
