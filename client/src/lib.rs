@@ -92,7 +92,7 @@ pub use shard_map::{CachedAssignment, RouterStats, ShardMapRouter};
 pub struct ClientGuide;
 
 use protocol::{
-    ClusterStatus, CreateProject, DrainReport, ErrorResponse, Event, IngestResponse,
+    ClusterStatus, CreateProject, DrainReport, ErrorCode, ErrorResponse, Event, IngestResponse,
     MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList, ProjectSettingsPatch,
     RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey, ShardMap, ShardMoveReport,
     TimeSeriesResponse,
@@ -107,12 +107,8 @@ pub const SHARD_MOVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The least time [`Client::rebalance`] waits: it runs its moves one by one.
 pub const REBALANCE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// The `code` of [`ClientError::Api`] when an error answer's body is not the
-/// node's `{"error", "message"}` JSON (e.g. a proxy's HTML error page).
-pub const UNRECOGNIZED_ERROR_CODE: &str = "unrecognized_error_body";
-
 /// At most this many bytes of an unrecognized error body are kept in
-/// the `message` of [`ClientError::Api`].
+/// [`ClientError::UnexpectedErrorBody`].
 pub const ERROR_BODY_SNIPPET_BYTES_MAX: usize = 512;
 
 /// Everything that can go wrong in a [`Client`] call.
@@ -126,16 +122,27 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
-    /// The node answered with a 4xx/5xx status. `code` is the stable code
-    /// from `docs/api.md` (e.g. `unknown_project`, `overloaded`), or
-    /// [`UNRECOGNIZED_ERROR_CODE`] if the body was not a SessionDB error.
+    /// The node answered with a 4xx/5xx status and its error body. `code`
+    /// is the stable code from `docs/api.md` (e.g.
+    /// [`ErrorCode::UnknownProject`], [`ErrorCode::Overloaded`]).
     #[error("server answered {status} {code}: {message}")]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
         /// The answer's `Retry-After` in seconds (429 and `503 overloaded`
         /// carry one): how long to wait before sending again.
+        retry_after_seconds: Option<u64>,
+    },
+    /// A 4xx/5xx answer whose body is not SessionDB's `{"error",
+    /// "message"}` JSON: something in front of the node answered (e.g. a
+    /// proxy's HTML error page). `body` is its start, at most
+    /// [`ERROR_BODY_SNIPPET_BYTES_MAX`] bytes.
+    #[error("answered {status} without a SessionDB error body: {body}")]
+    UnexpectedErrorBody {
+        status: u16,
+        body: String,
+        /// The answer's `Retry-After` in seconds, if it had one.
         retry_after_seconds: Option<u64>,
     },
     /// The node answered with a success status, but the body was not the
@@ -173,7 +180,9 @@ impl ClientError {
     /// The HTTP status, if the node answered at all.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+            ClientError::Api { status, .. }
+            | ClientError::UnexpectedErrorBody { status, .. }
+            | ClientError::Decode { status, .. } => Some(*status),
             ClientError::Transport { .. }
             | ClientError::BufferFull { .. }
             | ClientError::SenderClosed
@@ -183,10 +192,14 @@ impl ClientError {
         }
     }
 
-    /// The `Retry-After` the node sent, for [`ClientError::Api`] only.
+    /// The `Retry-After` of an error answer, if it had one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ClientError::Api {
+                retry_after_seconds: Some(seconds),
+                ..
+            }
+            | ClientError::UnexpectedErrorBody {
                 retry_after_seconds: Some(seconds),
                 ..
             } => Some(Duration::from_secs(*seconds)),
@@ -195,7 +208,7 @@ impl ClientError {
     }
 
     /// The stable API error code, for [`ClientError::Api`] only.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,
@@ -724,10 +737,9 @@ fn api_error(status: u16, body: &[u8], retry_after_seconds: Option<u64>) -> Clie
             message: error.message,
             retry_after_seconds,
         },
-        Err(_) => ClientError::Api {
+        Err(_) => ClientError::UnexpectedErrorBody {
             status,
-            code: UNRECOGNIZED_ERROR_CODE.to_string(),
-            message: body_snippet(body),
+            body: body_snippet(body),
             retry_after_seconds,
         },
     }
@@ -776,7 +788,7 @@ fn percent_encode_into(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{Decision, EventBatch, EventType, Timestamp};
+    use protocol::{Decision, EventBatch, EventType, RejectCode, Timestamp};
 
     const BASE: &str = "http://127.0.0.1:7070";
 
@@ -908,7 +920,7 @@ mod tests {
         let body = br#"{"error":"unknown_project","message":"no project named shop"}"#;
         let error = api_error(404, body, None);
         assert_eq!(error.status(), Some(404));
-        assert_eq!(error.code(), Some("unknown_project"));
+        assert_eq!(error.code(), Some(&ErrorCode::UnknownProject));
         assert_eq!(
             error.to_string(),
             "server answered 404 unknown_project: no project named shop"
@@ -919,19 +931,12 @@ mod tests {
     fn unrecognized_error_body_keeps_status_and_a_bounded_snippet() {
         let body = "é".repeat(ERROR_BODY_SNIPPET_BYTES_MAX); // 2 bytes per char
         let error = api_error(502, body.as_bytes(), None);
-        let ClientError::Api {
-            status,
-            code,
-            message,
-            ..
-        } = error
-        else {
-            panic!("expected an Api error, got {error:?}");
+        let ClientError::UnexpectedErrorBody { status, body, .. } = error else {
+            panic!("expected an UnexpectedErrorBody error, got {error:?}");
         };
         assert_eq!(status, 502);
-        assert_eq!(code, UNRECOGNIZED_ERROR_CODE);
-        assert_eq!(message.len(), ERROR_BODY_SNIPPET_BYTES_MAX);
-        assert!(message.chars().all(|c| c == 'é'));
+        assert_eq!(body.len(), ERROR_BODY_SNIPPET_BYTES_MAX);
+        assert!(body.chars().all(|c| c == 'é'));
     }
 
     #[test]
@@ -976,7 +981,7 @@ mod tests {
         .await;
         let error = Client::new(base).project("shop").await.unwrap_err();
         assert_eq!(error.status(), Some(404));
-        assert_eq!(error.code(), Some("unknown_project"));
+        assert_eq!(error.code(), Some(&ErrorCode::UnknownProject));
     }
 
     #[tokio::test]
@@ -988,7 +993,7 @@ mod tests {
         .await;
         let answer = Client::new(base).send(&[]).await.unwrap();
         assert_eq!(answer.accepted, 1);
-        assert_eq!(answer.rejected[0].reason, "too_late");
+        assert_eq!(answer.rejected[0].reason, RejectCode::TooLate);
     }
 
     #[tokio::test]

@@ -52,7 +52,7 @@
 
 use crate::router::{Feedback, Partition, Router, SingleNode};
 use crate::{Client, ClientError};
-use sessiondb_protocol::Event;
+use sessiondb_protocol::{Event, RejectCode};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -70,9 +70,6 @@ pub const CHANNEL_COMMANDS_MAX: usize = 4_096;
 /// [`FlushReport`]; further ones are only counted in
 /// [`FlushReport::details_dropped`]. Flush often to see every one.
 pub const REPORT_DETAILS_MAX: usize = 100_000;
-/// The per-event reason under which the node refuses events when its shard
-/// queues are full; the sender retries such events.
-pub const OVERLOADED_REASON: &str = "overloaded";
 
 /// How a batch is encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -181,8 +178,8 @@ pub struct RejectedEvent {
     pub seq: u64,
     /// The event's id.
     pub id: String,
-    /// Stable reason code, e.g. `too_late`, `unknown_project`.
-    pub reason: String,
+    /// Why, e.g. [`RejectCode::TooLate`].
+    pub reason: RejectCode,
     /// Human-readable explanation.
     pub message: String,
 }
@@ -669,17 +666,12 @@ async fn sleep_until_or_forever(deadline: Option<Instant>) {
 fn is_retryable(error: &ClientError) -> bool {
     match error {
         ClientError::Transport { .. } => true,
-        ClientError::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        ClientError::Api { status, .. } | ClientError::UnexpectedErrorBody { status, .. } => {
+            matches!(status, 429 | 502 | 503 | 504)
+        }
         _ => false,
     }
 }
-
-/// The per-event reason of a node that does not own the event's shard;
-/// the sender resends such events to the owner.
-pub const NOT_OWNER_REASON: &str = "not_owner";
-/// The per-event reason while the event's shard is being moved; the sender
-/// resends such events after a backoff.
-pub const SHARD_MOVING_REASON: &str = "shard_moving";
 
 /// A part of a batch still to be sent: events of one partition, the number
 /// of the next try, and the earliest time to send it.
@@ -744,11 +736,7 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                     else {
                         continue; // A node bug; nothing to attribute it to.
                     };
-                    let retryable = matches!(
-                        rejection.reason.as_str(),
-                        OVERLOADED_REASON | NOT_OWNER_REASON | SHARD_MOVING_REASON
-                    );
-                    if !retryable || last_attempt {
+                    if !rejection.reason.is_retryable() || last_attempt {
                         report.rejected.push(RejectedEvent {
                             seq: seqs[index],
                             id: std::mem::take(&mut events[index].id),
@@ -757,11 +745,11 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                         });
                         continue;
                     }
-                    resend[index] = Some(match rejection.reason.as_str() {
-                        NOT_OWNER_REASON | SHARD_MOVING_REASON => {
+                    resend[index] = Some(match rejection.reason {
+                        RejectCode::NotOwner | RejectCode::ShardMoving => {
                             shared.reroutes.fetch_add(1, Ordering::Relaxed);
                             *told.entry(rejection.shard).or_insert_with(|| {
-                                let feedback = if rejection.reason == NOT_OWNER_REASON {
+                                let feedback = if rejection.reason == RejectCode::NotOwner {
                                     Feedback::NotOwner {
                                         shard: rejection.shard,
                                         owner: rejection.owner,
@@ -982,7 +970,7 @@ mod tests {
         let rejected = |seq| RejectedEvent {
             seq,
             id: format!("e-{seq}"),
-            reason: "too_late".into(),
+            reason: RejectCode::TooLate,
             message: String::new(),
         };
         report.merge(FlushReport {

@@ -83,7 +83,7 @@ fn read_rejections(path: &Path) -> Vec<(u64, Option<String>, String)> {
         .map(|line| {
             let line: RejectedLine = serde_json::from_str(line).expect("an NDJSON rejection");
             assert!(!line.message.is_empty());
-            (line.line, line.id, line.reason)
+            (line.line, line.id, line.reason.to_string())
         })
         .collect();
     rejected.sort();

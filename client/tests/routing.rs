@@ -8,8 +8,8 @@
 
 use sessiondb_client::protocol::hashing::{shard_of, SHARD_HASH};
 use sessiondb_client::protocol::{
-    binary, ClusterMember, Decision, Event, EventType, IngestResponse, MemberRole, Rejection,
-    ShardMap, ShardMapEntry, Timestamp,
+    binary, ClusterMember, Decision, Event, EventType, IngestResponse, MemberRole, RejectCode,
+    Rejection, ShardMap, ShardMapEntry, Timestamp,
 };
 use sessiondb_client::{Sender, SenderConfig, ShardMapRouter};
 use std::collections::{BTreeMap, BTreeSet};
@@ -232,7 +232,7 @@ fn ingest(node: u64, body: &[u8], state: &Shared) -> String {
             *left -= 1;
             answer.rejected.push(Rejection {
                 index,
-                reason: "shard_moving".into(),
+                reason: RejectCode::ShardMoving,
                 message: format!("shard {shard} is moving"),
                 shard: Some(shard),
                 owner: None,
@@ -242,7 +242,7 @@ fn ingest(node: u64, body: &[u8], state: &Shared) -> String {
             let with_owner = state.refusal == Refusal::WithOwner;
             answer.rejected.push(Rejection {
                 index,
-                reason: "not_owner".into(),
+                reason: RejectCode::NotOwner,
                 message: format!("shard {shard} is owned by node {owner}"),
                 shard: with_owner.then_some(shard),
                 owner: with_owner.then_some(owner),
@@ -409,7 +409,10 @@ async fn shard_moving_is_retried_and_every_fate_stays_exact() {
     let report = send_all(&sender, 100).await;
     assert_eq!(report.accepted, 0);
     assert_eq!(report.rejected.len(), 100);
-    assert!(report.rejected.iter().all(|r| r.reason == "shard_moving"));
+    assert!(report
+        .rejected
+        .iter()
+        .all(|r| r.reason == RejectCode::ShardMoving));
     let seqs: BTreeSet<u64> = report.rejected.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (0..100).collect());
 }

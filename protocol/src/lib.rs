@@ -8,7 +8,10 @@
 //! Field names are part of the public API and documented in `docs/api.md`.
 
 pub mod binary;
+pub mod codes;
 pub mod hashing;
+
+pub use codes::{ErrorCode, RejectCode, UnknownCode};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -69,8 +72,8 @@ pub struct EventBatch {
 pub struct Rejection {
     /// Position of the event in the batch, from 0.
     pub index: usize,
-    /// Stable machine-readable reason, e.g. `too_late`, `attribute_count`.
-    pub reason: String,
+    /// Why, e.g. [`RejectCode::TooLate`] (`"too_late"` on the wire).
+    pub reason: RejectCode,
     /// Human-readable explanation naming the offending field and the limit.
     pub message: String,
     /// For `not_owner` and `shard_moving`: the event's shard.
@@ -98,8 +101,9 @@ pub struct IngestResponse {
 /// An error answer from any endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {
-    /// Stable machine-readable code, e.g. `unknown_project`.
-    pub error: String,
+    /// Why, e.g. [`ErrorCode::UnknownProject`] (`"unknown_project"` on
+    /// the wire).
+    pub error: ErrorCode,
     /// What went wrong and, where possible, how to fix it.
     pub message: String,
 }
@@ -393,8 +397,8 @@ pub struct JoinResponse {
 /// leader (also in the `Location` header when it is known).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotLeader {
-    /// Always `not_leader`.
-    pub error: String,
+    /// Always [`ErrorCode::NotLeader`].
+    pub error: ErrorCode,
     pub message: String,
     pub leader_id: Option<u64>,
     pub leader_address: Option<String>,
@@ -544,8 +548,8 @@ pub struct FailedMove {
     pub shard: u32,
     pub from: u64,
     pub to: u64,
-    /// The stable error code (`docs/api.md`), e.g. `move_failed`.
-    pub error: String,
+    /// Why, e.g. [`ErrorCode::MoveFailed`].
+    pub error: ErrorCode,
     pub message: String,
 }
 

@@ -34,6 +34,7 @@ use mailbox::{Mailbox, MailboxError};
 use query::{QueryError, Results, ResultsQuery};
 use ractor::Actor;
 use segment::SegmentStore;
+use sessiondb_protocol::RejectCode;
 use shard::{Outcome, ShardState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -164,7 +165,7 @@ struct EventCounters {
     duplicate: AtomicU64,
     rejected: AtomicU64,
     /// Rejected events by `RejectReason::code`.
-    rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    rejections: std::sync::Mutex<std::collections::BTreeMap<RejectCode, u64>>,
     /// Ingest calls answered (one per batch).
     batches: AtomicU64,
     /// Results and time-series requests, timed by the HTTP layer.
@@ -179,7 +180,7 @@ struct EventCounters {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineMetrics {
     /// Rejected events by reason code, sorted by code.
-    pub rejections: Vec<(&'static str, u64)>,
+    pub rejections: Vec<(RejectCode, u64)>,
     pub batches: u64,
     pub query_seconds: crate::metrics::HistogramSnapshot,
     /// Messages queued or being handled, summed over the session actors.
@@ -672,7 +673,7 @@ impl Engine {
     fn count(&self, outcomes: &[Outcome]) {
         let counters = &self.inner.counters;
         counters.batches.fetch_add(1, Ordering::Relaxed);
-        let mut reasons: Vec<&'static str> = Vec::new();
+        let mut reasons: Vec<RejectCode> = Vec::new();
         for outcome in outcomes {
             let counter = match outcome {
                 Outcome::Accepted => &counters.accepted,
@@ -722,7 +723,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(code, count)| (*code, *count))
+            .map(|(code, count)| (code.clone(), *count))
             .collect();
         EngineMetrics {
             rejections,

@@ -23,6 +23,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
+use sessiondb_protocol::ErrorCode;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
@@ -75,7 +76,7 @@ impl Admission {
             let seconds = refusal.wait_ms.div_ceil(1_000).max(1);
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!(
                     "project `{}` may send {} events per second (--project-events-per-second-max) \
                      and this batch needs {} of them; retry after {seconds} s or send smaller batches",
@@ -125,8 +126,12 @@ pub async fn limit_in_flight(
                      (CREDENTIALS_TRACKED_MAX); retry later"
                 ),
             };
-            let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
-                .with_retry_after(limits::OVERLOAD_RETRY_AFTER_SECONDS);
+            let error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                message,
+            )
+            .with_retry_after(limits::OVERLOAD_RETRY_AFTER_SECONDS);
             let response = error.error_response();
             Ok(request.into_response(response).map_into_right_body())
         }

@@ -19,6 +19,7 @@ use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer};
 use crate::journal;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -364,7 +365,7 @@ fn uncovered_stores(state: &AppState, shares: &[PartialShare]) -> Result<Vec<u64
     if let Some((store, times)) = counted.iter().find(|(_, times)| **times > 1) {
         return Err(ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "stores_counted_twice",
+            ErrorCode::StoresCountedTwice,
             format!("node {store}'s aggregates were counted {times} times (a node removal is in progress?); retry"),
         ));
     }

@@ -43,7 +43,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "Rejected events by reason code (docs/api.md); a code appears once it has occurred.",
     );
     for (code, count) in &engine.rejections {
-        out.sample(name, &[("reason", code)], *count as f64);
+        out.sample(name, &[("reason", code.as_str())], *count as f64);
     }
     let name = "sessiondb_project_events_total";
     out.family(

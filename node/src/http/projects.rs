@@ -7,6 +7,7 @@ use crate::project::{ProjectConfig, ProjectError, SettingsPatch};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 
 pub async fn create(
     state: web::Data<AppState>,
@@ -73,7 +74,7 @@ async fn agree(
         other => {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "unexpected_placement_answer",
+                ErrorCode::UnexpectedPlacementAnswer,
                 format!("{other:?}"),
             ))
         }
@@ -93,11 +94,11 @@ fn rejected(reason: PlacementRejection, name: &str, creating: bool) -> ApiError 
         }
         PlacementRejection::StaleProjectVersion { .. } => ApiError::new(
             StatusCode::CONFLICT,
-            "concurrent_change",
+            ErrorCode::ConcurrentChange,
             format!("project `{name}` was changed at the same time through another node; read it again and retry"),
         ),
         PlacementRejection::TooManyProjects { .. } => ProjectError::TooMany.into(),
-        other => ApiError::new(StatusCode::CONFLICT, "project_refused", other.to_string()),
+        other => ApiError::new(StatusCode::CONFLICT, ErrorCode::ProjectRefused, other.to_string()),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::journal;
 use crate::placement::{JoinError, PlacementCommand, PlacementResponse};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use sessiondb_protocol::ErrorCode;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
 fn unavailable(detail: String) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "placement_unavailable",
+        ErrorCode::PlacementUnavailable,
         format!("the cluster could not agree on the change now: {detail}; retry"),
     )
 }
@@ -48,14 +49,14 @@ async fn serve_propose(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let command: PlacementCommand = journal::decode(&body, "placement command")
-        .map_err(|error| ApiError::bad_request("malformed_command", error.to_string()))?;
+        .map_err(|error| ApiError::bad_request(ErrorCode::MalformedCommand, error.to_string()))?;
     match state.placement.propose(command).await {
         Ok(response) => Ok(HttpResponse::Ok()
             .content_type("application/octet-stream")
             .body(journal::encode(&response))),
         Err(JoinError::NotLeader { .. }) => Err(ApiError::new(
             StatusCode::TEMPORARY_REDIRECT,
-            "not_leader",
+            ErrorCode::NotLeader,
             "this node is no longer the leader",
         )),
         Err(JoinError::Unavailable(detail)) => Err(unavailable(detail)),

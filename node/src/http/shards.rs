@@ -32,6 +32,7 @@ use crate::shard_moves::{self, MoveError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 
 /// How long an export waits for this node to apply the move's `BeginMove`.
 const MOVE_VISIBLE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -122,16 +123,21 @@ struct DropQuery {
 impl From<HandoffError> for ApiError {
     fn from(error: HandoffError) -> Self {
         let (status, code) = match &error {
-            HandoffError::UnknownShard { .. } => (StatusCode::NOT_FOUND, "unknown_shard"),
-            HandoffError::NotOwned { .. } => (StatusCode::CONFLICT, "not_owner"),
-            HandoffError::Codec(_) => (StatusCode::BAD_REQUEST, "malformed_shard_state"),
-            HandoffError::Storage { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            HandoffError::UnknownShard { .. } => (StatusCode::NOT_FOUND, ErrorCode::UnknownShard),
+            HandoffError::NotOwned { .. } => (StatusCode::CONFLICT, ErrorCode::NotOwner),
+            HandoffError::Codec(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedShardState),
+            HandoffError::Storage { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StorageUnavailable,
+            ),
+            HandoffError::ShuttingDown => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown)
             }
-            HandoffError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-            HandoffError::StillOwnsShard { .. } => (StatusCode::CONFLICT, "still_owns_shards"),
-            HandoffError::StoresOverlap { .. } => (StatusCode::CONFLICT, "stores_overlap"),
-            HandoffError::HandedOver => (StatusCode::CONFLICT, "stores_handed_over"),
+            HandoffError::StillOwnsShard { .. } => {
+                (StatusCode::CONFLICT, ErrorCode::StillOwnsShards)
+            }
+            HandoffError::StoresOverlap { .. } => (StatusCode::CONFLICT, ErrorCode::StoresOverlap),
+            HandoffError::HandedOver => (StatusCode::CONFLICT, ErrorCode::StoresHandedOver),
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -152,7 +158,7 @@ async fn export(
     if !move_visible(&state, shard).await {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "move_not_begun",
+            ErrorCode::MoveNotBegun,
             format!(
                 "this node's placement shows no move of shard {shard} after {MOVE_VISIBLE_WAIT:?}"
             ),
@@ -240,7 +246,7 @@ fn move_error(error: MoveError) -> HttpResponse {
     } = &error
     {
         return HttpResponse::build(StatusCode::TEMPORARY_REDIRECT).json(wire::NotLeader {
-            error: code.to_string(),
+            error: code.clone(),
             message: error.to_string(),
             leader_id: *leader_id,
             leader_address: leader_address.clone(),
@@ -289,7 +295,7 @@ async fn operate(state: &AppState, operation: wire::LeaderOperation) -> HttpResp
         }
         Err(detail) => actix_web::ResponseError::error_response(&ApiError::new(
             StatusCode::BAD_GATEWAY,
-            "leader_unreachable",
+            ErrorCode::LeaderUnreachable,
             format!("the operation could not be handed to the leader: {detail}"),
         )),
     }
