@@ -15,11 +15,11 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::Config;
 use serde_json::{json, Map, Value};
-use sessiondb_node::engine::segment::SegmentStore;
+use sessiondb_node::engine::aggregates::AggregateStore;
+use sessiondb_node::engine::journal::{self, JournalEntry, JournalEvent};
 use sessiondb_node::engine::shard::{DeltaSink, ShardState};
 use sessiondb_node::event::{self, ProjectLookup, RejectReason, VisitorEvent};
 use sessiondb_node::http::{ingest, map_optimizely_batch, map_segment_batch};
-use sessiondb_node::journal::{self, JournalEntry, JournalEvent};
 use sessiondb_node::log::{Log, LogConfig, LogError};
 use sessiondb_node::project::{ProjectConfig, ProjectRegistry, SettingsPatch};
 use sessiondb_protocol as wire;
@@ -695,7 +695,7 @@ proptest! {
 // (4) Segment batches.
 
 #[derive(Debug, Clone)]
-struct SegmentMessage {
+struct AggregateMessage {
     kind: &'static str,
     id: String,
     user: String,
@@ -703,7 +703,7 @@ struct SegmentMessage {
     revenue: Option<i32>,
 }
 
-fn arb_segment_batch() -> impl Strategy<Value = (Value, Vec<SegmentMessage>)> {
+fn arb_segment_batch() -> impl Strategy<Value = (Value, Vec<AggregateMessage>)> {
     let message = (
         prop::sample::select(vec!["track", "page", "identify"]),
         "[a-z0-9]{1,10}",
@@ -711,7 +711,7 @@ fn arb_segment_batch() -> impl Strategy<Value = (Value, Vec<SegmentMessage>)> {
         prop_oneof![Just("Experiment Viewed".to_string()), "[A-Za-z ]{0,10}"],
         proptest::option::of(any::<i32>()),
     )
-        .prop_map(|(kind, id, user, name, revenue)| SegmentMessage {
+        .prop_map(|(kind, id, user, name, revenue)| AggregateMessage {
             kind,
             id,
             user,
@@ -829,7 +829,7 @@ fn push_record(out: &mut Vec<u8>, position: u64, shard: u32, payload: &[u8]) {
 /// (shard, payload) per record; positions are 1, 2, …
 type Records = Vec<(u32, Vec<u8>)>;
 
-fn segment_of(records: &Records) -> Vec<u8> {
+fn aggregate_actor_of(records: &Records) -> Vec<u8> {
     let mut bytes = segment_header(1);
     for (index, (shard, payload)) in records.iter().enumerate() {
         push_record(&mut bytes, index as u64 + 1, *shard, payload);
@@ -936,7 +936,7 @@ proptest! {
     /// records before the cut.
     #[test]
     fn log_truncated_tail_is_cut(records in arb_records(), cut in any::<Index>()) {
-        let bytes = segment_of(&records);
+        let bytes = aggregate_actor_of(&records);
         let length = cut.index(bytes.len() + 1);
         let kept = open_segment(&bytes[..length])?;
         prop_assert!(kept.is_some(), "a truncated segment was refused");
@@ -958,7 +958,7 @@ proptest! {
     /// is corruption (never skipped); in the last record it is a torn tail.
     #[test]
     fn log_flipped_byte(records in arb_records(), at in any::<Index>(), mask in 1..=255u8) {
-        let mut bytes = segment_of(&records);
+        let mut bytes = aggregate_actor_of(&records);
         let index = at.index(bytes.len());
         bytes[index] ^= mask;
         let kept = open_segment(&bytes)?;
@@ -975,7 +975,7 @@ proptest! {
     /// written, unchanged.
     #[test]
     fn log_mutated(records in arb_records(), mutations in arb_mutations()) {
-        let bytes = mutated(segment_of(&records), &mutations);
+        let bytes = mutated(aggregate_actor_of(&records), &mutations);
         if let Some(kept) = open_segment(&bytes)? {
             prop_assert!(is_prefix(&kept, &records), "{kept:?} is not a prefix of {records:?}");
         }
@@ -1007,11 +1007,11 @@ fn journal_events(events: &[VisitorEvent]) -> Vec<JournalEvent> {
 }
 
 /// A shard and a segment store that saw `events`.
-fn states_of(events: Vec<VisitorEvent>) -> (ShardState, SegmentStore) {
+fn states_of(events: Vec<VisitorEvent>) -> (ShardState, AggregateStore) {
     let mut shard = ShardState::default();
     let mut sink = DeltaSink::new(1);
     shard.apply(NOW_MS, events, &mut sink);
-    let mut store = SegmentStore::default();
+    let mut store = AggregateStore::default();
     for (_, batch) in sink.drain() {
         store.apply(&batch);
     }
@@ -1029,10 +1029,10 @@ fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
         let again = journal::decode::<ShardState>(&journal::encode(&shard), "shard");
         prop_assert_eq!(again, Ok(shard));
     }
-    if let Ok(mut store) = journal::decode::<SegmentStore>(bytes, "segment") {
+    if let Ok(mut store) = journal::decode::<AggregateStore>(bytes, "segment") {
         store.reindex();
         let encoded = journal::encode(&store);
-        let again = journal::decode::<SegmentStore>(&encoded, "segment");
+        let again = journal::decode::<AggregateStore>(&encoded, "segment");
         prop_assert!(again.is_ok(), "{again:?}");
         prop_assert_eq!(journal::encode(&again.unwrap()).len(), encoded.len());
     }
@@ -1092,7 +1092,7 @@ proptest! {
         prop_assert_eq!(journal::decode::<ShardState>(&bytes, "shard"), Ok(shard));
         decode_all(&mutated(bytes, &mutations))?;
         let bytes = journal::encode(&store);
-        prop_assert!(journal::decode::<SegmentStore>(&bytes, "segment").is_ok());
+        prop_assert!(journal::decode::<AggregateStore>(&bytes, "segment").is_ok());
         decode_all(&mutated(bytes, &mutations))?;
         let project_list = vec![(*projects().0.get("shop").unwrap()).clone()];
         let bytes = journal::encode(&project_list);
@@ -1116,7 +1116,7 @@ fn hostile_length_prefixes_fail_without_allocating() {
     let mut count = vec![journal::FORMAT_VERSION];
     count.extend_from_slice(&huge);
     assert!(journal::decode::<ShardState>(&count, "shard").is_err());
-    assert!(journal::decode::<SegmentStore>(&count, "segment").is_err());
+    assert!(journal::decode::<AggregateStore>(&count, "segment").is_err());
     assert!(journal::decode::<Vec<ProjectConfig>>(&count, "projects").is_err());
     // Project { config } whose name is 2^63 bytes long.
     let mut name = vec![journal::FORMAT_VERSION, 1];

@@ -13,12 +13,12 @@ mod support;
 use sessiondb_node::clock::{ManualClock, SharedClock};
 use sessiondb_node::engine::durability;
 use sessiondb_node::engine::handoff::{HandoffError, ShardRole};
+use sessiondb_node::engine::journal;
 use sessiondb_node::engine::query::{self, Partial, ResultsQuery};
 use sessiondb_node::engine::shard::Outcome;
 use sessiondb_node::engine::stores::StoresHandover;
-use sessiondb_node::engine::{Engine, EngineConfig, ResultsRequest};
+use sessiondb_node::engine::{Engine, EngineConfig, ShareRequest};
 use sessiondb_node::hashing;
-use sessiondb_node::journal;
 use sessiondb_node::log::LogConfig;
 use sessiondb_node::project::SettingsPatch;
 use sessiondb_protocol::Event;
@@ -59,7 +59,7 @@ impl Cluster {
     async fn open(&self, index: usize) -> Engine {
         let config = EngineConfig {
             shards: SHARDS,
-            segment_actors: 2,
+            aggregate_actors: 2,
             checkpoint_interval_ms: 24 * 3_600_000,
             ..EngineConfig::default()
         };
@@ -100,17 +100,16 @@ async fn send(engine: &Engine, events: &[Event]) -> Vec<Outcome> {
 }
 
 async fn partial(engine: &Engine, experiment: &str, query: &ResultsQuery) -> Option<Partial> {
-    let request = ResultsRequest {
+    let request = ShareRequest {
+        project: PROJECT.to_string(),
+        experiment: experiment.to_string(),
         from_ms: Some(query.from_ms),
-        to_ms: Some(query.to_ms),
+        to_ms: query.to_ms,
         breakdown: query.breakdown.as_deref().map(String::from),
         keys: query.keys.iter().map(|key| key.to_string()).collect(),
-        baseline: None,
+        interval_ms: None,
     };
-    engine
-        .partial(PROJECT, experiment, request)
-        .await
-        .expect("valid query")
+    engine.share(&request).await.expect("valid query").partial
 }
 
 /// The cluster's answer (A + B) must equal the reference's, exactly.

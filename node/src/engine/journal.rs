@@ -2,8 +2,8 @@
 //! is encoded.
 //!
 //! Log records carry a `JournalEntry`; checkpoint parts carry the project
-//! registry, one `ShardState` per shard and one `SegmentStore` per segment
-//! actor. Both are postcard-encoded behind a one-byte format version, so a
+//! registry, one `ShardState` per shard and one `AggregateStore` per
+//! aggregate actor. Both are postcard-encoded behind a one-byte format version, so a
 //! future change of layout is detected instead of misread. Internal types
 //! derive serde only for these encodings; they are never sent to clients.
 //!
@@ -13,7 +13,7 @@
 //! that does not round-trip fails loudly in tests instead of corrupting a
 //! checkpoint.
 
-use crate::engine::shard::ShardState;
+use super::shard::ShardState;
 use crate::event::Event;
 use crate::project::ProjectConfig;
 use serde::de::DeserializeOwned;

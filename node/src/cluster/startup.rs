@@ -11,13 +11,15 @@
 //!   call, to `--join` if given, else to the other members it knows.
 //!
 //! A refused cluster secret is fatal (the node exits): no retry can fix it.
+//!
+//! Once started, `follow_placement` keeps the engine in step with the
+//! placement state it applies: shard roles (`apply_roles`) and project
+//! configurations. The engine never imports placement; this is the glue.
 
-use crate::admin_token::ClusterSecret;
+use super::peer::{Peer, PeerClient, PeerError};
+use super::placement::{PlacementHandle, PlacementState, PlacementView, ShardAssignment};
 use crate::engine::handoff::ShardRole;
 use crate::engine::Engine;
-use crate::placement::{
-    request_join, JoinAttemptError, PlacementHandle, PlacementState, PlacementView, ShardAssignment,
-};
 use anyhow::Context;
 use sessiondb_protocol as wire;
 use std::collections::BTreeSet;
@@ -38,17 +40,8 @@ pub struct ClusterStartup {
     pub advertise: String,
     /// Shards of a cluster this node bootstraps.
     pub shards: u32,
-    pub secret: ClusterSecret,
-}
-
-/// `--join` accepts `host:port` or `http://host:port`.
-pub fn join_url(text: &str) -> String {
-    let text = text.trim_end_matches('/');
-    if text.contains("://") {
-        text.to_string()
-    } else {
-        crate::tls::peer_url(text)
-    }
+    /// The node's one client for peer calls.
+    pub peers: PeerClient,
 }
 
 /// Bootstraps, joins or re-announces, as the module documentation says.
@@ -108,11 +101,7 @@ pub async fn take_place(
     }
     let targets: Vec<String> = match &startup.join {
         Some(url) => vec![url.clone()],
-        None => placement
-            .other_member_addresses()
-            .iter()
-            .map(|address| join_url(address))
-            .collect(),
+        None => placement.other_member_addresses(),
     };
     if targets.is_empty() {
         anyhow::bail!(
@@ -130,11 +119,7 @@ async fn join(
     startup: &ClusterStartup,
     targets: Vec<String>,
 ) -> anyhow::Result<()> {
-    let http = crate::tls::peer_client_builder()
-        // `307 not_leader` is followed here, by hand, to log it.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .context("cannot build an HTTP client")?;
+    // `307 not_leader` is followed here, by hand, to log it.
     let request = wire::JoinRequest {
         node_id: placement.node_id(),
         address: startup.advertise.clone(),
@@ -144,10 +129,12 @@ async fn join(
     let mut leader_url: Option<String> = None;
     let mut last_failure = String::new();
     for attempt in 0..JOIN_ATTEMPTS_MAX {
-        let url = leader_url
+        let target = leader_url
             .take()
             .unwrap_or_else(|| targets[attempt as usize % targets.len()].clone());
-        match request_join(&http, &url, &startup.secret, &request).await {
+        let peer = Peer::at(startup.peers.base_url(&target));
+        let url = peer.address.clone();
+        match startup.peers.join(&peer, &request).await {
             Ok(answer) => {
                 tracing::info!(
                     node_id = answer.node_id,
@@ -157,12 +144,12 @@ async fn join(
                 );
                 return Ok(());
             }
-            Err(error @ JoinAttemptError::SecretRefused { .. }) => {
+            Err(error @ PeerError::SecretRefused { .. }) => {
                 return Err(anyhow::Error::new(error).context("cannot join the cluster"));
             }
-            Err(JoinAttemptError::NotLeader {
-                url,
+            Err(PeerError::NotLeader {
                 leader_address: Some(address),
+                ..
             }) if Some(&address) == own_old_address.as_ref() => {
                 // The others still name this node, at its old address, as
                 // the leader (with two voters, neither can win without the
@@ -181,12 +168,12 @@ async fn join(
                 }
                 last_failure = format!("{url} names this node as the leader; not leading yet");
             }
-            Err(JoinAttemptError::NotLeader {
-                url,
+            Err(PeerError::NotLeader {
                 leader_address: Some(address),
+                ..
             }) => {
                 tracing::info!(%url, leader = %address, "asking the leader");
-                leader_url = Some(join_url(&address));
+                leader_url = Some(address);
                 continue;
             }
             Err(error) => {

@@ -22,8 +22,7 @@
 //!   `RaftLogStorage` and `RaftStateMachine` on a sled database under
 //!   `<data-dir>/placement/`. The only file here that imports sled.
 //! - `network.rs`: `PlacementNetwork`, openraft's `RaftNetworkFactory` over
-//!   HTTP (JSON bodies to `/v1/internal/raft/*`, with the cluster secret),
-//!   and the joining node's side of `POST /v1/cluster/join`.
+//!   the node's `PeerClient` (JSON bodies to `/v1/internal/raft/*`).
 //! - `membership.rs`: `PlacementHandle`, what the rest of the node may do with
 //!   the running Raft node: serve peers' Raft requests, bootstrap, admit
 //!   joining nodes, report the cluster's status. No openraft type crosses it.
@@ -46,8 +45,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use membership::{ClusterReport, JoinError, PlacementHandle, RaftRpcError, RaftServerState};
-pub use network::{request_join, JoinAttemptError, PlacementNetwork};
+pub use membership::{ChangeError, ClusterReport, PlacementHandle, RaftRpcError, RaftServerState};
+pub use network::PlacementNetwork;
 pub use state::{
     DamagedState, Member, NodeId, PlacementCommand, PlacementRejection, PlacementResponse,
     PlacementState, Role, ShardAssignment, EPOCH_INITIAL,

@@ -1,6 +1,6 @@
 //! The queryable aggregates: per (project, experiment), per cell (variation ×
 //! breakdown group) and per time bucket, exact counters and a distinct-count
-//! sketch. Pure data structure; the segment actor owns one `SegmentStore`.
+//! sketch. Pure data structure; the segment actor owns one `AggregateStore`.
 
 use super::contribution::{ActiveCell, Assignment, Entry, Metric};
 use super::sketch::{Sketch, SketchUnion};
@@ -525,7 +525,7 @@ fn merge_buckets(mine: &mut BTreeMap<i64, Bucket>, theirs: &BTreeMap<i64, Bucket
 
 /// A batch of changes from one session actor for one project.
 #[derive(Debug, Clone, Default)]
-pub struct SegmentBatch {
+pub struct AggregateBatch {
     pub project: Arc<str>,
     pub precision: u8,
     pub bucket_ms: i64,
@@ -533,7 +533,7 @@ pub struct SegmentBatch {
     pub active: Vec<(ActiveCell, u64)>,
 }
 
-impl SegmentBatch {
+impl AggregateBatch {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.active.is_empty()
     }
@@ -541,12 +541,12 @@ impl SegmentBatch {
 
 /// Aggregates of every experiment a segment actor is responsible for.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct SegmentStore {
+pub struct AggregateStore {
     experiments: HashMap<(Arc<str>, Arc<str>), ExperimentAggregates>,
 }
 
-impl SegmentStore {
-    pub fn apply(&mut self, batch: &SegmentBatch) {
+impl AggregateStore {
+    pub fn apply(&mut self, batch: &AggregateBatch) {
         // Group by experiment so each experiment is looked up once.
         let mut entries: BTreeMap<&Arc<str>, Vec<&Entry>> = BTreeMap::new();
         for entry in &batch.entries {
@@ -661,13 +661,13 @@ mod tests {
     }
 
     /// Three days of hourly activity in two variations, with a key metric.
-    fn batch(visitor_offset: u64) -> SegmentBatch {
+    fn batch(visitor_offset: u64) -> AggregateBatch {
         let experiment: Arc<str> = Arc::from("x");
-        let mut batch = SegmentBatch {
+        let mut batch = AggregateBatch {
             project: Arc::from("p"),
             precision: 10,
             bucket_ms: HOUR_MS,
-            ..SegmentBatch::default()
+            ..AggregateBatch::default()
         };
         for hour in 0..72_i64 {
             let assignment = assignment(if hour % 2 == 0 { "a" } else { "b" });
@@ -738,7 +738,7 @@ mod tests {
 
     #[test]
     fn the_whole_range_bucket_equals_the_sum_of_the_buckets() {
-        let mut store = SegmentStore::default();
+        let mut store = AggregateStore::default();
         store.apply(&batch(0));
         let aggregates = store.experiment("p", "x").expect("applied");
         assert_whole_matches_buckets(aggregates);
@@ -746,14 +746,15 @@ mod tests {
 
     #[test]
     fn the_whole_range_bucket_survives_decoding_merging_and_expiry() {
-        let mut store = SegmentStore::default();
+        let mut store = AggregateStore::default();
         store.apply(&batch(0));
-        let mut decoded: SegmentStore =
-            crate::journal::decode(&crate::journal::encode(&store), "segment").expect("decodes");
+        let mut decoded: AggregateStore =
+            crate::engine::journal::decode(&crate::engine::journal::encode(&store), "segment")
+                .expect("decodes");
         decoded.reindex();
         assert_whole_matches_buckets(decoded.experiment("p", "x").expect("decoded"));
 
-        let mut other = SegmentStore::default();
+        let mut other = AggregateStore::default();
         other.apply(&batch(1_000));
         for ((project, experiment), aggregates) in other.into_experiments() {
             decoded.absorb(project, experiment, aggregates);

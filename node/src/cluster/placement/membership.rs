@@ -37,11 +37,11 @@ const BOOTSTRAP_LEADERSHIP_WAIT_MAX: Duration = Duration::from_secs(30);
 #[error("malformed Raft request: {0}")]
 pub struct RaftRpcError(#[from] serde_json::Error);
 
-/// Why a join (or another leader-only change: `propose`) was not carried
-/// out.
+/// Why a change only the leader makes — admitting or removing a member,
+/// proposing a command — was not carried out.
 #[derive(Debug, thiserror::Error)]
-pub enum JoinError {
-    /// Only the leader changes the membership; this names it when known.
+pub enum ChangeError {
+    /// Only the leader changes placement; this names it when known.
     #[error("this node is not the leader")]
     NotLeader {
         leader_id: Option<NodeId>,
@@ -49,8 +49,8 @@ pub enum JoinError {
     },
     /// Raft could not make the change now (no quorum, a change in progress,
     /// the learner did not catch up in time): worth a retry.
-    #[error("the membership change failed: {0}")]
-    Unavailable(String),
+    #[error("placement could not make the change now: {detail}")]
+    Unavailable { detail: String },
 }
 
 /// The node's part in the Raft group right now.
@@ -255,7 +255,11 @@ impl PlacementHandle {
     /// than `voters_max` voters. A member that joins again keeps its role;
     /// its address is updated if it changed. Answers the node's role and
     /// this (the leader's) id.
-    pub async fn admit(&self, node_id: NodeId, address: &str) -> Result<(Role, NodeId), JoinError> {
+    pub async fn admit(
+        &self,
+        node_id: NodeId,
+        address: &str,
+    ) -> Result<(Role, NodeId), ChangeError> {
         let _serialized = self.inner.membership_lock.lock().await;
         let raft = &self.inner.raft;
         let membership = self.leader_membership()?;
@@ -269,10 +273,10 @@ impl PlacementHandle {
                     raft.add_learner(node_id, node, true),
                 )
                 .await
-                .map_err(|_| {
-                    JoinError::Unavailable(format!(
+                .map_err(|_| ChangeError::Unavailable {
+                    detail: format!(
                         "node {node_id} did not catch up within {LEARNER_CATCH_UP_WAIT_MAX:?}"
-                    ))
+                    ),
                 })?
                 .map_err(|error| self.join_error(error))?;
                 added.membership
@@ -312,7 +316,7 @@ impl PlacementHandle {
     /// no-op. The caller makes sure the node owns nothing first
     /// (`shard_moves::ShardMover::remove`). Answers whether it was a
     /// member.
-    pub async fn remove_member(&self, node_id: NodeId) -> Result<bool, JoinError> {
+    pub async fn remove_member(&self, node_id: NodeId) -> Result<bool, ChangeError> {
         let _serialized = self.inner.membership_lock.lock().await;
         let raft = &self.inner.raft;
         let membership = self.leader_membership()?;
@@ -322,9 +326,11 @@ impl PlacementHandle {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if voters.contains(&node_id) {
             if voters.len() == 1 {
-                return Err(JoinError::Unavailable(format!(
-                    "node {node_id} is the only voter; a cluster cannot remove its last voter"
-                )));
+                return Err(ChangeError::Unavailable {
+                    detail: format!(
+                        "node {node_id} is the only voter; a cluster cannot remove its last voter"
+                    ),
+                });
             }
             let learner = membership.learner_ids().find(|learner| *learner != node_id);
             if let Some(learner) = learner {
@@ -348,7 +354,10 @@ impl PlacementHandle {
     /// Proposes `command` through Raft (leader only) and answers the state
     /// machine's response once it is committed and applied here. A rejected
     /// command is an `Ok(PlacementResponse::Rejected { .. })`.
-    pub async fn propose(&self, command: PlacementCommand) -> Result<PlacementResponse, JoinError> {
+    pub async fn propose(
+        &self,
+        command: PlacementCommand,
+    ) -> Result<PlacementResponse, ChangeError> {
         self.leader_membership()?;
         let written = self
             .inner
@@ -360,12 +369,12 @@ impl PlacementHandle {
     }
 
     /// `Ok` when this node is the leader; the leader otherwise.
-    pub fn require_leader(&self) -> Result<(), JoinError> {
+    pub fn require_leader(&self) -> Result<(), ChangeError> {
         self.leader_membership().map(|_| ())
     }
 
     /// The current membership if this node is the leader.
-    fn leader_membership(&self) -> Result<Membership<NodeId, PlacementNode>, JoinError> {
+    fn leader_membership(&self) -> Result<Membership<NodeId, PlacementNode>, ChangeError> {
         let metrics = self.inner.raft.metrics().borrow().clone();
         if metrics.current_leader == Some(self.inner.node_id) {
             return Ok(metrics.membership_config.membership().clone());
@@ -376,7 +385,7 @@ impl PlacementHandle {
                 .get_node(&leader)
                 .map(|node| node.address.clone())
         });
-        Err(JoinError::NotLeader {
+        Err(ChangeError::NotLeader {
             leader_id: metrics.current_leader,
             leader_address,
         })
@@ -385,16 +394,18 @@ impl PlacementHandle {
     fn join_error(
         &self,
         error: RaftError<NodeId, ClientWriteError<NodeId, PlacementNode>>,
-    ) -> JoinError {
+    ) -> ChangeError {
         match error.forward_to_leader() {
-            Some(forward) => JoinError::NotLeader {
+            Some(forward) => ChangeError::NotLeader {
                 leader_id: forward.leader_id,
                 leader_address: forward
                     .leader_node
                     .as_ref()
                     .map(|node| node.address.clone()),
             },
-            None => JoinError::Unavailable(error.to_string()),
+            None => ChangeError::Unavailable {
+                detail: error.to_string(),
+            },
         }
     }
 
