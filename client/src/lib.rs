@@ -159,9 +159,34 @@ pub enum ClientError {
     /// try again after a flush, or use [`Backpressure::Wait`].
     #[error("the sender already holds {buffer_events_max} events (buffer_events_max); flush or slow down")]
     BufferFull { buffer_events_max: usize },
-    /// The sender's worker is gone (the runtime is shutting down).
-    #[error("the sender has stopped")]
+    /// The sender was closed ([`Sender::close`]), or its worker is gone
+    /// (the runtime is shutting down).
+    #[error("the sender is closed")]
     SenderClosed,
+    /// An event was not resolved within [`SenderConfig::delivery_timeout`]
+    /// of its `track`, or by the end of [`Sender::close`]'s timeout. The
+    /// node may or may not have applied it; sending it again is safe.
+    #[error("the event was not delivered in time (delivery_timeout, or close's timeout)")]
+    DeliveryTimeout,
+    /// [`Sender::flush_timeout`] ran out of time; the events go on.
+    #[error("flush did not finish within {timeout:?}; the events are still being sent")]
+    FlushTimeout {
+        /// The time the flush was given.
+        timeout: Duration,
+    },
+    /// A sender or router was made outside a Tokio runtime: it needs one
+    /// to run its tasks.
+    #[error("no Tokio runtime: create senders and routers inside one (e.g. under #[tokio::main])")]
+    NoRuntime,
+    /// A sender bound to a project ([`Client::sender_for`]) was given an
+    /// event of another project; the node would refuse its whole batch.
+    #[error("the sender sends events of project `{expected}`, not `{found}`")]
+    WrongProject {
+        /// The sender's project.
+        expected: String,
+        /// The event's.
+        found: String,
+    },
     /// A [`SenderConfig`] (or a router's setup) is inconsistent.
     #[error("invalid sender configuration: {message}")]
     InvalidConfig { message: String },
@@ -186,6 +211,10 @@ impl ClientError {
             ClientError::Transport { .. }
             | ClientError::BufferFull { .. }
             | ClientError::SenderClosed
+            | ClientError::DeliveryTimeout
+            | ClientError::FlushTimeout { .. }
+            | ClientError::NoRuntime
+            | ClientError::WrongProject { .. }
             | ClientError::InvalidConfig { .. }
             | ClientError::InvalidCa { .. }
             | ClientError::InvalidShardMap { .. } => None,

@@ -14,6 +14,7 @@ use sessiondb_client::protocol::{
 use sessiondb_client::{Sender, SenderConfig, ShardMapRouter};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -282,8 +283,8 @@ fn config() -> SenderConfig {
     SenderConfig {
         batch_events_max: 50,
         retry_attempts_max: 20,
-        retry_backoff_initial_ms: 5,
-        retry_backoff_max_ms: 50,
+        retry_backoff_initial: Duration::from_millis(5),
+        retry_backoff_max: Duration::from_millis(50),
         ..SenderConfig::default()
     }
 }

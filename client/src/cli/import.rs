@@ -303,7 +303,7 @@ impl Import {
             }
             let line = RejectedLine {
                 line: self.lines.line_of(failed.seq),
-                id: Some(failed.id.clone()),
+                id: Some(failed.event.id.clone()),
                 reason: LineReason::DeliveryFailed,
                 message: error_chain(&*failed.error),
             };
