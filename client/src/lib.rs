@@ -114,13 +114,27 @@ pub const ERROR_BODY_SNIPPET_BYTES_MAX: usize = 512;
 /// Everything that can go wrong in a [`Client`] call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No (complete) answer arrived: connection refused or reset, timeout,
-    /// invalid URL. The node may or may not have applied the request.
-    #[error("request to {url} failed")]
+    /// No (complete) answer arrived: connection refused or reset, timeout.
+    /// The node may or may not have applied the request. The message says
+    /// the cause (e.g. `connection refused`); `source` has the whole chain.
+    #[error("request to {url} failed: {cause}")]
     Transport {
+        /// The URL asked.
         url: String,
+        /// The cause in a few words, from the innermost error.
+        cause: String,
+        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
+    },
+    /// The node's URL cannot be used, e.g. `127.0.0.1:7070` without
+    /// `http://`. Nothing was sent.
+    #[error("invalid node URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The node answered with a 4xx/5xx status and its error body. `code`
     /// is the stable code from `docs/api.md` (e.g.
@@ -209,6 +223,7 @@ impl ClientError {
             | ClientError::UnexpectedErrorBody { status, .. }
             | ClientError::Decode { status, .. } => Some(*status),
             ClientError::Transport { .. }
+            | ClientError::InvalidUrl { .. }
             | ClientError::BufferFull { .. }
             | ClientError::SenderClosed
             | ClientError::DeliveryTimeout
@@ -698,8 +713,10 @@ impl Client {
         request: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        let transport = |source| ClientError::Transport {
+        check_url(&self.base_url)?;
+        let transport = |source: reqwest::Error| ClientError::Transport {
             url: url.to_string(),
+            cause: transport_cause(&source),
             source,
         };
         let response = request.send().await.map_err(transport)?;
@@ -712,6 +729,52 @@ impl Client {
             Err(api_error(status, &body, retry_after))
         }
     }
+}
+
+/// Refuses a base URL reqwest would fail on with an obscure "builder
+/// error": no scheme, another scheme, or not a URL at all.
+fn check_url(base_url: &str) -> Result<(), ClientError> {
+    let invalid = |reason: String| ClientError::InvalidUrl {
+        url: base_url.to_string(),
+        reason,
+    };
+    if !base_url.contains("://") {
+        return Err(invalid(format!(
+            "no scheme; write http://{base_url} (or https://)"
+        )));
+    }
+    let parsed = reqwest::Url::parse(base_url).map_err(|error| invalid(error.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "the scheme is `{}`; use http:// or https://",
+            parsed.scheme()
+        )));
+    }
+    Ok(())
+}
+
+/// A transport error's cause in a few words: the kind of the innermost I/O
+/// error when there is one (`connection refused`), else the innermost
+/// error's own message.
+fn transport_cause(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(source) = innermost.source() {
+        if let Some(io) = source.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+                std::io::ErrorKind::ConnectionAborted => "connection aborted".to_string(),
+                std::io::ErrorKind::TimedOut => "timed out".to_string(),
+                std::io::ErrorKind::UnexpectedEof => "connection closed".to_string(),
+                _ => io.to_string(),
+            };
+        }
+        innermost = source;
+    }
+    innermost.to_string()
 }
 
 fn experiment_path<'a>(project: &'a str, experiment: &'a str, leaf: &'a str) -> [&'a str; 6] {
@@ -1039,6 +1102,27 @@ mod tests {
             matches!(&error, ClientError::Transport { url, .. } if url.ends_with("/v1/health")),
             "{error:?}"
         );
+        assert!(
+            error
+                .to_string()
+                .ends_with("/v1/health failed: connection refused"),
+            "{error}"
+        );
         assert_eq!(error.status(), None);
+    }
+
+    #[tokio::test]
+    async fn a_url_without_scheme_is_refused_with_the_fix() {
+        let error = Client::new("127.0.0.1:7070").health().await.unwrap_err();
+        assert!(matches!(error, ClientError::InvalidUrl { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "invalid node URL `127.0.0.1:7070`: no scheme; write http://127.0.0.1:7070 (or https://)"
+        );
+        let error = Client::new("ftp://n:1").health().await.unwrap_err();
+        assert!(
+            error.to_string().contains("use http:// or https://"),
+            "{error}"
+        );
     }
 }

@@ -709,3 +709,19 @@ async fn keys_and_tokens_are_shown_once_and_rotate() {
     let run = ctl(url, &["status", "--admin-token", &new_token]).await;
     expect_code(&run, EXIT_OK);
 }
+
+/// `--node host:port` is the node at `http://host:port`; a URL with
+/// another scheme is a usage error that says how to write it.
+#[tokio::test]
+async fn node_given_as_host_and_port_is_reached() {
+    let node = TestNode::start().await;
+    let run = ctl(node.address(), &["ping"]).await;
+    expect_code(&run, EXIT_OK);
+    assert!(
+        run.stdout.contains(&format!("http://{}", node.address())),
+        "{run:#?}"
+    );
+    let run = ctl("ftp://127.0.0.1:9", &["ping"]).await;
+    expect_code(&run, EXIT_USAGE);
+    assert!(run.stderr.contains("use http:// or https://"), "{run:#?}");
+}

@@ -52,6 +52,8 @@ impl CliError {
                  or point --node (or SESSIONDB_NODE) at one",
                     )
             }
+            ClientError::InvalidUrl { .. } => CliError::new(super::EXIT_USAGE, error.to_string())
+                .with_hint("give --node (or SESSIONDB_NODE) as http://host:port, https://host:port or host:port"),
             ClientError::Api { code, message, .. } => {
                 let hint = hint_for_code(code);
                 let error = CliError::new(EXIT_FAILED, format!("{message} ({code})"));
