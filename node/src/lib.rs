@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod placement;
 pub mod project;
 pub mod project_rates;
+pub mod replication;
 pub mod server;
 pub mod shard_moves;
 pub mod stats;

@@ -306,6 +306,12 @@ impl LogError {
     }
 }
 
+/// Bytes a record with a payload of `payload_len` bytes takes on disk, the
+/// measure of `group_bytes_max` and `queue_bytes_max`.
+pub fn record_bytes(payload_len: usize) -> usize {
+    format::record_len(payload_len)
+}
+
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
