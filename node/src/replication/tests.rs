@@ -333,3 +333,523 @@ fn every_group_of_a_shared_store_passes_the_suite_and_is_the_same_after_reopenin
     });
     assert_eq!(after, before);
 }
+
+/// Copies the log files of `from` into a fresh directory: what a crash at
+/// this instant would leave (the writer may be in the middle of a write).
+fn crash_image(from: &Path, label: &str) -> TemporaryDirectory {
+    let image = TemporaryDirectory::new(label);
+    std::fs::create_dir_all(&image.path).expect("create image");
+    for file in std::fs::read_dir(from).expect("list") {
+        let file = file.expect("entry");
+        std::fs::copy(file.path(), image.path.join(file.file_name())).expect("copy");
+    }
+    image
+}
+
+fn only_file(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|file| file.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "one log file");
+    files[0].clone()
+}
+
+type SmallView = (
+    LogState<TestTypes>,
+    Option<Vote<u64>>,
+    Vec<(LogId<u64>, Option<Vec<u8>>)>,
+);
+
+async fn group_view(store: &mut GroupLog<TestTypes>) -> SmallView {
+    let state = store.get_log_state().await.expect("state");
+    let vote = store.read_vote().await.expect("vote");
+    (state, vote, summary(&served(store).await))
+}
+
+fn indexes(entries: &[Entry<TestTypes>]) -> Vec<u64> {
+    entries.iter().map(|entry| entry.log_id.index).collect()
+}
+
+#[tokio::test]
+async fn an_append_is_readable_at_once_and_a_crash_before_its_callback_keeps_a_prefix() {
+    let directory = TemporaryDirectory::new("crash-append");
+    let plan = Arc::new(crate::log::FaultPlan::new());
+    let mut config = small_config();
+    config.log.segment_bytes_max = 1024 * 1024;
+    config.log.fault = Some(Arc::clone(&plan));
+    let log = open(&directory.path, config);
+    let mut store = log.group(1).expect("group");
+    store
+        .blocking_append(entries(1, 1..=5, 40))
+        .await
+        .expect("append");
+
+    // A slow disk keeps the next append between its return and its fsync.
+    plan.delay_syncs_ms(100);
+    let pending = store
+        .append_entries(entries(1, 6..=8, 40))
+        .await
+        .expect("queued");
+    assert_eq!(
+        indexes(&served(&mut store).await),
+        (1..=8).collect::<Vec<_>>()
+    );
+    let image = crash_image(&directory.path, "crash-append-image");
+    pending.durable().await.expect("synced");
+    plan.delay_syncs_ms(0);
+
+    // Whatever the crash caught of the pending append, the group is a
+    // prefix of its history: never a hole, never a foreign byte.
+    let crashed = open(&image.path, small_config());
+    let mut crashed_store = crashed.group(1).expect("group");
+    let recovered = indexes(&served(&mut crashed_store).await);
+    assert!(
+        (5..=8).any(|last| recovered == (1..=last).collect::<Vec<_>>()),
+        "recovered {recovered:?}"
+    );
+    drop((store, log));
+    let log = open(&directory.path, small_config());
+    let mut store = log.group(1).expect("group");
+    assert_eq!(
+        summary(&served(&mut store).await),
+        summary(&entries(1, 1..=8, 40))
+    );
+}
+
+#[tokio::test]
+async fn a_torn_tail_at_any_byte_recovers_the_state_after_the_last_whole_record() {
+    let directory = TemporaryDirectory::new("torn");
+    let mut config = small_config();
+    config.log.segment_bytes_max = 1024 * 1024;
+    let log = open(&directory.path, config.clone());
+    let mut store = log.group(3).expect("group");
+    let file = only_file(&directory.path);
+    // After each durable operation: the file length and what the group is.
+    let mut history = vec![(
+        std::fs::metadata(&file).expect("stat").len(),
+        group_view(&mut store).await,
+    )];
+    let mut record = |length: u64, view| history.push((length, view));
+    for index in 1..=6 {
+        store
+            .blocking_append(entries(1, index..=index, 30))
+            .await
+            .expect("append");
+        record(
+            std::fs::metadata(&file).expect("stat").len(),
+            group_view(&mut store).await,
+        );
+    }
+    store.save_vote(&Vote::new(2, 1)).await.expect("vote");
+    record(
+        std::fs::metadata(&file).expect("stat").len(),
+        group_view(&mut store).await,
+    );
+    store.truncate(log_id(1, 5)).await.expect("truncate");
+    record(
+        std::fs::metadata(&file).expect("stat").len(),
+        group_view(&mut store).await,
+    );
+    store
+        .blocking_append(entries(2, 5..=5, 30))
+        .await
+        .expect("append");
+    record(
+        std::fs::metadata(&file).expect("stat").len(),
+        group_view(&mut store).await,
+    );
+    store.purge(log_id(1, 2)).await.expect("purge");
+    record(
+        std::fs::metadata(&file).expect("stat").len(),
+        group_view(&mut store).await,
+    );
+    for index in 6..=7 {
+        store
+            .blocking_append(entries(2, index..=index, 30))
+            .await
+            .expect("append");
+        record(
+            std::fs::metadata(&file).expect("stat").len(),
+            group_view(&mut store).await,
+        );
+    }
+    drop((store, log));
+
+    let full = std::fs::read(&file).expect("read");
+    let header_len = history[0].0;
+    for cut in header_len..=full.len() as u64 {
+        let image = TemporaryDirectory::new("torn-image");
+        std::fs::create_dir_all(&image.path).expect("create");
+        std::fs::write(
+            image.path.join(file.file_name().expect("name")),
+            &full[..cut as usize],
+        )
+        .expect("write");
+        let (log, report) = ReplicatedLog::<TestTypes>::open(&image.path, config.clone())
+            .expect("a torn tail opens");
+        let mut store = log.group(3).expect("group");
+        let (_, expected) = history
+            .iter()
+            .rev()
+            .find(|(length, _)| *length <= cut)
+            .expect("the empty log is a whole state");
+        assert_eq!(&group_view(&mut store).await, expected, "cut at byte {cut}");
+        let whole = history.iter().any(|(length, _)| *length == cut);
+        assert_eq!(report.log.truncated_bytes == 0, whole, "cut at byte {cut}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fsync_fails_every_waiting_and_later_write_and_never_reports_success() {
+    let directory = TemporaryDirectory::new("fsync-fault");
+    let plan = Arc::new(crate::log::FaultPlan::new());
+    let mut config = small_config();
+    config.log.fault = Some(Arc::clone(&plan));
+    let log = open(&directory.path, config);
+    let mut store = log.group(1).expect("group");
+    let mut other = log.group(2).expect("group");
+    store
+        .blocking_append(entries(1, 1..=5, 40))
+        .await
+        .expect("append");
+
+    plan.fail_sync_after(0);
+    // Several appends in flight, of two groups: none may report success.
+    let first = store.append_entries(entries(1, 6..=6, 40)).await;
+    let second = other.append_entries(entries(1, 1..=2, 40)).await;
+    for pending in [first, second] {
+        // Queued before or after the failure: refused at once or later.
+        if let Ok(pending) = pending {
+            assert!(pending.durable().await.is_err());
+        }
+    }
+    assert!(store.blocking_append(entries(1, 7..=7, 40)).await.is_err());
+    assert!(store.save_vote(&Vote::new(5, 1)).await.is_err());
+    assert!(store.truncate(log_id(1, 3)).await.is_err());
+    let failure = log.failure().expect("the store failed");
+    assert!(failure.contains("fsync"), "{failure}");
+    drop((store, other, log));
+
+    let log = open(&directory.path, small_config());
+    let mut store = log.group(1).expect("group");
+    assert_eq!(
+        indexes(&served(&mut store).await),
+        (1..=5).collect::<Vec<_>>()
+    );
+    assert_eq!(store.read_vote().await.expect("vote"), None);
+    let mut other = log.group(2).expect("group");
+    assert!(served(&mut other).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_write_fails_the_openraft_callback_and_keeps_what_was_acknowledged() {
+    let directory = TemporaryDirectory::new("write-fault");
+    let plan = Arc::new(crate::log::FaultPlan::new());
+    let mut config = small_config();
+    config.log.fault = Some(Arc::clone(&plan));
+    let log = open(&directory.path, config);
+    let mut store = log.group(1).expect("group");
+    store
+        .blocking_append(entries(1, 1..=3, 40))
+        .await
+        .expect("append");
+    plan.fail_write_after(0);
+    // `blocking_append` goes through openraft's own callback.
+    let error = store
+        .blocking_append(entries(1, 4..=6, 40))
+        .await
+        .expect_err("the callback reports the failed write");
+    assert!(error.to_string().contains("write"), "{error}");
+    assert!(store.blocking_append(entries(1, 7..=7, 40)).await.is_err());
+    drop((store, log));
+
+    let log = open(&directory.path, small_config());
+    let mut store = log.group(1).expect("group");
+    assert_eq!(indexes(&served(&mut store).await), vec![1, 2, 3]);
+}
+
+/// Config whose files hold about a dozen 100-byte entries.
+fn retention_config() -> ReplicatedLogConfig {
+    let mut config = small_config();
+    config.log.group_records_max = 64;
+    config.log.group_bytes_max = 64 * 1024;
+    config
+}
+
+#[tokio::test]
+async fn the_retention_floor_keeps_purged_entries_on_disk_until_it_moves() {
+    let directory = TemporaryDirectory::new("retention");
+    let log = open(&directory.path, retention_config());
+    let mut store = log.group(1).expect("group");
+    store
+        .blocking_append(entries(1, 1..=60, 100))
+        .await
+        .expect("append");
+    store
+        .save_committed(Some(log_id(1, 60)))
+        .await
+        .expect("committed");
+    log.set_retention_floor(1, Some(20)).await.expect("floor");
+    store.purge(log_id(1, 40)).await.expect("purge");
+    let files_before = log.stats().segments;
+
+    let report = log.reclaim().await.expect("reclaim");
+    assert!(report.segments_removed >= 1, "{report:?}");
+    assert!(report.pinned_groups.is_empty());
+    // openraft sees 41..=60; the fallback path reads 21..=60.
+    assert_eq!(
+        indexes(&served(&mut store).await),
+        (41..=60).collect::<Vec<_>>()
+    );
+    let retained = log.read_retained(1, 21, 60).expect("retained");
+    assert_eq!(summary(&retained), summary(&entries(1, 21..=60, 100)));
+    assert!(matches!(
+        log.read_retained(1, 20, 60),
+        Err(ReplicatedLogError::NotRetained {
+            held_first: 21,
+            held_last: 60,
+            ..
+        })
+    ));
+    let files_kept = log.stats().segments;
+    assert!(files_kept < files_before);
+
+    // The floor is durable: it holds after a restart.
+    drop((store, log));
+    let log = open(&directory.path, retention_config());
+    let mut store = log.group(1).expect("group");
+    let retained = log
+        .read_retained(1, 21, 60)
+        .expect("retained after reopening");
+    assert_eq!(summary(&retained), summary(&entries(1, 21..=60, 100)));
+    assert_eq!(
+        store
+            .get_log_state()
+            .await
+            .expect("state")
+            .last_purged_log_id,
+        Some(log_id(1, 40))
+    );
+
+    // Without the floor, the purged entries go, and their files with them.
+    log.set_retention_floor(1, None).await.expect("floor");
+    let report = log.reclaim().await.expect("reclaim");
+    assert!(report.segments_removed >= 1, "{report:?}");
+    assert!(log.stats().segments < files_kept);
+    assert!(matches!(
+        log.read_retained(1, 21, 60),
+        Err(ReplicatedLogError::NotRetained { held_first: 41, .. })
+    ));
+    assert_eq!(
+        indexes(&served(&mut store).await),
+        (41..=60).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn reads_never_serve_purged_entries_and_holes_are_refused() {
+    let directory = TemporaryDirectory::new("purged-reads");
+    let log = open(&directory.path, small_config());
+    let mut store = log.group(1).expect("group");
+    store
+        .blocking_append(entries(1, 1..=10, 20))
+        .await
+        .expect("append");
+    store.purge(log_id(1, 5)).await.expect("purge");
+    assert_eq!(
+        indexes(&served(&mut store).await),
+        (6..=10).collect::<Vec<_>>()
+    );
+    assert!(store
+        .try_get_log_entries(0..6)
+        .await
+        .expect("read")
+        .is_empty());
+    let mut reader = store.get_log_reader().await;
+    assert_eq!(
+        indexes(&reader.try_get_log_entries(3..8).await.expect("read")),
+        vec![6, 7]
+    );
+    assert!(matches!(
+        log.read_retained(1, 3, 10),
+        Err(ReplicatedLogError::NotRetained {
+            held_first: 6,
+            held_last: 10,
+            ..
+        })
+    ));
+    // Below the purge point there is nothing to truncate.
+    assert!(store.truncate(log_id(1, 5)).await.is_err());
+
+    // A hole would break openraft's "the last log id says it all".
+    let error = store
+        .blocking_append(entries(1, 12..=12, 20))
+        .await
+        .expect_err("a hole is refused");
+    assert!(
+        error.to_string().contains("entry 12 appended where 11"),
+        "{error}"
+    );
+    assert_eq!(
+        indexes(&served(&mut store).await),
+        (6..=10).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_group_is_carried_forward_so_old_files_can_go() {
+    let directory = TemporaryDirectory::new("carry");
+    let log = open(&directory.path, retention_config());
+    let mut idle = log.group(1).expect("group");
+    idle.save_vote(&Vote::new_committed(3, 1))
+        .await
+        .expect("vote");
+    idle.blocking_append(entries(3, 1..=3, 50))
+        .await
+        .expect("append");
+    idle.save_committed(Some(log_id(3, 2)))
+        .await
+        .expect("committed");
+    let mut busy = log.group(2).expect("group");
+    for start in (1..=200).step_by(10) {
+        busy.blocking_append(entries(1, start..=start + 9, 100))
+            .await
+            .expect("append");
+    }
+    busy.save_committed(Some(log_id(1, 200)))
+        .await
+        .expect("committed");
+    busy.purge(log_id(1, 195)).await.expect("purge");
+    let idle_before = group_view(&mut idle).await;
+    let busy_before = group_view(&mut busy).await;
+    let files_before = log.stats().segments;
+    assert!(files_before > 10);
+
+    let report = log.reclaim().await.expect("reclaim");
+    assert_eq!(report.entries_carried, 3, "{report:?}");
+    assert!(report.states_carried >= 1, "{report:?}");
+    assert!(report.pinned_groups.is_empty());
+    assert!(log.stats().segments <= 2, "{:?}", log.stats());
+    assert_eq!(group_view(&mut idle).await, idle_before);
+
+    drop((idle, busy, log));
+    let log = open(&directory.path, retention_config());
+    let mut idle = log.group(1).expect("group");
+    let mut busy = log.group(2).expect("group");
+    assert_eq!(group_view(&mut idle).await, idle_before);
+    assert_eq!(
+        idle.read_committed().await.expect("committed"),
+        Some(log_id(3, 2))
+    );
+    assert_eq!(group_view(&mut busy).await, busy_before);
+}
+
+#[tokio::test]
+async fn a_group_too_large_to_carry_pins_its_files_until_it_purges() {
+    let directory = TemporaryDirectory::new("pinned");
+    let mut config = retention_config();
+    config.carry_forward_bytes_max = 500;
+    let log = open(&directory.path, config.clone());
+    let mut large = log.group(1).expect("group");
+    large
+        .blocking_append(entries(1, 1..=20, 100))
+        .await
+        .expect("append");
+    let mut busy = log.group(2).expect("group");
+    busy.blocking_append(entries(1, 1..=100, 100))
+        .await
+        .expect("append");
+    busy.purge(log_id(1, 100)).await.expect("purge");
+
+    let report = log.reclaim().await.expect("reclaim");
+    assert_eq!(report.pinned_groups, vec![1]);
+    assert_eq!(report.segments_removed, 0);
+    assert_eq!(report.entries_carried, 0);
+
+    large.purge(log_id(1, 20)).await.expect("purge");
+    let report = log.reclaim().await.expect("reclaim");
+    assert!(report.pinned_groups.is_empty(), "{report:?}");
+    assert!(report.segments_removed >= 5, "{report:?}");
+    drop((large, busy, log));
+    let log = open(&directory.path, config);
+    let mut large = log.group(1).expect("group");
+    assert_eq!(
+        large.get_log_state().await.expect("state"),
+        LogState {
+            last_purged_log_id: Some(log_id(1, 20)),
+            last_log_id: Some(log_id(1, 20)),
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_cache_stays_within_its_bound_and_old_entries_come_back_from_disk() {
+    let directory = TemporaryDirectory::new("cache");
+    let mut config = retention_config();
+    config.entry_cache_bytes_max = 1024;
+    config.read_bytes_max = 1000;
+    let log = open(&directory.path, config);
+    let mut store = log.group(1).expect("group");
+    for start in (1..=100).step_by(5) {
+        store
+            .blocking_append(entries(1, start..=start + 4, 100))
+            .await
+            .expect("append");
+        let stats = log.stats();
+        assert!(stats.cached_bytes <= 1024, "{stats:?}");
+    }
+    let stats = log.stats();
+    assert_eq!(stats.held_entries, 100);
+    assert!(stats.cached_entries < 20, "{stats:?}");
+    assert_eq!(
+        summary(&served(&mut store).await),
+        summary(&entries(1, 1..=100, 100))
+    );
+    // A lagging follower's read is bounded, and never empty.
+    let mut reader = store.get_log_reader().await;
+    let first = reader.limited_get_log_entries(1, 101).await.expect("read");
+    assert!(!first.is_empty() && first.len() <= 10, "{}", first.len());
+    assert_eq!(
+        indexes(&first),
+        (1..=first.len() as u64).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn one_handle_per_group_and_a_forgotten_group_leaves_nothing_behind() {
+    let directory = TemporaryDirectory::new("forget");
+    let log = open(&directory.path, retention_config());
+    let mut store = log.group(1).expect("group");
+    assert!(matches!(
+        log.group(1),
+        Err(ReplicatedLogError::GroupBusy { group: 1 })
+    ));
+    store.save_vote(&Vote::new(1, 1)).await.expect("vote");
+    store
+        .blocking_append(entries(1, 1..=40, 100))
+        .await
+        .expect("append");
+    assert!(matches!(
+        log.forget_group(1).await,
+        Err(ReplicatedLogError::GroupBusy { group: 1 })
+    ));
+    drop(store);
+    let mut other = log.group(2).expect("group");
+    other
+        .blocking_append(entries(1, 1..=40, 100))
+        .await
+        .expect("append");
+    other.purge(log_id(1, 40)).await.expect("purge");
+
+    log.forget_group(1).await.expect("forget");
+    assert_eq!(log.group_ids(), vec![2]);
+    let report = log.reclaim().await.expect("reclaim");
+    assert!(report.segments_removed >= 5, "{report:?}");
+    drop((other, log));
+    let log = open(&directory.path, retention_config());
+    assert_eq!(log.group_ids(), vec![2]);
+    let mut store = log.group(1).expect("a new, empty group");
+    assert_eq!(store.read_vote().await.expect("vote"), None);
+    assert!(served(&mut store).await.is_empty());
+}
