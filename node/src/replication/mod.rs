@@ -99,6 +99,8 @@ mod recovery;
 mod state;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
 pub use log_store::{
