@@ -850,8 +850,8 @@ fn check_follows<C: GroupTypes>(
     next_index: Option<u64>,
     entries: &[Entry<C>],
 ) -> Result<(), ReplicatedLogError> {
-    let mut expected = next_index.unwrap_or(entries[0].log_id.index);
-    for entry in entries {
+    let first = next_index.unwrap_or(entries[0].log_id.index);
+    for (expected, entry) in (first..).zip(entries) {
         if entry.log_id.index != expected {
             return Err(ReplicatedLogError::NotContiguous {
                 group,
@@ -859,7 +859,6 @@ fn check_follows<C: GroupTypes>(
                 found: entry.log_id.index,
             });
         }
-        expected += 1;
     }
     Ok(())
 }

@@ -20,6 +20,10 @@ use crate::log::{Position, RecordReader};
 use openraft::LogId;
 use std::sync::{Arc, PoisonError};
 
+/// An entry record to write again: its log id, where it is now, and its
+/// bytes as a copy record.
+type Carried<NID> = (LogId<NID>, Position, Vec<u8>);
+
 /// One group's records in the files that `reclaim` wants to delete.
 #[derive(Debug)]
 struct Needs<NID: openraft::NodeId> {
@@ -208,7 +212,7 @@ impl<C: GroupTypes> Shared<C> {
         &self,
         group: GroupId,
         wanted: &[(LogId<C::NodeId>, Position, u64)],
-    ) -> Result<Vec<(LogId<C::NodeId>, Position, Vec<u8>)>, ReplicatedLogError> {
+    ) -> Result<Vec<Carried<C::NodeId>>, ReplicatedLogError> {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }

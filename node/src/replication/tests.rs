@@ -128,6 +128,9 @@ async fn served(store: &mut GroupLog<TestTypes>) -> Vec<Entry<TestTypes>> {
     store.try_get_log_entries(..).await.expect("read")
 }
 
+/// The current snapshot, shared by a state machine and its builders.
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>;
+
 /// A state machine in memory, enough for the suite: the applied payloads,
 /// the last applied log id and membership, and the current snapshot.
 #[derive(Debug, Default)]
@@ -135,7 +138,7 @@ pub(super) struct MemoryStateMachine {
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     payloads: Vec<Vec<u8>>,
-    snapshot: Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>,
+    snapshot: CurrentSnapshot,
 }
 
 #[derive(Debug)]
@@ -143,7 +146,7 @@ pub(super) struct MemorySnapshotBuilder {
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     payloads: Vec<Vec<u8>>,
-    snapshot: Arc<Mutex<Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>>>,
+    snapshot: CurrentSnapshot,
 }
 
 impl RaftSnapshotBuilder<TestTypes> for MemorySnapshotBuilder {
@@ -518,11 +521,10 @@ async fn a_failed_fsync_fails_every_waiting_and_later_write_and_never_reports_su
     // Several appends in flight, of two groups: none may report success.
     let first = store.append_entries(entries(1, 6..=6, 40)).await;
     let second = other.append_entries(entries(1, 1..=2, 40)).await;
-    for pending in [first, second] {
-        // Queued before or after the failure: refused at once or later.
-        if let Ok(pending) = pending {
-            assert!(pending.durable().await.is_err());
-        }
+    // Queued before the failure, they fail later; after it, at once (the
+    // `Err`s that `flatten` leaves out).
+    for pending in [first, second].into_iter().flatten() {
+        assert!(pending.durable().await.is_err());
     }
     assert!(store.blocking_append(entries(1, 7..=7, 40)).await.is_err());
     assert!(store.save_vote(&Vote::new(5, 1)).await.is_err());
