@@ -152,13 +152,9 @@ async fn replicated(options: &Options, appenders: usize) -> Measured {
             }));
         }
     }
-    tokio::time::sleep(Duration::from_secs(options.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.expect("appender");
-    }
+    let appends = stop_after(options.seconds, &stop, tasks, &appends).await;
     let measured = Measured {
-        appends: appends.load(Ordering::Relaxed),
+        appends,
         elapsed: started.elapsed(),
         fsyncs: log.stats().log.fsyncs - before.fsyncs,
         fsync_time: log.stats().log.fsync_time_total - before.fsync_time_total,
@@ -190,13 +186,9 @@ async fn single_stream(options: &Options, appenders: usize) -> Measured {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(options.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        task.await.expect("appender");
-    }
+    let appends = stop_after(options.seconds, &stop, tasks, &appends).await;
     let measured = Measured {
-        appends: appends.load(Ordering::Relaxed),
+        appends,
         elapsed: started.elapsed(),
         fsyncs: log.stats().fsyncs - before.fsyncs,
         fsync_time: log.stats().fsync_time_total - before.fsync_time_total,
@@ -204,6 +196,22 @@ async fn single_stream(options: &Options, appenders: usize) -> Measured {
     drop(log);
     let _ = std::fs::remove_dir_all(&dir);
     measured
+}
+
+/// Lets the appenders run for `seconds`, stops them, waits for their last
+/// appends, and returns how many were acknowledged.
+async fn stop_after(
+    seconds: u64,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    appends: &AtomicU64,
+) -> u64 {
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("appender");
+    }
+    appends.load(Ordering::Relaxed)
 }
 
 fn bench_dir(label: &str) -> std::path::PathBuf {

@@ -99,7 +99,7 @@ mod writer;
 #[cfg(test)]
 mod read_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use fault::FaultPlan;
 pub use format::Damage;

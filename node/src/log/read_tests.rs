@@ -2,31 +2,8 @@
 //! record landed, `RecordReader::read_at` reads it back there, and
 //! `Replay::last_offset` agrees with both.
 
+use super::tests::TempDir;
 use super::*;
-use std::fs;
-use std::sync::atomic::AtomicUsize;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "sessiondb-log-read-test-{}-{name}-{unique}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Segments of 1 KiB, so forty records of up to 200 bytes rotate often.
 fn small_config() -> LogConfig {
@@ -58,7 +35,7 @@ async fn append_located(log: &Log, batch: Vec<(u32, Vec<u8>)>) -> Result<Appende
 #[tokio::test]
 async fn callback_offsets_read_back_and_match_replay() {
     let dir = TempDir::new("located");
-    let (log, _) = Log::open(&dir.0, small_config()).expect("open");
+    let (log, _) = Log::open(dir.path(), small_config()).expect("open");
     let mut locations = Vec::new();
     for batch_start in (1..=40u64).step_by(5) {
         let batch: Vec<(u32, Vec<u8>)> = (batch_start..batch_start + 5)
@@ -94,7 +71,7 @@ async fn callback_offsets_read_back_and_match_replay() {
 #[tokio::test]
 async fn a_wrong_location_is_refused_never_misread() {
     let dir = TempDir::new("wrong-location");
-    let (log, _) = Log::open(&dir.0, small_config()).expect("open");
+    let (log, _) = Log::open(dir.path(), small_config()).expect("open");
     let batch: Vec<(u32, Vec<u8>)> = (1..=3).map(|i| (0, payload(i))).collect();
     let appended = append_located(&log, batch).await.expect("append");
     let mut reader = log.record_reader();
@@ -136,7 +113,7 @@ async fn a_failed_write_calls_the_callback_with_the_error() {
         fault: Some(Arc::clone(&plan)),
         ..small_config()
     };
-    let (log, _) = Log::open(&dir.0, config).expect("open");
+    let (log, _) = Log::open(dir.path(), config).expect("open");
     append_located(&log, vec![(0, payload(1))])
         .await
         .expect("append");

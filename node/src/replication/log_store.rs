@@ -828,18 +828,11 @@ fn read_entry<C: GroupTypes>(
     Ok(entry)
 }
 
-fn encode_state<NID: openraft::NodeId>(
+pub(super) fn encode_state<NID: openraft::NodeId>(
     group: GroupId,
     meta: &GroupMeta<NID>,
 ) -> Result<Vec<u8>, ReplicatedLogError> {
-    record::encode_state(meta).map_err(|source| ReplicatedLogError::Encode {
-        group,
-        index: meta
-            .committed
-            .as_ref()
-            .map_or(0, |committed| committed.index),
-        source,
-    })
+    record::encode_state(meta).map_err(|source| ReplicatedLogError::EncodeState { group, source })
 }
 
 /// The entries must start at the group's next index and be consecutive:
@@ -951,6 +944,13 @@ impl<C: GroupTypes> GroupLog<C> {
         self.group
     }
 
+    fn reader(&self) -> GroupLogReader<C> {
+        GroupLogReader {
+            shared: Arc::clone(&self.shared),
+            group: self.group,
+        }
+    }
+
     /// `append` without openraft's callback: returns once the entries are
     /// readable and queued; [`AppendDurable::durable`] completes after
     /// their fsync. Several may be in flight.
@@ -1023,12 +1023,13 @@ impl<C: GroupTypes> RaftLogReader<C> for GroupLogReader<C> {
     }
 }
 
+/// The storage reads as its reader does.
 impl<C: GroupTypes> RaftLogReader<C> for GroupLog<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<C>>, StorageError<C::NodeId>> {
-        try_get_entries(&self.shared, self.group, bounds(&range), None).await
+        self.reader().try_get_log_entries(range).await
     }
 
     async fn limited_get_log_entries(
@@ -1036,8 +1037,7 @@ impl<C: GroupTypes> RaftLogReader<C> for GroupLog<C> {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry<C>>, StorageError<C::NodeId>> {
-        let bytes_max = Some(self.shared.config.read_bytes_max);
-        try_get_entries(&self.shared, self.group, bounds(&(start..end)), bytes_max).await
+        self.reader().limited_get_log_entries(start, end).await
     }
 }
 
@@ -1054,10 +1054,7 @@ impl<C: GroupTypes> RaftLogStorage<C> for GroupLog<C> {
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        GroupLogReader {
-            shared: Arc::clone(&self.shared),
-            group: self.group,
-        }
+        self.reader()
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {

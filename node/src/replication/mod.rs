@@ -178,6 +178,12 @@ pub enum ReplicatedLogError {
         #[source]
         source: RecordError,
     },
+    #[error("cannot encode group {group}'s state record")]
+    EncodeState {
+        group: GroupId,
+        #[source]
+        source: RecordError,
+    },
     #[error("group {group}'s entry {index} is {bytes} bytes, over the log's record_bytes_max ({bytes_max})")]
     EntryTooLarge {
         group: GroupId,

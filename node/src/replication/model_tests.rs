@@ -151,7 +151,7 @@ impl Harness {
     fn reopen(&mut self) {
         self.handles.clear();
         self.log = None;
-        let log = open(&self.directory.path, self.config.clone());
+        let log = open(self.directory.path(), self.config.clone());
         self.handles = (0..GROUPS)
             .map(|group| log.group(group).expect("no other handle"))
             .collect();

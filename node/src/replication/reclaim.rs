@@ -13,7 +13,7 @@
 //! go, and the file deletion takes the deletion lock alone, so no reader
 //! holds a location in a file being deleted.
 
-use super::log_store::{GroupTypes, Shared, Synced};
+use super::log_store::{encode_state, GroupTypes, Shared, Synced};
 use super::record::{self, Header};
 use super::{GroupId, ReclaimReport, ReplicatedLogError};
 use crate::log::{Position, RecordReader};
@@ -185,13 +185,7 @@ impl<C: GroupTypes> Shared<C> {
                 }
             }
             if state.state_position != 0 && state.state_position < target {
-                let payload = record::encode_state(&state.meta).map_err(|source| {
-                    ReplicatedLogError::Encode {
-                        group,
-                        index: 0,
-                        source,
-                    }
-                })?;
+                let payload = encode_state(group, &state.meta)?;
                 records.push((payload, Synced::State));
                 states = 1;
             }

@@ -5,6 +5,7 @@
 //! `model_tests`.
 
 use super::*;
+pub(super) use crate::log::tests::TempDir as TemporaryDirectory;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
@@ -27,31 +28,6 @@ openraft::declare_raft_types!(
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
 );
-
-/// A directory under the system temp dir, removed when dropped.
-#[derive(Debug)]
-pub(super) struct TemporaryDirectory {
-    pub path: PathBuf,
-}
-
-impl TemporaryDirectory {
-    pub fn new(label: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "sessiondb-replication-{label}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        TemporaryDirectory { path }
-    }
-}
-
-impl Drop for TemporaryDirectory {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
 
 /// Small files and batches, so a few dozen entries rotate files and split
 /// appends into several log batches.
@@ -245,7 +221,7 @@ impl StoreBuilder<TestTypes, GroupLog<TestTypes>, MemoryStateMachine, TemporaryD
     ) -> Result<(TemporaryDirectory, GroupLog<TestTypes>, MemoryStateMachine), StorageError<u64>>
     {
         let directory = TemporaryDirectory::new("suite");
-        let log = open(&directory.path, small_config());
+        let log = open(directory.path(), small_config());
         let store = log.group(7).expect("a fresh group");
         Ok((directory, store, MemoryStateMachine::default()))
     }
@@ -297,7 +273,7 @@ fn every_group_of_a_shared_store_passes_the_suite_and_is_the_same_after_reopenin
     let directory = TemporaryDirectory::new("suite-reopen");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let builder = GroupsOfOneStore {
-        log: open(&directory.path, small_config()),
+        log: open(directory.path(), small_config()),
         next_group: AtomicU32::new(0),
     };
     // The suite's cases, each on its own group, on one store we keep.
@@ -321,7 +297,7 @@ fn every_group_of_a_shared_store_passes_the_suite_and_is_the_same_after_reopenin
     drop(log);
 
     let (log, report) =
-        ReplicatedLog::<TestTypes>::open(&directory.path, small_config()).expect("reopen");
+        ReplicatedLog::<TestTypes>::open(directory.path(), small_config()).expect("reopen");
     assert_eq!(report.log.truncated_bytes, 0);
     // Cases that only read wrote nothing, so their groups are not on disk.
     let recovered = log.group_ids();
@@ -341,10 +317,10 @@ fn every_group_of_a_shared_store_passes_the_suite_and_is_the_same_after_reopenin
 /// this instant would leave (the writer may be in the middle of a write).
 fn crash_image(from: &Path, label: &str) -> TemporaryDirectory {
     let image = TemporaryDirectory::new(label);
-    std::fs::create_dir_all(&image.path).expect("create image");
+    std::fs::create_dir_all(image.path()).expect("create image");
     for file in std::fs::read_dir(from).expect("list") {
         let file = file.expect("entry");
-        std::fs::copy(file.path(), image.path.join(file.file_name())).expect("copy");
+        std::fs::copy(file.path(), image.path().join(file.file_name())).expect("copy");
     }
     image
 }
@@ -381,7 +357,7 @@ async fn an_append_is_readable_at_once_and_a_crash_before_its_callback_keeps_a_p
     let mut config = small_config();
     config.log.segment_bytes_max = 1024 * 1024;
     config.log.fault = Some(Arc::clone(&plan));
-    let log = open(&directory.path, config);
+    let log = open(directory.path(), config);
     let mut store = log.group(1).expect("group");
     store
         .blocking_append(entries(1, 1..=5, 40))
@@ -398,13 +374,13 @@ async fn an_append_is_readable_at_once_and_a_crash_before_its_callback_keeps_a_p
         indexes(&served(&mut store).await),
         (1..=8).collect::<Vec<_>>()
     );
-    let image = crash_image(&directory.path, "crash-append-image");
+    let image = crash_image(directory.path(), "crash-append-image");
     pending.durable().await.expect("synced");
     plan.delay_syncs_ms(0);
 
     // Whatever the crash caught of the pending append, the group is a
     // prefix of its history: never a hole, never a foreign byte.
-    let crashed = open(&image.path, small_config());
+    let crashed = open(image.path(), small_config());
     let mut crashed_store = crashed.group(1).expect("group");
     let recovered = indexes(&served(&mut crashed_store).await);
     assert!(
@@ -412,7 +388,7 @@ async fn an_append_is_readable_at_once_and_a_crash_before_its_callback_keeps_a_p
         "recovered {recovered:?}"
     );
     drop((store, log));
-    let log = open(&directory.path, small_config());
+    let log = open(directory.path(), small_config());
     let mut store = log.group(1).expect("group");
     assert_eq!(
         summary(&served(&mut store).await),
@@ -425,9 +401,9 @@ async fn a_torn_tail_at_any_byte_recovers_the_state_after_the_last_whole_record(
     let directory = TemporaryDirectory::new("torn");
     let mut config = small_config();
     config.log.segment_bytes_max = 1024 * 1024;
-    let log = open(&directory.path, config.clone());
+    let log = open(directory.path(), config.clone());
     let mut store = log.group(3).expect("group");
-    let file = only_file(&directory.path);
+    let file = only_file(directory.path());
     // After each durable operation: the file length and what the group is.
     let mut history = vec![(
         std::fs::metadata(&file).expect("stat").len(),
@@ -483,13 +459,13 @@ async fn a_torn_tail_at_any_byte_recovers_the_state_after_the_last_whole_record(
     let header_len = history[0].0;
     for cut in header_len..=full.len() as u64 {
         let image = TemporaryDirectory::new("torn-image");
-        std::fs::create_dir_all(&image.path).expect("create");
+        std::fs::create_dir_all(image.path()).expect("create");
         std::fs::write(
-            image.path.join(file.file_name().expect("name")),
+            image.path().join(file.file_name().expect("name")),
             &full[..cut as usize],
         )
         .expect("write");
-        let (log, report) = ReplicatedLog::<TestTypes>::open(&image.path, config.clone())
+        let (log, report) = ReplicatedLog::<TestTypes>::open(image.path(), config.clone())
             .expect("a torn tail opens");
         let mut store = log.group(3).expect("group");
         let (_, expected) = history
@@ -509,7 +485,7 @@ async fn a_failed_fsync_fails_every_waiting_and_later_write_and_never_reports_su
     let plan = Arc::new(crate::log::FaultPlan::new());
     let mut config = small_config();
     config.log.fault = Some(Arc::clone(&plan));
-    let log = open(&directory.path, config);
+    let log = open(directory.path(), config);
     let mut store = log.group(1).expect("group");
     let mut other = log.group(2).expect("group");
     store
@@ -533,7 +509,7 @@ async fn a_failed_fsync_fails_every_waiting_and_later_write_and_never_reports_su
     assert!(failure.contains("fsync"), "{failure}");
     drop((store, other, log));
 
-    let log = open(&directory.path, small_config());
+    let log = open(directory.path(), small_config());
     let mut store = log.group(1).expect("group");
     assert_eq!(
         indexes(&served(&mut store).await),
@@ -550,7 +526,7 @@ async fn a_failed_write_fails_the_openraft_callback_and_keeps_what_was_acknowled
     let plan = Arc::new(crate::log::FaultPlan::new());
     let mut config = small_config();
     config.log.fault = Some(Arc::clone(&plan));
-    let log = open(&directory.path, config);
+    let log = open(directory.path(), config);
     let mut store = log.group(1).expect("group");
     store
         .blocking_append(entries(1, 1..=3, 40))
@@ -566,7 +542,7 @@ async fn a_failed_write_fails_the_openraft_callback_and_keeps_what_was_acknowled
     assert!(store.blocking_append(entries(1, 7..=7, 40)).await.is_err());
     drop((store, log));
 
-    let log = open(&directory.path, small_config());
+    let log = open(directory.path(), small_config());
     let mut store = log.group(1).expect("group");
     assert_eq!(indexes(&served(&mut store).await), vec![1, 2, 3]);
 }
@@ -582,7 +558,7 @@ fn retention_config() -> ReplicatedLogConfig {
 #[tokio::test]
 async fn the_retention_floor_keeps_purged_entries_on_disk_until_it_moves() {
     let directory = TemporaryDirectory::new("retention");
-    let log = open(&directory.path, retention_config());
+    let log = open(directory.path(), retention_config());
     let mut store = log.group(1).expect("group");
     store
         .blocking_append(entries(1, 1..=60, 100))
@@ -619,7 +595,7 @@ async fn the_retention_floor_keeps_purged_entries_on_disk_until_it_moves() {
 
     // The floor is durable: it holds after a restart.
     drop((store, log));
-    let log = open(&directory.path, retention_config());
+    let log = open(directory.path(), retention_config());
     let mut store = log.group(1).expect("group");
     let retained = log
         .read_retained(1, 21, 60)
@@ -652,7 +628,7 @@ async fn the_retention_floor_keeps_purged_entries_on_disk_until_it_moves() {
 #[tokio::test]
 async fn reads_never_serve_purged_entries_and_holes_are_refused() {
     let directory = TemporaryDirectory::new("purged-reads");
-    let log = open(&directory.path, small_config());
+    let log = open(directory.path(), small_config());
     let mut store = log.group(1).expect("group");
     store
         .blocking_append(entries(1, 1..=10, 20))
@@ -702,7 +678,7 @@ async fn reads_never_serve_purged_entries_and_holes_are_refused() {
 #[tokio::test]
 async fn an_idle_group_is_carried_forward_so_old_files_can_go() {
     let directory = TemporaryDirectory::new("carry");
-    let log = open(&directory.path, retention_config());
+    let log = open(directory.path(), retention_config());
     let mut idle = log.group(1).expect("group");
     idle.save_vote(&Vote::new_committed(3, 1))
         .await
@@ -736,7 +712,7 @@ async fn an_idle_group_is_carried_forward_so_old_files_can_go() {
     assert_eq!(group_view(&mut idle).await, idle_before);
 
     drop((idle, busy, log));
-    let log = open(&directory.path, retention_config());
+    let log = open(directory.path(), retention_config());
     let mut idle = log.group(1).expect("group");
     let mut busy = log.group(2).expect("group");
     assert_eq!(group_view(&mut idle).await, idle_before);
@@ -752,7 +728,7 @@ async fn a_group_too_large_to_carry_pins_its_files_until_it_purges() {
     let directory = TemporaryDirectory::new("pinned");
     let mut config = retention_config();
     config.carry_forward_bytes_max = 500;
-    let log = open(&directory.path, config.clone());
+    let log = open(directory.path(), config.clone());
     let mut large = log.group(1).expect("group");
     large
         .blocking_append(entries(1, 1..=20, 100))
@@ -774,7 +750,7 @@ async fn a_group_too_large_to_carry_pins_its_files_until_it_purges() {
     assert!(report.pinned_groups.is_empty(), "{report:?}");
     assert!(report.segments_removed >= 5, "{report:?}");
     drop((large, busy, log));
-    let log = open(&directory.path, config);
+    let log = open(directory.path(), config);
     let mut large = log.group(1).expect("group");
     assert_eq!(
         large.get_log_state().await.expect("state"),
@@ -791,7 +767,7 @@ async fn the_cache_stays_within_its_bound_and_old_entries_come_back_from_disk() 
     let mut config = retention_config();
     config.entry_cache_bytes_max = 1024;
     config.read_bytes_max = 1000;
-    let log = open(&directory.path, config);
+    let log = open(directory.path(), config);
     let mut store = log.group(1).expect("group");
     for start in (1..=100).step_by(5) {
         store
@@ -821,7 +797,7 @@ async fn the_cache_stays_within_its_bound_and_old_entries_come_back_from_disk() 
 #[tokio::test]
 async fn one_handle_per_group_and_a_forgotten_group_leaves_nothing_behind() {
     let directory = TemporaryDirectory::new("forget");
-    let log = open(&directory.path, retention_config());
+    let log = open(directory.path(), retention_config());
     let mut store = log.group(1).expect("group");
     assert!(matches!(
         log.group(1),
@@ -849,7 +825,7 @@ async fn one_handle_per_group_and_a_forgotten_group_leaves_nothing_behind() {
     let report = log.reclaim().await.expect("reclaim");
     assert!(report.segments_removed >= 5, "{report:?}");
     drop((other, log));
-    let log = open(&directory.path, retention_config());
+    let log = open(directory.path(), retention_config());
     assert_eq!(log.group_ids(), vec![2]);
     let mut store = log.group(1).expect("a new, empty group");
     assert_eq!(store.read_vote().await.expect("vote"), None);
