@@ -2,8 +2,8 @@
 //! `node/benches/engine.rs` on the shared workload) and HyperLogLog accuracy.
 
 use serde::Serialize;
+use sessiondb_node::engine::aggregates::AggregateStore;
 use sessiondb_node::engine::query::{self, ResultsQuery};
-use sessiondb_node::engine::segment::SegmentStore;
 use sessiondb_node::engine::shard::{DeltaSink, ShardState};
 use sessiondb_node::engine::sketch::Sketch;
 use sessiondb_node::event::{validate, ProjectLookup, VisitorEvent};
@@ -66,7 +66,7 @@ pub fn engine_alone(workload: &ScaleWorkload, now_ms: i64, queries: usize) -> En
         .collect();
     let event_count = events.len();
     let mut shard = ShardState::default();
-    let mut store = SegmentStore::default();
+    let mut store = AggregateStore::default();
     let mut sink = DeltaSink::new(1);
     let started = Instant::now();
     let mut events = events.into_iter().peekable();

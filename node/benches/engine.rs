@@ -4,8 +4,8 @@
 //!
 //! Run: `cargo bench -p sessiondb-node --bench engine -- [--visitors N] [--queries N]`
 
+use sessiondb_node::engine::aggregates::AggregateStore;
 use sessiondb_node::engine::query::{self, ResultsQuery};
-use sessiondb_node::engine::segment::SegmentStore;
 use sessiondb_node::engine::shard::{DeltaSink, ShardState};
 use sessiondb_node::event::VisitorEvent;
 use sessiondb_node::project::{ProjectConfig, Settings};
@@ -59,7 +59,7 @@ fn main() {
     let now_ms = start_ms + 7 * DAY_MS;
 
     let mut shard = ShardState::default();
-    let mut store = SegmentStore::default();
+    let mut store = AggregateStore::default();
     let mut sink = DeltaSink::new(1);
     let started = Instant::now();
     let mut events = events.into_iter().peekable();

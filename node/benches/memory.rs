@@ -1,17 +1,17 @@
 //! Memory per live visitor, by part (SPEC §8: ≤ 150 bytes): the harness's
 //! scale workload, validated the way the node validates it and applied to
-//! one `ShardState` + `SegmentStore` on one thread, then the state's bytes
+//! one `ShardState` + `AggregateStore` on one thread, then the state's bytes
 //! accounted by part (`engine::memory`) next to the process's RSS growth.
 //! Then a checkpoint's work on that state (copy, encode, drop), and the RSS
 //! it leaves behind. Reports; asserts nothing about sizes.
 //!
 //! Run: `cargo bench -p sessiondb-node --bench memory -- [--visitors N] [--seed N]`
 
+use sessiondb_node::engine::aggregates::AggregateStore;
+use sessiondb_node::engine::journal;
 use sessiondb_node::engine::memory::MemoryAccount;
-use sessiondb_node::engine::segment::SegmentStore;
 use sessiondb_node::engine::shard::{DeltaSink, ShardState};
 use sessiondb_node::event::{validate, ProjectLookup, VisitorEvent};
-use sessiondb_node::journal;
 use sessiondb_node::metrics::resident_memory_bytes;
 use sessiondb_node::project::{ProjectConfig, Settings};
 use sessiondb_workload::scale::BROWSER_ATTRIBUTE;
@@ -83,7 +83,7 @@ fn main() {
 
     let rss_before = rss_bytes();
     let mut shard = ShardState::default();
-    let mut store = SegmentStore::default();
+    let mut store = AggregateStore::default();
     let mut sink = DeltaSink::new(1);
     // Validated a chunk at a time, as the node does per batch: the input
     // never exists whole, so RSS growth is the state's.
@@ -141,7 +141,7 @@ fn main() {
     );
 
     // A checkpoint's work as the node does it: each session actor encodes
-    // its state in place (`SessionMessage::Encode`), the parts are written
+    // its state in place (`ShardMessage::Encode`), the parts are written
     // and dropped.
     let encoded = journal::encode(&shard);
     let rss_checkpoint_peak = rss_bytes();

@@ -8,10 +8,12 @@ use crate::admin_token::{
     ADMIN_TOKEN_KIND,
 };
 use crate::clock::{ManualClock, SharedClock, SystemClock};
-use crate::cluster_startup::{self, ClusterStartup};
+use crate::cluster::peer::{PeerClient, PeerTransport};
+use crate::cluster::placement::{Placement, PlacementHandle, PlacementNetwork, RaftConfig};
+use crate::cluster::startup::{self, ClusterStartup};
+use crate::cluster::Cluster;
 use crate::engine::EngineConfig;
 use crate::limits;
-use crate::placement::{Placement, PlacementHandle, PlacementNetwork, RaftConfig};
 use crate::server::{self, Secrets, ServerConfig};
 use crate::tls::TlsFiles;
 use anyhow::Context;
@@ -315,10 +317,10 @@ impl NodeConfig {
                     .shards
                     .or(file.shards)
                     .unwrap_or(engine_defaults.shards),
-                segment_actors: args
+                aggregate_actors: args
                     .segment_actors
                     .or(file.segment_actors)
-                    .unwrap_or(engine_defaults.segment_actors),
+                    .unwrap_or(engine_defaults.aggregate_actors),
                 ingest_queue_wait_ms: args
                     .ingest_queue_wait_ms
                     .or(file.ingest_queue_wait_ms)
@@ -394,12 +396,6 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = NodeConfig::resolve(&args)?;
-    // Before anything calls a peer: node-to-node calls use the scheme and
-    // CA of this transport.
-    if let Some(files) = &config.server.tls {
-        let transport = crate::tls::PeerTransport::https(&files.ca).context("invalid --tls-ca")?;
-        crate::tls::set_peer_transport(transport);
-    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.listen).with_context(|| {
@@ -422,6 +418,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token::CLUSTER_SECRET_KIND,
     )?;
     log_secret_source(admin_token::CLUSTER_SECRET_KIND, &cluster_secret_source);
+    // The one client of node-to-node calls: the scheme and CA of the
+    // node's TLS settings, the cluster secret, one connect timeout.
+    let transport = match &config.server.tls {
+        Some(files) => PeerTransport::https(&files.ca).context("invalid --tls-ca")?,
+        None => PeerTransport::Http,
+    };
+    let connect_timeout = std::time::Duration::from_millis(config.raft.rpc_connect_timeout_ms);
+    let peers = PeerClient::new(transport, cluster_secret.clone(), connect_timeout)?;
     let address = listener.local_addr()?;
     let advertise = config
         .advertise
@@ -447,7 +451,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("cannot recover the data in {}", config.data_dir.display()))?;
-        let placement = start_placement(&config, cluster_secret.clone()).await?;
+        let placement = start_placement(&config, peers.clone()).await?;
         // Roles before serving: a joining node owns nothing until placement
         // says so; a restarted node takes its roles from the stored map.
         if config.join.is_some() && !placement.view().current().is_initialized() {
@@ -457,8 +461,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
         let node_id = config.server.node_id;
-        cluster_startup::apply_roles(&engine, &placement.view().current(), node_id);
-        tokio::spawn(cluster_startup::follow_placement(
+        startup::apply_roles(&engine, &placement.view().current(), node_id);
+        tokio::spawn(startup::follow_placement(
             engine.clone(),
             placement.view().clone(),
             node_id,
@@ -486,15 +490,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // to take a place in the cluster stops the node.
         let (failure_sender, failure_receiver) = tokio::sync::oneshot::channel();
         let startup = ClusterStartup {
-            join: config.join.as_deref().map(cluster_startup::join_url),
+            join: config.join.clone(),
             advertise,
             shards: config.engine.shards,
-            secret: cluster_secret.clone(),
+            peers: peers.clone(),
         };
         let membership = {
             let placement = placement.clone();
             tokio::spawn(async move {
-                if let Err(error) = cluster_startup::take_place(&placement, &startup).await {
+                if let Err(error) = startup::take_place(&placement, &startup).await {
                     let _ = failure_sender.send(error);
                 }
             })
@@ -516,15 +520,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cluster_secret,
             key_rotation_grace_ms: config.key_rotation_grace_ms,
         };
-        let served = server::run(
-            config.server,
-            engine,
-            placement.clone(),
-            secrets,
-            listener,
-            shutdown,
-        )
-        .await;
+        let cluster = Cluster::new(node_id, engine.clone(), placement.clone(), peers);
+        let served = server::run(config.server, engine, cluster, secrets, listener, shutdown).await;
         membership.abort();
         placement.shutdown().await;
         served?;
@@ -540,7 +537,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// node over HTTP.
 async fn start_placement(
     config: &NodeConfig,
-    cluster_secret: ClusterSecret,
+    peers: PeerClient,
 ) -> anyhow::Result<PlacementHandle> {
     let node_id = config.server.node_id;
     let mut placement = Placement::open(&config.data_dir, node_id).with_context(|| {
@@ -550,9 +547,7 @@ async fn start_placement(
         )
     })?;
     placement.raft_config = config.raft.clone();
-    let network = PlacementNetwork::new(cluster_secret, &config.raft)
-        .map_err(anyhow::Error::msg)
-        .context("cannot build the placement transport")?;
+    let network = PlacementNetwork::new(peers, &config.raft);
     let (raft, view) = placement
         .start(network)
         .await

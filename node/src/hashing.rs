@@ -12,7 +12,7 @@ pub use sessiondb_protocol::hashing::shard_of;
 const SKETCH_KEYS: HashKeys = HashKeys(0x5e55_1014_db00_0003, 0x5e55_1014_db00_0004);
 
 /// The segment actor responsible for an experiment's aggregates.
-pub fn segment_of(project: &str, experiment: &str, segments: usize) -> usize {
+pub fn aggregate_actor_of(project: &str, experiment: &str, segments: usize) -> usize {
     assert!(segments > 0);
     (pair_hash(SHARD_KEYS, project, experiment) % segments as u64) as usize
 }

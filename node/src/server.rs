@@ -1,11 +1,11 @@
 //! The process around the engine: HTTP listener, shutdown.
 
 use crate::admin_token::{AdminTokens, ClusterSecret};
+use crate::cluster::Cluster;
 use crate::engine::Engine;
 use crate::http::admission::Admission;
 use crate::http::{self, error::ApiError, AppState};
 use crate::limits;
-use crate::placement::PlacementHandle;
 use crate::tls::TlsFiles;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpServer};
@@ -57,7 +57,7 @@ pub struct Secrets {
 pub async fn run(
     config: ServerConfig,
     engine: Engine,
-    placement: PlacementHandle,
+    cluster: Cluster,
     secrets: Secrets,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -72,15 +72,11 @@ pub async fn run(
         node_id: config.node_id,
         admin_tokens: secrets.admin_tokens,
         key_rotation_grace_ms: secrets.key_rotation_grace_ms,
-        mover: crate::shard_moves::ShardMover::new(
-            placement.clone(),
-            secrets.cluster_secret.clone(),
-        ),
         cluster_secret: secrets.cluster_secret,
-        placement,
+        cluster,
         project_events: Default::default(),
     };
-    state.mover.spawn_stale_move_recovery();
+    state.cluster.mover.spawn_stale_move_recovery();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))

@@ -1,23 +1,24 @@
-//! The actors: one session actor per shard, and a fixed number of segment
-//! actors that each own the aggregates of a share of the experiments.
+//! The actors: one shard actor per shard, owning its visitors, and a fixed
+//! number of aggregate actors that each own the aggregates of a share of
+//! the experiments.
 //!
-//! Architecture invariant: a session actor only ever waits on segment
-//! actors, and segment actors wait on nothing, so there is no cycle and
+//! Architecture invariant: a shard actor only ever waits on aggregate
+//! actors, and aggregate actors wait on nothing, so there is no cycle and
 //! every queue drains.
 
+use super::aggregates::{AggregateBatch, AggregateStore};
+use super::journal;
 use super::mailbox::{Envelope, Mailbox};
-use super::query::{self, QueryError, Results, ResultsQuery, Series};
-use super::segment::{SegmentBatch, SegmentStore};
+use super::query::{self, ResultsQuery};
 use super::shard::{DeltaSink, Outcome, ShardState};
 use crate::clock::SharedClock;
 use crate::event::VisitorEvent;
-use crate::journal;
 use crate::project::ProjectConfig;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-pub enum SessionMessage {
+pub enum ShardMessage {
     /// Apply events accepted at `now_ms`, once `durable` says their log
     /// record is on disk (`None`: already durable, e.g. during replay).
     Ingest {
@@ -29,8 +30,8 @@ pub enum SessionMessage {
     /// Log records of this shard being replayed (`durability::open`),
     /// already durable, in log order. Each is applied with its own "now",
     /// exactly as `Ingest` would; their deltas are forwarded once for all,
-    /// so the segment actors get a few large batches instead of one per
-    /// record (the segment store adds deltas, so the sum is the same).
+    /// so the aggregate actors get a few large batches instead of one per
+    /// record (the aggregate store adds deltas, so the sum is the same).
     Replay {
         records: Vec<ReplayRecord>,
         reply: oneshot::Sender<()>,
@@ -63,17 +64,17 @@ pub enum SessionMessage {
     },
 }
 
-impl std::fmt::Debug for SessionMessage {
+impl std::fmt::Debug for ShardMessage {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
-            SessionMessage::Ingest { .. } => "Ingest",
-            SessionMessage::Replay { .. } => "Replay",
-            SessionMessage::Reconfigure { .. } => "Reconfigure",
-            SessionMessage::Maintain { .. } => "Maintain",
-            SessionMessage::Sizes { .. } => "Sizes",
-            SessionMessage::Snapshot { .. } => "Snapshot",
-            SessionMessage::Encode { .. } => "Encode",
-            SessionMessage::Replace { .. } => "Replace",
+            ShardMessage::Ingest { .. } => "Ingest",
+            ShardMessage::Replay { .. } => "Replay",
+            ShardMessage::Reconfigure { .. } => "Reconfigure",
+            ShardMessage::Maintain { .. } => "Maintain",
+            ShardMessage::Sizes { .. } => "Sizes",
+            ShardMessage::Snapshot { .. } => "Snapshot",
+            ShardMessage::Encode { .. } => "Encode",
+            ShardMessage::Replace { .. } => "Replace",
         };
         formatter.write_str(name)
     }
@@ -95,19 +96,19 @@ pub struct EncodedShard {
 }
 
 #[derive(Debug)]
-pub struct SessionActorState {
+pub struct ShardActorState {
     pub shard: ShardState,
-    pub segments: Arc<Vec<Mailbox<SegmentMessage>>>,
+    pub aggregate_actors: Arc<Vec<Mailbox<AggregateMessage>>>,
     pub clock: SharedClock,
 }
 
 #[derive(Debug)]
-pub struct SessionActor;
+pub struct ShardActor;
 
-impl Actor for SessionActor {
-    type Msg = Envelope<SessionMessage>;
-    type State = SessionActorState;
-    type Arguments = SessionActorState;
+impl Actor for ShardActor {
+    type Msg = Envelope<ShardMessage>;
+    type State = ShardActorState;
+    type Arguments = ShardActorState;
 
     async fn pre_start(
         &self,
@@ -123,9 +124,9 @@ impl Actor for SessionActor {
         envelope: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let mut sink = DeltaSink::new(state.segments.len());
+        let mut sink = DeltaSink::new(state.aggregate_actors.len());
         match envelope.message {
-            SessionMessage::Ingest {
+            ShardMessage::Ingest {
                 events,
                 now_ms,
                 durable,
@@ -142,39 +143,39 @@ impl Actor for SessionActor {
                     }
                 }
                 let outcomes = state.shard.apply(now_ms, events, &mut sink);
-                // Deltas are queued at the segment actors before the reply,
+                // Deltas are queued at the aggregate actors before the reply,
                 // so a query sent after the acknowledgement sees them.
                 forward(state, &mut sink).await;
                 let _ = reply.send(outcomes);
             }
-            SessionMessage::Replay { records, reply } => {
+            ShardMessage::Replay { records, reply } => {
                 for record in records {
                     state.shard.apply(record.now_ms, record.events, &mut sink);
                 }
                 forward(state, &mut sink).await;
                 let _ = reply.send(());
             }
-            SessionMessage::Reconfigure { config, reply } => {
+            ShardMessage::Reconfigure { config, reply } => {
                 state.shard.reconfigure(&config, &mut sink);
                 forward(state, &mut sink).await;
                 let _ = reply.send(());
             }
-            SessionMessage::Maintain { reply } => {
+            ShardMessage::Maintain { reply } => {
                 state.shard.maintain(state.clock.now_ms());
                 if let Some(reply) = reply {
                     let _ = reply.send(());
                 }
             }
-            SessionMessage::Snapshot { reply } => {
+            ShardMessage::Snapshot { reply } => {
                 let _ = reply.send(state.shard.clone());
             }
-            SessionMessage::Encode { reply } => {
+            ShardMessage::Encode { reply } => {
                 let _ = reply.send(EncodedShard {
                     bytes: journal::encode(&state.shard),
                     visitors: state.shard.visitor_count(),
                 });
             }
-            SessionMessage::Replace {
+            ShardMessage::Replace {
                 state: replacement,
                 reply,
             } => {
@@ -183,7 +184,7 @@ impl Actor for SessionActor {
                 state.shard.share_names();
                 let _ = reply.send(());
             }
-            SessionMessage::Sizes { reply } => {
+            ShardMessage::Sizes { reply } => {
                 let shard = &state.shard;
                 let _ = reply.send((shard.visitor_count(), shard.retained_event_count()));
             }
@@ -197,37 +198,23 @@ async fn log_record_is_durable(durable: oneshot::Receiver<Result<(), String>>) -
     matches!(tokio::time::timeout(wait, durable).await, Ok(Ok(Ok(()))))
 }
 
-async fn forward(state: &SessionActorState, sink: &mut DeltaSink) {
-    for (segment, batch) in sink.drain() {
+async fn forward(state: &ShardActorState, sink: &mut DeltaSink) {
+    for (actor, batch) in sink.drain() {
         // Waiting without a bound is deliberate: the visitor state already
-        // changed, so the delta must arrive. Segment actors wait on nothing,
-        // so room always comes.
-        if state.segments[segment]
-            .send(SegmentMessage::Apply(batch))
+        // changed, so the delta must arrive. Aggregate actors wait on
+        // nothing, so room always comes.
+        if state.aggregate_actors[actor]
+            .send(AggregateMessage::Apply(batch))
             .await
             .is_err()
         {
-            tracing::warn!(segment, "segment actor stopped; node is shutting down");
+            tracing::warn!(actor, "aggregate actor stopped; node is shutting down");
         }
     }
 }
 
-pub enum SegmentMessage {
-    Apply(SegmentBatch),
-    Results {
-        project: Arc<str>,
-        experiment: Arc<str>,
-        query: ResultsQuery,
-        reply: oneshot::Sender<Result<Results, QueryError>>,
-    },
-    TimeSeries {
-        project: Arc<str>,
-        experiment: Arc<str>,
-        from_ms: i64,
-        to_ms: i64,
-        interval_ms: i64,
-        reply: oneshot::Sender<Option<Series>>,
-    },
+pub enum AggregateMessage {
+    Apply(AggregateBatch),
     /// The experiments of a project held here, with their earliest bucket.
     Experiments {
         project: Arc<str>,
@@ -250,7 +237,7 @@ pub enum SegmentMessage {
     },
     /// A copy of the store, for a checkpoint.
     Snapshot {
-        reply: oneshot::Sender<SegmentStore>,
+        reply: oneshot::Sender<AggregateStore>,
     },
     /// This store's share of a time series (`query::series_partial`);
     /// `None` when the store has no such experiment.
@@ -267,7 +254,7 @@ pub enum SegmentMessage {
     Absorb {
         project: Arc<str>,
         experiment: Arc<str>,
-        aggregates: Box<super::segment::ExperimentAggregates>,
+        aggregates: Box<super::aggregates::ExperimentAggregates>,
         reply: oneshot::Sender<()>,
     },
     /// This store's share of a results query (cluster-wide answers add
@@ -280,32 +267,30 @@ pub enum SegmentMessage {
     },
 }
 
-impl std::fmt::Debug for SegmentMessage {
+impl std::fmt::Debug for AggregateMessage {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
-            SegmentMessage::Apply(_) => "Apply",
-            SegmentMessage::Results { .. } => "Results",
-            SegmentMessage::TimeSeries { .. } => "TimeSeries",
-            SegmentMessage::Experiments { .. } => "Experiments",
-            SegmentMessage::Expire { .. } => "Expire",
-            SegmentMessage::CellCount { .. } => "CellCount",
-            SegmentMessage::CellsRead { .. } => "CellsRead",
-            SegmentMessage::Snapshot { .. } => "Snapshot",
-            SegmentMessage::Partial { .. } => "Partial",
-            SegmentMessage::Absorb { .. } => "Absorb",
-            SegmentMessage::SeriesPartial { .. } => "SeriesPartial",
+            AggregateMessage::Apply(_) => "Apply",
+            AggregateMessage::Experiments { .. } => "Experiments",
+            AggregateMessage::Expire { .. } => "Expire",
+            AggregateMessage::CellCount { .. } => "CellCount",
+            AggregateMessage::CellsRead { .. } => "CellsRead",
+            AggregateMessage::Snapshot { .. } => "Snapshot",
+            AggregateMessage::Partial { .. } => "Partial",
+            AggregateMessage::Absorb { .. } => "Absorb",
+            AggregateMessage::SeriesPartial { .. } => "SeriesPartial",
         };
         formatter.write_str(name)
     }
 }
 
 #[derive(Debug)]
-pub struct SegmentActor;
+pub struct AggregateActor;
 
-impl Actor for SegmentActor {
-    type Msg = Envelope<SegmentMessage>;
-    type State = SegmentStore;
-    type Arguments = SegmentStore;
+impl Actor for AggregateActor {
+    type Msg = Envelope<AggregateMessage>;
+    type State = AggregateStore;
+    type Arguments = AggregateStore;
 
     async fn pre_start(
         &self,
@@ -322,36 +307,8 @@ impl Actor for SegmentActor {
         store: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match envelope.message {
-            SegmentMessage::Apply(batch) => store.apply(&batch),
-            SegmentMessage::Results {
-                project,
-                experiment,
-                query,
-                reply,
-            } => {
-                let answer = match store.experiment(&project, &experiment) {
-                    Some(aggregates) => query::results(aggregates, &query),
-                    None => Err(QueryError::UnknownExperiment {
-                        project: project.to_string(),
-                        experiment: experiment.to_string(),
-                    }),
-                };
-                let _ = reply.send(answer);
-            }
-            SegmentMessage::TimeSeries {
-                project,
-                experiment,
-                from_ms,
-                to_ms,
-                interval_ms,
-                reply,
-            } => {
-                let answer = store
-                    .experiment(&project, &experiment)
-                    .map(|aggregates| query::time_series(aggregates, from_ms, to_ms, interval_ms));
-                let _ = reply.send(answer);
-            }
-            SegmentMessage::Experiments { project, reply } => {
+            AggregateMessage::Apply(batch) => store.apply(&batch),
+            AggregateMessage::Experiments { project, reply } => {
                 let experiments = store
                     .experiments_of(&project)
                     .into_iter()
@@ -364,11 +321,11 @@ impl Actor for SegmentActor {
                     .collect();
                 let _ = reply.send(experiments);
             }
-            SegmentMessage::Expire { project, before_ms } => store.expire(&project, before_ms),
-            SegmentMessage::CellCount { reply } => {
+            AggregateMessage::Expire { project, before_ms } => store.expire(&project, before_ms),
+            AggregateMessage::CellCount { reply } => {
                 let _ = reply.send(store.cell_count());
             }
-            SegmentMessage::CellsRead {
+            AggregateMessage::CellsRead {
                 project,
                 experiment,
                 breakdown,
@@ -379,10 +336,10 @@ impl Actor for SegmentActor {
                     .map(|aggregates| aggregates.cells_read(breakdown.as_deref()));
                 let _ = reply.send(cells);
             }
-            SegmentMessage::Snapshot { reply } => {
+            AggregateMessage::Snapshot { reply } => {
                 let _ = reply.send(store.clone());
             }
-            SegmentMessage::SeriesPartial {
+            AggregateMessage::SeriesPartial {
                 project,
                 experiment,
                 from_ms,
@@ -395,7 +352,7 @@ impl Actor for SegmentActor {
                 });
                 let _ = reply.send(share);
             }
-            SegmentMessage::Absorb {
+            AggregateMessage::Absorb {
                 project,
                 experiment,
                 aggregates,
@@ -404,7 +361,7 @@ impl Actor for SegmentActor {
                 store.absorb(project, experiment, *aggregates);
                 let _ = reply.send(());
             }
-            SegmentMessage::Partial {
+            AggregateMessage::Partial {
                 project,
                 experiment,
                 query,

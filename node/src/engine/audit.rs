@@ -7,7 +7,7 @@
 //! ever failed must not. The read goes through the shard actor like any
 //! other message, so it sees everything applied before it was queued.
 
-use super::actors::SessionMessage;
+use super::actors::ShardMessage;
 use super::handoff::{HandoffError, ShardRole};
 use super::Engine;
 use tokio::sync::oneshot;
@@ -41,8 +41,8 @@ impl Engine {
         }
         let role = self.shard_role(shard);
         let (reply, answer) = oneshot::channel();
-        self.inner.sessions[shard as usize]
-            .send(SessionMessage::Snapshot { reply })
+        self.inner.shard_actors[shard as usize]
+            .send(ShardMessage::Snapshot { reply })
             .await
             .map_err(|_| HandoffError::ShuttingDown)?;
         let state = answer.await.map_err(|_| HandoffError::ShuttingDown)?;

@@ -15,15 +15,15 @@
 //!
 //! See `docs/durability.md`.
 
-use super::actors::{EncodedShard, ReplayRecord, SegmentMessage, SessionMessage};
-use super::segment::SegmentStore;
+use super::actors::{AggregateMessage, EncodedShard, ReplayRecord, ShardMessage};
+use super::aggregates::AggregateStore;
+use super::journal::{self, JournalEntry, JournalEvent};
 use super::shard::ShardState;
 use super::stores::StoreCoverage;
 use super::{Engine, EngineConfig, EngineError, Storage};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SledCheckpointStore};
 use crate::clock::SharedClock;
 use crate::event::VisitorEvent;
-use crate::journal::{self, JournalEntry, JournalEvent};
 use crate::log::{Log, LogConfig};
 use crate::project::ProjectConfig;
 use std::path::Path;
@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 pub struct Restored {
     pub projects: Vec<ProjectConfig>,
     pub shards: Vec<ShardState>,
-    pub segment_stores: Vec<SegmentStore>,
+    pub aggregate_stores: Vec<AggregateStore>,
     /// Absent in checkpoints of nodes that never handed over or absorbed
     /// stores.
     pub coverage: StoreCoverage,
@@ -160,9 +160,9 @@ fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, En
             shard.share_names();
             restored.shards.push(shard);
         } else if name.starts_with("segment/") {
-            let mut store: SegmentStore = journal::decode(&bytes, "segment").map_err(codec)?;
+            let mut store: AggregateStore = journal::decode(&bytes, "segment").map_err(codec)?;
             store.reindex();
-            restored.segment_stores.push(store);
+            restored.aggregate_stores.push(store);
         }
     }
     check_count(
@@ -174,8 +174,8 @@ fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, En
     check_count(
         "segment actors",
         "segment-actors",
-        restored.segment_stores.len(),
-        config.segment_actors,
+        restored.aggregate_stores.len(),
+        config.aggregate_actors,
     )?;
     Ok(restored)
 }
@@ -200,7 +200,7 @@ fn check_count(
 /// Replays every record after `position` in log order.
 ///
 /// Event records are gathered per shard (`ReplayBatches`) and sent as one
-/// `SessionMessage::Replay` of many records: under load a record holds a
+/// `ShardMessage::Replay` of many records: under load a record holds a
 /// batch's share of one shard (~12 events), and a message per record made
 /// replay pay the actor round trip and a small segment update per record.
 /// Every other entry is ordered against the events before it, so the
@@ -214,7 +214,7 @@ async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineErro
             source,
         })?;
     let (mut records_replayed, mut events_replayed) = (0_u64, 0_u64);
-    let mut batches = ReplayBatches::new(engine.inner.sessions.len());
+    let mut batches = ReplayBatches::new(engine.inner.shard_actors.len());
     for record in records {
         let record = record.map_err(|source| EngineError::Log {
             path: log.dir().to_path_buf(),
@@ -323,8 +323,8 @@ impl ReplayBatches {
         }
         let (reply, answer) = oneshot::channel();
         // The mailbox bound keeps replay from queueing the whole log.
-        if engine.inner.sessions[shard]
-            .send(SessionMessage::Replay { records, reply })
+        if engine.inner.shard_actors[shard]
+            .send(ShardMessage::Replay { records, reply })
             .await
             .is_ok()
         {
@@ -378,13 +378,13 @@ impl Engine {
     pub async fn checkpoint(&self) -> Result<CheckpointReport, CheckpointError> {
         let _one_at_a_time = self.inner.checkpointing.lock().await;
         let started = Instant::now();
-        let (shards, segment_stores, projects, coverage, position) = {
+        let (shards, aggregate_stores, projects, coverage, position) = {
             let _barrier = self.inner.sequencer.lock().await;
-            let mut shards = Vec::with_capacity(self.inner.sessions.len());
-            for session in &self.inner.sessions {
+            let mut shards = Vec::with_capacity(self.inner.shard_actors.len());
+            for session in &self.inner.shard_actors {
                 let (reply, answer) = oneshot::channel();
                 session
-                    .send(SessionMessage::Encode { reply })
+                    .send(ShardMessage::Encode { reply })
                     .await
                     .map_err(|_| shutting_down())?;
                 shards.push(answer);
@@ -395,14 +395,14 @@ impl Engine {
             }
             // Every shard answered after forwarding its deltas, so the
             // segment actors hold them before this request.
-            let mut segment_stores = Vec::with_capacity(self.inner.segments.len());
-            for segment in self.inner.segments.iter() {
+            let mut aggregate_stores = Vec::with_capacity(self.inner.aggregate_actors.len());
+            for segment in self.inner.aggregate_actors.iter() {
                 let (reply, answer) = oneshot::channel();
                 segment
-                    .send(SegmentMessage::Snapshot { reply })
+                    .send(AggregateMessage::Snapshot { reply })
                     .await
                     .map_err(|_| shutting_down())?;
-                segment_stores.push(answer.await.map_err(|_| shutting_down())?);
+                aggregate_stores.push(answer.await.map_err(|_| shutting_down())?);
             }
             if let Some(cause) = self.inner.storage.log.failure() {
                 return Err(CheckpointError::Damaged {
@@ -419,7 +419,7 @@ impl Engine {
                 .iter()
                 .map(|config| (**config).clone())
                 .collect();
-            (shard_parts, segment_stores, projects, coverage, position)
+            (shard_parts, aggregate_stores, projects, coverage, position)
         };
         let pause_ms = started.elapsed().as_millis() as u64;
         let visitors = shards.iter().map(|shard| shard.visitors as u64).sum();
@@ -432,7 +432,7 @@ impl Engine {
                 &projects,
                 &coverage,
                 shards,
-                &segment_stores,
+                &aggregate_stores,
             );
             store.write(&checkpoint).map(|()| checkpoint.bytes())
         })
@@ -487,7 +487,7 @@ fn encode_checkpoint(
     projects: &Vec<ProjectConfig>,
     coverage: &StoreCoverage,
     shards: Vec<EncodedShard>,
-    segment_stores: &[SegmentStore],
+    aggregate_stores: &[AggregateStore],
 ) -> Checkpoint {
     let mut parts = vec![(PROJECTS_PART.to_string(), journal::encode(projects))];
     if *coverage != StoreCoverage::default() {
@@ -496,7 +496,7 @@ fn encode_checkpoint(
     for (index, shard) in shards.into_iter().enumerate() {
         parts.push((format!("shard/{index:05}"), shard.bytes));
     }
-    for (index, store) in segment_stores.iter().enumerate() {
+    for (index, store) in aggregate_stores.iter().enumerate() {
         parts.push((format!("segment/{index:05}"), journal::encode(store)));
     }
     Checkpoint {

@@ -10,12 +10,10 @@
 //! share (`query::Partial`), so sums stay exact wherever they are held and
 //! sketches union idempotently.
 
-use super::actors::{SegmentMessage, SessionMessage};
-use super::query::Partial;
+use super::actors::ShardMessage;
+use super::journal::{self, JournalEntry};
 use super::shard::ShardState;
-use super::{Engine, ResultsRequest};
-use crate::journal::{self, JournalEntry};
-use std::sync::Arc;
+use super::Engine;
 use tokio::sync::oneshot;
 
 /// This node's view of one shard.
@@ -98,8 +96,8 @@ impl Engine {
             };
             self.set_shard_role(shard, ShardRole::Fenced { epoch })?;
             let (reply, answer) = oneshot::channel();
-            self.inner.sessions[shard as usize]
-                .send(SessionMessage::Snapshot { reply })
+            self.inner.shard_actors[shard as usize]
+                .send(ShardMessage::Snapshot { reply })
                 .await
                 .map_err(|_| HandoffError::ShuttingDown)?;
             answer.await.map_err(|_| HandoffError::ShuttingDown)?
@@ -151,11 +149,11 @@ impl Engine {
     /// sequencer or are replaying).
     pub(super) async fn replace_shard(&self, shard: u32, state: ShardState) {
         let (reply, answer) = oneshot::channel();
-        let message = SessionMessage::Replace {
+        let message = ShardMessage::Replace {
             state: Box::new(state),
             reply,
         };
-        if self.inner.sessions[shard as usize]
+        if self.inner.shard_actors[shard as usize]
             .send(message)
             .await
             .is_ok()
@@ -167,14 +165,14 @@ impl Engine {
     /// Each shard's load here: the events its owner retains (0 for shards
     /// owned elsewhere) — what a rebalance evens out after shard counts.
     pub async fn shard_loads(&self) -> Vec<u64> {
-        let mut loads = Vec::with_capacity(self.inner.sessions.len());
-        for (shard, session) in self.inner.sessions.iter().enumerate() {
+        let mut loads = Vec::with_capacity(self.inner.shard_actors.len());
+        for (shard, session) in self.inner.shard_actors.iter().enumerate() {
             let owned = !matches!(
                 self.shard_role(u32::try_from(shard).expect("at most SHARDS_MAX shards")),
                 ShardRole::Elsewhere { .. }
             );
             let (reply, answer) = oneshot::channel();
-            let load = if owned && session.send(SessionMessage::Sizes { reply }).await.is_ok() {
+            let load = if owned && session.send(ShardMessage::Sizes { reply }).await.is_ok() {
                 answer.await.map_or(0, |(_, events)| events as u64)
             } else {
                 0
@@ -182,39 +180,5 @@ impl Engine {
             loads.push(load);
         }
         loads
-    }
-
-    /// This node's share of a results query over [from, to) — what a
-    /// coordinating node adds up across the cluster. `None` when this node
-    /// holds nothing of the experiment, or handed its stores over
-    /// (`stores`).
-    pub async fn partial(
-        &self,
-        project: &str,
-        experiment: &str,
-        request: ResultsRequest,
-    ) -> Result<Option<Partial>, super::query::QueryError> {
-        let config = self.project_config(project)?;
-        if self.store_coverage().handed_over.is_some() {
-            return Ok(None);
-        }
-        let (Some(from_ms), Some(to_ms)) = (request.from_ms, request.to_ms) else {
-            return Err(super::query::QueryError::InvalidRange {
-                from_ms: request.from_ms.unwrap_or(0),
-                to_ms: request.to_ms.unwrap_or(0),
-            });
-        };
-        let query = super::results_query(&config.settings, from_ms, to_ms, &request)?;
-        self.check_cost(&config, experiment, query.breakdown.clone(), from_ms, to_ms)
-            .await?;
-        let (reply, answer) = oneshot::channel();
-        let message = SegmentMessage::Partial {
-            project: Arc::clone(&config.name),
-            experiment: Arc::from(experiment),
-            query,
-            reply,
-        };
-        self.ask(self.segment_for(project, experiment), message, answer)
-            .await
     }
 }

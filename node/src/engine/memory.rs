@@ -13,7 +13,7 @@
 //! chunks with an 8-byte header, 32 bytes at least); fragmentation and
 //! freed memory the allocator keeps are what RSS shows beyond the total.
 
-use super::segment::{Bucket, CellKey, CellSeries, SegmentStore};
+use super::aggregates::{AggregateStore, Bucket, CellKey, CellSeries};
 use super::visitor::{FrozenExposure, FrozenKey, Visitor};
 use crate::event::{DecisionData, Event};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -231,7 +231,7 @@ impl MemoryAccount {
     }
 
     /// A segment store's experiments of `projects`.
-    pub fn add_segment_store(&mut self, store: &SegmentStore, projects: &[Arc<str>]) {
+    pub fn add_segment_store(&mut self, store: &AggregateStore, projects: &[Arc<str>]) {
         for project in projects {
             for experiment in store.experiments_of(project) {
                 let Some(aggregates) = store.experiment(project, &experiment) else {

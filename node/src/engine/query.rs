@@ -1,7 +1,7 @@
 //! Results and time-series queries over one experiment's aggregates.
 //! Pure functions: the segment actor calls them on its own state.
 
-use super::segment::{CellKey, CellSeries, Counters, ExperimentAggregates, Group};
+use super::aggregates::{CellKey, CellSeries, Counters, ExperimentAggregates, Group};
 use super::sketch::{Sketch, SketchUnion};
 use crate::limits;
 use crate::stats::{self, Comparison, Sample};
@@ -339,7 +339,7 @@ fn compare(baseline: &Counters, variation: &Counters, key: &str) -> KeyCompariso
 
 /// Per-visitor converted values as a sample: visitors without conversions
 /// count as zeros, which the sums already include.
-fn sample(visitors: i64, key: &super::segment::KeyCounters) -> Sample {
+fn sample(visitors: i64, key: &super::aggregates::KeyCounters) -> Sample {
     Sample {
         count: visitors as f64,
         sum: key.value_sum_micros as f64 / 1e6,

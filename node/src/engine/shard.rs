@@ -2,8 +2,8 @@
 //! Pure and synchronous; the session actor owns one `ShardState` and feeds it
 //! messages.
 
+use super::aggregates::AggregateBatch;
 use super::contribution::{difference, Contribution, Difference};
-use super::segment::SegmentBatch;
 use super::visitor::{Insert, Visitor};
 use crate::event::{RejectReason, VisitorEvent};
 use crate::hashing;
@@ -23,7 +23,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct DeltaSink {
     segment_count: usize,
-    batches: HashMap<(usize, Arc<str>), SegmentBatch>,
+    batches: HashMap<(usize, Arc<str>), AggregateBatch>,
 }
 
 impl DeltaSink {
@@ -58,7 +58,7 @@ impl DeltaSink {
         project: &ProjectConfig,
         items: Vec<T>,
         experiment_of: impl Fn(&T) -> &Arc<str>,
-        mut add: impl FnMut(&mut SegmentBatch, T),
+        mut add: impl FnMut(&mut AggregateBatch, T),
     ) {
         let mut items = items.into_iter().peekable();
         while let Some(first) = items.next() {
@@ -71,20 +71,20 @@ impl DeltaSink {
         }
     }
 
-    fn batch(&mut self, project: &ProjectConfig, experiment: &str) -> &mut SegmentBatch {
-        let segment = hashing::segment_of(&project.name, experiment, self.segment_count);
+    fn batch(&mut self, project: &ProjectConfig, experiment: &str) -> &mut AggregateBatch {
+        let segment = hashing::aggregate_actor_of(&project.name, experiment, self.segment_count);
         self.batches
             .entry((segment, Arc::clone(&project.name)))
-            .or_insert_with(|| SegmentBatch {
+            .or_insert_with(|| AggregateBatch {
                 project: Arc::clone(&project.name),
                 precision: project.settings.hll_precision,
                 bucket_ms: project.settings.bucket_ms,
-                ..SegmentBatch::default()
+                ..AggregateBatch::default()
             })
     }
 
     /// The batches collected so far, by segment index.
-    pub fn drain(&mut self) -> Vec<(usize, SegmentBatch)> {
+    pub fn drain(&mut self) -> Vec<(usize, AggregateBatch)> {
         self.batches
             .drain()
             .map(|((segment, _), batch)| (segment, batch))

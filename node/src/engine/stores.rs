@@ -16,11 +16,11 @@
 //! (`StoreCoverage`), an absorb of ids already held is a no-op, and a query
 //! coordinator checks that every expected store is counted exactly once.
 
-use super::actors::SegmentMessage;
+use super::actors::AggregateMessage;
+use super::aggregates::{AggregateStore, ExperimentAggregates};
 use super::handoff::{HandoffError, ShardRole};
-use super::segment::{ExperimentAggregates, SegmentStore};
+use super::journal::{self, JournalEntry};
 use super::Engine;
-use crate::journal::{self, JournalEntry};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -156,9 +156,9 @@ impl Engine {
     /// is journaled, or while replaying the journal).
     pub(super) async fn apply_absorb(&self, handover: StoresHandover) {
         for copy in handover.experiments {
-            let segment = self.segment_for(&copy.project, &copy.experiment);
+            let segment = self.aggregates_for(&copy.project, &copy.experiment);
             let (reply, answer) = oneshot::channel();
-            let message = SegmentMessage::Absorb {
+            let message = AggregateMessage::Absorb {
                 project: copy.project,
                 experiment: copy.experiment,
                 aggregates: Box::new(copy.aggregates),
@@ -198,12 +198,12 @@ impl Engine {
     }
 
     /// A copy of every segment actor's store, after everything queued.
-    async fn segment_snapshots(&self) -> Result<Vec<SegmentStore>, HandoffError> {
-        let mut stores = Vec::with_capacity(self.inner.segments.len());
-        for segment in self.inner.segments.iter() {
+    async fn segment_snapshots(&self) -> Result<Vec<AggregateStore>, HandoffError> {
+        let mut stores = Vec::with_capacity(self.inner.aggregate_actors.len());
+        for segment in self.inner.aggregate_actors.iter() {
             let (reply, answer) = oneshot::channel();
             segment
-                .send(SegmentMessage::Snapshot { reply })
+                .send(AggregateMessage::Snapshot { reply })
                 .await
                 .map_err(|_| HandoffError::ShuttingDown)?;
             stores.push(answer.await.map_err(|_| HandoffError::ShuttingDown)?);

@@ -16,7 +16,7 @@ pub async fn health() -> HttpResponse {
 /// the shard map gives it, and has no shard fenced (in the middle of a
 /// move away). 503 with the first reason that fails otherwise.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let report = state.placement.report();
+    let report = state.cluster.placement.report();
     let reason = if !report.members.contains_key(&report.node_id) {
         Some(("not_a_member", Vec::new()))
     } else if report.leader.is_none() {
@@ -37,7 +37,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 fn shard_reason(
     state: &AppState,
     node_id: u64,
-    shards: &[crate::placement::ShardAssignment],
+    shards: &[crate::cluster::placement::ShardAssignment],
 ) -> Option<(&'static str, Vec<u32>)> {
     use crate::engine::handoff::ShardRole;
     let mut fenced = Vec::new();

@@ -13,7 +13,7 @@
 use super::auth;
 use super::error::ApiError;
 use super::AppState;
-use crate::placement::{ClusterReport, JoinError, RaftServerState, Role};
+use crate::cluster::placement::{ChangeError, ClusterReport, RaftServerState, Role};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
@@ -48,7 +48,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 fn raft_answer(
-    answer: Result<Vec<u8>, crate::placement::RaftRpcError>,
+    answer: Result<Vec<u8>, crate::cluster::placement::RaftRpcError>,
 ) -> Result<HttpResponse, ApiError> {
     let body = answer
         .map_err(|error| ApiError::bad_request("malformed_raft_request", error.to_string()))?;
@@ -61,18 +61,18 @@ async fn raft_append(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    raft_answer(state.placement.serve_append(&body).await)
+    raft_answer(state.cluster.placement.serve_append(&body).await)
 }
 
 async fn raft_vote(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    raft_answer(state.placement.serve_vote(&body).await)
+    raft_answer(state.cluster.placement.serve_vote(&body).await)
 }
 
 async fn raft_snapshot(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    raft_answer(state.placement.serve_snapshot(&body).await)
+    raft_answer(state.cluster.placement.serve_snapshot(&body).await)
 }
 
 async fn join(
@@ -90,6 +90,7 @@ async fn join(
         ));
     }
     match state
+        .cluster
         .placement
         .admit(request.node_id, &request.address)
         .await
@@ -102,7 +103,7 @@ async fn join(
                 leader_id,
             }))
         }
-        Err(JoinError::NotLeader {
+        Err(ChangeError::NotLeader {
             leader_id,
             leader_address,
         }) => {
@@ -110,7 +111,11 @@ async fn join(
             if let Some(address) = &leader_address {
                 response.insert_header((
                     header::LOCATION,
-                    format!("{}/v1/cluster/join", crate::tls::peer_url(address)),
+                    format!(
+                        "{}{}",
+                        state.cluster.peers.base_url(address),
+                        crate::cluster::peer::JOIN_PATH
+                    ),
                 ));
             }
             Ok(response.json(wire::NotLeader {
@@ -120,7 +125,7 @@ async fn join(
                 leader_address,
             }))
         }
-        Err(JoinError::Unavailable(detail)) => Err(ApiError::new(
+        Err(ChangeError::Unavailable { detail }) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "membership_unavailable",
             detail,
@@ -129,7 +134,7 @@ async fn join(
 }
 
 async fn status(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(wire_status(state.placement.report()))
+    HttpResponse::Ok().json(wire_status(state.cluster.placement.report()))
 }
 
 fn wire_role(role: Role) -> wire::MemberRole {

@@ -10,20 +10,21 @@
 //! (`/v1/cluster`, the cluster operations, the checkpoint).
 //!
 //! `GET /console/api/members` is the console's own: the serving node asks
-//! every member for its status and per-project event counters over
-//! `GET /v1/internal/console/node` (cluster secret), each within
-//! `MEMBER_CHECK_TIMEOUT_MS`, and reports who answered. That answer is the
+//! every member at once for its status and per-project event counters
+//! (`PeerClient::member_report`, served here as
+//! `GET /v1/internal/console/node`), each within
+//! `MEMBER_REPORT_WAIT_MS`, and reports who answered. That answer is the
 //! members' health as this node sees it, and the numbers the page turns
 //! into rates.
 
 use super::{admin, auth, projects, query, AppState};
+use crate::cluster::peer::{
+    MemberReport, ProjectEvents, MEMBER_REPORT_PATH, MEMBER_REPORT_WAIT_MS,
+};
 use actix_web::http::header;
 use actix_web::middleware::from_fn;
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
-use sessiondb_protocol as wire;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use serde::Serialize;
 
 const INDEX_HTML: &str = include_str!("console/index.html");
 const APP_JS: &str = include_str!("console/app.js");
@@ -36,27 +37,6 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// How long the serving node waits for one member's report before it calls
-/// the member unreachable. Short: the page polls every second, and a dead
-/// member must not hold the overview up.
-pub const MEMBER_CHECK_TIMEOUT_MS: u64 = 1_000;
-
-/// One member's numbers, as `GET /v1/internal/console/node` answers them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct NodeReport {
-    status: wire::NodeStatus,
-    /// Accepted events per project on that node since it started.
-    project_events: Vec<ProjectEvents>,
-    /// Accepted events of projects beyond the counters' bound.
-    project_events_overflow: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ProjectEvents {
-    project: String,
-    events: u64,
-}
-
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Health {
@@ -66,7 +46,7 @@ enum Health {
 
 /// One member in `GET /console/api/members`.
 #[derive(Debug, Serialize)]
-struct MemberReport {
+struct MemberHealth {
     node_id: u64,
     address: String,
     health: Health,
@@ -75,7 +55,7 @@ struct MemberReport {
     /// Why the member counts as unreachable.
     error: Option<String>,
     /// `None` when the member did not answer.
-    report: Option<NodeReport>,
+    report: Option<MemberReport>,
 }
 
 /// `GET /console/api/members`.
@@ -84,7 +64,7 @@ struct MembersReport {
     /// The node that checked.
     node_id: u64,
     check_timeout_ms: u64,
-    members: Vec<MemberReport>,
+    members: Vec<MemberHealth>,
 }
 
 /// Registers the console's routes.
@@ -112,14 +92,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 ),
         )
         .service(
-            web::resource("/v1/internal/console/node")
+            web::resource(MEMBER_REPORT_PATH)
                 .wrap(from_fn(auth::require_cluster_secret))
                 .route(web::get().to(node_report)),
         );
 }
 
-async fn local_report(state: &AppState) -> NodeReport {
-    NodeReport {
+async fn local_report(state: &AppState) -> MemberReport {
+    MemberReport {
         status: admin::node_status(state).await,
         project_events: state
             .project_events
@@ -138,64 +118,42 @@ async fn node_report(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(local_report(&state).await)
 }
 
-fn member_client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        crate::tls::peer_client_builder()
-            .connect_timeout(Duration::from_millis(MEMBER_CHECK_TIMEOUT_MS))
-            .timeout(Duration::from_millis(MEMBER_CHECK_TIMEOUT_MS))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new())
-    })
-}
-
-/// Asks one other member for its report, within `MEMBER_CHECK_TIMEOUT_MS`.
-async fn remote_report(state: &AppState, address: &str) -> Result<NodeReport, String> {
-    let url = format!("{}/v1/internal/console/node", crate::tls::peer_url(address));
-    let call = async {
-        let response = member_client()
-            .get(&url)
-            .bearer_auth(state.cluster_secret.expose())
-            .send()
-            .await
-            .map_err(|error| format!("{url}: {error}"))?;
-        let status = response.status();
-        if status != reqwest::StatusCode::OK {
-            return Err(format!("{url}: answered {status}"));
-        }
-        response
-            .json::<NodeReport>()
-            .await
-            .map_err(|error| format!("{url}: {error}"))
-    };
-    tokio::time::timeout(Duration::from_millis(MEMBER_CHECK_TIMEOUT_MS), call)
-        .await
-        .map_err(|_| format!("{url}: no answer within {MEMBER_CHECK_TIMEOUT_MS} ms"))?
-}
-
 /// Every member of the placement membership, checked at once.
 async fn members(state: web::Data<AppState>) -> HttpResponse {
-    let placement = state.placement.report();
-    let checks = placement.members.into_iter().map(|(node_id, member)| {
-        let state = &state;
-        async move {
-            let started = Instant::now();
-            let answer = if node_id == state.node_id {
-                Ok(local_report(state).await)
+    let placement = state.cluster.placement.report();
+    let others: Vec<(u64, String)> = placement
+        .members
+        .iter()
+        .filter(|(node_id, _)| **node_id != state.node_id)
+        .map(|(node_id, member)| (*node_id, member.address.clone()))
+        .collect();
+    let (local, remote) = futures::join!(
+        local_report(&state),
+        state
+            .cluster
+            .peers
+            .ask_every(&others, |peers, peer| async move {
+                peers.member_report(&peer).await
+            })
+    );
+    let mut remote = remote.into_iter();
+    let mut local = Some(local);
+    let members = placement
+        .members
+        .into_iter()
+        .map(|(node_id, member)| {
+            let (check_ms, answer) = if node_id == state.node_id {
+                (0, local.take().ok_or_else(|| "reported twice".to_string()))
             } else {
-                remote_report(state, &member.address).await
-            };
-            let check_ms = if node_id == state.node_id {
-                0
-            } else {
-                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+                let checked = remote.next().expect("one answer per other member");
+                let check_ms = u64::try_from(checked.elapsed.as_millis()).unwrap_or(u64::MAX);
+                (check_ms, checked.answer.map_err(|error| error.to_string()))
             };
             let (health, error, report) = match answer {
                 Ok(report) => (Health::Ok, None, Some(report)),
                 Err(error) => (Health::Unreachable, Some(error), None),
             };
-            MemberReport {
+            MemberHealth {
                 node_id,
                 address: member.address,
                 health,
@@ -203,12 +161,11 @@ async fn members(state: web::Data<AppState>) -> HttpResponse {
                 error,
                 report,
             }
-        }
-    });
-    let members = futures::future::join_all(checks).await;
+        })
+        .collect();
     HttpResponse::Ok().json(MembersReport {
         node_id: state.node_id,
-        check_timeout_ms: MEMBER_CHECK_TIMEOUT_MS,
+        check_timeout_ms: MEMBER_REPORT_WAIT_MS,
         members,
     })
 }

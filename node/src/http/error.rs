@@ -118,3 +118,17 @@ impl From<QueryError> for ApiError {
         ApiError::new(status, code, error.to_string())
     }
 }
+
+impl From<crate::cluster::coordinator::CoordinatorError> for ApiError {
+    fn from(error: crate::cluster::coordinator::CoordinatorError) -> Self {
+        use crate::cluster::coordinator::CoordinatorError;
+        match error {
+            CoordinatorError::Query(error) => error.into(),
+            error @ CoordinatorError::CountedTwice { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stores_counted_twice",
+                error.to_string(),
+            ),
+        }
+    }
+}

@@ -12,7 +12,7 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let status = state.engine.status().await;
     let engine = state.engine.metrics();
-    let raft = state.placement.report();
+    let raft = state.cluster.placement.report();
     let mut out = Exposition::default();
 
     let name = "sessiondb_ingest_events_total";
@@ -217,7 +217,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         raft.last_log_index.unwrap_or(0) as f64,
     );
 
-    let moves = &state.mover.counters;
+    let moves = &state.cluster.mover.counters;
     let name = "sessiondb_shard_moves_total";
     out.family(
         name,

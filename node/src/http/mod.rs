@@ -1,6 +1,8 @@
-//! The HTTP API (`docs/api.md`). Handlers convert wire types
-//! (`sessiondb_protocol`) to internal ones and back; nothing below this
-//! module sees JSON.
+//! The HTTP edge (`docs/api.md`): the public API's handlers and the server
+//! side of the internal routes (`/v1/internal/*`, which other members call
+//! through `cluster::peer::PeerClient`). Handlers convert wire types
+//! (`sessiondb_protocol`) to internal ones and back and map errors to
+//! answers; the work is the cluster's (`cluster::Cluster`) or the engine's.
 
 mod admin;
 pub mod admission;
@@ -10,12 +12,10 @@ mod cluster;
 mod compat;
 mod console;
 pub mod error;
-mod fanout;
 pub mod ingest;
 mod metrics;
 mod optimizely;
 mod projects;
-mod propose;
 mod query;
 mod segment;
 mod shard_map;
@@ -26,8 +26,8 @@ pub use optimizely::map_batch as map_optimizely_batch;
 pub use segment::map_batch as map_segment_batch;
 
 use crate::admin_token::{AdminTokens, ClusterSecret};
+use crate::cluster::Cluster;
 use crate::engine::Engine;
-use crate::placement::PlacementHandle;
 use actix_web::web;
 use error::ApiError;
 
@@ -46,10 +46,9 @@ pub struct AppState {
     /// Guards `/v1/internal/*` and `POST /v1/cluster/join`
     /// (`auth::require_cluster_secret`).
     pub cluster_secret: ClusterSecret,
-    /// The node's placement Raft node (`docs/cluster.md`).
-    pub placement: PlacementHandle,
-    /// Runs shard moves when this node leads (`shard_moves`).
-    pub mover: crate::shard_moves::ShardMover,
+    /// Placement, peers, the query coordinator, the leader path and the
+    /// shard mover (`cluster`).
+    pub cluster: Cluster,
     /// Accepted events per project (`project_rates`), counted by ingest.
     pub project_events: std::sync::Arc<crate::project_rates::ProjectEventCounters>,
 }
@@ -93,10 +92,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .configure(cluster::configure)
         .configure(audit::configure)
-        .configure(fanout::configure)
+        .configure(query::configure)
+        .configure(projects::configure_internal)
         .configure(shards::configure)
         .configure(shard_map::configure)
-        .configure(propose::configure)
         .configure(console::configure)
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(

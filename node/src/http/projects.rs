@@ -1,12 +1,68 @@
-//! Project administration: create, list, show, configure.
+//! Project administration: create, list, show, configure, rotate the
+//! ingest key; and the server side of `POST /v1/internal/propose`, a
+//! placement command a member hands to the leader (`cluster::leader`).
+//!
+//! A project change is validated and built from this member's view, then
+//! agreed on through placement (`PutProject`, proposed by the leader) and
+//! installed here before the answer; the other members install it as they
+//! apply the entry (`cluster::startup::follow_placement`).
 
 use super::error::ApiError;
 use super::AppState;
-use crate::placement::{PlacementCommand, PlacementRejection, PlacementResponse};
+use crate::cluster::leader::LeaderError;
+use crate::cluster::peer::PROPOSE_PATH;
+use crate::cluster::placement::{
+    ChangeError, PlacementCommand, PlacementRejection, PlacementResponse,
+};
+use crate::engine::journal;
 use crate::project::{ProjectConfig, ProjectError, SettingsPatch};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+
+/// Largest command a member forwards (a project configuration).
+const PROPOSE_BODY_BYTES_MAX: usize = 256 * 1024;
+
+pub fn configure_internal(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource(PROPOSE_PATH)
+            .wrap(actix_web::middleware::from_fn(
+                super::auth::require_cluster_secret,
+            ))
+            .app_data(web::PayloadConfig::new(PROPOSE_BODY_BYTES_MAX))
+            .route(web::post().to(serve_propose)),
+    );
+}
+
+/// `503 placement_unavailable`: safe to retry.
+fn unavailable(detail: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "placement_unavailable",
+        format!("the cluster could not agree on the change now: {detail}; retry"),
+    )
+}
+
+/// `POST /v1/internal/propose`: proposes a forwarded command (leader
+/// only; never forwards again).
+async fn serve_propose(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let command: PlacementCommand = journal::decode(&body, "placement command")
+        .map_err(|error| ApiError::bad_request("malformed_command", error.to_string()))?;
+    match state.cluster.placement.propose(command).await {
+        Ok(response) => Ok(HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .body(journal::encode(&response))),
+        Err(ChangeError::NotLeader { .. }) => Err(ApiError::new(
+            StatusCode::TEMPORARY_REDIRECT,
+            "not_leader",
+            "this node is no longer the leader",
+        )),
+        Err(ChangeError::Unavailable { detail }) => Err(unavailable(detail)),
+    }
+}
 
 pub async fn create(
     state: web::Data<AppState>,
@@ -52,7 +108,7 @@ pub async fn rotate_ingest_key(
 
 /// Has the cluster agree on `config` (placement's `PutProject`, through
 /// the leader) and installs it here; the other members install it as they
-/// apply the entry (`cluster_startup::follow_placement`).
+/// apply the entry (`cluster::startup::follow_placement`).
 async fn agree(
     state: &AppState,
     config: ProjectConfig,
@@ -67,7 +123,17 @@ async fn agree(
     let command = PlacementCommand::PutProject {
         config: config.clone(),
     };
-    match super::propose::propose_anywhere(state, command).await? {
+    let response = state
+        .cluster
+        .leader
+        .propose(command)
+        .await
+        .map_err(|error| match error {
+            LeaderError::Unknown => unavailable("no leader is known (an election is in progress)"),
+            LeaderError::Unavailable { detail } => unavailable(detail),
+            LeaderError::Forward(error) => unavailable(error),
+        })?;
+    match response {
         PlacementResponse::ProjectStored { .. } => {}
         PlacementResponse::Rejected { reason } => return Err(rejected(reason, &name, creating)),
         other => {

@@ -1,14 +1,45 @@
-//! Results and time-series queries, and their conversion to wire types.
+//! Results and time-series queries, and their conversion to wire types;
+//! and the server side of `POST /v1/internal/partial`, a member's share of
+//! another member's query. The answers are the query coordinator's
+//! (`cluster::coordinator`), on a single node as in a cluster.
 
 use super::error::ApiError;
 use super::AppState;
+use crate::cluster::coordinator::{share_request, Gathered};
+use crate::engine::aggregates::Counters;
+use crate::engine::journal;
 use crate::engine::query::{Results, VariationResults};
-use crate::engine::segment::Counters;
 use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer};
-use crate::stats::{self, Comparison};
+use crate::stats::Comparison;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use sessiondb_protocol as wire;
+
+/// Largest `PartialRequest` body (a few names and keys).
+const PARTIAL_REQUEST_BYTES_MAX: usize = 64 * 1024;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource(crate::cluster::peer::QUERY_SHARE_PATH)
+            .wrap(actix_web::middleware::from_fn(
+                super::auth::require_cluster_secret,
+            ))
+            .app_data(web::JsonConfig::default().limit(PARTIAL_REQUEST_BYTES_MAX))
+            .route(web::post().to(serve_share)),
+    );
+}
+
+/// `POST /v1/internal/partial`: this node's share of a member's query.
+async fn serve_share(
+    state: web::Data<AppState>,
+    request: web::Json<wire::PartialRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = share_request(request.into_inner());
+    let share = state.cluster.coordinator.local_share(&request).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(journal::encode(&share)))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,23 +108,12 @@ async fn results_answer(
         keys: split_keys(params.keys.as_deref()),
         baseline: params.baseline,
     };
-    // In a cluster of more than one member, every member's share
-    // (`fanout.rs`); alone, this engine's answer.
-    if let Some(gathered) =
-        super::fanout::gather_results(state, &project, &experiment, &request).await?
-    {
-        let mut response = results_of(&project, &experiment, gathered.answer, 0);
-        response.partial = !gathered.missing_nodes.is_empty();
-        response.missing_nodes = gathered.missing_nodes;
-        return Ok(HttpResponse::Ok().json(response));
-    }
-    let answer = state.engine.results(&project, &experiment, request).await?;
-    let precision = state
-        .engine
-        .projects()
-        .get(&project)
-        .map_or(14, |config| config.settings.hll_precision);
-    Ok(HttpResponse::Ok().json(results_of(&project, &experiment, answer, precision)))
+    let gathered = state
+        .cluster
+        .coordinator
+        .results(&project, &experiment, &request)
+        .await?;
+    Ok(HttpResponse::Ok().json(results_of(&project, &experiment, gathered)))
 }
 
 pub async fn time_series(
@@ -116,36 +136,21 @@ async fn time_series_answer(
     let (project, experiment) = path.into_inner();
     let params = params.into_inner();
     let keys = split_keys(params.keys.as_deref());
-    // In a cluster, every member's share, as for results.
     let range = (params.from, params.to);
-    if let Some(gathered) =
-        super::fanout::gather_series(state, &project, &experiment, range, params.interval_ms)
-            .await?
-    {
-        let mut response = series_of(&project, &experiment, gathered.answer, keys);
-        response.partial = !gathered.missing_nodes.is_empty();
-        response.missing_nodes = gathered.missing_nodes;
-        return Ok(HttpResponse::Ok().json(response));
-    }
-    let answer = state
-        .engine
-        .time_series(
-            &project,
-            &experiment,
-            params.from,
-            params.to,
-            params.interval_ms,
-        )
+    let gathered = state
+        .cluster
+        .coordinator
+        .time_series(&project, &experiment, range, params.interval_ms)
         .await?;
-    Ok(HttpResponse::Ok().json(series_of(&project, &experiment, answer, keys)))
+    Ok(HttpResponse::Ok().json(series_of(&project, &experiment, gathered, keys)))
 }
 
 fn results_of(
     project: &str,
     experiment: &str,
-    answer: ResultsAnswer,
-    _precision: u8,
+    gathered: Gathered<ResultsAnswer>,
 ) -> wire::ResultsResponse {
+    let answer = gathered.answer;
     let Results {
         keys,
         baseline,
@@ -170,8 +175,8 @@ fn results_of(
                     .collect(),
             })
             .collect(),
-        partial: false,
-        missing_nodes: Vec::new(),
+        partial: !gathered.missing_nodes.is_empty(),
+        missing_nodes: gathered.missing_nodes,
     }
 }
 
@@ -254,9 +259,10 @@ fn comparison_of(comparison: Comparison) -> wire::Comparison {
 fn series_of(
     project: &str,
     experiment: &str,
-    answer: SeriesAnswer,
+    gathered: Gathered<SeriesAnswer>,
     keys: Vec<String>,
 ) -> wire::TimeSeriesResponse {
+    let answer = gathered.answer;
     let variations = answer
         .series
         .into_iter()
@@ -265,11 +271,12 @@ fn series_of(
             points: points
                 .into_iter()
                 .map(|point| {
-                    let per_key = |pick: &dyn Fn(&crate::engine::segment::KeyCounters) -> i64| {
-                        keys.iter()
-                            .map(|key| pick(&point.counters.key_counters(key)))
-                            .collect()
-                    };
+                    let per_key =
+                        |pick: &dyn Fn(&crate::engine::aggregates::KeyCounters) -> i64| {
+                            keys.iter()
+                                .map(|key| pick(&point.counters.key_counters(key)))
+                                .collect()
+                        };
                     wire::TimeSeriesPoint {
                         ts: point.ts_ms,
                         visitors: point.counters.visitors,
@@ -288,7 +295,6 @@ fn series_of(
                 .collect(),
         })
         .collect();
-    let _ = stats::hll_standard_error;
     wire::TimeSeriesResponse {
         project: project.to_string(),
         experiment: experiment.to_string(),
@@ -297,7 +303,7 @@ fn series_of(
         interval_ms: answer.interval_ms,
         keys,
         variations,
-        partial: false,
-        missing_nodes: Vec::new(),
+        partial: !gathered.missing_nodes.is_empty(),
+        missing_nodes: gathered.missing_nodes,
     }
 }

@@ -9,7 +9,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::placement::Role;
+use crate::cluster::placement::Role;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol::{self as wire, hashing::SHARD_HASH};
@@ -25,7 +25,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 async fn shard_map(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let report = state.placement.report();
+    let report = state.cluster.placement.report();
     if report.shards.is_empty() {
         // A node that joined but has not yet received the placement state.
         return Err(ApiError::new(

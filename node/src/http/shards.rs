@@ -20,47 +20,20 @@
 //!   leader answers `307 not_leader`.
 //!
 //! The engine does the work (`engine::handoff`, `engine::stores`), the
-//! leader sequences it (`shard_moves::ShardMover`); this module only maps
-//! requests and errors.
+//! leader sequences it (`cluster::moves::ShardMover`) and operations reach
+//! it through `cluster::leader`; this module only maps requests and errors.
 
 use super::auth;
 use super::error::ApiError;
 use super::AppState;
+use crate::cluster::leader::{LeaderError, OperationAnswer};
+use crate::cluster::moves::{self, MoveError, OperationReport};
+use crate::cluster::peer::{AbsorbedStores, ShardLoads};
+use crate::cluster::ExportError;
 use crate::engine::handoff::HandoffError;
-use crate::placement::JoinError;
-use crate::shard_moves::{self, MoveError};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
-
-/// How long an export waits for this node to apply the move's `BeginMove`.
-const MOVE_VISIBLE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Waits (at most `MOVE_VISIBLE_WAIT`) until this node's placement view
-/// shows `shard` moving.
-async fn move_visible(state: &AppState, shard: u32) -> bool {
-    let mut view = state.placement.view().clone();
-    let visible = |view: &crate::placement::PlacementView| {
-        view.current()
-            .shard(shard)
-            .is_some_and(|assignment| assignment.moving_to.is_some())
-    };
-    let wait = async {
-        while !visible(&view) {
-            if !view.changed().await {
-                return false;
-            }
-        }
-        true
-    };
-    tokio::time::timeout(MOVE_VISIBLE_WAIT, wait)
-        .await
-        .unwrap_or(false)
-}
-
-/// How long an operation waits for an election to end before answering
-/// `503 placement_unavailable`.
-const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Largest shard state an import accepts in one body.
 pub const IMPORT_BODY_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -141,24 +114,16 @@ async fn export(
     state: web::Data<AppState>,
     shard: web::Path<u32>,
 ) -> Result<HttpResponse, ApiError> {
-    let shard = shard.into_inner();
-    let shards = state.placement.view().current().shard_count();
-    if shard >= shards {
-        return Err(HandoffError::UnknownShard { shard, shards }.into());
-    }
-    // Fence only once this node has applied the `BeginMove`: roles follow
-    // the map, and a map that does not show the move yet would unfence the
-    // shard on the next applied change, letting a write in after the copy.
-    if !move_visible(&state, shard).await {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "move_not_begun",
-            format!(
-                "this node's placement shows no move of shard {shard} after {MOVE_VISIBLE_WAIT:?}"
-            ),
-        ));
-    }
-    let bytes = state.engine.export_shard(shard).await?;
+    let bytes = state
+        .cluster
+        .export_shard(shard.into_inner())
+        .await
+        .map_err(|error| match error {
+            ExportError::Engine(error) => ApiError::from(error),
+            error @ ExportError::MoveNotBegun { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "move_not_begun", error.to_string())
+            }
+        })?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .body(bytes))
@@ -171,15 +136,10 @@ async fn import(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let shard = shard.into_inner();
-    state.engine.import_shard(shard, &body, query.epoch).await?;
-    // The role follows the map, not the import: until `CommitMove` is
-    // applied here the old owner still owns the shard, and an import the
-    // leader gave up on (and aborted) must never make this node an owner.
-    crate::cluster_startup::apply_roles(
-        &state.engine,
-        &state.placement.view().current(),
-        state.node_id,
-    );
+    state
+        .cluster
+        .import_shard(shard, &body, query.epoch)
+        .await?;
     tracing::info!(
         shard,
         epoch = query.epoch,
@@ -212,7 +172,7 @@ async fn drop_shard(
 /// shard]}` (0 for shards owned elsewhere).
 async fn shard_loads(state: web::Data<AppState>) -> HttpResponse {
     let loads = state.engine.shard_loads().await;
-    HttpResponse::Ok().json(serde_json::json!({ "loads": loads }))
+    HttpResponse::Ok().json(ShardLoads { loads })
 }
 
 async fn hand_over_stores(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -229,11 +189,11 @@ async fn absorb_stores(
 ) -> Result<HttpResponse, ApiError> {
     let stores = state.engine.absorb_stores(state.node_id, &body).await?;
     tracing::info!(?stores, bytes = body.len(), "stores absorbed");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "stores": stores })))
+    Ok(HttpResponse::Ok().json(AbsorbedStores { stores }))
 }
 
 fn move_error(error: MoveError) -> HttpResponse {
-    let code = shard_moves::error_code(&error);
+    let code = moves::error_code(&error);
     if let MoveError::NotLeader {
         leader_id,
         leader_address,
@@ -263,54 +223,37 @@ fn move_error(error: MoveError) -> HttpResponse {
 /// Runs `operation` here when this node leads; otherwise hands it to the
 /// leader and answers what the leader answered.
 async fn operate(state: &AppState, operation: wire::LeaderOperation) -> HttpResponse {
-    if state.placement.require_leader().is_err() {
-        // During an election, wait (bounded) for its outcome.
-        state.placement.wait_for_leader(LEADER_WAIT).await;
-    }
-    let leader_address = match state.placement.require_leader() {
-        Ok(()) => return run_here(state, operation).await,
-        Err(JoinError::NotLeader {
-            leader_address: Some(address),
-            ..
-        }) => address,
-        Err(JoinError::NotLeader { .. }) => {
-            return move_error(MoveError::Unavailable {
-                step: "leadership",
-                detail: "no leader is known (an election is in progress); retry".to_string(),
-            })
+    let cluster = &state.cluster;
+    match cluster.leader.operate(&cluster.mover, operation).await {
+        Ok(OperationAnswer::Here(answer)) => report(answer),
+        Ok(OperationAnswer::Forwarded(answer)) => HttpResponse::build(
+            StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        )
+        .content_type("application/json")
+        .body(answer.body),
+        Err(LeaderError::Unknown) => move_error(MoveError::Unavailable {
+            step: "leadership",
+            detail: "no leader is known (an election is in progress); retry".to_string(),
+        }),
+        Err(LeaderError::Unavailable { detail }) => move_error(MoveError::Unavailable {
+            step: "leadership",
+            detail,
+        }),
+        Err(LeaderError::Forward(error)) => {
+            actix_web::ResponseError::error_response(&ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "leader_unreachable",
+                format!("the operation could not be handed to the leader: {error}"),
+            ))
         }
-        Err(error) => return move_error(MoveError::from_join("leadership", error)),
-    };
-    match state.mover.forward(&leader_address, &operation).await {
-        Ok((status, body)) => {
-            HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY))
-                .content_type("application/json")
-                .body(body)
-        }
-        Err(detail) => actix_web::ResponseError::error_response(&ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "leader_unreachable",
-            format!("the operation could not be handed to the leader: {detail}"),
-        )),
     }
 }
 
-/// Runs `operation` on this node, which must lead.
-async fn run_here(state: &AppState, operation: wire::LeaderOperation) -> HttpResponse {
-    let mover = &state.mover;
-    let answer = match operation {
-        wire::LeaderOperation::MoveShard { shard, to } => {
-            mover.move_shard(shard, to).await.map(json_ok)
-        }
-        wire::LeaderOperation::Rebalance => mover.rebalance().await.map(json_ok),
-        wire::LeaderOperation::Drain { node_id } => mover.drain(node_id).await.map(json_ok),
-        wire::LeaderOperation::Remove { node_id } => mover.remove(node_id).await.map(json_ok),
-    };
-    answer.unwrap_or_else(move_error)
-}
-
-fn json_ok<T: serde::Serialize>(report: T) -> HttpResponse {
-    HttpResponse::Ok().json(report)
+fn report(answer: Result<OperationReport, MoveError>) -> HttpResponse {
+    match answer {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(error) => move_error(error),
+    }
 }
 
 /// `POST /v1/internal/leader`: an operation a member forwarded.
@@ -318,10 +261,10 @@ async fn leader_operation(
     state: web::Data<AppState>,
     operation: web::Json<wire::LeaderOperation>,
 ) -> HttpResponse {
-    if let Err(error) = state.placement.require_leader() {
-        return move_error(MoveError::from_join("leadership", error));
+    if let Err(error) = state.cluster.placement.require_leader() {
+        return move_error(MoveError::from_change("leadership", error));
     }
-    run_here(&state, operation.into_inner()).await
+    report(state.cluster.mover.run(operation.into_inner()).await)
 }
 
 async fn move_shard(

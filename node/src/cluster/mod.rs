@@ -1,0 +1,146 @@
+//! The cluster: everything a node does with the other members
+//! (`docs/cluster.md`). It sits between the HTTP edge and the engine:
+//! `http` calls it, it drives the `engine`, and it never imports `http`.
+//!
+//! - `placement/`: the control plane — the openraft group that replicates
+//!   members, the shard map and project configurations; the only module
+//!   that imports openraft.
+//! - `peer`: `PeerClient`, the one client for node-to-node calls, and the
+//!   bodies of the internal routes.
+//! - `coordinator`: `QueryCoordinator`, which answers every results and
+//!   time-series query from every member's share.
+//! - `leader`: `LeaderPath`, the one way to reach the placement leader for
+//!   a project change or a cluster operation.
+//! - `moves`: `ShardMover`, the leader's side of shard moves, rebalances,
+//!   drains and removals; `planner`: the pure rebalance planner.
+//! - `startup`: bootstrap, join or re-announce at start, and
+//!   `follow_placement`, which keeps the engine's shard roles and projects
+//!   equal to the placement state.
+//!
+//! `Cluster` bundles what the HTTP layer needs of it.
+
+pub mod coordinator;
+pub mod leader;
+pub mod moves;
+pub mod peer;
+pub mod placement;
+pub mod planner;
+pub mod startup;
+
+use crate::engine::handoff::HandoffError;
+use crate::engine::Engine;
+use coordinator::QueryCoordinator;
+use leader::LeaderPath;
+use moves::ShardMover;
+use peer::{NodeId, PeerClient};
+use placement::PlacementHandle;
+use std::time::Duration;
+
+/// This node's cluster services. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub node_id: NodeId,
+    engine: Engine,
+    /// The node's placement Raft node (`docs/cluster.md`).
+    pub placement: PlacementHandle,
+    pub peers: PeerClient,
+    pub coordinator: QueryCoordinator,
+    pub leader: LeaderPath,
+    /// Runs shard moves when this node leads.
+    pub mover: ShardMover,
+}
+
+impl Cluster {
+    pub fn new(
+        node_id: NodeId,
+        engine: Engine,
+        placement: PlacementHandle,
+        peers: PeerClient,
+    ) -> Cluster {
+        let coordinator = QueryCoordinator::new(
+            node_id,
+            engine.clone(),
+            placement.view().clone(),
+            peers.clone(),
+        );
+        Cluster {
+            node_id,
+            engine,
+            leader: LeaderPath::new(placement.clone(), peers.clone()),
+            mover: ShardMover::new(placement.clone(), peers.clone()),
+            coordinator,
+            placement,
+            peers,
+        }
+    }
+}
+
+/// How long an export waits for this node to apply the move's `BeginMove`.
+pub const MOVE_VISIBLE_WAIT_MS: u64 = 3_000;
+
+/// Why this node did not export a shard.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Engine(#[from] HandoffError),
+    /// The leader asked before this node applied the move's `BeginMove`.
+    #[error(
+        "this node's placement shows no move of shard {shard} after {MOVE_VISIBLE_WAIT_MS} ms"
+    )]
+    MoveNotBegun { shard: u32 },
+}
+
+impl Cluster {
+    /// Step 2 of a move, on the owner: fences `shard` and answers its
+    /// state — only once this node has applied the `BeginMove`. Roles
+    /// follow the map, and a map that does not show the move yet would
+    /// unfence the shard on the next applied change, letting a write in
+    /// after the copy.
+    pub async fn export_shard(&self, shard: u32) -> Result<Vec<u8>, ExportError> {
+        let shards = self.placement.view().current().shard_count();
+        if shard >= shards {
+            return Err(HandoffError::UnknownShard { shard, shards }.into());
+        }
+        if !self.move_visible(shard).await {
+            return Err(ExportError::MoveNotBegun { shard });
+        }
+        Ok(self.engine.export_shard(shard).await?)
+    }
+
+    /// Step 3, on the target: installs the shard's state. The role follows
+    /// the map, not the import: until `CommitMove` is applied here the old
+    /// owner still owns the shard, and an import the leader gave up on (and
+    /// aborted) must never make this node an owner.
+    pub async fn import_shard(
+        &self,
+        shard: u32,
+        state: &[u8],
+        epoch: u64,
+    ) -> Result<(), HandoffError> {
+        self.engine.import_shard(shard, state, epoch).await?;
+        startup::apply_roles(&self.engine, &self.placement.view().current(), self.node_id);
+        Ok(())
+    }
+
+    /// Waits (at most `MOVE_VISIBLE_WAIT_MS`) until this node's placement
+    /// view shows `shard` moving.
+    async fn move_visible(&self, shard: u32) -> bool {
+        let mut view = self.placement.view().clone();
+        let visible = |view: &placement::PlacementView| {
+            view.current()
+                .shard(shard)
+                .is_some_and(|assignment| assignment.moving_to.is_some())
+        };
+        let wait = async {
+            while !visible(&view) {
+                if !view.changed().await {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(Duration::from_millis(MOVE_VISIBLE_WAIT_MS), wait)
+            .await
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,254 @@
+//! The ingest sequencer: how a batch of validated events becomes log
+//! records and shard messages, in one order (`docs/architecture.md`,
+//! "Log order is apply order").
+//!
+//! `Engine::ingest` routes each event to its shard, refuses those of shards
+//! this node does not own, and under the sequencer lock checks ownership
+//! again, reserves room in every touched shard actor's mailbox, writes one
+//! log record per shard and queues the shard messages; then it waits for
+//! the log's sync and the shards' answers. A shard applies a record only
+//! once the log says it is durable.
+
+use super::actors::ShardMessage;
+use super::handoff::ShardRole;
+use super::shard::Outcome;
+use super::{durability, Engine};
+use crate::event::{self, RejectReason, VisitorEvent};
+use crate::hashing;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Per shard: the indexes of its events in the batch, and the events.
+type PerShard = std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>;
+
+/// Why a whole ingest call failed (per-event reasons are `Outcome`s).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("the log cannot take writes: {cause}; nothing of this batch was acknowledged, retry on a healthy node")]
+    Storage { cause: String },
+    #[error("the node is overloaded: no room in the ingest queues (shard queues or the log's group-commit backlog) within {wait_ms} ms; nothing of this batch was applied, retry later")]
+    Overloaded { wait_ms: u64 },
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl Engine {
+    /// Validates one wire event at the node's current time.
+    pub fn validate(&self, event: sessiondb_protocol::Event) -> Result<VisitorEvent, RejectReason> {
+        event::validate(event, self.inner.as_ref(), self.inner.clock.now_ms())
+    }
+
+    /// Applies validated events (rejections pass through at their index)
+    /// and answers one outcome per input, in order. The events are on disk
+    /// before any is applied; if the log cannot take them, nothing is
+    /// applied and the whole call fails.
+    pub async fn ingest(
+        &self,
+        events: Vec<Result<VisitorEvent, RejectReason>>,
+    ) -> Result<Vec<Outcome>, IngestError> {
+        let now_ms = self.inner.clock.now_ms();
+        let (mut outcomes, per_shard) = self.route(events);
+        if !per_shard.is_empty() {
+            let answers = self.submit(now_ms, per_shard).await?;
+            for (indexes, shard_outcomes) in answers {
+                for (index, outcome) in indexes.into_iter().zip(shard_outcomes) {
+                    outcomes[index] = outcome;
+                }
+            }
+        }
+        self.count(&outcomes);
+        Ok(outcomes)
+    }
+
+    /// Groups events by shard and refuses those for shards this node does
+    /// not own (rejections pass through at their index).
+    fn route(&self, events: Vec<Result<VisitorEvent, RejectReason>>) -> (Vec<Outcome>, PerShard) {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(events.len());
+        let mut per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)> =
+            std::collections::BTreeMap::new();
+        let roles = self
+            .inner
+            .roles
+            .read()
+            .expect("roles lock is never poisoned");
+        for (index, event) in events.into_iter().enumerate() {
+            match event {
+                Err(reason) => outcomes.push(Outcome::Rejected(reason)),
+                Ok(event) => {
+                    let shard = hashing::shard_of(
+                        &event.project.name,
+                        &event.visitor,
+                        self.inner.config.shards,
+                    );
+                    if let Some(reason) = refusal(shard, &roles[shard as usize]) {
+                        outcomes.push(Outcome::Rejected(reason));
+                        continue;
+                    }
+                    outcomes.push(Outcome::Accepted);
+                    let group = per_shard.entry(shard).or_default();
+                    group.0.push(index);
+                    group.1.push(event);
+                }
+            }
+        }
+        (outcomes, per_shard)
+    }
+
+    /// Logs one record per shard and queues the shards' messages in log
+    /// order; then waits for the sync and the shards' answers.
+    async fn submit(
+        &self,
+        now_ms: i64,
+        mut per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
+    ) -> Result<Vec<(Vec<usize>, Vec<Outcome>)>, IngestError> {
+        let wait_ms = self.inner.config.ingest_queue_wait_ms;
+        let overloaded = || IngestError::Overloaded { wait_ms };
+        // One budget for every wait below: an overloaded node answers
+        // within it instead of queueing callers without bound.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        let mut records: Vec<(u32, Vec<u8>)> = per_shard
+            .iter()
+            .map(|(shard, (_, events))| (*shard, durability::encode_events(now_ms, events)))
+            .collect();
+        let mut waiting = Vec::with_capacity(per_shard.len());
+        let mut durable_senders = Vec::with_capacity(per_shard.len());
+        let refused;
+        let pending = {
+            let _order = tokio::time::timeout_at(deadline, self.inner.sequencer.lock())
+                .await
+                .map_err(|_| overloaded())?;
+            // Ownership again, now in log order: a shard fenced or handed
+            // over (both under the sequencer) since `route` looked must not
+            // take the batch — the export's copy would miss it and the drop
+            // would erase it after the acknowledgement.
+            refused = self.refuse_moved(&mut per_shard, &mut records);
+            if per_shard.is_empty() {
+                return Ok(refused);
+            }
+            // Room first, log second: a record in the log must never meet a
+            // full queue (it would be applied after a restart but not now).
+            let mut reservations = Vec::with_capacity(per_shard.len());
+            for shard in per_shard.keys() {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let reservation = self.inner.shard_actors[*shard as usize]
+                    .reserve_within(remaining)
+                    .await
+                    .map_err(|_| overloaded())?;
+                reservations.push(reservation);
+            }
+            // Waiting for the log's queue is cancel-safe: the batch is only
+            // handed to the writer after its room is taken.
+            let pending =
+                tokio::time::timeout_at(deadline, self.inner.storage.log.enqueue_batch(records))
+                    .await
+                    .map_err(|_| overloaded())?
+                    .map_err(|error| IngestError::Storage {
+                        cause: error.to_string(),
+                    })?;
+            for (reservation, (_, (indexes, events))) in reservations.into_iter().zip(per_shard) {
+                let (durable_sender, durable) = oneshot::channel();
+                let (reply, answer) = oneshot::channel();
+                let message = ShardMessage::Ingest {
+                    events,
+                    now_ms,
+                    durable: Some(durable),
+                    reply,
+                };
+                if reservation.send(message).is_ok() {
+                    durable_senders.push(durable_sender);
+                    waiting.push((indexes, answer));
+                }
+            }
+            pending
+        };
+        let synced = pending
+            .durable()
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string());
+        for sender in durable_senders {
+            let _ = sender.send(synced.clone());
+        }
+        if let Err(cause) = synced {
+            return Err(IngestError::Storage { cause });
+        }
+        let mut answers = refused;
+        answers.reserve(waiting.len());
+        for (indexes, answer) in waiting {
+            // The record is durable, so the shard will apply it; its answer
+            // only reports duplicates and late rejections.
+            let outcomes = answer.await.map_err(|_| IngestError::ShuttingDown)?;
+            answers.push((indexes, outcomes));
+        }
+        Ok(answers)
+    }
+
+    /// Takes the shards this node no longer accepts out of `per_shard` and
+    /// `records` (same order) and answers their refusals. The caller holds
+    /// the sequencer.
+    fn refuse_moved(
+        &self,
+        per_shard: &mut std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)>,
+        records: &mut Vec<(u32, Vec<u8>)>,
+    ) -> Vec<(Vec<usize>, Vec<Outcome>)> {
+        let roles = self
+            .inner
+            .roles
+            .read()
+            .expect("roles lock is never poisoned");
+        let moved: Vec<(u32, RejectReason)> = per_shard
+            .keys()
+            .filter_map(|shard| Some((*shard, refusal(*shard, &roles[*shard as usize])?)))
+            .collect();
+        drop(roles);
+        records.retain(|(shard, _)| !moved.iter().any(|(other, _)| other == shard));
+        moved
+            .into_iter()
+            .filter_map(|(shard, reason)| {
+                let (indexes, _) = per_shard.remove(&shard)?;
+                let outcomes = vec![Outcome::Rejected(reason); indexes.len()];
+                Some((indexes, outcomes))
+            })
+            .collect()
+    }
+
+    fn count(&self, outcomes: &[Outcome]) {
+        let counters = &self.inner.counters;
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        let mut reasons: Vec<&'static str> = Vec::new();
+        for outcome in outcomes {
+            let counter = match outcome {
+                Outcome::Accepted => &counters.accepted,
+                Outcome::Duplicate => &counters.duplicate,
+                Outcome::Rejected(reason) => {
+                    reasons.push(reason.code());
+                    &counters.rejected
+                }
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if !reasons.is_empty() {
+            let mut rejections = counters
+                .rejections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for code in reasons {
+                *rejections.entry(code).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Why this node refuses an event for `shard`, if it does.
+fn refusal(shard: u32, role: &ShardRole) -> Option<RejectReason> {
+    match *role {
+        ShardRole::Owner { .. } => None,
+        ShardRole::Fenced { epoch } => Some(RejectReason::ShardMoving { shard, epoch }),
+        ShardRole::Elsewhere { owner, epoch } => Some(RejectReason::NotOwner {
+            shard,
+            owner,
+            epoch,
+        }),
+    }
+}
