@@ -11,8 +11,10 @@
 //! - `project_rates`: accepted events per project (console rates, metrics).
 //! - `engine`: session actors, segment actors, queries — behind `Engine`.
 //! - `placement`: the control plane — the openraft group that replicates
-//!   members, the shard map and project configurations; the only module
-//!   that imports openraft.
+//!   members, the shard map and project configurations.
+//! - `replication`: the data plane's storage — every shard group's openraft
+//!   log in one shared, group-committed log. With `placement`, the only
+//!   modules that import openraft.
 //! - `http`: the HTTP API; the only module that knows the wire types'
 //!   JSON shape besides `event` validation.
 //! - `server`, `cli`, `admin_token`, `cluster_startup`, `demo`, `tls`: the
@@ -36,6 +38,7 @@ pub mod log;
 pub mod metrics;
 pub mod project;
 pub mod project_rates;
+pub mod replication;
 pub mod server;
 pub mod stats;
 pub mod tls;
