@@ -109,7 +109,7 @@ pub async fn post_events(
 
 /// The body of an Optimizely batch as native events for `project`, exactly
 /// as `post_events` maps it once the project is resolved: a pure function,
-/// the entry point of the fuzz target (`node/tests/fuzz_decoders.rs`).
+/// the entry point of the fuzz target (`node/tests/it/fuzz_decoders.rs`).
 pub fn map_batch(
     body: &[u8],
     project: &str,

@@ -45,7 +45,7 @@ pub async fn post_batch(
 
 /// The body of a `POST /v1/batch` as native events for `project`, exactly
 /// as `post_batch` maps it once the write key is resolved: a pure function,
-/// the entry point of the fuzz target (`node/tests/fuzz_decoders.rs`).
+/// the entry point of the fuzz target (`node/tests/it/fuzz_decoders.rs`).
 pub fn map_batch(
     body: &[u8],
     project: &str,
