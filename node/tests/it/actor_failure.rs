@@ -5,11 +5,11 @@
 //! the log; the node refuses ingest, stops with exit code 3, and a restart
 //! on its data recovers every acknowledged event from the log.
 
+use crate::support::node::{NodeOptions, TestNode};
 use reqwest::StatusCode;
 use sessiondb_protocol::{Event, EventType, Timestamp};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use crate::support::node::{NodeOptions, TestNode};
 
 /// 2025-11-20 10:30 UTC.
 const NOW_MS: i64 = 1_763_634_600_000;
