@@ -101,7 +101,9 @@ impl From<HandoffError> for ApiError {
             HandoffError::Storage { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
             }
-            HandoffError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            HandoffError::ShuttingDown | HandoffError::Actor(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
             HandoffError::StillOwnsShard { .. } => (StatusCode::CONFLICT, "still_owns_shards"),
             HandoffError::StoresOverlap { .. } => (StatusCode::CONFLICT, "stores_overlap"),
             HandoffError::HandedOver => (StatusCode::CONFLICT, "stores_handed_over"),

@@ -6,6 +6,7 @@
 //! `cargo test -p sessiondb-node --test it durability::`.
 //!
 //! - against one real node (`sessiondb serve` over loopback HTTP): `api`,
+//!   `actor_failure`,
 //!   `bad_input`, `limits`, `admin_auth`, `security`, `tls`, `logging`,
 //!   `metrics`, `oracle`, `order_independence`, `compat_optimizely`,
 //!   `compat_segment`, `durability`;
@@ -18,6 +19,7 @@
 
 mod support;
 
+mod actor_failure;
 mod admin_auth;
 mod api;
 mod bad_input;

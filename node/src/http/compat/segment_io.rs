@@ -6,11 +6,11 @@
 //! `identify`, `group` and `alias` are answered `ignored_message_type`
 //! rather than dropped silently.
 
-use super::compat;
-use super::error::ApiError;
-use super::ingest;
-use super::AppState;
 use crate::event::RejectReason;
+use crate::http::compat;
+use crate::http::error::ApiError;
+use crate::http::ingest;
+use crate::http::AppState;
 use crate::limits;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};

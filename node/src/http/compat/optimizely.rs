@@ -5,12 +5,12 @@
 //! The batch is flattened visitor by visitor, snapshot by snapshot, event by
 //! event; rejection indexes count positions in that flattened list.
 
-use super::auth;
-use super::compat;
-use super::error::ApiError;
-use super::ingest;
-use super::AppState;
 use crate::event::RejectReason;
+use crate::http::auth;
+use crate::http::compat;
+use crate::http::error::ApiError;
+use crate::http::ingest;
+use crate::http::AppState;
 use crate::limits;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;

@@ -1,10 +1,15 @@
-//! What the compatible ingest formats (`http::optimizely`, `http::segment`)
-//! share: write-key authentication, whole-request checks, and the small
-//! conversions from loosely typed JSON to native event fields.
+//! The compatible ingest formats (`docs/ingest-formats.md`): Optimizely's
+//! event API (`optimizely`) and Segment's tracking API (`segment_io`), and
+//! what they share (this file): write-key authentication, whole-request
+//! checks, and the small conversions from loosely typed JSON to native
+//! event fields.
 //!
 //! Both formats are translated into native wire events and then take the
 //! native path (`ingest::ingest_events`), so validation, limits, rejection
 //! reasons and acknowledgement are the same for every format.
+
+pub mod optimizely;
+pub mod segment_io;
 
 use super::error::ApiError;
 use super::AppState;
