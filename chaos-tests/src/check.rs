@@ -5,8 +5,8 @@
 use crate::api::{FailCode, ShardEvents};
 use crate::history::{FaultRecord, History, Observation, Op, OpOutcome};
 use crate::nemesis::NemesisKind;
-use crate::oracle::{compare, Oracle, OracleSettings};
 use sessiondb_protocol::{ErrorCode, Event, ResultsResponse};
+use sessiondb_test_support::oracle::{compare, Oracle, OracleSettings};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 

@@ -15,9 +15,10 @@
 //! network's gateway) is never blocked: the controller always reaches every
 //! node.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use sessiondb_test_support::poll_until;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Port every node listens on inside its container.
 pub const NODE_PORT: u16 = 7070;
@@ -28,8 +29,6 @@ pub const CLUSTER_SECRET: &str = "chaos-cluster-secret-0123456789abcdef";
 pub const ELECTION_TIMEOUT_MS: u64 = 500;
 /// Bound on a (re)started node answering `/v1/health`.
 pub const HEALTH_WAIT_MAX: Duration = Duration::from_secs(60);
-/// Pace of every polling loop of the harness.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Most time one reachability probe from inside a namespace may take.
 const PROBE_TIMEOUT_S: &str = "1";
 /// Private networks tried for a run: `10.<SUBNET_SECOND_OCTET>.<n>.0/24`,
@@ -422,7 +421,8 @@ impl Drop for DockerCluster {
     }
 }
 
-/// Polls `condition` every [`POLL_INTERVAL`] until it holds or `wait_max`
+/// Polls `condition` (the tests' one bounded wait,
+/// [`sessiondb_test_support::poll_until`]) until it holds or `wait_max`
 /// passes; the error names `what`.
 pub async fn wait_until<F, Fut>(
     what: &str,
@@ -433,14 +433,13 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + wait_max;
-    loop {
+    poll_until(wait_max, async || {
         if condition().await {
-            return Ok(());
+            Ok(())
+        } else {
+            Err("the condition is false")
         }
-        if Instant::now() >= deadline {
-            bail!("{what}: not within {wait_max:?}");
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    })
+    .await
+    .map_err(|timed_out| anyhow!("{what}: {timed_out}"))
 }

@@ -15,17 +15,6 @@ pub mod history;
 pub mod nemesis;
 pub mod run;
 
-/// The seeded workload generator, under the name the oracle expects.
-mod workload {
-    pub use sessiondb_workload::*;
-}
-
-/// The oracle of the node's tests (a plain batch computation of
-/// `docs/semantics.md`), shared rather than copied.
-#[path = "../../node/tests/support/oracle.rs"]
-#[allow(dead_code)]
-mod oracle;
-
 use std::fmt;
 use std::str::FromStr;
 

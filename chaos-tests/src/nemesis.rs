@@ -10,10 +10,11 @@
 use crate::api::{Answer, Api};
 use crate::cluster::{wait_until, DockerCluster, HEALTH_WAIT_MAX};
 use crate::history::{FaultRecord, History, MoveRecord};
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sessiondb_test_support::poll_until;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -235,8 +236,7 @@ impl Nemesis<'_> {
     /// shard map.
     /// Waits (at most [`LEADER_WAIT_MAX`]) while an election is on.
     async fn current_view(&self) -> anyhow::Result<crate::api::ClusterView> {
-        let deadline = std::time::Instant::now() + LEADER_WAIT_MAX;
-        loop {
+        poll_until(LEADER_WAIT_MAX, async || {
             for id in self.cluster.ids() {
                 if let Answer::Ok(view) = self.api.cluster(&self.cluster.url(id)).await {
                     if view.leader.is_some() && !view.shards.is_empty() {
@@ -244,11 +244,10 @@ impl Nemesis<'_> {
                     }
                 }
             }
-            if std::time::Instant::now() >= deadline {
-                bail!("no node reports a leader and a shard map within {LEADER_WAIT_MAX:?}");
-            }
-            tokio::time::sleep(crate::cluster::POLL_INTERVAL).await;
-        }
+            Err("no node reports a leader and a shard map")
+        })
+        .await
+        .map_err(|timed_out| anyhow!("{timed_out}"))
     }
 
     async fn wait_healthy(&self, id: u64) -> anyhow::Result<()> {

@@ -44,6 +44,24 @@ pub enum CheckpointError {
     },
     #[error("checkpoint {id} is incomplete or damaged: {detail}")]
     Damaged { id: u64, detail: String },
+    /// The pointer to the latest checkpoint is not a checkpoint id.
+    #[error("the checkpoint store's latest pointer is {bytes} bytes, not 8: the store is damaged")]
+    DamagedPointer { bytes: usize },
+    /// The log had failed before the copy: the copy may hold applies the
+    /// log never made durable.
+    #[error("the log has failed ({cause}); restart the node to recover")]
+    LogFailed { cause: String },
+    /// An actor did not hand over its state (it stopped, failed, or did not
+    /// answer in time).
+    #[error("an actor did not hand over its state for the checkpoint: {detail}")]
+    ActorCopy { detail: String },
+    /// The blocking task that encodes and writes the checkpoint did not
+    /// finish (it panicked or was cancelled).
+    #[error("the checkpoint task failed: {detail}")]
+    Task { detail: String },
+    /// The checkpoint is written, but the log it covers could not be cut.
+    #[error("the checkpoint is written but the log could not be truncated")]
+    Truncate(#[source] crate::log::LogError),
 }
 
 /// Saves and loads checkpoints. Implementations must make `write` atomic and
@@ -102,10 +120,7 @@ impl SledCheckpointStore {
         let bytes: [u8; 8] = value
             .as_ref()
             .try_into()
-            .map_err(|_| CheckpointError::Damaged {
-                id: 0,
-                detail: "the latest pointer is not 8 bytes".into(),
-            })?;
+            .map_err(|_| CheckpointError::DamagedPointer { bytes: value.len() })?;
         Ok(Some(u64::from_le_bytes(bytes)))
     }
 

@@ -1,7 +1,9 @@
 //! Command line and configuration file of the `sessiondb` binary.
 //!
 //! Exit codes: 0 success; 1 the node failed at run time (the message says
-//! why); 2 bad usage or configuration (clap's convention).
+//! why); 2 bad usage or configuration (clap's convention); 3 an actor of
+//! the engine failed and the node stopped (`EXIT_ACTOR_FAILED`; restart it:
+//! recovery replays the log, `docs/operations.md`, "Actor failures").
 
 use crate::admin_token::{
     self, AdminToken, AdminTokenOpened, AdminTokenSource, AdminTokens, ClusterSecret, SecretKind,
@@ -28,6 +30,14 @@ use std::sync::Arc;
 pub const EXIT_RUNTIME_ERROR: u8 = 1;
 /// Exit code for bad usage or configuration.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code after an actor of the engine failed (`engine::supervisor`).
+pub const EXIT_ACTOR_FAILED: u8 = 3;
+
+/// The node stopped because an actor failed; `main` exits with
+/// `EXIT_ACTOR_FAILED`.
+#[derive(Debug, thiserror::Error)]
+#[error("the node stopped because an actor failed: {0}; restart it (recovery replays the log)")]
+pub struct ActorFailed(pub crate::engine::supervisor::ActorFailure);
 
 /// SessionDB: a clustered, in-memory counting database for experiments.
 #[derive(Debug, Parser)]
@@ -82,6 +92,11 @@ pub struct ServeArgs {
     /// disk), to fill the ingest queues in overload tests.
     #[arg(long, hide = true)]
     pub fault_log_sync_delay_ms: Option<u64>,
+    /// Testing only: serve `POST /v1/admin/fault/shard-panic/{shard}`,
+    /// which makes a shard actor panic, to exercise supervision
+    /// (docs/operations.md, "Actor failures").
+    #[arg(long, hide = true)]
+    pub fault_actor_panic: bool,
     /// Log format: `text` for people (coloured only when stderr is a
     /// terminal), `json` (one object per line) for log collectors.
     #[arg(long, value_enum, default_value = "text")]
@@ -341,6 +356,7 @@ impl NodeConfig {
                 requests_in_flight_per_credential_max,
                 project_events_per_second_max,
                 tls,
+                fault_routes: args.fault_actor_panic,
             },
             admin_token,
             key_rotation_grace_ms,
@@ -366,7 +382,11 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     report(&error);
-                    ExitCode::from(EXIT_RUNTIME_ERROR)
+                    if error.downcast_ref::<ActorFailed>().is_some() {
+                        ExitCode::from(EXIT_ACTOR_FAILED)
+                    } else {
+                        ExitCode::from(EXIT_RUNTIME_ERROR)
+                    }
                 }
             }
         }
@@ -510,11 +530,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
         let shutdown = {
             let failure = std::sync::Arc::clone(&failure);
+            let engine = engine.clone();
             async move {
                 tokio::select! {
                     () = shutdown_signal() => {}
                     Ok(error) = failure_receiver => {
                         *failure.lock().expect("not poisoned") = Some(error);
+                    }
+                    actor_failure = engine.failed() => {
+                        // Ready already answers 503 and work is refused;
+                        // stay up a moment so load balancers see it.
+                        let delay = std::time::Duration::from_millis(limits::ACTOR_FAILURE_STOP_DELAY_MS);
+                        tracing::error!(failure = %actor_failure, delay_ms = limits::ACTOR_FAILURE_STOP_DELAY_MS, "the node stops after an actor failure");
+                        tokio::time::sleep(delay).await;
+                        *failure.lock().expect("not poisoned") = Some(anyhow::Error::new(ActorFailed(actor_failure)));
                     }
                 }
             }

@@ -3,22 +3,28 @@
 //!
 //! Layers, each depending only on the ones above it:
 //!
-//! - `limits`, `clock`, `hashing`: named bounds, the injectable clock,
-//!   stable hashes.
+//! - `limits`, `clock`, `hashing`, `keys`, `admin_token`, `metrics`, `tls`:
+//!   named bounds, the injectable clock, stable hashes, credentials, metric
+//!   primitives, the TLS server configuration.
 //! - `project`: projects and their settings.
 //! - `event`: the internal event and validation from the wire event.
 //! - `stats`: the statistics of a results page (pure math).
+//! - `log`, `checkpoint`: the durable ingest log and the checkpoint store.
+//! - `engine`: shard and aggregate actors under a supervisor, ingest,
+//!   this node's query shares — behind `Engine`. Knows nothing of the
+//!   cluster.
 //! - `project_rates`: accepted events per project (console rates, metrics).
-//! - `engine`: session actors, segment actors, queries — behind `Engine`.
-//! - `placement`: the control plane — the openraft group that replicates
-//!   members, the shard map and project configurations; the only module
-//!   that imports openraft.
-//! - `http`: the HTTP API; the only module that knows the wire types'
-//!   JSON shape besides `event` validation.
-//! - `server`, `cli`, `admin_token`, `cluster_startup`, `demo`, `tls`: the
-//!   process: configuration, the admin token and cluster secret, listener
-//!   (HTTPS when configured), bootstrapping or joining the cluster,
-//!   shutdown, the synthetic workload.
+//! - `replication`: the data plane's storage — every shard group's openraft
+//!   log in one shared, group-committed log (moving under `cluster`).
+//! - `cluster`: placement (the openraft group; with `replication` the only
+//!   modules that import openraft), the one `PeerClient`, the `QueryCoordinator`, the leader
+//!   path, shard moves, startup. Drives the engine; never imports `http`.
+//! - `http`: the edge — the public API and the server side of the internal
+//!   routes; the only module that knows the public wire types' JSON shape
+//!   besides `event` validation.
+//! - `server`, `cli`, `demo`: the process: configuration, listener (HTTPS
+//!   when configured), shutdown (also after an actor failure), the
+//!   synthetic workload.
 
 pub mod admin_token;
 pub mod checkpoint;
@@ -36,6 +42,7 @@ pub mod log;
 pub mod metrics;
 pub mod project;
 pub mod project_rates;
+pub mod replication;
 pub mod server;
 pub mod stats;
 pub mod tls;

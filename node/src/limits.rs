@@ -43,18 +43,29 @@ pub const QUERY_BUCKETS_MAX: i64 = 24 * 400;
 pub const TIMESERIES_POINTS_MAX: i64 = 2_000;
 /// Most shards a node can be created with.
 pub const SHARDS_MAX: u32 = 4_096;
-/// Most messages waiting in front of one session or segment actor.
+/// Most messages waiting in front of one shard or aggregate actor.
 /// Ractor mailboxes are unbounded; this bound is enforced with a semaphore.
 pub const ACTOR_QUEUE_MESSAGES_MAX: usize = 64;
 /// How long an ingest request waits for room in a full shard queue before
 /// the node answers `overloaded`.
 pub const INGEST_QUEUE_WAIT_MS: u64 = 5_000;
-/// How long a request waits for an actor's reply before giving up.
+/// How long a request waits for room at an actor, and then for its reply,
+/// before giving up (queries, status, the checkpoint's copies).
 pub const ACTOR_REPLY_WAIT_MS: u64 = 30_000;
-/// How long a session actor waits for the log to sync a record before it
+/// How long a change that actors apply in log order (an ingest record, a
+/// replayed batch, a reconfiguration, a shard replaced) may take before
+/// its caller stops waiting; the change itself stays queued and is applied
+/// in order. Longer than `LOG_SYNC_WAIT_MS`: an ingest record waits for
+/// its sync before it is applied.
+pub const ACTOR_APPLY_WAIT_MS: u64 = 2 * LOG_SYNC_WAIT_MS;
+/// How long a node whose actor failed keeps answering (`/v1/ready` says
+/// `503 actor_failed`, work is refused) before it stops, so that load
+/// balancers see it leave (`docs/operations.md`, "Actor failures").
+pub const ACTOR_FAILURE_STOP_DELAY_MS: u64 = 5_000;
+/// How long a shard actor waits for the log to sync a record before it
 /// treats the log as failed.
 pub const LOG_SYNC_WAIT_MS: u64 = 60_000;
-/// Most deltas one session actor sends to one segment actor in one message.
+/// Most deltas one shard actor sends to one aggregate actor in one message.
 pub const DELTAS_PER_MESSAGE_MAX: usize = 65_536;
 
 // Settings an operator may change (flag and configuration file key, see

@@ -1,161 +1,197 @@
-//! Metric primitives and the Prometheus text exposition format (0.0.4),
-//! written by hand: a fixed-bucket latency histogram of atomics, and a
-//! writer that puts `# HELP` and `# TYPE` before each family's samples.
+//! Metric primitives for `/metrics` (`docs/operations.md`, "Metrics
+//! reference"), on the `prometheus-client` crate: its registry, metric
+//! types and Prometheus text format (0.0.4).
+//!
 //! What is measured lives with what it measures (the engine's counters, the
-//! log's fsync histogram); `http::metrics` gathers it per scrape.
+//! log's fsync histogram, admission's refusals, the shard mover's moves);
+//! at each scrape every subsystem registers its metrics in a fresh
+//! `Registry` (`register_metrics` on each), and `encode` writes it. The
+//! helpers here keep the exposed names and help texts exactly as
+//! documented: counters are given their full `_total` name and help texts
+//! their final period, which `prometheus-client` would otherwise add.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use std::time::Duration;
 
-/// Upper bounds, in seconds, of the latency histograms (fsync, queries):
-/// 100 µs to 10 s. An implicit `+Inf` bucket follows.
+pub use prometheus_client::registry::Registry;
+
+/// Upper bounds, in seconds, of the latency histograms (fsync, queries,
+/// moves): 100 µs to 10 s. An implicit `+Inf` bucket follows.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
 
-/// A histogram over [`LATENCY_BUCKETS_SECONDS`]; lock-free, cheap to record.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Per bucket (not cumulative); the last is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
-    count: AtomicU64,
-    sum_ns: AtomicU64,
-}
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-/// A consistent-enough copy of a histogram for one scrape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// Cumulative counts, one per bound of [`LATENCY_BUCKETS_SECONDS`],
-    /// then `+Inf` (equal to `count`).
-    pub cumulative: Vec<u64>,
-    pub count: u64,
-    pub sum_seconds: f64,
+/// A latency histogram over [`LATENCY_BUCKETS_SECONDS`]. Clones share
+/// their counts, so a scrape registers a clone of the live histogram.
+#[derive(Debug, Clone)]
+pub struct Histogram(prometheus_client::metrics::histogram::Histogram);
+
+/// What a subsystem hands to a scrape: the live histogram itself.
+pub type HistogramSnapshot = Histogram;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram(prometheus_client::metrics::histogram::Histogram::new(
+            LATENCY_BUCKETS_SECONDS,
+        ))
+    }
 }
 
 impl Histogram {
     pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let index = LATENCY_BUCKETS_SECONDS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(nanos, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.0.observe(elapsed.as_secs_f64());
     }
 
-    /// The `+Inf` bucket and `count` are both derived from the buckets, so
-    /// a scrape racing an observation still sees `+Inf == count`.
+    /// A handle for a scrape (the same histogram).
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut running = 0_u64;
-        let cumulative: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|bucket| {
-                running += bucket.load(Ordering::Relaxed);
-                running
-            })
-            .collect();
-        HistogramSnapshot {
-            count: running,
-            cumulative,
-            sum_seconds: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
-        }
+        self.clone()
     }
 }
 
-/// Kind of a metric family (`# TYPE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
+/// `text` without its final period: `prometheus-client` appends one.
+fn help(text: &str) -> &str {
+    text.strip_suffix('.').unwrap_or(text)
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
-    }
+/// A counter's registered name: `prometheus-client` appends `_total`.
+fn counter_name(name: &str) -> &str {
+    name.strip_suffix("_total")
+        .unwrap_or_else(|| panic!("counter {name} must end in _total"))
 }
 
-/// Builds an exposition body, family by family.
-#[derive(Debug, Default)]
-pub struct Exposition {
-    text: String,
+/// A one-sample counter of the value read at this scrape.
+pub fn counter(registry: &mut Registry, name: &str, text: &str, value: u64) {
+    registry.register(counter_name(name), help(text), ConstCounter::new(value));
 }
 
-impl Exposition {
-    /// Starts a family: its `# HELP` and `# TYPE` lines.
-    pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
-        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {}", kind.name());
-        self
-    }
+/// A one-sample integer gauge.
+pub fn gauge(registry: &mut Registry, name: &str, text: &str, value: i64) {
+    registry.register(name, help(text), ConstGauge::new(value));
+}
 
-    /// One sample of the current family.
-    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (index, (label, value)) in labels.iter().enumerate() {
-                if index > 0 {
-                    self.text.push(',');
-                }
-                let escaped = value
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                let _ = write!(self.text, "{label}=\"{escaped}\"");
+/// A one-sample fractional gauge.
+pub fn gauge_f64(registry: &mut Registry, name: &str, text: &str, value: f64) {
+    registry.register(name, help(text), ConstGauge::new(value));
+}
+
+/// A counter family with one label, one sample per `(label value, count)`.
+/// Written even without samples (its `# HELP` and `# TYPE`), so a scrape
+/// lists every documented family.
+pub fn labeled_counter(
+    registry: &mut Registry,
+    name: &str,
+    text: &str,
+    label: &'static str,
+    samples: impl IntoIterator<Item = (String, u64)>,
+) {
+    registry.register_collector(Box::new(LabeledSamples {
+        name: counter_name(name).to_string(),
+        help: text.to_string(),
+        label,
+        samples: samples
+            .into_iter()
+            .map(|(value, count)| (value, Sample::Counter(count)))
+            .collect(),
+    }));
+}
+
+/// A gauge family with one label (written even without samples).
+pub fn labeled_gauge(
+    registry: &mut Registry,
+    name: &str,
+    text: &str,
+    label: &'static str,
+    samples: impl IntoIterator<Item = (String, i64)>,
+) {
+    registry.register_collector(Box::new(LabeledSamples {
+        name: name.to_string(),
+        help: text.to_string(),
+        label,
+        samples: samples
+            .into_iter()
+            .map(|(value, level)| (value, Sample::Gauge(level)))
+            .collect(),
+    }));
+}
+
+/// One sample's value; all samples of a family have the same kind.
+#[derive(Debug, Clone, Copy)]
+enum Sample {
+    Counter(u64),
+    Gauge(i64),
+}
+
+/// A one-label family read at this scrape. A collector, not a `Family`:
+/// the registry leaves out empty metrics, but a documented family must
+/// show even before its first sample.
+#[derive(Debug)]
+struct LabeledSamples {
+    name: String,
+    /// Written as given (collectors' help texts get no period added).
+    help: String,
+    label: &'static str,
+    samples: Vec<(String, Sample)>,
+}
+
+impl Collector for LabeledSamples {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let kind = match self.samples.first() {
+            Some((_, Sample::Gauge(_))) => MetricType::Gauge,
+            _ => MetricType::Counter,
+        };
+        let mut family = encoder.encode_descriptor(&self.name, &self.help, None, kind)?;
+        for (value, sample) in &self.samples {
+            let labels = [(self.label, value.as_str())];
+            let metric = family.encode_family(&labels)?;
+            match *sample {
+                Sample::Counter(count) => ConstCounter::new(count).encode(metric)?,
+                Sample::Gauge(level) => ConstGauge::new(level).encode(metric)?,
             }
-            self.text.push('}');
         }
-        let _ = writeln!(self.text, " {}", format_value(value));
-        self
-    }
-
-    /// A whole one-sample family.
-    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) -> &mut Self {
-        self.family(name, kind, help).sample(name, &[], value)
-    }
-
-    /// A whole histogram family over [`LATENCY_BUCKETS_SECONDS`].
-    pub fn histogram(&mut self, name: &str, help: &str, histogram: &HistogramSnapshot) {
-        self.family(name, Kind::Histogram, help);
-        let bucket = format!("{name}_bucket");
-        for (bound, count) in LATENCY_BUCKETS_SECONDS.iter().zip(&histogram.cumulative) {
-            let le = format_value(*bound);
-            self.sample(&bucket, &[("le", &le)], *count as f64);
-        }
-        self.sample(&bucket, &[("le", "+Inf")], histogram.count as f64);
-        self.sample(&format!("{name}_sum"), &[], histogram.sum_seconds);
-        self.sample(&format!("{name}_count"), &[], histogram.count as f64);
-    }
-
-    pub fn finish(self) -> String {
-        self.text
+        Ok(())
     }
 }
 
-/// Integers without a fraction, the rest as Rust prints floats (which the
-/// exposition format accepts).
-fn format_value(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_string()
-    } else if value.is_infinite() {
-        if value > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{}", value as i64)
+/// A histogram family.
+pub fn histogram(registry: &mut Registry, name: &str, text: &str, histogram: &Histogram) {
+    registry.register(name, help(text), histogram.0.clone());
+}
+
+/// The registry in the Prometheus text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_text::encode(&mut text, registry).expect("writing to a String cannot fail");
+    text
+}
+
+/// Process-wide numbers: resident memory, and per live visitor.
+pub fn register_process(registry: &mut Registry, live_visitors: u64) {
+    let rss = resident_memory_bytes().unwrap_or(0);
+    gauge(
+        registry,
+        "sessiondb_process_resident_memory_bytes",
+        "Resident set size of the process (VmRSS; 0 where unavailable).",
+        i64::try_from(rss).unwrap_or(i64::MAX),
+    );
+    let per_visitor = if live_visitors == 0 {
+        0.0
     } else {
-        format!("{value}")
-    }
+        rss as f64 / live_visitors as f64
+    };
+    gauge_f64(
+        registry,
+        "sessiondb_memory_bytes_per_visitor_estimate",
+        "Resident memory divided by live visitors (0 when none); an upper bound that includes fixed costs.",
+        per_visitor,
+    );
 }
 
 /// The process's resident set size (`VmRSS` of `/proc/self/status`), in
@@ -178,37 +214,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative_and_end_at_the_count() {
+    fn names_and_help_texts_come_out_as_documented() {
+        let mut registry = Registry::default();
+        counter(&mut registry, "x_total", "Things counted.", 3);
+        gauge_f64(&mut registry, "y", "A level.", 0.5);
+        labeled_counter(
+            &mut registry,
+            "z_total",
+            "By reason.",
+            "reason",
+            [("a\"b".to_string(), 2)],
+        );
+        let text = encode(&registry);
+        assert_eq!(
+            text,
+            "# HELP x_total Things counted.\n# TYPE x_total counter\nx_total 3\n\
+             # HELP y A level.\n# TYPE y gauge\ny 0.5\n\
+             # HELP z_total By reason.\n# TYPE z_total counter\nz_total{reason=\"a\\\"b\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_end_at_the_count() {
         let histogram = Histogram::default();
         histogram.observe(Duration::from_micros(50));
         histogram.observe(Duration::from_millis(3));
         histogram.observe(Duration::from_secs(60));
-        let snapshot = histogram.snapshot();
-        assert_eq!(snapshot.count, 3);
-        assert_eq!(snapshot.cumulative[0], 1);
-        // 3 ms falls in the 5 ms bucket (index 5) and above.
-        assert_eq!(snapshot.cumulative[4], 1);
-        assert_eq!(snapshot.cumulative[5], 2);
-        assert_eq!(snapshot.cumulative[LATENCY_BUCKETS_SECONDS.len() - 1], 2);
-        assert_eq!(*snapshot.cumulative.last().unwrap(), 3);
-        assert!((snapshot.sum_seconds - 60.00305).abs() < 1e-9);
-    }
-
-    #[test]
-    fn exposition_escapes_labels_and_formats_values() {
-        let mut exposition = Exposition::default();
-        exposition.family("x_total", Kind::Counter, "help").sample(
-            "x_total",
-            &[("reason", "a\"b")],
-            3.0,
+        let mut registry = Registry::default();
+        super::histogram(&mut registry, "h_seconds", "Latency.", &histogram);
+        let text = encode(&registry);
+        assert!(
+            text.contains("h_seconds_bucket{le=\"0.0001\"} 1\n"),
+            "{text}"
         );
-        exposition.single("y", Kind::Gauge, "g", 0.5);
-        let text = exposition.finish();
-        assert_eq!(
-            text,
-            "# HELP x_total help\n# TYPE x_total counter\nx_total{reason=\"a\\\"b\"} 3\n\
-             # HELP y g\n# TYPE y gauge\ny 0.5\n"
+        assert!(
+            text.contains("h_seconds_bucket{le=\"0.005\"} 2\n"),
+            "{text}"
         );
+        assert!(text.contains("h_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("h_seconds_count 3\n"), "{text}");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 use crate::keys::{self, KeyHash, RotatingKey};
 use crate::limits;
 use chrono_tz::Tz;
-use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -229,7 +228,7 @@ fn check_range(field: &'static str, value: i64, min: i64, max: i64) -> Result<()
     })
 }
 
-/// A project's configuration at one version. Session actors keep the version
+/// A project's configuration at one version. Shard actors keep the version
 /// they last applied, to notice changes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProjectConfig {
@@ -261,36 +260,41 @@ pub fn validate_name(name: &str) -> Result<(), ProjectError> {
     Ok(())
 }
 
-/// All projects known to this node.
+/// All projects known to this node: at most `PROJECTS_MAX`, read on every
+/// event and written only by project changes (under the engine's
+/// sequencer), so one read-write lock, not a concurrent map.
 #[derive(Debug, Default)]
 pub struct ProjectRegistry {
-    projects: DashMap<Arc<str>, Arc<ProjectConfig>>,
+    projects: std::sync::RwLock<std::collections::HashMap<Arc<str>, Arc<ProjectConfig>>>,
     version_last: AtomicU64,
 }
 
 impl ProjectRegistry {
-    pub fn get(&self, name: &str) -> Option<Arc<ProjectConfig>> {
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<Arc<str>, Arc<ProjectConfig>>>
+    {
         self.projects
-            .get(name)
-            .map(|entry| Arc::clone(entry.value()))
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<ProjectConfig>> {
+        self.read().get(name).map(Arc::clone)
     }
 
     pub fn list(&self) -> Vec<Arc<ProjectConfig>> {
-        let mut projects: Vec<_> = self
-            .projects
-            .iter()
-            .map(|entry| Arc::clone(entry.value()))
-            .collect();
+        let mut projects: Vec<_> = self.read().values().map(Arc::clone).collect();
         projects.sort_by(|a, b| a.name.cmp(&b.name));
         projects
     }
 
     pub fn len(&self) -> usize {
-        self.projects.len()
+        self.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.projects.is_empty()
+        self.read().is_empty()
     }
 
     /// Creates and installs a project (see `prepare_create`); returns it
@@ -331,12 +335,12 @@ impl ProjectRegistry {
     ) -> Result<(ProjectConfig, String), ProjectError> {
         validate_name(name)?;
         let settings = Settings::default().patched(patch, true)?;
-        if self.projects.contains_key(name) {
+        if self.read().contains_key(name) {
             return Err(ProjectError::Exists {
                 name: name.to_string(),
             });
         }
-        if self.projects.len() >= limits::PROJECTS_MAX {
+        if self.len() >= limits::PROJECTS_MAX {
             return Err(ProjectError::TooMany);
         }
         let (key, hash) = self.new_ingest_key();
@@ -402,13 +406,17 @@ impl ProjectRegistry {
     pub fn install(&self, config: Arc<ProjectConfig>) {
         self.version_last
             .fetch_max(config.version, Ordering::SeqCst);
-        match self.projects.entry(Arc::clone(&config.name)) {
-            dashmap::Entry::Occupied(mut entry) => {
+        let mut projects = self
+            .projects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match projects.entry(Arc::clone(&config.name)) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => {
                 if entry.get().version < config.version {
                     entry.insert(config);
                 }
             }
-            dashmap::Entry::Vacant(entry) => {
+            std::collections::hash_map::Entry::Vacant(entry) => {
                 entry.insert(config);
             }
         }
@@ -424,9 +432,9 @@ impl ProjectRegistry {
     pub fn by_ingest_key(&self, key: &str, now_ms: i64) -> Option<Arc<ProjectConfig>> {
         let candidate = KeyHash::of(key.as_bytes());
         let mut found = None;
-        for entry in self.projects.iter() {
-            if entry.value().ingest_keys.matches(&candidate, now_ms) && found.is_none() {
-                found = Some(Arc::clone(entry.value()));
+        for project in self.read().values() {
+            if project.ingest_keys.matches(&candidate, now_ms) && found.is_none() {
+                found = Some(Arc::clone(project));
             }
         }
         found.filter(|_| !key.is_empty())
@@ -441,9 +449,9 @@ impl ProjectRegistry {
             let key = keys::generate_secret(keys::INGEST_KEY_RANDOM_BYTES);
             let hash = KeyHash::of(key.as_bytes());
             let taken = self
-                .projects
-                .iter()
-                .any(|entry| entry.value().ingest_keys.holds(&hash));
+                .read()
+                .values()
+                .any(|project| project.ingest_keys.holds(&hash));
             if !taken {
                 return (key, hash);
             }

@@ -4,7 +4,8 @@
 //!
 //! Kept cheap on the ingest path: a batch is first reduced to runs of
 //! consecutive events of one project (a batch is nearly always one
-//! project), so the shared map is locked once per run, not per event, and
+//! project), so the shared map (a `DashMap`: every ingest request of every
+//! worker thread counts here) is touched once per run, not per event, and
 //! the project name is cloned (an `Arc`) once per run. The map holds at most
 //! `PROJECT_COUNTERS_MAX` projects; events of projects beyond that are
 //! counted together in `overflow_events`, so the map cannot grow without
@@ -18,9 +19,9 @@
 use crate::engine::shard::Outcome;
 use crate::event::{RejectReason, VisitorEvent};
 use crate::limits;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Most projects counted one by one; equal to the most projects a node
 /// holds, so in practice every project has its own counter.
@@ -29,7 +30,10 @@ pub const PROJECT_COUNTERS_MAX: usize = limits::PROJECTS_MAX;
 /// Accepted events per project (see the module documentation).
 #[derive(Debug, Default)]
 pub struct ProjectEventCounters {
-    counts: Mutex<HashMap<Arc<str>, u64>>,
+    counts: DashMap<Arc<str>, u64>,
+    /// Projects in `counts`; a project's slot is reserved before its entry
+    /// is made, so the bound holds exactly.
+    projects: AtomicUsize,
     overflow_events: AtomicU64,
 }
 
@@ -75,10 +79,6 @@ impl ProjectEventCounters {
         if projects.runs.is_empty() {
             return;
         }
-        let mut counts = self
-            .counts
-            .lock()
-            .expect("project counters lock is never poisoned");
         for run in &projects.runs {
             let accepted = outcomes
                 .get(run.start..run.end.min(outcomes.len()))
@@ -89,12 +89,23 @@ impl ProjectEventCounters {
             if accepted == 0 {
                 continue;
             }
-            if let Some(count) = counts.get_mut(&run.project) {
-                *count += accepted;
-            } else if counts.len() < PROJECT_COUNTERS_MAX {
-                counts.insert(Arc::clone(&run.project), accepted);
-            } else {
-                self.overflow_events.fetch_add(accepted, Ordering::Relaxed);
+            match self.counts.entry(Arc::clone(&run.project)) {
+                dashmap::Entry::Occupied(mut entry) => *entry.get_mut() += accepted,
+                dashmap::Entry::Vacant(entry) => {
+                    let reserved = self.projects.fetch_update(
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                        |projects| (projects < PROJECT_COUNTERS_MAX).then_some(projects + 1),
+                    );
+                    match reserved {
+                        Ok(_) => {
+                            entry.insert(accepted);
+                        }
+                        Err(_) => {
+                            self.overflow_events.fetch_add(accepted, Ordering::Relaxed);
+                        }
+                    }
+                }
             }
         }
     }
@@ -103,13 +114,33 @@ impl ProjectEventCounters {
     pub fn snapshot(&self) -> Vec<(Arc<str>, u64)> {
         let mut counts: Vec<(Arc<str>, u64)> = self
             .counts
-            .lock()
-            .expect("project counters lock is never poisoned")
             .iter()
-            .map(|(project, count)| (Arc::clone(project), *count))
+            .map(|entry| (Arc::clone(entry.key()), *entry.value()))
             .collect();
         counts.sort_unstable();
         counts
+    }
+
+    /// `sessiondb_project_events_total{project}` and the overflow counter
+    /// (`crate::metrics`).
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        let samples = self
+            .snapshot()
+            .into_iter()
+            .map(|(project, count)| (project.to_string(), count));
+        crate::metrics::labeled_counter(
+            registry,
+            "sessiondb_project_events_total",
+            "Events accepted by this node's ingest, per project; a project appears once it has an accepted event.",
+            "project",
+            samples,
+        );
+        crate::metrics::counter(
+            registry,
+            "sessiondb_project_events_overflow_total",
+            "Accepted events of projects beyond the per-project counters' bound (PROJECT_COUNTERS_MAX).",
+            self.overflow_events(),
+        );
     }
 
     /// Accepted events of projects beyond `PROJECT_COUNTERS_MAX`.

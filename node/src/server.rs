@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub project_events_per_second_max: Option<u64>,
     /// `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Serve the hidden fault route (`--fault-actor-panic`; testing only).
+    pub fault_routes: bool,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +42,7 @@ impl Default for ServerConfig {
                 limits::REQUESTS_IN_FLIGHT_PER_CREDENTIAL_MAX_DEFAULT,
             project_events_per_second_max: None,
             tls: None,
+            fault_routes: false,
         }
     }
 }
@@ -78,9 +81,17 @@ pub async fn run(
         project_events: Default::default(),
     };
     state.cluster.mover.spawn_stale_move_recovery();
+    let fault_routes = config.fault_routes;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            // Before the API: `/v1/admin` is a scope there, which would
+            // answer 404 for a path it does not know.
+            .configure(|routes| {
+                if fault_routes {
+                    http::admin::configure_faults(routes);
+                }
+            })
             .configure(http::configure)
             .default_service(web::to(not_found))
             .wrap(actix_web::middleware::from_fn(

@@ -278,6 +278,9 @@ codes! {
         ClockNotManual => "clock_not_manual",
         /// A checkpoint could not be written (500).
         CheckpointFailed => "checkpoint_failed",
+        /// Test hook: an injected actor panic was not recorded in time
+        /// (503).
+        FailureNotRecorded => "failure_not_recorded",
         /// The node asked is not the placement leader (307, naming it).
         NotLeader => "not_leader",
         /// The placement leader is not reachable from the node asked (503).

@@ -91,6 +91,40 @@ pub enum ExportError {
 }
 
 impl Cluster {
+    /// Placement's and the shard mover's metrics (`docs/operations.md`,
+    /// "Metrics reference").
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        use crate::metrics::gauge;
+        let raft = self.placement.report();
+        let level = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        let gauges = [
+            (
+                "sessiondb_raft_term",
+                "Current term of the placement Raft group as this node sees it.",
+                raft.term,
+            ),
+            (
+                "sessiondb_raft_leader",
+                "Node id of the placement leader this node knows (0 if none).",
+                raft.leader.unwrap_or(0),
+            ),
+            (
+                "sessiondb_raft_applied_index",
+                "Last placement log index applied on this node (0 if none).",
+                raft.applied_index.unwrap_or(0),
+            ),
+            (
+                "sessiondb_raft_last_log_index",
+                "Last placement log index stored on this node (0 if none).",
+                raft.last_log_index.unwrap_or(0),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            gauge(registry, name, help, level(value));
+        }
+        self.mover.register_metrics(registry);
+    }
+
     /// Step 2 of a move, on the owner: fences `shard` and answers its
     /// state — only once this node has applied the `BeginMove`. Roles
     /// follow the map, and a map that does not show the move yet would

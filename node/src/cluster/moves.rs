@@ -159,6 +159,34 @@ impl ShardMover {
         }
     }
 
+    /// `sessiondb_shard_moves_total{outcome}` and the move durations.
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        use std::sync::atomic::Ordering;
+        let counters = &self.counters;
+        crate::metrics::labeled_counter(
+            registry,
+            "sessiondb_shard_moves_total",
+            "Shard moves this node ran as placement leader, by outcome.",
+            "outcome",
+            [
+                (
+                    "committed".to_string(),
+                    counters.committed.load(Ordering::Relaxed),
+                ),
+                (
+                    "failed".to_string(),
+                    counters.failed.load(Ordering::Relaxed),
+                ),
+            ],
+        );
+        crate::metrics::histogram(
+            registry,
+            "sessiondb_shard_move_duration_seconds",
+            "Duration of each shard move this node ran as leader, failed ones included.",
+            &counters.seconds,
+        );
+    }
+
     /// Runs an operator's operation on this node, which must lead.
     pub async fn run(
         &self,

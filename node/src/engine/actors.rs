@@ -14,7 +14,7 @@ use super::shard::{DeltaSink, Outcome, ShardState};
 use crate::clock::SharedClock;
 use crate::event::VisitorEvent;
 use crate::project::ProjectConfig;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -25,7 +25,7 @@ pub enum ShardMessage {
         events: Vec<VisitorEvent>,
         now_ms: i64,
         durable: Option<oneshot::Receiver<Result<(), String>>>,
-        reply: oneshot::Sender<Vec<Outcome>>,
+        reply: RpcReplyPort<Vec<Outcome>>,
     },
     /// Log records of this shard being replayed (`durability::open`),
     /// already durable, in log order. Each is applied with its own "now",
@@ -34,34 +34,34 @@ pub enum ShardMessage {
     /// record (the aggregate store adds deltas, so the sum is the same).
     Replay {
         records: Vec<ReplayRecord>,
-        reply: oneshot::Sender<()>,
+        reply: RpcReplyPort<()>,
     },
     Reconfigure {
         config: Arc<ProjectConfig>,
-        reply: oneshot::Sender<()>,
+        reply: RpcReplyPort<()>,
     },
     /// Freeze closed sessions, forget expired visitors; reply when done if
     /// asked to.
-    Maintain { reply: Option<oneshot::Sender<()>> },
+    Maintain { reply: Option<RpcReplyPort<()>> },
     /// A copy of the shard's state, for a shard move.
-    Snapshot { reply: oneshot::Sender<ShardState> },
+    Snapshot { reply: RpcReplyPort<ShardState> },
     /// The shard's state encoded for a checkpoint (`journal::encode`), with
     /// its visitor count. Encoding in place, instead of copying the state
     /// and encoding the copy, keeps a checkpoint from holding a second
     /// copy of every visitor in memory.
-    Encode {
-        reply: oneshot::Sender<EncodedShard>,
-    },
+    Encode { reply: RpcReplyPort<EncodedShard> },
     /// Replace the shard's state: a shard moved in (its state) or away
     /// (empty state).
     Replace {
         state: Box<ShardState>,
-        reply: oneshot::Sender<()>,
+        reply: RpcReplyPort<()>,
     },
     /// (live visitors, retained events).
-    Sizes {
-        reply: oneshot::Sender<(usize, usize)>,
-    },
+    Sizes { reply: RpcReplyPort<(usize, usize)> },
+    /// Panics in the actor: the hidden fault route's way to exercise
+    /// supervision (`docs/operations.md`, "Actor failures"). Never sent
+    /// otherwise.
+    Panic,
 }
 
 impl std::fmt::Debug for ShardMessage {
@@ -75,6 +75,7 @@ impl std::fmt::Debug for ShardMessage {
             ShardMessage::Snapshot { .. } => "Snapshot",
             ShardMessage::Encode { .. } => "Encode",
             ShardMessage::Replace { .. } => "Replace",
+            ShardMessage::Panic => "Panic",
         };
         formatter.write_str(name)
     }
@@ -188,6 +189,7 @@ impl Actor for ShardActor {
                 let shard = &state.shard;
                 let _ = reply.send((shard.visitor_count(), shard.retained_event_count()));
             }
+            ShardMessage::Panic => panic!("injected panic (the hidden fault route asked for it)"),
         }
         Ok(())
     }
@@ -218,14 +220,14 @@ pub enum AggregateMessage {
     /// The experiments of a project held here, with their earliest bucket.
     Experiments {
         project: Arc<str>,
-        reply: oneshot::Sender<Vec<(Arc<str>, Option<i64>)>>,
+        reply: RpcReplyPort<Vec<(Arc<str>, Option<i64>)>>,
     },
     Expire {
         project: Arc<str>,
         before_ms: i64,
     },
     CellCount {
-        reply: oneshot::Sender<usize>,
+        reply: RpcReplyPort<usize>,
     },
     /// How many cells a query of the experiment reads (see
     /// `ExperimentAggregates::cells_read`); `None` without the experiment.
@@ -233,11 +235,11 @@ pub enum AggregateMessage {
         project: Arc<str>,
         experiment: Arc<str>,
         breakdown: Option<Arc<str>>,
-        reply: oneshot::Sender<Option<u64>>,
+        reply: RpcReplyPort<Option<u64>>,
     },
     /// A copy of the store, for a checkpoint.
     Snapshot {
-        reply: oneshot::Sender<AggregateStore>,
+        reply: RpcReplyPort<AggregateStore>,
     },
     /// This store's share of a time series (`query::series_partial`);
     /// `None` when the store has no such experiment.
@@ -247,7 +249,7 @@ pub enum AggregateMessage {
         from_ms: i64,
         to_ms: i64,
         interval_ms: i64,
-        reply: oneshot::Sender<Option<Vec<query::Partial>>>,
+        reply: RpcReplyPort<Option<Vec<query::Partial>>>,
     },
     /// Merges another node's aggregates of one experiment into this store
     /// (`engine::stores`).
@@ -255,7 +257,7 @@ pub enum AggregateMessage {
         project: Arc<str>,
         experiment: Arc<str>,
         aggregates: Box<super::aggregates::ExperimentAggregates>,
-        reply: oneshot::Sender<()>,
+        reply: RpcReplyPort<()>,
     },
     /// This store's share of a results query (cluster-wide answers add
     /// every node's share); `None` when the store has no such experiment.
@@ -263,7 +265,7 @@ pub enum AggregateMessage {
         project: Arc<str>,
         experiment: Arc<str>,
         query: ResultsQuery,
-        reply: oneshot::Sender<Option<query::Partial>>,
+        reply: RpcReplyPort<Option<query::Partial>>,
     },
 }
 

@@ -1,6 +1,6 @@
 //! The queryable aggregates: per (project, experiment), per cell (variation ×
 //! breakdown group) and per time bucket, exact counters and a distinct-count
-//! sketch. Pure data structure; the segment actor owns one `AggregateStore`.
+//! sketch. Pure data structure; the aggregate actor owns one `AggregateStore`.
 
 use super::contribution::{ActiveCell, Assignment, Entry, Metric};
 use super::sketch::{Sketch, SketchUnion};
@@ -523,7 +523,7 @@ fn merge_buckets(mine: &mut BTreeMap<i64, Bucket>, theirs: &BTreeMap<i64, Bucket
     }
 }
 
-/// A batch of changes from one session actor for one project.
+/// A batch of changes from one shard actor for one project.
 #[derive(Debug, Clone, Default)]
 pub struct AggregateBatch {
     pub project: Arc<str>,
@@ -539,7 +539,7 @@ impl AggregateBatch {
     }
 }
 
-/// Aggregates of every experiment a segment actor is responsible for.
+/// Aggregates of every experiment an aggregate actor is responsible for.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct AggregateStore {
     experiments: HashMap<(Arc<str>, Arc<str>), ExperimentAggregates>,

@@ -10,7 +10,7 @@
 use super::actors::ShardMessage;
 use super::handoff::{HandoffError, ShardRole};
 use super::Engine;
-use tokio::sync::oneshot;
+use std::time::Duration;
 
 /// One event held by a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,12 +40,12 @@ impl Engine {
             return Err(HandoffError::UnknownShard { shard, shards });
         }
         let role = self.shard_role(shard);
-        let (reply, answer) = oneshot::channel();
-        self.inner.shard_actors[shard as usize]
-            .send(ShardMessage::Snapshot { reply })
+        let snapshot = |reply| ShardMessage::Snapshot { reply };
+        let wait = Duration::from_millis(crate::limits::ACTOR_REPLY_WAIT_MS);
+        let state = self.inner.shard_actors[shard as usize]
+            .call(snapshot, wait)
             .await
-            .map_err(|_| HandoffError::ShuttingDown)?;
-        let state = answer.await.map_err(|_| HandoffError::ShuttingDown)?;
+            .map_err(HandoffError::Actor)?;
         let mut events: Vec<AuditedEvent> = state
             .retained_event_ids()
             .into_iter()

@@ -5,7 +5,7 @@
 //!   synced (group commit) before the shard applies it and before the
 //!   client's acknowledgement.
 //! - **Checkpoint** (`Engine::checkpoint`): a barrier on the sequencer (no
-//!   new records), a copy of every shard and segment actor's state taken
+//!   new records), a copy of every shard and aggregate actor's state taken
 //!   after everything queued before the barrier is applied, then — with
 //!   ingest running again — encoding, one atomic write to the checkpoint
 //!   store, and truncation of the log segments the checkpoint covers.
@@ -17,19 +17,22 @@
 
 use super::actors::{AggregateMessage, EncodedShard, ReplayRecord, ShardMessage};
 use super::aggregates::AggregateStore;
+use super::handoff::apply_wait;
 use super::journal::{self, JournalEntry, JournalEvent};
+use super::mailbox::{CallError, Pending};
 use super::shard::ShardState;
 use super::stores::StoreCoverage;
 use super::{Engine, EngineConfig, EngineError, Storage};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SledCheckpointStore};
 use crate::clock::SharedClock;
 use crate::event::VisitorEvent;
+use crate::limits;
 use crate::log::{Log, LogConfig};
 use crate::project::ProjectConfig;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::oneshot;
 
 /// State loaded from a checkpoint.
 #[derive(Debug, Default)]
@@ -172,7 +175,7 @@ fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, En
         config.shards as usize,
     )?;
     check_count(
-        "segment actors",
+        "aggregate actors",
         "segment-actors",
         restored.aggregate_stores.len(),
         config.aggregate_actors,
@@ -202,7 +205,7 @@ fn check_count(
 /// Event records are gathered per shard (`ReplayBatches`) and sent as one
 /// `ShardMessage::Replay` of many records: under load a record holds a
 /// batch's share of one shard (~12 events), and a message per record made
-/// replay pay the actor round trip and a small segment update per record.
+/// replay pay the actor round trip and a small aggregate update per record.
 /// Every other entry is ordered against the events before it, so the
 /// gathered events are sent first.
 async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineError> {
@@ -291,7 +294,7 @@ struct ReplayBatches {
     records: Vec<Vec<ReplayRecord>>,
     events: Vec<usize>,
     buffered_events: usize,
-    answers: Vec<oneshot::Receiver<()>>,
+    answers: Vec<Pending<()>>,
 }
 
 impl ReplayBatches {
@@ -321,12 +324,11 @@ impl ReplayBatches {
         if records.is_empty() {
             return;
         }
-        let (reply, answer) = oneshot::channel();
         // The mailbox bound keeps replay from queueing the whole log.
-        if engine.inner.shard_actors[shard]
-            .send(ShardMessage::Replay { records, reply })
+        let replay = |reply| ShardMessage::Replay { records, reply };
+        if let Ok(answer) = engine.inner.shard_actors[shard]
+            .request(replay, apply_wait())
             .await
-            .is_ok()
         {
             self.answers.push(answer);
         }
@@ -341,7 +343,9 @@ impl ReplayBatches {
     /// Waits until every batch sent so far is applied.
     async fn wait_applied(&mut self) {
         for answer in self.answers.drain(..) {
-            let _ = answer.await;
+            if let Err(error) = answer.answer().await {
+                tracing::error!(%error, "a shard did not confirm a replayed batch");
+            }
         }
     }
 }
@@ -380,35 +384,26 @@ impl Engine {
         let started = Instant::now();
         let (shards, aggregate_stores, projects, coverage, position) = {
             let _barrier = self.inner.sequencer.lock().await;
+            let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
             let mut shards = Vec::with_capacity(self.inner.shard_actors.len());
-            for session in &self.inner.shard_actors {
-                let (reply, answer) = oneshot::channel();
-                session
-                    .send(ShardMessage::Encode { reply })
-                    .await
-                    .map_err(|_| shutting_down())?;
-                shards.push(answer);
+            for shard in &self.inner.shard_actors {
+                let encode = |reply| ShardMessage::Encode { reply };
+                shards.push(shard.request(encode, wait).await.map_err(copy_failed)?);
             }
             let mut shard_parts = Vec::with_capacity(shards.len());
             for answer in shards {
-                shard_parts.push(answer.await.map_err(|_| shutting_down())?);
+                shard_parts.push(answer.answer().await.map_err(copy_failed)?);
             }
             // Every shard answered after forwarding its deltas, so the
-            // segment actors hold them before this request.
+            // aggregate actors hold them before this request.
             let mut aggregate_stores = Vec::with_capacity(self.inner.aggregate_actors.len());
-            for segment in self.inner.aggregate_actors.iter() {
-                let (reply, answer) = oneshot::channel();
-                segment
-                    .send(AggregateMessage::Snapshot { reply })
-                    .await
-                    .map_err(|_| shutting_down())?;
-                aggregate_stores.push(answer.await.map_err(|_| shutting_down())?);
+            for actor in self.inner.aggregate_actors.iter() {
+                let snapshot = |reply| AggregateMessage::Snapshot { reply };
+                let store = actor.call(snapshot, wait).await.map_err(copy_failed)?;
+                aggregate_stores.push(store);
             }
             if let Some(cause) = self.inner.storage.log.failure() {
-                return Err(CheckpointError::Damaged {
-                    id: 0,
-                    detail: format!("the log has failed ({cause}); restart the node to recover"),
-                });
+                return Err(CheckpointError::LogFailed { cause });
             }
             let position = self.inner.storage.log.last_position();
             let coverage = self.store_coverage();
@@ -437,19 +432,15 @@ impl Engine {
             store.write(&checkpoint).map(|()| checkpoint.bytes())
         })
         .await
-        .map_err(|error| CheckpointError::Damaged {
-            id: 0,
-            detail: format!("checkpoint task failed: {error}"),
+        .map_err(|error| CheckpointError::Task {
+            detail: error.to_string(),
         })??;
         let truncated = self
             .inner
             .storage
             .log
             .truncate_before(position + 1)
-            .map_err(|error| CheckpointError::Damaged {
-                id: 0,
-                detail: format!("log truncation failed: {error}"),
-            })?;
+            .map_err(CheckpointError::Truncate)?;
         let report = CheckpointReport {
             position,
             bytes: checkpoint,
@@ -474,10 +465,9 @@ impl Engine {
     }
 }
 
-fn shutting_down() -> CheckpointError {
-    CheckpointError::Damaged {
-        id: 0,
-        detail: "the node is shutting down".into(),
+fn copy_failed(error: CallError) -> CheckpointError {
+    CheckpointError::ActorCopy {
+        detail: error.to_string(),
     }
 }
 

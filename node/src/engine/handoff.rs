@@ -12,9 +12,16 @@
 
 use super::actors::ShardMessage;
 use super::journal::{self, JournalEntry};
+use super::mailbox::CallError;
 use super::shard::ShardState;
 use super::Engine;
-use tokio::sync::oneshot;
+use crate::limits;
+use std::time::Duration;
+
+/// How long a change of a shard's state may take (`ACTOR_APPLY_WAIT_MS`).
+pub(super) fn apply_wait() -> Duration {
+    Duration::from_millis(limits::ACTOR_APPLY_WAIT_MS)
+}
 
 /// This node's view of one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +47,9 @@ pub enum HandoffError {
     Storage { cause: String },
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// The shard's actor did not answer (it stopped, failed or stayed busy).
+    #[error("the shard's actor did not answer: {0}")]
+    Actor(#[source] CallError),
     #[error("this node handed its stores to another node and keeps none")]
     HandedOver,
     #[error("this node still owns shard {shard}; drain it before handing over its stores")]
@@ -95,12 +105,11 @@ impl Engine {
                 }
             };
             self.set_shard_role(shard, ShardRole::Fenced { epoch })?;
-            let (reply, answer) = oneshot::channel();
+            let snapshot = |reply| ShardMessage::Snapshot { reply };
             self.inner.shard_actors[shard as usize]
-                .send(ShardMessage::Snapshot { reply })
+                .call(snapshot, apply_wait())
                 .await
-                .map_err(|_| HandoffError::ShuttingDown)?;
-            answer.await.map_err(|_| HandoffError::ShuttingDown)?
+                .map_err(HandoffError::Actor)?
         };
         Ok(journal::encode(&state))
     }
@@ -148,17 +157,15 @@ impl Engine {
     /// Replaces a shard actor's state (in log order: callers hold the
     /// sequencer or are replaying).
     pub(super) async fn replace_shard(&self, shard: u32, state: ShardState) {
-        let (reply, answer) = oneshot::channel();
-        let message = ShardMessage::Replace {
+        let message = |reply| ShardMessage::Replace {
             state: Box::new(state),
             reply,
         };
-        if self.inner.shard_actors[shard as usize]
-            .send(message)
-            .await
-            .is_ok()
-        {
-            let _ = answer.await;
+        let replaced = self.inner.shard_actors[shard as usize]
+            .call(message, apply_wait())
+            .await;
+        if let Err(error) = replaced {
+            tracing::error!(shard, %error, "a shard did not confirm its new state");
         }
     }
 
@@ -166,16 +173,19 @@ impl Engine {
     /// owned elsewhere) — what a rebalance evens out after shard counts.
     pub async fn shard_loads(&self) -> Vec<u64> {
         let mut loads = Vec::with_capacity(self.inner.shard_actors.len());
-        for (shard, session) in self.inner.shard_actors.iter().enumerate() {
+        let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
+        for (shard, actor) in self.inner.shard_actors.iter().enumerate() {
             let owned = !matches!(
                 self.shard_role(u32::try_from(shard).expect("at most SHARDS_MAX shards")),
                 ShardRole::Elsewhere { .. }
             );
-            let (reply, answer) = oneshot::channel();
-            let load = if owned && session.send(ShardMessage::Sizes { reply }).await.is_ok() {
-                answer.await.map_or(0, |(_, events)| events as u64)
-            } else {
-                0
+            let sizes = |reply| ShardMessage::Sizes { reply };
+            let load = match owned {
+                true => actor
+                    .call(sizes, wait)
+                    .await
+                    .map_or(0, |(_, events)| events as u64),
+                false => 0,
             };
             loads.push(load);
         }

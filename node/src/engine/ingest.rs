@@ -10,7 +10,8 @@
 //! once the log says it is durable.
 
 use super::actors::ShardMessage;
-use super::handoff::ShardRole;
+use super::handoff::{apply_wait, ShardRole};
+use super::mailbox::CallError;
 use super::shard::Outcome;
 use super::{durability, Engine};
 use crate::event::{self, RejectReason, VisitorEvent};
@@ -119,6 +120,11 @@ impl Engine {
             let _order = tokio::time::timeout_at(deadline, self.inner.sequencer.lock())
                 .await
                 .map_err(|_| overloaded())?;
+            // A node whose actor failed takes nothing more: it is stopping
+            // (`supervisor`), and its state may miss what it acknowledged.
+            if self.inner.health.failure().is_some() {
+                return Err(IngestError::ShuttingDown);
+            }
             // Ownership again, now in log order: a shard fenced or handed
             // over (both under the sequencer) since `route` looked must not
             // take the batch — the export's copy would miss it and the drop
@@ -148,15 +154,15 @@ impl Engine {
                         cause: error.to_string(),
                     })?;
             for (reservation, (_, (indexes, events))) in reservations.into_iter().zip(per_shard) {
+                // The shard applies the record once this says it is on disk.
                 let (durable_sender, durable) = oneshot::channel();
-                let (reply, answer) = oneshot::channel();
-                let message = ShardMessage::Ingest {
+                let message = |reply| ShardMessage::Ingest {
                     events,
                     now_ms,
                     durable: Some(durable),
                     reply,
                 };
-                if reservation.send(message).is_ok() {
+                if let Ok(answer) = reservation.request(message, apply_wait()) {
                     durable_senders.push(durable_sender);
                     waiting.push((indexes, answer));
                 }
@@ -179,7 +185,10 @@ impl Engine {
         for (indexes, answer) in waiting {
             // The record is durable, so the shard will apply it; its answer
             // only reports duplicates and late rejections.
-            let outcomes = answer.await.map_err(|_| IngestError::ShuttingDown)?;
+            let outcomes = answer.answer().await.map_err(|error| match error {
+                CallError::TimedOut { waited_ms } => IngestError::Overloaded { wait_ms: waited_ms },
+                _ => IngestError::ShuttingDown,
+            })?;
             answers.push((indexes, outcomes));
         }
         Ok(answers)
@@ -251,5 +260,97 @@ fn refusal(shard: u32, role: &ShardRole) -> Option<RejectReason> {
             owner,
             epoch,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{exposure, pageview, TestEngine, PROJECT, SHARDS};
+    use super::*;
+    use crate::log::{FaultPlan, LogConfig};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn outcomes_keep_their_places_and_duplicates_are_told_apart() {
+        let node = TestEngine::open("ingest-outcomes")
+            .await
+            .with_project()
+            .await;
+        let batch = [
+            pageview("e-1", "v-1", 5),
+            pageview("", "v-2", 5),
+            pageview("e-1", "v-1", 5),
+            exposure("e-2", "v-2", "checkout", "a"),
+        ];
+        let outcomes = node.send(&batch).await;
+        assert_eq!(outcomes.len(), 4);
+        assert_eq!(outcomes[0], Outcome::Accepted);
+        assert_eq!(outcomes[1], Outcome::Rejected(RejectReason::EmptyId));
+        assert_eq!(outcomes[2], Outcome::Duplicate);
+        assert_eq!(outcomes[3], Outcome::Accepted);
+        // Sent again, every valid event is a duplicate.
+        let again = node.send(&[pageview("e-1", "v-1", 5)]).await;
+        assert_eq!(again, vec![Outcome::Duplicate]);
+        let status = node.engine.status().await;
+        assert_eq!(
+            (
+                status.events_accepted,
+                status.events_duplicate,
+                status.events_rejected
+            ),
+            (2, 2, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn events_of_shards_owned_elsewhere_or_moving_are_refused_whole() {
+        let node = TestEngine::open("ingest-roles").await.with_project().await;
+        let event = pageview("e-1", "v-1", 5);
+        let shard = hashing::shard_of(PROJECT, "v-1", SHARDS);
+        let elsewhere = ShardRole::Elsewhere { owner: 7, epoch: 3 };
+        node.engine
+            .set_shard_role(shard, elsewhere)
+            .expect("a shard");
+        assert_eq!(
+            node.send(std::slice::from_ref(&event)).await,
+            vec![Outcome::Rejected(RejectReason::NotOwner {
+                shard,
+                owner: 7,
+                epoch: 3
+            })]
+        );
+        let fenced = ShardRole::Fenced { epoch: 3 };
+        node.engine.set_shard_role(shard, fenced).expect("a shard");
+        assert_eq!(
+            node.send(std::slice::from_ref(&event)).await,
+            vec![Outcome::Rejected(RejectReason::ShardMoving {
+                shard,
+                epoch: 3
+            })]
+        );
+        // Nothing of a refused event was applied: owning the shard again,
+        // the event is new.
+        node.engine
+            .set_shard_role(shard, ShardRole::Owner { epoch: 4 })
+            .expect("a shard");
+        assert_eq!(node.send(&[event]).await, vec![Outcome::Accepted]);
+    }
+
+    #[tokio::test]
+    async fn a_log_that_cannot_sync_fails_the_whole_batch() {
+        let plan = Arc::new(FaultPlan::new());
+        let log = LogConfig {
+            fault: Some(Arc::clone(&plan)),
+            ..LogConfig::default()
+        };
+        let node = TestEngine::open_with("ingest-storage", log)
+            .await
+            .with_project()
+            .await;
+        plan.fail_sync_after(0);
+        let event = node.engine.validate(pageview("e-1", "v-1", 5));
+        let error = node.engine.ingest(vec![event]).await.unwrap_err();
+        assert!(matches!(error, IngestError::Storage { .. }), "{error}");
+        assert_eq!(node.engine.status().await.live_visitors, 0);
     }
 }

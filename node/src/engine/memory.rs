@@ -1,5 +1,5 @@
 //! Where the bytes of a node's state are: an accounting of the visitor
-//! state of shards and of segment stores by part, for the memory benchmark
+//! state of shards and of aggregate stores by part, for the memory benchmark
 //! (`node/benches/memory.rs`, docs/benchmarks.md "Memory per live
 //! visitor"). Nothing on the ingest or query path calls it.
 //!
@@ -230,7 +230,7 @@ impl MemoryAccount {
         self.frozen_bytes += bytes;
     }
 
-    /// A segment store's experiments of `projects`.
+    /// An aggregate store's experiments of `projects`.
     pub fn add_segment_store(&mut self, store: &AggregateStore, projects: &[Arc<str>]) {
         for project in projects {
             for experiment in store.experiments_of(project) {

@@ -37,6 +37,9 @@ pub mod share;
 pub mod sketch;
 pub mod status;
 pub mod stores;
+pub mod supervisor;
+#[cfg(test)]
+mod testing;
 pub mod visitor;
 
 pub use ingest::IngestError;
@@ -47,15 +50,16 @@ use crate::clock::SharedClock;
 use crate::event::ProjectLookup;
 use crate::limits;
 use crate::project::{ProjectConfig, ProjectRegistry};
-use actors::{AggregateActor, AggregateMessage, ShardActor, ShardActorState, ShardMessage};
+use actors::{AggregateMessage, ShardMessage};
 use aggregates::AggregateStore;
 use mailbox::Mailbox;
-use ractor::Actor;
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
 use shard::ShardState;
 use status::EventCounters;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use supervisor::{ActorFailure, Health, Supervisor, SupervisorArguments, SupervisorMessage};
 
 /// How the engine is sized.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +68,7 @@ pub struct EngineConfig {
     pub shards: u32,
     /// Aggregate actors (`--segment-actors`, the flag's historical name).
     pub aggregate_actors: usize,
-    /// How often session actors freeze closed sessions and forget expired
+    /// How often shard actors freeze closed sessions and forget expired
     /// visitors.
     pub maintenance_interval_ms: u64,
     /// How often a checkpoint is taken.
@@ -127,6 +131,9 @@ struct Inner {
     projects: ProjectRegistry,
     shard_actors: Vec<Mailbox<ShardMessage>>,
     aggregate_actors: Arc<Vec<Mailbox<AggregateMessage>>>,
+    /// Owns the actors above (`supervisor`).
+    supervisor: ActorRef<SupervisorMessage>,
+    health: Arc<Health>,
     counters: EventCounters,
     storage: Storage,
     /// Held while a change is given its place in the log and queued at the
@@ -138,7 +145,7 @@ struct Inner {
     /// This node's role for each shard; read on every ingest, written when
     /// ownership changes.
     roles: std::sync::RwLock<Vec<handoff::ShardRole>>,
-    /// Whose aggregates the segment stores hold (`stores`); changed only
+    /// Whose aggregates the aggregate stores hold (`stores`); changed only
     /// under the sequencer, so a checkpoint sees it with the stores.
     coverage: std::sync::Mutex<stores::StoreCoverage>,
 }
@@ -189,30 +196,29 @@ impl Engine {
         } = restored;
         shards.resize_with(config.shards as usize, ShardState::default);
         aggregate_stores.resize_with(config.aggregate_actors, AggregateStore::default);
-        let mut aggregate_actors = Vec::with_capacity(config.aggregate_actors);
-        for store in aggregate_stores {
-            let (actor, _) = Actor::spawn(None, AggregateActor, store)
-                .await
-                .map_err(|error| EngineError::Spawn {
-                    reason: error.to_string(),
-                })?;
-            aggregate_actors.push(Mailbox::new(actor, limits::ACTOR_QUEUE_MESSAGES_MAX));
-        }
-        let aggregate_actors = Arc::new(aggregate_actors);
-        let mut shard_actors = Vec::with_capacity(config.shards as usize);
-        for shard in shards {
-            let state = ShardActorState {
-                shard,
-                aggregate_actors: Arc::clone(&aggregate_actors),
-                clock: Arc::clone(&clock),
-            };
-            let (actor, _) = Actor::spawn(None, ShardActor, state)
-                .await
-                .map_err(|error| EngineError::Spawn {
-                    reason: error.to_string(),
-                })?;
-            shard_actors.push(Mailbox::new(actor, limits::ACTOR_QUEUE_MESSAGES_MAX));
-        }
+        let health = Arc::new(Health::default());
+        let arguments = SupervisorArguments {
+            shards,
+            stores: aggregate_stores,
+            clock: Arc::clone(&clock),
+            health: Arc::clone(&health),
+        };
+        let spawn_error = |reason: String| EngineError::Spawn { reason };
+        let (supervisor, _) = Actor::spawn(None, Supervisor, arguments)
+            .await
+            .map_err(|error| spawn_error(error.to_string()))?;
+        let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
+        let children = match supervisor
+            .call(SupervisorMessage::TakeChildren, Some(wait))
+            .await
+        {
+            Ok(CallResult::Success(Some(children))) => children,
+            _ => {
+                return Err(spawn_error(
+                    "the supervisor did not hand over its actors".into(),
+                ))
+            }
+        };
         let registry = ProjectRegistry::default();
         for project in projects {
             registry.install(Arc::new(project));
@@ -223,8 +229,10 @@ impl Engine {
                 config,
                 clock,
                 projects: registry,
-                shard_actors,
-                aggregate_actors,
+                shard_actors: children.shard_actors,
+                aggregate_actors: children.aggregate_actors,
+                supervisor,
+                health,
                 counters: EventCounters::default(),
                 storage,
                 sequencer: tokio::sync::Mutex::new(()),
@@ -269,13 +277,13 @@ impl Engine {
     /// Asks every actor to freeze and expire; skips actors that are busy
     /// (they get their turn at the next tick).
     pub fn maintain(&self) {
-        for session in &self.inner.shard_actors {
-            let _ = session.try_send(ShardMessage::Maintain { reply: None });
+        for shard in &self.inner.shard_actors {
+            let _ = shard.try_send(ShardMessage::Maintain { reply: None });
         }
         let now_ms = self.inner.clock.now_ms();
         for project in self.inner.projects.list() {
-            for segment in self.inner.aggregate_actors.iter() {
-                let _ = segment.try_send(AggregateMessage::Expire {
+            for actor in self.inner.aggregate_actors.iter() {
+                let _ = actor.try_send(AggregateMessage::Expire {
                     project: Arc::clone(&project.name),
                     before_ms: now_ms - project.settings.retention_ms,
                 });
@@ -286,17 +294,40 @@ impl Engine {
     /// Freezes and expires in every shard now, and returns when done. Used
     /// when a manual clock jumps, so tests observe a defined state.
     pub async fn maintain_now(&self) {
-        let mut replies = Vec::with_capacity(self.inner.shard_actors.len());
-        for session in &self.inner.shard_actors {
-            let (reply, answer) = oneshot::channel();
-            let message = ShardMessage::Maintain { reply: Some(reply) };
-            if session.send(message).await.is_ok() {
-                replies.push(answer);
+        let wait = Duration::from_millis(limits::ACTOR_APPLY_WAIT_MS);
+        let mut pending = Vec::with_capacity(self.inner.shard_actors.len());
+        for shard in &self.inner.shard_actors {
+            let build = |reply| ShardMessage::Maintain { reply: Some(reply) };
+            if let Ok(answer) = shard.request(build, wait).await {
+                pending.push(answer);
             }
         }
-        for answer in replies {
-            let _ = answer.await;
+        for answer in pending {
+            let _ = answer.answer().await;
         }
+    }
+
+    /// The first actor failure, if one failed (`supervisor`): the node
+    /// then refuses work and stops.
+    pub fn failure(&self) -> Option<ActorFailure> {
+        self.inner.health.failure()
+    }
+
+    /// Completes once an actor failed.
+    pub async fn failed(&self) -> ActorFailure {
+        self.inner.health.wait_failed().await;
+        self.failure()
+            .expect("a failure is recorded before it is signalled")
+    }
+
+    /// Makes the actor of `shard` panic: the hidden fault route's way to
+    /// exercise supervision (`--fault-actor-panic`). Answers false for a
+    /// shard that does not exist.
+    pub fn inject_shard_panic(&self, shard: u32) -> bool {
+        self.inner
+            .shard_actors
+            .get(shard as usize)
+            .is_some_and(|actor| actor.try_send(ShardMessage::Panic).is_ok())
     }
 
     pub fn clock(&self) -> &SharedClock {
@@ -311,14 +342,17 @@ impl Engine {
         &self.inner.projects
     }
 
-    /// Stops every actor. Messages already queued are dropped with their
-    /// reply channels, so waiting requests see an error, not a hang.
+    /// Stops every actor and their supervisor. Messages already queued are
+    /// dropped with their reply ports, so waiting requests see an error,
+    /// not a hang.
     pub fn shutdown(&self) {
-        for session in &self.inner.shard_actors {
-            session.stop();
+        self.inner.health.stop();
+        for shard in &self.inner.shard_actors {
+            shard.stop();
         }
-        for segment in self.inner.aggregate_actors.iter() {
-            segment.stop();
+        for actor in self.inner.aggregate_actors.iter() {
+            actor.stop();
         }
+        self.inner.supervisor.stop(None);
     }
 }

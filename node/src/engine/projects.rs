@@ -6,9 +6,10 @@
 
 use super::actors::ShardMessage;
 use super::Engine;
+use crate::limits;
 use crate::project::{ProjectConfig, ProjectError, SettingsPatch};
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use std::time::Duration;
 
 impl Engine {
     /// Creates a project; returns once its creation is on disk, with its
@@ -93,19 +94,91 @@ impl Engine {
     /// re-evaluated. Called in log order (under the sequencer or during
     /// replay).
     pub(super) async fn reconfigure_shards(&self, config: &Arc<ProjectConfig>) {
-        let mut replies = Vec::with_capacity(self.inner.shard_actors.len());
-        for session in &self.inner.shard_actors {
-            let (reply, answer) = oneshot::channel();
-            let message = ShardMessage::Reconfigure {
+        let wait = Duration::from_millis(limits::ACTOR_APPLY_WAIT_MS);
+        let mut pending = Vec::with_capacity(self.inner.shard_actors.len());
+        for shard in &self.inner.shard_actors {
+            let message = |reply| ShardMessage::Reconfigure {
                 config: Arc::clone(config),
                 reply,
             };
-            if session.send(message).await.is_ok() {
-                replies.push(answer);
+            if let Ok(answer) = shard.request(message, wait).await {
+                pending.push(answer);
             }
         }
-        for answer in replies {
-            let _ = answer.await;
+        for answer in pending {
+            if let Err(error) = answer.answer().await {
+                tracing::error!(%error, project = %config.name, "a shard did not confirm a reconfiguration");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{TestEngine, PROJECT};
+    use super::*;
+
+    #[tokio::test]
+    async fn project_changes_are_journaled_and_come_back_after_a_restart() {
+        let node = TestEngine::open("projects-restart")
+            .await
+            .with_project()
+            .await;
+        let patch = SettingsPatch {
+            session_gap_ms: Some(10 * 60_000),
+            ..SettingsPatch::default()
+        };
+        let changed = node
+            .engine
+            .configure_project(PROJECT, &patch)
+            .await
+            .expect("a valid change");
+        assert_eq!(changed.settings.session_gap_ms, 10 * 60_000);
+        let node = node.reopen().await;
+        let restored = node.engine.projects().get(PROJECT).expect("restored");
+        assert_eq!(*restored, *changed);
+    }
+
+    #[tokio::test]
+    async fn a_configuration_no_newer_than_the_one_held_changes_nothing() {
+        let node = TestEngine::open("projects-install")
+            .await
+            .with_project()
+            .await;
+        let held = node.engine.projects().get(PROJECT).expect("created");
+        let mut older = (*held).clone();
+        older.settings.session_gap_ms += 60_000;
+        assert!(!node.engine.install_project(older).await.expect("journaled"));
+        assert_eq!(node.engine.projects().get(PROJECT).expect("held"), held);
+        let mut newer = (*held).clone();
+        newer.version += 1;
+        newer.settings.session_gap_ms += 60_000;
+        assert!(node
+            .engine
+            .install_project(newer.clone())
+            .await
+            .expect("journaled"));
+        assert_eq!(*node.engine.projects().get(PROJECT).expect("held"), newer);
+    }
+
+    #[tokio::test]
+    async fn invalid_changes_are_refused_before_the_log() {
+        let node = TestEngine::open("projects-invalid")
+            .await
+            .with_project()
+            .await;
+        let error = node
+            .engine
+            .create_project(PROJECT, &SettingsPatch::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ProjectError::Exists { .. }), "{error}");
+        let error = node
+            .engine
+            .configure_project("nope", &SettingsPatch::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ProjectError::Unknown { .. }), "{error}");
+        assert_eq!(node.engine.storage_failure(), None);
     }
 }

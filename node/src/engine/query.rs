@@ -1,5 +1,5 @@
 //! Results and time-series queries over one experiment's aggregates.
-//! Pure functions: the segment actor calls them on its own state.
+//! Pure functions: the aggregate actor calls them on its own state.
 
 use super::aggregates::{CellKey, CellSeries, Counters, ExperimentAggregates, Group};
 use super::sketch::{Sketch, SketchUnion};

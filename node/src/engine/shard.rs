@@ -1,5 +1,5 @@
 //! The state of one shard: every visitor of every project that hashes to it.
-//! Pure and synchronous; the session actor owns one `ShardState` and feeds it
+//! Pure and synchronous; the shard actor owns one `ShardState` and feeds it
 //! messages.
 
 use super::aggregates::AggregateBatch;
@@ -19,7 +19,7 @@ pub enum Outcome {
     Rejected(RejectReason),
 }
 
-/// Collects the changes a shard produces, per segment actor and project.
+/// Collects the changes a shard produces, per aggregate actor and project.
 #[derive(Debug)]
 pub struct DeltaSink {
     segment_count: usize,

@@ -10,15 +10,15 @@
 //! (`cluster::coordinator`).
 
 use super::actors::AggregateMessage;
-use super::mailbox::{Mailbox, MailboxError};
+use super::mailbox::{CallError, Mailbox};
 use super::query::{self, Partial, QueryError, Results, ResultsQuery};
 use super::Engine;
 use crate::hashing;
 use crate::limits;
 use crate::project::ProjectConfig;
+use ractor::RpcReplyPort;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// A results request as the API receives it: range and names unchecked.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -139,19 +139,14 @@ impl Engine {
             request.to_ms,
         )
         .await?;
-        let (reply, answer) = oneshot::channel();
-        let message = AggregateMessage::Partial {
+        let message = |reply| AggregateMessage::Partial {
             project: Arc::clone(&config.name),
             experiment: Arc::from(experiment),
             query,
             reply,
         };
-        self.ask(
-            self.aggregates_for(&config.name, experiment),
-            message,
-            answer,
-        )
-        .await
+        self.ask(self.aggregates_for(&config.name, experiment), message)
+            .await
     }
 
     /// The share of a time series: one partial per interval; `None` when
@@ -168,8 +163,7 @@ impl Engine {
         let experiment = request.experiment.as_str();
         self.check_cost(&config, experiment, None, from_ms, to_ms)
             .await?;
-        let (reply, answer) = oneshot::channel();
-        let message = AggregateMessage::SeriesPartial {
+        let message = |reply| AggregateMessage::SeriesPartial {
             project: Arc::clone(&config.name),
             experiment: Arc::from(experiment),
             from_ms,
@@ -177,12 +171,8 @@ impl Engine {
             interval_ms,
             reply,
         };
-        self.ask(
-            self.aggregates_for(&config.name, experiment),
-            message,
-            answer,
-        )
-        .await
+        self.ask(self.aggregates_for(&config.name, experiment), message)
+            .await
     }
 
     pub(super) fn aggregates_for(
@@ -195,9 +185,9 @@ impl Engine {
         &self.inner.aggregate_actors[index]
     }
 
-    /// Checks a results request over an explicit range and builds its query
-    /// exactly as `results` does — for a coordinator that gathers the
-    /// shares of other nodes instead of asking its own segment actor.
+    /// Checks a results request over an explicit range and builds the query
+    /// a coordinator finishes the merged shares with: the same checks every
+    /// member's share makes.
     pub fn results_query_for(
         &self,
         project: &str,
@@ -231,13 +221,12 @@ impl Engine {
     ) -> Result<Vec<(Arc<str>, Option<i64>)>, QueryError> {
         let config = self.project_config(project)?;
         let mut experiments = Vec::new();
-        for segment in self.inner.aggregate_actors.iter() {
-            let (reply, answer) = oneshot::channel();
-            let message = AggregateMessage::Experiments {
+        for actor in self.inner.aggregate_actors.iter() {
+            let message = |reply| AggregateMessage::Experiments {
                 project: Arc::clone(&config.name),
                 reply,
             };
-            experiments.extend(self.ask(segment, message, answer).await?);
+            experiments.extend(self.ask(actor, message).await?);
         }
         experiments.sort();
         Ok(experiments)
@@ -264,19 +253,14 @@ impl Engine {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<(), QueryError> {
-        let (reply, answer) = oneshot::channel();
-        let message = AggregateMessage::CellsRead {
+        let message = |reply| AggregateMessage::CellsRead {
             project: Arc::clone(&config.name),
             experiment: Arc::from(experiment),
             breakdown,
             reply,
         };
         let Some(cells) = self
-            .ask(
-                self.aggregates_for(&config.name, experiment),
-                message,
-                answer,
-            )
+            .ask(self.aggregates_for(&config.name, experiment), message)
             .await?
         else {
             // No such experiment here: the query itself says so (or, for a
@@ -297,21 +281,25 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn ask<T>(
+    /// Asks an aggregate actor, within `ACTOR_REPLY_WAIT_MS`. A node whose
+    /// actor failed answers no query (`supervisor`).
+    pub(super) async fn ask<T, F>(
         &self,
         mailbox: &Mailbox<AggregateMessage>,
-        message: AggregateMessage,
-        answer: oneshot::Receiver<T>,
-    ) -> Result<T, QueryError> {
+        message: F,
+    ) -> Result<T, QueryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(RpcReplyPort<T>) -> AggregateMessage,
+    {
+        if self.inner.health.failure().is_some() {
+            return Err(QueryError::Unavailable);
+        }
         let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
         mailbox
-            .send_within(message, wait)
+            .call(message, wait)
             .await
-            .map_err(|_: MailboxError| QueryError::Unavailable)?;
-        tokio::time::timeout(wait, answer)
-            .await
-            .map_err(|_| QueryError::Unavailable)?
-            .map_err(|_| QueryError::Unavailable)
+            .map_err(|_: CallError| QueryError::Unavailable)
     }
 }
 
@@ -403,4 +391,123 @@ fn series_interval(
         return Err(QueryError::TooManyPoints { points });
     }
     Ok(interval_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{exposure, TestEngine, HOUR_MS, NOW_MS, PROJECT};
+    use super::*;
+
+    fn request(experiment: &str, from_ms: Option<i64>) -> ShareRequest {
+        let bucket_ms = HOUR_MS;
+        let to_ms = NOW_MS - NOW_MS % bucket_ms + bucket_ms;
+        ShareRequest {
+            project: PROJECT.to_string(),
+            experiment: experiment.to_string(),
+            from_ms,
+            to_ms,
+            ..ShareRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_share_names_the_first_bucket_then_counts_the_range() {
+        let node = TestEngine::open("share-range").await.with_project().await;
+        node.send(&[
+            exposure("e-1", "v-1", "checkout", "a"),
+            exposure("e-2", "v-2", "checkout", "b"),
+        ])
+        .await;
+        let first = node
+            .engine
+            .share(&request("checkout", None))
+            .await
+            .expect("a share");
+        let bucket = NOW_MS - NOW_MS % HOUR_MS;
+        assert_eq!(first.first_ms, Some(bucket));
+        assert!(first.partial.is_none() && first.series.is_none());
+        let share = node
+            .engine
+            .share(&request("checkout", Some(bucket)))
+            .await
+            .expect("a share");
+        let partial = share.partial.expect("the experiment is held here");
+        assert_eq!(partial.decisions_by_variation.len(), 2);
+        let visitors: i64 = partial
+            .cells
+            .values()
+            .map(|(counters, _)| counters.visitors)
+            .sum();
+        assert_eq!(visitors, 2);
+        let series = node
+            .engine
+            .share(&ShareRequest {
+                interval_ms: Some(HOUR_MS),
+                ..request("checkout", Some(bucket))
+            })
+            .await
+            .expect("a share")
+            .series
+            .expect("one partial per interval");
+        assert_eq!(series.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_projects_and_experiments_add_nothing_and_bad_requests_fail() {
+        let node = TestEngine::open("share-unknown").await.with_project().await;
+        let unknown_project = ShareRequest {
+            project: "nope".to_string(),
+            ..request("checkout", Some(0))
+        };
+        let share = node.engine.share(&unknown_project).await.expect("no share");
+        assert!(share.first_ms.is_none() && share.partial.is_none());
+        let bucket = NOW_MS - NOW_MS % HOUR_MS;
+        let share = node
+            .engine
+            .share(&request("nothing", Some(bucket)))
+            .await
+            .expect("no share");
+        assert!(share.partial.is_none());
+        let unaligned = node
+            .engine
+            .results_query_for(
+                PROJECT,
+                bucket + 1,
+                bucket + HOUR_MS,
+                &ResultsRequest::default(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(unaligned, QueryError::UnalignedRange { .. }),
+            "{unaligned}"
+        );
+        let breakdown = ShareRequest {
+            breakdown: Some("country".to_string()),
+            ..request("checkout", Some(bucket))
+        };
+        let error = node.engine.share(&breakdown).await.unwrap_err();
+        assert!(
+            matches!(error, QueryError::UnknownBreakdown { .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn ranges_are_aligned_ordered_and_bounded() {
+        assert!(check_range(HOUR_MS, 0, HOUR_MS).is_ok());
+        assert!(matches!(
+            check_range(HOUR_MS, HOUR_MS, HOUR_MS),
+            Err(QueryError::InvalidRange { .. })
+        ));
+        let too_long = (limits::QUERY_BUCKETS_MAX + 1) * HOUR_MS;
+        assert!(matches!(
+            check_range(HOUR_MS, 0, too_long),
+            Err(QueryError::TooManyBuckets { .. })
+        ));
+        assert_eq!(series_interval(HOUR_MS, 0, HOUR_MS, None), Ok(HOUR_MS));
+        assert!(matches!(
+            series_interval(HOUR_MS, 0, HOUR_MS, Some(HOUR_MS / 2)),
+            Err(QueryError::InvalidInterval { .. })
+        ));
+    }
 }

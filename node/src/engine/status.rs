@@ -2,12 +2,13 @@
 //! asks every actor) and counters (`Engine::metrics`, atomics only).
 
 use super::actors::{AggregateMessage, ShardMessage};
+use super::supervisor::ActorKind;
 use super::Engine;
 use crate::limits;
+use crate::metrics::{self, Registry};
 use sessiondb_protocol::RejectCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// Counters and sizes of the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub struct EngineStatus {
     pub live_visitors: u64,
     /// Events held inside the horizon; frozen ones are folded away.
     pub retained_events: u64,
-    pub segment_cells: u64,
+    pub aggregate_cells: u64,
     pub events_accepted: u64,
     pub events_duplicate: u64,
     pub events_rejected: u64,
@@ -42,21 +43,24 @@ pub(super) struct EventCounters {
 }
 
 /// What `/metrics` reports of the engine besides `EngineStatus`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct EngineMetrics {
     /// Rejected events by reason code, sorted by code.
     pub rejections: Vec<(RejectCode, u64)>,
     pub batches: u64,
     pub query_seconds: crate::metrics::HistogramSnapshot,
-    /// Messages queued or being handled, summed over the session actors.
-    pub session_queue_depth: u64,
-    /// The same over the segment actors.
-    pub segment_queue_depth: u64,
-    /// The deepest single session actor queue (a hot shard shows here
+    /// Messages queued or being handled, summed over the shard actors.
+    pub shard_queue_depth: u64,
+    /// The same over the aggregate actors.
+    pub aggregate_queue_depth: u64,
+    /// The deepest single shard actor queue (a hot shard shows here
     /// before it shows in the sum).
-    pub session_queue_depth_max: u64,
-    /// The deepest single segment actor queue.
-    pub segment_queue_depth_max: u64,
+    pub shard_queue_depth_max: u64,
+    /// The deepest single aggregate actor queue.
+    pub aggregate_queue_depth_max: u64,
+    /// Actors that failed since start, by kind (`supervisor`).
+    pub shard_actor_failures: u64,
+    pub aggregate_actor_failures: u64,
     /// Records waiting in the log's group-commit backlog.
     pub log_queued_records: u64,
     /// The last checkpoint: duration, size, log position (0 before one).
@@ -70,27 +74,19 @@ pub struct EngineMetrics {
 impl Engine {
     pub async fn status(&self) -> EngineStatus {
         let (mut live_visitors, mut retained_events) = (0_u64, 0_u64);
-        for session in &self.inner.shard_actors {
-            let (reply, answer) = oneshot::channel();
-            let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
-            if session
-                .send_within(ShardMessage::Sizes { reply }, wait)
-                .await
-                .is_ok()
-            {
-                let (visitors, events) = answer.await.unwrap_or((0, 0));
+        let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
+        for shard in &self.inner.shard_actors {
+            let sizes = |reply| ShardMessage::Sizes { reply };
+            if let Ok((visitors, events)) = shard.call(sizes, wait).await {
                 live_visitors += visitors as u64;
                 retained_events += events as u64;
             }
         }
-        let mut segment_cells = 0_u64;
-        for segment in self.inner.aggregate_actors.iter() {
-            let (reply, answer) = oneshot::channel();
-            if let Ok(count) = self
-                .ask(segment, AggregateMessage::CellCount { reply }, answer)
-                .await
-            {
-                segment_cells += count as u64;
+        let mut aggregate_cells = 0_u64;
+        for actor in self.inner.aggregate_actors.iter() {
+            let count = |reply| AggregateMessage::CellCount { reply };
+            if let Ok(count) = actor.call(count, wait).await {
+                aggregate_cells += count as u64;
             }
         }
         let counters = &self.inner.counters;
@@ -99,12 +95,96 @@ impl Engine {
             projects: self.inner.projects.len(),
             live_visitors,
             retained_events,
-            segment_cells,
+            aggregate_cells,
             events_accepted: counters.accepted.load(Ordering::Relaxed),
             events_duplicate: counters.duplicate.load(Ordering::Relaxed),
             events_rejected: counters.rejected.load(Ordering::Relaxed),
             now_ms: self.inner.clock.now_ms(),
         }
+    }
+
+    /// The engine's metrics (`docs/operations.md`, "Metrics reference"):
+    /// ingest, the log, the actors, the stores, checkpoints, queries.
+    /// `status` is this scrape's `Engine::status`.
+    pub fn register_metrics(&self, registry: &mut Registry, status: &EngineStatus) {
+        let engine = self.metrics();
+        let outcomes = [
+            ("accepted", status.events_accepted),
+            ("duplicate", status.events_duplicate),
+            ("rejected", status.events_rejected),
+        ];
+        metrics::labeled_counter(
+            registry,
+            "sessiondb_ingest_events_total",
+            "Events answered by ingest, by outcome.",
+            "outcome",
+            outcomes.map(|(outcome, count)| (outcome.to_string(), count)),
+        );
+        metrics::labeled_counter(
+            registry,
+            "sessiondb_ingest_rejections_total",
+            "Rejected events by reason code (docs/api.md); a code appears once it has occurred.",
+            "reason",
+            engine
+                .rejections
+                .iter()
+                .map(|(code, count)| (code.to_string(), *count)),
+        );
+        metrics::counter(
+            registry,
+            "sessiondb_ingest_batches_total",
+            "Ingest calls answered (one per batch or compatible-format request).",
+            engine.batches,
+        );
+        register_log(registry, &engine);
+        register_actors(registry, &engine);
+        let sizes = [
+            (
+                "sessiondb_live_visitors",
+                "Visitors held in memory by the session actors.",
+                status.live_visitors,
+            ),
+            (
+                "sessiondb_retained_events",
+                "Events held inside the lateness horizon.",
+                status.retained_events,
+            ),
+            (
+                "sessiondb_segment_cells",
+                "Aggregate cells held by the segment actors.",
+                status.aggregate_cells,
+            ),
+            (
+                "sessiondb_checkpoint_bytes",
+                "Size of the last checkpoint (0 before the first).",
+                engine.checkpoint_last_bytes,
+            ),
+            (
+                "sessiondb_checkpoint_position",
+                "Log position the last checkpoint covers (0 before the first).",
+                engine.checkpoint_last_position,
+            ),
+        ];
+        for (name, help, value) in sizes {
+            metrics::gauge(
+                registry,
+                name,
+                help,
+                i64::try_from(value).unwrap_or(i64::MAX),
+            );
+        }
+        metrics::gauge_f64(
+            registry,
+            "sessiondb_checkpoint_duration_seconds",
+            "Duration of the last checkpoint (0 before the first).",
+            engine.checkpoint_last.as_secs_f64(),
+        );
+        metrics::histogram(
+            registry,
+            "sessiondb_query_duration_seconds",
+            "Duration of results and time-series requests, errors included.",
+            &engine.query_seconds,
+        );
     }
 
     /// Records how long a results or time-series request took.
@@ -140,32 +220,34 @@ impl Engine {
             rejections,
             batches: counters.batches.load(Ordering::Relaxed),
             query_seconds: counters.query_seconds.snapshot(),
-            session_queue_depth: self
+            shard_queue_depth: self
                 .inner
                 .shard_actors
                 .iter()
                 .map(|mailbox| mailbox.depth(capacity) as u64)
                 .sum(),
-            segment_queue_depth: self
+            aggregate_queue_depth: self
                 .inner
                 .aggregate_actors
                 .iter()
                 .map(|mailbox| mailbox.depth(capacity) as u64)
                 .sum(),
-            session_queue_depth_max: self
+            shard_queue_depth_max: self
                 .inner
                 .shard_actors
                 .iter()
                 .map(|mailbox| mailbox.depth(capacity) as u64)
                 .max()
                 .unwrap_or(0),
-            segment_queue_depth_max: self
+            aggregate_queue_depth_max: self
                 .inner
                 .aggregate_actors
                 .iter()
                 .map(|mailbox| mailbox.depth(capacity) as u64)
                 .max()
                 .unwrap_or(0),
+            shard_actor_failures: self.inner.health.failures(ActorKind::Shard),
+            aggregate_actor_failures: self.inner.health.failures(ActorKind::Aggregate),
             log_queued_records: self.inner.storage.log.queued_records() as u64,
             checkpoint_last: Duration::from_nanos(
                 counters.checkpoint_last_ns.load(Ordering::Relaxed),
@@ -175,5 +257,107 @@ impl Engine {
             log: self.inner.storage.log.stats(),
             log_fsync_seconds: self.inner.storage.log.fsync_histogram(),
         }
+    }
+}
+
+fn register_log(registry: &mut Registry, engine: &EngineMetrics) {
+    metrics::counter(
+        registry,
+        "sessiondb_log_records_total",
+        "Records written to the write-ahead log since the node started.",
+        engine.log.records,
+    );
+    metrics::counter(
+        registry,
+        "sessiondb_log_fsyncs_total",
+        "fdatasync calls on log record data since the node started.",
+        engine.log.fsyncs,
+    );
+    metrics::histogram(
+        registry,
+        "sessiondb_log_fsync_seconds",
+        "Duration of each fdatasync on log record data.",
+        &engine.log_fsync_seconds,
+    );
+    metrics::gauge(
+        registry,
+        "sessiondb_log_group_records_max",
+        "Most records committed under one fsync since the node started.",
+        i64::try_from(engine.log.group_records_max).unwrap_or(i64::MAX),
+    );
+    metrics::gauge(
+        registry,
+        "sessiondb_log_queued_records",
+        "Records waiting in the log's group-commit backlog.",
+        i64::try_from(engine.log_queued_records).unwrap_or(i64::MAX),
+    );
+}
+
+/// The actors' queues and failures, labelled `session` (shard actors) and
+/// `segment` (aggregate actors), the names the metrics were published with.
+fn register_actors(registry: &mut Registry, engine: &EngineMetrics) {
+    let level = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let by_kind = |shard: u64, aggregate: u64| {
+        [
+            (ActorKind::Shard.label().to_string(), level(shard)),
+            (ActorKind::Aggregate.label().to_string(), level(aggregate)),
+        ]
+    };
+    metrics::labeled_gauge(
+        registry,
+        "sessiondb_actor_queue_depth",
+        "Messages queued or being handled, summed over the actors of a kind.",
+        "actor",
+        by_kind(engine.shard_queue_depth, engine.aggregate_queue_depth),
+    );
+    metrics::labeled_gauge(
+        registry,
+        "sessiondb_actor_queue_depth_max",
+        "Messages queued or being handled at the single deepest actor of a kind.",
+        "actor",
+        by_kind(
+            engine.shard_queue_depth_max,
+            engine.aggregate_queue_depth_max,
+        ),
+    );
+    metrics::labeled_counter(
+        registry,
+        "sessiondb_actor_failures_total",
+        "Actors that failed (panicked or stopped) since the node started; after one the node stops (docs/operations.md, Actor failures).",
+        "actor",
+        [
+            (ActorKind::Shard.label().to_string(), engine.shard_actor_failures),
+            (ActorKind::Aggregate.label().to_string(), engine.aggregate_actor_failures),
+        ],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{pageview, TestEngine};
+
+    #[tokio::test]
+    async fn status_counts_what_the_actors_hold_and_metrics_the_refusals() {
+        let node = TestEngine::open("status").await.with_project().await;
+        let empty = node.engine.status().await;
+        assert_eq!((empty.live_visitors, empty.retained_events), (0, 0));
+        assert_eq!(empty.projects, 1);
+        node.send(&[
+            pageview("e-1", "v-1", 5),
+            pageview("e-2", "v-1", 4),
+            pageview("e-3", "v-2", 3),
+            pageview("", "v-3", 3),
+        ])
+        .await;
+        let status = node.engine.status().await;
+        assert_eq!((status.live_visitors, status.retained_events), (2, 3));
+        assert_eq!(status.events_accepted, 3);
+        let metrics = node.engine.metrics();
+        assert_eq!(
+            metrics.rejections,
+            vec![(sessiondb_protocol::RejectCode::EmptyId, 1)]
+        );
+        assert!(metrics.batches >= 1);
+        assert_eq!(metrics.shard_queue_depth_max, 0);
     }
 }

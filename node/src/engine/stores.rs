@@ -18,13 +18,12 @@
 
 use super::actors::AggregateMessage;
 use super::aggregates::{AggregateStore, ExperimentAggregates};
-use super::handoff::{HandoffError, ShardRole};
+use super::handoff::{apply_wait, HandoffError, ShardRole};
 use super::journal::{self, JournalEntry};
 use super::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tokio::sync::oneshot;
 
 /// Whose aggregates this node's segment stores hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +101,7 @@ impl Engine {
             }
         };
         let mut experiments = Vec::new();
-        for store in self.segment_snapshots().await? {
+        for store in self.aggregate_snapshots().await? {
             experiments.extend(store.into_experiments().map(
                 |((project, experiment), aggregates)| ExperimentCopy {
                     project,
@@ -152,20 +151,19 @@ impl Engine {
         Ok(self.store_coverage().stores(own_node_id))
     }
 
-    /// Merges `handover` into the segment stores and the coverage (after it
+    /// Merges `handover` into the aggregate stores and the coverage (after it
     /// is journaled, or while replaying the journal).
     pub(super) async fn apply_absorb(&self, handover: StoresHandover) {
         for copy in handover.experiments {
-            let segment = self.aggregates_for(&copy.project, &copy.experiment);
-            let (reply, answer) = oneshot::channel();
-            let message = AggregateMessage::Absorb {
+            let actor = self.aggregates_for(&copy.project, &copy.experiment);
+            let message = |reply| AggregateMessage::Absorb {
                 project: copy.project,
                 experiment: copy.experiment,
                 aggregates: Box::new(copy.aggregates),
                 reply,
             };
-            if segment.send(message).await.is_ok() {
-                let _ = answer.await;
+            if let Err(error) = actor.call(message, apply_wait()).await {
+                tracing::error!(%error, "an aggregate actor did not confirm an absorb");
             }
         }
         self.inner
@@ -197,16 +195,16 @@ impl Engine {
             .map(|shard| u32::try_from(shard).expect("at most SHARDS_MAX shards"))
     }
 
-    /// A copy of every segment actor's store, after everything queued.
-    async fn segment_snapshots(&self) -> Result<Vec<AggregateStore>, HandoffError> {
+    /// A copy of every aggregate actor's store, after everything queued.
+    async fn aggregate_snapshots(&self) -> Result<Vec<AggregateStore>, HandoffError> {
         let mut stores = Vec::with_capacity(self.inner.aggregate_actors.len());
-        for segment in self.inner.aggregate_actors.iter() {
-            let (reply, answer) = oneshot::channel();
-            segment
-                .send(AggregateMessage::Snapshot { reply })
+        for actor in self.inner.aggregate_actors.iter() {
+            let snapshot = |reply| AggregateMessage::Snapshot { reply };
+            let store = actor
+                .call(snapshot, apply_wait())
                 .await
-                .map_err(|_| HandoffError::ShuttingDown)?;
-            stores.push(answer.await.map_err(|_| HandoffError::ShuttingDown)?);
+                .map_err(HandoffError::Actor)?;
+            stores.push(store);
         }
         Ok(stores)
     }

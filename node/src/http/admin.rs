@@ -12,11 +12,22 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: the node has recovered (it does before it listens), is a
+/// Readiness: no actor of the engine failed, the node has recovered (it
+/// does before it listens), is a
 /// member of a cluster whose placement leader it knows, owns every shard
 /// the shard map gives it, and has no shard fenced (in the middle of a
 /// move away). 503 with the first reason that fails otherwise.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(failure) = state.engine.failure() {
+        // An actor failed: the node refuses work and is stopping
+        // (`engine::supervisor`).
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "ready": false,
+            "reason": "actor_failed",
+            "shards": [],
+            "detail": failure.to_string(),
+        }));
+    }
     let report = state.cluster.placement.report();
     let reason = if !report.members.contains_key(&report.node_id) {
         Some(("not_a_member", Vec::new()))
@@ -79,12 +90,51 @@ pub async fn node_status(state: &AppState) -> wire::NodeStatus {
         projects: status.projects as u64,
         live_visitors: status.live_visitors,
         retained_events: status.retained_events,
-        segment_cells: status.segment_cells,
+        segment_cells: status.aggregate_cells,
         events_accepted: status.events_accepted,
         events_duplicate: status.events_duplicate,
         events_rejected: status.events_rejected,
         now_ms: status.now_ms,
     }
+}
+
+/// The hidden fault route (`--fault-actor-panic`, testing only):
+/// `POST /v1/admin/fault/shard-panic/{shard}` (admin token) makes the
+/// shard's actor panic and answers once the failure is recorded.
+pub fn configure_faults(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource("/v1/admin/fault/shard-panic/{shard}")
+            .wrap(actix_web::middleware::from_fn(super::auth::require_admin))
+            .route(web::post().to(shard_panic)),
+    );
+}
+
+/// How long the fault route waits for the supervisor to record the failure.
+const FAULT_RECORDED_WAIT_MS: u64 = 10_000;
+
+async fn shard_panic(
+    state: web::Data<AppState>,
+    shard: web::Path<u32>,
+) -> Result<HttpResponse, ApiError> {
+    let shard = shard.into_inner();
+    if !state.engine.inject_shard_panic(shard) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownShard,
+            format!("no shard {shard}, or its actor takes no message now"),
+        ));
+    }
+    let wait = std::time::Duration::from_millis(FAULT_RECORDED_WAIT_MS);
+    let failure = tokio::time::timeout(wait, state.engine.failed())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::FailureNotRecorded,
+                format!("the panic was not recorded within {FAULT_RECORDED_WAIT_MS} ms"),
+            )
+        })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"failed": failure.to_string()})))
 }
 
 /// Takes a checkpoint now and reports it.

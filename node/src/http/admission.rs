@@ -23,11 +23,11 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
+use dashmap::DashMap;
 use sessiondb_protocol::ErrorCode;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The limits a request is admitted under, and their counters.
@@ -50,6 +50,25 @@ pub struct Refusals {
 }
 
 impl Admission {
+    /// `sessiondb_requests_refused_total{limit}` (`crate::metrics`).
+    pub fn register_metrics(&self, registry: &mut crate::metrics::Registry) {
+        let refusals = &self.refusals;
+        let samples = [
+            ("in_flight", &refusals.in_flight),
+            ("rate", &refusals.rate),
+            ("overloaded", &refusals.overloaded),
+            ("query_cost", &refusals.query_cost),
+        ]
+        .map(|(limit, counter)| (limit.to_string(), counter.load(Ordering::Relaxed)));
+        crate::metrics::labeled_counter(
+            registry,
+            "sessiondb_requests_refused_total",
+            "Requests refused whole by a limit (docs/operations.md, Limits).",
+            "limit",
+            samples,
+        );
+    }
+
     pub fn new(
         requests_in_flight_per_credential_max: usize,
         project_events_per_second_max: Option<u64>,
@@ -172,13 +191,22 @@ fn caller_of(request: &ServiceRequest, hasher: &std::collections::hash_map::Rand
     }
 }
 
-/// Requests in flight per caller.
+/// Requests in flight per caller. Every request of every worker thread
+/// passes here, so the map is a `DashMap` (sharded locks), and the number
+/// of callers tracked is its own atomic: a caller's slot is reserved before
+/// its entry is made.
 #[derive(Debug)]
 struct InFlight {
     per_caller_max: usize,
     callers_max: usize,
-    counts: Arc<Mutex<HashMap<Caller, usize>>>,
+    counts: Arc<Counts>,
     hasher: std::collections::hash_map::RandomState,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    per_caller: DashMap<Caller, usize>,
+    callers: AtomicUsize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,16 +219,16 @@ enum InFlightRefusal {
 #[derive(Debug)]
 struct Ticket {
     caller: Caller,
-    counts: Arc<Mutex<HashMap<Caller, usize>>>,
+    counts: Arc<Counts>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.caller) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.caller);
+        if let dashmap::Entry::Occupied(mut entry) = self.counts.per_caller.entry(self.caller) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+                self.counts.callers.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
@@ -211,26 +239,40 @@ impl InFlight {
         InFlight {
             per_caller_max,
             callers_max,
-            counts: Arc::new(Mutex::new(HashMap::new())),
+            counts: Arc::new(Counts::default()),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
     fn enter(&self, caller: Caller) -> Result<Ticket, InFlightRefusal> {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let known = counts.contains_key(&caller);
-        if !known && counts.len() >= self.callers_max {
-            return Err(InFlightRefusal::TooManyCallers {
-                max: self.callers_max,
-            });
+        let counts = &self.counts;
+        match counts.per_caller.entry(caller) {
+            dashmap::Entry::Occupied(mut entry) => {
+                if *entry.get() >= self.per_caller_max {
+                    return Err(InFlightRefusal::PerCredential {
+                        max: self.per_caller_max,
+                    });
+                }
+                *entry.get_mut() += 1;
+            }
+            dashmap::Entry::Vacant(entry) => {
+                let max = self.callers_max;
+                let reserved =
+                    counts
+                        .callers
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |callers| {
+                            (callers < max).then_some(callers + 1)
+                        });
+                if reserved.is_err() {
+                    return Err(InFlightRefusal::TooManyCallers { max });
+                }
+                if self.per_caller_max == 0 {
+                    counts.callers.fetch_sub(1, Ordering::AcqRel);
+                    return Err(InFlightRefusal::PerCredential { max: 0 });
+                }
+                entry.insert(1);
+            }
         }
-        let count = counts.entry(caller).or_insert(0);
-        if *count >= self.per_caller_max {
-            return Err(InFlightRefusal::PerCredential {
-                max: self.per_caller_max,
-            });
-        }
-        *count += 1;
         Ok(Ticket {
             caller,
             counts: Arc::clone(&self.counts),
@@ -239,11 +281,14 @@ impl InFlight {
 }
 
 /// One token bucket per project. Tokens are kept in thousandths of an
-/// event so refills at any rate stay exact in integers.
+/// event so refills at any rate stay exact in integers. Every ingest
+/// request of every worker thread passes here: the map is a `DashMap`, and
+/// each bucket has its own lock, so batches of different projects do not
+/// wait on each other.
 #[derive(Debug)]
 struct ProjectRates {
     per_second: u64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: DashMap<String, Arc<Mutex<Bucket>>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -263,7 +308,7 @@ impl ProjectRates {
     fn new(per_second: u64) -> ProjectRates {
         ProjectRates {
             per_second: per_second.max(1),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: DashMap::new(),
         }
     }
 
@@ -273,21 +318,29 @@ impl ProjectRates {
     }
 
     fn take(&self, per_project: &[(&str, u64)], now_ms: i64) -> Result<(), RateRefusal> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let capacity = self.capacity_milli();
+        // The batch's buckets, locked in name order (no two takes wait on
+        // each other in a cycle); no map lock is held meanwhile.
+        let mut names: Vec<&str> = per_project.iter().map(|(project, _)| *project).collect();
+        names.sort_unstable();
+        names.dedup();
+        let handles: Vec<(&str, Arc<Mutex<Bucket>>)> = names
+            .into_iter()
+            .map(|project| (project, self.bucket(project, capacity, now_ms)))
+            .collect();
+        let mut buckets: Vec<(&str, std::sync::MutexGuard<'_, Bucket>)> = handles
+            .iter()
+            .map(|(project, bucket)| {
+                (
+                    *project,
+                    bucket.lock().unwrap_or_else(PoisonError::into_inner),
+                )
+            })
+            .collect();
         // Refill every bucket this batch touches, check all, then take: a
         // batch for two projects is admitted whole or not at all.
         for (project, events) in per_project {
-            if !buckets.contains_key(*project) && buckets.len() >= limits::RATE_LIMITED_PROJECTS_MAX
-            {
-                // More names than projects can exist: drop the full buckets,
-                // which are the same as absent ones.
-                buckets.retain(|_, bucket| bucket.milli_tokens < capacity);
-            }
-            let bucket = buckets.entry((*project).to_string()).or_insert(Bucket {
-                milli_tokens: capacity,
-                updated_ms: now_ms,
-            });
+            let bucket = guard_of(&mut buckets, project);
             let elapsed_ms = u64::try_from(now_ms - bucket.updated_ms).unwrap_or(0);
             // tokens/s × ms = milli-tokens.
             let refill = elapsed_ms.saturating_mul(self.per_second);
@@ -304,12 +357,50 @@ impl ProjectRates {
             }
         }
         for (project, events) in per_project {
-            if let Some(bucket) = buckets.get_mut(*project) {
-                bucket.milli_tokens -= events.saturating_mul(1_000);
-            }
+            guard_of(&mut buckets, project).milli_tokens -= events.saturating_mul(1_000);
         }
         Ok(())
     }
+
+    /// `project`'s bucket, made full if new. More names than projects can
+    /// exist: past `RATE_LIMITED_PROJECTS_MAX` the full buckets, which are
+    /// the same as absent ones, are dropped first.
+    fn bucket(&self, project: &str, capacity: u64, now_ms: i64) -> Arc<Mutex<Bucket>> {
+        if let Some(bucket) = self.buckets.get(project) {
+            return Arc::clone(bucket.value());
+        }
+        if self.buckets.len() >= limits::RATE_LIMITED_PROJECTS_MAX {
+            self.buckets.retain(|_, bucket| {
+                bucket
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .milli_tokens
+                    < capacity
+            });
+        }
+        let full = Bucket {
+            milli_tokens: capacity,
+            updated_ms: now_ms,
+        };
+        Arc::clone(
+            self.buckets
+                .entry(project.to_string())
+                .or_insert_with(|| Arc::new(Mutex::new(full)))
+                .value(),
+        )
+    }
+}
+
+/// The locked bucket of `project` among a batch's.
+fn guard_of<'a, 'b>(
+    buckets: &'a mut [(&str, std::sync::MutexGuard<'b, Bucket>)],
+    project: &str,
+) -> &'a mut Bucket {
+    let (_, guard) = buckets
+        .iter_mut()
+        .find(|(name, _)| *name == project)
+        .expect("every project of the batch has its bucket");
+    guard
 }
 
 #[cfg(test)]
@@ -343,7 +434,8 @@ mod tests {
             InFlightRefusal::TooManyCallers { max: 2 }
         );
         drop(first);
-        assert_eq!(in_flight.counts.lock().unwrap().len(), 1);
+        assert_eq!(in_flight.counts.per_caller.len(), 1);
+        assert_eq!(in_flight.counts.callers.load(Ordering::Acquire), 1);
         let _third = in_flight.enter(Caller::Credential(3)).unwrap();
     }
 

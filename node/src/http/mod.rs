@@ -4,7 +4,7 @@
 //! (`sessiondb_protocol`) to internal ones and back and map errors to
 //! answers; the work is the cluster's (`cluster::Cluster`) or the engine's.
 
-mod admin;
+pub mod admin;
 pub mod admission;
 mod audit;
 mod auth;
@@ -14,16 +14,14 @@ mod console;
 pub mod error;
 pub mod ingest;
 mod metrics;
-mod optimizely;
 mod projects;
 mod query;
-mod segment;
 mod shard_map;
 mod shards;
 
 /// The pure body → events mappings of the compatible formats (fuzz targets).
-pub use optimizely::map_batch as map_optimizely_batch;
-pub use segment::map_batch as map_segment_batch;
+pub use compat::optimizely::map_batch as map_optimizely_batch;
+pub use compat::segment_io::map_batch as map_segment_batch;
 
 use crate::admin_token::{AdminTokens, ClusterSecret};
 use crate::cluster::Cluster;
@@ -103,12 +101,15 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/events", web::post().to(ingest::post_events))
         .route(
             "/optimizely/v1/events",
-            web::post().to(optimizely::post_events),
+            web::post().to(compat::optimizely::post_events),
         )
-        .route("/v1/batch", web::post().to(segment::post_batch))
-        .route("/v1/track", web::post().to(segment::post_track))
-        .route("/v1/page", web::post().to(segment::post_page))
-        .route("/v1/identify", web::post().to(segment::post_identify))
+        .route("/v1/batch", web::post().to(compat::segment_io::post_batch))
+        .route("/v1/track", web::post().to(compat::segment_io::post_track))
+        .route("/v1/page", web::post().to(compat::segment_io::post_page))
+        .route(
+            "/v1/identify",
+            web::post().to(compat::segment_io::post_identify),
+        )
         .service(
             // Project administration and queries: the admin token only.
             web::scope("/v1/projects")

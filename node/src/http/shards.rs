@@ -103,7 +103,7 @@ impl From<HandoffError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::StorageUnavailable,
             ),
-            HandoffError::ShuttingDown => {
+            HandoffError::ShuttingDown | HandoffError::Actor(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown)
             }
             HandoffError::StillOwnsShard { .. } => {

@@ -4,7 +4,8 @@
 //!
 //! One log per node. Records carry the shard they belong to and an opaque
 //! payload; the caller encodes and decodes events, the log never looks
-//! inside.
+//! inside. (The replicated log, `crate::replication`, runs a second `Log`
+//! of its own and puts its Raft group's id in the shard field.)
 //!
 //! # On disk
 //!
@@ -41,6 +42,12 @@
 //! holds at most `queue_records_max` records and `queue_bytes_max` bytes
 //! (queued plus being written); an append waits for room (backpressure).
 //! Dropping an append future does not take the record back.
+//!
+//! [`Log::enqueue_with_callback`] is the same path for a caller that must
+//! not wait: the writer calls its callback, in log order, with the
+//! positions and the byte offset of every record, and
+//! [`Log::record_reader`] reads a record back at such a location (checking
+//! its frame, position and checksum) without streaming its segment.
 //!
 //! A segment is created with its header synced and the directory synced
 //! before a record goes into it, and a full segment is synced before the
@@ -83,16 +90,20 @@
 
 mod fault;
 mod format;
+mod read;
 mod recovery;
 mod replay;
 mod segment;
 mod writer;
 
 #[cfg(test)]
-mod tests;
+mod read_tests;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use fault::FaultPlan;
 pub use format::Damage;
+pub use read::RecordReader;
 pub use replay::Replay;
 
 use std::ops::Range;
@@ -232,6 +243,16 @@ pub enum LogError {
         first_position: Position,
         last_position: Position,
     },
+    /// A read by location asked for a position the log does not hold.
+    #[error(
+        "no record at position {position}: the log holds positions \
+         {first_position}..={last_position}"
+    )]
+    RecordMissing {
+        position: Position,
+        first_position: Position,
+        last_position: Position,
+    },
     #[error("record payload of {bytes} bytes is over record_bytes_max ({bytes_max})")]
     RecordTooLarge { bytes: usize, bytes_max: usize },
     #[error(
@@ -285,6 +306,12 @@ impl LogError {
     }
 }
 
+/// Bytes a record with a payload of `payload_len` bytes takes on disk, the
+/// measure of `group_bytes_max` and `queue_bytes_max`.
+pub fn record_bytes(payload_len: usize) -> usize {
+    format::record_len(payload_len)
+}
+
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -292,6 +319,20 @@ pub struct Record {
     pub shard: u32,
     pub payload: Vec<u8>,
 }
+
+/// Where the records of an [`Log::enqueue_with_callback`] batch landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub positions: Range<Position>,
+    /// Byte offset of each record in its segment, in position order; with
+    /// the position it is what [`RecordReader::read_at`] needs.
+    pub offsets: Vec<u64>,
+}
+
+/// Called once on the writer thread when a batch is synced (or failed).
+/// It runs before the next group is written, so it must be short and must
+/// never wait on the log.
+pub type AppendCallback = Box<dyn FnOnce(Result<Appended, LogError>) + Send>;
 
 /// What [`Log::open`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -510,6 +551,30 @@ impl Log {
         &self,
         records: Vec<(u32, Vec<u8>)>,
     ) -> Result<PendingAppend, LogError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.enqueue(records, writer::Reply::Waiter(reply)).await?;
+        Ok(PendingAppend { answer })
+    }
+
+    /// Queues a batch like [`Log::enqueue_batch`], and has the writer call
+    /// `callback` with the positions and byte offsets of the records once
+    /// they are synced, or with the error. Callbacks are called in log
+    /// order. On `Err` the batch was not queued and `callback` is dropped
+    /// uncalled.
+    pub async fn enqueue_with_callback(
+        &self,
+        records: Vec<(u32, Vec<u8>)>,
+        callback: AppendCallback,
+    ) -> Result<(), LogError> {
+        self.enqueue(records, writer::Reply::Callback(callback))
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        records: Vec<(u32, Vec<u8>)>,
+        reply: writer::Reply,
+    ) -> Result<(), LogError> {
         let bytes = self.check_batch(&records)?;
         self.check_failure()?;
         let record_permits = Arc::clone(&self.record_slots)
@@ -521,16 +586,15 @@ impl Log {
             .await
             .map_err(|_| LogError::Closed)?;
         self.check_failure()?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
         let request = writer::Request {
             records,
             bytes,
             reply,
+            offsets: Vec::new(),
             permits: (record_permits, byte_permits),
         };
         let sender = self.sender.as_ref().ok_or(LogError::Closed)?;
-        sender.send(request).map_err(|_| LogError::Closed)?;
-        Ok(PendingAppend { answer })
+        sender.send(request).map_err(|_| LogError::Closed)
     }
 
     /// Records with positions after `checkpoint`, up to the last position
@@ -590,6 +654,26 @@ impl Log {
             segment::sync_dir(&self.shared.dir)?;
         }
         Ok(report)
+    }
+
+    /// Reads single records at the locations [`Appended`] reported (or
+    /// [`Replay::last_offset`] found), up to the last synced position. The
+    /// reader keeps the segment it read last open; make one per batch of
+    /// reads, so that it never holds a deleted segment open for long.
+    pub fn record_reader(&self) -> RecordReader {
+        let state = lock(&self.shared.state);
+        RecordReader::new(
+            &self.shared.dir,
+            state.segments.clone(),
+            state.last_position,
+            self.shared.replay_payload_bytes_max,
+        )
+    }
+
+    /// First positions of the segments on disk, oldest first; the last is
+    /// the one being appended to.
+    pub fn segment_first_positions(&self) -> Vec<Position> {
+        lock(&self.shared.state).segments.clone()
     }
 
     /// Last position on disk: every append answered so far is at or below.

@@ -28,6 +28,8 @@ pub struct Replay {
     next_position: Position,
     payload_bytes_max: usize,
     done: bool,
+    /// Byte offset, in its segment, of the record yielded last.
+    last_offset: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -62,7 +64,14 @@ impl Replay {
             next_position,
             payload_bytes_max,
             done: after >= last_position,
+            last_offset: None,
         }
+    }
+
+    /// Where the record yielded last starts in its segment: with its
+    /// position, the location [`super::RecordReader::read_at`] reads.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.last_offset
     }
 
     fn next_record(&mut self) -> Result<Option<Record>, LogError> {
@@ -113,6 +122,7 @@ impl Replay {
             }
             format::verify_record(&head, &payload)
                 .map_err(|damage| corrupt(&reader.path, record_offset, damage))?;
+            self.last_offset = Some(record_offset);
             return Ok(Some(Record {
                 position,
                 shard,

@@ -6,7 +6,7 @@
 
 use super::format::{self, SEGMENT_HEADER_LEN};
 use super::segment::SegmentFile;
-use super::{lock, LogError, Position, Shared};
+use super::{lock, AppendCallback, Appended, LogError, Position, Shared};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -14,24 +14,64 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+/// How the writer answers a request.
+pub(super) enum Reply {
+    /// `append_batch` / `enqueue_batch`: a task awaits the positions.
+    Waiter(oneshot::Sender<Result<Range<Position>, LogError>>),
+    /// `enqueue_with_callback`: called on the writer thread with the
+    /// positions and the byte offset of every record, so the caller can
+    /// read a record back without scanning its segment.
+    Callback(AppendCallback),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Waiter(_) => f.write_str("Waiter"),
+            Reply::Callback(_) => f.write_str("Callback"),
+        }
+    }
+}
+
 /// One `append_batch` call waiting for its group.
 #[derive(Debug)]
 pub(super) struct Request {
     pub records: Vec<(u32, Vec<u8>)>,
     /// Bytes the records take on disk.
     pub bytes: usize,
-    pub reply: oneshot::Sender<Result<Range<Position>, LogError>>,
+    pub reply: Reply,
+    /// Where each record starts in its segment; filled by the writer only
+    /// for a `Reply::Callback`.
+    pub offsets: Vec<u64>,
     /// Queue room, given back when the request is answered and dropped.
     pub permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl Request {
-    /// Answers the waiter (who may have gone away), then gives the queue
-    /// room back.
+    /// Answers the waiter (who may have gone away) or calls the callback,
+    /// then gives the queue room back.
     fn answer(self, result: Result<Range<Position>, LogError>) {
-        let Request { reply, permits, .. } = self;
-        let _ = reply.send(result);
+        let Request {
+            reply,
+            offsets,
+            permits,
+            records,
+            ..
+        } = self;
+        match reply {
+            Reply::Waiter(sender) => {
+                let _ = sender.send(result);
+            }
+            Reply::Callback(callback) => callback(result.map(|positions| {
+                assert_eq!(offsets.len(), records.len(), "one offset per record");
+                Appended { positions, offsets }
+            })),
+        }
         drop(permits);
+    }
+
+    fn wants_offsets(&self) -> bool {
+        matches!(self.reply, Reply::Callback(_))
     }
 }
 
@@ -132,14 +172,14 @@ impl Writer {
     }
 
     /// Writes and syncs a group, then answers its waiters.
-    fn commit(&mut self, group: Vec<Request>) {
+    fn commit(&mut self, mut group: Vec<Request>) {
         let start = GroupStart {
             path: self.active.path().to_path_buf(),
             len_bytes: self.active.len_bytes(),
             created: Vec::new(),
         };
         let first_position = self.next_position;
-        match self.write_group(&group, start) {
+        match self.write_group(&mut group, start) {
             Ok(new_segments) => {
                 let records = self.next_position - first_position;
                 self.publish(new_segments, &group, records);
@@ -159,39 +199,52 @@ impl Writer {
     /// syncs. Returns the first positions of segments it created.
     fn write_group(
         &mut self,
-        group: &[Request],
+        group: &mut [Request],
         mut start: GroupStart,
     ) -> Result<Vec<Position>, (LogError, GroupStart)> {
         let segment_bytes_max = self.shared.config.segment_bytes_max as u64;
         let mut new_segments = Vec::new();
         self.buffer.clear();
-        for (shard, payload) in group.iter().flat_map(|request| &request.records) {
-            let record_bytes = format::record_len(payload.len()) as u64;
-            let written = self.active.len_bytes() + self.buffer.len() as u64;
-            if written + record_bytes > segment_bytes_max && written > SEGMENT_HEADER_LEN as u64 {
-                if let Err(error) = self.flush() {
-                    return Err((error, start));
-                }
-                match SegmentFile::create(
-                    &self.shared.dir,
-                    self.next_position,
-                    self.shared.config.fault.clone(),
-                ) {
-                    Ok(segment) => {
-                        start.created.push(segment.path().to_path_buf());
-                        new_segments.push(segment.first_position());
-                        self.active = segment;
+        for request in group.iter_mut() {
+            let wants_offsets = request.wants_offsets();
+            for (shard, payload) in &request.records {
+                let record_bytes = format::record_len(payload.len()) as u64;
+                let written = self.active.len_bytes() + self.buffer.len() as u64;
+                if written + record_bytes > segment_bytes_max && written > SEGMENT_HEADER_LEN as u64
+                {
+                    match self.rotate() {
+                        Ok(segment) => {
+                            start.created.push(segment.path().to_path_buf());
+                            new_segments.push(segment.first_position());
+                            self.active = segment;
+                        }
+                        Err(error) => return Err((error, start)),
                     }
-                    Err(error) => return Err((error, start)),
                 }
+                if wants_offsets {
+                    request
+                        .offsets
+                        .push(self.active.len_bytes() + self.buffer.len() as u64);
+                }
+                format::encode_record(&mut self.buffer, self.next_position, *shard, payload);
+                self.next_position += 1;
             }
-            format::encode_record(&mut self.buffer, self.next_position, *shard, payload);
-            self.next_position += 1;
         }
         match self.flush() {
             Ok(()) => Ok(new_segments),
             Err(error) => Err((error, start)),
         }
+    }
+
+    /// Syncs what is buffered into the active segment and creates the next
+    /// one, starting at the next position.
+    fn rotate(&mut self) -> Result<SegmentFile, LogError> {
+        self.flush()?;
+        SegmentFile::create(
+            &self.shared.dir,
+            self.next_position,
+            self.shared.config.fault.clone(),
+        )
     }
 
     /// Writes the buffer to the active segment and syncs it.

@@ -1,0 +1,340 @@
+//! `POST /optimizely/v1/events`: the event batches Optimizely SDKs send to
+//! `https://logx.optimizely.com/v1/events`, translated into native events
+//! (`docs/ingest-formats.md`, "Optimizely").
+//!
+//! The batch is flattened visitor by visitor, snapshot by snapshot, event by
+//! event; rejection indexes count positions in that flattened list.
+
+use crate::event::RejectReason;
+use crate::http::auth;
+use crate::http::compat;
+use crate::http::error::ApiError;
+use crate::http::ingest;
+use crate::http::AppState;
+use crate::limits;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
+use std::collections::BTreeMap;
+
+/// The event key Optimizely SDKs use for impressions (decisions).
+const IMPRESSION_KEY: &str = "campaign_activated";
+/// Optimizely's reserved attribute carrying the user agent; becomes
+/// `browser`. Every other `$opt_` attribute is dropped.
+const USER_AGENT_ATTRIBUTE: &str = "$opt_user_agent";
+const RESERVED_ATTRIBUTE_PREFIX: &str = "$opt_";
+/// Tags that are also an event's `revenue` / `value`: they become the
+/// value, not attributes.
+const VALUE_TAGS: [&str; 2] = ["revenue", "value"];
+
+/// `?project=<name>`: the SessionDB project, overriding `project_id`.
+#[derive(Debug, Deserialize)]
+pub struct Target {
+    project: Option<String>,
+}
+
+/// The parts of Optimizely's event batch that SessionDB reads. Account,
+/// revision, client and anonymisation fields are ignored.
+#[derive(Debug, Deserialize)]
+struct Payload {
+    #[serde(default)]
+    project_id: Value,
+    visitors: Vec<Visitor>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Visitor {
+    visitor_id: String,
+    #[serde(default)]
+    attributes: Vec<Attribute>,
+    #[serde(default)]
+    snapshots: Vec<Snapshot>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Attribute {
+    key: String,
+    #[serde(default)]
+    value: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Snapshot {
+    #[serde(default)]
+    decisions: Vec<SnapshotDecision>,
+    /// Decoded one by one, so that one bad event is rejected on its own.
+    #[serde(default)]
+    events: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SnapshotDecision {
+    #[serde(default)]
+    experiment_id: Option<String>,
+    #[serde(default)]
+    variation_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SnapshotEvent {
+    #[serde(default)]
+    uuid: String,
+    #[serde(default)]
+    key: String,
+    /// Milliseconds since the epoch.
+    timestamp: i64,
+    /// Integer minor units (cents), as Optimizely sends it.
+    #[serde(default)]
+    revenue: Option<f64>,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    tags: Option<Map<String, Value>>,
+}
+
+pub async fn post_events(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    target: web::Query<Target>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = ingest::read_body(payload, limits::BODY_BYTES_MAX).await?;
+    let batch = parse_payload(&body)?;
+    let project = resolve_project(&state, &request, target.into_inner(), &batch.project_id)?;
+    let events = map_payload(batch, &project)?;
+    let response = ingest::ingest_events(&state, events).await?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// The body of an Optimizely batch as native events for `project`, exactly
+/// as `post_events` maps it once the project is resolved: a pure function,
+/// the entry point of the fuzz target (`node/tests/it/fuzz_decoders.rs`).
+pub fn map_batch(
+    body: &[u8],
+    project: &str,
+) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
+    map_payload(parse_payload(body)?, project)
+}
+
+fn parse_payload(body: &[u8]) -> Result<Payload, ApiError> {
+    let object = compat::parse_object(body, "an Optimizely event batch object")?;
+    serde_json::from_value(Value::Object(object)).map_err(|error| {
+        ApiError::bad_request(
+            ErrorCode::MalformedJson,
+            format!("not an Optimizely event batch: {error}"),
+        )
+    })
+}
+
+fn map_payload(
+    batch: Payload,
+    project: &str,
+) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
+    let event_count = batch
+        .visitors
+        .iter()
+        .flat_map(|visitor| &visitor.snapshots)
+        .map(|snapshot| snapshot.events.len())
+        .sum();
+    ingest::check_batch_len(event_count)?;
+    Ok(events_of(batch, project))
+}
+
+/// The SessionDB project: the project of the `X-SessionDB-Key` header (or
+/// of an ingest key sent as `Authorization: Bearer`) if given (an unknown
+/// key is `401`; a `?project=` naming another project is `403`). Otherwise
+/// the request needs the admin token, and the project is `?project=`, else
+/// the batch's `project_id`. A name that is no
+/// project is rejected per event (`unknown_project`) by validation.
+fn resolve_project(
+    state: &AppState,
+    request: &HttpRequest,
+    target: Target,
+    project_id: &Value,
+) -> Result<String, ApiError> {
+    let key = request.headers().get(compat::INGEST_KEY_HEADER);
+    let keyed = match key {
+        Some(key) => {
+            let key = key
+                .to_str()
+                .map_err(|_| compat::unauthorized("`X-SessionDB-Key` is not readable text"))?;
+            Some(compat::project_by_key(state, key)?)
+        }
+        None => match auth::credential_of(state, request.headers()) {
+            // The admin token may send to any project.
+            auth::Credential::Admin => None,
+            // An ingest key as a bearer counts as `X-SessionDB-Key`.
+            auth::Credential::IngestKey(config) => Some(config),
+            other => {
+                return Err(auth::refusal(auth::Required::IngestKeyOrAdmin, &other).with_message(
+                    "this endpoint needs the project's ingest key as `X-SessionDB-Key` (or `Authorization: Bearer <key>`), or the admin token as `Authorization: Bearer <token>` (see docs/ingest-formats.md)",
+                ))
+            }
+        },
+    };
+    if let Some(config) = keyed {
+        if let Some(name) = target.project {
+            if name != config.name.as_ref() {
+                return Err(auth::forbidden(
+                    "`?project=` names a project this ingest key may not write to: a key sends to its own project only",
+                ));
+            }
+        }
+        return Ok(config.name.to_string());
+    }
+    Ok(target
+        .project
+        .or_else(|| compat::scalar_text(project_id))
+        .unwrap_or_default())
+}
+
+/// Every event of the batch in flattened order, each translated or rejected.
+fn events_of(batch: Payload, project: &str) -> Vec<Result<wire::Event, RejectReason>> {
+    let mut events = Vec::new();
+    for visitor in batch.visitors {
+        let attributes = visitor_attributes(&visitor.attributes);
+        for snapshot in visitor.snapshots {
+            let decisions: Vec<wire::Decision> = snapshot
+                .decisions
+                .iter()
+                .map(|decision| wire::Decision {
+                    experiment: decision.experiment_id.clone().unwrap_or_default(),
+                    variation: decision.variation_id.clone().unwrap_or_default(),
+                })
+                .collect();
+            for element in snapshot.events {
+                let event = serde_json::from_value::<SnapshotEvent>(element)
+                    .map_err(|error| {
+                        RejectReason::Malformed(format!("not an Optimizely event: {error}"))
+                    })
+                    .map(|event| {
+                        event_of(event, project, &visitor.visitor_id, &attributes, &decisions)
+                    });
+                events.push(event);
+            }
+        }
+    }
+    events
+}
+
+/// Visitor attributes as event attributes: `key → value` as text;
+/// `$opt_user_agent` becomes `browser`, other `$opt_` keys and non-scalar
+/// values are dropped.
+fn visitor_attributes(attributes: &[Attribute]) -> BTreeMap<String, String> {
+    let mut mapped = BTreeMap::new();
+    for attribute in attributes {
+        let Some(text) = compat::scalar_text(&attribute.value) else {
+            continue;
+        };
+        if attribute.key == USER_AGENT_ATTRIBUTE {
+            mapped.insert("browser".to_string(), compat::browser_of(&text).to_string());
+        } else if !attribute.key.starts_with(RESERVED_ATTRIBUTE_PREFIX) {
+            mapped.insert(attribute.key.clone(), text);
+        }
+    }
+    mapped
+}
+
+fn event_of(
+    event: SnapshotEvent,
+    project: &str,
+    visitor: &str,
+    visitor_attributes: &BTreeMap<String, String>,
+    decisions: &[wire::Decision],
+) -> wire::Event {
+    let mut attributes = visitor_attributes.clone();
+    for (name, value) in event.tags.iter().flatten() {
+        if VALUE_TAGS.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(text) = compat::scalar_text(value) {
+            attributes.insert(name.clone(), text);
+        }
+    }
+    let impression = event.key == IMPRESSION_KEY;
+    let (event_type, key, value) = if impression {
+        (wire::EventType::Decision, None, None)
+    } else {
+        let key = Some(event.key).filter(|key| !key.is_empty());
+        (wire::EventType::Custom, key, event.revenue.or(event.value))
+    };
+    wire::Event {
+        id: event.uuid,
+        project: project.to_string(),
+        visitor: visitor.to_string(),
+        ts: wire::Timestamp::Milliseconds(event.timestamp),
+        event_type,
+        key,
+        value,
+        attributes,
+        decisions: decisions.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn batch(value: Value) -> Payload {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn impressions_become_decisions_and_conversions_custom_events() {
+        let payload = batch(json!({
+            "project_id": "123",
+            "visitors": [{
+                "visitor_id": "u1",
+                "attributes": [
+                    {"entity_id": "1", "key": "plan", "type": "custom", "value": "pro"},
+                    {"entity_id": "$opt_bot_filtering", "key": "$opt_bot_filtering", "type": "custom", "value": false},
+                    {"entity_id": "$opt_user_agent", "key": "$opt_user_agent", "type": "custom", "value": "Mozilla/5.0 Firefox/120.0"}
+                ],
+                "snapshots": [
+                    {"decisions": [{"campaign_id": "c", "experiment_id": "x1", "variation_id": "v1"}],
+                     "events": [{"entity_id": "c", "key": "campaign_activated", "timestamp": 10, "uuid": "a"}]},
+                    {"events": [{"entity_id": "e", "key": "buy", "timestamp": 20, "uuid": "b",
+                                 "revenue": 4200, "value": 3.5, "tags": {"revenue": 4200, "size": "L", "n": 2}}]}
+                ]
+            }]
+        }));
+        let events: Vec<_> = events_of(payload, "shop")
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event_type, wire::EventType::Decision);
+        assert_eq!(events[0].key, None);
+        assert_eq!(events[0].decisions[0].experiment, "x1");
+        assert_eq!(
+            events[0].attributes.get("browser").map(String::as_str),
+            Some("firefox")
+        );
+        assert!(!events[0].attributes.contains_key("$opt_bot_filtering"));
+        assert_eq!(events[1].event_type, wire::EventType::Custom);
+        assert_eq!(events[1].value, Some(4200.0), "revenue wins over value");
+        assert_eq!(
+            events[1].attributes.get("size").map(String::as_str),
+            Some("L")
+        );
+        assert_eq!(events[1].attributes.get("n").map(String::as_str), Some("2"));
+        assert!(!events[1].attributes.contains_key("revenue"));
+        assert!(events[1].decisions.is_empty());
+    }
+
+    #[test]
+    fn a_bad_event_is_rejected_alone() {
+        let payload = batch(json!({
+            "visitors": [{"visitor_id": "u1", "snapshots": [{"events": [
+                {"key": "buy", "uuid": "a"},
+                {"key": "buy", "uuid": "b", "timestamp": 5, "value": 1.5}
+            ]}]}]
+        }));
+        let events = events_of(payload, "shop");
+        assert_eq!(events[0].as_ref().unwrap_err().code(), "malformed_event");
+        assert_eq!(events[1].as_ref().unwrap().value, Some(1.5));
+    }
+}

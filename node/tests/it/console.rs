@@ -1,0 +1,749 @@
+//! The admin console in headless Chromium against the real binary
+//! (`docs/console.md`): login with the admin token, the cluster overview,
+//! an experiment page that updates while events stream in and shows the
+//! JSON results API's numbers, breakdowns, time ranges, a checkpoint from
+//! the UI, and refusal without the token.
+//!
+//! Screenshots land in `target/console-screenshots/`. Without Chromium
+//! these tests fail with instructions (`scripts/test` installs it).
+
+use crate::support::browser::{Browser, Page};
+use crate::support::node::{TestNode, TEST_ADMIN_TOKEN};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sessiondb_protocol::{Decision, Event, EventType, NodeStatus, ResultsResponse, Timestamp};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The node's manual clock: 2025-11-26 10:00:00 UTC.
+const START_MS: i64 = 1_764_151_200_000;
+const MINUTE_MS: i64 = 60_000;
+const PROJECT: &str = "shop";
+const EXPERIMENT: &str = "checkout";
+const BROWSERS: [&str; 3] = ["firefox", "chrome", "safari"];
+/// Minutes before `START_MS` over which visitors are exposed.
+const EXPOSURE_SPREAD_MINUTES: i64 = 40;
+
+/// Events of visitor `number`: an exposure, a pageview, and on some
+/// visitors a purchase (with a value) and a signup. Deterministic.
+fn visitor_events(number: u32) -> Vec<Event> {
+    let visitor = format!("v-{number:04}");
+    let exposed_ms = START_MS - 50 * MINUTE_MS
+        + i64::from(number / 2) % EXPOSURE_SPREAD_MINUTES * MINUTE_MS
+        + i64::from(number % 2) * 5_000;
+    let event = |suffix: &str, offset_ms: i64, event_type: EventType| Event {
+        id: format!("{visitor}-{suffix}"),
+        project: PROJECT.to_string(),
+        visitor: visitor.clone(),
+        ts: Timestamp::Milliseconds(exposed_ms + offset_ms),
+        event_type,
+        key: None,
+        value: None,
+        attributes: BTreeMap::new(),
+        decisions: Vec::new(),
+    };
+    let mut decision = event("decision", 0, EventType::Decision);
+    decision.decisions = vec![Decision {
+        experiment: EXPERIMENT.to_string(),
+        variation: if number.is_multiple_of(2) {
+            "control"
+        } else {
+            "treatment"
+        }
+        .to_string(),
+    }];
+    decision.attributes.insert(
+        "browser".to_string(),
+        BROWSERS[number as usize % BROWSERS.len()].to_string(),
+    );
+    decision.attributes.insert(
+        "device".to_string(),
+        if number.is_multiple_of(5) {
+            "mobile"
+        } else {
+            "desktop"
+        }
+        .to_string(),
+    );
+    let mut events = vec![decision, event("page", 10_000, EventType::Pageview)];
+    if number % 3 != 2 {
+        events.push(event("page-2", 20_000, EventType::Pageview));
+    }
+    if number.is_multiple_of(3) || number % 7 == 1 {
+        let mut purchase = event("purchase", 30_000, EventType::Custom);
+        purchase.key = Some("purchase".to_string());
+        purchase.value = Some(f64::from(number % 9 + 1) * 12.5);
+        events.push(purchase);
+    }
+    if number.is_multiple_of(4) || number % 5 == 3 {
+        let mut signup = event("signup", 45_000, EventType::Custom);
+        signup.key = Some("signup".to_string());
+        events.push(signup);
+    }
+    events
+}
+
+fn events_of(visitors: std::ops::Range<u32>) -> Vec<Event> {
+    visitors.flat_map(visitor_events).collect()
+}
+
+async fn node_with_project() -> TestNode {
+    let node = TestNode::start(START_MS).await;
+    node.create_project(
+        PROJECT,
+        json!({"bucket_ms": MINUTE_MS, "breakdown_attributes": ["browser", "device"]}),
+    )
+    .await;
+    node
+}
+
+async fn send(node: &TestNode, events: &[Event]) {
+    let answer = node.send_batch(events).await;
+    assert!(
+        answer.rejected.is_empty(),
+        "test events must be accepted: {answer:?}"
+    );
+}
+
+async fn status(node: &TestNode) -> NodeStatus {
+    let raw = node.get_raw("/v1/status").await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    serde_json::from_value(raw.body).expect("a NodeStatus")
+}
+
+/// Opens the console in a fresh page and logs in through the login form.
+async fn logged_in_page(browser: &Browser, node: &TestNode) -> Page {
+    let page = browser.new_page().await;
+    page.navigate(&node.url("/console/")).await;
+    page.wait_for("the login screen", "document.body.dataset.view === 'login'")
+        .await;
+    page.evaluate(&format!(
+        "document.querySelector('#token').value = {}; \
+         document.querySelector('#login-form').requestSubmit(); true",
+        json!(node.admin_token())
+    ))
+    .await;
+    page.wait_for(
+        "the overview after login",
+        "document.body.dataset.view === 'overview'",
+    )
+    .await;
+    page
+}
+
+/// Every `[data-metric]` cell of the results, keyed by (group, variation,
+/// key, metric), with its exact value and its text.
+async fn shown_cells(page: &Page) -> BTreeMap<(String, String, String, String), (f64, String)> {
+    let cells = page
+        .evaluate(
+            "[...document.querySelectorAll('#results [data-metric]')].map(c => ({
+                group: c.closest('[data-group]').dataset.group,
+                variation: c.closest('tr').dataset.variation,
+                key: (c.closest('table').dataset.key || ''),
+                metric: c.dataset.metric,
+                value: c.dataset.value,
+                text: c.textContent.split(' [')[0]}))",
+        )
+        .await;
+    let mut shown = BTreeMap::new();
+    for cell in cells.as_array().expect("an array of cells") {
+        let field = |name: &str| cell[name].as_str().unwrap_or_default().to_string();
+        let value: f64 = field("value")
+            .parse()
+            .unwrap_or_else(|e| panic!("cell {cell}: value is not a number: {e}"));
+        let key = (
+            field("group"),
+            field("variation"),
+            field("key"),
+            field("metric"),
+        );
+        assert!(
+            shown.insert(key.clone(), (value, field("text"))).is_none(),
+            "cell {key:?} shown twice"
+        );
+    }
+    shown
+}
+
+/// What the results table must show for `results`: the same cells as
+/// `shown_cells`, with the API's numbers.
+fn expected_cells(results: &ResultsResponse) -> BTreeMap<(String, String, String, String), f64> {
+    let mut expected = BTreeMap::new();
+    for group in &results.groups {
+        let group_name = group.breakdown_value.clone().unwrap_or_default();
+        for variation in &group.variations {
+            let mut put = |key: &str, metric: &str, value: f64| {
+                expected.insert(
+                    (
+                        group_name.clone(),
+                        variation.variation.clone(),
+                        key.to_string(),
+                        metric.to_string(),
+                    ),
+                    value,
+                );
+            };
+            put("", "visitors", variation.visitors as f64);
+            put("", "conflicts", variation.conflicts as f64);
+            put("", "active_visitors.value", variation.active_visitors.value);
+            put("", "sessions.sessions", variation.sessions.sessions as f64);
+            put("", "sessions.bounce_rate", variation.sessions.bounce_rate);
+            put(
+                "",
+                "sessions.duration_ms_mean",
+                variation.sessions.duration_ms_mean,
+            );
+            put(
+                "",
+                "sessions.pageviews_per_session",
+                variation.sessions.pageviews_per_session,
+            );
+            for metrics in &variation.metrics {
+                let key = metrics.key.as_str();
+                put(key, "unique_conversions", metrics.unique_conversions as f64);
+                put(key, "total_conversions", metrics.total_conversions as f64);
+                put(key, "conversion_rate", metrics.conversion_rate);
+                put(key, "value_per_visitor", metrics.value_per_visitor);
+                for (prefix, comparison) in [
+                    ("rate_comparison", &metrics.rate_comparison),
+                    ("value_comparison", &metrics.value_comparison),
+                ] {
+                    if let Some(comparison) = comparison {
+                        put(
+                            key,
+                            &format!("{prefix}.relative_improvement"),
+                            comparison.relative_improvement,
+                        );
+                        put(key, &format!("{prefix}.p_value"), comparison.p_value);
+                    }
+                }
+            }
+        }
+    }
+    expected
+}
+
+/// How a metric's number is printed: scale to display units, decimals.
+fn display_of(metric: &str) -> (f64, i32) {
+    match metric {
+        "visitors" | "conflicts" | "sessions.sessions" | "unique_conversions"
+        | "total_conversions" => (1.0, 0),
+        "active_visitors.value" => (1.0, 1),
+        "sessions.bounce_rate" | "conversion_rate" => (100.0, 2),
+        "sessions.duration_ms_mean" => (0.001, 1),
+        "sessions.pageviews_per_session" => (1.0, 2),
+        "value_per_visitor" => (1.0, 4),
+        metric if metric.ends_with(".relative_improvement") => (100.0, 2),
+        metric if metric.ends_with(".p_value") => (1.0, 4),
+        other => panic!("unexpected metric {other}"),
+    }
+}
+
+/// The first number in a cell's text (`−` is a minus sign).
+fn leading_number(text: &str) -> Option<f64> {
+    let text = text.replace('−', "-");
+    let number: String = text
+        .trim_start_matches(['<', '+'])
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
+        .collect();
+    number.parse().ok()
+}
+
+/// Fails unless the table shows exactly the API's cells: same set, each
+/// exact value equal, each printed number the value rounded for display.
+fn assert_shown_equals_api(
+    shown: &BTreeMap<(String, String, String, String), (f64, String)>,
+    results: &ResultsResponse,
+) {
+    let expected = expected_cells(results);
+    let shown_keys: BTreeSet<_> = shown.keys().collect();
+    let expected_keys: BTreeSet<_> = expected.keys().collect();
+    assert_eq!(
+        shown_keys, expected_keys,
+        "the table's cells differ from the API's"
+    );
+    for (key, api_value) in &expected {
+        let (value, text) = &shown[key];
+        let tolerance = 1e-12 * api_value.abs().max(1.0);
+        assert!(
+            (value - api_value).abs() <= tolerance,
+            "{key:?}: the page holds {value}, the API says {api_value}"
+        );
+        let (scale, decimals) = display_of(&key.3);
+        if key.3.ends_with(".p_value") && text.starts_with('<') {
+            assert!(*api_value < 1e-4, "{key:?}: shown {text}, API {api_value}");
+            continue;
+        }
+        let printed = leading_number(text)
+            .unwrap_or_else(|| panic!("{key:?}: no number in the text {text:?}"));
+        let half_step = 0.5 * 10f64.powi(-decimals) + 1e-9;
+        assert!(
+            (printed - api_value * scale).abs() <= half_step,
+            "{key:?}: the page prints {text:?}, the API says {api_value}"
+        );
+    }
+}
+
+async fn api_results(
+    node: &TestNode,
+    from: i64,
+    to: i64,
+    breakdown: Option<&str>,
+) -> ResultsResponse {
+    node.results(PROJECT, EXPERIMENT, from, to, breakdown, &[])
+        .await
+}
+
+/// The range and breakdown the page's table was computed for.
+async fn shown_query(page: &Page) -> (i64, i64, String) {
+    let query = page
+        .evaluate(
+            "(() => { const r = document.querySelector('#results').dataset; \
+             return [Number(r.from), Number(r.to), r.breakdown]; })()",
+        )
+        .await;
+    (
+        query[0].as_i64().expect("from"),
+        query[1].as_i64().expect("to"),
+        query[2].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Waits until the page's table equals the API's answer for the query the
+/// page shows (the page refreshes every 2 s), then checks it cell by cell.
+async fn wait_until_page_equals_api(page: &Page, node: &TestNode, what: &str) -> ResultsResponse {
+    let (from, to, breakdown) = shown_query(page).await;
+    let breakdown = (!breakdown.is_empty()).then_some(breakdown);
+    let results = api_results(node, from, to, breakdown.as_deref()).await;
+    let total: i64 = results.groups[0]
+        .variations
+        .iter()
+        .map(|v| v.visitors)
+        .sum();
+    let expected = expected_cells(&results);
+    // The page catches up within a poll or two; wait for its visitor cells
+    // to agree, then compare everything.
+    let visitor_cells: Vec<Value> = expected
+        .iter()
+        .filter(|(key, _)| key.3 == "visitors")
+        .map(|(key, value)| json!([key.0, key.1, value]))
+        .collect();
+    page.wait_for(
+        &format!("{what}: the table to show the API's visitors ({total} in the first group)"),
+        &format!(
+            "(() => {{ const want = {}; const r = document.querySelector('#results');
+               if (Number(r.dataset.from) !== {from} || Number(r.dataset.to) !== {to}) return false;
+               const cells = [...r.querySelectorAll('[data-metric=\"visitors\"]')];
+               return cells.length === want.length && want.every(([g, v, n]) => cells.some(c =>
+                 c.closest('[data-group]').dataset.group === g &&
+                 c.closest('tr').dataset.variation === v && Number(c.dataset.value) === n)); }})()",
+            Value::Array(visitor_cells)
+        ),
+    )
+    .await;
+    assert_shown_equals_api(&shown_cells(page).await, &results);
+    results
+}
+
+/// Sum of the visitors shown in the table.
+const SHOWN_VISITORS: &str =
+    "[...document.querySelectorAll('#results [data-metric=\"visitors\"]')]\
+     .reduce((sum, c) => sum + Number(c.dataset.value), 0)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_shows_the_overview_with_the_real_node() {
+    let node = node_with_project().await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+
+    // The token is in sessionStorage only, never in the address.
+    let href = page.evaluate("location.href").await;
+    assert!(!href.as_str().unwrap().contains(TEST_ADMIN_TOKEN), "{href}");
+    let stored = page
+        .evaluate("sessionStorage.getItem('sessiondb.adminToken')")
+        .await;
+    assert_eq!(stored, json!(TEST_ADMIN_TOKEN));
+
+    // One node row, from the node's own status.
+    let before = status(&node).await;
+    let rows = page
+        .wait_for(
+            "the nodes table",
+            "(() => { const rows = [...document.querySelectorAll('#nodes-table tbody tr')]; \
+             return rows.length > 0 && rows.map(r => Object.fromEntries([...r.cells] \
+               .map(c => [c.dataset.field, c.textContent]))); })()",
+        )
+        .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "a single-node cluster: {rows:?}");
+    assert_eq!(rows[0]["node"], json!(before.node_id.to_string()));
+    assert_eq!(rows[0]["health"], json!("ok"));
+    assert_eq!(rows[0]["shards"], json!(before.shards.to_string()));
+    // The node bootstrapped a cluster of one: its only voter and leader.
+    assert_eq!(rows[0]["role"], json!("voter"));
+    assert_eq!(rows[0]["raft"], json!("leader"));
+
+    // The shard grid: every shard, all owned by this node.
+    let owners = page
+        .evaluate("[...document.querySelectorAll('#shard-grid .shard')].map(c => c.dataset.owner)")
+        .await;
+    let owners = owners.as_array().unwrap();
+    assert_eq!(owners.len(), before.shards as usize);
+    assert!(owners
+        .iter()
+        .all(|owner| *owner == json!(before.node_id.to_string())));
+
+    // Events stream in, one batch per status sample the page takes, so
+    // the rate charts have a history.
+    for batch in 0..6u32 {
+        let samples = page
+            .evaluate("Number(document.body.dataset.statusSamples || 0)")
+            .await;
+        send(&node, &events_of(batch * 5..batch * 5 + 5)).await;
+        page.wait_for(
+            &format!("a status sample after batch {batch}"),
+            &format!("Number(document.body.dataset.statusSamples) > {samples}"),
+        )
+        .await;
+    }
+    // Accepted, duplicate and rejected events show up in the node row.
+    let events = events_of(0..30);
+    let resent = node.send_batch(&events[..10]).await;
+    assert_eq!(resent.duplicates, 10);
+    let mut unknown = events[0].clone();
+    unknown.project = "no-such-project".to_string();
+    let refused = node.send_batch(&[unknown]).await;
+    assert_eq!(refused.rejected.len(), 1);
+    let after = status(&node).await;
+    assert!(after.events_accepted > before.events_accepted);
+    page.wait_for(
+        "the counters of the node row to match /v1/status",
+        &format!(
+            "(() => {{ const f = n => document.querySelector(`#nodes-table [data-field=\"${{n}}\"]`).textContent; \
+             return f('events_accepted') === '{}' && f('events_duplicate') === '{}' && f('events_rejected') === '{}' \
+               && f('live_visitors') === '{}'; }})()",
+            after.events_accepted, after.events_duplicate, after.events_rejected, after.live_visitors
+        ),
+    )
+    .await;
+    // The ingest chart drew the burst from its ring buffer of samples.
+    page.wait_for(
+        "a few status samples in the charts",
+        "Number(document.body.dataset.statusSamples) >= 4 && \
+         Number(document.querySelector('#chart-ingest').dataset.points) >= 3",
+    )
+    .await;
+    let drawn = page
+        .evaluate("document.querySelectorAll('#chart-ingest polyline').length")
+        .await;
+    assert_eq!(drawn, json!(1), "one ingest-rate line");
+    page.screenshot("overview").await;
+
+    // The cluster operations are there, with this one node to choose.
+    let choices = page
+        .evaluate(
+            "[...document.querySelectorAll('#move-to option, #drain-node option')].map(o => o.value)",
+        )
+        .await;
+    assert_eq!(
+        choices,
+        json!([before.node_id.to_string(), before.node_id.to_string()])
+    );
+    // A move without a shard chosen is refused in the page, before any
+    // request, with a message saying what to do.
+    page.evaluate("document.querySelector('#move-form').requestSubmit(); true")
+        .await;
+    let refusal = page
+        .wait_for(
+            "the move refused without a shard",
+            "document.querySelector('#op-result').dataset.state === 'failed' && \
+             document.querySelector('#op-result').textContent",
+        )
+        .await;
+    assert!(
+        refusal.as_str().unwrap().contains(&format!(
+            "Choose a shard between 0 and {}",
+            before.shards - 1
+        )),
+        "{refusal}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experiment_page_updates_live_and_shows_the_results_api_numbers() {
+    let node = node_with_project().await;
+    send(&node, &events_of(0..40)).await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+
+    // From the projects list to the experiment.
+    page.evaluate("location.hash = '#/projects'; true").await;
+    page.wait_for(
+        "the experiment link",
+        &format!(
+            "document.querySelector('[data-project=\"{PROJECT}\"] a[data-experiment=\"{EXPERIMENT}\"]')"
+        ),
+    )
+    .await;
+    page.screenshot("projects").await;
+    page.evaluate(&format!(
+        "document.querySelector('a[data-experiment=\"{EXPERIMENT}\"]').click(); true"
+    ))
+    .await;
+    page.wait_for(
+        "the experiment's first 40 visitors",
+        &format!("document.body.dataset.view === 'experiment' && {SHOWN_VISITORS} === 40"),
+    )
+    .await;
+    // A marker that a reload would erase.
+    page.evaluate("window.__notReloaded = true").await;
+
+    // Events stream in; the page follows each batch without reloading.
+    for end in [70u32, 100, 130, 160] {
+        send(&node, &events_of(end - 30..end)).await;
+        page.wait_for(
+            &format!("{end} visitors on the page"),
+            &format!("{SHOWN_VISITORS} === {end}"),
+        )
+        .await;
+    }
+    assert_eq!(
+        page.evaluate("window.__notReloaded === true").await,
+        json!(true)
+    );
+    let results = wait_until_page_equals_api(&page, &node, "no breakdown").await;
+    assert_eq!(
+        results.keys,
+        vec!["purchase".to_string(), "signup".to_string()]
+    );
+    assert_eq!(
+        results.groups[0]
+            .variations
+            .iter()
+            .map(|v| v.visitors)
+            .sum::<i64>(),
+        160
+    );
+    // Charts per variation from /timeseries.
+    page.wait_for(
+        "the visitors chart with one line per variation",
+        "document.querySelectorAll('#chart-visitors polyline').length === 2",
+    )
+    .await;
+    page.screenshot_full("experiment").await;
+
+    // Breakdown by browser: one group per value, as the API has them.
+    page.evaluate(
+        "const s = document.querySelector('#breakdown'); s.value = 'browser'; \
+         s.dispatchEvent(new Event('change')); true",
+    )
+    .await;
+    let groups = page
+        .wait_for(
+            "groups by browser",
+            "document.querySelector('#results').dataset.breakdown === 'browser' && \
+             [...document.querySelectorAll('#results [data-group]')].map(g => g.dataset.group)",
+        )
+        .await;
+    let by_browser = wait_until_page_equals_api(&page, &node, "by browser").await;
+    let api_groups: Vec<Value> = by_browser
+        .groups
+        .iter()
+        .map(|group| json!(group.breakdown_value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(groups, Value::Array(api_groups));
+    assert_eq!(groups, json!(["chrome", "firefox", "safari"]));
+    page.screenshot_full("experiment-breakdown").await;
+
+    // A time range: unaligned input is aligned to the project's minute
+    // buckets, and the numbers are the API's for that range.
+    let from_ms = START_MS - 45 * MINUTE_MS;
+    let to_ms = START_MS - 30 * MINUTE_MS;
+    let input = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    page.evaluate(&format!(
+        "document.querySelector('#range-from').value = '{}'; \
+         document.querySelector('#range-to').value = '{}'; \
+         document.querySelector('#query-form').requestSubmit(); true",
+        input(from_ms),
+        input(to_ms)
+    ))
+    .await;
+    page.wait_for(
+        "the chosen range",
+        &format!(
+            "Number(document.querySelector('#results').dataset.from) === {from_ms} && \
+             Number(document.querySelector('#results').dataset.to) === {to_ms}"
+        ),
+    )
+    .await;
+    let ranged = wait_until_page_equals_api(&page, &node, "a 15-minute range").await;
+    let ranged_visitors: i64 = ranged
+        .groups
+        .iter()
+        .flat_map(|group| &group.variations)
+        .map(|variation| variation.visitors)
+        .sum();
+    assert!(
+        ranged_visitors > 0 && ranged_visitors < 160,
+        "the range holds some of the visitors, not all: {ranged_visitors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_from_the_console_reports_its_result() {
+    let node = node_with_project().await;
+    send(&node, &events_of(0..25)).await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+
+    // Cancelling the confirmation does nothing.
+    page.evaluate("document.querySelector('#op-checkpoint').click(); true")
+        .await;
+    page.wait_for(
+        "the confirmation dialog",
+        "document.querySelector('#confirm-dialog').open",
+    )
+    .await;
+    page.evaluate("document.querySelector('#confirm-cancel').click(); true")
+        .await;
+    page.wait_for(
+        "the cancellation",
+        "document.querySelector('#op-result').dataset.state === 'cancelled'",
+    )
+    .await;
+
+    // Confirming takes the checkpoint and shows what it wrote.
+    page.evaluate("document.querySelector('#op-checkpoint').click(); true")
+        .await;
+    page.wait_for(
+        "the confirmation dialog",
+        "document.querySelector('#confirm-dialog').open",
+    )
+    .await;
+    page.screenshot("checkpoint-confirm").await;
+    page.evaluate("document.querySelector('#confirm-ok').click(); true")
+        .await;
+    let fields = page
+        .wait_for(
+            "the checkpoint's result",
+            "document.querySelector('#op-result').dataset.state === 'done' && \
+             Object.fromEntries([...document.querySelectorAll('#op-result [data-field]')] \
+               .map(f => [f.dataset.field, Number(f.textContent)]))",
+        )
+        .await;
+    assert_eq!(fields["visitors"], json!(25), "{fields}");
+    assert!(fields["position"].as_f64().unwrap() > 0.0, "{fields}");
+    assert!(fields["bytes"].as_f64().unwrap() > 0.0, "{fields}");
+    page.screenshot("checkpoint-done").await;
+
+    // The checkpoint is real: a second one, through the API, starts from
+    // the same log position (nothing was logged in between).
+    let raw = node.post_admin("/v1/admin/checkpoint", "").await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    assert_eq!(raw.body["position"], fields["position"]);
+    assert_eq!(raw.body["visitors"], json!(25));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_without_the_token_is_refused() {
+    let node = node_with_project().await;
+    send(&node, &events_of(0..10)).await;
+    let browser = Browser::launch().await;
+    let page = browser.new_page().await;
+    page.navigate(&node.url("/console/")).await;
+    page.wait_for("the login screen", "document.body.dataset.view === 'login'")
+        .await;
+
+    // Going to a page by its address still shows the login screen.
+    page.evaluate("location.hash = '#/experiments/shop/checkout'; true")
+        .await;
+    page.wait_for(
+        "the login screen after a hash change",
+        "location.hash === '#/experiments/shop/checkout' && document.body.dataset.view === 'login'",
+    )
+    .await;
+    let results_shown = page
+        .evaluate("document.querySelectorAll('#results [data-metric]').length")
+        .await;
+    assert_eq!(results_shown, json!(0));
+
+    // Every data call answers 401 without the token or with a wrong one.
+    let statuses = page
+        .evaluate(
+            "(async () => { const paths = ['/console/api/status', '/console/api/projects', \
+               '/console/api/projects/shop/experiments/checkout/results', '/console/api/members', \
+               '/v1/cluster']; \
+             const out = []; \
+             for (const p of paths) { \
+               out.push((await fetch(p)).status); \
+               out.push((await fetch(p, {headers: {Authorization: 'Bearer wrong-token-0123456789'}})).status); } \
+             out.push((await fetch('/v1/admin/checkpoint', {method: 'POST'})).status); \
+             const body = await (await fetch('/console/api/status')).json(); \
+             out.push(body.error); return out; })()",
+        )
+        .await;
+    assert_eq!(
+        statuses,
+        json!([
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            401,
+            "unauthorized"
+        ])
+    );
+
+    // A wrong token in the form is refused and not kept.
+    page.evaluate(
+        "document.querySelector('#token').value = 'wrong-token-0123456789'; \
+         document.querySelector('#login-form').requestSubmit(); true",
+    )
+    .await;
+    let message = page
+        .wait_for(
+            "the refusal message",
+            "document.body.dataset.loginRefusals === '1' && \
+             document.querySelector('#login-error').textContent",
+        )
+        .await;
+    assert!(message.as_str().unwrap().contains("refused"), "{message}");
+    assert_eq!(
+        page.evaluate("document.body.dataset.view").await,
+        json!("login")
+    );
+    assert_eq!(
+        page.evaluate("sessionStorage.getItem('sessiondb.adminToken')")
+            .await,
+        Value::Null
+    );
+    page.screenshot("login-refused").await;
+
+    // The same page with the right token gets in; the stored token is what
+    // later calls send.
+    page.evaluate(&format!(
+        "document.querySelector('#token').value = {}; \
+         document.querySelector('#login-form').requestSubmit(); true",
+        json!(node.admin_token())
+    ))
+    .await;
+    page.wait_for(
+        "the experiment page after login",
+        "document.body.dataset.view === 'experiment' && \
+         document.querySelectorAll('#results [data-metric]').length > 0",
+    )
+    .await;
+    // The token appears in no log line.
+    assert!(!node.stderr_text().contains(TEST_ADMIN_TOKEN));
+}

@@ -1,0 +1,44 @@
+//! The node's integration tests, in one binary so that the node library and
+//! its dependencies are linked once rather than once per file (each file
+//! directly in `tests/` would be a binary of its own).
+//!
+//! Run one area with a module filter, e.g.
+//! `cargo test -p sessiondb-node --test it durability::`.
+//!
+//! - against one real node (`sessiondb serve` over loopback HTTP): `api`,
+//!   `actor_failure`,
+//!   `bad_input`, `limits`, `admin_auth`, `security`, `tls`, `logging`,
+//!   `metrics`, `oracle`, `order_independence`, `compat_optimizely`,
+//!   `compat_segment`, `durability`;
+//! - against real multi-node clusters: `cluster`, `cluster_membership`,
+//!   `cluster_query`, `cluster_routing`, `shard_moves`;
+//! - the admin console in headless Chromium: `console`, `console_cluster`;
+//! - engines in process (no sockets): `shard_handoff`, `fuzz_decoders`.
+//!
+//! `support` holds every helper the modules share.
+
+mod support;
+
+mod actor_failure;
+mod admin_auth;
+mod api;
+mod bad_input;
+mod cluster;
+mod cluster_membership;
+mod cluster_query;
+mod cluster_routing;
+mod compat_optimizely;
+mod compat_segment;
+mod console;
+mod console_cluster;
+mod durability;
+mod fuzz_decoders;
+mod limits;
+mod logging;
+mod metrics;
+mod oracle;
+mod order_independence;
+mod security;
+mod shard_handoff;
+mod shard_moves;
+mod tls;
