@@ -365,10 +365,10 @@ pub async fn shard_moves(
             router.clone(),
             SenderConfig {
                 batch_events_max: 1,
-                linger_ms: 0,
+                linger: Duration::from_millis(0),
                 retry_attempts_max: 200,
-                retry_backoff_initial_ms: 1,
-                retry_backoff_max_ms: 20,
+                retry_backoff_initial: Duration::from_millis(1),
+                retry_backoff_max: Duration::from_millis(20),
                 ..SenderConfig::default()
             },
         )?;

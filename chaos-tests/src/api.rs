@@ -4,7 +4,8 @@
 
 use crate::cluster::ADMIN_TOKEN;
 use serde::Deserialize;
-use sessiondb_protocol::{Event, IngestResponse, ResultsResponse};
+use sessiondb_protocol::{ErrorCode, ErrorResponse, Event, IngestResponse, ResultsResponse};
+use std::fmt;
 use std::time::Duration;
 
 /// Most time one ingest request may take before its outcome is unknown.
@@ -21,10 +22,9 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Answer<T> {
     Ok(T),
     /// The node answered an error, or could not be connected to: nothing
-    /// of the request was applied. `code` is the error's stable code (or
-    /// `connect` / `http_<status>`).
+    /// of the request was applied.
     Fail {
-        code: String,
+        code: FailCode,
         message: String,
     },
     /// Sent, but no answer: it may or may not have been applied.
@@ -76,10 +76,32 @@ pub struct ShardEvents {
     pub events: Vec<AuditedEvent>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: String,
-    message: String,
+/// Why a request failed: the node's stable error code, or what kept it
+/// from giving one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailCode {
+    /// The node's `ErrorResponse` code (`docs/api.md`).
+    Node(ErrorCode),
+    /// No connection could be made.
+    Connect,
+    /// An error status without a SessionDB error body.
+    Http(u16),
+    /// A success answer that is not the expected JSON.
+    UnreadableAnswer,
+    /// The run knows no address for the node.
+    UnknownNode,
+}
+
+impl fmt::Display for FailCode {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailCode::Node(code) => write!(formatter, "{code}"),
+            FailCode::Connect => formatter.write_str("connect"),
+            FailCode::Http(status) => write!(formatter, "http_{status}"),
+            FailCode::UnreadableAnswer => formatter.write_str("unreadable_answer"),
+            FailCode::UnknownNode => formatter.write_str("unknown_node"),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,7 +142,7 @@ impl Api {
             Ok(response) => response,
             Err(error) if error.is_connect() => {
                 return Answer::Fail {
-                    code: "connect".to_string(),
+                    code: FailCode::Connect,
                     message: error.to_string(),
                 }
             }
@@ -143,18 +165,18 @@ impl Api {
             return match serde_json::from_slice(&bytes) {
                 Ok(value) => Answer::Ok(value),
                 Err(error) => Answer::Fail {
-                    code: "unreadable_answer".to_string(),
+                    code: FailCode::UnreadableAnswer,
                     message: format!("{error}: {}", String::from_utf8_lossy(&bytes)),
                 },
             };
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
+        match serde_json::from_slice::<ErrorResponse>(&bytes) {
             Ok(body) => Answer::Fail {
-                code: body.error,
+                code: FailCode::Node(body.error),
                 message: body.message,
             },
             Err(_) => Answer::Fail {
-                code: format!("http_{}", status.as_u16()),
+                code: FailCode::Http(status.as_u16()),
                 message: String::from_utf8_lossy(&bytes).into_owned(),
             },
         }

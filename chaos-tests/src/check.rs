@@ -2,10 +2,10 @@
 //! functions of the recorded history, the final read of every shard and
 //! the final results. Each returns its violations as sentences.
 
-use crate::api::ShardEvents;
+use crate::api::{FailCode, ShardEvents};
 use crate::history::{FaultRecord, History, Observation, Op, OpOutcome};
 use crate::nemesis::NemesisKind;
-use sessiondb_protocol::{Event, ResultsResponse};
+use sessiondb_protocol::{ErrorCode, Event, ResultsResponse};
 use sessiondb_test_support::oracle::{compare, Oracle, OracleSettings};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -14,7 +14,8 @@ use std::fmt;
 /// log could not confirm the write (it may be on disk and replayed at the
 /// next start), or the node was stopping. Such a failure counts as
 /// "unknown" for the "failed events are absent" property.
-pub const MAYBE_APPLIED_CODES: &[&str] = &["storage_unavailable", "shutting_down"];
+pub const MAYBE_APPLIED_CODES: &[ErrorCode] =
+    &[ErrorCode::StorageUnavailable, ErrorCode::ShuttingDown];
 /// At most this many examples are printed per violated property.
 const EXAMPLES_MAX: usize = 5;
 
@@ -111,7 +112,8 @@ fn fates(ops: &[Op], events: usize) -> Vec<Fate> {
                 }
             }
             OpOutcome::Fail { code } => {
-                let maybe = MAYBE_APPLIED_CODES.contains(&code.as_str());
+                let maybe =
+                    matches!(code, FailCode::Node(code) if MAYBE_APPLIED_CODES.contains(code));
                 for &event in &op.events {
                     fates[event].failed = true;
                     fates[event].maybe |= maybe;
@@ -477,7 +479,14 @@ pub fn disk_fault_evidence(
         NemesisKind::DiskFail => {
             let failed = in_window
                 .iter()
-                .filter(|op| matches!(&op.outcome, OpOutcome::Fail { code } if code == "storage_unavailable"))
+                .filter(|op| {
+                    matches!(
+                        &op.outcome,
+                        OpOutcome::Fail {
+                            code: FailCode::Node(ErrorCode::StorageUnavailable)
+                        }
+                    )
+                })
                 .count();
             (
                 failed > 0,
@@ -544,7 +553,7 @@ mod tests {
     //! property and pass the sound one, or a green run would prove nothing.
 
     use super::*;
-    use sessiondb_protocol::{EventType, Timestamp};
+    use sessiondb_protocol::{EventType, RejectCode, Timestamp};
 
     fn event(visitor: &str, id: &str) -> Event {
         Event {
@@ -584,10 +593,12 @@ mod tests {
         }
     }
 
-    fn fail(code: &str) -> OpOutcome {
-        OpOutcome::Fail {
-            code: code.to_string(),
-        }
+    fn fail(code: FailCode) -> OpOutcome {
+        OpOutcome::Fail { code }
+    }
+
+    fn node_fail(code: ErrorCode) -> OpOutcome {
+        fail(FailCode::Node(code))
     }
 
     /// The final read: node 1 owns shard 0 at epoch 1 and holds `held`.
@@ -661,7 +672,7 @@ mod tests {
 
         let failed = [
             op(1, vec![0, 1], vec![0, 0], (0, 5), ok()),
-            op(1, vec![2], vec![0], (6, 8), fail("connect")),
+            op(1, vec![2], vec![0], (6, 8), fail(FailCode::Connect)),
         ];
         let resurrected = presence(&failed, &[("v1", "a"), ("v1", "b"), ("v2", "c")]);
         assert!(
@@ -673,7 +684,13 @@ mod tests {
         );
         let maybe = [
             op(1, vec![0, 1], vec![0, 0], (0, 5), ok()),
-            op(1, vec![2], vec![0], (6, 8), fail("storage_unavailable")),
+            op(
+                1,
+                vec![2],
+                vec![0],
+                (6, 8),
+                node_fail(ErrorCode::StorageUnavailable),
+            ),
         ];
         let maybe_applied = presence(&maybe, &[("v1", "a"), ("v1", "b"), ("v2", "c")]);
         assert!(maybe_applied.violations.is_empty(), "{maybe_applied}");
@@ -774,7 +791,7 @@ mod tests {
                 vec![0],
                 (200, 210),
                 OpOutcome::Ok {
-                    rejected: vec![(0, "not_owner".to_string())],
+                    rejected: vec![(0, RejectCode::NotOwner)],
                 },
             ),
         ];
@@ -814,7 +831,13 @@ mod tests {
         check_majority_served(&served, &faults, &mut verdict);
         assert!(verdict.is_green(), "{verdict}");
 
-        let refused = [op(1, vec![0], vec![0], (120, 130), fail("overloaded"))];
+        let refused = [op(
+            1,
+            vec![0],
+            vec![0],
+            (120, 130),
+            node_fail(ErrorCode::Overloaded),
+        )];
         let mut verdict = Verdict::default();
         check_majority_served(&refused, &faults, &mut verdict);
         assert!(
@@ -834,7 +857,13 @@ mod tests {
     #[test]
     fn disk_faults_need_evidence_in_their_window() {
         let ops = [
-            op(2, vec![0], vec![0], (110, 120), fail("storage_unavailable")),
+            op(
+                2,
+                vec![0],
+                vec![0],
+                (110, 120),
+                node_fail(ErrorCode::StorageUnavailable),
+            ),
             op(2, vec![0], vec![0], (130, 600), ok()),
             op(1, vec![0], vec![0], (130, 900), ok()),
         ];

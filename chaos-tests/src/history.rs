@@ -3,6 +3,8 @@
 //! shard move, each stamped with a monotonic time (milliseconds since the
 //! run started). The checkers (`check`) read only this and the final read.
 
+use crate::api::FailCode;
+use sessiondb_protocol::RejectCode;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,10 +33,10 @@ pub enum OpOutcome {
     /// (accepted now or a duplicate of an applied one).
     Ok {
         /// (position in the batch, reason).
-        rejected: Vec<(usize, String)>,
+        rejected: Vec<(usize, RejectCode)>,
     },
     /// The node refused the batch or could not be reached: nothing applied.
-    Fail { code: String },
+    Fail { code: FailCode },
     /// No answer: the batch may or may not have been applied.
     Unknown { message: String },
 }

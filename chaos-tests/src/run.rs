@@ -2,7 +2,7 @@
 //! nemesis works through its schedule and shards move, heal, let the
 //! clients finish, read back every shard, and check the history.
 
-use crate::api::{Answer, Api, ClusterView};
+use crate::api::{Answer, Api, ClusterView, FailCode};
 use crate::check::{self, FinalRead, Verdict};
 use crate::cluster::{wait_until, DockerCluster};
 use crate::history::{History, MoveRecord, Observation, Op, OpOutcome};
@@ -11,7 +11,7 @@ use crate::Seed;
 use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sessiondb_protocol::Event;
+use sessiondb_protocol::{ErrorCode, Event, RejectCode};
 use sessiondb_workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -359,11 +359,12 @@ async fn move_shards(
 /// Per-event reasons after which a client sends the event again: the
 /// shard is elsewhere or moving, the node's clock is off, or the node does
 /// not know the project yet.
-fn is_retryable_rejection(reason: &str) -> bool {
-    matches!(
-        reason,
-        "not_owner" | "shard_moving" | "too_late" | "too_early" | "unknown_project"
-    )
+fn is_retryable_rejection(reason: &RejectCode) -> bool {
+    reason.is_retryable()
+        || matches!(
+            reason,
+            RejectCode::TooLate | RejectCode::TooEarly | RejectCode::UnknownProject
+        )
 }
 
 /// How the clients should behave, shared with the run.
@@ -440,7 +441,7 @@ async fn client(
                 let answer = match &url {
                     Some(url) => api.ingest(url, &bodies).await,
                     None => Answer::Fail {
-                        code: "unknown_node".to_string(),
+                        code: FailCode::UnknownNode,
                         message: format!("no node {node}"),
                     },
                 };
@@ -602,7 +603,10 @@ async fn final_read(
         for id in cluster.ids() {
             match api.shard_events(&cluster.url(id), shard.shard).await {
                 Answer::Ok(events) => read.copies.push(events),
-                Answer::Fail { code, message } if code == "http_404" || code == "not_found" => {
+                Answer::Fail {
+                    code: FailCode::Http(404) | FailCode::Node(ErrorCode::NotFound),
+                    message,
+                } => {
                     bail!(
                         "node {id} has no GET /v1/cluster/shards/{{s}}/events ({message}): \
                      rebuild the image from this tree (cluster-config/build-image)"

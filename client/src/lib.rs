@@ -92,7 +92,7 @@ pub use shard_map::{CachedAssignment, RouterStats, ShardMapRouter};
 pub struct ClientGuide;
 
 use protocol::{
-    ClusterStatus, CreateProject, DrainReport, ErrorResponse, Event, IngestResponse,
+    ClusterStatus, CreateProject, DrainReport, ErrorCode, ErrorResponse, Event, IngestResponse,
     MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList, ProjectSettingsPatch,
     RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey, ShardMap, ShardMoveReport,
     TimeSeriesResponse,
@@ -107,35 +107,56 @@ pub const SHARD_MOVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The least time [`Client::rebalance`] waits: it runs its moves one by one.
 pub const REBALANCE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// The `code` of [`ClientError::Api`] when an error answer's body is not the
-/// node's `{"error", "message"}` JSON (e.g. a proxy's HTML error page).
-pub const UNRECOGNIZED_ERROR_CODE: &str = "unrecognized_error_body";
-
 /// At most this many bytes of an unrecognized error body are kept in
-/// the `message` of [`ClientError::Api`].
+/// [`ClientError::UnexpectedErrorBody`].
 pub const ERROR_BODY_SNIPPET_BYTES_MAX: usize = 512;
 
 /// Everything that can go wrong in a [`Client`] call.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// No (complete) answer arrived: connection refused or reset, timeout,
-    /// invalid URL. The node may or may not have applied the request.
-    #[error("request to {url} failed")]
+    /// No (complete) answer arrived: connection refused or reset, timeout.
+    /// The node may or may not have applied the request. The message says
+    /// the cause (e.g. `connection refused`); `source` has the whole chain.
+    #[error("request to {url} failed: {cause}")]
     Transport {
+        /// The URL asked.
         url: String,
+        /// The cause in a few words, from the innermost error.
+        cause: String,
+        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
     },
-    /// The node answered with a 4xx/5xx status. `code` is the stable code
-    /// from `docs/api.md` (e.g. `unknown_project`, `overloaded`), or
-    /// [`UNRECOGNIZED_ERROR_CODE`] if the body was not a SessionDB error.
+    /// The node's URL cannot be used, e.g. `127.0.0.1:7070` without
+    /// `http://`. Nothing was sent.
+    #[error("invalid node URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The node answered with a 4xx/5xx status and its error body. `code`
+    /// is the stable code from `docs/api.md` (e.g.
+    /// [`ErrorCode::UnknownProject`], [`ErrorCode::Overloaded`]).
     #[error("server answered {status} {code}: {message}")]
     Api {
         status: u16,
-        code: String,
+        code: ErrorCode,
         message: String,
         /// The answer's `Retry-After` in seconds (429 and `503 overloaded`
         /// carry one): how long to wait before sending again.
+        retry_after_seconds: Option<u64>,
+    },
+    /// A 4xx/5xx answer whose body is not SessionDB's `{"error",
+    /// "message"}` JSON: something in front of the node answered (e.g. a
+    /// proxy's HTML error page). `body` is its start, at most
+    /// [`ERROR_BODY_SNIPPET_BYTES_MAX`] bytes.
+    #[error("answered {status} without a SessionDB error body: {body}")]
+    UnexpectedErrorBody {
+        status: u16,
+        body: String,
+        /// The answer's `Retry-After` in seconds, if it had one.
         retry_after_seconds: Option<u64>,
     },
     /// The node answered with a success status, but the body was not the
@@ -152,9 +173,34 @@ pub enum ClientError {
     /// try again after a flush, or use [`Backpressure::Wait`].
     #[error("the sender already holds {buffer_events_max} events (buffer_events_max); flush or slow down")]
     BufferFull { buffer_events_max: usize },
-    /// The sender's worker is gone (the runtime is shutting down).
-    #[error("the sender has stopped")]
+    /// The sender was closed ([`Sender::close`]), or its worker is gone
+    /// (the runtime is shutting down).
+    #[error("the sender is closed")]
     SenderClosed,
+    /// An event was not resolved within [`SenderConfig::delivery_timeout`]
+    /// of its `track`, or by the end of [`Sender::close`]'s timeout. The
+    /// node may or may not have applied it; sending it again is safe.
+    #[error("the event was not delivered in time (delivery_timeout, or close's timeout)")]
+    DeliveryTimeout,
+    /// [`Sender::flush_timeout`] ran out of time; the events go on.
+    #[error("flush did not finish within {timeout:?}; the events are still being sent")]
+    FlushTimeout {
+        /// The time the flush was given.
+        timeout: Duration,
+    },
+    /// A sender or router was made outside a Tokio runtime: it needs one
+    /// to run its tasks.
+    #[error("no Tokio runtime: create senders and routers inside one (e.g. under #[tokio::main])")]
+    NoRuntime,
+    /// A sender bound to a project ([`Client::sender_for`]) was given an
+    /// event of another project; the node would refuse its whole batch.
+    #[error("the sender sends events of project `{expected}`, not `{found}`")]
+    WrongProject {
+        /// The sender's project.
+        expected: String,
+        /// The event's.
+        found: String,
+    },
     /// A [`SenderConfig`] (or a router's setup) is inconsistent.
     #[error("invalid sender configuration: {message}")]
     InvalidConfig { message: String },
@@ -173,20 +219,31 @@ impl ClientError {
     /// The HTTP status, if the node answered at all.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ClientError::Api { status, .. } | ClientError::Decode { status, .. } => Some(*status),
+            ClientError::Api { status, .. }
+            | ClientError::UnexpectedErrorBody { status, .. }
+            | ClientError::Decode { status, .. } => Some(*status),
             ClientError::Transport { .. }
+            | ClientError::InvalidUrl { .. }
             | ClientError::BufferFull { .. }
             | ClientError::SenderClosed
+            | ClientError::DeliveryTimeout
+            | ClientError::FlushTimeout { .. }
+            | ClientError::NoRuntime
+            | ClientError::WrongProject { .. }
             | ClientError::InvalidConfig { .. }
             | ClientError::InvalidCa { .. }
             | ClientError::InvalidShardMap { .. } => None,
         }
     }
 
-    /// The `Retry-After` the node sent, for [`ClientError::Api`] only.
+    /// The `Retry-After` of an error answer, if it had one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ClientError::Api {
+                retry_after_seconds: Some(seconds),
+                ..
+            }
+            | ClientError::UnexpectedErrorBody {
                 retry_after_seconds: Some(seconds),
                 ..
             } => Some(Duration::from_secs(*seconds)),
@@ -195,7 +252,7 @@ impl ClientError {
     }
 
     /// The stable API error code, for [`ClientError::Api`] only.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,
@@ -656,8 +713,10 @@ impl Client {
         request: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        let transport = |source| ClientError::Transport {
+        check_url(&self.base_url)?;
+        let transport = |source: reqwest::Error| ClientError::Transport {
             url: url.to_string(),
+            cause: transport_cause(&source),
             source,
         };
         let response = request.send().await.map_err(transport)?;
@@ -670,6 +729,52 @@ impl Client {
             Err(api_error(status, &body, retry_after))
         }
     }
+}
+
+/// Refuses a base URL reqwest would fail on with an obscure "builder
+/// error": no scheme, another scheme, or not a URL at all.
+fn check_url(base_url: &str) -> Result<(), ClientError> {
+    let invalid = |reason: String| ClientError::InvalidUrl {
+        url: base_url.to_string(),
+        reason,
+    };
+    if !base_url.contains("://") {
+        return Err(invalid(format!(
+            "no scheme; write http://{base_url} (or https://)"
+        )));
+    }
+    let parsed = reqwest::Url::parse(base_url).map_err(|error| invalid(error.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "the scheme is `{}`; use http:// or https://",
+            parsed.scheme()
+        )));
+    }
+    Ok(())
+}
+
+/// A transport error's cause in a few words: the kind of the innermost I/O
+/// error when there is one (`connection refused`), else the innermost
+/// error's own message.
+fn transport_cause(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".to_string();
+    }
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(source) = innermost.source() {
+        if let Some(io) = source.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+                std::io::ErrorKind::ConnectionAborted => "connection aborted".to_string(),
+                std::io::ErrorKind::TimedOut => "timed out".to_string(),
+                std::io::ErrorKind::UnexpectedEof => "connection closed".to_string(),
+                _ => io.to_string(),
+            };
+        }
+        innermost = source;
+    }
+    innermost.to_string()
 }
 
 fn experiment_path<'a>(project: &'a str, experiment: &'a str, leaf: &'a str) -> [&'a str; 6] {
@@ -724,10 +829,9 @@ fn api_error(status: u16, body: &[u8], retry_after_seconds: Option<u64>) -> Clie
             message: error.message,
             retry_after_seconds,
         },
-        Err(_) => ClientError::Api {
+        Err(_) => ClientError::UnexpectedErrorBody {
             status,
-            code: UNRECOGNIZED_ERROR_CODE.to_string(),
-            message: body_snippet(body),
+            body: body_snippet(body),
             retry_after_seconds,
         },
     }
@@ -776,7 +880,7 @@ fn percent_encode_into(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{Decision, EventBatch, EventType, Timestamp};
+    use protocol::{Decision, EventBatch, EventType, RejectCode, Timestamp};
 
     const BASE: &str = "http://127.0.0.1:7070";
 
@@ -908,7 +1012,7 @@ mod tests {
         let body = br#"{"error":"unknown_project","message":"no project named shop"}"#;
         let error = api_error(404, body, None);
         assert_eq!(error.status(), Some(404));
-        assert_eq!(error.code(), Some("unknown_project"));
+        assert_eq!(error.code(), Some(&ErrorCode::UnknownProject));
         assert_eq!(
             error.to_string(),
             "server answered 404 unknown_project: no project named shop"
@@ -919,19 +1023,12 @@ mod tests {
     fn unrecognized_error_body_keeps_status_and_a_bounded_snippet() {
         let body = "é".repeat(ERROR_BODY_SNIPPET_BYTES_MAX); // 2 bytes per char
         let error = api_error(502, body.as_bytes(), None);
-        let ClientError::Api {
-            status,
-            code,
-            message,
-            ..
-        } = error
-        else {
-            panic!("expected an Api error, got {error:?}");
+        let ClientError::UnexpectedErrorBody { status, body, .. } = error else {
+            panic!("expected an UnexpectedErrorBody error, got {error:?}");
         };
         assert_eq!(status, 502);
-        assert_eq!(code, UNRECOGNIZED_ERROR_CODE);
-        assert_eq!(message.len(), ERROR_BODY_SNIPPET_BYTES_MAX);
-        assert!(message.chars().all(|c| c == 'é'));
+        assert_eq!(body.len(), ERROR_BODY_SNIPPET_BYTES_MAX);
+        assert!(body.chars().all(|c| c == 'é'));
     }
 
     #[test]
@@ -976,7 +1073,7 @@ mod tests {
         .await;
         let error = Client::new(base).project("shop").await.unwrap_err();
         assert_eq!(error.status(), Some(404));
-        assert_eq!(error.code(), Some("unknown_project"));
+        assert_eq!(error.code(), Some(&ErrorCode::UnknownProject));
     }
 
     #[tokio::test]
@@ -988,7 +1085,7 @@ mod tests {
         .await;
         let answer = Client::new(base).send(&[]).await.unwrap();
         assert_eq!(answer.accepted, 1);
-        assert_eq!(answer.rejected[0].reason, "too_late");
+        assert_eq!(answer.rejected[0].reason, RejectCode::TooLate);
     }
 
     #[tokio::test]
@@ -1005,6 +1102,27 @@ mod tests {
             matches!(&error, ClientError::Transport { url, .. } if url.ends_with("/v1/health")),
             "{error:?}"
         );
+        assert!(
+            error
+                .to_string()
+                .ends_with("/v1/health failed: connection refused"),
+            "{error}"
+        );
         assert_eq!(error.status(), None);
+    }
+
+    #[tokio::test]
+    async fn a_url_without_scheme_is_refused_with_the_fix() {
+        let error = Client::new("127.0.0.1:7070").health().await.unwrap_err();
+        assert!(matches!(error, ClientError::InvalidUrl { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "invalid node URL `127.0.0.1:7070`: no scheme; write http://127.0.0.1:7070 (or https://)"
+        );
+        let error = Client::new("ftp://n:1").health().await.unwrap_err();
+        assert!(
+            error.to_string().contains("use http:// or https://"),
+            "{error}"
+        );
     }
 }

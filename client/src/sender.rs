@@ -52,14 +52,15 @@
 
 use crate::router::{Feedback, Partition, Router, SingleNode};
 use crate::{Client, ClientError};
-use sessiondb_protocol::Event;
+use sessiondb_protocol::{Event, RejectCode};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Most commands (events and flush requests) waiting in the channel in
 /// front of the worker. The worker never blocks while it drains the
@@ -70,9 +71,6 @@ pub const CHANNEL_COMMANDS_MAX: usize = 4_096;
 /// [`FlushReport`]; further ones are only counted in
 /// [`FlushReport::details_dropped`]. Flush often to see every one.
 pub const REPORT_DETAILS_MAX: usize = 100_000;
-/// The per-event reason under which the node refuses events when its shard
-/// queues are full; the sender retries such events.
-pub const OVERLOADED_REASON: &str = "overloaded";
 
 /// How a batch is encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,7 +102,7 @@ pub struct SenderConfig {
     pub batch_events_max: usize,
     /// A partial batch is sent this long after its first event arrived.
     /// Default 5 ms.
-    pub linger_ms: u64,
+    pub linger: Duration,
     /// Most events held at once: tracked but not yet resolved. Default
     /// 100 000. At least `batch_events_max`.
     pub buffer_events_max: usize,
@@ -117,24 +115,34 @@ pub struct SenderConfig {
     /// Most attempts per event, the first included (≥ 1); resends after
     /// `overloaded`, `not_owner` and `shard_moving` count. Default 8.
     pub retry_attempts_max: u32,
-    /// Backoff before the first retry; doubles per retry. Default 50 ms.
-    pub retry_backoff_initial_ms: u64,
-    /// Largest backoff between two attempts. Default 5 000 ms.
-    pub retry_backoff_max_ms: u64,
+    /// Backoff before the first retry; doubles per retry, plus a random
+    /// part of up to as much again. Default 50 ms.
+    pub retry_backoff_initial: Duration,
+    /// Largest backoff between two attempts (before its random part).
+    /// Default 2 s.
+    pub retry_backoff_max: Duration,
+    /// Longest time from `track` to the event's outcome: an event not
+    /// resolved by then (its attempts still failing, or its request still
+    /// unanswered) fails with [`ClientError::DeliveryTimeout`], so a node
+    /// that accepts connections and never answers holds nothing longer.
+    /// Default 30 s. A request cut short may still have been applied;
+    /// sending the event again is safe (it keeps its id).
+    pub delivery_timeout: Duration,
 }
 
 impl Default for SenderConfig {
     fn default() -> SenderConfig {
         SenderConfig {
             batch_events_max: 1_000,
-            linger_ms: 5,
+            linger: Duration::from_millis(5),
             buffer_events_max: 100_000,
             backpressure: Backpressure::Wait,
             encoding: Encoding::Binary,
             in_flight_batches_max: 4,
             retry_attempts_max: 8,
-            retry_backoff_initial_ms: 50,
-            retry_backoff_max_ms: 5_000,
+            retry_backoff_initial: Duration::from_millis(50),
+            retry_backoff_max: Duration::from_secs(2),
+            delivery_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -163,11 +171,14 @@ impl SenderConfig {
         if self.retry_attempts_max == 0 {
             return invalid("retry_attempts_max must be at least 1".into());
         }
-        if self.retry_backoff_initial_ms > self.retry_backoff_max_ms {
+        if self.retry_backoff_initial > self.retry_backoff_max {
             return invalid(format!(
-                "retry_backoff_initial_ms ({}) is over retry_backoff_max_ms ({})",
-                self.retry_backoff_initial_ms, self.retry_backoff_max_ms
+                "retry_backoff_initial ({:?}) is over retry_backoff_max ({:?})",
+                self.retry_backoff_initial, self.retry_backoff_max
             ));
+        }
+        if self.delivery_timeout.is_zero() {
+            return invalid("delivery_timeout must be more than zero".into());
         }
         Ok(())
     }
@@ -181,8 +192,8 @@ pub struct RejectedEvent {
     pub seq: u64,
     /// The event's id.
     pub id: String,
-    /// Stable reason code, e.g. `too_late`, `unknown_project`.
-    pub reason: String,
+    /// Why, e.g. [`RejectCode::TooLate`].
+    pub reason: RejectCode,
     /// Human-readable explanation.
     pub message: String,
 }
@@ -194,8 +205,9 @@ pub struct RejectedEvent {
 pub struct FailedEvent {
     /// The number [`Sender::track`] returned for this event.
     pub seq: u64,
-    /// The event's id.
-    pub id: String,
+    /// The event, handed back as it was sent (with its id and project):
+    /// send it again later, or keep it.
+    pub event: Event,
     /// The last attempt's error, shared by every event of the batch.
     pub error: Arc<ClientError>,
 }
@@ -284,6 +296,9 @@ pub struct SenderStats {
 struct Shared {
     config: SenderConfig,
     router: Arc<dyn Router>,
+    /// The project of [`Client::sender_for`]: given to events without one,
+    /// and the only one events may name.
+    project: Option<String>,
     permits: Semaphore,
     next_seq: AtomicU64,
     events_held_max: AtomicU64,
@@ -293,6 +308,11 @@ struct Shared {
     reroutes: AtomicU64,
     /// Events resolved so far; changes after every batch.
     resolved: watch::Sender<u64>,
+    /// Set by [`Sender::close`]: every batch still unresolved at this
+    /// instant fails with [`ClientError::DeliveryTimeout`].
+    cutoff: watch::Sender<Option<Instant>>,
+    /// `close` was called: dropping the handles afterwards loses nothing.
+    closed: AtomicBool,
 }
 
 impl Shared {
@@ -302,8 +322,17 @@ impl Shared {
 }
 
 enum Command {
-    Event { seq: u64, event: Event },
+    Event {
+        seq: u64,
+        event: Event,
+    },
     Flush(oneshot::Sender<FlushReport>),
+    /// Stop taking events, deliver what is held until `deadline`, answer
+    /// the report of everything not reported yet.
+    Close {
+        deadline: Instant,
+        reply: oneshot::Sender<FlushReport>,
+    },
 }
 
 /// A buffered, batching, retrying event producer. See the module
@@ -311,60 +340,115 @@ enum Command {
 ///
 /// Cheap to clone: clones share the buffer, the worker and the counters.
 ///
+/// # Shutting down
+///
+/// Call [`Sender::close`] before the program ends: it sends what is held
+/// and answers the outcome of every event not reported yet, failed ones
+/// handed back. If the last handle is dropped while events are still held,
+/// the sender logs a warning (`tracing`), and its worker goes on sending
+/// them in the background for as long as the Tokio runtime runs (at most
+/// [`SenderConfig::delivery_timeout`] each), logging failures; events
+/// still held when the runtime stops are lost.
+///
 /// ```no_run
-/// use sessiondb_client::protocol::{Event, EventType, Timestamp};
+/// use sessiondb_client::protocol::Event;
 /// use sessiondb_client::{Client, SenderConfig};
+/// use std::time::Duration;
 ///
 /// # async fn example() -> Result<(), sessiondb_client::ClientError> {
-/// let client = Client::new("http://127.0.0.1:7070");
-/// let sender = client.sender(SenderConfig::default())?;
+/// let client = Client::new("http://127.0.0.1:7070").with_token("<ingest key of shop>");
+/// let sender = client.sender_for("shop", SenderConfig::default())?;
 /// for n in 0..10_000 {
-///     sender
-///         .track(Event {
-///             id: format!("pv-{n}"),
-///             project: "shop".into(),
-///             visitor: format!("v-{}", n % 500),
-///             ts: Timestamp::Milliseconds(1_764_150_000_000 + n),
-///             event_type: EventType::Pageview,
-///             key: None,
-///             value: None,
-///             attributes: Default::default(),
-///             decisions: Vec::new(),
-///         })
-///         .await?;
+///     sender.track(Event::pageview(format!("v-{}", n % 500))).await?;
 /// }
-/// let report = sender.flush().await?;
+/// let report = sender.close(Duration::from_secs(10)).await;
 /// println!("{} accepted, {} rejected", report.accepted, report.rejected.len());
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Sender {
+    handle: Arc<Handle>,
+}
+
+/// What the clones of a [`Sender`] share; its drop is the last handle's.
+#[derive(Debug)]
+struct Handle {
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let held = self.shared.events_held();
+        if held > 0 && !self.shared.closed.load(Ordering::Relaxed) {
+            tracing::warn!(
+                events_held = held,
+                "sessiondb sender dropped while holding {held} events; they are sent in the \
+                 background while the runtime runs, and nobody sees their outcome: \
+                 call Sender::close(timeout) before dropping it"
+            );
+        }
+    }
 }
 
 impl Client {
     /// A [`Sender`] that sends every batch to this client's node.
     ///
-    /// Must be called inside a Tokio runtime: it spawns the sender's worker.
+    /// Fails with [`ClientError::NoRuntime`] outside a Tokio runtime (it
+    /// spawns the sender's worker).
     pub fn sender(&self, config: SenderConfig) -> Result<Sender, ClientError> {
         Sender::new(Arc::new(SingleNode::new(self.clone())), config)
+    }
+
+    /// [`Client::sender`] bound to `project`: events without a project get
+    /// it, and [`Sender::track`] refuses an event of another project with
+    /// [`ClientError::WrongProject`] (the node would refuse its whole batch).
+    pub fn sender_for(
+        &self,
+        project: impl Into<String>,
+        config: SenderConfig,
+    ) -> Result<Sender, ClientError> {
+        Sender::build(
+            Arc::new(SingleNode::new(self.clone())),
+            config,
+            Some(project.into()),
+        )
     }
 }
 
 impl Sender {
     /// A sender whose batches go where `router` says.
     ///
-    /// Must be called inside a Tokio runtime: it spawns the sender's worker.
-    /// Fails with [`ClientError::InvalidConfig`] if `config` is inconsistent.
+    /// Fails with [`ClientError::InvalidConfig`] if `config` is
+    /// inconsistent, and with [`ClientError::NoRuntime`] outside a Tokio
+    /// runtime (it spawns the sender's worker).
     pub fn new(router: Arc<dyn Router>, config: SenderConfig) -> Result<Sender, ClientError> {
+        Sender::build(router, config, None)
+    }
+
+    /// [`Sender::new`] bound to `project` (see [`Client::sender_for`]).
+    pub fn new_for(
+        router: Arc<dyn Router>,
+        project: impl Into<String>,
+        config: SenderConfig,
+    ) -> Result<Sender, ClientError> {
+        Sender::build(router, config, Some(project.into()))
+    }
+
+    fn build(
+        router: Arc<dyn Router>,
+        config: SenderConfig,
+        project: Option<String>,
+    ) -> Result<Sender, ClientError> {
         config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?;
         let (commands, receiver) = mpsc::channel(CHANNEL_COMMANDS_MAX);
         let shared = Arc::new(Shared {
             permits: Semaphore::new(config.buffer_events_max),
             config,
             router,
+            project,
             next_seq: AtomicU64::new(0),
             events_held_max: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -372,10 +456,33 @@ impl Sender {
             retries: AtomicU64::new(0),
             reroutes: AtomicU64::new(0),
             resolved: watch::Sender::new(0),
+            cutoff: watch::Sender::new(None),
+            closed: AtomicBool::new(false),
         });
         let worker = Worker::new(Arc::clone(&shared), receiver);
-        tokio::spawn(worker.run());
-        Ok(Sender { commands, shared })
+        runtime.spawn(worker.run());
+        Ok(Sender {
+            handle: Arc::new(Handle { commands, shared }),
+        })
+    }
+
+    /// Gives `event` the sender's project when it has none, and a random
+    /// id when it has none (once: retries keep it).
+    fn complete(&self, event: &mut Event) -> Result<(), ClientError> {
+        if let Some(project) = &self.handle.shared.project {
+            if event.project.is_empty() {
+                event.project.clone_from(project);
+            } else if event.project != *project {
+                return Err(ClientError::WrongProject {
+                    expected: project.clone(),
+                    found: event.project.clone(),
+                });
+            }
+        }
+        if event.id.is_empty() {
+            event.id = format!("{:032x}", rand::random::<u128>());
+        }
+        Ok(())
     }
 
     /// Hands `event` to the sender, to be sent in a batch.
@@ -385,8 +492,12 @@ impl Sender {
     /// acknowledges it: use [`Sender::flush`] to learn the outcome. When
     /// `buffer_events_max` events are held, waits for room or fails with
     /// [`ClientError::BufferFull`], per [`SenderConfig::backpressure`].
-    pub async fn track(&self, event: Event) -> Result<u64, ClientError> {
-        let shared = &self.shared;
+    ///
+    /// An event without an id gets a random one here, and one without a
+    /// project the sender's ([`Client::sender_for`]).
+    pub async fn track(&self, mut event: Event) -> Result<u64, ClientError> {
+        self.complete(&mut event)?;
+        let shared = &self.handle.shared;
         match shared.config.backpressure {
             Backpressure::Wait => shared
                 .permits
@@ -409,12 +520,12 @@ impl Sender {
             .fetch_max(shared.events_held(), Ordering::Relaxed);
         let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
         let command = Command::Event { seq, event };
-        let sent = match self.commands.try_send(command) {
+        let commands = &self.handle.commands;
+        let sent = match commands.try_send(command) {
             Ok(()) => Ok(()),
             // The channel holds commands, not events: the worker drains it
             // without blocking, so this waits only for a burst to pass.
-            Err(mpsc::error::TrySendError::Full(command)) => self
-                .commands
+            Err(mpsc::error::TrySendError::Full(command)) => commands
                 .send(command)
                 .await
                 .map_err(|_| ClientError::SenderClosed),
@@ -434,18 +545,54 @@ impl Sender {
     /// The report covers every event resolved since the previous report
     /// was handed out, so each event appears in exactly one report. Events
     /// tracked after this call may be in it too if they resolved first.
+    ///
+    /// It returns at the latest [`SenderConfig::delivery_timeout`] after
+    /// the oldest event it waits for was tracked: an event not resolved by
+    /// then is failed. With the node refusing connections it returns once
+    /// the attempts run out (with the defaults, the backoffs add up to
+    /// under 12 s).
     pub async fn flush(&self) -> Result<FlushReport, ClientError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
+        self.handle
+            .commands
             .send(Command::Flush(reply))
             .await
             .map_err(|_| ClientError::SenderClosed)?;
         answer.await.map_err(|_| ClientError::SenderClosed)
     }
 
+    /// [`Sender::flush`], waiting at most `timeout`: then it fails with
+    /// [`ClientError::FlushTimeout`] and the events keep going (a later
+    /// flush or [`Sender::close`] reports them).
+    pub async fn flush_timeout(&self, timeout: Duration) -> Result<FlushReport, ClientError> {
+        // A flush dropped before its answer leaves its report to the next.
+        tokio::time::timeout(timeout, self.flush())
+            .await
+            .map_err(|_| ClientError::FlushTimeout { timeout })?
+    }
+
+    /// Stops taking events (for every clone: `track` then fails with
+    /// [`ClientError::SenderClosed`]), sends everything held, and answers
+    /// the outcome of every event not reported yet, within `timeout`:
+    /// events not resolved by then are failed with
+    /// [`ClientError::DeliveryTimeout`] and handed back in
+    /// [`FlushReport::failed`]. Nothing is lost unreported. A second call
+    /// answers an empty report.
+    pub async fn close(&self, timeout: Duration) -> FlushReport {
+        let shared = &self.handle.shared;
+        shared.closed.store(true, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + timeout;
+        let command = Command::Close { deadline, reply };
+        if self.handle.commands.send(command).await.is_err() {
+            return FlushReport::default(); // Closed already.
+        }
+        answer.await.unwrap_or_default()
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> SenderStats {
-        let shared = &self.shared;
+        let shared = &self.handle.shared;
         SenderStats {
             events_tracked: shared.next_seq.load(Ordering::Relaxed),
             events_held: shared.events_held(),
@@ -462,12 +609,12 @@ impl Sender {
     /// progress, or to wait for lingering batches without flushing
     /// (`receiver.wait_for(|resolved| *resolved >= n)`).
     pub fn resolved_events(&self) -> watch::Receiver<u64> {
-        self.shared.resolved.subscribe()
+        self.handle.shared.resolved.subscribe()
     }
 
     /// The configuration the sender runs with.
     pub fn config(&self) -> &SenderConfig {
-        &self.shared.config
+        &self.handle.shared.config
     }
 }
 
@@ -477,6 +624,8 @@ struct Batch {
     id: u64,
     seqs: Vec<u64>,
     events: Vec<Event>,
+    /// Its oldest event's `track` plus `delivery_timeout`.
+    deadline: Instant,
 }
 
 /// Events of one partition not yet cut into a batch.
@@ -485,6 +634,8 @@ struct Pending {
     events: Vec<Event>,
     /// When this partial batch is cut anyway.
     linger_deadline: Instant,
+    /// When its first event arrived.
+    first_at: Instant,
 }
 
 /// The worker: the only owner of the buffers, the batch queue and the report.
@@ -505,6 +656,8 @@ struct Worker {
     /// Flush callers, each with the first batch id it does not wait for.
     waiters: Vec<(u64, oneshot::Sender<FlushReport>)>,
     report: FlushReport,
+    /// The caller of [`Sender::close`], answered when everything resolved.
+    closer: Option<oneshot::Sender<FlushReport>>,
 }
 
 impl Worker {
@@ -519,6 +672,7 @@ impl Worker {
             next_batch_id: 0,
             waiters: Vec::new(),
             report: FlushReport::default(),
+            closer: None,
         }
     }
 
@@ -527,6 +681,7 @@ impl Worker {
         loop {
             self.start_ready_batches();
             if !open && self.unresolved.is_empty() && self.buffers.is_empty() {
+                self.finish();
                 return;
             }
             let deadline = self
@@ -548,6 +703,14 @@ impl Worker {
                         self.cut_all();
                         self.waiters.push((self.next_batch_id, reply));
                     }
+                    Some(Command::Close { deadline, reply }) => {
+                        // Events already in the channel are still taken;
+                        // new ones are refused, and waiting `track`s fail.
+                        self.receiver.close();
+                        self.shared.permits.close();
+                        self.shared.cutoff.send_replace(Some(deadline));
+                        self.closer = Some(reply);
+                    }
                     None => {
                         open = false;
                         self.cut_all();
@@ -559,13 +722,33 @@ impl Worker {
         }
     }
 
+    /// Answers the closer with everything not reported yet; without one,
+    /// logs what nobody will see.
+    fn finish(&mut self) {
+        let report = std::mem::take(&mut self.report);
+        match self.closer.take() {
+            Some(closer) => {
+                let _ = closer.send(report);
+            }
+            None if !report.is_success() => tracing::warn!(
+                rejected = report.rejected.len(),
+                failed = report.failed.len(),
+                "sessiondb sender stopped after its handles were dropped; events were \
+                 rejected or not delivered, and nobody took the report"
+            ),
+            None => {}
+        }
+    }
+
     fn push(&mut self, seq: u64, event: Event) {
         let partition = self.shared.router.partition(&event);
-        let linger = Duration::from_millis(self.shared.config.linger_ms);
+        let linger = self.shared.config.linger;
+        let now = Instant::now();
         let pending = self.buffers.entry(partition).or_insert_with(|| Pending {
             seqs: Vec::new(),
             events: Vec::new(),
-            linger_deadline: Instant::now() + linger,
+            linger_deadline: now + linger,
+            first_at: now,
         });
         pending.seqs.push(seq);
         pending.events.push(event);
@@ -587,6 +770,7 @@ impl Worker {
             id,
             seqs: pending.seqs,
             events: pending.events,
+            deadline: pending.first_at + self.shared.config.delivery_timeout,
         });
     }
 
@@ -618,10 +802,18 @@ impl Worker {
                 return;
             };
             let shared = Arc::clone(&self.shared);
-            self.in_flight.spawn(async move {
-                let (id, events) = (batch.id, batch.events.len());
-                (id, events, deliver(&shared, batch).await)
-            });
+            let span = tracing::debug_span!(
+                "sessiondb_batch",
+                batch = batch.id,
+                events = batch.events.len()
+            );
+            self.in_flight.spawn(
+                async move {
+                    let (id, events) = (batch.id, batch.events.len());
+                    (id, events, deliver(&shared, batch).await)
+                }
+                .instrument(span),
+            );
         }
     }
 
@@ -669,17 +861,12 @@ async fn sleep_until_or_forever(deadline: Option<Instant>) {
 fn is_retryable(error: &ClientError) -> bool {
     match error {
         ClientError::Transport { .. } => true,
-        ClientError::Api { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+        ClientError::Api { status, .. } | ClientError::UnexpectedErrorBody { status, .. } => {
+            matches!(status, 429 | 502 | 503 | 504)
+        }
         _ => false,
     }
 }
-
-/// The per-event reason of a node that does not own the event's shard;
-/// the sender resends such events to the owner.
-pub const NOT_OWNER_REASON: &str = "not_owner";
-/// The per-event reason while the event's shard is being moved; the sender
-/// resends such events after a backoff.
-pub const SHARD_MOVING_REASON: &str = "shard_moving";
 
 /// A part of a batch still to be sent: events of one partition, the number
 /// of the next try, and the earliest time to send it.
@@ -709,6 +896,7 @@ enum Resend {
 async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
     let config = &shared.config;
     let mut report = FlushReport::default();
+    let mut expired = std::pin::pin!(expiry(batch.deadline, shared.cutoff.subscribe()));
     let mut parts = vec![Part {
         seqs: batch.seqs,
         events: batch.events,
@@ -722,16 +910,44 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
             attempt,
             not_before,
         } = parts.swap_remove(index);
-        if let Some(not_before) = not_before {
-            tokio::time::sleep_until(not_before).await;
+        let wait = sleep_until_or_now(not_before);
+        let timed_out = tokio::select! {
+            biased;
+            () = &mut expired => true,
+            () = wait => false,
+        };
+        if timed_out {
+            parts.push(Part {
+                seqs,
+                events,
+                attempt,
+                not_before,
+            });
+            fail_expired(&mut report, parts);
+            break;
         }
         if attempt > 0 {
             shared.retries.fetch_add(1, Ordering::Relaxed);
         }
         let client = shared.router.route(&events, attempt);
         shared.requests_sent.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            attempt,
+            node = client.base_url(),
+            events = events.len(),
+            "sending"
+        );
         let last_attempt = attempt + 1 >= config.retry_attempts_max;
-        match client.send_with(&events, config.encoding).await {
+        let answer = tokio::select! {
+            biased;
+            () = &mut expired => {
+                parts.push(Part { seqs, events, attempt, not_before });
+                fail_expired(&mut report, parts);
+                break;
+            }
+            answer = client.send_with(&events, config.encoding) => answer,
+        };
+        match answer {
             Ok(answer) => {
                 report.accepted += answer.accepted;
                 report.duplicates += answer.duplicates;
@@ -744,11 +960,7 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                     else {
                         continue; // A node bug; nothing to attribute it to.
                     };
-                    let retryable = matches!(
-                        rejection.reason.as_str(),
-                        OVERLOADED_REASON | NOT_OWNER_REASON | SHARD_MOVING_REASON
-                    );
-                    if !retryable || last_attempt {
+                    if !rejection.reason.is_retryable() || last_attempt {
                         report.rejected.push(RejectedEvent {
                             seq: seqs[index],
                             id: std::mem::take(&mut events[index].id),
@@ -757,11 +969,11 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                         });
                         continue;
                     }
-                    resend[index] = Some(match rejection.reason.as_str() {
-                        NOT_OWNER_REASON | SHARD_MOVING_REASON => {
+                    resend[index] = Some(match rejection.reason {
+                        RejectCode::NotOwner | RejectCode::ShardMoving => {
                             shared.reroutes.fetch_add(1, Ordering::Relaxed);
                             *told.entry(rejection.shard).or_insert_with(|| {
-                                let feedback = if rejection.reason == NOT_OWNER_REASON {
+                                let feedback = if rejection.reason == RejectCode::NotOwner {
                                     Feedback::NotOwner {
                                         shard: rejection.shard,
                                         owner: rejection.owner,
@@ -801,6 +1013,7 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                 parts.extend(regrouped.into_values());
             }
             Err(error) if is_retryable(&error) && !last_attempt => {
+                tracing::debug!(attempt, error = %error, "attempt failed; retrying after a backoff");
                 if matches!(error, ClientError::Transport { .. }) {
                     shared.router.feedback(&client, Feedback::Unreachable);
                 }
@@ -823,6 +1036,7 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                 parts.extend(regrouped.into_values());
             }
             Err(error) => {
+                tracing::warn!(attempt, events = events.len(), error = %error, "events not delivered");
                 let error = Arc::new(error);
                 report
                     .failed
@@ -831,7 +1045,7 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
                             .zip(events)
                             .map(|(seq, event)| FailedEvent {
                                 seq,
-                                id: event.id,
+                                event,
                                 error: Arc::clone(&error),
                             }),
                     );
@@ -839,6 +1053,47 @@ async fn deliver(shared: &Shared, batch: Batch) -> FlushReport {
         }
     }
     report
+}
+
+/// Completes at the batch's deadline, or at the close cutoff if that
+/// comes first (it may be set while the batch runs).
+async fn expiry(deadline: Instant, mut cutoff: watch::Receiver<Option<Instant>>) {
+    loop {
+        let effective = cutoff
+            .borrow_and_update()
+            .map_or(deadline, |cutoff| cutoff.min(deadline));
+        tokio::select! {
+            () = tokio::time::sleep_until(effective) => return,
+            changed = cutoff.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep_until(deadline).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Fails every event of `parts`: their time is up.
+fn fail_expired(report: &mut FlushReport, parts: Vec<Part>) {
+    let error = Arc::new(ClientError::DeliveryTimeout);
+    let events: usize = parts.iter().map(|part| part.events.len()).sum();
+    tracing::warn!(events, "events not delivered in time");
+    for part in parts {
+        for (seq, event) in part.seqs.into_iter().zip(part.events) {
+            report.failed.push(FailedEvent {
+                seq,
+                event,
+                error: Arc::clone(&error),
+            });
+        }
+    }
+}
+
+async fn sleep_until_or_now(instant: Option<Instant>) {
+    if let Some(instant) = instant {
+        tokio::time::sleep_until(instant).await;
+    }
 }
 
 /// The part to send next: the one that may go earliest.
@@ -852,41 +1107,33 @@ fn next_part(parts: &[Part]) -> Option<usize> {
 
 /// How long to wait before retry `attempt`: the node's `Retry-After` when
 /// it sent one (it knows how long its overload lasts; capped at
-/// `retry_backoff_max_ms` so a wrong header cannot stall the sender), plus
+/// `retry_backoff_max` so a wrong header cannot stall the sender), plus
 /// up to a tenth of it as jitter so that refused senders do not come back
 /// together; else the exponential backoff.
 fn retry_wait(config: &SenderConfig, attempt: u32, asked: Option<Duration>) -> Duration {
     match asked {
         Some(asked) => {
-            let asked_ms = u64::try_from(asked.as_millis())
-                .unwrap_or(u64::MAX)
-                .min(config.retry_backoff_max_ms);
-            Duration::from_millis(asked_ms + jitter(asked_ms / 10))
+            let asked = asked.min(config.retry_backoff_max);
+            asked + asked.mul_f64(rand::random::<f64>() / 10.0)
         }
         None => backoff(config, attempt),
     }
 }
 
-/// Exponential backoff with "equal jitter": half the capped exponential
-/// delay, plus a random part of up to the other half, so that senders that
-/// failed together do not retry together.
+/// Exponential backoff with jitter (backon's): the delay doubles from
+/// `retry_backoff_initial` per attempt up to `retry_backoff_max`, plus a
+/// random part of up to as much again, so that senders that failed
+/// together do not retry together.
 fn backoff(config: &SenderConfig, attempt: u32) -> Duration {
-    let exponential = config
-        .retry_backoff_initial_ms
-        .saturating_mul(1u64 << attempt.min(32));
-    let capped = exponential.min(config.retry_backoff_max_ms);
-    let half = capped / 2;
-    Duration::from_millis(half + jitter(capped - half))
-}
-
-/// A random number in `0..=bound`, from std's randomly seeded hasher (no
-/// need for a cryptographic or reproducible source here).
-fn jitter(bound: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish() % (bound + 1)
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(config.retry_backoff_initial)
+        .with_max_delay(config.retry_backoff_max)
+        .with_jitter()
+        .with_max_times(attempt as usize + 1)
+        .build()
+        .nth(attempt as usize)
+        .unwrap_or(config.retry_backoff_max)
 }
 
 #[cfg(test)]
@@ -896,8 +1143,8 @@ mod tests {
     #[test]
     fn retry_after_replaces_the_backoff_and_is_capped() {
         let config = SenderConfig {
-            retry_backoff_initial_ms: 10,
-            retry_backoff_max_ms: 5_000,
+            retry_backoff_initial: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_secs(5),
             ..SenderConfig::default()
         };
         for _ in 0..100 {
@@ -905,17 +1152,18 @@ mod tests {
             assert!((2_000..=2_200).contains(&wait), "{wait}");
             let capped = retry_wait(&config, 0, Some(Duration::from_secs(60))).as_millis() as u64;
             assert!((5_000..=5_500).contains(&capped), "{capped}");
-            // Without a header, the exponential backoff (10 ms at attempt 0).
+            // Without a header, the exponential backoff (10 ms at attempt
+            // 0, plus up to as much again).
             let own = retry_wait(&config, 0, None).as_millis() as u64;
-            assert!(own <= 10, "{own}");
+            assert!((10..=20).contains(&own), "{own}");
         }
     }
 
     #[test]
     fn backoff_grows_exponentially_up_to_the_cap_with_bounded_jitter() {
         let config = SenderConfig {
-            retry_backoff_initial_ms: 100,
-            retry_backoff_max_ms: 1_000,
+            retry_backoff_initial: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
             ..SenderConfig::default()
         };
         for (attempt, full_ms) in [
@@ -929,9 +1177,9 @@ mod tests {
             for _ in 0..50 {
                 let delay = backoff(&config, attempt).as_millis() as u64;
                 assert!(
-                    (full_ms / 2..=full_ms).contains(&delay),
-                    "attempt {attempt}: {delay} ms outside {}..={full_ms}",
-                    full_ms / 2
+                    (full_ms..=2 * full_ms).contains(&delay),
+                    "attempt {attempt}: {delay} ms outside {full_ms}..={}",
+                    2 * full_ms
                 );
             }
         }
@@ -962,8 +1210,12 @@ mod tests {
                 ..SenderConfig::default()
             },
             SenderConfig {
-                retry_backoff_initial_ms: 10,
-                retry_backoff_max_ms: 5,
+                retry_backoff_initial: Duration::from_millis(10),
+                retry_backoff_max: Duration::from_millis(5),
+                ..SenderConfig::default()
+            },
+            SenderConfig {
+                delivery_timeout: Duration::ZERO,
                 ..SenderConfig::default()
             },
         ];
@@ -982,7 +1234,7 @@ mod tests {
         let rejected = |seq| RejectedEvent {
             seq,
             id: format!("e-{seq}"),
-            reason: "too_late".into(),
+            reason: RejectCode::TooLate,
             message: String::new(),
         };
         report.merge(FlushReport {
@@ -999,5 +1251,34 @@ mod tests {
         assert_eq!(report.details_dropped, 2);
         assert_eq!(report.events(), 3 + 2 + REPORT_DETAILS_MAX as u64 + 2);
         assert!(!report.is_success());
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_outside_a_runtime_is_an_error_not_a_panic() {
+        let error = Client::new("http://127.0.0.1:7070")
+            .sender(SenderConfig::default())
+            .unwrap_err();
+        assert!(matches!(error, ClientError::NoRuntime), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_bound_sender_refuses_events_of_another_project() {
+        let sender = Client::new("http://127.0.0.1:7070")
+            .sender_for("shop", SenderConfig::default())
+            .unwrap();
+        let error = sender
+            .track(Event::pageview("v-1").project("blog"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, ClientError::WrongProject { expected, found } if expected == "shop" && found == "blog"),
+            "{error:?}"
+        );
+        assert_eq!(sender.stats().events_tracked, 0);
     }
 }

@@ -97,8 +97,8 @@ pub struct ServeArgs {
     /// (docs/operations.md, "Actor failures").
     #[arg(long, hide = true)]
     pub fault_actor_panic: bool,
-    /// Log format: `text` for people, `json` (one object per line) for log
-    /// collectors.
+    /// Log format: `text` for people (coloured only when stderr is a
+    /// terminal), `json` (one object per line) for log collectors.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or
@@ -404,8 +404,12 @@ fn report(error: &anyhow::Error) {
 fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(level).map_err(|error| error.to_string())?;
+    // Colour codes only for a person at a terminal: a log file or a
+    // collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -8,6 +8,7 @@
 use crate::limits;
 use crate::project::ProjectConfig;
 use sessiondb_protocol as wire;
+use sessiondb_protocol::RejectCode;
 use std::sync::Arc;
 
 /// The kind of an event.
@@ -241,30 +242,31 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub fn code(&self) -> &'static str {
+    /// The stable code of this reason, sent as `Rejection::reason`.
+    pub fn code(&self) -> RejectCode {
         match self {
-            RejectReason::Malformed(_) => "malformed_event",
-            RejectReason::EmptyId => "empty_id",
-            RejectReason::IdTooLong { .. } => "id_too_long",
-            RejectReason::EmptyVisitor => "empty_visitor",
-            RejectReason::VisitorTooLong { .. } => "visitor_too_long",
-            RejectReason::UnknownProject { .. } => "unknown_project",
-            RejectReason::InvalidTimestamp { .. } => "invalid_timestamp",
-            RejectReason::TooLate { .. } => "too_late",
-            RejectReason::TooEarly { .. } => "too_early",
-            RejectReason::MissingKey => "missing_key",
-            RejectReason::KeyTooLong => "key_too_long",
-            RejectReason::MissingDecision => "missing_decision",
-            RejectReason::TooManyDecisions { .. } => "too_many_decisions",
-            RejectReason::InvalidDecision { .. } => "invalid_decision",
-            RejectReason::TooManyAttributes { .. } => "too_many_attributes",
-            RejectReason::AttributeTooLong { .. } => "attribute_too_long",
-            RejectReason::InvalidValue => "invalid_value",
-            RejectReason::VisitorEventLimit => "visitor_event_limit",
-            RejectReason::NotOwner { .. } => "not_owner",
-            RejectReason::ShardMoving { .. } => "shard_moving",
-            RejectReason::UnsupportedMessageType { .. } => "unsupported_message_type",
-            RejectReason::IgnoredMessageType { .. } => "ignored_message_type",
+            RejectReason::Malformed(_) => RejectCode::MalformedEvent,
+            RejectReason::EmptyId => RejectCode::EmptyId,
+            RejectReason::IdTooLong { .. } => RejectCode::IdTooLong,
+            RejectReason::EmptyVisitor => RejectCode::EmptyVisitor,
+            RejectReason::VisitorTooLong { .. } => RejectCode::VisitorTooLong,
+            RejectReason::UnknownProject { .. } => RejectCode::UnknownProject,
+            RejectReason::InvalidTimestamp { .. } => RejectCode::InvalidTimestamp,
+            RejectReason::TooLate { .. } => RejectCode::TooLate,
+            RejectReason::TooEarly { .. } => RejectCode::TooEarly,
+            RejectReason::MissingKey => RejectCode::MissingKey,
+            RejectReason::KeyTooLong => RejectCode::KeyTooLong,
+            RejectReason::MissingDecision => RejectCode::MissingDecision,
+            RejectReason::TooManyDecisions { .. } => RejectCode::TooManyDecisions,
+            RejectReason::InvalidDecision { .. } => RejectCode::InvalidDecision,
+            RejectReason::TooManyAttributes { .. } => RejectCode::TooManyAttributes,
+            RejectReason::AttributeTooLong { .. } => RejectCode::AttributeTooLong,
+            RejectReason::InvalidValue => RejectCode::InvalidValue,
+            RejectReason::VisitorEventLimit => RejectCode::VisitorEventLimit,
+            RejectReason::NotOwner { .. } => RejectCode::NotOwner,
+            RejectReason::ShardMoving { .. } => RejectCode::ShardMoving,
+            RejectReason::UnsupportedMessageType { .. } => RejectCode::UnsupportedMessageType,
+            RejectReason::IgnoredMessageType { .. } => RejectCode::IgnoredMessageType,
         }
     }
 }

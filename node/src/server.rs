@@ -9,6 +9,7 @@ use crate::limits;
 use crate::tls::TlsFiles;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpServer};
+use sessiondb_protocol::ErrorCode;
 use std::future::Future;
 use std::net::TcpListener;
 
@@ -124,7 +125,7 @@ pub async fn run(
 async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         "no such endpoint; see docs/api.md",
     ))
 }

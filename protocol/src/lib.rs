@@ -8,7 +8,10 @@
 //! Field names are part of the public API and documented in `docs/api.md`.
 
 pub mod binary;
+pub mod codes;
 pub mod hashing;
+
+pub use codes::{ErrorCode, RejectCode, UnknownCode};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,6 +61,127 @@ pub struct Event {
     pub decisions: Vec<Decision>,
 }
 
+impl Timestamp {
+    /// The current time of this machine's clock, in ms since the epoch.
+    pub fn now() -> Timestamp {
+        Timestamp::from(std::time::SystemTime::now())
+    }
+}
+
+impl From<std::time::SystemTime> for Timestamp {
+    /// Whole milliseconds since the Unix epoch (negative before it).
+    fn from(time: std::time::SystemTime) -> Timestamp {
+        let ms = match time.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        Timestamp::Milliseconds(ms)
+    }
+}
+
+impl From<i64> for Timestamp {
+    /// Milliseconds since the Unix epoch.
+    fn from(ms: i64) -> Timestamp {
+        Timestamp::Milliseconds(ms)
+    }
+}
+
+/// Building events: `Event::decision("v-42", "checkout", "b")`,
+/// `Event::custom("v-42", "purchase").value(12.99)`.
+///
+/// A built event happens now ([`Timestamp::now`]; change it with
+/// [`Event::at`]) and has an empty `id` and `project`: a `Sender` gives it
+/// a random id once, when it takes it (so retries keep it), and its
+/// project when it is bound to one (`Client::sender_for`). Set them with
+/// [`Event::id`] and [`Event::project`] to send it otherwise.
+impl Event {
+    fn new(event_type: EventType, visitor: impl Into<String>) -> Event {
+        Event {
+            id: String::new(),
+            project: String::new(),
+            visitor: visitor.into(),
+            ts: Timestamp::now(),
+            event_type,
+            key: None,
+            value: None,
+            attributes: BTreeMap::new(),
+            decisions: Vec::new(),
+        }
+    }
+
+    /// `visitor` was shown `variation` of `experiment` (an exposure).
+    pub fn decision(
+        visitor: impl Into<String>,
+        experiment: impl Into<String>,
+        variation: impl Into<String>,
+    ) -> Event {
+        Event::new(EventType::Decision, visitor).and_decision(experiment, variation)
+    }
+
+    /// `visitor` did something counted as conversion `key`.
+    pub fn custom(visitor: impl Into<String>, key: impl Into<String>) -> Event {
+        Event {
+            key: Some(key.into()),
+            ..Event::new(EventType::Custom, visitor)
+        }
+    }
+
+    /// `visitor` viewed a page.
+    pub fn pageview(visitor: impl Into<String>) -> Event {
+        Event::new(EventType::Pageview, visitor)
+    }
+
+    /// `visitor` clicked.
+    pub fn click(visitor: impl Into<String>) -> Event {
+        Event::new(EventType::Click, visitor)
+    }
+
+    /// The event's id: the node counts an id once, so give the same id to
+    /// the same event when you send it again.
+    pub fn id(mut self, id: impl Into<String>) -> Event {
+        self.id = id.into();
+        self
+    }
+
+    /// The project the event belongs to.
+    pub fn project(mut self, project: impl Into<String>) -> Event {
+        self.project = project.into();
+        self
+    }
+
+    /// When the event happened.
+    pub fn at(mut self, ts: impl Into<Timestamp>) -> Event {
+        self.ts = ts.into();
+        self
+    }
+
+    /// A value of a custom event (e.g. revenue).
+    pub fn value(mut self, value: f64) -> Event {
+        self.value = Some(value);
+        self
+    }
+
+    /// An attribute, e.g. `("browser", "firefox")`: results can be broken
+    /// down by it when the project lists it in `breakdown_attributes`.
+    pub fn attribute(mut self, name: impl Into<String>, value: impl Into<String>) -> Event {
+        self.attributes.insert(name.into(), value.into());
+        self
+    }
+
+    /// One more exposure, to another experiment.
+    pub fn and_decision(
+        mut self,
+        experiment: impl Into<String>,
+        variation: impl Into<String>,
+    ) -> Event {
+        self.decisions.push(Decision {
+            experiment: experiment.into(),
+            variation: variation.into(),
+        });
+        self
+    }
+}
+
 /// A native ingest batch: `POST /v1/events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBatch {
@@ -69,8 +193,8 @@ pub struct EventBatch {
 pub struct Rejection {
     /// Position of the event in the batch, from 0.
     pub index: usize,
-    /// Stable machine-readable reason, e.g. `too_late`, `attribute_count`.
-    pub reason: String,
+    /// Why, e.g. [`RejectCode::TooLate`] (`"too_late"` on the wire).
+    pub reason: RejectCode,
     /// Human-readable explanation naming the offending field and the limit.
     pub message: String,
     /// For `not_owner` and `shard_moving`: the event's shard.
@@ -98,8 +222,9 @@ pub struct IngestResponse {
 /// An error answer from any endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {
-    /// Stable machine-readable code, e.g. `unknown_project`.
-    pub error: String,
+    /// Why, e.g. [`ErrorCode::UnknownProject`] (`"unknown_project"` on
+    /// the wire).
+    pub error: ErrorCode,
     /// What went wrong and, where possible, how to fix it.
     pub message: String,
 }
@@ -243,6 +368,22 @@ pub struct VariationResults {
     pub metrics: Vec<KeyMetrics>,
 }
 
+impl VariationResults {
+    /// The metrics of conversion key `key`, if the query asked for it.
+    pub fn metric(&self, key: &str) -> Option<&KeyMetrics> {
+        self.metrics.iter().find(|metrics| metrics.key == key)
+    }
+}
+
+impl ResultsGroup {
+    /// The results of `variation` in this group.
+    pub fn variation(&self, variation: &str) -> Option<&VariationResults> {
+        self.variations
+            .iter()
+            .find(|results| results.variation == variation)
+    }
+}
+
 /// One breakdown group: all variations for one value of the breakdown
 /// attribute (or the whole experiment when no breakdown is asked).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +414,21 @@ pub struct ResultsResponse {
     /// The members whose shares are missing when `partial`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_nodes: Vec<u64>,
+}
+
+impl ResultsResponse {
+    /// The group of breakdown value `value` (`None`: the one group of a
+    /// query without breakdown).
+    pub fn group(&self, value: Option<&str>) -> Option<&ResultsGroup> {
+        self.groups
+            .iter()
+            .find(|group| group.breakdown_value.as_deref() == value)
+    }
+
+    /// `variation`'s results in the one group of a query without breakdown.
+    pub fn variation(&self, variation: &str) -> Option<&VariationResults> {
+        self.group(None)?.variation(variation)
+    }
 }
 
 fn is_false(value: &bool) -> bool {
@@ -393,8 +549,8 @@ pub struct JoinResponse {
 /// leader (also in the `Location` header when it is known).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotLeader {
-    /// Always `not_leader`.
-    pub error: String,
+    /// Always [`ErrorCode::NotLeader`].
+    pub error: ErrorCode,
     pub message: String,
     pub leader_id: Option<u64>,
     pub leader_address: Option<String>,
@@ -544,8 +700,8 @@ pub struct FailedMove {
     pub shard: u32,
     pub from: u64,
     pub to: u64,
-    /// The stable error code (`docs/api.md`), e.g. `move_failed`.
-    pub error: String,
+    /// Why, e.g. [`ErrorCode::MoveFailed`].
+    pub error: ErrorCode,
     pub message: String,
 }
 
@@ -624,4 +780,54 @@ pub struct ShardMapEntry {
     /// A move of the shard is under way: its events get `shard_moving`
     /// (retry) until it ends.
     pub moving: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn built_events_serialize_like_literal_ones() {
+        let built = Event::decision("v-42", "checkout", "b")
+            .id("e-1")
+            .project("shop")
+            .at(1_764_150_000_000)
+            .attribute("browser", "firefox");
+        let literal = Event {
+            id: "e-1".into(),
+            project: "shop".into(),
+            visitor: "v-42".into(),
+            ts: Timestamp::Milliseconds(1_764_150_000_000),
+            event_type: EventType::Decision,
+            key: None,
+            value: None,
+            attributes: [("browser".to_string(), "firefox".to_string())].into(),
+            decisions: vec![Decision {
+                experiment: "checkout".into(),
+                variation: "b".into(),
+            }],
+        };
+        assert_eq!(built, literal);
+        let purchase = Event::custom("v-42", "purchase").value(12.99);
+        assert_eq!(purchase.event_type, EventType::Custom);
+        assert_eq!(purchase.key.as_deref(), Some("purchase"));
+        assert_eq!(purchase.value, Some(12.99));
+        assert!(purchase.id.is_empty() && purchase.project.is_empty());
+    }
+
+    #[test]
+    fn timestamps_from_system_time_are_whole_milliseconds() {
+        let time = UNIX_EPOCH + Duration::from_micros(1_764_150_000_000_999);
+        assert_eq!(
+            Timestamp::from(time),
+            Timestamp::Milliseconds(1_764_150_000_000)
+        );
+        let before = UNIX_EPOCH - Duration::from_millis(5);
+        assert_eq!(Timestamp::from(before), Timestamp::Milliseconds(-5));
+        let Timestamp::Milliseconds(now) = Timestamp::now() else {
+            panic!("now is in milliseconds");
+        };
+        assert!(now > 1_700_000_000_000);
+    }
 }

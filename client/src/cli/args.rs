@@ -18,7 +18,8 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "sessiondb-ctl", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
-    /// Base URL of the node.
+    /// The node: a base URL (http://host:port, https://host:port), or
+    /// host:port for plain HTTP.
     #[arg(long, global = true, env = "SESSIONDB_NODE", default_value = NODE_DEFAULT)]
     pub node: String,
 

@@ -1,6 +1,7 @@
 //! [`CliError`]: what went wrong, what to do about it, and the exit code.
 
 use super::{EXIT_FAILED, EXIT_UNREACHABLE};
+use crate::protocol::ErrorCode;
 use crate::ClientError;
 use std::error::Error as _;
 use std::io::IsTerminal;
@@ -51,6 +52,8 @@ impl CliError {
                  or point --node (or SESSIONDB_NODE) at one",
                     )
             }
+            ClientError::InvalidUrl { .. } => CliError::new(super::EXIT_USAGE, error.to_string())
+                .with_hint("give --node (or SESSIONDB_NODE) as http://host:port, https://host:port or host:port"),
             ClientError::Api { code, message, .. } => {
                 let hint = hint_for_code(code);
                 let error = CliError::new(EXIT_FAILED, format!("{message} ({code})"));
@@ -97,27 +100,27 @@ impl CliError {
 }
 
 /// What to do about an API error code (`docs/api.md`).
-fn hint_for_code(code: &str) -> Option<&'static str> {
+fn hint_for_code(code: &ErrorCode) -> Option<&'static str> {
     Some(match code {
-        "unknown_project" => "`sessiondb-ctl projects list` shows the projects; create one with `projects create`",
-        "project_exists" => "change an existing project with `sessiondb-ctl projects configure`",
-        "unknown_experiment" => "an experiment exists once a decision event names it; `sessiondb-ctl projects show <project>` lists them",
-        "unaligned_range" => "--from and --to must be multiples of the project's bucket_ms (`sessiondb-ctl projects show <project>`)",
-        "invalid_range" => "--from must be before --to",
-        "unknown_breakdown" => "--breakdown must be one of the project's breakdown_attributes (`projects show`)",
-        "unknown_baseline" => "--baseline must name a variation of the experiment",
-        "immutable_setting" => "bucket_ms and hll_precision are fixed when a project is created",
-        "invalid_project_name" => "use 1–64 bytes of a-z, 0-9, `_` and `-`",
-        "invalid_settings" => "`docs/api.md` lists each setting's range",
-        "unauthorized" => "give the node's admin token with --admin-token (or SESSIONDB_ADMIN_TOKEN); a node without one configured printed its generated token once at its first start (docs/security.md)",
-        "forbidden" => "this command needs the admin token, not an ingest key (an ingest key may only import into its own project)",
-        "invalid_grace" => "--grace-ms must be 0 to 30 days in ms",
-        "overloaded" | "unavailable" => "the node is busy; retry in a moment",
-        "not_leader" => "moves and rebalances run on the leader: point --node at it (and use its admin token); `sessiondb-ctl cluster status` names it",
-        "move_refused" => "`sessiondb-ctl shards list` shows each shard's owner and any move in progress; the target must be another member",
-        "move_failed" => "the move was aborted and the old owner keeps the shard; check that both nodes are up, then retry",
-        "drop_failed" => "the new owner owns the shard; the old owner kept a stale copy, which it no longer serves",
-        "unknown_shard" => "`sessiondb-ctl shards list` shows the shards",
+        ErrorCode::UnknownProject => "`sessiondb-ctl projects list` shows the projects; create one with `projects create`",
+        ErrorCode::ProjectExists => "change an existing project with `sessiondb-ctl projects configure`",
+        ErrorCode::UnknownExperiment => "an experiment exists once a decision event names it; `sessiondb-ctl projects show <project>` lists them",
+        ErrorCode::UnalignedRange => "--from and --to must be multiples of the project's bucket_ms (`sessiondb-ctl projects show <project>`)",
+        ErrorCode::InvalidRange => "--from must be before --to",
+        ErrorCode::UnknownBreakdown => "--breakdown must be one of the project's breakdown_attributes (`projects show`)",
+        ErrorCode::UnknownBaseline => "--baseline must name a variation of the experiment",
+        ErrorCode::ImmutableSetting => "bucket_ms and hll_precision are fixed when a project is created",
+        ErrorCode::InvalidProjectName => "use 1–64 bytes of a-z, 0-9, `_` and `-`",
+        ErrorCode::InvalidSettings => "`docs/api.md` lists each setting's range",
+        ErrorCode::Unauthorized => "give the node's admin token with --admin-token (or SESSIONDB_ADMIN_TOKEN); a node without one configured printed its generated token once at its first start (docs/security.md)",
+        ErrorCode::Forbidden => "this command needs the admin token, not an ingest key (an ingest key may only import into its own project)",
+        ErrorCode::InvalidGrace => "--grace-ms must be 0 to 30 days in ms",
+        ErrorCode::Overloaded | ErrorCode::Unavailable => "the node is busy; retry in a moment",
+        ErrorCode::NotLeader => "moves and rebalances run on the leader: point --node at it (and use its admin token); `sessiondb-ctl cluster status` names it",
+        ErrorCode::MoveRefused => "`sessiondb-ctl shards list` shows each shard's owner and any move in progress; the target must be another member",
+        ErrorCode::MoveFailed => "the move was aborted and the old owner keeps the shard; check that both nodes are up, then retry",
+        ErrorCode::DropFailed => "the new owner owns the shard; the old owner kept a stale copy, which it no longer serves",
+        ErrorCode::UnknownShard => "`sessiondb-ctl shards list` shows the shards",
         _ => return None,
     })
 }
@@ -132,7 +135,7 @@ mod tests {
             "http://n:1",
             ClientError::Api {
                 status: 404,
-                code: "unknown_project".into(),
+                code: ErrorCode::UnknownProject,
                 message: "no project named shop".into(),
                 retry_after_seconds: None,
             },

@@ -3,13 +3,13 @@
 //!
 //! The file is read line by line (never whole), so its size does not
 //! matter; the sender's `buffer_events_max` bounds what is held. A line that
-//! is not an event is rejected locally (reason [`MALFORMED_LINE`]) and not
+//! is not an event is rejected locally (reason [`LineReason::MalformedLine`]) and not
 //! sent. Every rejected line — local or refused by the node — is written to
 //! the rejections file as `{"line", "id", "reason", "message"}`.
 
 use super::args::{EncodingArg, ImportArgs};
 use super::{CliError, Context, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE};
-use crate::protocol::Event;
+use crate::protocol::{Event, RejectCode};
 use crate::sender::{FlushReport, REPORT_DETAILS_MAX};
 use crate::{Backpressure, Client, Encoding, Sender, SenderConfig};
 use serde::Serialize;
@@ -18,10 +18,53 @@ use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The reason of a line that is not a JSON event.
-pub const MALFORMED_LINE: &str = "malformed_line";
-/// The reason of an event that could not be delivered after every retry.
-pub const DELIVERY_FAILED: &str = "delivery_failed";
+/// Why a line of the input was not imported: the node's reason, or one
+/// found before or after sending. Written as its snake_case string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LineReason {
+    /// The line is not a JSON event, or is longer than [`LINE_BYTES_MAX`]:
+    /// `malformed_line`. It was not sent.
+    MalformedLine,
+    /// The event could not be delivered after every retry:
+    /// `delivery_failed`. Importing the file again is safe.
+    DeliveryFailed,
+    /// The node refused the event (`docs/api.md`, "Per-event reasons").
+    Node(RejectCode),
+}
+
+impl LineReason {
+    /// The reason as written in the rejections file.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LineReason::MalformedLine => "malformed_line",
+            LineReason::DeliveryFailed => "delivery_failed",
+            LineReason::Node(code) => code.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for LineReason {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LineReason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LineReason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<LineReason, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(match text.as_str() {
+            "malformed_line" => LineReason::MalformedLine,
+            "delivery_failed" => LineReason::DeliveryFailed,
+            code => LineReason::Node(RejectCode::from_wire(code)),
+        })
+    }
+}
 /// The import flushes every this many events, so that the rejection
 /// details of one flush stay under [`REPORT_DETAILS_MAX`].
 pub const IMPORT_FLUSH_EVENTS: u64 = REPORT_DETAILS_MAX as u64;
@@ -39,7 +82,7 @@ pub struct RejectedLine {
     pub line: u64,
     /// The event's id, when the line had one.
     pub id: Option<String>,
-    pub reason: String,
+    pub reason: LineReason,
     pub message: String,
 }
 
@@ -247,7 +290,7 @@ impl Import {
             let line = RejectedLine {
                 line: self.lines.line_of(rejected.seq),
                 id: Some(rejected.id.clone()),
-                reason: rejected.reason.clone(),
+                reason: LineReason::Node(rejected.reason.clone()),
                 message: rejected.message.clone(),
             };
             self.reject(line)?;
@@ -260,8 +303,8 @@ impl Import {
             }
             let line = RejectedLine {
                 line: self.lines.line_of(failed.seq),
-                id: Some(failed.id.clone()),
-                reason: DELIVERY_FAILED.to_string(),
+                id: Some(failed.event.id.clone()),
+                reason: LineReason::DeliveryFailed,
                 message: error_chain(&*failed.error),
             };
             self.rejections.write(&line)?;
@@ -297,7 +340,7 @@ fn parse_line(bytes: &[u8], complete: bool) -> Parsed {
         Parsed::Bad(RejectedLine {
             line: 0,
             id,
-            reason: MALFORMED_LINE.to_string(),
+            reason: LineReason::MalformedLine,
             message,
         })
     };
@@ -533,7 +576,7 @@ mod tests {
             panic!("expected a bad line");
         };
         assert_eq!(rejected.id.as_deref(), Some("e-9"));
-        assert_eq!(rejected.reason, MALFORMED_LINE);
+        assert_eq!(rejected.reason, LineReason::MalformedLine);
         assert!(matches!(parse_line(b"  \r", true), Parsed::Blank));
         assert!(matches!(parse_line(b"not json", true), Parsed::Bad(_)));
     }

@@ -83,7 +83,8 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command; answers the exit code of a command that ran to
 /// its end (an import with rejections ends with [`EXIT_INPUT`]).
-pub async fn run(cli: Cli) -> Result<u8, CliError> {
+pub async fn run(mut cli: Cli) -> Result<u8, CliError> {
+    cli.node = node_url(&cli.node);
     // An import needs only a project's ingest key; everything else the
     // admin token.
     let token = match &cli.command {
@@ -150,6 +151,16 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Nodes(NodesCommand::Remove { node_id }) => {
             nodes::remove(&client, &context, &admin_token, node_id).await
         }
+    }
+}
+
+/// `--node` as a base URL: `host:port` means `http://host:port` (the way
+/// the node prints its address); a URL with a scheme is kept.
+pub fn node_url(node: &str) -> String {
+    if node.contains("://") {
+        node.to_string()
+    } else {
+        format!("http://{node}")
     }
 }
 

@@ -87,7 +87,7 @@ fn read_rejections(path: &Path) -> Vec<(u64, Option<String>, String)> {
         .map(|line| {
             let line: RejectedLine = serde_json::from_str(line).expect("an NDJSON rejection");
             assert!(!line.message.is_empty());
-            (line.line, line.id, line.reason)
+            (line.line, line.id, line.reason.to_string())
         })
         .collect();
     rejected.sort();
@@ -709,4 +709,20 @@ async fn keys_and_tokens_are_shown_once_and_rotate() {
     assert!(run.stderr.contains("(unauthorized)"), "{run:#?}");
     let run = ctl(url, &["status", "--admin-token", &new_token]).await;
     expect_code(&run, EXIT_OK);
+}
+
+/// `--node host:port` is the node at `http://host:port`; a URL with
+/// another scheme is a usage error that says how to write it.
+#[tokio::test]
+async fn node_given_as_host_and_port_is_reached() {
+    let node = TestNode::start().await;
+    let run = ctl(node.address(), &["ping"]).await;
+    expect_code(&run, EXIT_OK);
+    assert!(
+        run.stdout.contains(&format!("http://{}", node.address())),
+        "{run:#?}"
+    );
+    let run = ctl("ftp://127.0.0.1:9", &["ping"]).await;
+    expect_code(&run, EXIT_USAGE);
+    assert!(run.stderr.contains("use http:// or https://"), "{run:#?}");
 }

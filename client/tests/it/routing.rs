@@ -8,13 +8,14 @@
 
 use sessiondb_client::protocol::hashing::{shard_of, SHARD_HASH};
 use sessiondb_client::protocol::{
-    binary, ClusterMember, Decision, Event, EventType, IngestResponse, MemberRole, Rejection,
-    ShardMap, ShardMapEntry, Timestamp,
+    binary, ClusterMember, Decision, Event, EventType, IngestResponse, MemberRole, RejectCode,
+    Rejection, ShardMap, ShardMapEntry, Timestamp,
 };
 use sessiondb_client::{Sender, SenderConfig, ShardMapRouter};
 use sessiondb_test_support::eventually;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -232,7 +233,7 @@ fn ingest(node: u64, body: &[u8], state: &Shared) -> String {
             *left -= 1;
             answer.rejected.push(Rejection {
                 index,
-                reason: "shard_moving".into(),
+                reason: RejectCode::ShardMoving,
                 message: format!("shard {shard} is moving"),
                 shard: Some(shard),
                 owner: None,
@@ -242,7 +243,7 @@ fn ingest(node: u64, body: &[u8], state: &Shared) -> String {
             let with_owner = state.refusal == Refusal::WithOwner;
             answer.rejected.push(Rejection {
                 index,
-                reason: "not_owner".into(),
+                reason: RejectCode::NotOwner,
                 message: format!("shard {shard} is owned by node {owner}"),
                 shard: with_owner.then_some(shard),
                 owner: with_owner.then_some(owner),
@@ -282,8 +283,8 @@ fn config() -> SenderConfig {
     SenderConfig {
         batch_events_max: 50,
         retry_attempts_max: 20,
-        retry_backoff_initial_ms: 5,
-        retry_backoff_max_ms: 50,
+        retry_backoff_initial: Duration::from_millis(5),
+        retry_backoff_max: Duration::from_millis(50),
         ..SenderConfig::default()
     }
 }
@@ -412,7 +413,10 @@ async fn shard_moving_is_retried_and_every_fate_stays_exact() {
     let report = send_all(&sender, 100).await;
     assert_eq!(report.accepted, 0);
     assert_eq!(report.rejected.len(), 100);
-    assert!(report.rejected.iter().all(|r| r.reason == "shard_moving"));
+    assert!(report
+        .rejected
+        .iter()
+        .all(|r| r.reason == RejectCode::ShardMoving));
     let seqs: BTreeSet<u64> = report.rejected.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (0..100).collect());
 }

@@ -87,7 +87,7 @@ async fn batching_and_flush(encoding: Encoding) {
         .sender(SenderConfig {
             batch_events_max: 100,
             // Long enough that only the size bound and the flush cut batches.
-            linger_ms: 600_000,
+            linger: Duration::from_millis(600_000),
             encoding,
             ..SenderConfig::default()
         })
@@ -131,7 +131,7 @@ async fn linger_sends_partial_batches(encoding: Encoding) {
     let sender = client
         .sender(SenderConfig {
             batch_events_max: 1_000,
-            linger_ms: 20,
+            linger: Duration::from_millis(20),
             encoding,
             ..SenderConfig::default()
         })
@@ -177,10 +177,10 @@ async fn lost_answer_is_retried_and_counted_once(encoding: Encoding) {
         .with_token(crate::support::TEST_ADMIN_TOKEN)
         .sender(SenderConfig {
             batch_events_max: 1_000,
-            linger_ms: 600_000,
+            linger: Duration::from_millis(600_000),
             encoding,
-            retry_backoff_initial_ms: 1,
-            retry_backoff_max_ms: 10,
+            retry_backoff_initial: Duration::from_millis(1),
+            retry_backoff_max: Duration::from_millis(10),
             ..SenderConfig::default()
         })
         .unwrap();
@@ -394,8 +394,8 @@ async fn unreachable_node_fails_every_event_after_bounded_retries() {
     let sender = Client::new(format!("http://{address}"))
         .sender(SenderConfig {
             retry_attempts_max: 3,
-            retry_backoff_initial_ms: 1,
-            retry_backoff_max_ms: 2,
+            retry_backoff_initial: Duration::from_millis(1),
+            retry_backoff_max: Duration::from_millis(2),
             ..SenderConfig::default()
         })
         .unwrap();
@@ -405,7 +405,7 @@ async fn unreachable_node_fails_every_event_after_bounded_retries() {
     let failed: Vec<(u64, &str)> = report
         .failed
         .iter()
-        .map(|f| (f.seq, f.id.as_str()))
+        .map(|f| (f.seq, f.event.id.as_str()))
         .collect();
     assert_eq!(failed, [(first, "d-0"), (second, "d-1")]);
     assert!(matches!(
@@ -441,7 +441,7 @@ async fn refused_batches_wait_for_retry_after_and_count_once() {
     let sender = client
         .sender(SenderConfig {
             batch_events_max: 50,
-            linger_ms: 600_000,
+            linger: Duration::from_millis(600_000),
             in_flight_batches_max: 4,
             // Enough attempts for 8 batches through one slot.
             retry_attempts_max: 40,
@@ -464,4 +464,137 @@ async fn refused_batches_wait_for_retry_after_and_count_once() {
         counts(&results(&client, "shop").await),
         expected_counts(&workload)
     );
+}
+
+/// `close` sends everything held (no flush needed), reports every event,
+/// and afterwards the sender takes nothing more. Events built with the
+/// builder get their project from `sender_for` and an id each.
+#[tokio::test]
+async fn close_delivers_every_held_event_and_then_refuses_new_ones() {
+    let (_node, client) = node_with_project("shop").await;
+    let sender = client
+        .sender_for(
+            "shop",
+            SenderConfig {
+                batch_events_max: 500,
+                linger: Duration::from_secs(600),
+                ..SenderConfig::default()
+            },
+        )
+        .unwrap();
+    for n in 0..5_000 {
+        let variation = if n % 2 == 0 { "a" } else { "b" };
+        let event =
+            sessiondb_client::protocol::Event::decision(format!("v-{n}"), "checkout", variation)
+                .at(START_MS)
+                .attribute("browser", "firefox");
+        sender.track(event).await.unwrap();
+    }
+    let clone = sender.clone();
+    let report = sender.close(RESOLVE_WAIT_MAX).await;
+    assert!(report.is_success(), "{}", brief(&report));
+    assert_eq!(report.accepted, 5_000, "{}", brief(&report));
+    let refused = clone
+        .track(sessiondb_client::protocol::Event::pageview("v-late").at(START_MS))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, ClientError::SenderClosed), "{refused:?}");
+    assert_eq!(sender.close(RESOLVE_WAIT_MAX).await.events(), 0);
+    let results = results(&client, "shop").await;
+    let visitors: Vec<i64> = results.groups[0]
+        .variations
+        .iter()
+        .map(|v| v.visitors)
+        .collect();
+    assert_eq!(visitors, [2_500, 2_500]);
+}
+
+/// A listener that accepts connections and never answers; answers its
+/// base URL. The connections are held open until the test ends.
+async fn silent_node() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    format!("http://{address}")
+}
+
+/// A node that accepts connections and never answers holds events no
+/// longer than the delivery timeout: flush then hands them back as failed.
+/// Time is Tokio's paused clock, so the bound is checked exactly.
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_is_bounded_by_the_delivery_timeout() {
+    let delivery_timeout = Duration::from_secs(5);
+    let sender = Client::new(silent_node().await)
+        .sender_for(
+            "shop",
+            SenderConfig {
+                delivery_timeout,
+                ..SenderConfig::default()
+            },
+        )
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let first = sender
+        .track(sessiondb_client::protocol::Event::pageview("v-1").id("pv-1"))
+        .await
+        .unwrap();
+    let second = sender
+        .track(sessiondb_client::protocol::Event::custom("v-1", "purchase").value(12.99))
+        .await
+        .unwrap();
+    let report = sender.flush().await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= delivery_timeout && waited <= delivery_timeout + Duration::from_secs(1),
+        "{waited:?}"
+    );
+    let failed: Vec<(u64, &str)> = report
+        .failed
+        .iter()
+        .map(|f| (f.seq, f.event.project.as_str()))
+        .collect();
+    assert_eq!(failed, [(first, "shop"), (second, "shop")]);
+    assert!(report
+        .failed
+        .iter()
+        .all(|f| matches!(*f.error, ClientError::DeliveryTimeout)));
+    // The events are handed back whole, with the ids they were sent with.
+    assert_eq!(report.failed[0].event.id, "pv-1");
+    assert_eq!(report.failed[1].event.id.len(), 32);
+    assert_eq!(report.failed[1].event.value, Some(12.99));
+}
+
+/// `close` on a silent node answers at its timeout, every event failed and
+/// handed back: nothing is lost unreported.
+#[tokio::test(start_paused = true)]
+async fn close_answers_at_its_timeout_with_every_event_handed_back() {
+    let sender = Client::new(silent_node().await)
+        .sender_for("shop", SenderConfig::default())
+        .unwrap();
+    for n in 0..10 {
+        sender
+            .track(sessiondb_client::protocol::Event::pageview(format!(
+                "v-{n}"
+            )))
+            .await
+            .unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    let report = sender.close(Duration::from_secs(2)).await;
+    assert!(
+        started.elapsed() <= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.failed.len(), 10, "{}", brief(&report));
+    assert_eq!(report.events(), 10);
+    assert!(report
+        .failed
+        .iter()
+        .all(|f| matches!(*f.error, ClientError::DeliveryTimeout)));
 }

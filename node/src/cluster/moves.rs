@@ -34,6 +34,7 @@ use super::placement::{
 };
 use super::planner::{plan_rebalance, plan_rebalance_by_load};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -478,7 +479,7 @@ impl ShardMover {
                         shard: step.shard,
                         from: step.from,
                         to: step.to,
-                        error: error_code(&error).to_string(),
+                        error: error_code(&error),
                         message: error.to_string(),
                     });
                 }
@@ -648,18 +649,18 @@ impl ShardMover {
 }
 
 /// The stable code of a move error (`docs/api.md`).
-pub fn error_code(error: &MoveError) -> &'static str {
+pub fn error_code(error: &MoveError) -> ErrorCode {
     match error {
-        MoveError::NotLeader { .. } => "not_leader",
-        MoveError::UnknownShard { .. } => "unknown_shard",
-        MoveError::Refused(_) => "move_refused",
-        MoveError::Unavailable { .. } => "placement_unavailable",
-        MoveError::StepFailed { .. } => "move_failed",
-        MoveError::DropFailed { .. } => "drop_failed",
-        MoveError::NotAMember { .. } => "not_a_member",
-        MoveError::NoOtherMember { .. } => "no_other_member",
-        MoveError::StillOwnsShards { .. } => "still_owns_shards",
-        MoveError::RemoveFailed { .. } => "remove_failed",
+        MoveError::NotLeader { .. } => ErrorCode::NotLeader,
+        MoveError::UnknownShard { .. } => ErrorCode::UnknownShard,
+        MoveError::Refused(_) => ErrorCode::MoveRefused,
+        MoveError::Unavailable { .. } => ErrorCode::PlacementUnavailable,
+        MoveError::StepFailed { .. } => ErrorCode::MoveFailed,
+        MoveError::DropFailed { .. } => ErrorCode::DropFailed,
+        MoveError::NotAMember { .. } => ErrorCode::NotAMember,
+        MoveError::NoOtherMember { .. } => ErrorCode::NoOtherMember,
+        MoveError::StillOwnsShards { .. } => ErrorCode::StillOwnsShards,
+        MoveError::RemoveFailed { .. } => ErrorCode::RemoveFailed,
     }
 }
 

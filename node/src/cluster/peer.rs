@@ -30,6 +30,7 @@ use crate::engine::journal;
 use crate::engine::query::Partial;
 use crate::tls::TlsError;
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
@@ -234,13 +235,16 @@ pub enum PeerError {
     #[error("{peer} refused this node's cluster secret (check --cluster-secret)")]
     SecretRefused { route: Route, peer: Peer },
     /// Any other answer than the route's success, with the peer's error
-    /// code and message.
-    #[error("{route} to {peer}: answered {status} {code}: {message}")]
+    /// code (`None` when the body was not an `ErrorResponse`) and message.
+    #[error(
+        "{route} to {peer}: answered {status} {}: {message}",
+        code.as_ref().map_or("", ErrorCode::as_str)
+    )]
     Refused {
         route: Route,
         peer: Peer,
         status: u16,
-        code: String,
+        code: Option<ErrorCode>,
         message: String,
     },
     /// The answer could not be read as the route's body.
@@ -759,8 +763,8 @@ fn check_ok(
         }
         status => {
             let (code, message) = match serde_json::from_slice::<wire::ErrorResponse>(&body) {
-                Ok(error) => (error.error, error.message),
-                Err(_) => (String::new(), String::from_utf8_lossy(&body).into_owned()),
+                Ok(error) => (Some(error.error), error.message),
+                Err(_) => (None, String::from_utf8_lossy(&body).into_owned()),
             };
             Err(PeerError::Refused {
                 route,
@@ -844,7 +848,7 @@ mod tests {
     fn answers_map_to_protocol_errors() {
         let peer = Peer::member(2, "127.0.0.1:1");
         let not_leader = serde_json::to_vec(&wire::NotLeader {
-            error: "not_leader".into(),
+            error: ErrorCode::NotLeader,
             message: "ask the leader".into(),
             leader_id: Some(3),
             leader_address: Some("127.0.0.1:3".into()),
@@ -875,7 +879,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(&error, PeerError::Refused { status: 404, code, .. } if code == "unknown_shard"),
+            matches!(
+                &error,
+                PeerError::Refused {
+                    status: 404,
+                    code: Some(ErrorCode::UnknownShard),
+                    ..
+                }
+            ),
             "{error}"
         );
         assert_eq!(

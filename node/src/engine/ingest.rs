@@ -16,6 +16,7 @@ use super::shard::Outcome;
 use super::{durability, Engine};
 use crate::event::{self, RejectReason, VisitorEvent};
 use crate::hashing;
+use sessiondb_protocol::RejectCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -225,7 +226,7 @@ impl Engine {
     fn count(&self, outcomes: &[Outcome]) {
         let counters = &self.inner.counters;
         counters.batches.fetch_add(1, Ordering::Relaxed);
-        let mut reasons: Vec<&'static str> = Vec::new();
+        let mut reasons: Vec<RejectCode> = Vec::new();
         for outcome in outcomes {
             let counter = match outcome {
                 Outcome::Accepted => &counters.accepted,

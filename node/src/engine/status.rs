@@ -6,6 +6,7 @@ use super::supervisor::ActorKind;
 use super::Engine;
 use crate::limits;
 use crate::metrics::{self, Registry};
+use sessiondb_protocol::RejectCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub(super) struct EventCounters {
     pub(super) duplicate: AtomicU64,
     pub(super) rejected: AtomicU64,
     /// Rejected events by `RejectReason::code`.
-    pub(super) rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    pub(super) rejections: std::sync::Mutex<std::collections::BTreeMap<RejectCode, u64>>,
     /// Ingest calls answered (one per batch).
     pub(super) batches: AtomicU64,
     /// Results and time-series requests, timed by the HTTP layer.
@@ -45,7 +46,7 @@ pub(super) struct EventCounters {
 #[derive(Debug, Clone)]
 pub struct EngineMetrics {
     /// Rejected events by reason code, sorted by code.
-    pub rejections: Vec<(&'static str, u64)>,
+    pub rejections: Vec<(RejectCode, u64)>,
     pub batches: u64,
     pub query_seconds: crate::metrics::HistogramSnapshot,
     /// Messages queued or being handled, summed over the shard actors.
@@ -213,7 +214,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(code, count)| (*code, *count))
+            .map(|(code, count)| (code.clone(), *count))
             .collect();
         EngineMetrics {
             rejections,
@@ -352,7 +353,10 @@ mod tests {
         assert_eq!((status.live_visitors, status.retained_events), (2, 3));
         assert_eq!(status.events_accepted, 3);
         let metrics = node.engine.metrics();
-        assert_eq!(metrics.rejections, vec![("empty_id", 1)]);
+        assert_eq!(
+            metrics.rejections,
+            vec![(sessiondb_protocol::RejectCode::EmptyId, 1)]
+        );
         assert!(metrics.batches >= 1);
         assert_eq!(metrics.shard_queue_depth_max, 0);
     }

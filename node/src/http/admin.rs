@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
@@ -119,7 +120,7 @@ async fn shard_panic(
     if !state.engine.inject_shard_panic(shard) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "unknown_shard",
+            ErrorCode::UnknownShard,
             format!("no shard {shard}, or its actor takes no message now"),
         ));
     }
@@ -129,7 +130,7 @@ async fn shard_panic(
         .map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "failure_not_recorded",
+                ErrorCode::FailureNotRecorded,
                 format!("the panic was not recorded within {FAULT_RECORDED_WAIT_MS} ms"),
             )
         })?;
@@ -141,7 +142,7 @@ pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
     let report = state.engine.checkpoint().await.map_err(|error| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "checkpoint_failed",
+            ErrorCode::CheckpointFailed,
             error.to_string(),
         )
     })?;
@@ -168,11 +169,11 @@ pub async fn rotate_admin_token(
         .rotate(grace_ms)
         .map_err(|error| match error {
             crate::admin_token::RotationError::Grace(error) => {
-                ApiError::bad_request("invalid_grace", error.to_string())
+                ApiError::bad_request(ErrorCode::InvalidGrace, error.to_string())
             }
             storage @ crate::admin_token::RotationError::Storage { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
+                ErrorCode::StorageUnavailable,
                 storage.to_string(),
             ),
         })?;
@@ -192,13 +193,13 @@ pub fn requested_grace_ms(body: &[u8], default_ms: i64) -> Result<i64, ApiError>
     }
     let request: wire::RotateKeyRequest = serde_json::from_slice(body).map_err(|error| {
         ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("the body must be {{\"grace_ms\": <ms>}} or empty: {error}"),
         )
     })?;
     let grace_ms = request.grace_ms.unwrap_or(default_ms);
     crate::keys::check_grace_ms(grace_ms)
-        .map_err(|error| ApiError::bad_request("invalid_grace", error.to_string()))
+        .map_err(|error| ApiError::bad_request(ErrorCode::InvalidGrace, error.to_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,7 +215,7 @@ pub async fn set_clock(
     let Some(clock) = state.engine.clock().as_manual() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            "clock_not_manual",
+            ErrorCode::ClockNotManual,
             "this node runs on the system clock; start it with --manual-clock to set time",
         ));
     };

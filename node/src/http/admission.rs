@@ -24,6 +24,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use dashmap::DashMap;
+use sessiondb_protocol::ErrorCode;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -94,7 +95,7 @@ impl Admission {
             let seconds = refusal.wait_ms.div_ceil(1_000).max(1);
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!(
                     "project `{}` may send {} events per second (--project-events-per-second-max) \
                      and this batch needs {} of them; retry after {seconds} s or send smaller batches",
@@ -144,8 +145,12 @@ pub async fn limit_in_flight(
                      (CREDENTIALS_TRACKED_MAX); retry later"
                 ),
             };
-            let error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
-                .with_retry_after(limits::OVERLOAD_RETRY_AFTER_SECONDS);
+            let error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                message,
+            )
+            .with_retry_after(limits::OVERLOAD_RETRY_AFTER_SECONDS);
             let response = error.error_response();
             Ok(request.into_response(response).map_into_right_body())
         }

@@ -28,6 +28,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
+use sessiondb_protocol::ErrorCode;
 use std::sync::Arc;
 
 const BEARER_PREFIX: &str = "Bearer ";
@@ -115,12 +116,16 @@ pub fn refusal(required: Required, credential: &Credential) -> ApiError {
 
 /// `401 unauthorized`, with the class `required` in the message.
 pub fn unauthorized(required: Required) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", required.hint())
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized,
+        required.hint(),
+    )
 }
 
 /// `403 forbidden`.
 pub fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
 /// Middleware (`actix_web::middleware::from_fn`): passes the request on when

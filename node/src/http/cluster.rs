@@ -17,6 +17,7 @@ use crate::cluster::placement::{ChangeError, ClusterReport, RaftServerState, Rol
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 
 /// Largest Raft request body: a batch of log entries or one snapshot chunk
 /// (openraft's default chunk is 3 MiB, which JSON writes as up to 4 bytes
@@ -50,8 +51,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
 fn raft_answer(
     answer: Result<Vec<u8>, crate::cluster::placement::RaftRpcError>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = answer
-        .map_err(|error| ApiError::bad_request("malformed_raft_request", error.to_string()))?;
+    let body = answer.map_err(|error| {
+        ApiError::bad_request(ErrorCode::MalformedRaftRequest, error.to_string())
+    })?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
@@ -85,7 +87,7 @@ async fn join(
         || request.address.contains('/')
     {
         return Err(ApiError::bad_request(
-            "invalid_address",
+            ErrorCode::InvalidAddress,
             "`address` must be the joining node's `host:port`",
         ));
     }
@@ -119,7 +121,7 @@ async fn join(
                 ));
             }
             Ok(response.json(wire::NotLeader {
-                error: "not_leader".to_string(),
+                error: ErrorCode::NotLeader,
                 message: "only the leader admits nodes; ask the leader".to_string(),
                 leader_id,
                 leader_address,
@@ -127,7 +129,7 @@ async fn join(
         }
         Err(ChangeError::Unavailable { detail }) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "membership_unavailable",
+            ErrorCode::MembershipUnavailable,
             detail,
         )),
     }

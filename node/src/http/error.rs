@@ -5,7 +5,7 @@ use crate::engine::IngestError;
 use crate::project::ProjectError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use sessiondb_protocol::ErrorResponse;
+use sessiondb_protocol::{ErrorCode, ErrorResponse};
 
 /// An error answer: status, stable code, human message, and for answers
 /// that mean "later" (429, 503 overloaded) the `Retry-After` seconds.
@@ -13,13 +13,13 @@ use sessiondb_protocol::ErrorResponse;
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -34,7 +34,7 @@ impl ApiError {
         self
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -56,7 +56,7 @@ impl ResponseError for ApiError {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(ErrorResponse {
-            error: self.code.to_string(),
+            error: self.code.clone(),
             message: self.message.clone(),
         })
     }
@@ -65,15 +65,22 @@ impl ResponseError for ApiError {
 impl From<ProjectError> for ApiError {
     fn from(error: ProjectError) -> Self {
         let (status, code) = match &error {
-            ProjectError::Unknown { .. } => (StatusCode::NOT_FOUND, "unknown_project"),
-            ProjectError::Exists { .. } => (StatusCode::CONFLICT, "project_exists"),
-            ProjectError::InvalidName { .. } => (StatusCode::BAD_REQUEST, "invalid_project_name"),
-            ProjectError::InvalidSetting { .. } => (StatusCode::BAD_REQUEST, "invalid_settings"),
-            ProjectError::Immutable { .. } => (StatusCode::BAD_REQUEST, "immutable_setting"),
-            ProjectError::TooMany => (StatusCode::BAD_REQUEST, "too_many_projects"),
-            ProjectError::Storage { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+            ProjectError::Unknown { .. } => (StatusCode::NOT_FOUND, ErrorCode::UnknownProject),
+            ProjectError::Exists { .. } => (StatusCode::CONFLICT, ErrorCode::ProjectExists),
+            ProjectError::InvalidName { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidProjectName)
             }
+            ProjectError::InvalidSetting { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidSettings)
+            }
+            ProjectError::Immutable { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::ImmutableSetting)
+            }
+            ProjectError::TooMany => (StatusCode::BAD_REQUEST, ErrorCode::TooManyProjects),
+            ProjectError::Storage { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StorageUnavailable,
+            ),
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -82,16 +89,19 @@ impl From<ProjectError> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         let (status, code) = match &error {
-            IngestError::Storage { .. } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
+            IngestError::Storage { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StorageUnavailable,
+            ),
             IngestError::Overloaded { .. } => {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
+                    ErrorCode::Overloaded,
                     error.to_string(),
                 )
                 .with_retry_after(crate::limits::OVERLOAD_RETRY_AFTER_SECONDS);
             }
-            IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            IngestError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown),
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -100,20 +110,31 @@ impl From<IngestError> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         let (status, code) = match &error {
-            QueryError::UnknownProject { .. } => (StatusCode::NOT_FOUND, "unknown_project"),
-            QueryError::UnknownExperiment { .. } => (StatusCode::NOT_FOUND, "unknown_experiment"),
-            QueryError::UnalignedRange { .. } => (StatusCode::BAD_REQUEST, "unaligned_range"),
-            QueryError::InvalidRange { .. } => (StatusCode::BAD_REQUEST, "invalid_range"),
-            QueryError::TooManyBuckets { .. } => (StatusCode::BAD_REQUEST, "range_too_long"),
-            QueryError::UnknownBreakdown { .. } => (StatusCode::BAD_REQUEST, "unknown_breakdown"),
-            QueryError::UnknownBaseline { .. } => (StatusCode::BAD_REQUEST, "unknown_baseline"),
-            QueryError::TooManyKeys { .. } => (StatusCode::BAD_REQUEST, "too_many_keys"),
-            QueryError::InvalidInterval { .. } => (StatusCode::BAD_REQUEST, "invalid_interval"),
-            QueryError::TooManyPoints { .. } => (StatusCode::BAD_REQUEST, "too_many_points"),
-            QueryError::TooExpensive { .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "query_too_expensive")
+            QueryError::UnknownProject { .. } => (StatusCode::NOT_FOUND, ErrorCode::UnknownProject),
+            QueryError::UnknownExperiment { .. } => {
+                (StatusCode::NOT_FOUND, ErrorCode::UnknownExperiment)
             }
-            QueryError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            QueryError::UnalignedRange { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::UnalignedRange)
+            }
+            QueryError::InvalidRange { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRange),
+            QueryError::TooManyBuckets { .. } => (StatusCode::BAD_REQUEST, ErrorCode::RangeTooLong),
+            QueryError::UnknownBreakdown { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::UnknownBreakdown)
+            }
+            QueryError::UnknownBaseline { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::UnknownBaseline)
+            }
+            QueryError::TooManyKeys { .. } => (StatusCode::BAD_REQUEST, ErrorCode::TooManyKeys),
+            QueryError::InvalidInterval { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidInterval)
+            }
+            QueryError::TooManyPoints { .. } => (StatusCode::BAD_REQUEST, ErrorCode::TooManyPoints),
+            QueryError::TooExpensive { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::QueryTooExpensive,
+            ),
+            QueryError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -126,7 +147,7 @@ impl From<crate::cluster::coordinator::CoordinatorError> for ApiError {
             CoordinatorError::Query(error) => error.into(),
             error @ CoordinatorError::CountedTwice { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "stores_counted_twice",
+                ErrorCode::StoresCountedTwice,
                 error.to_string(),
             ),
         }

@@ -9,6 +9,7 @@ use crate::project_rates::BatchProjects;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
+use sessiondb_protocol::ErrorCode;
 use sessiondb_protocol::{self as wire, IngestResponse, Rejection};
 
 pub async fn post_events(
@@ -50,13 +51,13 @@ fn decode_binary_batch(body: &[u8]) -> Result<Vec<Result<wire::Event, RejectReas
     let events = wire::binary::decode_batch(body).map_err(|error| match error {
         wire::binary::BinaryError::TooManyEvents { .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!(
                 "{error}; the limit is {} events (BATCH_EVENTS_MAX)",
                 limits::BATCH_EVENTS_MAX
             ),
         ),
-        other => ApiError::bad_request("malformed_binary", other.to_string()),
+        other => ApiError::bad_request(ErrorCode::MalformedBinary, other.to_string()),
     })?;
     check_batch_len(events.len())?;
     Ok(events.into_iter().map(Ok).collect())
@@ -107,12 +108,12 @@ pub async fn read_body(
 ) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|error| ApiError::bad_request("malformed_body", error.to_string()))?;
+        let chunk = chunk
+            .map_err(|error| ApiError::bad_request(ErrorCode::MalformedBody, error.to_string()))?;
         if body.len() + chunk.len() > limit_bytes {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                ErrorCode::BodyTooLarge,
                 format!("the body is larger than {limit_bytes} bytes (BODY_BYTES_MAX); send smaller batches"),
             ));
         }
@@ -126,19 +127,19 @@ pub async fn read_body(
 pub fn parse_batch(body: &[u8]) -> Result<Vec<serde_json::Value>, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
         ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("the body is not valid JSON: {error}"),
         )
     })?;
     let serde_json::Value::Object(mut object) = value else {
         return Err(ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             "the body must be an object {\"events\": [...]}",
         ));
     };
     let Some(serde_json::Value::Array(events)) = object.remove("events") else {
         return Err(ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             "`events` must be an array of events",
         ));
     };
@@ -154,7 +155,7 @@ pub fn check_batch_len(count: usize) -> Result<(), ApiError> {
     }
     Err(ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "batch_too_large",
+        ErrorCode::BatchTooLarge,
         format!(
             "the request holds {count} events; the limit is {} (BATCH_EVENTS_MAX)",
             limits::BATCH_EVENTS_MAX
@@ -245,7 +246,7 @@ pub fn response_of(outcomes: Vec<Outcome>) -> IngestResponse {
                 };
                 response.rejected.push(Rejection {
                     index,
-                    reason: reason.code().to_string(),
+                    reason: reason.code(),
                     message: reason.to_string(),
                     shard,
                     owner,

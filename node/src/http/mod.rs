@@ -28,6 +28,7 @@ use crate::cluster::Cluster;
 use crate::engine::Engine;
 use actix_web::web;
 use error::ApiError;
+use sessiondb_protocol::ErrorCode;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -59,12 +60,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
     let json = web::JsonConfig::default()
         .limit(SMALL_BODY_BYTES_MAX)
         .error_handler(|error, _| {
-            ApiError::bad_request("malformed_json", error.to_string()).into()
+            ApiError::bad_request(ErrorCode::MalformedJson, error.to_string()).into()
         });
-    let query = web::QueryConfig::default()
-        .error_handler(|error, _| ApiError::bad_request("invalid_query", error.to_string()).into());
-    let path = web::PathConfig::default()
-        .error_handler(|error, _| ApiError::bad_request("invalid_path", error.to_string()).into());
+    let query = web::QueryConfig::default().error_handler(|error, _| {
+        ApiError::bad_request(ErrorCode::InvalidQuery, error.to_string()).into()
+    });
+    let path = web::PathConfig::default().error_handler(|error, _| {
+        ApiError::bad_request(ErrorCode::InvalidPath, error.to_string()).into()
+    });
     config
         .app_data(json)
         .app_data(query)

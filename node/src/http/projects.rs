@@ -19,6 +19,7 @@ use crate::project::{ProjectConfig, ProjectError, SettingsPatch};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 
 /// Largest command a member forwards (a project configuration).
 const PROPOSE_BODY_BYTES_MAX: usize = 256 * 1024;
@@ -38,7 +39,7 @@ pub fn configure_internal(config: &mut web::ServiceConfig) {
 fn unavailable(detail: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "placement_unavailable",
+        ErrorCode::PlacementUnavailable,
         format!("the cluster could not agree on the change now: {detail}; retry"),
     )
 }
@@ -50,14 +51,14 @@ async fn serve_propose(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let command: PlacementCommand = journal::decode(&body, "placement command")
-        .map_err(|error| ApiError::bad_request("malformed_command", error.to_string()))?;
+        .map_err(|error| ApiError::bad_request(ErrorCode::MalformedCommand, error.to_string()))?;
     match state.cluster.placement.propose(command).await {
         Ok(response) => Ok(HttpResponse::Ok()
             .content_type("application/octet-stream")
             .body(journal::encode(&response))),
         Err(ChangeError::NotLeader { .. }) => Err(ApiError::new(
             StatusCode::TEMPORARY_REDIRECT,
-            "not_leader",
+            ErrorCode::NotLeader,
             "this node is no longer the leader",
         )),
         Err(ChangeError::Unavailable { detail }) => Err(unavailable(detail)),
@@ -139,7 +140,7 @@ async fn agree(
         other => {
             return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "unexpected_placement_answer",
+                ErrorCode::UnexpectedPlacementAnswer,
                 format!("{other:?}"),
             ))
         }
@@ -159,11 +160,11 @@ fn rejected(reason: PlacementRejection, name: &str, creating: bool) -> ApiError 
         }
         PlacementRejection::StaleProjectVersion { .. } => ApiError::new(
             StatusCode::CONFLICT,
-            "concurrent_change",
+            ErrorCode::ConcurrentChange,
             format!("project `{name}` was changed at the same time through another node; read it again and retry"),
         ),
         PlacementRejection::TooManyProjects { .. } => ProjectError::TooMany.into(),
-        other => ApiError::new(StatusCode::CONFLICT, "project_refused", other.to_string()),
+        other => ApiError::new(StatusCode::CONFLICT, ErrorCode::ProjectRefused, other.to_string()),
     }
 }
 

@@ -12,6 +12,7 @@ use super::AppState;
 use crate::cluster::placement::Role;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use sessiondb_protocol::ErrorCode;
 use sessiondb_protocol::{self as wire, hashing::SHARD_HASH};
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -30,7 +31,7 @@ async fn shard_map(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         // A node that joined but has not yet received the placement state.
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shard_map_unavailable",
+            ErrorCode::ShardMapUnavailable,
             "this node has no shard map yet (it is joining the cluster); ask another node or retry",
         ));
     }

@@ -34,6 +34,7 @@ use crate::engine::handoff::HandoffError;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 
 /// Largest shard state an import accepts in one body.
 pub const IMPORT_BODY_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -95,18 +96,21 @@ struct DropQuery {
 impl From<HandoffError> for ApiError {
     fn from(error: HandoffError) -> Self {
         let (status, code) = match &error {
-            HandoffError::UnknownShard { .. } => (StatusCode::NOT_FOUND, "unknown_shard"),
-            HandoffError::NotOwned { .. } => (StatusCode::CONFLICT, "not_owner"),
-            HandoffError::Codec(_) => (StatusCode::BAD_REQUEST, "malformed_shard_state"),
-            HandoffError::Storage { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
-            }
+            HandoffError::UnknownShard { .. } => (StatusCode::NOT_FOUND, ErrorCode::UnknownShard),
+            HandoffError::NotOwned { .. } => (StatusCode::CONFLICT, ErrorCode::NotOwner),
+            HandoffError::Codec(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedShardState),
+            HandoffError::Storage { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::StorageUnavailable,
+            ),
             HandoffError::ShuttingDown | HandoffError::Actor(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown)
             }
-            HandoffError::StillOwnsShard { .. } => (StatusCode::CONFLICT, "still_owns_shards"),
-            HandoffError::StoresOverlap { .. } => (StatusCode::CONFLICT, "stores_overlap"),
-            HandoffError::HandedOver => (StatusCode::CONFLICT, "stores_handed_over"),
+            HandoffError::StillOwnsShard { .. } => {
+                (StatusCode::CONFLICT, ErrorCode::StillOwnsShards)
+            }
+            HandoffError::StoresOverlap { .. } => (StatusCode::CONFLICT, ErrorCode::StoresOverlap),
+            HandoffError::HandedOver => (StatusCode::CONFLICT, ErrorCode::StoresHandedOver),
         };
         ApiError::new(status, code, error.to_string())
     }
@@ -122,9 +126,11 @@ async fn export(
         .await
         .map_err(|error| match error {
             ExportError::Engine(error) => ApiError::from(error),
-            error @ ExportError::MoveNotBegun { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "move_not_begun", error.to_string())
-            }
+            error @ ExportError::MoveNotBegun { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::MoveNotBegun,
+                error.to_string(),
+            ),
         })?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
@@ -202,7 +208,7 @@ fn move_error(error: MoveError) -> HttpResponse {
     } = &error
     {
         return HttpResponse::build(StatusCode::TEMPORARY_REDIRECT).json(wire::NotLeader {
-            error: code.to_string(),
+            error: code.clone(),
             message: error.to_string(),
             leader_id: *leader_id,
             leader_address: leader_address.clone(),
@@ -244,7 +250,7 @@ async fn operate(state: &AppState, operation: wire::LeaderOperation) -> HttpResp
         Err(LeaderError::Forward(error)) => {
             actix_web::ResponseError::error_response(&ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                "leader_unreachable",
+                ErrorCode::LeaderUnreachable,
                 format!("the operation could not be handed to the leader: {error}"),
             ))
         }

@@ -51,8 +51,8 @@ fn sender_config() -> SenderConfig {
         batch_events_max: 200,
         buffer_events_max: 2_000,
         retry_attempts_max: 60,
-        retry_backoff_initial_ms: 10,
-        retry_backoff_max_ms: 250,
+        retry_backoff_initial: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_millis(250),
         ..SenderConfig::default()
     }
 }

@@ -55,6 +55,37 @@ async fn json_logs_are_one_object_per_line_at_the_chosen_level() {
     );
 }
 
+/// Text logs written to a file (not a terminal) carry no ANSI colour
+/// codes.
+#[tokio::test]
+async fn text_logs_to_a_file_have_no_colour_codes() {
+    let options = NodeOptions {
+        start_ms: NOW_MS,
+        shards: Some(2),
+    };
+    let args = ["--log-format", "text", "--log-level", "info"]
+        .map(String::from)
+        .to_vec();
+    let node = TestNode::start_with_args(options, args).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let stderr = loop {
+        let text = node.stderr_text();
+        if text.contains("node started") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start line: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(stderr.contains("INFO"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a file: {stderr:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_log_level_is_a_usage_error() {
     let data = TempDir::new("log-level");

@@ -17,6 +17,7 @@ use crate::project::ProjectConfig;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
 use serde_json::{Map, Value};
+use sessiondb_protocol::ErrorCode;
 use std::sync::Arc;
 
 /// Header carrying a project's ingest key where the format has no
@@ -25,7 +26,7 @@ pub const INGEST_KEY_HEADER: &str = "x-sessiondb-key";
 
 /// `401 unauthorized` for the whole request.
 pub fn unauthorized(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
 }
 
 /// The project whose ingest key is `key`, or `401 unauthorized`.
@@ -95,14 +96,14 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 pub fn parse_object(body: &[u8], expected: &str) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|error| {
         ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("the body is not valid JSON: {error}"),
         )
     })?;
     match value {
         Value::Object(object) => Ok(object),
         _ => Err(ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("the body must be {expected}"),
         )),
     }

@@ -16,6 +16,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 use std::collections::BTreeMap;
 
 /// The event key Optimizely SDKs use for impressions (decisions).
@@ -121,7 +122,7 @@ fn parse_payload(body: &[u8]) -> Result<Payload, ApiError> {
     let object = compat::parse_object(body, "an Optimizely event batch object")?;
     serde_json::from_value(Value::Object(object)).map_err(|error| {
         ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("not an Optimizely event batch: {error}"),
         )
     })

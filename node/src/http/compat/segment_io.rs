@@ -15,6 +15,7 @@ use crate::limits;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
 use std::collections::BTreeMap;
 
 /// The track event name that expresses an experiment decision (Segment's
@@ -62,7 +63,7 @@ fn map_object(
 ) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
     let Some(Value::Array(messages)) = object.remove("batch") else {
         return Err(ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             "`batch` must be an array of messages",
         ));
     };
