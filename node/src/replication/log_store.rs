@@ -563,9 +563,15 @@ impl<C: GroupTypes> Shared<C> {
         if !change(&mut meta) {
             return Ok(());
         }
-        let payload = encode_state(group, &meta)?;
-        self.write_and_wait(group, vec![(payload, Synced::State)])
-            .await?;
+        let mut records = Vec::with_capacity(2);
+        if self.lock().group_mut(group).is_past_end(&meta) {
+            // Recovery replays copies carried forward after the records
+            // around them, so it cannot tell "past the end" from the
+            // entries it holds at this point: the clearing is written down.
+            records.push((record::encode_truncate(0), Synced::Other));
+        }
+        records.push((encode_state(group, &meta)?, Synced::State));
+        self.write_and_wait(group, records).await?;
         let mut guard = self.lock();
         let Groups { groups, cache, .. } = &mut *guard;
         let state = groups.entry(group).or_default();

@@ -12,7 +12,11 @@
 //!   one);
 //! - a truncation removes the entries at and above its index;
 //! - a state record replaces the metadata, then drops the entries neither
-//!   served nor retained (the same rule as in memory);
+//!   served nor retained (below the purge point and the floor); a purge
+//!   past the last entry, which in memory drops every entry, is preceded
+//!   by a truncation at 0 — replay cannot decide it from the entries it
+//!   holds, since copies carried forward come after the records around
+//!   them;
 //! - a forget record removes the group.
 //!
 //! At the end every group's entries must be consecutive and reach down to
@@ -170,16 +174,9 @@ impl<NID: NodeId> Recovering<NID> {
         }
     }
 
-    /// The in-memory rule of `GroupState::drop_unkept`, on the map.
+    /// The in-memory rule of `GroupState::drop_unkept` below the purge
+    /// point and the floor (the past-the-end case is a truncation record).
     fn drop_unkept(&mut self) {
-        let purged = self.meta.purged.as_ref().map(|purged| purged.index);
-        let last = self.entries.last_key_value().map(|(index, _)| *index);
-        if let (Some(purged), Some(last)) = (purged, last) {
-            if purged > last {
-                self.entries.clear();
-                return;
-            }
-        }
         if let Some(keep) = self.meta.keep_after() {
             self.entries = self.entries.split_off(&(keep + 1));
         }

@@ -133,11 +133,7 @@ impl<C: RaftTypeConfig> GroupState<C> {
     /// the purge point.
     pub fn drop_unkept(&mut self, cache: &mut CacheAccount) {
         let keep_after = self.meta.keep_after();
-        let purged_index = self.meta.purged.as_ref().map(|purged| purged.index);
-        let past_end = match (purged_index, self.last_index()) {
-            (Some(purged), Some(last)) => purged > last,
-            _ => false,
-        };
+        let past_end = self.is_past_end(&self.meta);
         while let Some(first) = self.first_index() {
             let unkept = keep_after.is_some_and(|keep| first <= keep);
             if !unkept && !past_end {
@@ -145,6 +141,16 @@ impl<C: RaftTypeConfig> GroupState<C> {
             }
             let slot = self.slots.pop_front().expect("a first slot");
             cache.forget(&slot);
+        }
+    }
+
+    /// Whether `meta`'s purge point lies beyond the last entry held, so
+    /// that applying it drops every entry.
+    pub fn is_past_end(&self, meta: &GroupMeta<C::NodeId>) -> bool {
+        let purged_index = meta.purged.as_ref().map(|purged| purged.index);
+        match (purged_index, self.last_index()) {
+            (Some(purged), Some(last)) => purged > last,
+            _ => false,
         }
     }
 
