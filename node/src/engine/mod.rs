@@ -30,6 +30,8 @@ pub mod ingest;
 pub mod journal;
 pub mod mailbox;
 pub mod memory;
+#[cfg(test)]
+mod oracle_tests;
 pub mod projects;
 pub mod query;
 pub mod shard;
