@@ -13,6 +13,8 @@
 //! - against real multi-node clusters: `cluster`, `cluster_membership`,
 //!   `cluster_query`, `cluster_routing`, `shard_moves`;
 //! - the admin console in headless Chromium: `console`, `console_cluster`;
+//! - the real Optimizely and Segment Python libraries (from PyPI) against
+//!   one node: `real_sdks`;
 //! - engines in process (no sockets): `shard_handoff`, `fuzz_decoders`.
 //!
 //! `support` holds every helper the modules share.
@@ -38,6 +40,7 @@ mod logging;
 mod metrics;
 mod oracle;
 mod order_independence;
+mod real_sdks;
 mod security;
 mod shard_handoff;
 mod shard_moves;
