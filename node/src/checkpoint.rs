@@ -105,6 +105,9 @@ pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
     /// The engine restored from `id`: it is the checkpoint to keep back
     /// when the next one is written.
     fn adopt(&self, id: u64, position: u64);
+    /// The newest checkpoint written, when its file is gone (deleted, or
+    /// lost with its directory entry): `ids` cannot show it.
+    fn newest_missing(&self) -> Option<u64>;
 }
 
 /// Checkpoint files: `checkpoint-<id:020>.sdbc`, written as
@@ -113,6 +116,10 @@ const FILE_PREFIX: &str = "checkpoint-";
 const FILE_SUFFIX: &str = ".sdbc";
 const TEMPORARY_SUFFIX: &str = ".tmp";
 const LOCK_FILE: &str = "LOCK";
+/// Names the newest verified checkpoint: its id (u64) and a crc32 of it.
+/// Only used to notice that the newest checkpoint's file went missing.
+const NEWEST_FILE: &str = "NEWEST";
+const NEWEST_TEMPORARY: &str = "NEWEST.tmp";
 const MAGIC: &[u8; 8] = b"SDB-CKPT";
 const VERSION: u32 = 1;
 /// magic, version, id, position, created_ms, part count.
@@ -141,6 +148,8 @@ struct StoreState {
     /// The newest good checkpoint; it is kept back when the next is
     /// written.
     current: Option<Good>,
+    /// What `NEWEST` named on open, if its file was not there.
+    newest_missing: Option<u64>,
 }
 
 /// Checkpoints as files of our own in one directory.
@@ -217,11 +226,17 @@ impl FileCheckpointStore {
             state: Mutex::new(StoreState {
                 highest_id: 0,
                 current: None,
+                newest_missing: None,
             }),
         };
         store.remove_temporaries()?;
         let highest_id = store.ids().first().copied().unwrap_or(0);
-        store.lock_state().highest_id = highest_id;
+        let named = store.read_newest();
+        {
+            let mut state = store.lock_state();
+            state.highest_id = highest_id.max(named.unwrap_or(0));
+            state.newest_missing = named.filter(|id| *id > highest_id);
+        }
         if highest_id == 0 {
             store.migrate_sled()?;
         }
@@ -253,12 +268,37 @@ impl FileCheckpointStore {
         Ok(names)
     }
 
+    /// The id `NEWEST` names; `None` when there is no such file or it does
+    /// not hold an id (a damaged pointer only costs the report of a missing
+    /// file).
+    fn read_newest(&self) -> Option<u64> {
+        let bytes = std::fs::read(self.path.join(NEWEST_FILE)).ok()?;
+        let (id, checksum) = bytes.split_at_checked(8)?;
+        let checksum: [u8; 4] = checksum.try_into().ok()?;
+        (crc32fast::hash(id) == u32::from_le_bytes(checksum))
+            .then(|| u64::from_le_bytes(id.try_into().expect("8 bytes")))
+    }
+
+    /// Points `NEWEST` at `id`: temporary file, `fsync`, rename. The caller
+    /// syncs the directory.
+    fn write_newest(&self, id: u64) -> Result<(), CheckpointError> {
+        let temporary = self.path.join(NEWEST_TEMPORARY);
+        let mut bytes = id.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(&id.to_le_bytes()).to_le_bytes());
+        let mut file = File::create(&temporary).map_err(io_error(&temporary, "create"))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io_error(&temporary, "write"))?;
+        let target = self.path.join(NEWEST_FILE);
+        std::fs::rename(&temporary, &target).map_err(io_error(&target, "rename"))
+    }
+
     /// A crash during `write` leaves a temporary file: it was never a
     /// checkpoint.
     fn remove_temporaries(&self) -> Result<(), CheckpointError> {
         let mut removed = false;
         for name in self.entries()? {
-            if parse_id(&name, TEMPORARY_SUFFIX).is_some() {
+            if parse_id(&name, TEMPORARY_SUFFIX).is_some() || name == NEWEST_TEMPORARY {
                 let file = self.path.join(&name);
                 std::fs::remove_file(&file).map_err(io_error(&file, "remove temporary"))?;
                 removed = true;
@@ -355,9 +395,9 @@ impl FileCheckpointStore {
         Ok(())
     }
 
-    /// Removes every checkpoint file but `keep`, then syncs the directory.
+    /// Removes every checkpoint file but `keep`, then syncs the directory
+    /// (always: the caller renamed `NEWEST` just before).
     fn remove_all_but(&self, keep: &[u64]) -> Result<(), CheckpointError> {
-        let mut removed = false;
         for name in self.entries()? {
             let Some(id) = parse_id(&name, FILE_SUFFIX) else {
                 continue;
@@ -365,13 +405,9 @@ impl FileCheckpointStore {
             if !keep.contains(&id) {
                 let file = self.path.join(&name);
                 std::fs::remove_file(&file).map_err(io_error(&file, "remove"))?;
-                removed = true;
             }
         }
-        if removed {
-            sync_directory(&self.path)?;
-        }
-        Ok(())
+        sync_directory(&self.path)
     }
 
     /// An older node kept its checkpoint in a sled database in this
@@ -437,6 +473,7 @@ impl CheckpointStore for FileCheckpointStore {
         self.lock_state().highest_id = id;
         let file_bytes = self.write_file(id, checkpoint)?;
         self.verify(id, file_bytes)?;
+        self.write_newest(id)?;
         let previous = self.lock_state().current;
         // Only the new checkpoint and the one before it stay; older ones,
         // and damaged ones a fallback skipped, go.
@@ -472,6 +509,10 @@ impl CheckpointStore for FileCheckpointStore {
             detail: format!("cannot read {}: {source}", path.display()),
         })?;
         decode(id, &bytes)
+    }
+
+    fn newest_missing(&self) -> Option<u64> {
+        self.lock_state().newest_missing
     }
 
     fn adopt(&self, id: u64, position: u64) {
@@ -682,8 +723,26 @@ mod tests {
         assert_eq!(store.ids(), vec![3, 2]);
         assert_eq!(
             files(&path),
-            vec!["LOCK".to_string(), file_name(2), file_name(3)]
+            vec![
+                "LOCK".to_string(),
+                "NEWEST".to_string(),
+                file_name(2),
+                file_name(3)
+            ]
         );
+        assert_eq!(store.newest_missing(), None);
+        std::fs::remove_file(path.join(file_name(3))).unwrap();
+        drop(store);
+        let store = FileCheckpointStore::open(&path).unwrap();
+        assert_eq!(
+            store.newest_missing(),
+            Some(3),
+            "a deleted newest file is noticed"
+        );
+        assert_eq!(store.ids(), vec![2]);
+        store.adopt(2, 20);
+        let written = store.write(&checkpoint(40, &[])).unwrap();
+        assert_eq!(written.id, 4, "the missing id is not reused");
         drop(store);
         let _ = std::fs::remove_dir_all(&path);
     }
@@ -786,7 +845,10 @@ mod tests {
                 parts: vec![("projects".to_string(), vec![1, 2, 3])],
             }
         );
-        assert_eq!(files(&path), vec!["LOCK".to_string(), file_name(1)]);
+        assert_eq!(
+            files(&path),
+            vec!["LOCK".to_string(), "NEWEST".to_string(), file_name(1)]
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&path);
     }

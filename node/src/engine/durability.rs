@@ -182,6 +182,15 @@ fn load_checkpoint(
     store: &dyn CheckpointStore,
 ) -> Result<(Restored, u64, usize, Vec<SkippedCheckpoint>), EngineError> {
     let mut skipped = Vec::new();
+    if let Some(id) = store.newest_missing() {
+        let reason = "its file is missing".to_string();
+        tracing::warn!(
+            id,
+            reason,
+            "checkpoint is damaged; falling back to the one before it and the longer log"
+        );
+        skipped.push(SkippedCheckpoint { id, reason });
+    }
     for id in store.ids() {
         let loaded = store
             .read(id)

@@ -1316,6 +1316,29 @@ async fn a_failing_log_sync_stops_ingest_loudly_and_keeps_reads() {
         "seed={seed}: project creation after the log failed: {}",
         raw.text
     );
+    // Not ready, and saying why; status and metrics say it too.
+    let ready = node.get_anonymous("/v1/ready").await;
+    assert_eq!(
+        (ready.status, ready.body["reason"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("storage_failed")),
+        "seed={seed}: /v1/ready after the log failed: {}",
+        ready.text
+    );
+    let status = node.get_raw("/v1/status").await;
+    assert!(
+        status.body["storage"]["failure"].is_string(),
+        "seed={seed}: /v1/status names the failure: {}",
+        status.text
+    );
+    let metrics = node.get_raw("/metrics").await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|line| line == "sessiondb_storage_failed 1"),
+        "seed={seed}: /metrics:\n{}",
+        metrics.text
+    );
     // Reads keep working and see exactly the acknowledged batches.
     for path in ["/v1/health", "/v1/status", "/v1/projects"] {
         let raw = node.get_raw(path).await;
@@ -1378,4 +1401,136 @@ async fn a_failing_log_sync_stops_ingest_loudly_and_keeps_reads() {
         &format!("seed={seed} after the retries"),
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// 6. A damaged newest checkpoint: fall back to the one kept back.
+
+/// The checkpoint files of the node, oldest first.
+fn checkpoint_files(node: &TestNode) -> Vec<PathBuf> {
+    let dir = node.node_data_dir().join("checkpoints");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "sdbc")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CheckpointDamage {
+    Truncated,
+    ByteFlipped,
+    Deleted,
+}
+
+fn damage_checkpoint(file: &Path, damage: CheckpointDamage) {
+    match damage {
+        CheckpointDamage::Truncated => {
+            let bytes = read_file(file);
+            write_file(file, &bytes[..bytes.len() / 2]);
+        }
+        CheckpointDamage::ByteFlipped => {
+            let mut bytes = read_file(file);
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x10;
+            write_file(file, &bytes);
+        }
+        CheckpointDamage::Deleted => {
+            std::fs::remove_file(file).unwrap_or_else(|e| panic!("remove {}: {e}", file.display()))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_and_loses_nothing() {
+    let seed = 0xc4ec_0b4c;
+    println!("durability seed={seed}");
+    let config = workload_config(seed, 120);
+    let workload = generate(&config);
+    let batches = batches(&workload, 10);
+    let damages = [
+        CheckpointDamage::Truncated,
+        CheckpointDamage::ByteFlipped,
+        CheckpointDamage::Deleted,
+    ];
+    // Per damage: batches, a checkpoint, batches, the checkpoint that gets
+    // damaged, batches (the log tail).
+    let per_stretch = batches.len() / (damages.len() * 3);
+    assert!(per_stretch >= 2, "seed={seed}: {} batches", batches.len());
+    let mut stretches = batches.chunks(per_stretch);
+    let mut node = TestNode::start_with(node_options(&config)).await;
+    create_project(&node).await;
+    let mut acknowledged: Vec<Event> = Vec::new();
+    for (round, damage) in damages.into_iter().enumerate() {
+        let what = format!("seed={seed} round {round} ({damage:?})");
+        let mut send_stretch = async |acknowledged: &mut Vec<Event>| {
+            for batch in stretches.next().expect("a stretch of batches") {
+                send_acked(&node, batch, &what).await;
+                acknowledged.extend(batch.iter().cloned());
+            }
+        };
+        send_stretch(&mut acknowledged).await;
+        let kept_back = checkpoint(&node, &what).await;
+        send_stretch(&mut acknowledged).await;
+        let newest = checkpoint(&node, &what).await;
+        assert!(newest.position > kept_back.position, "{what}");
+        send_stretch(&mut acknowledged).await;
+
+        node.kill_9().await;
+        let files = checkpoint_files(&node);
+        assert_eq!(files.len(), 2, "{what}: two checkpoints on disk: {files:?}");
+        damage_checkpoint(files.last().expect("the newest"), damage);
+        node.restart().await;
+
+        let stderr = plain_stderr(&node);
+        assert!(
+            stderr.contains("checkpoint is damaged; falling back"),
+            "{what}: the fallback is logged; stderr:\n{stderr}"
+        );
+        let recovery = recovery_report(&node, &what);
+        assert_eq!(
+            recovery.checkpoint_position, kept_back.position,
+            "{what}: recovery starts from the checkpoint kept back ({recovery:?})"
+        );
+        let status = node.get_raw("/v1/status").await;
+        assert_eq!(status.status, StatusCode::OK, "{what}: {}", status.text);
+        let storage = &status.body["storage"];
+        assert_eq!(
+            storage["recovered_checkpoint_position"].as_u64(),
+            Some(kept_back.position),
+            "{what}: {storage}"
+        );
+        assert_eq!(
+            storage["checkpoints_skipped"].as_array().map(Vec::len),
+            Some(1),
+            "{what}: the damaged checkpoint is reported: {storage}"
+        );
+        let metrics = node.get_raw("/metrics").await;
+        assert!(
+            metrics
+                .text
+                .lines()
+                .any(|line| line == "sessiondb_recovery_checkpoints_skipped 1"),
+            "{what}: the metric counts the skipped checkpoint:\n{}",
+            metrics.text
+        );
+        // Every acknowledged event is there, none twice.
+        assert_results(&node, &config, &acknowledged, &what).await;
+        let distinct_acknowledged = acknowledged.len();
+        let mut resent = 0;
+        for batch in acknowledged.chunks(50) {
+            let (accepted, duplicates) = send_acked(&node, batch, &what).await;
+            assert_eq!(
+                accepted, 0,
+                "{what}: every acknowledged event is still applied"
+            );
+            resent += duplicates as usize;
+        }
+        assert_eq!(resent, distinct_acknowledged, "{what}");
+    }
 }
