@@ -1534,3 +1534,183 @@ async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_and_loses_nothin
         assert_eq!(resent, distinct_acknowledged, "{what}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// 7. A real full file system.
+
+/// A tmpfs mounted for one test, lazily unmounted on drop (the node may
+/// still be exiting).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+/// Runs a command that must succeed; panics with its output otherwise.
+fn run_checked(program: &str, arguments: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .args(arguments)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {arguments:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` reads it) on `path`.
+    /// This test needs root (CI runs as root); it fails, never skips,
+    /// without it.
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        let uid = run_checked("id", &["-u"]);
+        assert_eq!(
+            uid.trim(),
+            "0",
+            "the full-disk test mounts a tmpfs and must run as root (uid {})",
+            uid.trim()
+        );
+        let path_text = path.to_str().expect("a UTF-8 path");
+        run_checked(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                path_text,
+            ],
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let path_text = self.path.to_str().expect("a UTF-8 path");
+        run_checked("mount", &["-o", &format!("remount,size={size}"), path_text]);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_log_loudly_and_loses_nothing_acknowledged() {
+    let seed = 0xf011_0001;
+    println!("durability seed={seed}");
+    let config = workload_config(seed, 3_000);
+    let workload = generate(&config);
+    let batches = batches(&workload, 100);
+    let mut tmpfs = None;
+    let mut node =
+        TestNode::start_prepared(node_options(&config), Vec::new(), Vec::new(), |path| {
+            tmpfs = Some(Tmpfs::mount(path, "2m"));
+        })
+        .await;
+    let tmpfs = tmpfs.expect("mounted");
+    create_project(&node).await;
+
+    let mut acknowledged: Vec<Event> = Vec::new();
+    let mut failed = None;
+    for (index, batch) in batches.iter().enumerate() {
+        let raw = node.post_raw("/v1/events", batch_body(batch)).await;
+        match raw.status {
+            StatusCode::OK => {
+                let answer: IngestResponse =
+                    serde_json::from_value(raw.body).expect("an IngestResponse");
+                assert!(answer.rejected.is_empty(), "seed={seed}: {answer:?}");
+                acknowledged.extend(batch.iter().cloned());
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(
+                    raw.error_code(),
+                    Some("storage_unavailable"),
+                    "seed={seed}: batch {index}: {}",
+                    raw.text
+                );
+                failed = Some(index);
+                break;
+            }
+            other => panic!(
+                "seed={seed}: batch {index}: unexpected {other} {}; stderr:\n{}",
+                raw.text,
+                node.stderr_tail()
+            ),
+        }
+    }
+    let failed = failed.unwrap_or_else(|| {
+        panic!(
+            "seed={seed}: {} batches fit on a 2 MiB file system; the test needs a full one",
+            batches.len()
+        )
+    });
+    println!(
+        "seed={seed}: {failed} batches ({} events) acknowledged before the disk was full",
+        acknowledged.len()
+    );
+    assert!(failed > 0, "seed={seed}: some batches fit");
+
+    let ready = node.get_anonymous("/v1/ready").await;
+    assert_eq!(
+        (ready.status, ready.body["reason"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("storage_failed")),
+        "seed={seed}: /v1/ready on a full disk: {}",
+        ready.text
+    );
+    let raw = node
+        .post_raw("/v1/events", batch_body(&batches[failed + 1]))
+        .await;
+    assert_eq!(
+        (raw.status, raw.error_code()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("storage_unavailable")),
+        "seed={seed}: ingest after the disk filled: {}",
+        raw.text
+    );
+    assert_results(&node, &config, &acknowledged, "queries on a full disk").await;
+
+    // Space is freed; the node comes back on its own, with exactly what was
+    // acknowledged: nothing of the failed batch.
+    node.kill_9().await;
+    tmpfs.resize("64m");
+    node.restart().await;
+    let what = format!("seed={seed} restarted after the disk was freed");
+    assert_results(&node, &config, &acknowledged, &what).await;
+    let status = node.get_raw("/v1/status").await;
+    assert!(
+        status.body["storage"].get("failure").is_none(),
+        "{what}: {}",
+        status.text
+    );
+    // The workload repeats some events (client retries): those of the
+    // failed batch acknowledged earlier, or twice in it, are duplicates.
+    let mut seen: std::collections::HashSet<&str> =
+        acknowledged.iter().map(|event| event.id.as_str()).collect();
+    let new_in_failed = batches[failed]
+        .iter()
+        .filter(|event| seen.insert(event.id.as_str()))
+        .count() as u64;
+    let (accepted, duplicates) = send_acked(&node, &batches[failed], &what).await;
+    assert_eq!(
+        (accepted, duplicates),
+        (new_in_failed, batches[failed].len() as u64 - new_in_failed),
+        "{what}: nothing of the batch that failed was applied"
+    );
+    for batch in acknowledged.chunks(100) {
+        let (accepted, _) = send_acked(&node, batch, &what).await;
+        assert_eq!(
+            accepted, 0,
+            "{what}: acknowledged events are all still there"
+        );
+    }
+    node.kill_9().await;
+    drop(tmpfs);
+}
