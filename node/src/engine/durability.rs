@@ -143,7 +143,14 @@ pub async fn open(
             source,
         })?;
     let notes = RecoveryNotes {
-        log_cut: log_report.cut.as_ref().map(|cut| format!("{cut:?}")),
+        log_cut: log_report.cut.as_ref().map(|cut| {
+            format!(
+                "{} cut at offset {}: {}",
+                cut.segment.display(),
+                cut.offset,
+                cut.damage
+            )
+        }),
         log_bytes_cut: log_report.truncated_bytes,
         checkpoints_skipped: skipped,
         checkpoint_position: position,

@@ -890,6 +890,23 @@ async fn restart_after_tail_damage(
         (damaged_len - expected_len, expected_len),
         "{what}: bytes cut and segment length after the cut ({recovery:?})"
     );
+    let status = node.get_raw("/v1/status").await;
+    let storage = &status.body["storage"];
+    assert_eq!(
+        storage["log_bytes_cut"].as_u64(),
+        Some(recovery.log_bytes_cut),
+        "{what}: /v1/status reports the cut: {storage}"
+    );
+    let segment_name = segment
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a name");
+    assert!(
+        storage["log_cut"]
+            .as_str()
+            .is_some_and(|cut| cut.contains(segment_name)),
+        "{what}: /v1/status says where the log was cut: {storage}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
