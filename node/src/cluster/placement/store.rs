@@ -18,7 +18,7 @@
 //!
 //! Durability: sled syncs in the background only every 500 ms, and we turn
 //! that timer off, so each write that openraft needs durable is followed by
-//! an explicit `flush` (`SyncedDb::flush`): sled's `flush_async`, then an
+//! an explicit `flush` (the function here): sled's `flush_async`, then an
 //! `fsync` of every file sled changed and of the directories whose entries
 //! changed. sled's own flush is not enough: it ends in `sync_file_range`,
 //! which persists neither file metadata (a grown size) nor the drive's
@@ -472,15 +472,14 @@ impl RaftLogStorage<PlacementTypes> for PlacementLogStore {
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         // The entries are readable now; they are durable only after the
         // flush, and only then may openraft count them.
-        match self.db.flush_async().await {
-            Ok(_) => {
+        match flush(&self.db, ErrorSubject::Logs).await {
+            Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(error) => {
-                let cause = io_error(ErrorSubject::Logs, ErrorVerb::Write, &error);
-                callback.log_io_completed(Err(std::io::Error::from(error)));
-                Err(cause)
+                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                Err(error)
             }
         }
     }

@@ -355,6 +355,12 @@ impl TestNode {
         Ok(())
     }
 
+    /// The process id of what was started (the wrapper's, when there is
+    /// one), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The directory given to `--data-dir`.
     pub fn node_data_dir(&self) -> PathBuf {
         self.data_dir.path().join("data")
