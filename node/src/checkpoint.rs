@@ -504,11 +504,11 @@ impl CheckpointStore for FileCheckpointStore {
 
     fn read(&self, id: u64) -> Result<Checkpoint, CheckpointError> {
         let path = self.path.join(file_name(id));
-        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Damaged {
+        let file = File::open(&path).map_err(|source| CheckpointError::Damaged {
             id,
-            detail: format!("cannot read {}: {source}", path.display()),
+            detail: format!("cannot open {}: {source}", path.display()),
         })?;
-        decode(id, &bytes)
+        decode(id, file)
     }
 
     fn newest_missing(&self) -> Option<u64> {
@@ -522,31 +522,34 @@ impl CheckpointStore for FileCheckpointStore {
     }
 }
 
-/// Decodes a checkpoint file, checking checksum, framing and limits.
-fn decode(id: u64, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+/// Reads and decodes a checkpoint file as a stream (no second copy of the
+/// parts in memory), checking framing, limits and, at the end, the
+/// checksum over everything read.
+fn decode(id: u64, file: File) -> Result<Checkpoint, CheckpointError> {
     let damaged = |detail: String| CheckpointError::Damaged { id, detail };
-    if bytes.len() < HEADER_BYTES + CHECKSUM_BYTES {
-        return Err(damaged(format!(
-            "{} bytes, shorter than a header",
-            bytes.len()
-        )));
-    }
-    let (body, stored) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
-    let stored = u32::from_le_bytes(stored.try_into().expect("4 bytes"));
-    if crc32fast::hash(body) != stored {
-        return Err(damaged("checksum mismatch".into()));
-    }
-    let mut reader = Reader { bytes: body, at: 0 };
-    let mut field = |what: &str, length: usize| {
+    let length = file
+        .metadata()
+        .map_err(|error| damaged(format!("cannot stat: {error}")))?
+        .len();
+    let body_bytes = length
+        .checked_sub((HEADER_BYTES + CHECKSUM_BYTES) as u64)
+        .ok_or_else(|| damaged(format!("{length} bytes, shorter than a header")))?
+        + HEADER_BYTES as u64;
+    let mut reader = ChecksumReader {
+        inner: std::io::BufReader::with_capacity(IO_BUFFER_BYTES, file),
+        hasher: crc32fast::Hasher::new(),
+        remaining: body_bytes,
+    };
+    let mut field = |what: &str, length: u64| -> Result<Vec<u8>, CheckpointError> {
         reader
             .take(length)
-            .ok_or_else(|| damaged(format!("ends inside {what}")))
+            .map_err(|error| damaged(format!("{what}: {error}")))
     };
+    let u32_of = |bytes: Vec<u8>| u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
+    let u64_of = |bytes: Vec<u8>| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
     if field("the magic", 8)? != MAGIC {
         return Err(damaged("not a checkpoint file (magic)".into()));
     }
-    let u32_of = |bytes: &[u8]| u32::from_le_bytes(bytes.try_into().expect("4 bytes"));
-    let u64_of = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
     let version = u32_of(field("the version", 4)?);
     if version != VERSION {
         return Err(damaged(format!(
@@ -567,24 +570,29 @@ fn decode(id: u64, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     }
     let mut parts = Vec::with_capacity(count);
     for _ in 0..count {
-        let name_length = u32_of(field("a part name length", 4)?) as usize;
-        if name_length > CHECKPOINT_PART_NAME_BYTES_MAX {
+        let name_length = u32_of(field("a part name length", 4)?) as u64;
+        if name_length > CHECKPOINT_PART_NAME_BYTES_MAX as u64 {
             return Err(damaged(format!("part name of {name_length} bytes")));
         }
-        let name = std::str::from_utf8(field("a part name", name_length)?)
-            .map_err(|_| damaged("part name is not UTF-8".into()))?
-            .to_string();
+        let name = String::from_utf8(field("a part name", name_length)?)
+            .map_err(|_| damaged("part name is not UTF-8".into()))?;
         let length = u64_of(field("a part length", 8)?);
-        let length = usize::try_from(length)
-            .map_err(|_| damaged(format!("part `{name}` of {length} bytes")))?;
-        let part = field("a part", length)?.to_vec();
+        let part = field("a part", length)?;
         parts.push((name, part));
     }
-    if reader.at != body.len() {
+    if reader.remaining != 0 {
         return Err(damaged(format!(
             "{} bytes after the last part",
-            body.len() - reader.at
+            reader.remaining
         )));
+    }
+    let mut stored = [0_u8; CHECKSUM_BYTES];
+    reader
+        .inner
+        .read_exact(&mut stored)
+        .map_err(|error| damaged(format!("the checksum: {error}")))?;
+    if reader.hasher.finalize() != u32::from_le_bytes(stored) {
+        return Err(damaged("checksum mismatch".into()));
     }
     Ok(Checkpoint {
         position,
@@ -593,17 +601,30 @@ fn decode(id: u64, bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     })
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Reads the body of a checkpoint file, checksumming it, never past its
+/// end (so a damaged length is refused before anything is allocated).
+struct ChecksumReader {
+    inner: std::io::BufReader<File>,
+    hasher: crc32fast::Hasher,
+    remaining: u64,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, length: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(length)?;
-        let taken = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(taken)
+impl ChecksumReader {
+    fn take(&mut self, length: u64) -> std::io::Result<Vec<u8>> {
+        if length > self.remaining {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{length} bytes announced, {} left in the file",
+                    self.remaining
+                ),
+            ));
+        }
+        let mut bytes = vec![0_u8; length as usize];
+        self.inner.read_exact(&mut bytes)?;
+        self.hasher.update(&bytes);
+        self.remaining -= length;
+        Ok(bytes)
     }
 }
 
