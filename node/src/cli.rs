@@ -92,6 +92,12 @@ pub struct ServeArgs {
     /// disk), to fill the ingest queues in overload tests.
     #[arg(long, hide = true)]
     pub fault_log_sync_delay_ms: Option<u64>,
+    /// Testing only: start a new log segment before this many bytes
+    /// (default 64 MiB; a record may then take at most half of it), so
+    /// that a short test sees segments created and removed by checkpoints
+    /// (docs/durability.md).
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub log_segment_bytes_max: Option<u64>,
     /// Testing only: serve `POST /v1/admin/fault/shard-panic/{shard}`,
     /// which makes a shard actor panic, to exercise supervision
     /// (docs/operations.md, "Actor failures").
@@ -463,9 +469,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let defaults = crate::log::LogConfig::default();
+        let segment_bytes_max = args
+            .log_segment_bytes_max
+            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
         let log_config = crate::log::LogConfig {
             fault: fault_plan(args.fault_log_sync_after, args.fault_log_sync_delay_ms),
-            ..crate::log::LogConfig::default()
+            segment_bytes_max: segment_bytes_max.unwrap_or(defaults.segment_bytes_max),
+            record_bytes_max: segment_bytes_max.map_or(defaults.record_bytes_max, |bytes| {
+                defaults.record_bytes_max.min(bytes / 2)
+            }),
+            ..defaults
         };
         let (engine, recovery) = crate::engine::durability::open(
             config.engine.clone(),

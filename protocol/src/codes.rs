@@ -213,6 +213,9 @@ codes! {
         Overloaded => "overloaded",
         /// The log cannot write or sync (503); nothing was acknowledged.
         StorageUnavailable => "storage_unavailable",
+        /// `/v1/ready`: the node's log failed (I/O error, full disk); it
+        /// refuses ingest until restarted (503).
+        StorageFailed => "storage_failed",
         /// The node is stopping (503).
         ShuttingDown => "shutting_down",
         /// The node cannot answer the query now (503); retry.

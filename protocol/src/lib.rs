@@ -491,6 +491,39 @@ pub struct NodeStatus {
     pub events_duplicate: u64,
     pub events_rejected: u64,
     pub now_ms: i64,
+    /// What the storage went through: a failed log, what recovery repaired.
+    #[serde(default)]
+    pub storage: StorageStatus,
+}
+
+/// `NodeStatus::storage` (`docs/durability.md`, "What is reported").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageStatus {
+    /// Why the log failed (I/O error, full disk), if it did: ingest answers
+    /// `503 storage_unavailable` and `/v1/ready` `503 storage_failed` until
+    /// the node is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// The log position of the checkpoint the last start recovered from
+    /// (0: none).
+    pub recovered_checkpoint_position: u64,
+    /// Checkpoints the last start could not use (failed checksum or
+    /// decoding), newest first; it fell back to an older one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints_skipped: Vec<SkippedCheckpoint>,
+    /// Bytes cut off the log's last segment at the last start (a torn or
+    /// damaged tail; never acknowledged records).
+    pub log_bytes_cut: u64,
+    /// Where and why the log was cut, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_cut: Option<String>,
+}
+
+/// A checkpoint recovery skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedCheckpoint {
+    pub id: u64,
+    pub reason: String,
 }
 
 /// `POST /v1/admin/checkpoint`: what the checkpoint wrote.

@@ -23,7 +23,7 @@ use super::mailbox::{CallError, Pending};
 use super::shard::ShardState;
 use super::stores::StoreCoverage;
 use super::{Engine, EngineConfig, EngineError, Storage};
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, SledCheckpointStore};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, FileCheckpointStore};
 use crate::clock::SharedClock;
 use crate::event::VisitorEvent;
 use crate::limits;
@@ -57,6 +57,25 @@ pub struct RecoveryReport {
     /// checkpoint and opening the log).
     pub replay_ms: u64,
     pub duration_ms: u64,
+}
+
+/// A checkpoint that recovery could not use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedCheckpoint {
+    pub id: u64,
+    pub reason: String,
+}
+
+/// What the last recovery had to repair, for `/v1/status` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryNotes {
+    /// Where and why the log's tail was cut (torn or damaged), if it was.
+    pub log_cut: Option<String>,
+    pub log_bytes_cut: u64,
+    /// Newest first: checkpoints that failed their checksum or decoding.
+    pub checkpoints_skipped: Vec<SkippedCheckpoint>,
+    /// The position of the checkpoint recovery started from (0: none).
+    pub checkpoint_position: u64,
 }
 
 /// What a checkpoint wrote.
@@ -104,17 +123,8 @@ pub async fn open(
     log_config: LogConfig,
 ) -> Result<(Engine, RecoveryReport), EngineError> {
     let started = Instant::now();
-    let checkpoints = SledCheckpointStore::open(data_dir.join(CHECKPOINT_DIRECTORY))?;
-    let checkpoint = checkpoints.read_latest()?;
-    let (restored, position, checkpoint_bytes) = match checkpoint {
-        Some(checkpoint) => {
-            let bytes = checkpoint.bytes();
-            let position = checkpoint.position;
-            (restore(&config, checkpoint)?, position, bytes)
-        }
-        None => (Restored::default(), 0, 0),
-    };
-    tracing::info!(position, bytes = checkpoint_bytes, "checkpoint loaded");
+    let checkpoints = FileCheckpointStore::open(data_dir.join(CHECKPOINT_DIRECTORY))?;
+    let (restored, position, checkpoint_bytes, skipped) = load_checkpoint(&config, &checkpoints)?;
     let log_path = data_dir.join(LOG_DIRECTORY);
     let (log, log_report) =
         Log::open(&log_path, log_config).map_err(|source| EngineError::Log {
@@ -124,11 +134,33 @@ pub async fn open(
     if let Some(cut) = &log_report.cut {
         tracing::warn!(?cut, "log tail was torn or damaged and has been cut");
     }
+    // The entries of `log/` and `checkpoints/` in the data directory must
+    // survive a power cut like the files in them.
+    std::fs::File::open(data_dir)
+        .and_then(|directory| directory.sync_all())
+        .map_err(|source| EngineError::DataDirectory {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+    let notes = RecoveryNotes {
+        log_cut: log_report.cut.as_ref().map(|cut| {
+            format!(
+                "{} cut at offset {}: {}",
+                cut.segment.display(),
+                cut.offset,
+                cut.damage
+            )
+        }),
+        log_bytes_cut: log_report.truncated_bytes,
+        checkpoints_skipped: skipped,
+        checkpoint_position: position,
+    };
     let storage = Storage {
         log: Arc::new(log),
         checkpoints: Arc::new(checkpoints),
     };
     let engine = Engine::start(config, clock, storage, restored).await?;
+    engine.set_recovery_notes(notes);
     let replay_started = Instant::now();
     let (records_replayed, events_replayed) = replay(&engine, position).await?;
     let replay_ms = replay_started.elapsed().as_millis() as u64;
@@ -145,6 +177,71 @@ pub async fn open(
     engine.spawn_maintenance();
     engine.spawn_checkpoints();
     Ok((engine, report))
+}
+
+/// Restores the newest checkpoint that reads back whole and decodes. A
+/// damaged one is skipped with a warning: the previous one and the longer
+/// log it needs are kept for exactly this (`docs/durability.md`, "Keeping
+/// one checkpoint back"). Returns the state, its log position, its size and
+/// the checkpoints skipped.
+fn load_checkpoint(
+    config: &EngineConfig,
+    store: &dyn CheckpointStore,
+) -> Result<(Restored, u64, usize, Vec<SkippedCheckpoint>), EngineError> {
+    let mut skipped = Vec::new();
+    if let Some(id) = store.newest_missing() {
+        let reason = "its file is missing".to_string();
+        tracing::warn!(
+            id,
+            reason,
+            "checkpoint is damaged; falling back to the one before it and the longer log"
+        );
+        skipped.push(SkippedCheckpoint { id, reason });
+    }
+    for id in store.ids() {
+        let loaded = store
+            .read(id)
+            .map_err(EngineError::from)
+            .and_then(|checkpoint| {
+                let (position, bytes) = (checkpoint.position, checkpoint.bytes());
+                restore(config, checkpoint).map(|restored| (restored, position, bytes))
+            });
+        match loaded {
+            Ok((restored, position, bytes)) => {
+                store.adopt(id, position);
+                tracing::info!(id, position, bytes, "checkpoint loaded");
+                return Ok((restored, position, bytes, skipped));
+            }
+            // A mismatch of flags is the operator's to fix, not damage.
+            Err(error @ EngineError::Mismatch { .. }) => return Err(error),
+            Err(error) => {
+                let reason = error_chain(&error);
+                tracing::warn!(
+                    id,
+                    reason,
+                    "checkpoint is damaged; falling back to the one before it and the longer log"
+                );
+                skipped.push(SkippedCheckpoint { id, reason });
+            }
+        }
+    }
+    tracing::info!(
+        skipped = skipped.len(),
+        "no usable checkpoint: replaying the log from its start"
+    );
+    Ok((Restored::default(), 0, 0, skipped))
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn restore(config: &EngineConfig, checkpoint: Checkpoint) -> Result<Restored, EngineError> {
@@ -429,17 +526,23 @@ impl Engine {
                 shards,
                 &aggregate_stores,
             );
-            store.write(&checkpoint).map(|()| checkpoint.bytes())
+            store
+                .write(&checkpoint)
+                .map(|written| (checkpoint.bytes(), written))
         })
         .await
         .map_err(|error| CheckpointError::Task {
             detail: error.to_string(),
         })??;
+        let (checkpoint, written) = checkpoint;
+        // The new checkpoint is on disk and verified; the one before it is
+        // kept back with the log since it, in case the new one is found
+        // damaged on open.
         let truncated = self
             .inner
             .storage
             .log
-            .truncate_before(position + 1)
+            .truncate_before(written.log_needed_after + 1)
             .map_err(CheckpointError::Truncate)?;
         let report = CheckpointReport {
             position,

@@ -109,6 +109,12 @@ pub enum EngineError {
         #[source]
         source: crate::log::LogError,
     },
+    #[error("cannot sync the data directory {path}")]
+    DataDirectory {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("checkpoint store")]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
     #[error("cannot decode {what} of the checkpoint or log")]
@@ -150,6 +156,9 @@ struct Inner {
     /// Whose aggregates the aggregate stores hold (`stores`); changed only
     /// under the sequencer, so a checkpoint sees it with the stores.
     coverage: std::sync::Mutex<stores::StoreCoverage>,
+    /// What recovery repaired (a cut log tail, skipped checkpoints): set
+    /// once by `durability::open`, reported by `/v1/status` and `/metrics`.
+    recovery_notes: std::sync::Mutex<durability::RecoveryNotes>,
 }
 
 /// Where the engine keeps what it acknowledged.
@@ -246,6 +255,7 @@ impl Engine {
                     shard_count
                 ]),
                 coverage: std::sync::Mutex::new(coverage),
+                recovery_notes: std::sync::Mutex::new(durability::RecoveryNotes::default()),
             }),
         })
     }
@@ -307,6 +317,23 @@ impl Engine {
         for answer in pending {
             let _ = answer.answer().await;
         }
+    }
+
+    /// What the last recovery repaired.
+    pub fn recovery_notes(&self) -> durability::RecoveryNotes {
+        self.inner
+            .recovery_notes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_recovery_notes(&self, notes: durability::RecoveryNotes) {
+        *self
+            .inner
+            .recovery_notes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = notes;
     }
 
     /// The first actor failure, if one failed (`supervisor`): the node

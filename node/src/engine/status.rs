@@ -173,6 +173,32 @@ impl Engine {
                 i64::try_from(value).unwrap_or(i64::MAX),
             );
         }
+        let notes = self.recovery_notes();
+        let storage = [
+            (
+                "sessiondb_storage_failed",
+                "1 when the log failed (I/O error, full disk) and ingest is refused until a restart, else 0.",
+                u64::from(self.storage_failure().is_some()),
+            ),
+            (
+                "sessiondb_recovery_checkpoints_skipped",
+                "Checkpoints the last start could not use (checksum or decoding failed) and fell back from.",
+                notes.checkpoints_skipped.len() as u64,
+            ),
+            (
+                "sessiondb_recovery_log_bytes_cut",
+                "Bytes cut off a torn or damaged log tail at the last start.",
+                notes.log_bytes_cut,
+            ),
+        ];
+        for (name, help, value) in storage {
+            metrics::gauge(
+                registry,
+                name,
+                help,
+                i64::try_from(value).unwrap_or(i64::MAX),
+            );
+        }
         metrics::gauge_f64(
             registry,
             "sessiondb_checkpoint_duration_seconds",

@@ -12,7 +12,8 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: no actor of the engine failed, the node has recovered (it
+/// Readiness: no actor of the engine failed, its log has not failed, the
+/// node has recovered (it
 /// does before it listens), is a
 /// member of a cluster whose placement leader it knows, owns every shard
 /// the shard map gives it, and has no shard fenced (in the middle of a
@@ -26,6 +27,16 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "reason": "actor_failed",
             "shards": [],
             "detail": failure.to_string(),
+        }));
+    }
+    if let Some(cause) = state.engine.storage_failure() {
+        // The log failed for good (never retried): nothing new can be made
+        // durable until the node is restarted on a working disk.
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "ready": false,
+            "reason": ErrorCode::StorageFailed,
+            "shards": [],
+            "detail": cause,
         }));
     }
     let report = state.cluster.placement.report();
@@ -95,6 +106,25 @@ pub async fn node_status(state: &AppState) -> wire::NodeStatus {
         events_duplicate: status.events_duplicate,
         events_rejected: status.events_rejected,
         now_ms: status.now_ms,
+        storage: storage_status(&state.engine),
+    }
+}
+
+fn storage_status(engine: &crate::engine::Engine) -> wire::StorageStatus {
+    let notes = engine.recovery_notes();
+    wire::StorageStatus {
+        failure: engine.storage_failure(),
+        recovered_checkpoint_position: notes.checkpoint_position,
+        checkpoints_skipped: notes
+            .checkpoints_skipped
+            .into_iter()
+            .map(|skipped| wire::SkippedCheckpoint {
+                id: skipped.id,
+                reason: skipped.reason,
+            })
+            .collect(),
+        log_bytes_cut: notes.log_bytes_cut,
+        log_cut: notes.log_cut,
     }
 }
 

@@ -890,6 +890,23 @@ async fn restart_after_tail_damage(
         (damaged_len - expected_len, expected_len),
         "{what}: bytes cut and segment length after the cut ({recovery:?})"
     );
+    let status = node.get_raw("/v1/status").await;
+    let storage = &status.body["storage"];
+    assert_eq!(
+        storage["log_bytes_cut"].as_u64(),
+        Some(recovery.log_bytes_cut),
+        "{what}: /v1/status reports the cut: {storage}"
+    );
+    let segment_name = segment
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a name");
+    assert!(
+        storage["log_cut"]
+            .as_str()
+            .is_some_and(|cut| cut.contains(segment_name)),
+        "{what}: /v1/status says where the log was cut: {storage}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1316,6 +1333,29 @@ async fn a_failing_log_sync_stops_ingest_loudly_and_keeps_reads() {
         "seed={seed}: project creation after the log failed: {}",
         raw.text
     );
+    // Not ready, and saying why; status and metrics say it too.
+    let ready = node.get_anonymous("/v1/ready").await;
+    assert_eq!(
+        (ready.status, ready.body["reason"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("storage_failed")),
+        "seed={seed}: /v1/ready after the log failed: {}",
+        ready.text
+    );
+    let status = node.get_raw("/v1/status").await;
+    assert!(
+        status.body["storage"]["failure"].is_string(),
+        "seed={seed}: /v1/status names the failure: {}",
+        status.text
+    );
+    let metrics = node.get_raw("/metrics").await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|line| line == "sessiondb_storage_failed 1"),
+        "seed={seed}: /metrics:\n{}",
+        metrics.text
+    );
     // Reads keep working and see exactly the acknowledged batches.
     for path in ["/v1/health", "/v1/status", "/v1/projects"] {
         let raw = node.get_raw(path).await;
@@ -1378,4 +1418,316 @@ async fn a_failing_log_sync_stops_ingest_loudly_and_keeps_reads() {
         &format!("seed={seed} after the retries"),
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// 6. A damaged newest checkpoint: fall back to the one kept back.
+
+/// The checkpoint files of the node, oldest first.
+fn checkpoint_files(node: &TestNode) -> Vec<PathBuf> {
+    let dir = node.node_data_dir().join("checkpoints");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "sdbc")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CheckpointDamage {
+    Truncated,
+    ByteFlipped,
+    Deleted,
+}
+
+fn damage_checkpoint(file: &Path, damage: CheckpointDamage) {
+    match damage {
+        CheckpointDamage::Truncated => {
+            let bytes = read_file(file);
+            write_file(file, &bytes[..bytes.len() / 2]);
+        }
+        CheckpointDamage::ByteFlipped => {
+            let mut bytes = read_file(file);
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x10;
+            write_file(file, &bytes);
+        }
+        CheckpointDamage::Deleted => {
+            std::fs::remove_file(file).unwrap_or_else(|e| panic!("remove {}: {e}", file.display()))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_and_loses_nothing() {
+    let seed = 0xc4ec_0b4c;
+    println!("durability seed={seed}");
+    let config = workload_config(seed, 120);
+    let workload = generate(&config);
+    let batches = batches(&workload, 10);
+    let damages = [
+        CheckpointDamage::Truncated,
+        CheckpointDamage::ByteFlipped,
+        CheckpointDamage::Deleted,
+    ];
+    // Per damage: batches, a checkpoint, batches, the checkpoint that gets
+    // damaged, batches (the log tail).
+    let per_stretch = batches.len() / (damages.len() * 3);
+    assert!(per_stretch >= 2, "seed={seed}: {} batches", batches.len());
+    let mut stretches = batches.chunks(per_stretch);
+    let mut node = TestNode::start_with(node_options(&config)).await;
+    create_project(&node).await;
+    let mut acknowledged: Vec<Event> = Vec::new();
+    for (round, damage) in damages.into_iter().enumerate() {
+        let what = format!("seed={seed} round {round} ({damage:?})");
+        let mut send_stretch = async |acknowledged: &mut Vec<Event>| {
+            for batch in stretches.next().expect("a stretch of batches") {
+                send_acked(&node, batch, &what).await;
+                acknowledged.extend(batch.iter().cloned());
+            }
+        };
+        send_stretch(&mut acknowledged).await;
+        let kept_back = checkpoint(&node, &what).await;
+        send_stretch(&mut acknowledged).await;
+        let newest = checkpoint(&node, &what).await;
+        assert!(newest.position > kept_back.position, "{what}");
+        send_stretch(&mut acknowledged).await;
+
+        node.kill_9().await;
+        let files = checkpoint_files(&node);
+        assert_eq!(files.len(), 2, "{what}: two checkpoints on disk: {files:?}");
+        damage_checkpoint(files.last().expect("the newest"), damage);
+        node.restart().await;
+
+        let stderr = plain_stderr(&node);
+        assert!(
+            stderr.contains("checkpoint is damaged; falling back"),
+            "{what}: the fallback is logged; stderr:\n{stderr}"
+        );
+        let recovery = recovery_report(&node, &what);
+        assert_eq!(
+            recovery.checkpoint_position, kept_back.position,
+            "{what}: recovery starts from the checkpoint kept back ({recovery:?})"
+        );
+        let status = node.get_raw("/v1/status").await;
+        assert_eq!(status.status, StatusCode::OK, "{what}: {}", status.text);
+        let storage = &status.body["storage"];
+        assert_eq!(
+            storage["recovered_checkpoint_position"].as_u64(),
+            Some(kept_back.position),
+            "{what}: {storage}"
+        );
+        assert_eq!(
+            storage["checkpoints_skipped"].as_array().map(Vec::len),
+            Some(1),
+            "{what}: the damaged checkpoint is reported: {storage}"
+        );
+        let metrics = node.get_raw("/metrics").await;
+        assert!(
+            metrics
+                .text
+                .lines()
+                .any(|line| line == "sessiondb_recovery_checkpoints_skipped 1"),
+            "{what}: the metric counts the skipped checkpoint:\n{}",
+            metrics.text
+        );
+        // Every acknowledged event is there, none twice.
+        assert_results(&node, &config, &acknowledged, &what).await;
+        let distinct_acknowledged = acknowledged.len();
+        let mut resent = 0;
+        for batch in acknowledged.chunks(50) {
+            let (accepted, duplicates) = send_acked(&node, batch, &what).await;
+            assert_eq!(
+                accepted, 0,
+                "{what}: every acknowledged event is still applied"
+            );
+            resent += duplicates as usize;
+        }
+        assert_eq!(resent, distinct_acknowledged, "{what}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 7. A real full file system.
+
+/// A tmpfs mounted for one test, lazily unmounted on drop (the node may
+/// still be exiting).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+/// Runs a command that must succeed; panics with its output otherwise.
+fn run_checked(program: &str, arguments: &[&str]) -> String {
+    let output = std::process::Command::new(program)
+        .args(arguments)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {arguments:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as `mount -o size=` reads it) on `path`.
+    /// This test needs root (CI runs as root); it fails, never skips,
+    /// without it.
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        let uid = run_checked("id", &["-u"]);
+        assert_eq!(
+            uid.trim(),
+            "0",
+            "the full-disk test mounts a tmpfs and must run as root (uid {})",
+            uid.trim()
+        );
+        let path_text = path.to_str().expect("a UTF-8 path");
+        run_checked(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                path_text,
+            ],
+        );
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let path_text = self.path.to_str().expect("a UTF-8 path");
+        run_checked("mount", &["-o", &format!("remount,size={size}"), path_text]);
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_log_loudly_and_loses_nothing_acknowledged() {
+    let seed = 0xf011_0001;
+    println!("durability seed={seed}");
+    let config = workload_config(seed, 3_000);
+    let workload = generate(&config);
+    let batches = batches(&workload, 100);
+    let mut tmpfs = None;
+    let mut node =
+        TestNode::start_prepared(node_options(&config), Vec::new(), Vec::new(), |path| {
+            tmpfs = Some(Tmpfs::mount(path, "2m"));
+        })
+        .await;
+    let tmpfs = tmpfs.expect("mounted");
+    create_project(&node).await;
+
+    let mut acknowledged: Vec<Event> = Vec::new();
+    let mut failed = None;
+    for (index, batch) in batches.iter().enumerate() {
+        let raw = node.post_raw("/v1/events", batch_body(batch)).await;
+        match raw.status {
+            StatusCode::OK => {
+                let answer: IngestResponse =
+                    serde_json::from_value(raw.body).expect("an IngestResponse");
+                assert!(answer.rejected.is_empty(), "seed={seed}: {answer:?}");
+                acknowledged.extend(batch.iter().cloned());
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(
+                    raw.error_code(),
+                    Some("storage_unavailable"),
+                    "seed={seed}: batch {index}: {}",
+                    raw.text
+                );
+                failed = Some(index);
+                break;
+            }
+            other => panic!(
+                "seed={seed}: batch {index}: unexpected {other} {}; stderr:\n{}",
+                raw.text,
+                node.stderr_tail()
+            ),
+        }
+    }
+    let failed = failed.unwrap_or_else(|| {
+        panic!(
+            "seed={seed}: {} batches fit on a 2 MiB file system; the test needs a full one",
+            batches.len()
+        )
+    });
+    println!(
+        "seed={seed}: {failed} batches ({} events) acknowledged before the disk was full",
+        acknowledged.len()
+    );
+    assert!(failed > 0, "seed={seed}: some batches fit");
+
+    let ready = node.get_anonymous("/v1/ready").await;
+    assert_eq!(
+        (ready.status, ready.body["reason"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("storage_failed")),
+        "seed={seed}: /v1/ready on a full disk: {}",
+        ready.text
+    );
+    let raw = node
+        .post_raw("/v1/events", batch_body(&batches[failed + 1]))
+        .await;
+    assert_eq!(
+        (raw.status, raw.error_code()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("storage_unavailable")),
+        "seed={seed}: ingest after the disk filled: {}",
+        raw.text
+    );
+    assert_results(&node, &config, &acknowledged, "queries on a full disk").await;
+
+    // Space is freed; the node comes back on its own, with exactly what was
+    // acknowledged: nothing of the failed batch.
+    node.kill_9().await;
+    tmpfs.resize("64m");
+    node.restart().await;
+    let what = format!("seed={seed} restarted after the disk was freed");
+    assert_results(&node, &config, &acknowledged, &what).await;
+    let status = node.get_raw("/v1/status").await;
+    assert!(
+        status.body["storage"].get("failure").is_none(),
+        "{what}: {}",
+        status.text
+    );
+    // The workload repeats some events (client retries): those of the
+    // failed batch acknowledged earlier, or twice in it, are duplicates.
+    let mut seen: std::collections::HashSet<&str> =
+        acknowledged.iter().map(|event| event.id.as_str()).collect();
+    let new_in_failed = batches[failed]
+        .iter()
+        .filter(|event| seen.insert(event.id.as_str()))
+        .count() as u64;
+    let (accepted, duplicates) = send_acked(&node, &batches[failed], &what).await;
+    assert_eq!(
+        (accepted, duplicates),
+        (new_in_failed, batches[failed].len() as u64 - new_in_failed),
+        "{what}: nothing of the batch that failed was applied"
+    );
+    for batch in acknowledged.chunks(100) {
+        let (accepted, _) = send_acked(&node, batch, &what).await;
+        assert_eq!(
+            accepted, 0,
+            "{what}: acknowledged events are all still there"
+        );
+    }
+    node.kill_9().await;
+    drop(tmpfs);
 }

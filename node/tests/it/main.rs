@@ -34,6 +34,7 @@ mod compat_segment;
 mod console;
 mod console_cluster;
 mod durability;
+mod fsync_trace;
 mod fuzz_decoders;
 mod limits;
 mod logging;

@@ -16,9 +16,14 @@
 //!
 //! Every value is one format-version byte followed by postcard.
 //!
-//! Durability: sled syncs in the background only every 500 ms (SPEC §10),
-//! and we turn that timer off, so each write that openraft needs durable is
-//! followed by an explicit `flush_async`: a saved vote, appended entries
+//! Durability: sled syncs in the background only every 500 ms, and we turn
+//! that timer off, so each write that openraft needs durable is followed by
+//! an explicit `flush` (the function here): sled's `flush_async`, then an
+//! `fsync` of every file sled changed and of the directories whose entries
+//! changed. sled's own flush is not enough: it ends in `sync_file_range`,
+//! which persists neither file metadata (a grown size) nor the drive's
+//! cache, and sled writes large values as blob files it never syncs. This
+//! covers a saved vote, appended entries
 //! (before the append callback fires), a truncation, and a snapshot. Applied
 //! state is written atomically (one batch) but not flushed: a flush makes
 //! the whole database durable, so the next append or snapshot carries it;
@@ -125,6 +130,10 @@ pub fn open(
         .flush_every_ms(None)
         .open()
         .map_err(sled_error("open"))?;
+    let db = SyncedDb {
+        db,
+        files: Arc::new(SledFiles::new(path)),
+    };
     let tree = |name: &str| db.open_tree(name).map_err(sled_error("open tree"));
     let log_store = PlacementLogStore {
         db: db.clone(),
@@ -208,11 +217,109 @@ fn write_value<T: Serialize>(
     Ok(())
 }
 
-async fn flush(db: &sled::Db, subject: ErrorSubject<NodeId>) -> Result<()> {
+async fn flush(db: &SyncedDb, subject: ErrorSubject<NodeId>) -> Result<()> {
     db.flush_async()
         .await
+        .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
+    let files = Arc::clone(&db.files);
+    tokio::task::spawn_blocking(move || files.sync())
+        .await
+        .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, AnyError::error(e)))?
         .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
     Ok(())
+}
+
+/// The sled database and what makes its flushes durable.
+#[derive(Debug, Clone)]
+pub struct SyncedDb {
+    db: sled::Db,
+    files: Arc<SledFiles>,
+}
+
+impl std::ops::Deref for SyncedDb {
+    type Target = sled::Db;
+
+    fn deref(&self) -> &sled::Db {
+        &self.db
+    }
+}
+
+/// Most entries looked at in one directory of the sled database: sled
+/// keeps a handful of files and one per blob (placement values are small).
+const SLED_DIRECTORY_ENTRIES_MAX: usize = 100_000;
+
+/// A directory's files as last synced: name → (size, modified).
+type DirectoryStamps = BTreeMap<std::ffi::OsString, (u64, Option<std::time::SystemTime>)>;
+
+/// `fsync`s what sled wrote, after sled's own flush. A file is synced when
+/// its size or modification time changed since it was last synced (sled's
+/// main file `db` every time: it is rewritten in place), a directory when
+/// its list of entries changed.
+#[derive(Debug)]
+struct SledFiles {
+    path: PathBuf,
+    /// Per directory (the database's and `blobs/`): entry name → (size,
+    /// modified) at the last sync.
+    synced: std::sync::Mutex<BTreeMap<PathBuf, DirectoryStamps>>,
+}
+
+impl SledFiles {
+    fn new(path: &Path) -> SledFiles {
+        SledFiles {
+            path: path.to_path_buf(),
+            synced: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// One sync at a time: two would race on `synced`.
+    fn sync(&self) -> std::io::Result<()> {
+        let mut synced = self
+            .synced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if synced.is_empty() {
+            // sled may just have created the database's directory.
+            if let Some(parent) = self.path.parent() {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+        }
+        for directory in [self.path.clone(), self.path.join("blobs")] {
+            if !directory.is_dir() {
+                continue;
+            }
+            let known = synced.entry(directory.clone()).or_default();
+            let mut now = BTreeMap::new();
+            for entry in std::fs::read_dir(&directory)?.take(SLED_DIRECTORY_ENTRIES_MAX) {
+                let entry = entry?;
+                let metadata = match entry.metadata() {
+                    Ok(metadata) => metadata,
+                    // sled removed it meanwhile (an old blob or snapshot).
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(error) => return Err(error),
+                };
+                if !metadata.is_file() {
+                    continue;
+                }
+                let stamp = (metadata.len(), metadata.modified().ok());
+                let name = entry.file_name();
+                let changed = known.get(&name) != Some(&stamp) || name == "db";
+                if changed {
+                    match std::fs::File::open(entry.path()) {
+                        Ok(file) => file.sync_all()?,
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(error) => return Err(error),
+                    }
+                }
+                now.insert(name, stamp);
+            }
+            let names_changed = !known.keys().eq(now.keys());
+            if names_changed {
+                std::fs::File::open(&directory)?.sync_all()?;
+            }
+            *known = now;
+        }
+        Ok(())
+    }
 }
 
 fn log_key(index: u64) -> [u8; 8] {
@@ -234,7 +341,7 @@ fn index_of_key(key: &[u8]) -> Result<u64> {
 /// purged log id. Cheap to clone (sled handles); a clone is the log reader.
 #[derive(Debug, Clone)]
 pub struct PlacementLogStore {
-    db: sled::Db,
+    db: SyncedDb,
     log: sled::Tree,
     meta: sled::Tree,
 }
@@ -365,15 +472,14 @@ impl RaftLogStorage<PlacementTypes> for PlacementLogStore {
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         // The entries are readable now; they are durable only after the
         // flush, and only then may openraft count them.
-        match self.db.flush_async().await {
-            Ok(_) => {
+        match flush(&self.db, ErrorSubject::Logs).await {
+            Ok(()) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
             Err(error) => {
-                let cause = io_error(ErrorSubject::Logs, ErrorVerb::Write, &error);
-                callback.log_io_completed(Err(std::io::Error::from(error)));
-                Err(cause)
+                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                Err(error)
             }
         }
     }
@@ -400,7 +506,7 @@ impl RaftLogStorage<PlacementTypes> for PlacementLogStore {
 /// log id and membership, and the current snapshot.
 #[derive(Debug)]
 pub struct PlacementStateMachine {
-    db: sled::Db,
+    db: SyncedDb,
     machine: sled::Tree,
     snapshots: sled::Tree,
     applied: Option<LogId<NodeId>>,
@@ -454,7 +560,7 @@ impl PlacementStateMachine {
 /// snapshots by the last index they include, so a builder that finishes
 /// after a newer snapshot was installed can never make it current.
 async fn store_snapshot(
-    db: &sled::Db,
+    db: &SyncedDb,
     snapshots: &sled::Tree,
     snapshot: &StoredSnapshot,
 ) -> Result<()> {
@@ -589,7 +695,7 @@ impl RaftStateMachine<PlacementTypes> for PlacementStateMachine {
 /// so applying goes on while it is written.
 #[derive(Debug)]
 pub struct PlacementSnapshotBuilder {
-    db: sled::Db,
+    db: SyncedDb,
     snapshots: sled::Tree,
     applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, PlacementNode>,

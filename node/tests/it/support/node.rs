@@ -91,6 +91,9 @@ pub struct TestNode {
     /// Whether the node runs on the manual clock (`--manual-clock`); see
     /// `start_with_system_clock`.
     manual_clock: bool,
+    /// A program (and its arguments) that runs the node binary, e.g.
+    /// strace; empty to run it directly. Kept for restarts.
+    wrapper: Vec<String>,
     // Declared last so it is removed after the child was told to die.
     data_dir: TempDir,
 }
@@ -167,9 +170,44 @@ impl TestNode {
         admin_token_flag: bool,
         manual_clock: bool,
     ) -> TestNode {
+        TestNode::start_launched(
+            options,
+            extra_args,
+            admin_token_flag,
+            manual_clock,
+            Vec::new(),
+            |_| {},
+        )
+        .await
+    }
+
+    /// Starts a node whose data directory `prepare` is given first (created,
+    /// empty; e.g. to mount a file system there), run through `wrapper`
+    /// (a program and its arguments before the node's command line, e.g.
+    /// strace; empty for none). Restarts use the same wrapper.
+    pub async fn start_prepared(
+        options: NodeOptions,
+        extra_args: Vec<String>,
+        wrapper: Vec<String>,
+        prepare: impl FnOnce(&Path),
+    ) -> TestNode {
+        TestNode::start_launched(options, extra_args, true, true, wrapper, prepare).await
+    }
+
+    async fn start_launched(
+        options: NodeOptions,
+        extra_args: Vec<String>,
+        admin_token_flag: bool,
+        manual_clock: bool,
+        wrapper: Vec<String>,
+        prepare: impl FnOnce(&Path),
+    ) -> TestNode {
         let data_dir = TempDir::new("node");
         let stderr_path = data_dir.path().join("node.stderr");
         let node_data = data_dir.path().join("data");
+        std::fs::create_dir_all(&node_data)
+            .unwrap_or_else(|e| panic!("create {}: {e}", node_data.display()));
+        prepare(&node_data);
         let flag_token = admin_token_flag.then_some(TEST_ADMIN_TOKEN);
         let (child, base_url, generated) = spawn_node(
             &node_data,
@@ -178,6 +216,7 @@ impl TestNode {
             &extra_args,
             flag_token,
             manual_clock,
+            &wrapper,
         )
         .await
         .unwrap_or_else(|failure| {
@@ -203,6 +242,7 @@ impl TestNode {
             admin_token_flag,
             starts: 1,
             manual_clock,
+            wrapper,
             data_dir,
         }
     }
@@ -306,12 +346,19 @@ impl TestNode {
             &extra_args,
             flag_token,
             self.manual_clock,
+            &self.wrapper,
         )
         .await?;
         self.child = child;
         self.base_url = base_url;
         self.extra_args = extra_args;
         Ok(())
+    }
+
+    /// The process id of what was started (the wrapper's, when there is
+    /// one), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The directory given to `--data-dir`.
@@ -565,9 +612,18 @@ async fn spawn_node(
     extra_args: &[String],
     admin_token: Option<&str>,
     manual_clock: bool,
+    wrapper: &[String],
 ) -> Result<(Child, String, Option<String>), StartFailure> {
     let stderr = std::fs::File::create(stderr_path).expect("create the stderr file");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sessiondb"));
+    let binary = env!("CARGO_BIN_EXE_sessiondb");
+    let mut command = match wrapper.split_first() {
+        None => Command::new(binary),
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(binary);
+            command
+        }
+    };
     command
         .arg("serve")
         .arg("--listen")
