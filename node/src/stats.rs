@@ -31,7 +31,94 @@ pub struct Comparison {
     pub relative_improvement: f64,
     pub ci_low: f64,
     pub ci_high: f64,
+    /// Fixed-horizon: valid for one look at a sample size fixed in advance.
     pub p_value: f64,
+    /// Valid however often the results are looked at; `None` while either group has no
+    /// spread (see `relative_estimate`).
+    pub always_valid: Option<AlwaysValid>,
+}
+
+/// The mixing variance τ² of the always-valid inference: the variance of the normal
+/// distribution N(0, τ²) over the relative improvement that the mixture sequential probability
+/// ratio test averages over. τ = 0.1 puts most weight on relative changes within about ±20 %,
+/// the size A/B tests are run to find; the tests stay valid for any τ, which only moves where
+/// they have most power (docs/statistics.md, "Always-valid inference").
+pub const MIXING_VARIANCE_DEFAULT: f64 = 0.01;
+
+/// 1 − the coverage of the confidence sequence, the same 95 % as the fixed-horizon interval.
+const SEQUENCE_ALPHA: f64 = 0.05;
+
+/// Always-valid inference on the relative improvement: a p-value and a confidence sequence that
+/// stay valid however often the results are looked at (docs/statistics.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlwaysValid {
+    pub p_value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// A relative improvement estimated from two groups, with its delta-method variance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RelativeEstimate {
+    value: f64,
+    variance: f64,
+}
+
+/// The relative improvement (mean / mean_b − 1) of two independent estimated means and its
+/// delta-method variance Var(m)/m_b² + m²·Var(m_b)/m_b⁴. `None` unless both variances are
+/// positive: a group without spread (all converted, none converted, a constant value) gives no
+/// estimate of its own noise, and a zero variance would claim certainty.
+fn relative_estimate(
+    mean_baseline: f64,
+    variance_of_mean_baseline: f64,
+    mean: f64,
+    variance_of_mean: f64,
+) -> Option<RelativeEstimate> {
+    if !(variance_of_mean_baseline > 0.0 && variance_of_mean > 0.0) || mean_baseline == 0.0 {
+        return None;
+    }
+    let ratio = mean / mean_baseline;
+    let variance = (variance_of_mean + ratio * ratio * variance_of_mean_baseline)
+        / (mean_baseline * mean_baseline);
+    let estimate = RelativeEstimate {
+        value: ratio - 1.0,
+        variance,
+    };
+    (estimate.value.is_finite() && estimate.variance.is_finite() && estimate.variance > 0.0)
+        .then_some(estimate)
+}
+
+/// The normal-mixture sequential probability ratio test (Johari, Pekelis, Walsh 2017; Robbins
+/// 1970) for an estimate θ̂ ~ N(θ, V): the likelihood ratio of H₁ (θ ~ N(0, τ²)) against θ = θ₀,
+///
+///   Λ(θ₀) = √(V / (V + τ²)) · exp(τ² (θ̂ − θ₀)² / (2 V (V + τ²))),
+///
+/// is a nonnegative martingale under θ₀ with mean 1, so by Ville's inequality
+/// P(∃ n: Λₙ(θ₀) ≥ 1/α) ≤ α. Hence p = min(1, 1/Λ(0)) is an always-valid p-value, and
+/// {θ₀ : Λ(θ₀) < 1/α} — the estimate ± √(V (V + τ²)/τ² · (2 ln(1/α) + ln((V + τ²)/V))) — is
+/// a confidence sequence. Both are the values at the current look: the running minimum of p
+/// and intersection of intervals over past looks would also be valid, but need the history.
+fn mixture_sequential_test(
+    estimate: RelativeEstimate,
+    mixing_variance: f64,
+) -> Option<AlwaysValid> {
+    debug_assert!(mixing_variance > 0.0);
+    let RelativeEstimate { value, variance } = estimate;
+    let spread = variance + mixing_variance;
+    // ln((V + τ²)/V) without overflow when V is tiny.
+    let spread_log = (mixing_variance / variance).ln_1p();
+    let exponent = mixing_variance * value * value / (2.0 * variance * spread);
+    let p_value = (0.5 * spread_log - exponent).min(0.0).exp();
+    let radius = (variance * spread / mixing_variance
+        * (2.0 * (1.0 / SEQUENCE_ALPHA).ln() + spread_log))
+        .sqrt();
+    let result = AlwaysValid {
+        p_value,
+        low: value - radius,
+        high: value + radius,
+    };
+    (result.p_value.is_finite() && result.low.is_finite() && result.high.is_finite())
+        .then_some(result)
 }
 
 /// Sample summary: n observations, their sum and their sum of squares.
@@ -110,7 +197,14 @@ pub fn compare_rates(
         (rate_pooled * (1.0 - rate_pooled) * (1.0 / visitors_baseline + 1.0 / visitors)).sqrt();
     let p_value = p_value_two_sided(difference, standard_error_pooled, normal_cdf);
 
-    comparison_relative(difference, margin, rate_baseline, p_value)
+    let always_valid = relative_estimate(
+        rate_baseline,
+        rate_baseline * (1.0 - rate_baseline) / visitors_baseline,
+        rate,
+        rate * (1.0 - rate) / visitors,
+    )
+    .and_then(|estimate| mixture_sequential_test(estimate, MIXING_VARIANCE_DEFAULT));
+    comparison_relative(difference, margin, rate_baseline, p_value, always_valid)
 }
 
 /// Welch's t-test of means: relative improvement of mean, 95% CI of (mean − mean_b) using the
@@ -140,8 +234,15 @@ pub fn compare_means(baseline: Sample, variation: Sample) -> Option<Comparison> 
     if variance_of_difference == 0.0 {
         // No spread at all: the difference is known exactly.
         let p_value = if difference == 0.0 { 1.0 } else { 0.0 };
-        return comparison_relative(difference, 0.0, mean_baseline, p_value);
+        return comparison_relative(difference, 0.0, mean_baseline, p_value, None);
     }
+    let always_valid = relative_estimate(
+        mean_baseline,
+        variance_of_mean_baseline,
+        variation.mean(),
+        variance_of_mean_variation,
+    )
+    .and_then(|estimate| mixture_sequential_test(estimate, MIXING_VARIANCE_DEFAULT));
 
     let degrees_of_freedom = welch_satterthwaite_degrees_of_freedom(
         variance_of_mean_baseline / variance_of_difference,
@@ -156,7 +257,7 @@ pub fn compare_means(baseline: Sample, variation: Sample) -> Option<Comparison> 
         student_t_cdf(t, degrees_of_freedom)
     });
 
-    comparison_relative(difference, margin, mean_baseline, p_value)
+    comparison_relative(difference, margin, mean_baseline, p_value, always_valid)
 }
 
 /// HyperLogLog standard error of an estimate at a given precision: estimate * 1.04 / sqrt(2^precision).
@@ -279,6 +380,7 @@ fn comparison_relative(
     margin: f64,
     baseline: f64,
     p_value: f64,
+    always_valid: Option<AlwaysValid>,
 ) -> Option<Comparison> {
     // Dividing by a negative baseline would swap the bounds.
     let bound_first = (difference - margin) / baseline;
@@ -288,6 +390,7 @@ fn comparison_relative(
         ci_low: bound_first.min(bound_second),
         ci_high: bound_first.max(bound_second),
         p_value,
+        always_valid,
     };
     let finite = comparison.relative_improvement.is_finite()
         && comparison.ci_low.is_finite()
@@ -887,10 +990,195 @@ mod tests {
     }
 
     #[test]
+    fn mixture_sequential_test_matches_hand_computation() {
+        // θ̂ = 0.2, V = τ² = 0.01: ln((V + τ²)/V) = ln 2, exponent τ²θ̂²/(2V(V + τ²)) = 1, so
+        // p = √2·e⁻¹ = 0.5202600950; radius = √(0.02 · (2 ln 20 + ln 2)) = 0.3656394871.
+        let estimate = RelativeEstimate {
+            value: 0.2,
+            variance: 0.01,
+        };
+        let result = mixture_sequential_test(estimate, 0.01).unwrap();
+        assert_close(result.p_value, 0.520_260_095_022_889, 1e-14);
+        assert_close(result.low, 0.2 - 0.365_639_487_136_384_83, 1e-14);
+        assert_close(result.high, 0.2 + 0.365_639_487_136_384_83, 1e-14);
+    }
+
+    #[test]
+    fn compare_rates_always_valid_matches_hand_computation() {
+        // r = 0.12/0.1 − 1 = 0.2; V = (0.12·0.88/1000 + 1.2²·0.1·0.9/1000)/0.1² = 0.02352;
+        // p = 0.9263197065, CS = 0.2 ∓ 0.7073141363 (numbers from the formulas in Python).
+        let comparison = compare_rates(100, 1000, 120, 1000).unwrap();
+        let always_valid = comparison.always_valid.unwrap();
+        assert_close(always_valid.p_value, 0.926_319_706_479_445_5, 1e-12);
+        assert_close(always_valid.low, -0.507_314_136_320_066_3, 1e-12);
+        assert_close(always_valid.high, 0.907_314_136_320_066_2, 1e-12);
+        // Wider than the fixed-horizon interval, and more cautious in its p-value.
+        assert!(always_valid.low < comparison.ci_low && comparison.ci_high < always_valid.high);
+        assert!(always_valid.p_value > comparison.p_value);
+    }
+
+    #[test]
+    fn always_valid_p_value_and_sequence_agree_on_significance() {
+        // p < α exactly when the sequence excludes 0: both are {θ : Λ(θ) ≥ 1/α} read at 0.
+        for conversions in (40..=200).step_by(7) {
+            for visitors in [500, 2_000, 20_000] {
+                let baseline_conversions = visitors / 10;
+                let Some(comparison) = compare_rates(
+                    baseline_conversions,
+                    visitors,
+                    conversions * visitors / 1000,
+                    visitors,
+                ) else {
+                    continue;
+                };
+                let always_valid = comparison.always_valid.unwrap();
+                let excludes_zero = always_valid.low > 0.0 || always_valid.high < 0.0;
+                assert_eq!(
+                    always_valid.p_value < SEQUENCE_ALPHA,
+                    excludes_zero,
+                    "{conversions}‰ of {visitors}: {always_valid:?}"
+                );
+                assert!(always_valid.low <= comparison.relative_improvement);
+                assert!(comparison.relative_improvement <= always_valid.high);
+            }
+        }
+    }
+
+    #[test]
+    fn always_valid_needs_spread_in_both_groups() {
+        // Everyone converted in the baseline: its variance estimate is 0.
+        assert_eq!(compare_rates(10, 10, 5, 10).unwrap().always_valid, None);
+        // Nobody converted in the variation.
+        assert_eq!(compare_rates(50, 100, 0, 100).unwrap().always_valid, None);
+        let constant = sample_with(8.0, 10.0, 0.0);
+        let varying = sample_with(5.0, 11.0, 2.0);
+        assert_eq!(compare_means(constant, varying).unwrap().always_valid, None);
+        assert!(compare_means(varying, sample_with(9.0, 12.0, 3.0))
+            .unwrap()
+            .always_valid
+            .is_some());
+    }
+
+    #[test]
     fn hll_standard_error_matches_formula() {
         // 2^14 registers: √16384 = 128, so 1.04/128 = 0.8125%.
         assert_close(hll_standard_error(1_000_000.0, 14), 8125.0, 1e-9);
         assert_close(hll_standard_error(1000.0, 4), 260.0, 1e-12);
         assert_eq!(hll_standard_error(0.0, 14), 0.0);
+    }
+}
+
+/// A/A experiments looked at after every bucket, as a live results page does: how often does
+/// some look declare a difference that does not exist? (docs/statistics.md, "Peeking".)
+#[cfg(test)]
+mod peeking_simulation {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    const SEED: u64 = 19;
+    const EXPERIMENTS: u32 = 1_000;
+    const BUCKETS: u32 = 50;
+    const VISITORS_PER_BUCKET_PER_VARIATION: u32 = 100;
+    const CONVERSION_RATE: f64 = 0.1;
+    /// Revenue per converting visitor: exponential with this mean (skewed like real revenue).
+    const VALUE_MEAN: f64 = 40.0;
+    const ALPHA: f64 = 0.05;
+
+    /// What fraction of experiments had at least one look with a "significant" answer.
+    #[derive(Debug, Default)]
+    struct FalsePositives {
+        fixed_horizon: u32,
+        always_valid: u32,
+        /// Looks where the confidence sequence missed the true relative improvement, 0.
+        sequence_missed: u32,
+    }
+
+    impl FalsePositives {
+        fn record(&mut self, looks: &[Comparison]) {
+            let any = |predicate: &dyn Fn(&Comparison) -> bool| looks.iter().any(predicate);
+            self.fixed_horizon += u32::from(any(&|c| c.p_value < ALPHA));
+            self.always_valid +=
+                u32::from(any(&|c| c.always_valid.is_some_and(|a| a.p_value < ALPHA)));
+            self.sequence_missed += u32::from(any(&|c| {
+                c.always_valid.is_some_and(|a| a.low > 0.0 || a.high < 0.0)
+            }));
+        }
+
+        fn rates(&self) -> (f64, f64, f64) {
+            let experiments = f64::from(EXPERIMENTS);
+            (
+                f64::from(self.fixed_horizon) / experiments,
+                f64::from(self.always_valid) / experiments,
+                f64::from(self.sequence_missed) / experiments,
+            )
+        }
+    }
+
+    /// One visitor: whether they converted and the value they brought.
+    fn visitor(rng: &mut ChaCha8Rng) -> (bool, f64) {
+        if rng.gen_bool(CONVERSION_RATE) {
+            let uniform: f64 = rng.gen();
+            (true, -VALUE_MEAN * (1.0 - uniform).ln())
+        } else {
+            (false, 0.0)
+        }
+    }
+
+    #[test]
+    fn always_valid_inference_survives_peeking_where_fixed_horizon_does_not() {
+        let mut rng = ChaCha8Rng::seed_from_u64(SEED);
+        let mut rates = FalsePositives::default();
+        let mut values = FalsePositives::default();
+        for _ in 0..EXPERIMENTS {
+            // Per variation: visitors, conversions, Σ value, Σ value².
+            let mut totals = [(0_i64, 0_i64, 0.0_f64, 0.0_f64); 2];
+            let mut rate_looks = Vec::with_capacity(BUCKETS as usize);
+            let mut value_looks = Vec::with_capacity(BUCKETS as usize);
+            for _ in 0..BUCKETS {
+                for total in &mut totals {
+                    for _ in 0..VISITORS_PER_BUCKET_PER_VARIATION {
+                        let (converted, value) = visitor(&mut rng);
+                        total.0 += 1;
+                        total.1 += i64::from(converted);
+                        total.2 += value;
+                        total.3 += value * value;
+                    }
+                }
+                let [baseline, variation] = totals;
+                rate_looks.extend(compare_rates(
+                    baseline.1,
+                    baseline.0,
+                    variation.1,
+                    variation.0,
+                ));
+                let sample = |total: (i64, i64, f64, f64)| Sample {
+                    count: total.0 as f64,
+                    sum: total.2,
+                    sum_squares: total.3,
+                };
+                value_looks.extend(compare_means(sample(baseline), sample(variation)));
+            }
+            rates.record(&rate_looks);
+            values.record(&value_looks);
+        }
+        let (rate_fixed, rate_always_valid, rate_missed) = rates.rates();
+        let (value_fixed, value_always_valid, value_missed) = values.rates();
+        // The numbers docs/statistics.md reports (`--nocapture` shows them).
+        eprintln!(
+            "A/A, {EXPERIMENTS} experiments × {BUCKETS} looks: conversion rate: fixed-horizon \
+             {rate_fixed}, always-valid {rate_always_valid}, sequence missed 0 in {rate_missed}; \
+             value per visitor: fixed-horizon {value_fixed}, always-valid {value_always_valid}, \
+             sequence missed 0 in {value_missed}"
+        );
+        for (name, fixed, always_valid, missed) in [
+            ("rate", rate_fixed, rate_always_valid, rate_missed),
+            ("value", value_fixed, value_always_valid, value_missed),
+        ] {
+            assert!(always_valid <= ALPHA, "{name}: always-valid {always_valid}");
+            assert!(missed <= ALPHA, "{name}: sequence missed {missed}");
+            // Peeking 50 times inflates a 5 % test several-fold.
+            assert!(fixed > 2.0 * ALPHA, "{name}: fixed-horizon {fixed}");
+        }
     }
 }

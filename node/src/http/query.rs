@@ -173,6 +173,7 @@ fn results_of(
                     .iter()
                     .map(|variation| variation_of(variation, &keys))
                     .collect(),
+                srm: None,
             })
             .collect(),
         partial: !gathered.missing_nodes.is_empty(),
@@ -253,6 +254,14 @@ fn comparison_of(comparison: Comparison) -> wire::Comparison {
         ci_low: comparison.ci_low,
         ci_high: comparison.ci_high,
         p_value: comparison.p_value,
+        p_value_holm: None,
+        always_valid_p_value: comparison
+            .always_valid
+            .map(|always_valid| always_valid.p_value),
+        cs_low: comparison.always_valid.map(|always_valid| always_valid.low),
+        cs_high: comparison
+            .always_valid
+            .map(|always_valid| always_valid.high),
     }
 }
 
