@@ -5,7 +5,7 @@
 //! assert) and map infinities to their limits; the comparisons return `None` rather than a
 //! result with a non-finite field.
 
-use statrs::distribution::{Continuous, ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{ChiSquared, Continuous, ContinuousCDF, Normal, StudentsT};
 
 /// The 97.5% quantile of the standard normal distribution: the multiplier of a two-sided 95%
 /// interval. A constant (checked against `normal_quantile` in the tests) so that a comparison
@@ -33,6 +33,9 @@ pub struct Comparison {
     pub ci_high: f64,
     /// Fixed-horizon: valid for one look at a sample size fixed in advance.
     pub p_value: f64,
+    /// `p_value` adjusted for the other comparisons of the same query (`holm_adjusted`);
+    /// `p_value` itself until the query applies the correction.
+    pub p_value_holm: f64,
     /// Valid however often the results are looked at; `None` while either group has no
     /// spread (see `relative_estimate`).
     pub always_valid: Option<AlwaysValid>,
@@ -260,6 +263,67 @@ pub fn compare_means(baseline: Sample, variation: Sample) -> Option<Comparison> 
     comparison_relative(difference, margin, mean_baseline, p_value, always_valid)
 }
 
+/// Below this p-value the split of visitors between variations is flagged as a sample ratio
+/// mismatch. Strict on purpose: the check runs on every look at every group, and a broken
+/// split usually shows p-values many orders of magnitude smaller.
+pub const SAMPLE_RATIO_MISMATCH_P_VALUE_MAX: f64 = 0.001;
+
+/// Pearson's chi-square goodness-of-fit test of visitors per variation against the expected
+/// allocation: χ² = Σ (oᵢ − eᵢ)² / eᵢ with eᵢ = N·wᵢ/Σw, and p = P(χ²ₖ₋₁ ≥ χ²). `None` with
+/// fewer than two variations, no visitors, or weights that are not all positive and finite
+/// (callers validate weights; this only refuses to compute nonsense).
+pub fn sample_ratio_mismatch_p_value(visitors: &[i64], weights: &[f64]) -> Option<f64> {
+    debug_assert_eq!(visitors.len(), weights.len());
+    if visitors.len() < 2 || visitors.len() != weights.len() {
+        return None;
+    }
+    if !weights
+        .iter()
+        .all(|weight| weight.is_finite() && *weight > 0.0)
+    {
+        return None;
+    }
+    if visitors.iter().any(|count| *count < 0) {
+        return None;
+    }
+    let total: f64 = visitors.iter().map(|count| *count as f64).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let weights_sum: f64 = weights.iter().sum();
+    let statistic: f64 = visitors
+        .iter()
+        .zip(weights)
+        .map(|(observed, weight)| {
+            let expected = total * weight / weights_sum;
+            let deviation = *observed as f64 - expected;
+            deviation * deviation / expected
+        })
+        .sum();
+    let degrees_of_freedom = (visitors.len() - 1) as f64;
+    let distribution = ChiSquared::new(degrees_of_freedom).ok()?;
+    let p_value = distribution.sf(statistic);
+    p_value.is_finite().then_some(p_value.clamp(0.0, 1.0))
+}
+
+/// Holm's step-down adjustment (Holm 1979) of a family of p-values: sorted ascending, the i-th
+/// smallest (from 1) becomes max over j ≤ i of min(1, (m − j + 1)·p₍ⱼ₎). It controls the
+/// family-wise error rate at α under any dependence between the tests, and is uniformly more
+/// powerful than Bonferroni. Returned in the order given.
+pub fn holm_adjusted(p_values: &[f64]) -> Vec<f64> {
+    let count = p_values.len();
+    let mut order: Vec<usize> = (0..count).collect();
+    order.sort_by(|left, right| p_values[*left].total_cmp(&p_values[*right]));
+    let mut adjusted = vec![0.0; count];
+    let mut running_max: f64 = 0.0;
+    for (rank, index) in order.into_iter().enumerate() {
+        let multiplier = (count - rank) as f64;
+        running_max = running_max.max((multiplier * p_values[index]).min(1.0));
+        adjusted[index] = running_max;
+    }
+    adjusted
+}
+
 /// HyperLogLog standard error of an estimate at a given precision: estimate * 1.04 / sqrt(2^precision).
 pub fn hll_standard_error(estimate: f64, precision: u8) -> f64 {
     let registers_count = 2.0_f64.powi(i32::from(precision));
@@ -390,6 +454,7 @@ fn comparison_relative(
         ci_low: bound_first.min(bound_second),
         ci_high: bound_first.max(bound_second),
         p_value,
+        p_value_holm: p_value,
         always_valid,
     };
     let finite = comparison.relative_improvement.is_finite()
@@ -1057,6 +1122,52 @@ mod tests {
             .unwrap()
             .always_valid
             .is_some());
+    }
+
+    #[test]
+    fn holm_adjustment_matches_hand_computation() {
+        // Sorted 0.01, 0.02, 0.03, 0.5 → ×4, ×3, ×2, ×1 = 0.04, 0.06, 0.06, 0.5, made monotone.
+        let adjusted = holm_adjusted(&[0.03, 0.5, 0.01, 0.02]);
+        let expected = [0.06, 0.5, 0.04, 0.06];
+        for (actual, expected) in adjusted.iter().zip(expected) {
+            assert_close(*actual, expected, 1e-15);
+        }
+        // Monotone even when a larger p-value times a smaller multiplier is smaller.
+        assert_eq!(holm_adjusted(&[0.04, 0.045]), vec![0.08, 0.08]);
+        assert_eq!(holm_adjusted(&[0.9, 0.8]), vec![1.0, 1.0]);
+        assert_eq!(holm_adjusted(&[0.3]), vec![0.3]);
+        assert!(holm_adjusted(&[]).is_empty());
+    }
+
+    #[test]
+    fn sample_ratio_mismatch_matches_hand_computation() {
+        // 1000 vs 800 on 50/50: e = 900 each, χ² = 100²/900 · 2 = 22.2222, 1 degree of
+        // freedom: p = erfc(√(χ²/2)) = 2.4285e-6 (the example, flagged).
+        let p_value = sample_ratio_mismatch_p_value(&[1000, 800], &[1.0, 1.0]).unwrap();
+        assert_close_relative(p_value, 2.428_467_472_975_840_3e-6, 1e-8);
+        assert!(p_value < SAMPLE_RATIO_MISMATCH_P_VALUE_MAX);
+        // The same counts on a 5:4 allocation fit exactly.
+        assert_close(
+            sample_ratio_mismatch_p_value(&[1000, 800], &[5.0, 4.0]).unwrap(),
+            1.0,
+            1e-15,
+        );
+        // Three variations: e = 100 each, χ² = (100 + 0 + 100)/100 = 2, 2 degrees of freedom:
+        // p = e^(−χ²/2) = e⁻¹.
+        let p_value = sample_ratio_mismatch_p_value(&[110, 100, 90], &[1.0, 1.0, 1.0]).unwrap();
+        assert_close(p_value, (-1.0_f64).exp(), CDF_ABSOLUTE_TOLERANCE);
+    }
+
+    #[test]
+    fn sample_ratio_mismatch_refuses_what_it_cannot_test() {
+        assert_eq!(sample_ratio_mismatch_p_value(&[10], &[1.0]), None);
+        assert_eq!(sample_ratio_mismatch_p_value(&[0, 0], &[1.0, 1.0]), None);
+        assert_eq!(sample_ratio_mismatch_p_value(&[5, 5], &[1.0, 0.0]), None);
+        assert_eq!(
+            sample_ratio_mismatch_p_value(&[5, 5], &[1.0, f64::NAN]),
+            None
+        );
+        assert_eq!(sample_ratio_mismatch_p_value(&[5, -5], &[1.0, 1.0]), None);
     }
 
     #[test]

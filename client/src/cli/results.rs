@@ -3,7 +3,7 @@
 use super::args::ResultsArgs;
 use super::table::{format_percent, format_signed_percent, format_utc, Align, Table};
 use super::{CliError, Context, EXIT_OK};
-use crate::protocol::{ResultsGroup, ResultsResponse};
+use crate::protocol::{ResultsGroup, ResultsResponse, SampleRatioMismatch};
 use crate::{Client, ResultsRequest};
 
 pub async fn run(client: &Client, context: &Context, args: ResultsArgs) -> Result<u8, CliError> {
@@ -15,6 +15,7 @@ pub async fn run(client: &Client, context: &Context, args: ResultsArgs) -> Resul
         breakdown: args.breakdown,
         keys: args.keys,
         baseline: args.baseline,
+        weights: args.weights,
     };
     let results = client
         .results(&request)
@@ -83,6 +84,9 @@ fn render_group(results: &ResultsResponse, group: &ResultsGroup) -> String {
         ]);
     }
     let mut out = visitors.render();
+    if let Some(srm) = &group.srm {
+        out.push_str(&render_sample_ratio_mismatch(srm));
+    }
     for key in &results.keys {
         let mut table = Table::new(&[
             ("VARIATION", Align::Left),
@@ -123,6 +127,26 @@ fn render_group(results: &ResultsResponse, group: &ResultsGroup) -> String {
         out.push_str(&table.render());
     }
     out
+}
+
+/// One line on the split of visitors: a warning when it is broken, since
+/// then no comparison below can be trusted.
+fn render_sample_ratio_mismatch(srm: &SampleRatioMismatch) -> String {
+    let expected: Vec<String> = srm
+        .expected_weights
+        .iter()
+        .map(|(variation, weight)| format!("{variation} {}", format_percent(*weight)))
+        .collect();
+    let verdict = if srm.flagged {
+        "SAMPLE RATIO MISMATCH: the split of visitors is broken; do not trust the comparisons"
+    } else {
+        "sample ratio ok"
+    };
+    format!(
+        "{verdict} (p = {:.4}, expected {})\n",
+        srm.p_value,
+        expected.join(" / ")
+    )
 }
 
 #[cfg(test)]

@@ -257,18 +257,49 @@ fn answer(estimates: Estimates<'_>, query: &ResultsQuery) -> Result<Results, Que
             .collect(),
     };
     values.dedup();
-    let groups = values
+    let mut groups: Vec<GroupResults> = values
         .into_iter()
         .map(|value| GroupResults {
             variations: group_results(&estimates, &value, &variations, &keys, baseline.as_ref()),
             value,
         })
         .collect();
+    correct_for_multiple_comparisons(&mut groups);
     Ok(Results {
         keys,
         baseline,
         groups,
     })
+}
+
+/// Holm's correction over every fixed-horizon p-value of the answer: each
+/// group (breakdown value) × variation × key × rate and value is one
+/// hypothesis, because a reader scanning the page for "significant" cells
+/// tests them all at once (docs/statistics.md, "Several comparisons").
+fn correct_for_multiple_comparisons(groups: &mut [GroupResults]) {
+    let comparisons = || {
+        groups
+            .iter()
+            .flat_map(|group| &group.variations)
+            .flat_map(|variation| &variation.comparisons)
+            .flat_map(|comparison| [&comparison.rate, &comparison.value])
+            .flatten()
+    };
+    let p_values: Vec<f64> = comparisons().map(|comparison| comparison.p_value).collect();
+    let adjusted = stats::holm_adjusted(&p_values);
+    let mut adjusted = adjusted.into_iter();
+    for comparison in groups
+        .iter_mut()
+        .flat_map(|group| &mut group.variations)
+        .flat_map(|variation| &mut variation.comparisons)
+        .flat_map(|comparison| [&mut comparison.rate, &mut comparison.value])
+        .flatten()
+    {
+        comparison.p_value_holm = adjusted
+            .next()
+            .expect("one adjusted p-value per comparison, in the same order");
+    }
+    debug_assert!(adjusted.next().is_none());
 }
 
 fn group_results(

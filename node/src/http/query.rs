@@ -10,10 +10,13 @@ use crate::engine::aggregates::Counters;
 use crate::engine::journal;
 use crate::engine::query::{Results, VariationResults};
 use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer};
-use crate::stats::Comparison;
+use crate::limits;
+use crate::stats::{self, Comparison};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
+use std::collections::BTreeMap;
 
 /// Largest `PartialRequest` body (a few names and keys).
 const PARTIAL_REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -49,6 +52,9 @@ pub struct ResultsParams {
     breakdown: Option<String>,
     keys: Option<String>,
     baseline: Option<String>,
+    /// Expected allocation for the sample ratio mismatch check:
+    /// `variation:weight,…`, every variation named (default: equal).
+    weights: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +107,7 @@ async fn results_answer(
 ) -> Result<HttpResponse, ApiError> {
     let (project, experiment) = path.into_inner();
     let params = params.into_inner();
+    let weights = params.weights.as_deref().map(parse_weights).transpose()?;
     let request = ResultsRequest {
         from_ms: params.from,
         to_ms: params.to,
@@ -113,7 +120,119 @@ async fn results_answer(
         .coordinator
         .results(&project, &experiment, &request)
         .await?;
-    Ok(HttpResponse::Ok().json(results_of(&project, &experiment, gathered)))
+    let mut response = results_of(&project, &experiment, gathered);
+    add_sample_ratio_mismatch(&mut response, weights.as_ref())?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// Expected allocation weights by variation, as the query gave them.
+type Weights = BTreeMap<String, f64>;
+
+/// Reads `variation:weight,…`: positive finite weights, each variation once,
+/// at most `QUERY_WEIGHTS_MAX` of them.
+fn parse_weights(text: &str) -> Result<Weights, ApiError> {
+    let invalid = |reason: String| {
+        ApiError::bad_request(
+            ErrorCode::InvalidQuery,
+            format!("invalid `weights` ({reason}); expected `variation:weight,…`, e.g. `control:1,treatment:1`"),
+        )
+    };
+    let mut weights = Weights::new();
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let Some((variation, weight)) = entry.rsplit_once(':') else {
+            return Err(invalid(format!("`{entry}` has no `:weight`")));
+        };
+        let weight: f64 = weight
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("`{weight}` is not a number")))?;
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(invalid(format!(
+                "the weight of `{variation}` must be positive and finite"
+            )));
+        }
+        if weights
+            .insert(variation.trim().to_string(), weight)
+            .is_some()
+        {
+            return Err(invalid(format!("`{variation}` is given twice")));
+        }
+        if weights.len() > limits::QUERY_WEIGHTS_MAX {
+            return Err(invalid(format!(
+                "more than {} variations",
+                limits::QUERY_WEIGHTS_MAX
+            )));
+        }
+    }
+    if weights.is_empty() {
+        return Err(invalid("no variation given".to_string()));
+    }
+    Ok(weights)
+}
+
+/// Adds each group's sample ratio mismatch check. Weights, when given, must
+/// name exactly the experiment's variations: a missing one would leave its
+/// share undefined, an unknown one is a typo the reader should hear about.
+fn add_sample_ratio_mismatch(
+    response: &mut wire::ResultsResponse,
+    weights: Option<&Weights>,
+) -> Result<(), ApiError> {
+    let Some(first) = response.groups.first() else {
+        return Ok(());
+    };
+    let variations: Vec<String> = first
+        .variations
+        .iter()
+        .map(|variation| variation.variation.clone())
+        .collect();
+    let expected: Vec<f64> = match weights {
+        None => vec![1.0; variations.len()],
+        Some(weights) => {
+            if let Some(unknown) = weights.keys().find(|name| !variations.contains(name)) {
+                return Err(ApiError::bad_request(
+                    ErrorCode::InvalidQuery,
+                    format!("`weights` names `{unknown}`, which is not a variation of this experiment (variations: {})", variations.join(", ")),
+                ));
+            }
+            if let Some(missing) = variations.iter().find(|name| !weights.contains_key(*name)) {
+                return Err(ApiError::bad_request(
+                    ErrorCode::InvalidQuery,
+                    format!("`weights` must give every variation a weight; `{missing}` has none"),
+                ));
+            }
+            variations.iter().map(|name| weights[name]).collect()
+        }
+    };
+    let total: f64 = expected.iter().sum();
+    for group in &mut response.groups {
+        // Every group lists the same variations in the same order (`engine::query`).
+        debug_assert!(group
+            .variations
+            .iter()
+            .map(|variation| &variation.variation)
+            .eq(variations.iter()));
+        let visitors: Vec<i64> = group
+            .variations
+            .iter()
+            .map(|variation| variation.visitors)
+            .collect();
+        group.srm = stats::sample_ratio_mismatch_p_value(&visitors, &expected).map(|p_value| {
+            wire::SampleRatioMismatch {
+                p_value,
+                expected_weights: variations
+                    .iter()
+                    .zip(&expected)
+                    .map(|(name, weight)| (name.clone(), weight / total))
+                    .collect(),
+                flagged: p_value < stats::SAMPLE_RATIO_MISMATCH_P_VALUE_MAX,
+            }
+        });
+    }
+    Ok(())
 }
 
 pub async fn time_series(
@@ -254,7 +373,7 @@ fn comparison_of(comparison: Comparison) -> wire::Comparison {
         ci_low: comparison.ci_low,
         ci_high: comparison.ci_high,
         p_value: comparison.p_value,
-        p_value_holm: None,
+        p_value_holm: Some(comparison.p_value_holm),
         always_valid_p_value: comparison
             .always_valid
             .map(|always_valid| always_valid.p_value),
