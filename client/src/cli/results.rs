@@ -246,4 +246,22 @@ b                 15           16  15.00%  +50.0% [-10.0%, +110.0%]   0.2869
 ";
         assert!(text.ends_with(expected), "{text}");
     }
+
+    #[test]
+    fn a_broken_split_is_shouted() {
+        let srm = |p_value: f64, flagged: bool| SampleRatioMismatch {
+            p_value,
+            expected_weights: [("a".to_string(), 0.5), ("b".to_string(), 0.5)].into(),
+            flagged,
+        };
+        assert_eq!(
+            render_sample_ratio_mismatch(&srm(0.000_002_4, true)),
+            "SAMPLE RATIO MISMATCH: the split of visitors is broken; do not trust the \
+             comparisons (p = 0.0000, expected a 50.00% / b 50.00%)\n"
+        );
+        assert_eq!(
+            render_sample_ratio_mismatch(&srm(0.53, false)),
+            "sample ratio ok (p = 0.5300, expected a 50.00% / b 50.00%)\n"
+        );
+    }
 }

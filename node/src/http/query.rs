@@ -11,7 +11,7 @@ use crate::engine::journal;
 use crate::engine::query::{Results, VariationResults};
 use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer};
 use crate::limits;
-use crate::stats::{self, Comparison};
+use crate::stats::Comparison;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use sessiondb_protocol as wire;
@@ -114,18 +114,18 @@ async fn results_answer(
         breakdown: params.breakdown,
         keys: split_keys(params.keys.as_deref()),
         baseline: params.baseline,
+        weights,
     };
     let gathered = state
         .cluster
         .coordinator
         .results(&project, &experiment, &request)
         .await?;
-    let mut response = results_of(&project, &experiment, gathered);
-    add_sample_ratio_mismatch(&mut response, weights.as_ref())?;
-    Ok(HttpResponse::Ok().json(response))
+    Ok(HttpResponse::Ok().json(results_of(&project, &experiment, gathered)))
 }
 
-/// Expected allocation weights by variation, as the query gave them.
+/// Expected allocation weights by variation, as the query gave them; the
+/// query checks them against the variations.
 type Weights = BTreeMap<String, f64>;
 
 /// Reads `variation:weight,…`: positive finite weights, each variation once,
@@ -172,67 +172,6 @@ fn parse_weights(text: &str) -> Result<Weights, ApiError> {
         return Err(invalid("no variation given".to_string()));
     }
     Ok(weights)
-}
-
-/// Adds each group's sample ratio mismatch check. Weights, when given, must
-/// name exactly the experiment's variations: a missing one would leave its
-/// share undefined, an unknown one is a typo the reader should hear about.
-fn add_sample_ratio_mismatch(
-    response: &mut wire::ResultsResponse,
-    weights: Option<&Weights>,
-) -> Result<(), ApiError> {
-    let Some(first) = response.groups.first() else {
-        return Ok(());
-    };
-    let variations: Vec<String> = first
-        .variations
-        .iter()
-        .map(|variation| variation.variation.clone())
-        .collect();
-    let expected: Vec<f64> = match weights {
-        None => vec![1.0; variations.len()],
-        Some(weights) => {
-            if let Some(unknown) = weights.keys().find(|name| !variations.contains(name)) {
-                return Err(ApiError::bad_request(
-                    ErrorCode::InvalidQuery,
-                    format!("`weights` names `{unknown}`, which is not a variation of this experiment (variations: {})", variations.join(", ")),
-                ));
-            }
-            if let Some(missing) = variations.iter().find(|name| !weights.contains_key(*name)) {
-                return Err(ApiError::bad_request(
-                    ErrorCode::InvalidQuery,
-                    format!("`weights` must give every variation a weight; `{missing}` has none"),
-                ));
-            }
-            variations.iter().map(|name| weights[name]).collect()
-        }
-    };
-    let total: f64 = expected.iter().sum();
-    for group in &mut response.groups {
-        // Every group lists the same variations in the same order (`engine::query`).
-        debug_assert!(group
-            .variations
-            .iter()
-            .map(|variation| &variation.variation)
-            .eq(variations.iter()));
-        let visitors: Vec<i64> = group
-            .variations
-            .iter()
-            .map(|variation| variation.visitors)
-            .collect();
-        group.srm = stats::sample_ratio_mismatch_p_value(&visitors, &expected).map(|p_value| {
-            wire::SampleRatioMismatch {
-                p_value,
-                expected_weights: variations
-                    .iter()
-                    .zip(&expected)
-                    .map(|(name, weight)| (name.clone(), weight / total))
-                    .collect(),
-                flagged: p_value < stats::SAMPLE_RATIO_MISMATCH_P_VALUE_MAX,
-            }
-        });
-    }
-    Ok(())
 }
 
 pub async fn time_series(
@@ -292,7 +231,17 @@ fn results_of(
                     .iter()
                     .map(|variation| variation_of(variation, &keys))
                     .collect(),
-                srm: None,
+                srm: group
+                    .sample_ratio_mismatch
+                    .map(|srm| wire::SampleRatioMismatch {
+                        p_value: srm.p_value,
+                        expected_weights: srm
+                            .expected_weights
+                            .into_iter()
+                            .map(|(variation, weight)| (variation.to_string(), weight))
+                            .collect(),
+                        flagged: srm.flagged,
+                    }),
             })
             .collect(),
         partial: !gathered.missing_nodes.is_empty(),
