@@ -920,7 +920,7 @@ mod tests {
             results_url(&request),
             "http://127.0.0.1:7070/v1/projects/shop/experiments/checkout/results\
              ?from=1764144000000&to=1764147600000&breakdown=browser\
-             &keys=purchase,add_to_cart&baseline=a&weights=a:1,b:2"
+             &keys=purchase,add_to_cart&baseline=a&weights=a%3A1,b%3A2"
         );
     }
 
