@@ -576,6 +576,47 @@ pub fn compare(actual: &ResultsResponse, expected: &OracleResults, keys: &[&str]
         }
     }
     problems.extend(compare_comparisons(actual, keys));
+    problems.extend(holm_problems(actual));
+    problems
+}
+
+/// Holm's correction over the m comparisons of an answer lies between the
+/// uncorrected p-value and Bonferroni's min(1, m·p), and keeps the order of
+/// the uncorrected p-values (docs/statistics.md, "Several comparisons").
+fn holm_problems(actual: &ResultsResponse) -> Vec<String> {
+    let comparisons: Vec<&Comparison> = actual
+        .groups
+        .iter()
+        .flat_map(|group| &group.variations)
+        .flat_map(|variation| &variation.metrics)
+        .flat_map(|metrics| [&metrics.rate_comparison, &metrics.value_comparison])
+        .flatten()
+        .collect();
+    let count = comparisons.len() as f64;
+    let mut problems = Vec::new();
+    for comparison in &comparisons {
+        let Some(holm) = comparison.p_value_holm else {
+            problems.push(format!("a comparison without p_value_holm: {comparison:?}"));
+            continue;
+        };
+        let bonferroni = (count * comparison.p_value).min(1.0);
+        if !(comparison.p_value <= holm && holm <= bonferroni * (1.0 + 1e-12)) {
+            problems.push(format!(
+                "p_value_holm {holm} outside [p_value {}, Bonferroni {bonferroni}]",
+                comparison.p_value
+            ));
+        }
+    }
+    for first in &comparisons {
+        for second in &comparisons {
+            if first.p_value < second.p_value && first.p_value_holm > second.p_value_holm {
+                problems.push(format!(
+                    "Holm reorders p-values: {} → {:?} but {} → {:?}",
+                    first.p_value, first.p_value_holm, second.p_value, second.p_value_holm
+                ));
+            }
+        }
+    }
     problems
 }
 
