@@ -279,6 +279,9 @@ pub struct ResultsRequest {
     pub keys: Vec<String>,
     /// The variation the others are compared against.
     pub baseline: Option<String>,
+    /// Expected allocation for the sample ratio mismatch check,
+    /// `variation:weight,…` naming every variation (node default: equal).
+    pub weights: Option<String>,
 }
 
 impl ResultsRequest {
@@ -292,6 +295,7 @@ impl ResultsRequest {
             breakdown: None,
             keys: Vec::new(),
             baseline: None,
+            weights: None,
         }
     }
 
@@ -303,6 +307,9 @@ impl ResultsRequest {
         push_keys(&mut query, &self.keys);
         if let Some(baseline) = &self.baseline {
             query.push(("baseline", baseline.clone()));
+        }
+        if let Some(weights) = &self.weights {
+            query.push(("weights", weights.clone()));
         }
         query
     }
@@ -906,13 +913,14 @@ mod tests {
             breakdown: Some("browser".into()),
             keys: vec!["purchase".into(), "add_to_cart".into()],
             baseline: Some("a".into()),
+            weights: Some("a:1,b:2".into()),
             ..ResultsRequest::new("shop", "checkout")
         };
         assert_eq!(
             results_url(&request),
             "http://127.0.0.1:7070/v1/projects/shop/experiments/checkout/results\
              ?from=1764144000000&to=1764147600000&breakdown=browser\
-             &keys=purchase,add_to_cart&baseline=a"
+             &keys=purchase,add_to_cart&baseline=a&weights=a%3A1,b%3A2"
         );
     }
 

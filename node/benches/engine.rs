@@ -87,6 +87,7 @@ fn main() {
         breakdown: Some(Arc::from("browser")),
         keys: vec![Arc::from("purchase")],
         baseline: None,
+        weights: None,
     };
     let mut latencies_us: Vec<f64> = (0..options.queries)
         .map(|_| {

@@ -37,6 +37,9 @@ pub const PROJECTS_MAX: usize = 1_000;
 pub const BREAKDOWN_ATTRIBUTES_MAX: usize = 16;
 /// Most conversion keys in one results query.
 pub const QUERY_KEYS_MAX: usize = 32;
+/// Most variations one results query may give an expected allocation weight
+/// (`weights`, for the sample ratio mismatch check).
+pub const QUERY_WEIGHTS_MAX: usize = 64;
 /// Most buckets one results or time-series query may span.
 pub const QUERY_BUCKETS_MAX: i64 = 24 * 400;
 /// Most points one time-series answer may hold per variation.

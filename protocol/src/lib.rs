@@ -310,15 +310,36 @@ pub struct Estimate {
     pub standard_error: f64,
 }
 
-/// A comparison of a variation against the baseline variation.
+/// A comparison of a variation against the baseline variation
+/// (`docs/statistics.md` gives every formula and when to trust which number).
+///
+/// The fields added after the first release are optional, so that a client
+/// decodes answers of older nodes and the other way round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     /// (variation − baseline) / baseline.
     pub relative_improvement: f64,
-    /// 95% confidence interval of the relative improvement.
+    /// Fixed-horizon 95% confidence interval of the relative improvement:
+    /// valid for one look at a sample size fixed in advance.
     pub ci_low: f64,
     pub ci_high: f64,
+    /// Fixed-horizon two-sided p-value (same caveat as the interval).
     pub p_value: f64,
+    /// `p_value` after Holm's correction across every comparison of the
+    /// query (variations × keys × rate and value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value_holm: Option<f64>,
+    /// Always-valid p-value (mixture sequential probability ratio test):
+    /// valid however often the results are looked at. Absent while either
+    /// group has no spread (e.g. no conversions yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always_valid_p_value: Option<f64>,
+    /// 95% confidence sequence of the relative improvement: an interval
+    /// valid at every look at once. Absent with `always_valid_p_value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cs_low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cs_high: Option<f64>,
 }
 
 /// Metrics of one conversion key for one variation.
@@ -393,6 +414,22 @@ pub struct ResultsGroup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown_value: Option<String>,
     pub variations: Vec<VariationResults>,
+    /// Sample ratio mismatch check of this group's visitors; absent with
+    /// fewer than two variations or no visitors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srm: Option<SampleRatioMismatch>,
+}
+
+/// Pearson's chi-square test of visitors per variation against the
+/// expected allocation (`docs/statistics.md`, "Sample ratio mismatch").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRatioMismatch {
+    pub p_value: f64,
+    /// Per variation, its expected share of visitors (summing to 1): equal
+    /// unless the query gave `weights`.
+    pub expected_weights: BTreeMap<String, f64>,
+    /// `p_value` < 0.001: the split is broken, and so are the comparisons.
+    pub flagged: bool,
 }
 
 /// `GET /v1/projects/{project}/experiments/{experiment}/results`.

@@ -7,7 +7,9 @@
 
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
-use sessiondb_protocol::{Event, EventType, KeyMetrics, ResultsResponse, VariationResults};
+use sessiondb_protocol::{
+    Comparison, Event, EventType, KeyMetrics, ResultsResponse, VariationResults,
+};
 use sessiondb_workload::ts_ms;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -574,6 +576,47 @@ pub fn compare(actual: &ResultsResponse, expected: &OracleResults, keys: &[&str]
         }
     }
     problems.extend(compare_comparisons(actual, keys));
+    problems.extend(holm_problems(actual));
+    problems
+}
+
+/// Holm's correction over the m comparisons of an answer lies between the
+/// uncorrected p-value and Bonferroni's min(1, m·p), and keeps the order of
+/// the uncorrected p-values (docs/statistics.md, "Several comparisons").
+fn holm_problems(actual: &ResultsResponse) -> Vec<String> {
+    let comparisons: Vec<&Comparison> = actual
+        .groups
+        .iter()
+        .flat_map(|group| &group.variations)
+        .flat_map(|variation| &variation.metrics)
+        .flat_map(|metrics| [&metrics.rate_comparison, &metrics.value_comparison])
+        .flatten()
+        .collect();
+    let count = comparisons.len() as f64;
+    let mut problems = Vec::new();
+    for comparison in &comparisons {
+        let Some(holm) = comparison.p_value_holm else {
+            problems.push(format!("a comparison without p_value_holm: {comparison:?}"));
+            continue;
+        };
+        let bonferroni = (count * comparison.p_value).min(1.0);
+        if !(comparison.p_value <= holm && holm <= bonferroni * (1.0 + 1e-12)) {
+            problems.push(format!(
+                "p_value_holm {holm} outside [p_value {}, Bonferroni {bonferroni}]",
+                comparison.p_value
+            ));
+        }
+    }
+    for first in &comparisons {
+        for second in &comparisons {
+            if first.p_value < second.p_value && first.p_value_holm > second.p_value_holm {
+                problems.push(format!(
+                    "Holm reorders p-values: {} → {:?} but {} → {:?}",
+                    first.p_value, first.p_value_holm, second.p_value, second.p_value_holm
+                ));
+            }
+        }
+    }
     problems
 }
 
@@ -611,6 +654,7 @@ fn compare_comparisons(actual: &ResultsResponse, keys: &[&str]) -> Vec<String> {
                         "{here}: rate comparison against a baseline without visitors or conversions"
                     )),
                     (Some(c), false) => {
+                        problems.extend(always_valid_problems(&here, "rate", c));
                         let want = (m.conversion_rate - base_rate) / base_rate;
                         if !close(c.relative_improvement, want) {
                             problems.push(format!(
@@ -626,6 +670,7 @@ fn compare_comparisons(actual: &ResultsResponse, keys: &[&str]) -> Vec<String> {
                         "{here}: value comparison against a baseline without visitors or value"
                     )),
                     (Some(c), false) => {
+                        problems.extend(always_valid_problems(&here, "value", c));
                         let want = (m.value_per_visitor - base_mean) / base_mean;
                         if !close(c.relative_improvement, want) {
                             problems.push(format!(
@@ -638,6 +683,45 @@ fn compare_comparisons(actual: &ResultsResponse, keys: &[&str]) -> Vec<String> {
                 }
             }
         }
+    }
+    problems
+}
+
+/// Checks the always-valid fields of a comparison against each other
+/// (docs/statistics.md): present together, the sequence around the
+/// estimate, and "p < 5 %" exactly when the 95 % sequence excludes 0 (both
+/// read the same likelihood ratio at 0).
+fn always_valid_problems(here: &str, what: &str, comparison: &Comparison) -> Vec<String> {
+    const ALPHA: f64 = 0.05;
+    let (p_value, low, high) = match (
+        comparison.always_valid_p_value,
+        comparison.cs_low,
+        comparison.cs_high,
+    ) {
+        (None, None, None) => return Vec::new(),
+        (Some(p_value), Some(low), Some(high)) => (p_value, low, high),
+        fields => {
+            return vec![format!(
+                "{here}: {what} always-valid fields half present: {fields:?}"
+            )]
+        }
+    };
+    let mut problems = Vec::new();
+    if !(0.0..=1.0).contains(&p_value) {
+        problems.push(format!(
+            "{here}: {what} always_valid_p_value {p_value} outside [0, 1]"
+        ));
+    }
+    if !(low <= comparison.relative_improvement && comparison.relative_improvement <= high) {
+        problems.push(format!(
+            "{here}: {what} confidence sequence [{low}, {high}] misses the estimate {}",
+            comparison.relative_improvement
+        ));
+    }
+    if (p_value < ALPHA) != (low > 0.0 || high < 0.0) {
+        problems.push(format!(
+            "{here}: {what} always-valid p-value {p_value} disagrees with the sequence [{low}, {high}]"
+        ));
     }
     problems
 }

@@ -269,6 +269,11 @@ pub struct ResultsArgs {
     /// name.
     #[arg(long, value_name = "VARIATION")]
     pub baseline: Option<String>,
+    /// The allocation the experiment was set up with, for the sample ratio
+    /// mismatch check: `variation:weight,…` naming every variation, e.g.
+    /// `control:1,treatment:1`. Default: equal.
+    #[arg(long, value_name = "VARIATION:WEIGHT,…")]
+    pub weights: Option<String>,
 }
 
 #[cfg(test)]

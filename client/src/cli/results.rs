@@ -3,7 +3,7 @@
 use super::args::ResultsArgs;
 use super::table::{format_percent, format_signed_percent, format_utc, Align, Table};
 use super::{CliError, Context, EXIT_OK};
-use crate::protocol::{ResultsGroup, ResultsResponse};
+use crate::protocol::{ResultsGroup, ResultsResponse, SampleRatioMismatch};
 use crate::{Client, ResultsRequest};
 
 pub async fn run(client: &Client, context: &Context, args: ResultsArgs) -> Result<u8, CliError> {
@@ -15,6 +15,7 @@ pub async fn run(client: &Client, context: &Context, args: ResultsArgs) -> Resul
         breakdown: args.breakdown,
         keys: args.keys,
         baseline: args.baseline,
+        weights: args.weights,
     };
     let results = client
         .results(&request)
@@ -83,6 +84,9 @@ fn render_group(results: &ResultsResponse, group: &ResultsGroup) -> String {
         ]);
     }
     let mut out = visitors.render();
+    if let Some(srm) = &group.srm {
+        out.push_str(&render_sample_ratio_mismatch(srm));
+    }
     for key in &results.keys {
         let mut table = Table::new(&[
             ("VARIATION", Align::Left),
@@ -123,6 +127,26 @@ fn render_group(results: &ResultsResponse, group: &ResultsGroup) -> String {
         out.push_str(&table.render());
     }
     out
+}
+
+/// One line on the split of visitors: a warning when it is broken, since
+/// then no comparison below can be trusted.
+fn render_sample_ratio_mismatch(srm: &SampleRatioMismatch) -> String {
+    let expected: Vec<String> = srm
+        .expected_weights
+        .iter()
+        .map(|(variation, weight)| format!("{variation} {}", format_percent(*weight)))
+        .collect();
+    let verdict = if srm.flagged {
+        "SAMPLE RATIO MISMATCH: the split of visitors is broken; do not trust the comparisons"
+    } else {
+        "sample ratio ok"
+    };
+    format!(
+        "{verdict} (p = {:.4}, expected {})\n",
+        srm.p_value,
+        expected.join(" / ")
+    )
 }
 
 #[cfg(test)]
@@ -191,9 +215,14 @@ mod tests {
                             ci_low: -0.1,
                             ci_high: 1.1,
                             p_value: 0.2869,
+                            p_value_holm: None,
+                            always_valid_p_value: None,
+                            cs_low: None,
+                            cs_high: None,
                         }),
                     ),
                 ],
+                srm: None,
             }],
             partial: false,
             missing_nodes: Vec::new(),
@@ -216,5 +245,23 @@ a                 10           11  10.00%  baseline
 b                 15           16  15.00%  +50.0% [-10.0%, +110.0%]   0.2869
 ";
         assert!(text.ends_with(expected), "{text}");
+    }
+
+    #[test]
+    fn a_broken_split_is_shouted() {
+        let srm = |p_value: f64, flagged: bool| SampleRatioMismatch {
+            p_value,
+            expected_weights: [("a".to_string(), 0.5), ("b".to_string(), 0.5)].into(),
+            flagged,
+        };
+        assert_eq!(
+            render_sample_ratio_mismatch(&srm(0.000_002_4, true)),
+            "SAMPLE RATIO MISMATCH: the split of visitors is broken; do not trust the \
+             comparisons (p = 0.0000, expected a 50.00% / b 50.00%)\n"
+        );
+        assert_eq!(
+            render_sample_ratio_mismatch(&srm(0.53, false)),
+            "sample ratio ok (p = 0.5300, expected a 50.00% / b 50.00%)\n"
+        );
     }
 }

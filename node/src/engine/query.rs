@@ -17,6 +17,9 @@ pub struct ResultsQuery {
     /// Empty: every key seen in the experiment.
     pub keys: Vec<Arc<str>>,
     pub baseline: Option<Arc<str>>,
+    /// Expected allocation weight by variation for the sample ratio
+    /// mismatch check; `None`: equal.
+    pub weights: Option<BTreeMap<Arc<str>, f64>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +43,18 @@ pub struct GroupResults {
     /// The breakdown value; `None` without a breakdown.
     pub value: Option<Arc<str>>,
     pub variations: Vec<VariationResults>,
+    /// `None` with fewer than two variations or no visitors.
+    pub sample_ratio_mismatch: Option<SampleRatioMismatch>,
+}
+
+/// The chi-square test of a group's visitors per variation against the
+/// expected allocation (docs/statistics.md, "Sample ratio mismatch").
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRatioMismatch {
+    pub p_value: f64,
+    /// Per variation (in the group's order), its expected share; sums to 1.
+    pub expected_weights: Vec<(Arc<str>, f64)>,
+    pub flagged: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +91,13 @@ pub enum QueryError {
     UnknownBaseline { baseline: String },
     #[error("{count} keys asked; the limit is {max}", max = limits::QUERY_KEYS_MAX)]
     TooManyKeys { count: usize },
+    #[error("`weights` names `{variation}`, which is not a variation of this experiment (variations: {variations})")]
+    UnknownWeightedVariation {
+        variation: String,
+        variations: String,
+    },
+    #[error("`weights` must give every variation a weight; `{variation}` has none")]
+    MissingWeight { variation: String },
     #[error(
         "`interval_ms` {interval_ms} must be a positive multiple of the bucket size {bucket_ms} ms"
     )]
@@ -257,18 +279,114 @@ fn answer(estimates: Estimates<'_>, query: &ResultsQuery) -> Result<Results, Que
             .collect(),
     };
     values.dedup();
-    let groups = values
+    let expected_weights = expected_weights(&variations, query.weights.as_ref())?;
+    let mut groups: Vec<GroupResults> = values
         .into_iter()
-        .map(|value| GroupResults {
-            variations: group_results(&estimates, &value, &variations, &keys, baseline.as_ref()),
-            value,
+        .map(|value| {
+            let variations =
+                group_results(&estimates, &value, &variations, &keys, baseline.as_ref());
+            GroupResults {
+                sample_ratio_mismatch: sample_ratio_mismatch(&variations, &expected_weights),
+                variations,
+                value,
+            }
         })
         .collect();
+    correct_for_multiple_comparisons(&mut groups);
     Ok(Results {
         keys,
         baseline,
         groups,
     })
+}
+
+/// Per variation, its expected share of visitors (summing to 1): equal, or
+/// the query's weights, which must name exactly the experiment's variations
+/// (a missing one would leave its share undefined; an unknown one is a typo
+/// the reader should hear about).
+fn expected_weights(
+    variations: &[Arc<str>],
+    weights: Option<&BTreeMap<Arc<str>, f64>>,
+) -> Result<Vec<(Arc<str>, f64)>, QueryError> {
+    let raw: Vec<f64> = match weights {
+        None => vec![1.0; variations.len()],
+        Some(weights) => {
+            if let Some(unknown) = weights.keys().find(|name| !variations.contains(name)) {
+                return Err(QueryError::UnknownWeightedVariation {
+                    variation: unknown.to_string(),
+                    variations: variations.join(", "),
+                });
+            }
+            let mut raw = Vec::with_capacity(variations.len());
+            for variation in variations {
+                let Some(weight) = weights.get(variation) else {
+                    return Err(QueryError::MissingWeight {
+                        variation: variation.to_string(),
+                    });
+                };
+                raw.push(*weight);
+            }
+            raw
+        }
+    };
+    let total: f64 = raw.iter().sum();
+    Ok(variations
+        .iter()
+        .zip(raw)
+        .map(|(variation, weight)| (Arc::clone(variation), weight / total))
+        .collect())
+}
+
+fn sample_ratio_mismatch(
+    variations: &[VariationResults],
+    expected_weights: &[(Arc<str>, f64)],
+) -> Option<SampleRatioMismatch> {
+    // Every group lists the experiment's variations in the same order.
+    debug_assert!(variations
+        .iter()
+        .map(|variation| &variation.variation)
+        .eq(expected_weights.iter().map(|(variation, _)| variation)));
+    let visitors: Vec<i64> = variations
+        .iter()
+        .map(|variation| variation.counters.visitors)
+        .collect();
+    let weights: Vec<f64> = expected_weights.iter().map(|(_, weight)| *weight).collect();
+    let p_value = stats::sample_ratio_mismatch_p_value(&visitors, &weights)?;
+    Some(SampleRatioMismatch {
+        p_value,
+        expected_weights: expected_weights.to_vec(),
+        flagged: p_value < stats::SAMPLE_RATIO_MISMATCH_P_VALUE_MAX,
+    })
+}
+
+/// Holm's correction over every fixed-horizon p-value of the answer: each
+/// group (breakdown value) × variation × key × rate and value is one
+/// hypothesis, because a reader scanning the page for "significant" cells
+/// tests them all at once (docs/statistics.md, "Several comparisons").
+fn correct_for_multiple_comparisons(groups: &mut [GroupResults]) {
+    let comparisons = || {
+        groups
+            .iter()
+            .flat_map(|group| &group.variations)
+            .flat_map(|variation| &variation.comparisons)
+            .flat_map(|comparison| [&comparison.rate, &comparison.value])
+            .flatten()
+    };
+    let p_values: Vec<f64> = comparisons().map(|comparison| comparison.p_value).collect();
+    let adjusted = stats::holm_adjusted(&p_values);
+    let mut adjusted = adjusted.into_iter();
+    for comparison in groups
+        .iter_mut()
+        .flat_map(|group| &mut group.variations)
+        .flat_map(|variation| &mut variation.comparisons)
+        .flat_map(|comparison| [&mut comparison.rate, &mut comparison.value])
+        .flatten()
+    {
+        comparison.p_value_holm = adjusted
+            .next()
+            .expect("one adjusted p-value per comparison, in the same order");
+    }
+    debug_assert!(adjusted.next().is_none());
 }
 
 fn group_results(

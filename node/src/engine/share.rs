@@ -17,6 +17,7 @@ use crate::hashing;
 use crate::limits;
 use crate::project::ProjectConfig;
 use ractor::RpcReplyPort;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ pub struct ResultsRequest {
     pub breakdown: Option<String>,
     pub keys: Vec<String>,
     pub baseline: Option<String>,
+    /// Expected allocation weight by variation (`weights=`), read but not
+    /// yet checked against the variations.
+    pub weights: Option<BTreeMap<String, f64>>,
 }
 
 /// The answer to a results request, with the range it covers.
@@ -128,6 +132,7 @@ impl Engine {
             breakdown: request.breakdown.clone(),
             keys: request.keys.clone(),
             baseline: None,
+            weights: None,
         };
         let query = results_query(&config.settings, from_ms, request.to_ms, &results)?;
         let experiment = request.experiment.as_str();
@@ -330,6 +335,12 @@ fn results_query(
             .map(|key| Arc::from(key.as_str()))
             .collect(),
         baseline: request.baseline.as_deref().map(Arc::from),
+        weights: request.weights.as_ref().map(|weights| {
+            weights
+                .iter()
+                .map(|(variation, weight)| (Arc::from(variation.as_str()), *weight))
+                .collect()
+        }),
     })
 }
 

@@ -126,6 +126,9 @@ impl From<QueryError> for ApiError {
                 (StatusCode::BAD_REQUEST, ErrorCode::UnknownBaseline)
             }
             QueryError::TooManyKeys { .. } => (StatusCode::BAD_REQUEST, ErrorCode::TooManyKeys),
+            QueryError::UnknownWeightedVariation { .. } | QueryError::MissingWeight { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery)
+            }
             QueryError::InvalidInterval { .. } => {
                 (StatusCode::BAD_REQUEST, ErrorCode::InvalidInterval)
             }

@@ -10,10 +10,13 @@ use crate::engine::aggregates::Counters;
 use crate::engine::journal;
 use crate::engine::query::{Results, VariationResults};
 use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer};
+use crate::limits;
 use crate::stats::Comparison;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use sessiondb_protocol as wire;
+use sessiondb_protocol::ErrorCode;
+use std::collections::BTreeMap;
 
 /// Largest `PartialRequest` body (a few names and keys).
 const PARTIAL_REQUEST_BYTES_MAX: usize = 64 * 1024;
@@ -49,6 +52,9 @@ pub struct ResultsParams {
     breakdown: Option<String>,
     keys: Option<String>,
     baseline: Option<String>,
+    /// Expected allocation for the sample ratio mismatch check:
+    /// `variation:weight,…`, every variation named (default: equal).
+    weights: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,12 +107,14 @@ async fn results_answer(
 ) -> Result<HttpResponse, ApiError> {
     let (project, experiment) = path.into_inner();
     let params = params.into_inner();
+    let weights = params.weights.as_deref().map(parse_weights).transpose()?;
     let request = ResultsRequest {
         from_ms: params.from,
         to_ms: params.to,
         breakdown: params.breakdown,
         keys: split_keys(params.keys.as_deref()),
         baseline: params.baseline,
+        weights,
     };
     let gathered = state
         .cluster
@@ -114,6 +122,56 @@ async fn results_answer(
         .results(&project, &experiment, &request)
         .await?;
     Ok(HttpResponse::Ok().json(results_of(&project, &experiment, gathered)))
+}
+
+/// Expected allocation weights by variation, as the query gave them; the
+/// query checks them against the variations.
+type Weights = BTreeMap<String, f64>;
+
+/// Reads `variation:weight,…`: positive finite weights, each variation once,
+/// at most `QUERY_WEIGHTS_MAX` of them.
+fn parse_weights(text: &str) -> Result<Weights, ApiError> {
+    let invalid = |reason: String| {
+        ApiError::bad_request(
+            ErrorCode::InvalidQuery,
+            format!("invalid `weights` ({reason}); expected `variation:weight,…`, e.g. `control:1,treatment:1`"),
+        )
+    };
+    let mut weights = Weights::new();
+    for entry in text
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let Some((variation, weight)) = entry.rsplit_once(':') else {
+            return Err(invalid(format!("`{entry}` has no `:weight`")));
+        };
+        let weight: f64 = weight
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("`{weight}` is not a number")))?;
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(invalid(format!(
+                "the weight of `{variation}` must be positive and finite"
+            )));
+        }
+        if weights
+            .insert(variation.trim().to_string(), weight)
+            .is_some()
+        {
+            return Err(invalid(format!("`{variation}` is given twice")));
+        }
+        if weights.len() > limits::QUERY_WEIGHTS_MAX {
+            return Err(invalid(format!(
+                "more than {} variations",
+                limits::QUERY_WEIGHTS_MAX
+            )));
+        }
+    }
+    if weights.is_empty() {
+        return Err(invalid("no variation given".to_string()));
+    }
+    Ok(weights)
 }
 
 pub async fn time_series(
@@ -173,6 +231,17 @@ fn results_of(
                     .iter()
                     .map(|variation| variation_of(variation, &keys))
                     .collect(),
+                srm: group
+                    .sample_ratio_mismatch
+                    .map(|srm| wire::SampleRatioMismatch {
+                        p_value: srm.p_value,
+                        expected_weights: srm
+                            .expected_weights
+                            .into_iter()
+                            .map(|(variation, weight)| (variation.to_string(), weight))
+                            .collect(),
+                        flagged: srm.flagged,
+                    }),
             })
             .collect(),
         partial: !gathered.missing_nodes.is_empty(),
@@ -253,6 +322,14 @@ fn comparison_of(comparison: Comparison) -> wire::Comparison {
         ci_low: comparison.ci_low,
         ci_high: comparison.ci_high,
         p_value: comparison.p_value,
+        p_value_holm: Some(comparison.p_value_holm),
+        always_valid_p_value: comparison
+            .always_valid
+            .map(|always_valid| always_valid.p_value),
+        cs_low: comparison.always_valid.map(|always_valid| always_valid.low),
+        cs_high: comparison
+            .always_valid
+            .map(|always_valid| always_valid.high),
     }
 }
 

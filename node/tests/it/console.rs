@@ -214,6 +214,9 @@ fn expected_cells(results: &ResultsResponse) -> BTreeMap<(String, String, String
                             comparison.relative_improvement,
                         );
                         put(key, &format!("{prefix}.p_value"), comparison.p_value);
+                        if let Some(p_value) = comparison.always_valid_p_value {
+                            put(key, &format!("{prefix}.always_valid_p_value"), p_value);
+                        }
                     }
                 }
             }
@@ -233,7 +236,8 @@ fn display_of(metric: &str) -> (f64, i32) {
         "sessions.pageviews_per_session" => (1.0, 2),
         "value_per_visitor" => (1.0, 4),
         metric if metric.ends_with(".relative_improvement") => (100.0, 2),
-        metric if metric.ends_with(".p_value") => (1.0, 4),
+        // `.p_value` and `.always_valid_p_value`.
+        metric if metric.ends_with("p_value") => (1.0, 4),
         other => panic!("unexpected metric {other}"),
     }
 }
@@ -270,7 +274,7 @@ fn assert_shown_equals_api(
             "{key:?}: the page holds {value}, the API says {api_value}"
         );
         let (scale, decimals) = display_of(&key.3);
-        if key.3.ends_with(".p_value") && text.starts_with('<') {
+        if key.3.ends_with("p_value") && text.starts_with('<') {
             assert!(*api_value < 1e-4, "{key:?}: shown {text}, API {api_value}");
             continue;
         }
@@ -342,7 +346,51 @@ async fn wait_until_page_equals_api(page: &Page, node: &TestNode, what: &str) ->
     )
     .await;
     assert_shown_equals_api(&shown_cells(page).await, &results);
+    assert_sample_ratio_notes_equal_api(page, &results).await;
     results
+}
+
+/// Fails unless each group shows the API's sample ratio check: the banner
+/// exactly when `srm.flagged`, with the API's p-value, and no note where
+/// the API has no check.
+async fn assert_sample_ratio_notes_equal_api(page: &Page, results: &ResultsResponse) {
+    let shown = page
+        .evaluate(
+            "[...document.querySelectorAll('#results .card.group')].map(card => {
+                const note = card.querySelector('.srm-flagged, .srm-ok');
+                return [card.dataset.group,
+                  note ? note.classList.contains('srm-flagged') : null,
+                  note ? Number(note.dataset.srmPValue) : null]; })",
+        )
+        .await;
+    // Numbers compared as f64: the page hands back 1 for a p-value of 1.0.
+    let shown: Vec<(String, Option<bool>, Option<f64>)> = shown
+        .as_array()
+        .expect("an array of groups")
+        .iter()
+        .map(|group| {
+            (
+                group[0].as_str().unwrap_or_default().to_string(),
+                group[1].as_bool(),
+                group[2].as_f64(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, Option<bool>, Option<f64>)> = results
+        .groups
+        .iter()
+        .map(|group| {
+            (
+                group.breakdown_value.clone().unwrap_or_default(),
+                group.srm.as_ref().map(|srm| srm.flagged),
+                group.srm.as_ref().map(|srm| srm.p_value),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown, expected,
+        "the sample ratio notes differ from the API's"
+    );
 }
 
 /// Sum of the visitors shown in the table.

@@ -9,7 +9,7 @@
 //!   `actor_failure`,
 //!   `bad_input`, `limits`, `admin_auth`, `security`, `tls`, `logging`,
 //!   `metrics`, `oracle`, `order_independence`, `compat_optimizely`,
-//!   `compat_segment`, `durability`;
+//!   `compat_segment`, `durability`, `statistics`;
 //! - against real multi-node clusters: `cluster`, `cluster_membership`,
 //!   `cluster_query`, `cluster_routing`, `shard_moves`;
 //! - the admin console in headless Chromium: `console`, `console_cluster`;
@@ -45,4 +45,5 @@ mod real_sdks;
 mod security;
 mod shard_handoff;
 mod shard_moves;
+mod statistics;
 mod tls;

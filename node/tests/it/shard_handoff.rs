@@ -128,6 +128,7 @@ async fn assert_cluster_matches(
                     breakdown: breakdown.map(Arc::from),
                     keys: Vec::new(),
                     baseline: None,
+                    weights: None,
                 };
                 let mut merged = Partial::default();
                 for share in [

@@ -755,10 +755,13 @@
     return "neutral";
   }
 
-  // Improvement with its 95% CI as text and as an error bar, then the p-value.
+  // Improvement with its 95% CI as text and as an error bar, then the
+  // fixed-horizon p-value (valid for one planned look), then the
+  // always-valid p-value with the confidence sequence in its tooltip (valid
+  // at every look: the one to read on a live page, docs/statistics.md).
   function comparisonCells(prefix, comparison, axis, isBaseline) {
     if (!comparison) {
-      return [textCell(isBaseline ? "baseline" : "—", "muted"), textCell("", "muted")];
+      return [textCell(isBaseline ? "baseline" : "—", "muted"), textCell("", "muted"), textCell("", "muted")];
     }
     const cell = document.createElement("td");
     cell.className = `improvement ${toneOf(comparison)}`;
@@ -770,7 +773,36 @@
     text.textContent = `${signedPercent(comparison.relative_improvement)} [${signedPercent(comparison.ci_low)}, ${signedPercent(comparison.ci_high)}]`;
     cell.append(text, Charts.errorBar(comparison.relative_improvement, comparison.ci_low, comparison.ci_high,
       -axis, axis, { zero: 0, tone: toneOf(comparison) }));
-    return [cell, metricCell(`${prefix}.p_value`, comparison.p_value, pValue)];
+    return [cell, metricCell(`${prefix}.p_value`, comparison.p_value, pValue), alwaysValidCell(prefix, comparison)];
+  }
+
+  function alwaysValidCell(prefix, comparison) {
+    const p = comparison.always_valid_p_value;
+    if (p === undefined || p === null) {
+      const cell = textCell("—", "muted");
+      cell.title = "not yet: a group has no spread (e.g. no conversions)";
+      return cell;
+    }
+    const cell = metricCell(`${prefix}.always_valid_p_value`, p, pValue);
+    cell.classList.add("always-valid");
+    cell.title = `always-valid; 95% confidence sequence [${signedPercent(comparison.cs_low)}, ${signedPercent(comparison.cs_high)}]`;
+    return cell;
+  }
+
+  // The split of visitors against the expected allocation: a banner when it
+  // is broken, since then no comparison in the group can be trusted.
+  function sampleRatioNote(srm) {
+    const note = document.createElement("p");
+    const expected = Object.entries(srm.expected_weights).map(([name, weight]) => `${name} ${percent(weight)}`).join(" / ");
+    note.dataset.srmPValue = String(srm.p_value);
+    if (srm.flagged) {
+      note.className = "banner srm-flagged";
+      note.textContent = `Sample ratio mismatch: visitors are not split as expected (${expected}), p = ${pValue(srm.p_value)}. The assignment is broken; do not trust the comparisons below.`;
+    } else {
+      note.className = "muted srm-ok";
+      note.textContent = `Split of visitors as expected (${expected}), p = ${pValue(srm.p_value)}.`;
+    }
+    return note;
   }
 
   function variationRow(variation) {
@@ -790,6 +822,7 @@
     const title = document.createElement("h2");
     title.textContent = results.breakdown ? `${results.breakdown} = ${group.breakdown_value}` : "All visitors";
     card.appendChild(title);
+    if (group.srm) card.appendChild(sampleRatioNote(group.srm));
 
     // Visitors, HLL estimate with ± standard error bars, sessions.
     // One axis for the group's estimates, padded around the whiskers, so
@@ -833,7 +866,8 @@
       table.className = "data";
       table.dataset.key = key;
       table.appendChild(headerRow(["Variation", "Unique", "Total", "Conversion rate", "Value / visitor",
-        "Rate improvement (95% CI)", "p", "Value improvement (95% CI)", "p"]));
+        "Rate improvement (95% CI)", "p (one look)", "p (always valid)",
+        "Value improvement (95% CI)", "p (one look)", "p (always valid)"]));
       const comparisons = group.variations.flatMap((v) => [v.metrics[keyIndex].rate_comparison, v.metrics[keyIndex].value_comparison]).filter(Boolean);
       const axis = Math.min(10, Math.max(0.1, ...comparisons.map((c) => Math.max(Math.abs(c.ci_low), Math.abs(c.ci_high)))
         .filter(Number.isFinite)));
