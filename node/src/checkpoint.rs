@@ -4,8 +4,7 @@
 //! Architecture invariant: this is the only module that imports sled, and
 //! only through `SledCheckpointStore`. The engine sees the narrow
 //! `CheckpointStore` trait, so sled can be replaced (sled 0.34 keeps
-//! everything it writes in memory-mapped pages and can use a lot of space;
-//! SPEC §10).
+//! everything it writes in memory-mapped pages and can use a lot of space).
 //!
 //! A checkpoint is a set of named parts (opaque bytes: the project registry,
 //! one part per shard, one per segment actor) and the log position it

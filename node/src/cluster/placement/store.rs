@@ -16,7 +16,7 @@
 //!
 //! Every value is one format-version byte followed by postcard.
 //!
-//! Durability: sled syncs in the background only every 500 ms (SPEC §10),
+//! Durability: sled syncs in the background only every 500 ms by default,
 //! and we turn that timer off, so each write that openraft needs durable is
 //! followed by an explicit `flush_async`: a saved vote, appended entries
 //! (before the append callback fires), a truncation, and a snapshot. Applied
