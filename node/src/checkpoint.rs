@@ -7,7 +7,7 @@
 //! everything it writes in memory-mapped pages and can use a lot of space).
 //!
 //! A checkpoint is a set of named parts (opaque bytes: the project registry,
-//! one part per shard, one per segment actor) and the log position it
+//! one part per shard, one per aggregate actor) and the log position it
 //! includes. Writing one is atomic: parts go under a fresh checkpoint id,
 //! then, after a flush, one `latest` pointer names the id; the previous
 //! checkpoint's parts are deleted only after that. A crash at any point

@@ -68,7 +68,8 @@ pub struct ServeArgs {
     /// Virtual shards (fixed when the cluster is created).
     #[arg(long)]
     pub shards: Option<u32>,
-    /// Segment actors holding the aggregates.
+    /// Aggregate actors holding the aggregates (the flag keeps its
+    /// historical name).
     #[arg(long)]
     pub segment_actors: Option<usize>,
     /// This node's id in the cluster.

@@ -485,7 +485,7 @@ pub struct NodeStatus {
     /// Events held inside the lateness horizon; older sessions are frozen
     /// into per-visitor summaries.
     pub retained_events: u64,
-    /// Aggregate cells (cell × bucket) held by segment actors.
+    /// Aggregate cells (cell × bucket) held by the aggregate actors.
     pub segment_cells: u64,
     pub events_accepted: u64,
     pub events_duplicate: u64,
