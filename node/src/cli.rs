@@ -220,7 +220,7 @@ pub struct NodeConfig {
     /// The configured cluster secret; `None`: use or create its file.
     pub cluster_secret: Option<ClusterSecret>,
     /// `--join` as given: a base URL or `host:port`
-    /// (`cluster_startup::join_url` completes it once TLS is known).
+    /// (`PeerClient::base_url` completes it with the scheme TLS implies).
     pub join: Option<String>,
     /// `--advertise`; `None`: the bound listen address.
     pub advertise: Option<String>,
