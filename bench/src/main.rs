@@ -1,4 +1,5 @@
-//! `sessiondb-bench`: the benchmark harness of SPEC §8 (run it through
+//! `sessiondb-bench`: the benchmark harness behind `docs/benchmarks.md`
+//! and its performance targets (run it through
 //! `scripts/bench`). One run, one generated workload
 //! (`sessiondb_workload::scale`), every figure:
 //!
@@ -39,7 +40,7 @@ const EXIT_MISMATCH: u8 = 1;
 /// Exit code when the harness itself failed.
 const EXIT_FAILED: u8 = 2;
 
-/// SessionDB benchmark harness (SPEC §8).
+/// SessionDB benchmark harness: every figure of docs/benchmarks.md, one run.
 #[derive(Debug, Parser)]
 struct Options {
     /// Small profile (100 k visitors, fewer queries and seeds): < 3 minutes.
@@ -454,7 +455,7 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            "| figure | SessionDB | peer (same run) | ratio | SPEC §8 target |"
+            "| figure | SessionDB | peer (same run) | ratio | target |"
         );
         let _ = writeln!(s, "|---|---|---|---|---|");
         let redis_cell = match self.redis {

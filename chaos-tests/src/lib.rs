@@ -1,5 +1,5 @@
-//! Fault-injection tests against a cluster of real SessionDB nodes (SPEC §9,
-//! `docs/reliability.md`).
+//! Fault-injection tests against a cluster of real SessionDB nodes
+//! (`docs/reliability.md`).
 //!
 //! A run ([`run::run`]) starts a cluster of the `FROM scratch` image in
 //! Docker ([`cluster`]), drives concurrent clients that record every

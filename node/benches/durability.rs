@@ -1,4 +1,4 @@
-//! Durable ingest, checkpoint and recovery, in process (SPEC §6, §8):
+//! Durable ingest, checkpoint and recovery, in process (`docs/durability.md`):
 //! events/s with durable acks through `Engine::ingest` (log + group commit +
 //! actors, no HTTP), checkpoint time and size, and recovery time for the
 //! events logged since the last checkpoint. Reports; asserts only

@@ -1,6 +1,7 @@
-//! In-process engine benchmark (SPEC §8): decoded events → session and
-//! segment updates on one core, and results-query latency for the SPEC
-//! query shape. Not a test: it reports, it asserts nothing about speed.
+//! In-process engine benchmark (`docs/benchmarks.md`, "Engine alone"):
+//! decoded events → session and segment updates on one core, and
+//! results-query latency for the target query shape (10 variations × 10
+//! breakdown values × 168 hourly buckets). Not a test: it reports, it asserts nothing about speed.
 //!
 //! Run: `cargo bench -p sessiondb-node --bench engine -- [--visitors N] [--queries N]`
 

@@ -1,4 +1,4 @@
-//! Memory per live visitor, by part (SPEC §8: ≤ 150 bytes): the harness's
+//! Memory per live visitor, by part (target ≤ 150 bytes): the harness's
 //! scale workload, validated the way the node validates it and applied to
 //! one `ShardState` + `AggregateStore` on one thread, then the state's bytes
 //! accounted by part (`engine::memory`) next to the process's RSS growth.

@@ -6,7 +6,7 @@
 //! (`migrate_sled`). The engine sees the narrow `CheckpointStore` trait.
 //!
 //! A checkpoint is a set of named parts (opaque bytes: the project registry,
-//! one part per shard, one per segment actor) and the log position it
+//! one part per shard, one per aggregate actor) and the log position it
 //! includes. `FileCheckpointStore` writes each checkpoint as one file of its
 //! own: written to a temporary name, `fsync`ed, renamed, the directory
 //! `fsync`ed, then read back and checksummed. Only then does the engine cut

@@ -68,7 +68,8 @@ pub struct ServeArgs {
     /// Virtual shards (fixed when the cluster is created).
     #[arg(long)]
     pub shards: Option<u32>,
-    /// Segment actors holding the aggregates.
+    /// Aggregate actors holding the aggregates (the flag keeps its
+    /// historical name).
     #[arg(long)]
     pub segment_actors: Option<usize>,
     /// This node's id in the cluster.
@@ -225,7 +226,7 @@ pub struct NodeConfig {
     /// The configured cluster secret; `None`: use or create its file.
     pub cluster_secret: Option<ClusterSecret>,
     /// `--join` as given: a base URL or `host:port`
-    /// (`cluster_startup::join_url` completes it once TLS is known).
+    /// (`PeerClient::base_url` completes it with the scheme TLS implies).
     pub join: Option<String>,
     /// `--advertise`; `None`: the bound listen address.
     pub advertise: Option<String>,

@@ -1,5 +1,5 @@
-//! The one source of "now" for the whole node (SPEC §4: time comes from one
-//! injectable clock, so tests control it).
+//! The one source of "now" for the whole node: time comes from one
+//! injectable clock, so tests control it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

@@ -27,10 +27,10 @@ pub type NamePairs = Vec<(Arc<str>, Arc<str>)>;
 
 /// A validated event of one visitor, as the session actors keep it.
 ///
-/// Laid out for memory (SPEC §8, memory per live visitor): a visitor holds
-/// every event inside the lateness horizon, and only decision events carry
-/// name pairs, so those live behind one optional box instead of two empty
-/// vectors on every event. Encoded exactly as the earlier layout with two
+/// Laid out for memory (memory per live visitor, `docs/benchmarks.md`): a
+/// visitor holds every event inside the lateness horizon, and only decision
+/// events carry name pairs, so those live behind one optional box instead
+/// of two empty vectors on every event. Encoded exactly as the earlier layout with two
 /// vectors (`EventRecord`), so checkpoints and log records written before
 /// still decode and the encoding did not change.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -57,7 +57,8 @@ pub struct DecisionData {
 }
 
 impl Event {
-    /// The total order of a visitor's events: time, then id (SPEC §4 ties).
+    /// The total order of a visitor's events: time, then id (ties between
+    /// equal times, `docs/semantics.md`).
     pub fn order_key(&self) -> (i64, &str) {
         (self.ts_ms, &self.id)
     }

@@ -11,7 +11,8 @@ pub use sessiondb_protocol::hashing::shard_of;
 
 const SKETCH_KEYS: HashKeys = HashKeys(0x5e55_1014_db00_0003, 0x5e55_1014_db00_0004);
 
-/// The segment actor responsible for an experiment's aggregates.
+/// The aggregate actor responsible for an experiment's aggregates, of
+/// `segments` aggregate actors.
 pub fn aggregate_actor_of(project: &str, experiment: &str, segments: usize) -> usize {
     assert!(segments > 0);
     (pair_hash(SHARD_KEYS, project, experiment) % segments as u64) as usize

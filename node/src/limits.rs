@@ -1,7 +1,35 @@
-//! Every bound the node enforces, in one place, with its unit in its name.
+//! The bounds a client can hit — request, batch, event and query sizes,
+//! project counts, queueing waits, per-credential and per-project limits —
+//! and the bounds of the engine's actors, with their units in their names.
+//! `docs/api.md` lists the ones a client can hit, with the answer it gets.
 //!
-//! A limit that is not named here does not exist. `docs/api.md` lists the
-//! ones a client can hit.
+//! Every other limit is named too, next to the code it sizes (a rule: a
+//! bound sits here when a client can hit it; otherwise it sits with its
+//! module):
+//!
+//! - the ingest log: `log::LogConfig` and its `*_DEFAULT`s (segment, record,
+//!   group-commit and queue sizes);
+//! - the replicated log: `replication::ReplicatedLogConfig` (entry cache,
+//!   read and carry-forward sizes) on top of a `LogConfig`;
+//! - the cluster: `cluster::placement::RaftConfig` (Raft timing),
+//!   `cluster::peer` (one wait per internal route), `cluster::moves`
+//!   (rebalance size, concurrent moves), `cluster::planner`,
+//!   `cluster::leader`, `cluster::startup` (join attempts), the learner and
+//!   bootstrap waits in `cluster::placement::membership`, and
+//!   `cluster::MOVE_VISIBLE_WAIT_MS`;
+//! - HTTP bodies other than ingest: `http::shards::IMPORT_BODY_BYTES_MAX`
+//!   and the private `*_BODY_BYTES_MAX` of `http::{mod, cluster, projects,
+//!   query}`;
+//! - credentials: `keys` (rotation grace) and `admin_token` (token length);
+//! - recovery: the replay batch bounds in `engine::durability`;
+//! - project settings' ranges: `project::Settings::patched`;
+//! - the binary batch format: `sessiondb_protocol::binary`;
+//! - numerical iteration caps of the statistics: `stats`;
+//! - test and demo hooks: the fault route's wait in `http::admin`, the
+//!   demo feed's visitors in `demo`.
+//!
+//! `docs/operations.md`, "Limits", names every one with its default and
+//! unit.
 
 /// Largest ingest request body.
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -11,7 +39,8 @@ pub const BATCH_EVENTS_MAX: usize = 10_000;
 pub const ID_BYTES_MAX: usize = 128;
 /// Longest visitor id.
 pub const VISITOR_BYTES_MAX: usize = 256;
-/// Longest event key (also conversion keys in queries).
+/// Longest event key. (Conversion keys in a query are bounded in number,
+/// `QUERY_KEYS_MAX`, not in length: a longer key matches nothing.)
 pub const KEY_BYTES_MAX: usize = 128;
 /// Most attributes on one event.
 pub const ATTRIBUTES_MAX: usize = 32;
@@ -46,6 +75,8 @@ pub const QUERY_BUCKETS_MAX: i64 = 24 * 400;
 pub const TIMESERIES_POINTS_MAX: i64 = 2_000;
 /// Most shards a node can be created with.
 pub const SHARDS_MAX: u32 = 4_096;
+/// Most aggregate actors (`--segment-actors`) a node can run.
+pub const AGGREGATE_ACTORS_MAX: usize = 256;
 /// Most messages waiting in front of one shard or aggregate actor.
 /// Ractor mailboxes are unbounded; this bound is enforced with a semaphore.
 pub const ACTOR_QUEUE_MESSAGES_MAX: usize = 64;
@@ -70,6 +101,9 @@ pub const ACTOR_FAILURE_STOP_DELAY_MS: u64 = 5_000;
 pub const LOG_SYNC_WAIT_MS: u64 = 60_000;
 /// Most deltas one shard actor sends to one aggregate actor in one message.
 pub const DELTAS_PER_MESSAGE_MAX: usize = 65_536;
+/// How long the HTTP server lets requests in flight finish when the node
+/// stops before it drops them.
+pub const SHUTDOWN_WAIT_SECONDS: u64 = 10;
 
 // Settings an operator may change (flag and configuration file key, see
 // `cli::ServeArgs` and the limits table in docs/operations.md). These are

@@ -1,9 +1,10 @@
-//! Projects: tenants with their own settings (SPEC §4) and the registry that
-//! holds them.
+//! Projects: tenants with their own settings (`docs/semantics.md`) and the
+//! registry that holds them.
 //!
-//! The registry is the node's view of project configuration. With the Cluster
-//! issue it becomes a read view of the placement state machine; callers only
-//! see `ProjectRegistry`, so that change stays inside this module.
+//! The registry is the node's view of project configuration. In a cluster,
+//! configurations are agreed through placement (`PutProject`) and installed
+//! here by the engine (`Engine::install_project`); callers only see
+//! `ProjectRegistry`.
 
 use crate::keys::{self, KeyHash, RotatingKey};
 use crate::limits;

@@ -102,7 +102,7 @@ pub async fn run(
     // actix-web counts connections per worker; the setting is a total.
     .max_connections(config.connections_max.div_ceil(config.http_workers.max(1)))
     .disable_signals()
-    .shutdown_timeout(10);
+    .shutdown_timeout(limits::SHUTDOWN_WAIT_SECONDS);
     let server = match &config.tls {
         Some(files) => {
             let tls = crate::tls::server_config(files)

@@ -16,7 +16,7 @@ pub use codes::{ErrorCode, RejectCode, UnknownCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The kinds of events SessionDB understands (SPEC §3.1).
+/// The kinds of events SessionDB understands (`docs/api.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
@@ -42,7 +42,7 @@ pub enum Timestamp {
     Rfc3339(String),
 }
 
-/// One event as sent by a client (SPEC §3.1).
+/// One event as sent by a client (`docs/api.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub id: String,
@@ -229,7 +229,7 @@ pub struct ErrorResponse {
     pub message: String,
 }
 
-/// Per-project settings (SPEC §4). Every field has a default; see
+/// Per-project settings (`docs/semantics.md`). Every field has a default; see
 /// `docs/api.md` for ranges.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectSettings {
@@ -365,7 +365,7 @@ pub struct KeyMetrics {
     pub value_comparison: Option<Comparison>,
 }
 
-/// Session metrics of one variation (SPEC §4).
+/// Session metrics of one variation (`docs/semantics.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionMetrics {
     pub sessions: i64,
@@ -522,7 +522,7 @@ pub struct NodeStatus {
     /// Events held inside the lateness horizon; older sessions are frozen
     /// into per-visitor summaries.
     pub retained_events: u64,
-    /// Aggregate cells (cell × bucket) held by segment actors.
+    /// Aggregate cells (cell × bucket) held by the aggregate actors.
     pub segment_cells: u64,
     pub events_accepted: u64,
     pub events_duplicate: u64,

@@ -11,7 +11,7 @@
 //!   that exercise micro-unit rounding. Events are owned `Event`s; the
 //!   oracle reads `Workload::distinct`, the node gets `Workload::arrival`.
 //! - **Scale** (`scale::generate_scale`, `ScaleConfig`, `ScaleWorkload`):
-//!   the SPEC §8 benchmark shape — one experiment with 10 variations, a
+//!   the benchmark shape of `docs/benchmarks.md` — one experiment with 10 variations, a
 //!   `browser` breakdown with 10 Zipf-distributed values, millions of
 //!   visitors with 1–5 sessions of pageviews, clicks, `add_to_cart` and
 //!   `purchase` (integer revenue in minor units). Events are kept as

@@ -47,7 +47,8 @@ const BROWSER_NAMES: &[&str] = &[
     "chrome", "safari", "edge", "firefox", "samsung", "opera", "uc", "yandex", "brave", "vivaldi",
 ];
 
-/// What to generate. `ScaleConfig::new` gives the SPEC §8 shape.
+/// What to generate. `ScaleConfig::new` gives the benchmark shape of
+/// `docs/benchmarks.md` (10 variations, 10 browsers, 7 days).
 #[derive(Debug, Clone)]
 pub struct ScaleConfig {
     pub seed: u64,

@@ -1,4 +1,4 @@
-//! The short chaos profile (SPEC §9, `docs/reliability.md`): a few runs
+//! The short chaos profile (`docs/reliability.md`): a few runs
 //! with fixed seeds against a 3-node Docker cluster of the image, which
 //! together apply every nemesis at least once, with shard moves and
 //! rebalances in the background of all of them, plus the pinned seeds of

@@ -1,5 +1,5 @@
-//! The `FROM scratch` container image and the compose cluster (SPEC §5,
-//! §10; issue 6 item 8):
+//! The `FROM scratch` container image and the compose cluster
+//! (`cluster-config/README.md`):
 //!
 //! - a node started from the image on a private Docker network serves the
 //!   API, ingests a batch sent with the Rust client library, answers the

@@ -1,4 +1,4 @@
-//! The chaos tests' final read (SPEC §9, `docs/reliability.md`): which
+//! The chaos tests' final read (`docs/reliability.md`): which
 //! events a shard has applied, as this node holds them.
 //!
 //! After the faults heal, the chaos checker asks every shard's owner for

@@ -3,7 +3,8 @@
 //! A visitor's *contribution* is a pure function of its state and the
 //! project settings (`visitor::contribute`). Every change to a visitor is
 //! applied as `contribution after − contribution before`, which is how late
-//! events retract exactly what they invalidate (SPEC §4, lateness).
+//! events retract exactly what they invalidate (`docs/semantics.md`,
+//! lateness).
 
 use std::cmp::Ordering;
 use std::sync::Arc;

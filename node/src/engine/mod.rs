@@ -99,7 +99,7 @@ impl Default for EngineConfig {
 pub enum EngineError {
     #[error("shards must be in 1..={max}, got {shards}", max = limits::SHARDS_MAX)]
     InvalidShards { shards: u32 },
-    #[error("aggregate actors (--segment-actors) must be in 1..=256, got {count}")]
+    #[error("aggregate actors (--segment-actors) must be in 1..={max}, got {count}", max = limits::AGGREGATE_ACTORS_MAX)]
     InvalidAggregateActors { count: usize },
     #[error("could not start an actor: {reason}")]
     Spawn { reason: String },
@@ -194,7 +194,7 @@ impl Engine {
                 shards: config.shards,
             });
         }
-        if config.aggregate_actors == 0 || config.aggregate_actors > 256 {
+        if config.aggregate_actors == 0 || config.aggregate_actors > limits::AGGREGATE_ACTORS_MAX {
             return Err(EngineError::InvalidAggregateActors {
                 count: config.aggregate_actors,
             });

@@ -115,8 +115,8 @@ pub enum QueryError {
     Unavailable,
 }
 
-/// Per variation and breakdown value, every metric of SPEC §4, from one
-/// store's aggregates. The same answer as `finish(partial(…))`, without
+/// Per variation and breakdown value, every metric `docs/semantics.md`
+/// defines, from one store's aggregates. The same answer as `finish(partial(…))`, without
 /// building a sketch per cell: each cell's union is estimated in place.
 pub fn results(
     aggregates: &ExperimentAggregates,

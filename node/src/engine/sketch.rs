@@ -1,8 +1,9 @@
-//! Distinct-count sketches behind a narrow type (SPEC §2: "put a
-//! better-suited piece behind the same narrow interface").
+//! Distinct-count sketches behind a narrow type, so the implementation can
+//! be replaced without touching its callers.
 //!
 //! Why not hyperloglogplus directly: merging two of its dense sketches costs
-//! ~120–145 µs (SPEC §10), and a results query unions hundreds of them, which
+//! ~120–145 µs (hyperloglogplus 0.4.1, precision 14, measured on the
+//! 2-vCPU development machine), and a results query unions hundreds of them, which
 //! alone would blow the 5 ms p99 target. This is a HyperLogLog with plain
 //! byte registers, so a union is a register-wise max the compiler
 //! vectorises (a few µs for 16 384 registers), and with a sparse form for

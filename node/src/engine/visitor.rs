@@ -1,5 +1,5 @@
 //! One visitor's live state and the pure function from that state to its
-//! contribution (SPEC §4). No I/O, no actors, no clocks: everything here is
+//! contribution (`docs/semantics.md`). No I/O, no actors, no clocks: everything here is
 //! a function of its arguments, so it can be tested exhaustively and the
 //! oracle tests pin it from the outside.
 

@@ -1,6 +1,6 @@
 //! The durable ingest log: every accepted ingest batch is appended here and
-//! synced to disk before the node acknowledges it (SPEC §6: acknowledged
-//! means on disk).
+//! synced to disk before the node acknowledges it (acknowledged means on
+//! disk; `docs/durability.md`).
 //!
 //! One log per node. Records carry the shard they belong to and an opaque
 //! payload; the caller encodes and decodes events, the log never looks

@@ -629,7 +629,7 @@ async fn small_queue_applies_backpressure_without_losing_appends() {
 }
 
 /// Prints group-commit numbers for 64 appenders of 1 KiB; asserts only
-/// correctness (SPEC §8: no timing asserts in unit tests).
+/// correctness: speed is measured by benchmarks, never asserted in tests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_report() {
     const TASKS: usize = 64;

@@ -1,5 +1,5 @@
 //! The replicated log: the storage of every shard group's Raft log on this
-//! node (issue 16's multi-raft data plane), in ONE shared, group-committed
+//! node (the multi-raft data plane), in ONE shared, group-committed
 //! physical log.
 //!
 //! A node hosts replicas of many groups, each an openraft 0.9 group

@@ -1,4 +1,4 @@
-//! Durability of the real `sessiondb serve` binary (SPEC §6, issue 3):
+//! Durability of the real `sessiondb serve` binary (`docs/durability.md`):
 //! acknowledged means on disk, SIGKILL loses nothing acknowledged and counts
 //! nothing twice, torn log tails are cut and corrupt logs refused,
 //! checkpoints taken under load restore exactly, deduplication survives

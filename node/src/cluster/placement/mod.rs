@@ -1,4 +1,4 @@
-//! Placement: the cluster's control plane (SPEC §5).
+//! Placement: the cluster's control plane (`docs/cluster.md`).
 //!
 //! A small Raft group (openraft 0.9, storage v2) replicates what every node
 //! must agree on, and nothing else:
@@ -35,8 +35,8 @@
 //! *checkpoint* (`crate::checkpoint`). Not the same thing.
 //!
 //! Architecture invariant: only this module imports openraft. The rest of
-//! the node sees `PlacementState` (through `PlacementView`) and, with the
-//! rest of the Cluster issue, a narrow API for proposing commands.
+//! the node sees `PlacementState` (through `PlacementView`) and
+//! `PlacementHandle`, a narrow API for proposing commands.
 
 mod membership;
 mod network;
@@ -56,7 +56,7 @@ pub use store::{
 };
 
 use std::fmt;
-// `declare_raft_types!` names `Cursor` unqualified (SPEC §10).
+// `declare_raft_types!` names `Cursor` unqualified, so it must be in scope.
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PlacementNode {
     /// The node's HTTP address, `host:port` (an IP address inside images
-    /// without a base; SPEC §10).
+    /// without a base; `cluster-config/README.md`).
     pub address: String,
 }
 
