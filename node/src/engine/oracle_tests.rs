@@ -303,6 +303,7 @@ fn check(core: &Core, oracle: &Oracle, context: &str) {
                 breakdown: breakdown.map(Arc::from),
                 keys: Vec::new(),
                 baseline: None,
+                weights: None,
             };
             let keys = ["buy", "signup"];
             let expected = oracle.results(EXPERIMENT, from_ms, to_ms, breakdown, &keys);
