@@ -33,6 +33,10 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code after an actor of the engine failed (`engine::supervisor`).
 pub const EXIT_ACTOR_FAILED: u8 = 3;
 
+/// The default `--log-level`: the node's INFO, dependencies' warnings.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,openraft=warn,sled=warn,actix_server=warn,actix_web=warn";
+
 /// The node stopped because an actor failed; `main` exits with
 /// `EXIT_ACTOR_FAILED`.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +114,9 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or
     /// per-module directives (`info,sessiondb_node::placement=debug`).
-    #[arg(long, env = "SESSIONDB_LOG", default_value = "info")]
+    /// The default keeps dependencies' INFO chatter (openraft dumps whole
+    /// Raft states at INFO) out of the node's own lines.
+    #[arg(long, env = "SESSIONDB_LOG", default_value = DEFAULT_LOG_FILTER)]
     pub log_level: String,
     /// Most open HTTP connections, over all workers; more wait in the
     /// accept queue until one closes (docs/operations.md, Limits).

@@ -228,6 +228,15 @@ codes! {
         MalformedBody => "malformed_body",
         /// The body is over `BODY_BYTES_MAX` (413).
         BodyTooLarge => "body_too_large",
+        /// A compressed body that inflates past `BODY_BYTES_MAX` (413): the
+        /// limit counts the decompressed bytes.
+        DecompressedBodyTooLarge => "decompressed_body_too_large",
+        /// A `Content-Encoding` other than `gzip`, `deflate` or `identity`
+        /// (415).
+        UnsupportedContentEncoding => "unsupported_content_encoding",
+        /// A body whose `Content-Encoding` says gzip or deflate but whose
+        /// bytes are not a valid stream of it (400).
+        MalformedCompressedBody => "malformed_compressed_body",
         /// The batch holds more than `BATCH_EVENTS_MAX` events (413).
         BatchTooLarge => "batch_too_large",
         /// A path parameter cannot be read (400).

@@ -47,6 +47,12 @@ pub struct Refusals {
     pub rate: AtomicU64,
     pub overloaded: AtomicU64,
     pub query_cost: AtomicU64,
+    /// An ingest body over `BODY_BYTES_MAX` as sent.
+    pub body_bytes: AtomicU64,
+    /// A compressed ingest body that inflates past `BODY_BYTES_MAX`.
+    pub decompressed_body_bytes: AtomicU64,
+    /// An ingest body in a `Content-Encoding` the node does not read.
+    pub content_encoding: AtomicU64,
 }
 
 impl Admission {
@@ -58,6 +64,9 @@ impl Admission {
             ("rate", &refusals.rate),
             ("overloaded", &refusals.overloaded),
             ("query_cost", &refusals.query_cost),
+            ("body_bytes", &refusals.body_bytes),
+            ("decompressed_body_bytes", &refusals.decompressed_body_bytes),
+            ("content_encoding", &refusals.content_encoding),
         ]
         .map(|(limit, counter)| (limit.to_string(), counter.load(Ordering::Relaxed)));
         crate::metrics::labeled_counter(

@@ -8,7 +8,6 @@ use crate::limits;
 use crate::project_rates::BatchProjects;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use futures::StreamExt;
 use sessiondb_protocol::ErrorCode;
 use sessiondb_protocol::{self as wire, IngestResponse, Rejection};
 
@@ -19,7 +18,7 @@ pub async fn post_events(
 ) -> Result<HttpResponse, ApiError> {
     // Before the body is read: an unauthenticated sender costs no buffering.
     let permission = super::auth::ingest_permission(&state, request.headers())?;
-    let body = read_body(payload, limits::BODY_BYTES_MAX).await?;
+    let body = super::body::read_ingest_body(&state, request.headers(), payload).await?;
     let events: Vec<Result<wire::Event, RejectReason>> = if is_binary(&request) {
         decode_binary_batch(&body)?
     } else {
@@ -98,28 +97,6 @@ pub async fn ingest_events(
     })?;
     state.project_events.record(&projects, &outcomes);
     Ok(response_of(outcomes))
-}
-
-/// Reads the whole body, refusing more than `limit_bytes` without buffering
-/// it.
-pub async fn read_body(
-    mut payload: web::Payload,
-    limit_bytes: usize,
-) -> Result<web::BytesMut, ApiError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|error| ApiError::bad_request(ErrorCode::MalformedBody, error.to_string()))?;
-        if body.len() + chunk.len() > limit_bytes {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::BodyTooLarge,
-                format!("the body is larger than {limit_bytes} bytes (BODY_BYTES_MAX); send smaller batches"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// The batch's events as JSON values, so that one bad event is rejected on

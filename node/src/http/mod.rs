@@ -8,6 +8,7 @@ pub mod admin;
 pub mod admission;
 mod audit;
 mod auth;
+mod body;
 mod cluster;
 mod compat;
 mod console;

@@ -101,3 +101,48 @@ async fn an_invalid_log_level_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid --log-level"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_default_filter_keeps_dependency_info_out() {
+    let options = NodeOptions {
+        start_ms: NOW_MS,
+        shards: Some(2),
+    };
+    let args = ["--log-format", "json"].map(String::from).to_vec();
+    let node = TestNode::start_with_args(options, args).await;
+    // A project change goes through Raft, whose INFO lines the default
+    // filter must keep out.
+    node.create_project("quiet", serde_json::json!({})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let stderr = loop {
+        let text = node.stderr_text();
+        if text.contains("node started") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start line: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(
+        lines.iter().any(|line| line["level"] == "INFO"
+            && line["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("sessiondb"))),
+        "the node's own INFO lines stay: {stderr}"
+    );
+    for line in &lines {
+        let target = line["target"].as_str().unwrap_or_default();
+        if !target.starts_with("sessiondb") {
+            assert!(
+                line["level"] == "WARN" || line["level"] == "ERROR",
+                "dependency INFO line under the default filter: {line}"
+            );
+        }
+    }
+}

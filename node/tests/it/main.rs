@@ -31,6 +31,7 @@ mod cluster_query;
 mod cluster_routing;
 mod compat_optimizely;
 mod compat_segment;
+mod compression;
 mod console;
 mod console_cluster;
 mod durability;

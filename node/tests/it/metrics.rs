@@ -359,7 +359,15 @@ async fn metrics_need_the_admin_token_and_count_what_was_sent() {
             .is_some());
     }
     // Nothing refused and no shard moved yet; every limit has its series.
-    for limit in ["in_flight", "rate", "overloaded", "query_cost"] {
+    for limit in [
+        "in_flight",
+        "rate",
+        "overloaded",
+        "query_cost",
+        "body_bytes",
+        "decompressed_body_bytes",
+        "content_encoding",
+    ] {
         assert_eq!(
             before.get("sessiondb_requests_refused_total", &[("limit", limit)]),
             0.0,

@@ -11,7 +11,6 @@ use crate::http::compat;
 use crate::http::error::ApiError;
 use crate::http::ingest;
 use crate::http::AppState;
-use crate::limits;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -100,7 +99,7 @@ pub async fn post_events(
     target: web::Query<Target>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = ingest::read_body(payload, limits::BODY_BYTES_MAX).await?;
+    let body = super::super::body::read_ingest_body(&state, request.headers(), payload).await?;
     let batch = parse_payload(&body)?;
     let project = resolve_project(&state, &request, target.into_inner(), &batch.project_id)?;
     let events = map_payload(batch, &project)?;

@@ -11,7 +11,6 @@ use crate::http::compat;
 use crate::http::error::ApiError;
 use crate::http::ingest;
 use crate::http::AppState;
-use crate::limits;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 use sessiondb_protocol as wire;
@@ -36,7 +35,7 @@ pub async fn post_batch(
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = ingest::read_body(payload, limits::BODY_BYTES_MAX).await?;
+    let body = super::super::body::read_ingest_body(&state, request.headers(), payload).await?;
     let object = compat::parse_object(&body, "an object {\"batch\": [...]}")?;
     let project = authenticate(&state, &request, &object)?;
     let events = map_object(object, &project)?;
@@ -113,7 +112,7 @@ async fn post_single(
     payload: web::Payload,
     message_type: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let body = ingest::read_body(payload, limits::BODY_BYTES_MAX).await?;
+    let body = super::super::body::read_ingest_body(&state, request.headers(), payload).await?;
     let mut message = compat::parse_object(&body, "a Segment message object")?;
     let project = authenticate(&state, &request, &message)?;
     message.insert("type".to_string(), Value::from(message_type));
