@@ -37,7 +37,7 @@ pub struct Comparison {
     /// `p_value` itself until the query applies the correction.
     pub p_value_holm: f64,
     /// Valid however often the results are looked at; `None` while either group has no
-    /// spread (see `relative_estimate`).
+    /// spread (see `always_valid_relative`).
     pub always_valid: Option<AlwaysValid>,
 }
 
@@ -60,35 +60,52 @@ pub struct AlwaysValid {
     pub high: f64,
 }
 
-/// A relative improvement estimated from two groups, with its delta-method variance.
+/// An estimate θ̂ ~ N(θ, V): its value and variance.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct RelativeEstimate {
+struct Estimate {
     value: f64,
     variance: f64,
 }
 
-/// The relative improvement (mean / mean_b − 1) of two independent estimated means and its
-/// delta-method variance Var(m)/m_b² + m²·Var(m_b)/m_b⁴. `None` unless both variances are
-/// positive: a group without spread (all converted, none converted, a constant value) gives no
-/// estimate of its own noise, and a zero variance would claim certainty.
-fn relative_estimate(
+/// Always-valid inference on the relative improvement (mean / mean_b − 1) of two independent
+/// estimated means. The test runs on their difference, whose variance Var(m) + Var(m_b) does
+/// not depend on the effect (the delta-method variance of the ratio grows with it, so a larger
+/// effect could read as weaker evidence); the mixture over the relative improvement, N(0, τ²),
+/// is the mixture N(0, τ²·m_b²) over the difference at the baseline's estimate. The sequence
+/// is mapped back to the relative scale by dividing by m_b, as the fixed-horizon interval is.
+/// `None` unless both variances are positive: a group without spread (all converted, none
+/// converted, a constant value) gives no estimate of its own noise, and a zero variance would
+/// claim certainty.
+fn always_valid_relative(
     mean_baseline: f64,
     variance_of_mean_baseline: f64,
     mean: f64,
     variance_of_mean: f64,
-) -> Option<RelativeEstimate> {
+    mixing_variance: f64,
+) -> Option<AlwaysValid> {
     if !(variance_of_mean_baseline > 0.0 && variance_of_mean > 0.0) || mean_baseline == 0.0 {
         return None;
     }
-    let ratio = mean / mean_baseline;
-    let variance = (variance_of_mean + ratio * ratio * variance_of_mean_baseline)
-        / (mean_baseline * mean_baseline);
-    let estimate = RelativeEstimate {
-        value: ratio - 1.0,
-        variance,
+    let difference = Estimate {
+        value: mean - mean_baseline,
+        variance: variance_of_mean_baseline + variance_of_mean,
     };
-    (estimate.value.is_finite() && estimate.variance.is_finite() && estimate.variance > 0.0)
-        .then_some(estimate)
+    let difference_mixing_variance = mixing_variance * mean_baseline * mean_baseline;
+    if !(difference.value.is_finite()
+        && difference.variance.is_finite()
+        && difference_mixing_variance.is_finite()
+        && difference_mixing_variance > 0.0)
+    {
+        return None;
+    }
+    let absolute = mixture_sequential_test(difference, difference_mixing_variance)?;
+    let (low, high) = (absolute.low / mean_baseline, absolute.high / mean_baseline);
+    let result = AlwaysValid {
+        p_value: absolute.p_value,
+        low: low.min(high),
+        high: low.max(high),
+    };
+    (result.low.is_finite() && result.high.is_finite()).then_some(result)
 }
 
 /// The normal-mixture sequential probability ratio test (Johari, Pekelis, Walsh 2017; Robbins
@@ -101,12 +118,9 @@ fn relative_estimate(
 /// {θ₀ : Λ(θ₀) < 1/α} — the estimate ± √(V (V + τ²)/τ² · (2 ln(1/α) + ln((V + τ²)/V))) — is
 /// a confidence sequence. Both are the values at the current look: the running minimum of p
 /// and intersection of intervals over past looks would also be valid, but need the history.
-fn mixture_sequential_test(
-    estimate: RelativeEstimate,
-    mixing_variance: f64,
-) -> Option<AlwaysValid> {
+fn mixture_sequential_test(estimate: Estimate, mixing_variance: f64) -> Option<AlwaysValid> {
     debug_assert!(mixing_variance > 0.0);
-    let RelativeEstimate { value, variance } = estimate;
+    let Estimate { value, variance } = estimate;
     let spread = variance + mixing_variance;
     // ln((V + τ²)/V) without overflow when V is tiny.
     let spread_log = (mixing_variance / variance).ln_1p();
@@ -200,13 +214,13 @@ pub fn compare_rates(
         (rate_pooled * (1.0 - rate_pooled) * (1.0 / visitors_baseline + 1.0 / visitors)).sqrt();
     let p_value = p_value_two_sided(difference, standard_error_pooled, normal_cdf);
 
-    let always_valid = relative_estimate(
+    let always_valid = always_valid_relative(
         rate_baseline,
         rate_baseline * (1.0 - rate_baseline) / visitors_baseline,
         rate,
         rate * (1.0 - rate) / visitors,
-    )
-    .and_then(|estimate| mixture_sequential_test(estimate, MIXING_VARIANCE_DEFAULT));
+        MIXING_VARIANCE_DEFAULT,
+    );
     comparison_relative(difference, margin, rate_baseline, p_value, always_valid)
 }
 
@@ -239,13 +253,13 @@ pub fn compare_means(baseline: Sample, variation: Sample) -> Option<Comparison> 
         let p_value = if difference == 0.0 { 1.0 } else { 0.0 };
         return comparison_relative(difference, 0.0, mean_baseline, p_value, None);
     }
-    let always_valid = relative_estimate(
+    let always_valid = always_valid_relative(
         mean_baseline,
         variance_of_mean_baseline,
         variation.mean(),
         variance_of_mean_variation,
-    )
-    .and_then(|estimate| mixture_sequential_test(estimate, MIXING_VARIANCE_DEFAULT));
+        MIXING_VARIANCE_DEFAULT,
+    );
 
     let degrees_of_freedom = welch_satterthwaite_degrees_of_freedom(
         variance_of_mean_baseline / variance_of_difference,
@@ -1058,7 +1072,7 @@ mod tests {
     fn mixture_sequential_test_matches_hand_computation() {
         // θ̂ = 0.2, V = τ² = 0.01: ln((V + τ²)/V) = ln 2, exponent τ²θ̂²/(2V(V + τ²)) = 1, so
         // p = √2·e⁻¹ = 0.5202600950; radius = √(0.02 · (2 ln 20 + ln 2)) = 0.3656394871.
-        let estimate = RelativeEstimate {
+        let estimate = Estimate {
             value: 0.2,
             variance: 0.01,
         };
@@ -1070,16 +1084,38 @@ mod tests {
 
     #[test]
     fn compare_rates_always_valid_matches_hand_computation() {
-        // r = 0.12/0.1 − 1 = 0.2; V = (0.12·0.88/1000 + 1.2²·0.1·0.9/1000)/0.1² = 0.02352;
-        // p = 0.9263197065, CS = 0.2 ∓ 0.7073141363 (numbers from the formulas in Python).
+        // d = 0.12 − 0.1 = 0.02; V = 0.1·0.9/1000 + 0.12·0.88/1000 = 1.956e-4; τ² on the
+        // difference = 0.01 · 0.1² = 1e-4; p = 0.8698476607, CS = (0.02 ∓ 0.0608521411) / 0.1
+        // (numbers from the formulas in Python).
         let comparison = compare_rates(100, 1000, 120, 1000).unwrap();
         let always_valid = comparison.always_valid.unwrap();
-        assert_close(always_valid.p_value, 0.926_319_706_479_445_5, 1e-12);
-        assert_close(always_valid.low, -0.507_314_136_320_066_3, 1e-12);
-        assert_close(always_valid.high, 0.907_314_136_320_066_2, 1e-12);
+        assert_close(always_valid.p_value, 0.869_847_660_690_211_4, 1e-12);
+        assert_close(always_valid.low, -0.408_521_411_246_626, 1e-12);
+        assert_close(always_valid.high, 0.808_521_411_246_625_7, 1e-12);
         // Wider than the fixed-horizon interval, and more cautious in its p-value.
         assert!(always_valid.low < comparison.ci_low && comparison.ci_high < always_valid.high);
         assert!(always_valid.p_value > comparison.p_value);
+    }
+
+    #[test]
+    fn a_larger_effect_is_stronger_evidence() {
+        // 1,000 visitors per variation at a 10 % baseline: 30 % and 60 % are overwhelming, and
+        // the p-value falls as the effect grows (on the ratio's delta-method variance it rose).
+        let mut previous = 1.0;
+        for conversions in [120, 150, 200, 300, 600] {
+            let comparison = compare_rates(100, 1000, conversions, 1000).unwrap();
+            let always_valid = comparison.always_valid.unwrap();
+            assert!(
+                always_valid.p_value < previous,
+                "{conversions}: {always_valid:?}"
+            );
+            previous = always_valid.p_value;
+        }
+        let obvious = compare_rates(100, 1000, 300, 1000).unwrap();
+        let always_valid = obvious.always_valid.unwrap();
+        assert_close(always_valid.p_value, 6.671_569_325_993_216e-8, 1e-6);
+        assert_close(always_valid.low, 1.131_957_607_978_059_8, 1e-9);
+        assert_close(always_valid.high, 2.868_042_392_021_94, 1e-9);
     }
 
     #[test]

@@ -207,3 +207,10 @@ async fn segment_run_matches(gzip: bool) {
 async fn the_segment_library_counts_what_it_sent() {
     segment_run_matches(false).await;
 }
+
+/// What the library sends with `gzip=True` (mobile and several server
+/// libraries compress by default).
+#[tokio::test]
+async fn the_segment_library_with_gzip_counts_what_it_sent() {
+    segment_run_matches(true).await;
+}
