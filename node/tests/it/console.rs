@@ -747,3 +747,145 @@ async fn a_browser_without_the_token_is_refused() {
     // The token appears in no log line.
     assert!(!node.stderr_text().contains(TEST_ADMIN_TOKEN));
 }
+
+/// Every chart of the experiment page is empty (no element drawn).
+const EXPERIMENT_CHARTS_EMPTY: &str =
+    "[...document.querySelectorAll('#experiment-view svg.chart')] \
+     .every(svg => svg.childElementCount === 0)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn navigation_starts_each_experiment_afresh_and_a_dead_node_is_shown_stale() {
+    let mut node = node_with_project().await;
+    send(&node, &events_of(0..40)).await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+
+    // An experiment with data, a breakdown and a range chosen.
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/{EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "the experiment ready with its charts",
+        "document.querySelector('#results').dataset.state === 'ready' && \
+         document.querySelectorAll('#chart-visitors polyline').length === 2",
+    )
+    .await;
+    page.evaluate(
+        "const s = document.querySelector('#breakdown'); s.value = 'browser'; \
+         s.dispatchEvent(new Event('change')); true",
+    )
+    .await;
+    page.wait_for(
+        "the breakdown by browser",
+        "document.querySelector('#results').dataset.breakdown === 'browser'",
+    )
+    .await;
+
+    // An unknown experiment of the same project: an empty state under its
+    // own title, and nothing of the previous page.
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/no-such-experiment'; true"
+    ))
+    .await;
+    let state = page
+        .wait_for(
+            "the empty state of an unknown experiment",
+            "document.querySelector('#results').dataset.state === 'empty' && \
+             document.querySelector('#experiment-state').textContent",
+        )
+        .await;
+    assert!(
+        state
+            .as_str()
+            .unwrap()
+            .contains("No experiment “no-such-experiment”"),
+        "{state}"
+    );
+    let leftovers = page
+        .evaluate(&format!(
+            "({{ title: document.querySelector('#experiment-title').textContent, \
+               groups: document.querySelectorAll('#results [data-group]').length, \
+               chartsEmpty: {EXPERIMENT_CHARTS_EMPTY}, \
+               chartsHidden: document.querySelector('#experiment-charts').hidden, \
+               keys: document.querySelector('#chart-key').options.length, \
+               from: document.querySelector('#range-from').value, \
+               shown: document.querySelector('#range-shown').textContent }})"
+        ))
+        .await;
+    assert_eq!(
+        leftovers,
+        json!({"title": format!("{PROJECT} / no-such-experiment"), "groups": 0,
+               "chartsEmpty": true, "chartsHidden": true, "keys": 0, "from": "", "shown": ""})
+    );
+    page.screenshot("experiment-unknown").await;
+
+    // An unknown project says so.
+    page.evaluate("location.hash = '#/experiments/no-such-project/x'; true")
+        .await;
+    let state = page
+        .wait_for(
+            "the empty state of an unknown project",
+            "document.querySelector('#experiment-state').textContent.includes('no project') && \
+             document.querySelector('#experiment-state').textContent",
+        )
+        .await;
+    assert!(
+        state.as_str().unwrap().contains("no-such-project"),
+        "{state}"
+    );
+
+    // Back to the experiment: drawn again from scratch, without the
+    // breakdown chosen before.
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/{EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "the experiment drawn again",
+        "document.querySelector('#results').dataset.state === 'ready' && \
+         document.querySelectorAll('#chart-visitors polyline').length === 2",
+    )
+    .await;
+    assert_eq!(
+        page.evaluate("[document.querySelector('#breakdown').value, document.querySelector('#results').dataset.breakdown]")
+            .await,
+        json!(["", ""])
+    );
+
+    // The node dies: the page keeps its numbers, says since when they are
+    // stale, and offers no operation.
+    page.wait_for(
+        "the operations enabled while the node answers",
+        "document.body.dataset.connection === 'live' && !document.querySelector('#op-checkpoint').disabled",
+    )
+    .await;
+    node.kill_9().await;
+    let badge = page
+        .wait_for(
+            "the connection shown stale",
+            "document.body.dataset.connection === 'down' && \
+             document.querySelector('#results').dataset.state === 'stale' && \
+             document.querySelector('#connection').textContent",
+        )
+        .await;
+    let badge = badge.as_str().unwrap();
+    assert!(
+        badge.starts_with("stale since ") && badge.ends_with(" UTC, retrying"),
+        "{badge}"
+    );
+    let disabled = page
+        .evaluate("[...document.querySelectorAll('.ops-panel button')].map(b => b.disabled)")
+        .await;
+    assert!(
+        disabled
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d == &json!(true)),
+        "{disabled}"
+    );
+    // The last numbers stay on the page.
+    assert_eq!(page.evaluate(SHOWN_VISITORS).await, json!(40));
+    page.screenshot("experiment-stale").await;
+}

@@ -199,14 +199,33 @@
         // can wait for the next one.
         samplesTaken += 1;
         document.body.dataset.statusSamples = String(samplesTaken);
-        $("#connection").textContent = `live · node ${members.node_id}`;
-        $("#connection").classList.remove("down");
+        setConnection(true, `live · node ${members.node_id}`);
       } catch (error) {
-        $("#connection").textContent = `unreachable: ${error.message}`;
-        $("#connection").classList.add("down");
+        // A refused token logs out (api); anything else is the node being
+        // unreachable or failing: the page keeps its last numbers, says
+        // since when they are stale, and offers no operation meanwhile.
+        setConnection(false, `${lastSampleAtMs === 0 ? "node unreachable" : `stale since ${clockLabel(lastSampleAtMs)} UTC`}, retrying`,
+          error.message);
       }
       for (const listener of sampleListeners) listener();
     }, SAMPLE_POLL_MS);
+  }
+
+  // The connection badge and the operation buttons: with the node
+  // unreachable, no operation can be started.
+  let connectionUp = true;
+  function setConnection(up, text, cause) {
+    connectionUp = up;
+    const badge = $("#connection");
+    badge.textContent = text;
+    badge.title = cause ? `last error: ${cause}` : "";
+    badge.classList.toggle("down", !up);
+    document.body.dataset.connection = up ? "live" : "down";
+    enableOperations();
+  }
+
+  function enableOperations() {
+    for (const button of opButtons()) button.disabled = operationRunning || !connectionUp;
   }
 
   // Per-second rate of one node's counter between consecutive samples in
@@ -454,7 +473,7 @@
   async function runOperation({ op, name, title, text, send, progress, report }) {
     // One at a time: the buttons are disabled meanwhile, but a form can
     // still be submitted with the Enter key.
-    if (operationRunning) return;
+    if (operationRunning || !connectionUp) return;
     const result = $("#op-result");
     const confirmed = await confirmAction(title, text);
     result.dataset.op = op;
@@ -499,8 +518,8 @@
     } finally {
       clearInterval(ticker);
       sampleListeners.delete(onSample);
-      for (const button of opButtons()) button.disabled = false;
       operationRunning = false;
+      enableOperations();
     }
   }
 
@@ -876,20 +895,69 @@
     let refreshDrawn = 0;
     let rangeEdited = false;
     let lastKeys = [];
+    let lastDrawnAtMs = 0;
     const resultsBox = $("#results");
-    resultsBox.replaceChildren();
-    resultsBox.removeAttribute("data-refreshes");
     const errorBox = $("#experiment-error");
-    errorBox.hidden = true;
-
+    const stateBox = $("#experiment-state");
     const breakdown = $("#breakdown");
     const keySelect = $("#chart-key");
     const fromInput = $("#range-from");
     const toInput = $("#range-to");
 
+    // Nothing of the previous page survives a navigation: results, charts,
+    // key and breakdown options, the range and its inputs all start empty.
+    function clearPage() {
+      resultsBox.replaceChildren();
+      for (const name of Object.keys(resultsBox.dataset)) delete resultsBox.dataset[name];
+      for (const svg of document.querySelectorAll("#experiment-view svg.chart")) {
+        svg.replaceChildren();
+        delete svg.dataset.points;
+      }
+      $("#experiment-charts").hidden = true;
+      $("#verdicts").replaceChildren();
+      $("#chart-key-label").textContent = "";
+      keySelect.replaceChildren();
+      breakdown.replaceChildren();
+      fromInput.value = "";
+      toInput.value = "";
+      $("#range-shown").textContent = "";
+      errorBox.hidden = true;
+    }
+
+    // One of: loading (nothing drawn yet), ready, empty (no such
+    // experiment, or no visitor in the range), error (the node answered
+    // with an error), stale (the node did not answer: the last numbers stay,
+    // marked as stale).
+    function setState(state, text) {
+      resultsBox.dataset.state = state;
+      stateBox.dataset.state = state;
+      stateBox.hidden = state === "ready";
+      stateBox.textContent = text || "";
+    }
+
+    clearPage();
+    setState("loading", "Loading results…");
+
     const showError = (error) => {
+      if (error instanceof ApiError && error.status === 404) {
+        // An unknown project or experiment: nothing to show, and nothing
+        // left over from the page before.
+        clearPage();
+        setState("empty", error.code === "unknown_project"
+          ? `There is no project named “${projectName}”.`
+          : `No experiment “${experimentName}” in project “${projectName}” yet: an experiment appears with its first decision event.`);
+        return;
+      }
+      if (!(error instanceof ApiError)) {
+        // The node did not answer at all.
+        setState("stale", lastDrawnAtMs === 0
+          ? `Node unreachable (${error.message}), retrying…`
+          : `Stale since ${clockLabel(lastDrawnAtMs)} UTC, retrying (${error.message}).`);
+        return;
+      }
       errorBox.hidden = false;
       errorBox.textContent = `${error.code || "error"}: ${error.message}`;
+      if (resultsBox.dataset.state !== "ready") setState("error", "The node refused the query; see the error above.");
     };
 
     const onBreakdown = () => { query.breakdown = breakdown.value; refresh(); };
@@ -975,6 +1043,11 @@
       errorBox.hidden = true;
 
       refreshes += 1;
+      lastDrawnAtMs = Date.now();
+      const visitors = results.groups.reduce((n, g) => n + g.variations.reduce((m, v) => m + v.visitors, 0), 0);
+      if (visitors === 0) setState("empty", "No visitor in this range yet.");
+      else setState("ready");
+      $("#experiment-charts").hidden = false;
       resultsBox.dataset.from = String(results.from);
       resultsBox.dataset.to = String(results.to);
       resultsBox.dataset.breakdown = results.breakdown || "";
