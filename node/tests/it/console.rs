@@ -240,7 +240,8 @@ fn display_of(metric: &str) -> (f64, i32) {
 
 /// The first number in a cell's text (`−` is a minus sign).
 fn leading_number(text: &str) -> Option<f64> {
-    let text = text.replace('−', "-");
+    // Counts carry thousands separators ("1,234").
+    let text = text.replace('−', "-").replace(',', "");
     let number: String = text
         .trim_start_matches(['<', '+'])
         .chars()
@@ -888,4 +889,187 @@ async fn navigation_starts_each_experiment_afresh_and_a_dead_node_is_shown_stale
     // The last numbers stay on the page.
     assert_eq!(page.evaluate(SHOWN_VISITORS).await, json!(40));
     page.screenshot("experiment-stale").await;
+}
+
+/// The experiment of the verdict test: two arms of `ARM_VISITORS`; on
+/// `purchase` control converts 10 % and treatment 30 %, on `signup` both 20 %.
+const VERDICT_EXPERIMENT: &str = "banner";
+const ARM_VISITORS: u32 = 300;
+
+/// Events of visitor `number` of `VERDICT_EXPERIMENT`; `conflicting`
+/// decisions of the other variation follow the first one.
+fn banner_events(number: u32, conflicting: u32) -> Vec<Event> {
+    let visitor = format!("b-{number:04}");
+    let treatment = number % 2 == 1;
+    let rank = number / 2;
+    let at_ms = START_MS - 30 * MINUTE_MS + i64::from(number % 20) * MINUTE_MS;
+    let event = |suffix: String, offset_ms: i64, event_type: EventType| Event {
+        id: format!("{visitor}-{suffix}"),
+        project: PROJECT.to_string(),
+        visitor: visitor.clone(),
+        ts: Timestamp::Milliseconds(at_ms + offset_ms),
+        event_type,
+        key: None,
+        value: None,
+        attributes: BTreeMap::new(),
+        decisions: Vec::new(),
+    };
+    let decision = |suffix: String, offset_ms: i64, variation: &str| {
+        let mut decision = event(suffix, offset_ms, EventType::Decision);
+        decision.decisions = vec![Decision {
+            experiment: VERDICT_EXPERIMENT.to_string(),
+            variation: variation.to_string(),
+        }];
+        decision
+    };
+    let (mine, other) = if treatment {
+        ("treatment", "control")
+    } else {
+        ("control", "treatment")
+    };
+    let mut events = vec![decision("decision".to_string(), 0, mine)];
+    // Later than the first decision, which therefore stays the visitor's.
+    events.extend(
+        (0..conflicting)
+            .map(|n| decision(format!("conflict-{n}"), 1_000 * i64::from(n + 1), other)),
+    );
+    let purchase_ranks = if treatment { 3 } else { 1 };
+    if rank % 10 < purchase_ranks {
+        let mut purchase = event("purchase".to_string(), 10_000, EventType::Custom);
+        purchase.key = Some("purchase".to_string());
+        events.push(purchase);
+    }
+    if rank.is_multiple_of(5) {
+        let mut signup = event("signup".to_string(), 20_000, EventType::Custom);
+        signup.key = Some("signup".to_string());
+        events.push(signup);
+    }
+    events
+}
+
+/// The verdicts on the page: (variation, key) → verdict.
+async fn shown_verdicts(page: &Page) -> Value {
+    page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#verdicts li[data-verdict]')]            .map(li => [`${li.dataset.variation}/${li.dataset.key}`, li.dataset.verdict]))",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_wait_for_enough_data_then_name_the_winner_and_warn_of_conflicts() {
+    let node = node_with_project().await;
+    // A few visitors: far below the minimum sample.
+    send(
+        &node,
+        &(0..20)
+            .flat_map(|n| banner_events(n, 0))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/{VERDICT_EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "verdicts for 20 visitors",
+        &format!("{SHOWN_VISITORS} === 20 && document.querySelectorAll('#verdicts li[data-verdict]').length === 2"),
+    )
+    .await;
+    assert_eq!(
+        shown_verdicts(&page).await,
+        json!({"treatment/purchase": "not_enough_data", "treatment/signup": "not_enough_data"})
+    );
+    let detail = page
+        .evaluate("document.querySelector('#verdicts li[data-key=\"purchase\"]').textContent")
+        .await;
+    assert!(
+        detail
+            .as_str()
+            .unwrap()
+            .contains("a verdict needs 100 visitors in each and 10 conversions"),
+        "{detail}"
+    );
+    assert_eq!(
+        page.evaluate("document.querySelectorAll('#verdicts [data-warning]').length")
+            .await,
+        json!(0)
+    );
+
+    // Enough visitors: treatment is ahead on purchase, no different on signup.
+    let everyone = 2 * ARM_VISITORS;
+    send(
+        &node,
+        &(20..everyone)
+            .flat_map(|n| banner_events(n, 0))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    page.wait_for(
+        "verdicts for every visitor",
+        &format!(
+            "{SHOWN_VISITORS} === {everyone} &&              document.querySelector('#verdicts li[data-key=\"purchase\"]').dataset.verdict !== 'not_enough_data'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        shown_verdicts(&page).await,
+        json!({"treatment/purchase": "ahead", "treatment/signup": "no_difference"})
+    );
+    // Not by colour alone: the verdict is written out with its numbers.
+    let ahead = page
+        .evaluate("document.querySelector('#verdicts li[data-key=\"purchase\"]').textContent")
+        .await;
+    let ahead = ahead.as_str().unwrap();
+    assert!(
+        ahead.starts_with("▲ ahead treatment on purchase")
+            && ahead.contains("conversion rate 30.00% vs 10.00%"),
+        "{ahead}"
+    );
+    page.screenshot_full("experiment-verdict").await;
+
+    // Decisions that keep contradicting the visitors' variation: more
+    // conflicts than visitors is a warning naming the variation.
+    send(
+        &node,
+        &(0..everyone)
+            .filter(|n| n % 2 == 0)
+            .flat_map(|n| banner_events(n, 3).into_iter().skip(1).take(3))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let results = node
+        .results(
+            PROJECT,
+            VERDICT_EXPERIMENT,
+            START_MS - 60 * MINUTE_MS,
+            START_MS + MINUTE_MS,
+            None,
+            &[],
+        )
+        .await;
+    let over: Vec<&str> = results.groups[0]
+        .variations
+        .iter()
+        .filter(|v| v.conflicts > v.visitors)
+        .map(|v| v.variation.as_str())
+        .collect();
+    assert!(
+        !over.is_empty(),
+        "the test needs conflicts above visitors: {results:?}"
+    );
+    let warning = page
+        .wait_for(
+            "the conflicts warning",
+            "(document.querySelector('#verdicts [data-warning=\"conflicts\"]') || {}).textContent",
+        )
+        .await;
+    assert!(
+        warning
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}: ", over[0])),
+        "{warning}"
+    );
 }

@@ -732,7 +732,9 @@
 
   // --- Experiment -------------------------------------------------------------------
 
-  const integer = (n) => String(n);
+  // Thousands separators everywhere a count is shown.
+  const formatInteger = (n) => Math.round(n).toLocaleString("en-US");
+  const integer = formatInteger;
   const percent = (x) => `${(x * 100).toFixed(2)}%`;
   const signedPercent = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(2)}%`;
   const fixed = (digits) => (x) => x.toFixed(digits);
@@ -875,6 +877,157 @@
       card.append(heading, table);
     });
     return card;
+  }
+
+  // --- Verdicts ---------------------------------------------------------------------
+  //
+  // One line per variation and conversion key at the top of the page: ahead,
+  // behind, no difference, or not enough data. Below the minimum sample the
+  // page says "not enough data" whatever the test says: with a handful of
+  // visitors a single conversion swings the rate by tens of percent.
+
+  // Visitors each of the variation and the baseline need, and unique
+  // conversions the two need together, before a verdict is given.
+  const VERDICT_VISITORS_MIN = 100;
+  const VERDICT_CONVERSIONS_MIN = 10;
+  // Two-sided significance level of a verdict (the intervals are 95%).
+  const VERDICT_ALPHA = 0.05;
+  // Active visitors are a HyperLogLog estimate: above the visitors by more
+  // than this many standard errors is a warning, less is estimation noise.
+  const ACTIVE_EXCESS_STANDARD_ERRORS = 3;
+
+  const VERDICT_LABELS = {
+    ahead: "▲ ahead",
+    behind: "▼ behind",
+    no_difference: "= no difference",
+    not_enough_data: "… not enough data",
+  };
+
+  // The numbers a verdict rests on: the always-valid ones when the node
+  // gives them (valid however often the page is looked at), else the
+  // fixed-horizon ones (valid for one look at a planned sample size).
+  function verdictEvidence(comparison) {
+    if (typeof comparison.always_valid_p_value === "number"
+      && typeof comparison.cs_low === "number" && typeof comparison.cs_high === "number") {
+      return { p: comparison.always_valid_p_value, low: comparison.cs_low, high: comparison.cs_high, kind: "always-valid" };
+    }
+    return { p: comparison.p_value, low: comparison.ci_low, high: comparison.ci_high, kind: "fixed-horizon" };
+  }
+
+  function verdictOf(variation, baseline, keyIndex) {
+    const metrics = variation.metrics[keyIndex];
+    const base = baseline.metrics[keyIndex];
+    const comparison = metrics.rate_comparison;
+    const conversions = metrics.unique_conversions + base.unique_conversions;
+    if (variation.visitors < VERDICT_VISITORS_MIN || baseline.visitors < VERDICT_VISITORS_MIN
+      || conversions < VERDICT_CONVERSIONS_MIN || !comparison) {
+      return {
+        verdict: "not_enough_data",
+        detail: `${formatInteger(variation.visitors)} and ${formatInteger(baseline.visitors)} visitors, `
+          + `${formatInteger(conversions)} conversions; a verdict needs ${formatInteger(VERDICT_VISITORS_MIN)} visitors in each `
+          + `and ${formatInteger(VERDICT_CONVERSIONS_MIN)} conversions`,
+      };
+    }
+    const evidence = verdictEvidence(comparison);
+    const significant = evidence.p < VERDICT_ALPHA;
+    const verdict = significant && evidence.low > 0 ? "ahead" : significant && evidence.high < 0 ? "behind" : "no_difference";
+    return {
+      verdict,
+      evidence,
+      detail: `conversion rate ${percent(metrics.conversion_rate)} vs ${percent(base.conversion_rate)}, `
+        + `${signedPercent(comparison.relative_improvement)} [${signedPercent(evidence.low)}, ${signedPercent(evidence.high)}], `
+        + `p ${pValue(evidence.p).startsWith("<") ? pValue(evidence.p) : `= ${pValue(evidence.p)}`} (${evidence.kind})`,
+    };
+  }
+
+  // Warnings that make the comparisons of a group doubtful.
+  function groupWarnings(group) {
+    const warnings = [];
+    for (const variation of group.variations) {
+      if (variation.conflicts > variation.visitors) {
+        warnings.push({
+          kind: "conflicts",
+          text: `${variation.variation}: ${formatInteger(variation.conflicts)} conflicts for ${formatInteger(variation.visitors)} visitors — `
+            + "decisions keep disagreeing with the visitors' first variation; check how variations are assigned.",
+        });
+      }
+      const active = variation.active_visitors;
+      if (active.value - ACTIVE_EXCESS_STANDARD_ERRORS * active.standard_error > variation.visitors) {
+        warnings.push({
+          kind: "active_visitors",
+          text: `${variation.variation}: ${formatInteger(Math.round(active.value))} active visitors for ${formatInteger(variation.visitors)} visitors — `
+            + "more visitors were active than were exposed; check that every visitor gets a decision event.",
+        });
+      }
+    }
+    if (group.srm && group.srm.flagged) {
+      warnings.push({
+        kind: "srm",
+        text: `Sample ratio mismatch (p = ${pValue(group.srm.p_value)}): the visitors are not split as expected, so the comparisons are not trustworthy.`,
+      });
+    }
+    return warnings;
+  }
+
+  function groupName(group, results) {
+    return results.breakdown ? `${results.breakdown} = ${group.breakdown_value}` : "All visitors";
+  }
+
+  function renderVerdicts(results) {
+    const box = $("#verdicts");
+    const cards = results.groups.map((group) => {
+      const card = document.createElement("div");
+      card.className = "card verdicts";
+      card.dataset.group = group.breakdown_value === undefined || group.breakdown_value === null ? "" : group.breakdown_value;
+      const title = document.createElement("h2");
+      title.textContent = `Verdict · ${groupName(group, results)}`;
+      const note = document.createElement("span");
+      note.className = "muted";
+      note.textContent = ` against ${results.baseline}`;
+      title.appendChild(note);
+      card.appendChild(title);
+      for (const warning of groupWarnings(group)) {
+        const line = document.createElement("p");
+        line.className = "warning";
+        line.dataset.warning = warning.kind;
+        line.setAttribute("role", "alert");
+        line.textContent = `⚠ ${warning.text}`;
+        card.appendChild(line);
+      }
+      const baseline = group.variations.find((v) => v.variation === results.baseline);
+      const list = document.createElement("ul");
+      list.className = "verdict-list";
+      results.keys.forEach((key, keyIndex) => {
+        for (const variation of group.variations) {
+          if (!baseline || variation === baseline) continue;
+          const verdict = verdictOf(variation, baseline, keyIndex);
+          const item = document.createElement("li");
+          item.dataset.variation = variation.variation;
+          item.dataset.key = key;
+          item.dataset.verdict = verdict.verdict;
+          if (verdict.evidence) item.dataset.evidence = verdict.evidence.kind;
+          const badge = document.createElement("strong");
+          badge.className = `verdict ${verdict.verdict}`;
+          badge.textContent = VERDICT_LABELS[verdict.verdict];
+          const what = document.createElement("span");
+          what.textContent = ` ${variation.variation} on ${key}`;
+          const detail = document.createElement("span");
+          detail.className = "muted";
+          detail.textContent = ` · ${verdict.detail}`;
+          item.append(badge, what, detail);
+          list.appendChild(item);
+        }
+      });
+      if (results.keys.length === 0) {
+        const none = document.createElement("li");
+        none.className = "muted";
+        none.textContent = "No conversion yet: a verdict needs a conversion key.";
+        list.appendChild(none);
+      }
+      card.appendChild(list);
+      return card;
+    });
+    box.replaceChildren(...cards);
   }
 
   function utcInput(ms) {
@@ -1054,6 +1207,7 @@
       resultsBox.dataset.baseline = results.baseline || "";
       resultsBox.dataset.keys = results.keys.join(",");
       resultsBox.replaceChildren(...results.groups.map((group) => groupTables(group, results)));
+      renderVerdicts(results);
       resultsBox.dataset.refreshes = String(refreshes);
       if (query.from === null && !rangeEdited && document.activeElement !== fromInput && document.activeElement !== toInput) {
         fromInput.value = utcInput(results.from);
