@@ -1073,3 +1073,63 @@ async fn verdicts_wait_for_enough_data_then_name_the_winner_and_warn_of_conflict
         "{warning}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_says_where_the_token_comes_from_and_refuses_its_hash() {
+    let node = TestNode::start(START_MS).await;
+    let browser = Browser::launch().await;
+    let page = browser.new_page().await;
+    page.navigate(&node.url("/console/")).await;
+    page.wait_for("the login screen", "document.body.dataset.view === 'login'")
+        .await;
+    let help = page
+        .evaluate("document.querySelector('#token-help').textContent.replace(/\\s+/g, ' ')")
+        .await;
+    let help = help.as_str().unwrap();
+    for said in [
+        "SESSIONDB_ADMIN_TOKEN",
+        "--admin-token",
+        "printed it once on its standard output",
+        "sessiondb generated admin token (shown once, only its hash is stored)",
+        "<data-dir>/admin-token holds only the token's SHA-256 hash",
+        "delete <data-dir>/admin-token",
+        "sessiondb-ctl admin-token rotate",
+    ] {
+        assert!(help.contains(said), "the help lacks {said:?}: {help}");
+    }
+    for width in [1400, 400] {
+        page.set_width(width).await;
+        page.screenshot(&format!("login-{width}")).await;
+    }
+
+    // What the token file holds is refused, and the page says why.
+    let file = std::fs::read_to_string(node.node_data_dir().join("admin-token"))
+        .expect("the admin-token file");
+    assert!(
+        !file.contains(node.admin_token()),
+        "the file holds only the hash"
+    );
+    page.evaluate(&format!(
+        "document.querySelector('#token').value = {}; \
+         document.querySelector('#login-form').requestSubmit(); true",
+        json!(file)
+    ))
+    .await;
+    let error = page
+        .wait_for(
+            "the refusal of the hash",
+            "document.body.dataset.loginRefusals === '1' && document.querySelector('#login-error').textContent",
+        )
+        .await;
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .starts_with("That is the token's hash from <data-dir>/admin-token, not the token (401 unauthorized)."),
+        "{error}"
+    );
+    assert_eq!(
+        page.evaluate("document.body.dataset.view").await,
+        json!("login")
+    );
+}

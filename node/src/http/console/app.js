@@ -147,7 +147,12 @@
       await request("GET", "/console/api/status", candidate);
     } catch (failure) {
       error.hidden = false;
-      error.textContent = failure.status === 401
+      // The token file's content is the most common wrong paste.
+      const looksLikeHash = /^(sessiondb admin token hashes|sha256:)/m.test(candidate);
+      error.textContent = failure.status === 401 && looksLikeHash
+        ? "That is the token's hash from <data-dir>/admin-token, not the token (401 unauthorized). "
+          + "The token was printed once at the node's first start or given with SESSIONDB_ADMIN_TOKEN / --admin-token; see below to reset a lost one."
+        : failure.status === 401
         ? "That token was refused (401 unauthorized)."
         : failure.status === 403
           ? "That is not the admin token (403 forbidden): an ingest key cannot open the console."
