@@ -528,7 +528,7 @@ async fn experiment_page_updates_live_and_shows_the_results_api_numbers() {
     // Charts per variation from /timeseries.
     page.wait_for(
         "the visitors chart with one line per variation",
-        "document.querySelectorAll('#chart-visitors polyline').length === 2",
+        "new Set([...document.querySelectorAll('#chart-visitors polyline')].map(p => p.dataset.series)).size === 2",
     )
     .await;
     page.screenshot_full("experiment").await;
@@ -769,7 +769,7 @@ async fn navigation_starts_each_experiment_afresh_and_a_dead_node_is_shown_stale
     page.wait_for(
         "the experiment ready with its charts",
         "document.querySelector('#results').dataset.state === 'ready' && \
-         document.querySelectorAll('#chart-visitors polyline').length === 2",
+         new Set([...document.querySelectorAll('#chart-visitors polyline')].map(p => p.dataset.series)).size === 2",
     )
     .await;
     page.evaluate(
@@ -845,7 +845,7 @@ async fn navigation_starts_each_experiment_afresh_and_a_dead_node_is_shown_stale
     page.wait_for(
         "the experiment drawn again",
         "document.querySelector('#results').dataset.state === 'ready' && \
-         document.querySelectorAll('#chart-visitors polyline').length === 2",
+         new Set([...document.querySelectorAll('#chart-visitors polyline')].map(p => p.dataset.series)).size === 2",
     )
     .await;
     assert_eq!(
@@ -1028,6 +1028,50 @@ async fn verdicts_wait_for_enough_data_then_name_the_winner_and_warn_of_conflict
         "{ahead}"
     );
     page.screenshot_full("experiment-verdict").await;
+
+    // The cumulative conversion rate of purchase ends at each variation's
+    // rate (each visitor converts at most once here), with the exact value
+    // as the tooltip of its last point.
+    let chart = page
+        .wait_for(
+            "the cumulative conversion rate chart",
+            "(() => { const svg = document.querySelector('#chart-cumulative-rate'); \
+               const last = name => [...svg.querySelectorAll(`circle.point[data-series=\"${name}\"]`)].pop(); \
+               const c = last('control'), t = last('treatment'); \
+               if (!c || !t) return false; \
+               return { control: Number(c.dataset.y), treatment: Number(t.dataset.y), \
+                 tooltip: t.querySelector('title').textContent, \
+                 stretched: svg.hasAttribute('preserveAspectRatio'), \
+                 titles: [...svg.querySelectorAll('.axis-title')].map(t => t.textContent), \
+                 xTicks: svg.querySelectorAll('text.axis').length, \
+                 partialFrom: Number(svg.dataset.partialFrom), \
+                 to: Number(document.querySelector('#results').dataset.to) }; })()",
+        )
+        .await;
+    assert_eq!(chart["control"], json!(0.1), "{chart}");
+    assert!(
+        (chart["treatment"].as_f64().unwrap() - 0.3).abs() < 1e-12,
+        "{chart}"
+    );
+    assert!(
+        chart["tooltip"]
+            .as_str()
+            .unwrap()
+            .starts_with("treatment · ")
+            && chart["tooltip"].as_str().unwrap().ends_with(": 30.00%"),
+        "{chart}"
+    );
+    assert_eq!(chart["stretched"], json!(false));
+    assert_eq!(
+        chart["titles"],
+        json!(["conversion rate", "bucket start (UTC), 1 min each"])
+    );
+    // The bucket in progress (the last of the default range) is partial.
+    assert_eq!(
+        chart["partialFrom"].as_i64(),
+        Some(chart["to"].as_i64().unwrap() - MINUTE_MS),
+        "{chart}"
+    );
 
     // Decisions that keep contradicting the visitors' variation: more
     // conflicts than visitors is a warning naming the variation.

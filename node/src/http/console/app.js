@@ -406,10 +406,10 @@
   function renderCharts() {
     const ids = memberIds();
     const perNode = (f) => ids.map((id) => ({ name: `node ${id}`, points: f(id) }));
-    Charts.line($("#chart-ingest"), perNode((id) => rateSeries(id, "events_accepted")), { xLabel: clockLabel });
-    Charts.line($("#chart-rejected"), perNode((id) => rateSeries(id, "events_rejected")), { xLabel: clockLabel });
-    Charts.line($("#chart-duplicates"), perNode((id) => rateSeries(id, "events_duplicate")), { xLabel: clockLabel });
-    Charts.line($("#chart-active"), perNode((id) => gaugeSeries(id, "live_visitors")), { xLabel: clockLabel });
+    Charts.line($("#chart-ingest"), perNode((id) => rateSeries(id, "events_accepted")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
+    Charts.line($("#chart-rejected"), perNode((id) => rateSeries(id, "events_rejected")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
+    Charts.line($("#chart-duplicates"), perNode((id) => rateSeries(id, "events_duplicate")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
+    Charts.line($("#chart-active"), perNode((id) => gaugeSeries(id, "live_visitors")), { xLabel: clockLabel, markers: false, yTitle: "visitors", xTitle: "time (UTC)" });
   }
 
   function renderOverview() {
@@ -1172,16 +1172,44 @@
     }
 
     function renderSeries(series, results) {
-      const bucketLabel = (ms) => new Date(ms).toISOString().slice(5, 16).replace("T", " ");
+      // Within a day the ticks need only the time of day.
+      const withinDay = results.to - results.from <= 86400000;
+      const bucketLabel = (ms) => (withinDay ? new Date(ms).toISOString().slice(11, 16)
+        : new Date(ms).toISOString().slice(5, 16).replace("T", " "));
       const keyIndex = Math.max(0, series.keys.indexOf(keySelect.value));
       const pick = (f) => series.variations.map((v) => ({ name: v.variation, points: v.points.map((p) => [p.ts, f(p)]) }));
-      Charts.line($("#chart-visitors"), pick((p) => p.visitors), { xLabel: bucketLabel });
-      Charts.line($("#chart-sessions"), pick((p) => p.sessions), { xLabel: bucketLabel });
-      Charts.line($("#chart-series-active"), pick((p) => p.active_visitors), { xLabel: bucketLabel });
-      Charts.line($("#chart-conversions"), series.keys.length === 0 ? [] : pick((p) => p.unique_conversions[keyIndex]), { xLabel: bucketLabel });
-      $("#chart-key-label").textContent = series.keys.length === 0 ? "(no conversions yet)" : `key ${series.keys[keyIndex]}`;
+      // With the default range the last interval ends with the current
+      // bucket, which is still filling: it is drawn as partial.
+      const lastStart = results.to - series.interval_ms;
+      const partialFrom = query.from === null ? lastStart : null;
+      const interval = formatDuration(series.interval_ms);
+      const common = { xLabel: bucketLabel, xTitle: `bucket start (UTC), ${interval} each`, partialFrom };
+      const count = { ...common, integer: true, yFormat: (n) => (n >= 10000 ? Charts.shortNumber(n) : formatInteger(n)), tooltipFormat: formatInteger };
+      Charts.line($("#chart-visitors"), pick((p) => p.visitors), { ...count, yTitle: "new visitors" });
+      Charts.line($("#chart-sessions"), pick((p) => p.sessions), { ...count, yTitle: "sessions" });
+      Charts.line($("#chart-series-active"), pick((p) => p.active_visitors), { ...count, yTitle: "active visitors" });
+      Charts.line($("#chart-conversions"), series.keys.length === 0 ? [] : pick((p) => p.unique_conversions[keyIndex]),
+        { ...count, yTitle: "converting visitors" });
+      // Cumulative conversion rate: converting visitors over exposed
+      // visitors, both summed from the start of the range.
+      const cumulative = series.keys.length === 0 ? [] : series.variations.map((v) => {
+        let visitors = 0;
+        let conversions = 0;
+        const points = [];
+        for (const p of v.points) {
+          visitors += p.visitors;
+          conversions += p.unique_conversions[keyIndex];
+          if (visitors > 0) points.push([p.ts, conversions / visitors]);
+        }
+        return { name: v.variation, points };
+      });
+      Charts.line($("#chart-cumulative-rate"), cumulative, {
+        ...common, yTitle: "conversion rate", yMaxLimit: 1, yFormat: (x) => `${(x * 100).toFixed(1)}%`, tooltipFormat: percent,
+      });
+      const keyLabel = series.keys.length === 0 ? "(no conversions yet)" : `key ${series.keys[keyIndex]}`;
+      $("#chart-key-label").textContent = keyLabel;
+      $("#chart-cumulative-key").textContent = keyLabel;
       resultsBox.dataset.seriesPoints = String(series.variations.reduce((n, v) => n + v.points.length, 0));
-      void results;
     }
 
     async function refresh() {
