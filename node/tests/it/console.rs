@@ -243,6 +243,8 @@ fn leading_number(text: &str) -> Option<f64> {
     // Counts carry thousands separators ("1,234").
     let text = text.replace('−', "-").replace(',', "");
     let number: String = text
+        // "▲ "/"▼ " mark better and worse improvements.
+        .trim_start_matches(['▲', '▼', ' '])
         .trim_start_matches(['<', '+'])
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
@@ -1073,6 +1075,22 @@ async fn verdicts_wait_for_enough_data_then_name_the_winner_and_warn_of_conflict
         "{chart}"
     );
 
+    // At 400 px the page does not scroll sideways: the tables are cards and
+    // the improvement and p-value of treatment are on screen.
+    page.set_width(400).await;
+    let layout = page
+        .wait_for(
+            "the phone layout",
+            "(() => { const p = document.querySelector('#results [data-key=\"purchase\"] tr[data-variation=\"treatment\"] [data-metric=\"rate_comparison.p_value\"]'); \
+               const r = p.getBoundingClientRect(); \
+               return document.documentElement.scrollWidth <= 400 && r.right <= 400 && r.width > 0 \
+                 && { label: p.dataset.label, right: r.right, page: document.documentElement.scrollWidth }; })()",
+        )
+        .await;
+    assert_eq!(layout["label"], json!("p"), "{layout}");
+    page.screenshot_full("experiment-400").await;
+    page.set_width(1400).await;
+
     // Decisions that keep contradicting the visitors' variation: more
     // conflicts than visitors is a warning naming the variation.
     send(
@@ -1176,4 +1194,32 @@ async fn the_login_page_says_where_the_token_comes_from_and_refuses_its_hash() {
         page.evaluate("document.body.dataset.view").await,
         json!("login")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_squares_are_reachable_and_chosen_by_keyboard() {
+    let node = node_with_project().await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    page.wait_for(
+        "the shard grid",
+        "document.querySelectorAll('#shard-grid .shard').length > 5",
+    )
+    .await;
+    let focusable = page
+        .evaluate(
+            "[...document.querySelectorAll('#shard-grid .shard')].every(s => s.tabIndex === 0 \
+               && s.getAttribute('role') === 'button' && s.getAttribute('aria-label').startsWith(`shard ${s.dataset.shard} `))",
+        )
+        .await;
+    assert_eq!(focusable, json!(true));
+    // Enter on a focused square chooses it for a move, as a click does.
+    let chosen = page
+        .evaluate(
+            "(() => { const s = document.querySelector('#shard-grid .shard[data-shard=\"5\"]'); s.focus(); \
+               s.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true})); \
+               return [document.activeElement === s, document.querySelector('#move-shard').value]; })()",
+        )
+        .await;
+    assert_eq!(chosen, json!([true, "5"]));
 }

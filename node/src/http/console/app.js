@@ -349,7 +349,14 @@
     const shards = cluster.shards;
     const grid = $("#shard-grid");
     if (grid.childElementCount !== shards.length) {
-      grid.replaceChildren(...shards.map(() => document.createElement("div")));
+      grid.replaceChildren(...shards.map(() => {
+        // Every shard is reachable by keyboard: Tab to it, Enter or Space
+        // chooses it for a move (chooseShardByKey).
+        const cell = document.createElement("div");
+        cell.tabIndex = 0;
+        cell.setAttribute("role", "button");
+        return cell;
+      }));
       // About twice as wide as tall: 8 shards in one row of large squares,
       // 256 in 23 columns.
       const columns = Math.min(GRID_COLUMNS_MAX, Math.max(GRID_COLUMNS_MIN, Math.ceil(Math.sqrt(shards.length * 2))));
@@ -367,6 +374,7 @@
       cell.textContent = String(assignment.shard);
       cell.title = `shard ${assignment.shard} → node ${assignment.owner} (epoch ${assignment.epoch})`
         + (isMoving ? `, moving to node ${assignment.moving_to}` : "") + " · click to choose it for a move";
+      cell.setAttribute("aria-label", cell.title);
       cell.style.background = nodeColour(assignment.owner);
       cell.style.outlineColor = isMoving ? nodeColour(assignment.moving_to) : "";
     });
@@ -793,7 +801,12 @@
     cell.dataset.ciLow = String(comparison.ci_low);
     cell.dataset.ciHigh = String(comparison.ci_high);
     const text = document.createElement("span");
-    text.textContent = `${signedPercent(comparison.relative_improvement)} [${signedPercent(comparison.ci_low)}, ${signedPercent(comparison.ci_high)}]`;
+    // Better / worse in words and symbols too, not by colour alone.
+    const tone = toneOf(comparison);
+    const mark = tone === "better" ? "▲ " : tone === "worse" ? "▼ " : "";
+    text.textContent = `${mark}${signedPercent(comparison.relative_improvement)} [${signedPercent(comparison.ci_low)}, ${signedPercent(comparison.ci_high)}]`;
+    cell.title = tone === "better" ? "better than the baseline (the 95% interval is above zero)"
+      : tone === "worse" ? "worse than the baseline (the 95% interval is below zero)" : "the 95% interval includes zero";
     cell.append(text, Charts.errorBar(comparison.relative_improvement, comparison.ci_low, comparison.ci_high,
       -axis, axis, { zero: 0, tone: toneOf(comparison) }));
     return [cell, metricCell(`${prefix}.p_value`, comparison.p_value, pValue)];
@@ -807,6 +820,16 @@
     name.textContent = variation.variation;
     row.appendChild(name);
     return row;
+  }
+
+  // At phone width the tables turn into cards (style.css): each cell shows
+  // its column's name from data-label.
+  function labelCells(table) {
+    const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+    for (const row of table.querySelectorAll("tbody tr")) {
+      [...row.children].forEach((cell, index) => { if (names[index]) cell.dataset.label = names[index]; });
+    }
+    return table;
   }
 
   function groupTables(group, results) {
@@ -850,7 +873,7 @@
       overviewBody.appendChild(row);
     }
     overview.appendChild(overviewBody);
-    card.appendChild(overview);
+    card.appendChild(labelCells(overview));
 
     results.keys.forEach((key, keyIndex) => {
       const heading = document.createElement("h3");
@@ -879,7 +902,7 @@
         body.appendChild(row);
       }
       table.appendChild(body);
-      card.append(heading, table);
+      card.append(heading, labelCells(table));
     });
     return card;
   }
@@ -1276,6 +1299,11 @@
   $("#op-rebalance").addEventListener("click", rebalance);
   $("#drain-form").addEventListener("submit", drain);
   $("#shard-grid").addEventListener("click", chooseShard);
+  $("#shard-grid").addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault();
+    chooseShard(event);
+  });
   window.addEventListener("hashchange", route);
 
   (async () => {
