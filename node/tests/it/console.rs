@@ -1223,3 +1223,112 @@ async fn shard_squares_are_reachable_and_chosen_by_keyboard() {
         .await;
     assert_eq!(chosen, json!([true, "5"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_are_shown_and_taken_in_the_project_time_zone_or_utc() {
+    let node = TestNode::start(START_MS).await;
+    node.create_project(
+        "west",
+        json!({"bucket_ms": MINUTE_MS, "time_zone": "America/Los_Angeles"}),
+    )
+    .await;
+    let events: Vec<Event> = events_of(0..20)
+        .into_iter()
+        .map(|mut event| {
+            event.project = "west".to_string();
+            event
+        })
+        .collect();
+    send(&node, &events).await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/west/{EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "the experiment in the project's zone",
+        "document.querySelector('#results').dataset.state === 'ready' && \
+         document.querySelector('#range-from').value !== ''",
+    )
+    .await;
+    // Late November: Los Angeles is UTC−8, shown with a 24-hour clock.
+    let pacific = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms - 8 * 60 * MINUTE_MS)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let utc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let shown = |page: &Page| {
+        let page = page.clone();
+        async move {
+            page.evaluate(
+                "(() => { const r = document.querySelector('#results').dataset; return { \
+                   zone: document.querySelector('#time-zone').value, \
+                   from: document.querySelector('#range-from').value, \
+                   to: document.querySelector('#range-to').value, \
+                   label: document.querySelector('.zone-name').textContent, \
+                   fromMs: Number(r.from), toMs: Number(r.to) }; })()",
+            )
+            .await
+        }
+    };
+    let west = shown(&page).await;
+    let (from_ms, to_ms) = (
+        west["fromMs"].as_i64().unwrap(),
+        west["toMs"].as_i64().unwrap(),
+    );
+    assert_eq!(west["zone"], json!("America/Los_Angeles"), "{west}");
+    assert_eq!(west["label"], json!("America/Los_Angeles"), "{west}");
+    assert_eq!(west["from"], json!(pacific(from_ms)), "{west}");
+    assert_eq!(west["to"], json!(pacific(to_ms)), "{west}");
+    page.screenshot("experiment-time-zone").await;
+
+    // Switched to UTC: the same instants, in UTC.
+    page.evaluate(
+        "{ const z = document.querySelector('#time-zone'); z.value = 'UTC'; \
+         z.dispatchEvent(new Event('change')); } true",
+    )
+    .await;
+    let switched = page
+        .wait_for(
+            "the range in UTC",
+            &format!(
+                "document.querySelector('#range-from').value === '{}' && document.querySelector('.zone-name').textContent",
+                utc(from_ms)
+            ),
+        )
+        .await;
+    assert_eq!(switched, json!("UTC"));
+
+    // Back to Pacific time: a range typed there is taken there.
+    page.evaluate(
+        "{ const z = document.querySelector('#time-zone'); z.value = 'America/Los_Angeles'; \
+         z.dispatchEvent(new Event('change')); } true",
+    )
+    .await;
+    let chosen_from = START_MS - 45 * MINUTE_MS;
+    let chosen_to = START_MS - 30 * MINUTE_MS;
+    page.evaluate(&format!(
+        "document.querySelector('#range-from').value = '{}'; \
+         document.querySelector('#range-to').value = '{}'; \
+         document.querySelector('#query-form').requestSubmit(); true",
+        pacific(chosen_from),
+        pacific(chosen_to)
+    ))
+    .await;
+    page.wait_for(
+        "the range typed in Pacific time",
+        &format!(
+            "Number(document.querySelector('#results').dataset.from) === {chosen_from} && \
+             Number(document.querySelector('#results').dataset.to) === {chosen_to}"
+        ),
+    )
+    .await;
+}

@@ -1058,12 +1058,45 @@
     box.replaceChildren(...cards);
   }
 
-  function utcInput(ms) {
-    return new Date(ms).toISOString().slice(0, 16);
+  // --- Time zones -------------------------------------------------------------------
+  //
+  // The experiment page shows and takes times in the project's time zone
+  // (or UTC, switchable), as ISO "YYYY-MM-DD HH:MM" with a 24-hour clock.
+
+  function wallParts(ms, timeZone) {
+    const parts = new Intl.DateTimeFormat("en-US", {
+      timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit",
+    }).formatToParts(new Date(ms));
+    const get = (type) => Number(parts.find((part) => part.type === type).value);
+    return { year: get("year"), month: get("month"), day: get("day"), hour: get("hour") % 24, minute: get("minute"), second: get("second") };
   }
 
-  function parseUtcInput(text) {
-    return text ? Date.parse(`${text}:00Z`) : NaN;
+  const pad2 = (n) => String(n).padStart(2, "0");
+
+  // "YYYY-MM-DD HH:MM" of `ms` in `timeZone`.
+  function zonedText(ms, timeZone) {
+    const p = wallParts(ms, timeZone);
+    return `${p.year}-${pad2(p.month)}-${pad2(p.day)} ${pad2(p.hour)}:${pad2(p.minute)}`;
+  }
+
+  // How far `timeZone`'s wall clock is ahead of UTC at `ms`.
+  function zoneOffsetMs(ms, timeZone) {
+    const p = wallParts(ms, timeZone);
+    return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - Math.floor(ms / 1000) * 1000;
+  }
+
+  // Parses "YYYY-MM-DD HH:MM" (or with a "T") as a wall time in
+  // `timeZone`; NaN when malformed. The offset is taken twice so a time
+  // near a daylight-saving change lands on the right side of it.
+  function parseZonedText(text, timeZone) {
+    const match = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})$/.exec(text.trim());
+    if (!match) return NaN;
+    const [year, month, day, hour, minute] = match.slice(1).map(Number);
+    if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59) return NaN;
+    const wall = Date.UTC(year, month - 1, day, hour, minute);
+    const guess = wall - zoneOffsetMs(wall, timeZone);
+    return wall - zoneOffsetMs(guess, timeZone);
   }
 
   function startExperiment(projectName, experimentName) {
@@ -1119,6 +1152,31 @@
     clearPage();
     setState("loading", "Loading results…");
 
+    // The zone times are shown and taken in: the project's until the
+    // user picks UTC.
+    const zoneSelect = $("#time-zone");
+    let zone = "UTC";
+    let zoneChosen = false;
+    const utcInput = (ms) => zonedText(ms, zone);
+    const parseUtcInput = (text) => parseZonedText(text, zone);
+    function renderZone() {
+      for (const label of document.querySelectorAll(".zone-name")) label.textContent = zone;
+      zoneSelect.value = zone;
+      document.querySelector("#experiment-view").dataset.timeZone = zone;
+    }
+    const onZone = () => {
+      const from = parseUtcInput(fromInput.value);
+      const to = parseUtcInput(toInput.value);
+      zone = zoneSelect.value;
+      zoneChosen = true;
+      if (Number.isFinite(from)) fromInput.value = utcInput(from);
+      if (Number.isFinite(to)) toInput.value = utcInput(to);
+      renderZone();
+      refresh().catch(showError);
+    };
+    zoneSelect.replaceChildren();
+    renderZone();
+
     const showError = (error) => {
       if (error instanceof ApiError && error.status === 404) {
         // An unknown project or experiment: nothing to show, and nothing
@@ -1165,6 +1223,7 @@
     const onKey = () => refresh();
 
     breakdown.addEventListener("change", onBreakdown);
+    zoneSelect.addEventListener("change", onZone);
     keySelect.addEventListener("change", onKey);
     fromInput.addEventListener("input", onRangeEdit);
     toInput.addEventListener("input", onRangeEdit);
@@ -1176,6 +1235,11 @@
       breakdown.replaceChildren(new Option("(no breakdown)", ""),
         ...project.settings.breakdown_attributes.map((name) => new Option(name, name)));
       breakdown.value = query.breakdown;
+      const projectZone = project.settings.time_zone || "UTC";
+      zoneSelect.replaceChildren(...[...new Set([projectZone, "UTC"])].map((name) =>
+        new Option(name === "UTC" ? "UTC" : `${name} (project)`, name)));
+      if (!zoneChosen) zone = projectZone;
+      renderZone();
     }
 
     function resultsPath() {
@@ -1197,8 +1261,7 @@
     function renderSeries(series, results) {
       // Within a day the ticks need only the time of day.
       const withinDay = results.to - results.from <= 86400000;
-      const bucketLabel = (ms) => (withinDay ? new Date(ms).toISOString().slice(11, 16)
-        : new Date(ms).toISOString().slice(5, 16).replace("T", " "));
+      const bucketLabel = (ms) => (withinDay ? zonedText(ms, zone).slice(11) : zonedText(ms, zone).slice(5));
       const keyIndex = Math.max(0, series.keys.indexOf(keySelect.value));
       const pick = (f) => series.variations.map((v) => ({ name: v.variation, points: v.points.map((p) => [p.ts, f(p)]) }));
       // With the default range the last interval ends with the current
@@ -1206,7 +1269,7 @@
       const lastStart = results.to - series.interval_ms;
       const partialFrom = query.from === null ? lastStart : null;
       const interval = formatDuration(series.interval_ms);
-      const common = { xLabel: bucketLabel, xTitle: `bucket start (UTC), ${interval} each`, partialFrom };
+      const common = { xLabel: bucketLabel, xTitle: `bucket start (${zone}), ${interval} each`, partialFrom };
       const count = { ...common, integer: true, yFormat: (n) => (n >= 10000 ? Charts.shortNumber(n) : formatInteger(n)), tooltipFormat: formatInteger };
       Charts.line($("#chart-visitors"), pick((p) => p.visitors), { ...count, yTitle: "new visitors" });
       Charts.line($("#chart-sessions"), pick((p) => p.sessions), { ...count, yTitle: "sessions" });
@@ -1269,7 +1332,7 @@
         fromInput.value = utcInput(results.from);
         toInput.value = utcInput(results.to);
       }
-      $("#range-shown").textContent = `showing ${utcInput(results.from).replace("T", " ")} → ${utcInput(results.to).replace("T", " ")} UTC`
+      $("#range-shown").textContent = `showing ${utcInput(results.from)} → ${utcInput(results.to)} ${zone}`
         + ` · bucket ${formatDuration(bucket)}${query.from === null ? " · all data" : ""}`;
       renderKeys(results.keys);
       renderSeries(series, results);
@@ -1282,6 +1345,7 @@
     return () => {
       stopPolling();
       breakdown.removeEventListener("change", onBreakdown);
+      zoneSelect.removeEventListener("change", onZone);
       keySelect.removeEventListener("change", onKey);
       fromInput.removeEventListener("input", onRangeEdit);
       toInput.removeEventListener("input", onRangeEdit);
