@@ -370,6 +370,7 @@ impl NodeConfig {
                 project_events_per_second_max,
                 tls,
                 fault_routes: args.fault_actor_panic,
+                demo: args.demo,
             },
             admin_token,
             key_rotation_grace_ms,
@@ -527,9 +528,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shards = config.engine.shards,
             "node started"
         );
-        if args.demo {
-            tokio::spawn(crate::demo::run(engine.clone()));
-        }
         // Joining needs this node's endpoints up (the leader replicates to
         // it before admitting it), so it runs beside the server; a failure
         // to take a place in the cluster stops the node.

@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Serve the hidden fault route (`--fault-actor-panic`; testing only).
     pub fault_routes: bool,
+    /// Feed the `--demo` workload through this server's ingest path.
+    pub demo: bool,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             project_events_per_second_max: None,
             tls: None,
             fault_routes: false,
+            demo: false,
         }
     }
 }
@@ -81,6 +84,9 @@ pub async fn run(
         project_events: Default::default(),
     };
     state.cluster.mover.spawn_stale_move_recovery();
+    if config.demo {
+        tokio::spawn(crate::demo::run(state.clone()));
+    }
     let fault_routes = config.fault_routes;
     let server = HttpServer::new(move || {
         App::new()

@@ -812,7 +812,11 @@ async fn demo_mode_feeds_a_live_experiment() {
         let keys_seen = ["signup", "purchase"]
             .iter()
             .all(|key| results.keys.iter().any(|k| k == key));
-        if live && keys_seen {
+        // Enough visitors that the smallest breakdown value (6 % of them)
+        // holds both variations beyond doubt (the chance that one is
+        // missing is below 2^-100).
+        let visitors: i64 = variations.values().map(|v| v.visitors).sum();
+        if live && keys_seen && visitors >= DEMO_VISITORS_MIN {
             Ok(results)
         } else {
             Err(raw.text)
@@ -844,7 +848,65 @@ async fn demo_mode_feeds_a_live_experiment() {
         "{}",
         status.text
     );
+
+    // The demo goes through the ingest path: its project's counter counts
+    // its events, and agrees with the node's own count of accepted events
+    // (the only events here) up to the one demo batch that may be between
+    // the engine and the counter when they are read.
+    let members = node.get_admin("/console/api/members").await;
+    assert_eq!(members.status, StatusCode::OK, "{}", members.text);
+    let report = &members.body["members"][0]["report"];
+    let accepted = report["status"]["events_accepted"]
+        .as_u64()
+        .expect("events_accepted");
+    let demo_events = report["project_events"]
+        .as_array()
+        .expect("project_events")
+        .iter()
+        .find(|entry| entry["project"] == "demo")
+        .and_then(|entry| entry["events"].as_u64())
+        .unwrap_or_else(|| panic!("no counter for the demo project: {}", members.text));
+    assert!(demo_events > 0, "{}", members.text);
+    assert!(
+        accepted.abs_diff(demo_events) <= DEMO_BATCH_EVENTS_MAX,
+        "accepted {accepted}, counted for demo {demo_events}"
+    );
+
+    // Every offered breakdown is filled, independently of the variation:
+    // each value holds visitors of both variations.
+    assert_eq!(
+        demo.settings.breakdown_attributes,
+        ["browser", "device", "country", "campaign", "referrer"]
+    );
+    for attribute in &demo.settings.breakdown_attributes {
+        let raw = node.get_raw(&format!("{path}?breakdown={attribute}")).await;
+        assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+        let results: ResultsResponse = serde_json::from_value(raw.body.clone()).expect("results");
+        let values: Vec<&str> = results
+            .groups
+            .iter()
+            .filter_map(|group| group.breakdown_value.as_deref())
+            .collect();
+        assert!(
+            values.len() >= 3 && !values.contains(&"(none)"),
+            "{attribute}: {values:?}"
+        );
+        for group in &results.groups {
+            let with_visitors = group.variations.iter().filter(|v| v.visitors > 0).count();
+            assert!(
+                with_visitors == 2,
+                "{attribute} = {:?}: only one variation: {:?}",
+                group.breakdown_value,
+                group.variations
+            );
+        }
+    }
 }
+
+/// Visitors the demo test waits for (the demo sends 160 a second).
+const DEMO_VISITORS_MIN: i64 = 2_000;
+/// Most events of one demo batch: 40 visitors of at most 7 events.
+const DEMO_BATCH_EVENTS_MAX: u64 = 40 * 7;
 
 fn event(id: &str, project: &str, visitor: &str, ts: i64) -> Event {
     Event {

@@ -244,8 +244,11 @@ fn display_of(metric: &str) -> (f64, i32) {
 
 /// The first number in a cell's text (`−` is a minus sign).
 fn leading_number(text: &str) -> Option<f64> {
-    let text = text.replace('−', "-");
+    // Counts carry thousands separators ("1,234").
+    let text = text.replace('−', "-").replace(',', "");
     let number: String = text
+        // "▲ "/"▼ " mark better and worse improvements.
+        .trim_start_matches(['▲', '▼', ' '])
         .trim_start_matches(['<', '+'])
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
@@ -575,7 +578,7 @@ async fn experiment_page_updates_live_and_shows_the_results_api_numbers() {
     // Charts per variation from /timeseries.
     page.wait_for(
         "the visitors chart with one line per variation",
-        "document.querySelectorAll('#chart-visitors polyline').length === 2",
+        "new Set([...document.querySelectorAll('#chart-visitors polyline')].map(p => p.dataset.series)).size === 2",
     )
     .await;
     page.screenshot_full("experiment").await;
@@ -794,4 +797,586 @@ async fn a_browser_without_the_token_is_refused() {
     .await;
     // The token appears in no log line.
     assert!(!node.stderr_text().contains(TEST_ADMIN_TOKEN));
+}
+
+/// Every chart of the experiment page is empty (no element drawn).
+const EXPERIMENT_CHARTS_EMPTY: &str =
+    "[...document.querySelectorAll('#experiment-view svg.chart')] \
+     .every(svg => svg.childElementCount === 0)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn navigation_starts_each_experiment_afresh_and_a_dead_node_is_shown_stale() {
+    let mut node = node_with_project().await;
+    send(&node, &events_of(0..40)).await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+
+    // An experiment with data, a breakdown and a range chosen.
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/{EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "the experiment ready with its charts",
+        "document.querySelector('#results').dataset.state === 'ready' && \
+         new Set([...document.querySelectorAll('#chart-visitors polyline')].map(p => p.dataset.series)).size === 2",
+    )
+    .await;
+    page.evaluate(
+        "const s = document.querySelector('#breakdown'); s.value = 'browser'; \
+         s.dispatchEvent(new Event('change')); true",
+    )
+    .await;
+    page.wait_for(
+        "the breakdown by browser",
+        "document.querySelector('#results').dataset.breakdown === 'browser'",
+    )
+    .await;
+
+    // An unknown experiment of the same project: an empty state under its
+    // own title, and nothing of the previous page.
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/no-such-experiment'; true"
+    ))
+    .await;
+    let state = page
+        .wait_for(
+            "the empty state of an unknown experiment",
+            "document.querySelector('#results').dataset.state === 'empty' && \
+             document.querySelector('#experiment-state').textContent",
+        )
+        .await;
+    assert!(
+        state
+            .as_str()
+            .unwrap()
+            .contains("No experiment “no-such-experiment”"),
+        "{state}"
+    );
+    let leftovers = page
+        .evaluate(&format!(
+            "({{ title: document.querySelector('#experiment-title').textContent, \
+               groups: document.querySelectorAll('#results [data-group]').length, \
+               chartsEmpty: {EXPERIMENT_CHARTS_EMPTY}, \
+               chartsHidden: document.querySelector('#experiment-charts').hidden, \
+               keys: document.querySelector('#chart-key').options.length, \
+               from: document.querySelector('#range-from').value, \
+               shown: document.querySelector('#range-shown').textContent }})"
+        ))
+        .await;
+    assert_eq!(
+        leftovers,
+        json!({"title": format!("{PROJECT} / no-such-experiment"), "groups": 0,
+               "chartsEmpty": true, "chartsHidden": true, "keys": 0, "from": "", "shown": ""})
+    );
+    page.screenshot("experiment-unknown").await;
+
+    // An unknown project says so.
+    page.evaluate("location.hash = '#/experiments/no-such-project/x'; true")
+        .await;
+    let state = page
+        .wait_for(
+            "the empty state of an unknown project",
+            "document.querySelector('#experiment-state').textContent.includes('no project') && \
+             document.querySelector('#experiment-state').textContent",
+        )
+        .await;
+    assert!(
+        state.as_str().unwrap().contains("no-such-project"),
+        "{state}"
+    );
+
+    // Back to the experiment: drawn again from scratch, without the
+    // breakdown chosen before.
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/{EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "the experiment drawn again",
+        "document.querySelector('#results').dataset.state === 'ready' && \
+         new Set([...document.querySelectorAll('#chart-visitors polyline')].map(p => p.dataset.series)).size === 2",
+    )
+    .await;
+    assert_eq!(
+        page.evaluate("[document.querySelector('#breakdown').value, document.querySelector('#results').dataset.breakdown]")
+            .await,
+        json!(["", ""])
+    );
+
+    // The node dies: the page keeps its numbers, says since when they are
+    // stale, and offers no operation.
+    page.wait_for(
+        "the operations enabled while the node answers",
+        "document.body.dataset.connection === 'live' && !document.querySelector('#op-checkpoint').disabled",
+    )
+    .await;
+    node.kill_9().await;
+    let badge = page
+        .wait_for(
+            "the connection shown stale",
+            "document.body.dataset.connection === 'down' && \
+             document.querySelector('#results').dataset.state === 'stale' && \
+             document.querySelector('#connection').textContent",
+        )
+        .await;
+    let badge = badge.as_str().unwrap();
+    assert!(
+        badge.starts_with("stale since ") && badge.ends_with(" UTC, retrying"),
+        "{badge}"
+    );
+    let disabled = page
+        .evaluate("[...document.querySelectorAll('.ops-panel button')].map(b => b.disabled)")
+        .await;
+    assert!(
+        disabled
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d == &json!(true)),
+        "{disabled}"
+    );
+    // The last numbers stay on the page.
+    assert_eq!(page.evaluate(SHOWN_VISITORS).await, json!(40));
+    page.screenshot("experiment-stale").await;
+}
+
+/// The experiment of the verdict test: two arms of `ARM_VISITORS`; on
+/// `purchase` control converts 10 % and treatment 30 %, on `signup` both 20 %.
+const VERDICT_EXPERIMENT: &str = "banner";
+const ARM_VISITORS: u32 = 300;
+
+/// Events of visitor `number` of `VERDICT_EXPERIMENT`; `conflicting`
+/// decisions of the other variation follow the first one.
+fn banner_events(number: u32, conflicting: u32) -> Vec<Event> {
+    let visitor = format!("b-{number:04}");
+    let treatment = number % 2 == 1;
+    let rank = number / 2;
+    let at_ms = START_MS - 30 * MINUTE_MS + i64::from(number % 20) * MINUTE_MS;
+    let event = |suffix: String, offset_ms: i64, event_type: EventType| Event {
+        id: format!("{visitor}-{suffix}"),
+        project: PROJECT.to_string(),
+        visitor: visitor.clone(),
+        ts: Timestamp::Milliseconds(at_ms + offset_ms),
+        event_type,
+        key: None,
+        value: None,
+        attributes: BTreeMap::new(),
+        decisions: Vec::new(),
+    };
+    let decision = |suffix: String, offset_ms: i64, variation: &str| {
+        let mut decision = event(suffix, offset_ms, EventType::Decision);
+        decision.decisions = vec![Decision {
+            experiment: VERDICT_EXPERIMENT.to_string(),
+            variation: variation.to_string(),
+        }];
+        decision
+    };
+    let (mine, other) = if treatment {
+        ("treatment", "control")
+    } else {
+        ("control", "treatment")
+    };
+    let mut events = vec![decision("decision".to_string(), 0, mine)];
+    // Later than the first decision, which therefore stays the visitor's.
+    events.extend(
+        (0..conflicting)
+            .map(|n| decision(format!("conflict-{n}"), 1_000 * i64::from(n + 1), other)),
+    );
+    let purchase_ranks = if treatment { 3 } else { 1 };
+    if rank % 10 < purchase_ranks {
+        let mut purchase = event("purchase".to_string(), 10_000, EventType::Custom);
+        purchase.key = Some("purchase".to_string());
+        events.push(purchase);
+    }
+    if rank.is_multiple_of(5) {
+        let mut signup = event("signup".to_string(), 20_000, EventType::Custom);
+        signup.key = Some("signup".to_string());
+        events.push(signup);
+    }
+    events
+}
+
+/// The verdicts on the page: (variation, key) → verdict.
+async fn shown_verdicts(page: &Page) -> Value {
+    page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#verdicts li[data-verdict]')]            .map(li => [`${li.dataset.variation}/${li.dataset.key}`, li.dataset.verdict]))",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verdicts_wait_for_enough_data_then_name_the_winner_and_warn_of_conflicts() {
+    let node = node_with_project().await;
+    // A few visitors: far below the minimum sample.
+    send(
+        &node,
+        &(0..20)
+            .flat_map(|n| banner_events(n, 0))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/{VERDICT_EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "verdicts for 20 visitors",
+        &format!("{SHOWN_VISITORS} === 20 && document.querySelectorAll('#verdicts li[data-verdict]').length === 2"),
+    )
+    .await;
+    assert_eq!(
+        shown_verdicts(&page).await,
+        json!({"treatment/purchase": "not_enough_data", "treatment/signup": "not_enough_data"})
+    );
+    let detail = page
+        .evaluate("document.querySelector('#verdicts li[data-key=\"purchase\"]').textContent")
+        .await;
+    assert!(
+        detail
+            .as_str()
+            .unwrap()
+            .contains("a verdict needs 100 visitors in each and 10 conversions"),
+        "{detail}"
+    );
+    assert_eq!(
+        page.evaluate("document.querySelectorAll('#verdicts [data-warning]').length")
+            .await,
+        json!(0)
+    );
+
+    // Enough visitors: treatment is ahead on purchase, no different on signup.
+    let everyone = 2 * ARM_VISITORS;
+    send(
+        &node,
+        &(20..everyone)
+            .flat_map(|n| banner_events(n, 0))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    page.wait_for(
+        "verdicts for every visitor",
+        &format!(
+            "{SHOWN_VISITORS} === {everyone} &&              document.querySelector('#verdicts li[data-key=\"purchase\"]').dataset.verdict !== 'not_enough_data'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        shown_verdicts(&page).await,
+        json!({"treatment/purchase": "ahead", "treatment/signup": "no_difference"})
+    );
+    // Not by colour alone: the verdict is written out with its numbers.
+    let ahead = page
+        .evaluate("document.querySelector('#verdicts li[data-key=\"purchase\"]').textContent")
+        .await;
+    let ahead = ahead.as_str().unwrap();
+    assert!(
+        ahead.starts_with("▲ ahead treatment on purchase")
+            && ahead.contains("conversion rate 30.00% vs 10.00%"),
+        "{ahead}"
+    );
+    page.screenshot_full("experiment-verdict").await;
+
+    // The cumulative conversion rate of purchase ends at each variation's
+    // rate (each visitor converts at most once here), with the exact value
+    // as the tooltip of its last point.
+    let chart = page
+        .wait_for(
+            "the cumulative conversion rate chart",
+            "(() => { const svg = document.querySelector('#chart-cumulative-rate'); \
+               const last = name => [...svg.querySelectorAll(`circle.point[data-series=\"${name}\"]`)].pop(); \
+               const c = last('control'), t = last('treatment'); \
+               if (!c || !t) return false; \
+               return { control: Number(c.dataset.y), treatment: Number(t.dataset.y), \
+                 tooltip: t.querySelector('title').textContent, \
+                 stretched: svg.hasAttribute('preserveAspectRatio'), \
+                 titles: [...svg.querySelectorAll('.axis-title')].map(t => t.textContent), \
+                 xTicks: svg.querySelectorAll('text.axis').length, \
+                 partialFrom: Number(svg.dataset.partialFrom), \
+                 to: Number(document.querySelector('#results').dataset.to) }; })()",
+        )
+        .await;
+    assert_eq!(chart["control"], json!(0.1), "{chart}");
+    assert!(
+        (chart["treatment"].as_f64().unwrap() - 0.3).abs() < 1e-12,
+        "{chart}"
+    );
+    assert!(
+        chart["tooltip"]
+            .as_str()
+            .unwrap()
+            .starts_with("treatment · ")
+            && chart["tooltip"].as_str().unwrap().ends_with(": 30.00%"),
+        "{chart}"
+    );
+    assert_eq!(chart["stretched"], json!(false));
+    assert_eq!(
+        chart["titles"],
+        json!(["conversion rate", "bucket start (UTC), 1 min each"])
+    );
+    // The bucket in progress (the last of the default range) is partial.
+    assert_eq!(
+        chart["partialFrom"].as_i64(),
+        Some(chart["to"].as_i64().unwrap() - MINUTE_MS),
+        "{chart}"
+    );
+
+    // At 400 px the page does not scroll sideways: the tables are cards and
+    // the improvement and p-value of treatment are on screen.
+    page.set_width(400).await;
+    let layout = page
+        .wait_for(
+            "the phone layout",
+            "(() => { const p = document.querySelector('#results [data-key=\"purchase\"] tr[data-variation=\"treatment\"] [data-metric=\"rate_comparison.p_value\"]'); \
+               const r = p.getBoundingClientRect(); \
+               return document.documentElement.scrollWidth <= 400 && r.right <= 400 && r.width > 0 \
+                 && { label: p.dataset.label, right: r.right, page: document.documentElement.scrollWidth }; })()",
+        )
+        .await;
+    assert_eq!(layout["label"], json!("p"), "{layout}");
+    page.screenshot_full("experiment-400").await;
+    page.set_width(1400).await;
+
+    // Decisions that keep contradicting the visitors' variation: more
+    // conflicts than visitors is a warning naming the variation.
+    send(
+        &node,
+        &(0..everyone)
+            .filter(|n| n % 2 == 0)
+            .flat_map(|n| banner_events(n, 3).into_iter().skip(1).take(3))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let results = node
+        .results(
+            PROJECT,
+            VERDICT_EXPERIMENT,
+            START_MS - 60 * MINUTE_MS,
+            START_MS + MINUTE_MS,
+            None,
+            &[],
+        )
+        .await;
+    let over: Vec<&str> = results.groups[0]
+        .variations
+        .iter()
+        .filter(|v| v.conflicts > v.visitors)
+        .map(|v| v.variation.as_str())
+        .collect();
+    assert!(
+        !over.is_empty(),
+        "the test needs conflicts above visitors: {results:?}"
+    );
+    let warning = page
+        .wait_for(
+            "the conflicts warning",
+            "(document.querySelector('#verdicts [data-warning=\"conflicts\"]') || {}).textContent",
+        )
+        .await;
+    assert!(
+        warning
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}: ", over[0])),
+        "{warning}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_page_says_where_the_token_comes_from_and_refuses_its_hash() {
+    let node = TestNode::start(START_MS).await;
+    let browser = Browser::launch().await;
+    let page = browser.new_page().await;
+    page.navigate(&node.url("/console/")).await;
+    page.wait_for("the login screen", "document.body.dataset.view === 'login'")
+        .await;
+    let help = page
+        .evaluate("document.querySelector('#token-help').textContent.replace(/\\s+/g, ' ')")
+        .await;
+    let help = help.as_str().unwrap();
+    for said in [
+        "SESSIONDB_ADMIN_TOKEN",
+        "--admin-token",
+        "printed it once on its standard output",
+        "sessiondb generated admin token (shown once, only its hash is stored)",
+        "<data-dir>/admin-token holds only the token's SHA-256 hash",
+        "delete <data-dir>/admin-token",
+        "sessiondb-ctl admin-token rotate",
+    ] {
+        assert!(help.contains(said), "the help lacks {said:?}: {help}");
+    }
+    for width in [1400, 400] {
+        page.set_width(width).await;
+        page.screenshot(&format!("login-{width}")).await;
+    }
+
+    // What the token file holds is refused, and the page says why.
+    let file = std::fs::read_to_string(node.node_data_dir().join("admin-token"))
+        .expect("the admin-token file");
+    assert!(
+        !file.contains(node.admin_token()),
+        "the file holds only the hash"
+    );
+    page.evaluate(&format!(
+        "document.querySelector('#token').value = {}; \
+         document.querySelector('#login-form').requestSubmit(); true",
+        json!(file)
+    ))
+    .await;
+    let error = page
+        .wait_for(
+            "the refusal of the hash",
+            "document.body.dataset.loginRefusals === '1' && document.querySelector('#login-error').textContent",
+        )
+        .await;
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .starts_with("That is the token's hash from <data-dir>/admin-token, not the token (401 unauthorized)."),
+        "{error}"
+    );
+    assert_eq!(
+        page.evaluate("document.body.dataset.view").await,
+        json!("login")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_squares_are_reachable_and_chosen_by_keyboard() {
+    let node = node_with_project().await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    page.wait_for(
+        "the shard grid",
+        "document.querySelectorAll('#shard-grid .shard').length > 5",
+    )
+    .await;
+    let focusable = page
+        .evaluate(
+            "[...document.querySelectorAll('#shard-grid .shard')].every(s => s.tabIndex === 0 \
+               && s.getAttribute('role') === 'button' && s.getAttribute('aria-label').startsWith(`shard ${s.dataset.shard} `))",
+        )
+        .await;
+    assert_eq!(focusable, json!(true));
+    // Enter on a focused square chooses it for a move, as a click does.
+    let chosen = page
+        .evaluate(
+            "(() => { const s = document.querySelector('#shard-grid .shard[data-shard=\"5\"]'); s.focus(); \
+               s.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', bubbles: true})); \
+               return [document.activeElement === s, document.querySelector('#move-shard').value]; })()",
+        )
+        .await;
+    assert_eq!(chosen, json!([true, "5"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_are_shown_and_taken_in_the_project_time_zone_or_utc() {
+    let node = TestNode::start(START_MS).await;
+    node.create_project(
+        "west",
+        json!({"bucket_ms": MINUTE_MS, "time_zone": "America/Los_Angeles"}),
+    )
+    .await;
+    let events: Vec<Event> = events_of(0..20)
+        .into_iter()
+        .map(|mut event| {
+            event.project = "west".to_string();
+            event
+        })
+        .collect();
+    send(&node, &events).await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/west/{EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "the experiment in the project's zone",
+        "document.querySelector('#results').dataset.state === 'ready' && \
+         document.querySelector('#range-from').value !== ''",
+    )
+    .await;
+    // Late November: Los Angeles is UTC−8, shown with a 24-hour clock.
+    let pacific = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms - 8 * 60 * MINUTE_MS)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let utc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M")
+            .to_string()
+    };
+    let shown = |page: &Page| {
+        let page = page.clone();
+        async move {
+            page.evaluate(
+                "(() => { const r = document.querySelector('#results').dataset; return { \
+                   zone: document.querySelector('#time-zone').value, \
+                   from: document.querySelector('#range-from').value, \
+                   to: document.querySelector('#range-to').value, \
+                   label: document.querySelector('.zone-name').textContent, \
+                   fromMs: Number(r.from), toMs: Number(r.to) }; })()",
+            )
+            .await
+        }
+    };
+    let west = shown(&page).await;
+    let (from_ms, to_ms) = (
+        west["fromMs"].as_i64().unwrap(),
+        west["toMs"].as_i64().unwrap(),
+    );
+    assert_eq!(west["zone"], json!("America/Los_Angeles"), "{west}");
+    assert_eq!(west["label"], json!("America/Los_Angeles"), "{west}");
+    assert_eq!(west["from"], json!(pacific(from_ms)), "{west}");
+    assert_eq!(west["to"], json!(pacific(to_ms)), "{west}");
+    page.screenshot("experiment-time-zone").await;
+
+    // Switched to UTC: the same instants, in UTC.
+    page.evaluate(
+        "{ const z = document.querySelector('#time-zone'); z.value = 'UTC'; \
+         z.dispatchEvent(new Event('change')); } true",
+    )
+    .await;
+    let switched = page
+        .wait_for(
+            "the range in UTC",
+            &format!(
+                "document.querySelector('#range-from').value === '{}' && document.querySelector('.zone-name').textContent",
+                utc(from_ms)
+            ),
+        )
+        .await;
+    assert_eq!(switched, json!("UTC"));
+
+    // Back to Pacific time: a range typed there is taken there.
+    page.evaluate(
+        "{ const z = document.querySelector('#time-zone'); z.value = 'America/Los_Angeles'; \
+         z.dispatchEvent(new Event('change')); } true",
+    )
+    .await;
+    let chosen_from = START_MS - 45 * MINUTE_MS;
+    let chosen_to = START_MS - 30 * MINUTE_MS;
+    page.evaluate(&format!(
+        "document.querySelector('#range-from').value = '{}'; \
+         document.querySelector('#range-to').value = '{}'; \
+         document.querySelector('#query-form').requestSubmit(); true",
+        pacific(chosen_from),
+        pacific(chosen_to)
+    ))
+    .await;
+    page.wait_for(
+        "the range typed in Pacific time",
+        &format!(
+            "Number(document.querySelector('#results').dataset.from) === {chosen_from} && \
+             Number(document.querySelector('#results').dataset.to) === {chosen_to}"
+        ),
+    )
+    .await;
 }

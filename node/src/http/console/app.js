@@ -147,7 +147,12 @@
       await request("GET", "/console/api/status", candidate);
     } catch (failure) {
       error.hidden = false;
-      error.textContent = failure.status === 401
+      // The token file's content is the most common wrong paste.
+      const looksLikeHash = /^(sessiondb admin token hashes|sha256:)/m.test(candidate);
+      error.textContent = failure.status === 401 && looksLikeHash
+        ? "That is the token's hash from <data-dir>/admin-token, not the token (401 unauthorized). "
+          + "The token was printed once at the node's first start or given with SESSIONDB_ADMIN_TOKEN / --admin-token; see below to reset a lost one."
+        : failure.status === 401
         ? "That token was refused (401 unauthorized)."
         : failure.status === 403
           ? "That is not the admin token (403 forbidden): an ingest key cannot open the console."
@@ -199,14 +204,33 @@
         // can wait for the next one.
         samplesTaken += 1;
         document.body.dataset.statusSamples = String(samplesTaken);
-        $("#connection").textContent = `live · node ${members.node_id}`;
-        $("#connection").classList.remove("down");
+        setConnection(true, `live · node ${members.node_id}`);
       } catch (error) {
-        $("#connection").textContent = `unreachable: ${error.message}`;
-        $("#connection").classList.add("down");
+        // A refused token logs out (api); anything else is the node being
+        // unreachable or failing: the page keeps its last numbers, says
+        // since when they are stale, and offers no operation meanwhile.
+        setConnection(false, `${lastSampleAtMs === 0 ? "node unreachable" : `stale since ${clockLabel(lastSampleAtMs)} UTC`}, retrying`,
+          error.message);
       }
       for (const listener of sampleListeners) listener();
     }, SAMPLE_POLL_MS);
+  }
+
+  // The connection badge and the operation buttons: with the node
+  // unreachable, no operation can be started.
+  let connectionUp = true;
+  function setConnection(up, text, cause) {
+    connectionUp = up;
+    const badge = $("#connection");
+    badge.textContent = text;
+    badge.title = cause ? `last error: ${cause}` : "";
+    badge.classList.toggle("down", !up);
+    document.body.dataset.connection = up ? "live" : "down";
+    enableOperations();
+  }
+
+  function enableOperations() {
+    for (const button of opButtons()) button.disabled = operationRunning || !connectionUp;
   }
 
   // Per-second rate of one node's counter between consecutive samples in
@@ -325,7 +349,14 @@
     const shards = cluster.shards;
     const grid = $("#shard-grid");
     if (grid.childElementCount !== shards.length) {
-      grid.replaceChildren(...shards.map(() => document.createElement("div")));
+      grid.replaceChildren(...shards.map(() => {
+        // Every shard is reachable by keyboard: Tab to it, Enter or Space
+        // chooses it for a move (chooseShardByKey).
+        const cell = document.createElement("div");
+        cell.tabIndex = 0;
+        cell.setAttribute("role", "button");
+        return cell;
+      }));
       // About twice as wide as tall: 8 shards in one row of large squares,
       // 256 in 23 columns.
       const columns = Math.min(GRID_COLUMNS_MAX, Math.max(GRID_COLUMNS_MIN, Math.ceil(Math.sqrt(shards.length * 2))));
@@ -343,6 +374,7 @@
       cell.textContent = String(assignment.shard);
       cell.title = `shard ${assignment.shard} → node ${assignment.owner} (epoch ${assignment.epoch})`
         + (isMoving ? `, moving to node ${assignment.moving_to}` : "") + " · click to choose it for a move";
+      cell.setAttribute("aria-label", cell.title);
       cell.style.background = nodeColour(assignment.owner);
       cell.style.outlineColor = isMoving ? nodeColour(assignment.moving_to) : "";
     });
@@ -382,10 +414,10 @@
   function renderCharts() {
     const ids = memberIds();
     const perNode = (f) => ids.map((id) => ({ name: `node ${id}`, points: f(id) }));
-    Charts.line($("#chart-ingest"), perNode((id) => rateSeries(id, "events_accepted")), { xLabel: clockLabel });
-    Charts.line($("#chart-rejected"), perNode((id) => rateSeries(id, "events_rejected")), { xLabel: clockLabel });
-    Charts.line($("#chart-duplicates"), perNode((id) => rateSeries(id, "events_duplicate")), { xLabel: clockLabel });
-    Charts.line($("#chart-active"), perNode((id) => gaugeSeries(id, "live_visitors")), { xLabel: clockLabel });
+    Charts.line($("#chart-ingest"), perNode((id) => rateSeries(id, "events_accepted")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
+    Charts.line($("#chart-rejected"), perNode((id) => rateSeries(id, "events_rejected")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
+    Charts.line($("#chart-duplicates"), perNode((id) => rateSeries(id, "events_duplicate")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
+    Charts.line($("#chart-active"), perNode((id) => gaugeSeries(id, "live_visitors")), { xLabel: clockLabel, markers: false, yTitle: "visitors", xTitle: "time (UTC)" });
   }
 
   function renderOverview() {
@@ -454,7 +486,7 @@
   async function runOperation({ op, name, title, text, send, progress, report }) {
     // One at a time: the buttons are disabled meanwhile, but a form can
     // still be submitted with the Enter key.
-    if (operationRunning) return;
+    if (operationRunning || !connectionUp) return;
     const result = $("#op-result");
     const confirmed = await confirmAction(title, text);
     result.dataset.op = op;
@@ -499,8 +531,8 @@
     } finally {
       clearInterval(ticker);
       sampleListeners.delete(onSample);
-      for (const button of opButtons()) button.disabled = false;
       operationRunning = false;
+      enableOperations();
     }
   }
 
@@ -713,7 +745,9 @@
 
   // --- Experiment -------------------------------------------------------------------
 
-  const integer = (n) => String(n);
+  // Thousands separators everywhere a count is shown.
+  const formatInteger = (n) => Math.round(n).toLocaleString("en-US");
+  const integer = formatInteger;
   const percent = (x) => `${(x * 100).toFixed(2)}%`;
   const signedPercent = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(2)}%`;
   const fixed = (digits) => (x) => x.toFixed(digits);
@@ -770,7 +804,12 @@
     cell.dataset.ciLow = String(comparison.ci_low);
     cell.dataset.ciHigh = String(comparison.ci_high);
     const text = document.createElement("span");
-    text.textContent = `${signedPercent(comparison.relative_improvement)} [${signedPercent(comparison.ci_low)}, ${signedPercent(comparison.ci_high)}]`;
+    // Better / worse in words and symbols too, not by colour alone.
+    const tone = toneOf(comparison);
+    const mark = tone === "better" ? "▲ " : tone === "worse" ? "▼ " : "";
+    text.textContent = `${mark}${signedPercent(comparison.relative_improvement)} [${signedPercent(comparison.ci_low)}, ${signedPercent(comparison.ci_high)}]`;
+    cell.title = tone === "better" ? "better than the baseline (the 95% interval is above zero)"
+      : tone === "worse" ? "worse than the baseline (the 95% interval is below zero)" : "the 95% interval includes zero";
     cell.append(text, Charts.errorBar(comparison.relative_improvement, comparison.ci_low, comparison.ci_high,
       -axis, axis, { zero: 0, tone: toneOf(comparison) }));
     return [cell, metricCell(`${prefix}.p_value`, comparison.p_value, pValue), alwaysValidCell(prefix, comparison)];
@@ -815,6 +854,16 @@
     return row;
   }
 
+  // At phone width the tables turn into cards (style.css): each cell shows
+  // its column's name from data-label.
+  function labelCells(table) {
+    const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent);
+    for (const row of table.querySelectorAll("tbody tr")) {
+      [...row.children].forEach((cell, index) => { if (names[index]) cell.dataset.label = names[index]; });
+    }
+    return table;
+  }
+
   function groupTables(group, results) {
     const card = document.createElement("div");
     card.className = "card group";
@@ -857,7 +906,7 @@
       overviewBody.appendChild(row);
     }
     overview.appendChild(overviewBody);
-    card.appendChild(overview);
+    card.appendChild(labelCells(overview));
 
     results.keys.forEach((key, keyIndex) => {
       const heading = document.createElement("h3");
@@ -887,17 +936,201 @@
         body.appendChild(row);
       }
       table.appendChild(body);
-      card.append(heading, table);
+      card.append(heading, labelCells(table));
     });
     return card;
   }
 
-  function utcInput(ms) {
-    return new Date(ms).toISOString().slice(0, 16);
+  // --- Verdicts ---------------------------------------------------------------------
+  //
+  // One line per variation and conversion key at the top of the page: ahead,
+  // behind, no difference, or not enough data. Below the minimum sample the
+  // page says "not enough data" whatever the test says: with a handful of
+  // visitors a single conversion swings the rate by tens of percent.
+
+  // Visitors each of the variation and the baseline need, and unique
+  // conversions the two need together, before a verdict is given.
+  const VERDICT_VISITORS_MIN = 100;
+  const VERDICT_CONVERSIONS_MIN = 10;
+  // Two-sided significance level of a verdict (the intervals are 95%).
+  const VERDICT_ALPHA = 0.05;
+  // Active visitors are a HyperLogLog estimate: above the visitors by more
+  // than this many standard errors is a warning, less is estimation noise.
+  const ACTIVE_EXCESS_STANDARD_ERRORS = 3;
+
+  const VERDICT_LABELS = {
+    ahead: "▲ ahead",
+    behind: "▼ behind",
+    no_difference: "= no difference",
+    not_enough_data: "… not enough data",
+  };
+
+  // The numbers a verdict rests on: the always-valid ones when the node
+  // gives them (valid however often the page is looked at), else the
+  // fixed-horizon ones (valid for one look at a planned sample size).
+  function verdictEvidence(comparison) {
+    if (typeof comparison.always_valid_p_value === "number"
+      && typeof comparison.cs_low === "number" && typeof comparison.cs_high === "number") {
+      return { p: comparison.always_valid_p_value, low: comparison.cs_low, high: comparison.cs_high, kind: "always-valid" };
+    }
+    return { p: comparison.p_value, low: comparison.ci_low, high: comparison.ci_high, kind: "fixed-horizon" };
   }
 
-  function parseUtcInput(text) {
-    return text ? Date.parse(`${text}:00Z`) : NaN;
+  function verdictOf(variation, baseline, keyIndex) {
+    const metrics = variation.metrics[keyIndex];
+    const base = baseline.metrics[keyIndex];
+    const comparison = metrics.rate_comparison;
+    const conversions = metrics.unique_conversions + base.unique_conversions;
+    if (variation.visitors < VERDICT_VISITORS_MIN || baseline.visitors < VERDICT_VISITORS_MIN
+      || conversions < VERDICT_CONVERSIONS_MIN || !comparison) {
+      return {
+        verdict: "not_enough_data",
+        detail: `${formatInteger(variation.visitors)} and ${formatInteger(baseline.visitors)} visitors, `
+          + `${formatInteger(conversions)} conversions; a verdict needs ${formatInteger(VERDICT_VISITORS_MIN)} visitors in each `
+          + `and ${formatInteger(VERDICT_CONVERSIONS_MIN)} conversions`,
+      };
+    }
+    const evidence = verdictEvidence(comparison);
+    const significant = evidence.p < VERDICT_ALPHA;
+    const verdict = significant && evidence.low > 0 ? "ahead" : significant && evidence.high < 0 ? "behind" : "no_difference";
+    return {
+      verdict,
+      evidence,
+      detail: `conversion rate ${percent(metrics.conversion_rate)} vs ${percent(base.conversion_rate)}, `
+        + `${signedPercent(comparison.relative_improvement)} [${signedPercent(evidence.low)}, ${signedPercent(evidence.high)}], `
+        + `p ${pValue(evidence.p).startsWith("<") ? pValue(evidence.p) : `= ${pValue(evidence.p)}`} (${evidence.kind})`,
+    };
+  }
+
+  // Warnings that make the comparisons of a group doubtful.
+  function groupWarnings(group) {
+    const warnings = [];
+    for (const variation of group.variations) {
+      if (variation.conflicts > variation.visitors) {
+        warnings.push({
+          kind: "conflicts",
+          text: `${variation.variation}: ${formatInteger(variation.conflicts)} conflicts for ${formatInteger(variation.visitors)} visitors — `
+            + "decisions keep disagreeing with the visitors' first variation; check how variations are assigned.",
+        });
+      }
+      const active = variation.active_visitors;
+      if (active.value - ACTIVE_EXCESS_STANDARD_ERRORS * active.standard_error > variation.visitors) {
+        warnings.push({
+          kind: "active_visitors",
+          text: `${variation.variation}: ${formatInteger(Math.round(active.value))} active visitors for ${formatInteger(variation.visitors)} visitors — `
+            + "more visitors were active than were exposed; check that every visitor gets a decision event.",
+        });
+      }
+    }
+    if (group.srm && group.srm.flagged) {
+      warnings.push({
+        kind: "srm",
+        text: `Sample ratio mismatch (p = ${pValue(group.srm.p_value)}): the visitors are not split as expected, so the comparisons are not trustworthy.`,
+      });
+    }
+    return warnings;
+  }
+
+  function groupName(group, results) {
+    return results.breakdown ? `${results.breakdown} = ${group.breakdown_value}` : "All visitors";
+  }
+
+  function renderVerdicts(results) {
+    const box = $("#verdicts");
+    const cards = results.groups.map((group) => {
+      const card = document.createElement("div");
+      card.className = "card verdicts";
+      card.dataset.group = group.breakdown_value === undefined || group.breakdown_value === null ? "" : group.breakdown_value;
+      const title = document.createElement("h2");
+      title.textContent = `Verdict · ${groupName(group, results)}`;
+      const note = document.createElement("span");
+      note.className = "muted";
+      note.textContent = ` against ${results.baseline}`;
+      title.appendChild(note);
+      card.appendChild(title);
+      for (const warning of groupWarnings(group)) {
+        const line = document.createElement("p");
+        line.className = "warning";
+        line.dataset.warning = warning.kind;
+        line.setAttribute("role", "alert");
+        line.textContent = `⚠ ${warning.text}`;
+        card.appendChild(line);
+      }
+      const baseline = group.variations.find((v) => v.variation === results.baseline);
+      const list = document.createElement("ul");
+      list.className = "verdict-list";
+      results.keys.forEach((key, keyIndex) => {
+        for (const variation of group.variations) {
+          if (!baseline || variation === baseline) continue;
+          const verdict = verdictOf(variation, baseline, keyIndex);
+          const item = document.createElement("li");
+          item.dataset.variation = variation.variation;
+          item.dataset.key = key;
+          item.dataset.verdict = verdict.verdict;
+          if (verdict.evidence) item.dataset.evidence = verdict.evidence.kind;
+          const badge = document.createElement("strong");
+          badge.className = `verdict ${verdict.verdict}`;
+          badge.textContent = VERDICT_LABELS[verdict.verdict];
+          const what = document.createElement("span");
+          what.textContent = ` ${variation.variation} on ${key}`;
+          const detail = document.createElement("span");
+          detail.className = "muted";
+          detail.textContent = ` · ${verdict.detail}`;
+          item.append(badge, what, detail);
+          list.appendChild(item);
+        }
+      });
+      if (results.keys.length === 0) {
+        const none = document.createElement("li");
+        none.className = "muted";
+        none.textContent = "No conversion yet: a verdict needs a conversion key.";
+        list.appendChild(none);
+      }
+      card.appendChild(list);
+      return card;
+    });
+    box.replaceChildren(...cards);
+  }
+
+  // --- Time zones -------------------------------------------------------------------
+  //
+  // The experiment page shows and takes times in the project's time zone
+  // (or UTC, switchable), as ISO "YYYY-MM-DD HH:MM" with a 24-hour clock.
+
+  function wallParts(ms, timeZone) {
+    const parts = new Intl.DateTimeFormat("en-US", {
+      timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit",
+    }).formatToParts(new Date(ms));
+    const get = (type) => Number(parts.find((part) => part.type === type).value);
+    return { year: get("year"), month: get("month"), day: get("day"), hour: get("hour") % 24, minute: get("minute"), second: get("second") };
+  }
+
+  const pad2 = (n) => String(n).padStart(2, "0");
+
+  // "YYYY-MM-DD HH:MM" of `ms` in `timeZone`.
+  function zonedText(ms, timeZone) {
+    const p = wallParts(ms, timeZone);
+    return `${p.year}-${pad2(p.month)}-${pad2(p.day)} ${pad2(p.hour)}:${pad2(p.minute)}`;
+  }
+
+  // How far `timeZone`'s wall clock is ahead of UTC at `ms`.
+  function zoneOffsetMs(ms, timeZone) {
+    const p = wallParts(ms, timeZone);
+    return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second) - Math.floor(ms / 1000) * 1000;
+  }
+
+  // Parses "YYYY-MM-DD HH:MM" (or with a "T") as a wall time in
+  // `timeZone`; NaN when malformed. The offset is taken twice so a time
+  // near a daylight-saving change lands on the right side of it.
+  function parseZonedText(text, timeZone) {
+    const match = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})$/.exec(text.trim());
+    if (!match) return NaN;
+    const [year, month, day, hour, minute] = match.slice(1).map(Number);
+    if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59) return NaN;
+    const wall = Date.UTC(year, month - 1, day, hour, minute);
+    const guess = wall - zoneOffsetMs(wall, timeZone);
+    return wall - zoneOffsetMs(guess, timeZone);
   }
 
   function startExperiment(projectName, experimentName) {
@@ -910,20 +1143,94 @@
     let refreshDrawn = 0;
     let rangeEdited = false;
     let lastKeys = [];
+    let lastDrawnAtMs = 0;
     const resultsBox = $("#results");
-    resultsBox.replaceChildren();
-    resultsBox.removeAttribute("data-refreshes");
     const errorBox = $("#experiment-error");
-    errorBox.hidden = true;
-
+    const stateBox = $("#experiment-state");
     const breakdown = $("#breakdown");
     const keySelect = $("#chart-key");
     const fromInput = $("#range-from");
     const toInput = $("#range-to");
 
+    // Nothing of the previous page survives a navigation: results, charts,
+    // key and breakdown options, the range and its inputs all start empty.
+    function clearPage() {
+      resultsBox.replaceChildren();
+      for (const name of Object.keys(resultsBox.dataset)) delete resultsBox.dataset[name];
+      for (const svg of document.querySelectorAll("#experiment-view svg.chart")) {
+        svg.replaceChildren();
+        delete svg.dataset.points;
+      }
+      $("#experiment-charts").hidden = true;
+      $("#verdicts").replaceChildren();
+      $("#chart-key-label").textContent = "";
+      keySelect.replaceChildren();
+      breakdown.replaceChildren();
+      fromInput.value = "";
+      toInput.value = "";
+      $("#range-shown").textContent = "";
+      errorBox.hidden = true;
+    }
+
+    // One of: loading (nothing drawn yet), ready, empty (no such
+    // experiment, or no visitor in the range), error (the node answered
+    // with an error), stale (the node did not answer: the last numbers stay,
+    // marked as stale).
+    function setState(state, text) {
+      resultsBox.dataset.state = state;
+      stateBox.dataset.state = state;
+      stateBox.hidden = state === "ready";
+      stateBox.textContent = text || "";
+    }
+
+    clearPage();
+    setState("loading", "Loading results…");
+
+    // The zone times are shown and taken in: the project's until the
+    // user picks UTC.
+    const zoneSelect = $("#time-zone");
+    let zone = "UTC";
+    let zoneChosen = false;
+    const utcInput = (ms) => zonedText(ms, zone);
+    const parseUtcInput = (text) => parseZonedText(text, zone);
+    function renderZone() {
+      for (const label of document.querySelectorAll(".zone-name")) label.textContent = zone;
+      zoneSelect.value = zone;
+      document.querySelector("#experiment-view").dataset.timeZone = zone;
+    }
+    const onZone = () => {
+      const from = parseUtcInput(fromInput.value);
+      const to = parseUtcInput(toInput.value);
+      zone = zoneSelect.value;
+      zoneChosen = true;
+      if (Number.isFinite(from)) fromInput.value = utcInput(from);
+      if (Number.isFinite(to)) toInput.value = utcInput(to);
+      renderZone();
+      refresh().catch(showError);
+    };
+    zoneSelect.replaceChildren();
+    renderZone();
+
     const showError = (error) => {
+      if (error instanceof ApiError && error.status === 404) {
+        // An unknown project or experiment: nothing to show, and nothing
+        // left over from the page before.
+        clearPage();
+        setState("empty", error.code === "unknown_project"
+          ? `There is no project named “${projectName}”.`
+          : `No experiment “${experimentName}” in project “${projectName}” yet: an experiment appears with its first decision event.`);
+        return;
+      }
+      if (!(error instanceof ApiError)) {
+        // The node did not answer at all.
+        setState("stale", lastDrawnAtMs === 0
+          ? `Node unreachable (${error.message}), retrying…`
+          : `Stale since ${clockLabel(lastDrawnAtMs)} UTC, retrying (${error.message}).`);
+        return;
+      }
       errorBox.hidden = false;
       errorBox.textContent = `${error.code || "error"}: ${error.message}`;
+      if (resultsBox.dataset.state !== "ready") setState("error", "The node refused the query; see the error above.");
     };
 
     const onBreakdown = () => { query.breakdown = breakdown.value; refresh(); };
@@ -950,6 +1257,7 @@
     const onKey = () => refresh();
 
     breakdown.addEventListener("change", onBreakdown);
+    zoneSelect.addEventListener("change", onZone);
     keySelect.addEventListener("change", onKey);
     fromInput.addEventListener("input", onRangeEdit);
     toInput.addEventListener("input", onRangeEdit);
@@ -961,6 +1269,11 @@
       breakdown.replaceChildren(new Option("(no breakdown)", ""),
         ...project.settings.breakdown_attributes.map((name) => new Option(name, name)));
       breakdown.value = query.breakdown;
+      const projectZone = project.settings.time_zone || "UTC";
+      zoneSelect.replaceChildren(...[...new Set([projectZone, "UTC"])].map((name) =>
+        new Option(name === "UTC" ? "UTC" : `${name} (project)`, name)));
+      if (!zoneChosen) zone = projectZone;
+      renderZone();
     }
 
     function resultsPath() {
@@ -980,16 +1293,43 @@
     }
 
     function renderSeries(series, results) {
-      const bucketLabel = (ms) => new Date(ms).toISOString().slice(5, 16).replace("T", " ");
+      // Within a day the ticks need only the time of day.
+      const withinDay = results.to - results.from <= 86400000;
+      const bucketLabel = (ms) => (withinDay ? zonedText(ms, zone).slice(11) : zonedText(ms, zone).slice(5));
       const keyIndex = Math.max(0, series.keys.indexOf(keySelect.value));
       const pick = (f) => series.variations.map((v) => ({ name: v.variation, points: v.points.map((p) => [p.ts, f(p)]) }));
-      Charts.line($("#chart-visitors"), pick((p) => p.visitors), { xLabel: bucketLabel });
-      Charts.line($("#chart-sessions"), pick((p) => p.sessions), { xLabel: bucketLabel });
-      Charts.line($("#chart-series-active"), pick((p) => p.active_visitors), { xLabel: bucketLabel });
-      Charts.line($("#chart-conversions"), series.keys.length === 0 ? [] : pick((p) => p.unique_conversions[keyIndex]), { xLabel: bucketLabel });
-      $("#chart-key-label").textContent = series.keys.length === 0 ? "(no conversions yet)" : `key ${series.keys[keyIndex]}`;
+      // With the default range the last interval ends with the current
+      // bucket, which is still filling: it is drawn as partial.
+      const lastStart = results.to - series.interval_ms;
+      const partialFrom = query.from === null ? lastStart : null;
+      const interval = formatDuration(series.interval_ms);
+      const common = { xLabel: bucketLabel, xTitle: `bucket start (${zone}), ${interval} each`, partialFrom };
+      const count = { ...common, integer: true, yFormat: (n) => (n >= 10000 ? Charts.shortNumber(n) : formatInteger(n)), tooltipFormat: formatInteger };
+      Charts.line($("#chart-visitors"), pick((p) => p.visitors), { ...count, yTitle: "new visitors" });
+      Charts.line($("#chart-sessions"), pick((p) => p.sessions), { ...count, yTitle: "sessions" });
+      Charts.line($("#chart-series-active"), pick((p) => p.active_visitors), { ...count, yTitle: "active visitors" });
+      Charts.line($("#chart-conversions"), series.keys.length === 0 ? [] : pick((p) => p.unique_conversions[keyIndex]),
+        { ...count, yTitle: "converting visitors" });
+      // Cumulative conversion rate: converting visitors over exposed
+      // visitors, both summed from the start of the range.
+      const cumulative = series.keys.length === 0 ? [] : series.variations.map((v) => {
+        let visitors = 0;
+        let conversions = 0;
+        const points = [];
+        for (const p of v.points) {
+          visitors += p.visitors;
+          conversions += p.unique_conversions[keyIndex];
+          if (visitors > 0) points.push([p.ts, conversions / visitors]);
+        }
+        return { name: v.variation, points };
+      });
+      Charts.line($("#chart-cumulative-rate"), cumulative, {
+        ...common, yTitle: "conversion rate", yMaxLimit: 1, yFormat: (x) => `${(x * 100).toFixed(1)}%`, tooltipFormat: percent,
+      });
+      const keyLabel = series.keys.length === 0 ? "(no conversions yet)" : `key ${series.keys[keyIndex]}`;
+      $("#chart-key-label").textContent = keyLabel;
+      $("#chart-cumulative-key").textContent = keyLabel;
       resultsBox.dataset.seriesPoints = String(series.variations.reduce((n, v) => n + v.points.length, 0));
-      void results;
     }
 
     async function refresh() {
@@ -1009,18 +1349,24 @@
       errorBox.hidden = true;
 
       refreshes += 1;
+      lastDrawnAtMs = Date.now();
+      const visitors = results.groups.reduce((n, g) => n + g.variations.reduce((m, v) => m + v.visitors, 0), 0);
+      if (visitors === 0) setState("empty", "No visitor in this range yet.");
+      else setState("ready");
+      $("#experiment-charts").hidden = false;
       resultsBox.dataset.from = String(results.from);
       resultsBox.dataset.to = String(results.to);
       resultsBox.dataset.breakdown = results.breakdown || "";
       resultsBox.dataset.baseline = results.baseline || "";
       resultsBox.dataset.keys = results.keys.join(",");
       resultsBox.replaceChildren(...results.groups.map((group) => groupTables(group, results)));
+      renderVerdicts(results);
       resultsBox.dataset.refreshes = String(refreshes);
       if (query.from === null && !rangeEdited && document.activeElement !== fromInput && document.activeElement !== toInput) {
         fromInput.value = utcInput(results.from);
         toInput.value = utcInput(results.to);
       }
-      $("#range-shown").textContent = `showing ${utcInput(results.from).replace("T", " ")} → ${utcInput(results.to).replace("T", " ")} UTC`
+      $("#range-shown").textContent = `showing ${utcInput(results.from)} → ${utcInput(results.to)} ${zone}`
         + ` · bucket ${formatDuration(bucket)}${query.from === null ? " · all data" : ""}`;
       renderKeys(results.keys);
       renderSeries(series, results);
@@ -1033,6 +1379,7 @@
     return () => {
       stopPolling();
       breakdown.removeEventListener("change", onBreakdown);
+      zoneSelect.removeEventListener("change", onZone);
       keySelect.removeEventListener("change", onKey);
       fromInput.removeEventListener("input", onRangeEdit);
       toInput.removeEventListener("input", onRangeEdit);
@@ -1050,6 +1397,11 @@
   $("#op-rebalance").addEventListener("click", rebalance);
   $("#drain-form").addEventListener("submit", drain);
   $("#shard-grid").addEventListener("click", chooseShard);
+  $("#shard-grid").addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== " ") return;
+    event.preventDefault();
+    chooseShard(event);
+  });
   window.addEventListener("hashchange", route);
 
   (async () => {

@@ -7,8 +7,11 @@ const Charts = (() => {
   // Colour per series index; owners and variations use the same palette.
   const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
   const WIDTH = 480;
-  const HEIGHT = 180;
-  const MARGIN = { left: 52, right: 10, top: 10, bottom: 24 };
+  const HEIGHT = 220;
+  const MARGIN = { left: 62, right: 14, top: 10, bottom: 40 };
+  // Ticks per axis (intervals; one more label each).
+  const X_TICKS = 4;
+  const Y_TICKS = 4;
 
   function element(name, attributes, text) {
     const node = document.createElementNS(SVG_NS, name);
@@ -35,12 +38,19 @@ const Charts = (() => {
   }
 
   // Draws series = [{name, points: [[x, y], ...]}] into an <svg>, replacing
-  // what was there. xLabel formats the x axis ends.
+  // what was there. Options:
+  //   xLabel(x)   formats an x tick, yFormat(y) a y tick and a tooltip value
+  //   xTitle, yTitle   the axis titles (with units)
+  //   partialFrom  x from which the data is still incomplete (the bucket in
+  //                progress): drawn dashed and labelled "partial"
+  // The SVG keeps its aspect ratio (no stretching); every point carries a
+  // <title> with its exact value, shown on hover.
   function line(svg, series, options) {
     const opts = options || {};
     const xLabel = opts.xLabel || ((x) => String(x));
+    const yFormat = opts.yFormat || shortNumber;
     svg.setAttribute("viewBox", `0 0 ${WIDTH} ${HEIGHT}`);
-    svg.setAttribute("preserveAspectRatio", "none");
+    svg.removeAttribute("preserveAspectRatio");
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     const all = series.flatMap((s) => s.points);
     const plotWidth = WIDTH - MARGIN.left - MARGIN.right;
@@ -48,6 +58,13 @@ const Charts = (() => {
     svg.appendChild(element("rect", {
       x: MARGIN.left, y: MARGIN.top, width: plotWidth, height: plotHeight, class: "plot-area",
     }));
+    if (opts.yTitle) {
+      svg.appendChild(element("text", { x: 12, y: MARGIN.top + plotHeight / 2, "text-anchor": "middle", class: "axis-title",
+        transform: `rotate(-90 12 ${MARGIN.top + plotHeight / 2})` }, opts.yTitle));
+    }
+    if (opts.xTitle) {
+      svg.appendChild(element("text", { x: MARGIN.left + plotWidth / 2, y: HEIGHT - 4, "text-anchor": "middle", class: "axis-title" }, opts.xTitle));
+    }
     if (all.length === 0) {
       svg.appendChild(element("text", { x: WIDTH / 2, y: HEIGHT / 2, "text-anchor": "middle", class: "axis" }, "no data yet"));
       svg.dataset.points = "0";
@@ -58,25 +75,55 @@ const Charts = (() => {
     if (xMax === xMin) { xMin -= 1; xMax += 1; }
     // An all-zero chart gets a 0–1 axis rather than a degenerate one.
     const top = Math.max(...all.map((p) => p[1]));
-    const yMax = (top > 0 ? top : 1) * 1.1;
+    let yMax = (top > 0 ? top : 1) * 1.1;
+    // Counts get whole-number ticks; a share never goes above 100 %.
+    if (opts.integer) yMax = Math.max(Y_TICKS, Math.ceil(yMax / Y_TICKS) * Y_TICKS);
+    if (opts.yMaxLimit !== undefined) yMax = Math.min(yMax, opts.yMaxLimit);
     const x = (value) => MARGIN.left + ((value - xMin) / (xMax - xMin)) * plotWidth;
     const y = (value) => MARGIN.top + plotHeight - (value / yMax) * plotHeight;
-    for (const fraction of [0, 0.5, 1]) {
-      const value = yMax * fraction;
+    for (let tick = 0; tick <= Y_TICKS; tick += 1) {
+      const value = (yMax * tick) / Y_TICKS;
       svg.appendChild(element("line", { x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: y(value), y2: y(value), class: "gridline" }));
-      svg.appendChild(element("text", { x: MARGIN.left - 4, y: y(value) + 4, "text-anchor": "end", class: "axis" }, shortNumber(value)));
+      svg.appendChild(element("text", { x: MARGIN.left - 4, y: y(value) + 4, "text-anchor": "end", class: "axis" }, yFormat(value)));
     }
-    svg.appendChild(element("text", { x: MARGIN.left, y: HEIGHT - 6, class: "axis" }, xLabel(xMin)));
-    svg.appendChild(element("text", { x: WIDTH - MARGIN.right, y: HEIGHT - 6, "text-anchor": "end", class: "axis" }, xLabel(xMax)));
+    for (let tick = 0; tick <= X_TICKS; tick += 1) {
+      const value = xMin + ((xMax - xMin) * tick) / X_TICKS;
+      const anchor = tick === 0 ? "start" : tick === X_TICKS ? "end" : "middle";
+      svg.appendChild(element("line", { x1: x(value), x2: x(value), y1: MARGIN.top + plotHeight, y2: MARGIN.top + plotHeight + 4, class: "gridline" }));
+      svg.appendChild(element("text", { x: x(value), y: MARGIN.top + plotHeight + 16, "text-anchor": anchor, class: "axis" }, xLabel(value)));
+    }
+    const partialFrom = opts.partialFrom;
+    if (partialFrom !== undefined && partialFrom !== null && partialFrom <= xMax) {
+      const left = Math.max(MARGIN.left, x(partialFrom));
+      svg.appendChild(element("rect", { x: left, y: MARGIN.top, width: Math.max(4, MARGIN.left + plotWidth - left), height: plotHeight, class: "partial-area" }));
+      svg.appendChild(element("text", { x: MARGIN.left + plotWidth - 4, y: MARGIN.top + plotHeight - 6, "text-anchor": "end", class: "axis partial-label" }, "partial"));
+      svg.dataset.partialFrom = String(partialFrom);
+    } else {
+      delete svg.dataset.partialFrom;
+    }
     series.forEach((s, index) => {
       if (s.points.length === 0) return;
-      const path = s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
-      svg.appendChild(element("polyline", { points: path, fill: "none", stroke: colour(index), "stroke-width": 2, "vector-effect": "non-scaling-stroke" }));
-      if (s.points.length === 1) {
-        const [px, py] = s.points[0];
-        svg.appendChild(element("circle", { cx: x(px), cy: y(py), r: 3, fill: colour(index) }));
+      const complete = s.points.filter((p) => partialFrom === undefined || partialFrom === null || p[0] < partialFrom);
+      const partial = s.points.filter((p) => !complete.includes(p));
+      const polyline = (points, dashed) => element("polyline", {
+        points: points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "),
+        fill: "none", stroke: colour(index), "stroke-width": 2, class: dashed ? "series partial" : "series",
+        "data-series": s.name,
+      });
+      if (complete.length > 0) svg.appendChild(polyline(complete, false));
+      if (partial.length > 0) {
+        // Joined to the last complete point, dashed.
+        svg.appendChild(polyline(complete.length > 0 ? [complete[complete.length - 1], ...partial] : partial, true));
       }
-      svg.appendChild(element("text", { x: MARGIN.left + 6 + index * 90, y: MARGIN.top + 12, fill: colour(index), class: "legend-text" }, s.name));
+      // A marker per point (so equal lines stay visible, the second one
+      // hollow) with the exact value as its tooltip.
+      for (const point of opts.markers === false ? [] : s.points) {
+        const marker = element("circle", { cx: x(point[0]), cy: y(point[1]), r: 3, fill: index === 0 ? colour(index) : "#fff",
+          stroke: colour(index), "stroke-width": 1.5, class: "point", "data-series": s.name, "data-x": point[0], "data-y": point[1] });
+        marker.appendChild(element("title", {}, `${s.name} · ${xLabel(point[0])}${partialFrom !== undefined && partialFrom !== null && point[0] >= partialFrom ? " (partial)" : ""}: ${(opts.tooltipFormat || yFormat)(point[1])}`));
+        svg.appendChild(marker);
+      }
+      svg.appendChild(element("text", { x: MARGIN.left + 6 + index * 110, y: MARGIN.top + 12, fill: colour(index), class: "legend-text" }, s.name));
     });
     svg.dataset.points = String(all.length);
   }

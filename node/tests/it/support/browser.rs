@@ -37,6 +37,8 @@ pub const CONDITION_WAIT_MAX: Duration = Duration::from_secs(60);
 /// The viewport screenshots are taken at.
 const VIEWPORT_WIDTH: u32 = 1280;
 const VIEWPORT_HEIGHT: u32 = 900;
+/// Widths up to this are laid out as a phone's (`set_width`).
+const MOBILE_WIDTH_MAX: u32 = 600;
 /// Tallest full-page screenshot.
 const SCREENSHOT_HEIGHT_MAX: f64 = 2_400.0;
 /// What Chromium prints once its DevTools endpoint listens.
@@ -306,6 +308,17 @@ impl Page {
             .await
             .call(Some(&self.session_id), method, params)
             .await
+    }
+
+    /// Lays the page out `width` CSS pixels wide (a phone: 400; a laptop:
+    /// 1400), as a mobile viewport below `MOBILE_WIDTH_MAX`.
+    pub async fn set_width(&self, width: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": VIEWPORT_HEIGHT,
+                   "deviceScaleFactor": 1, "mobile": width <= MOBILE_WIDTH_MAX}),
+        )
+        .await;
     }
 
     /// Navigates and waits for the document to finish loading.
