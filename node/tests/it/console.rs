@@ -1135,7 +1135,7 @@ async fn verdicts_wait_for_enough_data_then_name_the_winner_and_warn_of_conflict
                  && { label: p.dataset.label, right: r.right, page: document.documentElement.scrollWidth }; })()",
         )
         .await;
-    assert_eq!(layout["label"], json!("p"), "{layout}");
+    assert_eq!(layout["label"], json!("p (one look)"), "{layout}");
     page.screenshot_full("experiment-400").await;
     page.set_width(1400).await;
 
