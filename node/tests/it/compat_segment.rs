@@ -32,25 +32,8 @@ fn fixture(name: &str) -> String {
 
 /// `Authorization: Basic base64(<key>:)`, as Segment's libraries send it.
 fn basic_auth(key: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = format!("{key}:").into_bytes();
-    let mut encoded = String::new();
-    for chunk in bytes.chunks(3) {
-        let padded = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let triple = u32::from(padded[0]) << 16 | u32::from(padded[1]) << 8 | u32::from(padded[2]);
-        for position in 0..4 {
-            if position <= chunk.len() {
-                let sextet = (triple >> (18 - 6 * position)) & 0x3f;
-                encoded.push(char::from(ALPHABET[sextet as usize]));
-            } else {
-                encoded.push('=');
-            }
-        }
-    }
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
     format!("Basic {encoded}")
 }
 

@@ -16,6 +16,8 @@ use super::AppState;
 use crate::project::ProjectConfig;
 use actix_web::http::{header, StatusCode};
 use actix_web::HttpRequest;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::{alphabet, Engine};
 use serde_json::{Map, Value};
 use sessiondb_protocol::ErrorCode;
 use std::sync::Arc;
@@ -62,34 +64,19 @@ pub fn basic_auth_user(request: &HttpRequest) -> Result<Option<String>, ApiError
     Ok(Some(user.to_string()))
 }
 
+/// Padding optional: Segment's libraries pad, hand-written clients often do not.
+const PADDING_OPTIONAL: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const BASE64_STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, PADDING_OPTIONAL);
+const BASE64_URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, PADDING_OPTIONAL);
+
 /// Decodes standard or URL-safe base64, padded or not. `None` on any other
 /// byte or an impossible length.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut decoded = Vec::with_capacity(text.len() * 3 / 4);
-    let mut buffer: u32 = 0;
-    let mut buffer_bits: u32 = 0;
-    for byte in text.bytes() {
-        let sextet = match byte {
-            b'A'..=b'Z' => byte - b'A',
-            b'a'..=b'z' => byte - b'a' + 26,
-            b'0'..=b'9' => byte - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        buffer = (buffer << 6) | u32::from(sextet);
-        buffer_bits += 6;
-        if buffer_bits >= 8 {
-            buffer_bits -= 8;
-            decoded.push((buffer >> buffer_bits) as u8);
-            buffer &= (1 << buffer_bits) - 1;
-        }
-    }
-    Some(decoded)
+    BASE64_STANDARD
+        .decode(text)
+        .or_else(|_| BASE64_URL_SAFE.decode(text))
+        .ok()
 }
 
 /// The body as a JSON object, or `400 malformed_json` naming the format.
@@ -149,6 +136,9 @@ mod tests {
         assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
         assert_eq!(base64_decode("a2V5O").as_deref(), None);
         assert_eq!(base64_decode("a2*5").as_deref(), None);
+        // URL-safe alphabet: 0xfb 0xff is "+/8" standard, "-_8" URL-safe.
+        assert_eq!(base64_decode("-_8").as_deref(), Some(&[0xfb, 0xff][..]));
+        assert_eq!(base64_decode("+/8=").as_deref(), Some(&[0xfb, 0xff][..]));
     }
 
     #[test]
