@@ -299,6 +299,46 @@ impl ResultsRequest {
         }
     }
 
+    /// Splits the results by one of the project's `breakdown_attributes`.
+    pub fn breakdown(mut self, attribute: impl Into<String>) -> Self {
+        self.breakdown = Some(attribute.into());
+        self
+    }
+
+    /// Restricts the results to these conversion keys (replacing any set before).
+    pub fn keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Compares the other variations against this one.
+    pub fn baseline(mut self, variation: impl Into<String>) -> Self {
+        self.baseline = Some(variation.into());
+        self
+    }
+
+    /// Restricts the results to `[from_ms, to_ms)`, ms since the epoch.
+    ///
+    /// Both ends must be multiples of the project's `bucket_ms`; the node
+    /// rejects a misaligned range rather than guessing which way to round.
+    pub fn range(mut self, from_ms: i64, to_ms: i64) -> Self {
+        self.from = Some(from_ms);
+        self.to = Some(to_ms);
+        self
+    }
+
+    /// Restricts the results to `[from_ms, now)`, ms since the epoch; the
+    /// same alignment rule as [`ResultsRequest::range`] applies to `from_ms`.
+    pub fn since(mut self, from_ms: i64) -> Self {
+        self.from = Some(from_ms);
+        self.to = None;
+        self
+    }
+
     fn query(&self) -> Vec<(&'static str, String)> {
         let mut query = range_query(self.from, self.to);
         if let Some(breakdown) = &self.breakdown {
@@ -903,6 +943,27 @@ mod tests {
             results_url(&request),
             "http://127.0.0.1:7070/v1/projects/shop/experiments/checkout/results"
         );
+    }
+
+    #[test]
+    fn results_builder_sets_the_same_fields_as_the_struct() {
+        let built = ResultsRequest::new("shop", "checkout")
+            .range(1_764_144_000_000, 1_764_147_600_000)
+            .breakdown("browser")
+            .keys(["purchase", "add_to_cart"])
+            .baseline("a");
+        let literal = ResultsRequest {
+            from: Some(1_764_144_000_000),
+            to: Some(1_764_147_600_000),
+            breakdown: Some("browser".into()),
+            keys: vec!["purchase".into(), "add_to_cart".into()],
+            baseline: Some("a".into()),
+            ..ResultsRequest::new("shop", "checkout")
+        };
+        assert_eq!(built, literal);
+        let since = ResultsRequest::new("shop", "checkout").since(1_764_144_000_000);
+        assert_eq!(since.from, Some(1_764_144_000_000));
+        assert_eq!(since.to, None);
     }
 
     #[test]
