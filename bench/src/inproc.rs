@@ -90,6 +90,7 @@ pub fn engine_alone(workload: &ScaleWorkload, now_ms: i64, queries: usize) -> En
         breakdown: Some(Arc::from(BROWSER_ATTRIBUTE)),
         keys: vec![Arc::from(PURCHASE_KEY)],
         baseline: None,
+        weights: None,
     };
     let mut latencies_ms: Vec<f64> = (0..queries.max(1))
         .map(|_| {
