@@ -1268,33 +1268,7 @@ async fn a_failing_log_sync_stops_ingest_loudly_and_keeps_reads() {
     let mut node = TestNode::start_with_args(node_options(&config), fault).await;
     create_project(&node).await;
 
-    let mut acknowledged: Vec<Event> = Vec::new();
-    let mut failed_batch = None;
-    for (index, batch) in batches.iter().enumerate() {
-        let raw = node.post_raw("/v1/events", batch_body(batch)).await;
-        match raw.status {
-            StatusCode::OK => {
-                let answer: IngestResponse =
-                    serde_json::from_value(raw.body).expect("an IngestResponse");
-                assert!(answer.rejected.is_empty(), "seed={seed}: {answer:?}");
-                acknowledged.extend(batch.iter().cloned());
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                assert_eq!(
-                    raw.error_code(),
-                    Some("storage_unavailable"),
-                    "seed={seed}: batch {index}: {}",
-                    raw.text
-                );
-                failed_batch = Some(index);
-                break;
-            }
-            other => panic!(
-                "seed={seed}: batch {index}: unexpected {other} {}",
-                raw.text
-            ),
-        }
-    }
+    let (acknowledged, failed_batch) = send_until_storage_fails(&node, &batches, seed).await;
     let failed = failed_batch.unwrap_or_else(|| {
         panic!("seed={seed}: no batch failed with the log's fsync failing after {syncs_before_failure} syncs")
     });
@@ -1636,34 +1610,7 @@ async fn a_full_disk_fails_the_log_loudly_and_loses_nothing_acknowledged() {
     let tmpfs = tmpfs.expect("mounted");
     create_project(&node).await;
 
-    let mut acknowledged: Vec<Event> = Vec::new();
-    let mut failed = None;
-    for (index, batch) in batches.iter().enumerate() {
-        let raw = node.post_raw("/v1/events", batch_body(batch)).await;
-        match raw.status {
-            StatusCode::OK => {
-                let answer: IngestResponse =
-                    serde_json::from_value(raw.body).expect("an IngestResponse");
-                assert!(answer.rejected.is_empty(), "seed={seed}: {answer:?}");
-                acknowledged.extend(batch.iter().cloned());
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                assert_eq!(
-                    raw.error_code(),
-                    Some("storage_unavailable"),
-                    "seed={seed}: batch {index}: {}",
-                    raw.text
-                );
-                failed = Some(index);
-                break;
-            }
-            other => panic!(
-                "seed={seed}: batch {index}: unexpected {other} {}; stderr:\n{}",
-                raw.text,
-                node.stderr_tail()
-            ),
-        }
-    }
+    let (acknowledged, failed) = send_until_storage_fails(&node, &batches, seed).await;
     let failed = failed.unwrap_or_else(|| {
         panic!(
             "seed={seed}: {} batches fit on a 2 MiB file system; the test needs a full one",
@@ -1730,4 +1677,41 @@ async fn a_full_disk_fails_the_log_loudly_and_loses_nothing_acknowledged() {
     }
     node.kill_9().await;
     drop(tmpfs);
+}
+
+/// Sends `batches` in order until one is refused `503 storage_unavailable`:
+/// the events acknowledged before it, and its index (`None`: none failed).
+/// Every acknowledged batch must be accepted whole; any other answer fails.
+async fn send_until_storage_fails(
+    node: &TestNode,
+    batches: &[Vec<Event>],
+    seed: u64,
+) -> (Vec<Event>, Option<usize>) {
+    let mut acknowledged: Vec<Event> = Vec::new();
+    for (index, batch) in batches.iter().enumerate() {
+        let raw = node.post_raw("/v1/events", batch_body(batch)).await;
+        match raw.status {
+            StatusCode::OK => {
+                let answer: IngestResponse =
+                    serde_json::from_value(raw.body).expect("an IngestResponse");
+                assert!(answer.rejected.is_empty(), "seed={seed}: {answer:?}");
+                acknowledged.extend(batch.iter().cloned());
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(
+                    raw.error_code(),
+                    Some("storage_unavailable"),
+                    "seed={seed}: batch {index}: {}",
+                    raw.text
+                );
+                return (acknowledged, Some(index));
+            }
+            other => panic!(
+                "seed={seed}: batch {index}: unexpected {other} {}; stderr:\n{}",
+                raw.text,
+                node.stderr_tail()
+            ),
+        }
+    }
+    (acknowledged, None)
 }

@@ -22,18 +22,7 @@ async fn json_logs_are_one_object_per_line_at_the_chosen_level() {
     let node = TestNode::start_with_args(options, args).await;
     let health = node.get_raw("/v1/health").await;
     assert!(health.status.is_success());
-    // "node started" is logged just after the listening line: poll for it.
-    // The last line may still be being written: only whole lines count.
-    let stderr = eventually(START_LINE_WAIT_MAX, "the start line", async || {
-        let text = node.stderr_text();
-        let whole = text[..text.rfind('\n').map_or(0, |end| end + 1)].to_string();
-        if whole.contains("node started") {
-            Ok(whole)
-        } else {
-            Err(text)
-        }
-    })
-    .await;
+    let stderr = stderr_once_started(&node).await;
     let lines: Vec<serde_json::Value> = stderr
         .lines()
         .filter(|line| !line.trim().is_empty())
@@ -67,18 +56,7 @@ async fn text_logs_to_a_file_have_no_colour_codes() {
         .map(String::from)
         .to_vec();
     let node = TestNode::start_with_args(options, args).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let stderr = loop {
-        let text = node.stderr_text();
-        if text.contains("node started") {
-            break text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no start line: {text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let stderr = stderr_once_started(&node).await;
     assert!(stderr.contains("INFO"), "{stderr}");
     assert!(
         !stderr.contains('\x1b'),
@@ -113,18 +91,7 @@ async fn the_default_filter_keeps_dependency_info_out() {
     // A project change goes through Raft, whose INFO lines the default
     // filter must keep out.
     node.create_project("quiet", serde_json::json!({})).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let stderr = loop {
-        let text = node.stderr_text();
-        if text.contains("node started") {
-            break text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no start line: {text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let stderr = stderr_once_started(&node).await;
     let lines: Vec<serde_json::Value> = stderr
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -145,4 +112,19 @@ async fn the_default_filter_keeps_dependency_info_out() {
             );
         }
     }
+}
+
+/// The node's stderr once it logged "node started" (just after the
+/// listening line), whole lines only: the last may still be being written.
+async fn stderr_once_started(node: &TestNode) -> String {
+    eventually(START_LINE_WAIT_MAX, "the start line", async || {
+        let text = node.stderr_text();
+        let whole = text[..text.rfind('\n').map_or(0, |end| end + 1)].to_string();
+        if whole.contains("node started") {
+            Ok(whole)
+        } else {
+            Err(text)
+        }
+    })
+    .await
 }
