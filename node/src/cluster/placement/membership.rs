@@ -412,23 +412,7 @@ impl PlacementHandle {
     pub fn report(&self) -> ClusterReport {
         let metrics = self.inner.raft.metrics().borrow().clone();
         let placement = self.inner.view.current();
-        let membership = metrics.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, node)| {
-                let role = if voters.contains(id) {
-                    Role::Voter
-                } else {
-                    Role::Learner
-                };
-                let member = Member {
-                    address: node.address.clone(),
-                    role,
-                };
-                (*id, member)
-            })
-            .collect();
+        let members = super::store::members_of(metrics.membership_config.membership());
         let state = match metrics.state {
             ServerState::Leader => RaftServerState::Leader,
             ServerState::Follower => RaftServerState::Follower,
