@@ -140,7 +140,7 @@ pub async fn read_ingest_body(
     state: &AppState,
     headers: &HeaderMap,
     payload: web::Payload,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<web::Bytes, ApiError> {
     let limit_bytes = limits::BODY_BYTES_MAX;
     let refusals = &state.admission.refusals;
     // Before the body is read: an unknown coding costs no buffering.
@@ -161,7 +161,8 @@ pub async fn read_ingest_body(
         }
     })?;
     if encoding == Encoding::Identity {
-        return Ok(raw.to_vec());
+        // The common case takes the buffer as read: no copy.
+        return Ok(raw.freeze());
     }
     // Inflating up to 16 MiB takes tens of milliseconds: off the HTTP
     // worker, so other requests on it are not held up.
@@ -174,7 +175,7 @@ pub async fn read_ingest_body(
                 format!("the body could not be decompressed now: {error}"),
             )
         })?;
-    inflated.map_err(|error| match error {
+    inflated.map(web::Bytes::from).map_err(|error| match error {
         InflateError::TooLarge { .. } => {
             refusals
                 .decompressed_body_bytes
