@@ -516,7 +516,9 @@ pub struct PlacementStateMachine {
 }
 
 /// The members of an openraft membership, with their roles.
-pub(super) fn members_of(membership: &Membership<NodeId, PlacementNode>) -> BTreeMap<NodeId, Member> {
+pub(super) fn members_of(
+    membership: &Membership<NodeId, PlacementNode>,
+) -> BTreeMap<NodeId, Member> {
     let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
     membership
         .nodes()
