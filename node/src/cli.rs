@@ -155,6 +155,16 @@ pub struct ServeArgs {
     /// only the token's hash, in <data-dir>/admin-token.
     #[arg(long, env = "SESSIONDB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Read-only token for /metrics, /v1/status, GET /v1/cluster and the
+    /// GETs of /v1/projects (results, time series), e.g. for Prometheus and
+    /// dashboards (16–256 visible ASCII characters, not the admin token).
+    /// The node keeps only its hash, in memory.
+    #[arg(long, env = "SESSIONDB_VIEWER_TOKEN", hide_env_values = true)]
+    pub viewer_token: Option<String>,
+    /// Origins (`https://shop.example`, comma-separated) whose pages may
+    /// send events to the ingest paths from a browser. Default: none.
+    #[arg(long, env = "SESSIONDB_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
     /// How long an ingest key or admin token stays valid after a rotation
     /// replaced it, unless the rotation says otherwise (default 24 h).
     #[arg(long, env = "SESSIONDB_KEY_ROTATION_GRACE_MS")]
@@ -200,6 +210,8 @@ pub struct FileConfig {
     pub node_id: Option<u64>,
     pub http_workers: Option<usize>,
     pub admin_token: Option<String>,
+    pub viewer_token: Option<String>,
+    pub cors_allowed_origins: Option<Vec<String>>,
     pub key_rotation_grace_ms: Option<i64>,
     pub cluster_secret: Option<String>,
     pub join: Option<String>,
@@ -227,6 +239,8 @@ pub struct NodeConfig {
     pub server: ServerConfig,
     /// The configured admin token; `None`: use or create the token file.
     pub admin_token: Option<AdminToken>,
+    /// The read-only viewer token, if configured.
+    pub viewer_token: Option<AdminToken>,
     /// Default grace period of key and token rotations.
     pub key_rotation_grace_ms: i64,
     /// The configured cluster secret; `None`: use or create its file.
@@ -259,6 +273,20 @@ impl NodeConfig {
             .map(|text| AdminToken::parse(&text))
             .transpose()
             .context("invalid --admin-token / SESSIONDB_ADMIN_TOKEN / admin_token")?;
+        let viewer_token = args
+            .viewer_token
+            .clone()
+            .or(file.viewer_token)
+            .map(|text| AdminToken::parse(&text))
+            .transpose()
+            .context("invalid --viewer-token / SESSIONDB_VIEWER_TOKEN / viewer_token")?;
+        let cors_allowed_origins = if args.cors_allowed_origins.is_empty() {
+            file.cors_allowed_origins.unwrap_or_default()
+        } else {
+            args.cors_allowed_origins.clone()
+        };
+        let cors_allowed_origins = crate::http::cors::parse_origins(&cors_allowed_origins)
+            .context("invalid --cors-allowed-origins / cors_allowed_origins")?;
         let key_rotation_grace_ms = args
             .key_rotation_grace_ms
             .or(file.key_rotation_grace_ms)
@@ -371,8 +399,10 @@ impl NodeConfig {
                 tls,
                 fault_routes: args.fault_actor_panic,
                 demo: args.demo,
+                cors_allowed_origins,
             },
             admin_token,
+            viewer_token,
             key_rotation_grace_ms,
             cluster_secret,
             join: args.join.clone().or(file.join),
@@ -450,12 +480,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (admin_tokens, admin_token_opened) =
         AdminTokens::open(config.admin_token.clone(), &config.data_dir, clock.clone())?;
     log_admin_token(&admin_token_opened);
+
     let (cluster_secret, cluster_secret_source) = admin_token::resolve_secret(
         config.cluster_secret.clone(),
         &config.data_dir,
         admin_token::CLUSTER_SECRET_KIND,
     )?;
     log_secret_source(admin_token::CLUSTER_SECRET_KIND, &cluster_secret_source);
+    // Every credential is classified as one class only.
+    if let Some(viewer) = &config.viewer_token {
+        let bytes = viewer.expose().as_bytes();
+        if admin_tokens.matches(bytes) || cluster_secret.matches(bytes) {
+            anyhow::bail!("--viewer-token is the admin token or the cluster secret: give the read-only token its own value");
+        }
+    }
+    let viewer_token = config.viewer_token.as_ref().map(AdminToken::hash);
     // The one client of node-to-node calls: the scheme and CA of the
     // node's TLS settings, the cluster secret, one connect timeout.
     let transport = match &config.server.tls {
@@ -571,6 +610,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin_tokens,
             cluster_secret,
             key_rotation_grace_ms: config.key_rotation_grace_ms,
+            viewer_token,
         };
         let cluster = Cluster::new(node_id, engine.clone(), placement.clone(), peers);
         let served = server::run(config.server, engine, cluster, secrets, listener, shutdown).await;
@@ -715,6 +755,35 @@ mod tests {
         let args = ServeArgs::parse_from(["serve", "--admin-token", "short"]);
         let error = NodeConfig::resolve(&args).unwrap_err();
         assert!(format!("{error:#}").contains("16 to 256"), "{error:#}");
+    }
+
+    #[test]
+    fn viewer_token_and_allowed_origins_are_checked() {
+        let args = ServeArgs::parse_from([
+            "serve",
+            "--viewer-token",
+            "viewer-0123456789",
+            "--cors-allowed-origins",
+            "https://shop.example,http://localhost:8080",
+        ]);
+        let config = NodeConfig::resolve(&args).unwrap();
+        assert!(config.viewer_token.unwrap().matches(b"viewer-0123456789"));
+        assert_eq!(
+            config.server.cors_allowed_origins,
+            ["https://shop.example", "http://localhost:8080"]
+        );
+        let args = ServeArgs::parse_from(["serve", "--viewer-token", "short"]);
+        let error = NodeConfig::resolve(&args).unwrap_err();
+        assert!(format!("{error:#}").contains("--viewer-token"), "{error:#}");
+        let args = ServeArgs::parse_from(["serve", "--cors-allowed-origins", "shop.example"]);
+        let error = NodeConfig::resolve(&args).unwrap_err();
+        assert!(format!("{error:#}").contains("not an origin"), "{error:#}");
+        let file = toml::from_str::<FileConfig>(
+            "viewer_token = \"viewer-0123456789\"\ncors_allowed_origins = [\"https://a.example\"]",
+        )
+        .unwrap();
+        assert_eq!(file.viewer_token.as_deref(), Some("viewer-0123456789"));
+        assert_eq!(file.cors_allowed_origins.unwrap(), ["https://a.example"]);
     }
 
     #[test]

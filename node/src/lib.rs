@@ -34,6 +34,7 @@ pub mod cluster;
 pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod experiment_aliases;
 pub mod hashing;
 pub mod http;
 pub mod keys;

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub fault_routes: bool,
     /// Feed the `--demo` workload through this server's ingest path.
     pub demo: bool,
+    /// Origins whose pages may send events (`--cors-allowed-origins`,
+    /// checked by `http::cors::parse_origins`).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             tls: None,
             fault_routes: false,
             demo: false,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct Secrets {
     pub cluster_secret: ClusterSecret,
     /// Default grace period of a rotation (`--key-rotation-grace-ms`).
     pub key_rotation_grace_ms: i64,
+    /// The read-only viewer token's hash (`--viewer-token`), if any.
+    pub viewer_token: Option<crate::keys::KeyHash>,
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then stops
@@ -82,6 +88,8 @@ pub async fn run(
         cluster_secret: secrets.cluster_secret,
         cluster,
         project_events: Default::default(),
+        viewer_token: secrets.viewer_token,
+        cors: std::sync::Arc::new(http::cors::Cors::new(config.cors_allowed_origins)),
     };
     state.cluster.mover.spawn_stale_move_recovery();
     if config.demo {

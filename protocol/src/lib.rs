@@ -381,6 +381,10 @@ pub struct SessionMetrics {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariationResults {
     pub variation: String,
+    /// The id the variation's compatible format named it by, when the
+    /// project's experiment aliases know it (`docs/ingest-formats.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variation_id: Option<String>,
     pub visitors: i64,
     /// Decisions that disagreed with the visitor's sticky variation.
     pub conflicts: i64,
@@ -436,7 +440,13 @@ pub struct SampleRatioMismatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultsResponse {
     pub project: String,
+    /// The name the experiment's events are stored under (for Optimizely,
+    /// its key), whether the query named it by that or by its id.
     pub experiment: String,
+    /// The id the experiment's compatible format named it by, when the
+    /// project's experiment aliases know it (`docs/ingest-formats.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
     pub from: i64,
     pub to: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -490,6 +500,9 @@ pub struct TimeSeriesPoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariationSeries {
     pub variation: String,
+    /// As in `VariationResults`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variation_id: Option<String>,
     pub points: Vec<TimeSeriesPoint>,
 }
 
@@ -498,6 +511,9 @@ pub struct VariationSeries {
 pub struct TimeSeriesResponse {
     pub project: String,
     pub experiment: String,
+    /// As in `ResultsResponse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
     pub from: i64,
     pub to: i64,
     pub interval_ms: i64,

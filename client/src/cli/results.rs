@@ -162,6 +162,7 @@ mod tests {
     ) -> VariationResults {
         VariationResults {
             variation: name.into(),
+            variation_id: None,
             visitors,
             conflicts: 0,
             active_visitors: Estimate {
@@ -197,6 +198,7 @@ mod tests {
         let results = ResultsResponse {
             project: "shop".into(),
             experiment: "checkout".into(),
+            experiment_id: None,
             from: 0,
             to: 3_600_000,
             breakdown: None,

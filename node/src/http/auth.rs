@@ -1,9 +1,13 @@
 //! Who may call what (`docs/security.md`): every request's credential is
-//! one of three classes, and each endpoint class accepts some of them.
+//! one of four classes, and each endpoint class accepts some of them.
 //!
 //! - the admin token: projects, queries, the console's data calls,
 //!   `/metrics`, `/v1/status`, `/v1/admin/*` and the cluster endpoints for
 //!   operators (`require_admin`); it may also send events;
+//! - the viewer token (`--viewer-token`), read-only: `/metrics`,
+//!   `/v1/status`, `GET /v1/cluster`, and the `GET`s of `/v1/projects`
+//!   (projects, results, time series) (`require_viewer_or_admin`,
+//!   `require_admin_to_write`); nothing that writes;
 //! - a project's ingest key: `POST /v1/events` for that project only
 //!   (`ingest_permission`), and the shard map (`require_ingest_or_admin`);
 //! - the cluster secret: node-to-node calls, `/v1/internal/*` and
@@ -21,6 +25,7 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::keys::KeyHash;
 use crate::project::ProjectConfig;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -40,6 +45,8 @@ pub enum Required {
     ClusterSecret,
     /// Any project's ingest key, or the admin token.
     IngestKeyOrAdmin,
+    /// The viewer token or the admin token: reads only.
+    ViewerOrAdmin,
 }
 
 impl Required {
@@ -54,6 +61,9 @@ impl Required {
             Required::IngestKeyOrAdmin => {
                 "this endpoint needs a project's ingest key or the admin token as `Authorization: Bearer <key>` (see docs/security.md)"
             }
+            Required::ViewerOrAdmin => {
+                "this endpoint needs the viewer token or the admin token as `Authorization: Bearer <token>` (see docs/security.md)"
+            }
         }
     }
 }
@@ -67,6 +77,8 @@ pub enum Credential {
     Unknown,
     Admin,
     ClusterSecret,
+    /// The read-only viewer token.
+    Viewer,
     /// The ingest key (current, or previous within its grace period) of
     /// this project.
     IngestKey(Arc<ProjectConfig>),
@@ -85,6 +97,12 @@ pub fn credential_of(state: &AppState, headers: &HeaderMap) -> Credential {
     if state.cluster_secret.matches(bytes) {
         return Credential::ClusterSecret;
     }
+    if state
+        .viewer_token
+        .is_some_and(|viewer| viewer.matches(&KeyHash::of(bytes)))
+    {
+        return Credential::Viewer;
+    }
     let now_ms = state.engine.clock().now_ms();
     match state.engine.projects().by_ingest_key(presented, now_ms) {
         Some(project) => Credential::IngestKey(project),
@@ -100,6 +118,8 @@ fn admits(required: Required, credential: &Credential) -> bool {
             | (Required::ClusterSecret, Credential::ClusterSecret)
             | (Required::IngestKeyOrAdmin, Credential::Admin)
             | (Required::IngestKeyOrAdmin, Credential::IngestKey(_))
+            | (Required::ViewerOrAdmin, Credential::Admin)
+            | (Required::ViewerOrAdmin, Credential::Viewer)
     )
 }
 
@@ -108,7 +128,10 @@ fn admits(required: Required, credential: &Credential) -> bool {
 pub fn refusal(required: Required, credential: &Credential) -> ApiError {
     match credential {
         Credential::Missing | Credential::Unknown => unauthorized(required),
-        Credential::Admin | Credential::ClusterSecret | Credential::IngestKey(_) => {
+        Credential::Admin
+        | Credential::ClusterSecret
+        | Credential::Viewer
+        | Credential::IngestKey(_) => {
             forbidden(required.hint())
         }
     }
@@ -135,6 +158,36 @@ pub async fn require_admin(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     require(request, next, Required::Admin).await
+}
+
+/// Middleware: passes the request on when it carries the viewer token or the
+/// admin token (read-only endpoints: `/metrics`, `/v1/status`,
+/// `GET /v1/cluster`).
+pub async fn require_viewer_or_admin(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    require(request, next, Required::ViewerOrAdmin).await
+}
+
+/// Middleware for a scope of reads and writes (`/v1/projects`): a `GET` or
+/// `HEAD` needs the viewer token or the admin token, any other method the
+/// admin token.
+pub async fn require_admin_to_write(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let required = required_for_method(request.method());
+    require(request, next, required).await
+}
+
+/// What a request of `method` needs in a scope of reads and writes.
+fn required_for_method(method: &actix_web::http::Method) -> Required {
+    if method == actix_web::http::Method::GET || method == actix_web::http::Method::HEAD {
+        Required::ViewerOrAdmin
+    } else {
+        Required::Admin
+    }
 }
 
 /// Middleware: passes the request on when it carries the cluster secret.
@@ -250,10 +303,22 @@ mod tests {
             Required::IngestKeyOrAdmin,
             &Credential::ClusterSecret
         ));
+        assert!(!admits(Required::IngestKeyOrAdmin, &Credential::Viewer));
+        assert!(admits(Required::ViewerOrAdmin, &Credential::Viewer));
+        assert!(admits(Required::ViewerOrAdmin, &Credential::Admin));
+        assert!(!admits(Required::ViewerOrAdmin, &ingest));
+        assert!(!admits(Required::ViewerOrAdmin, &Credential::ClusterSecret));
+        assert!(!admits(Required::Admin, &Credential::Viewer));
+        assert!(!admits(Required::ClusterSecret, &Credential::Viewer));
+        assert_eq!(
+            refusal(Required::Admin, &Credential::Viewer).status_code(),
+            StatusCode::FORBIDDEN
+        );
         for required in [
             Required::Admin,
             Required::ClusterSecret,
             Required::IngestKeyOrAdmin,
+            Required::ViewerOrAdmin,
         ] {
             assert!(!admits(required, &Credential::Missing));
             assert!(!admits(required, &Credential::Unknown));
@@ -270,6 +335,16 @@ mod tests {
             refusal(Required::Admin, &ingest).status_code(),
             StatusCode::FORBIDDEN
         );
+    }
+
+    #[test]
+    fn reads_need_the_viewer_or_admin_token_and_writes_the_admin_token() {
+        use actix_web::http::Method;
+        assert_eq!(required_for_method(&Method::GET), Required::ViewerOrAdmin);
+        assert_eq!(required_for_method(&Method::HEAD), Required::ViewerOrAdmin);
+        for method in [Method::POST, Method::PATCH, Method::PUT, Method::DELETE] {
+            assert_eq!(required_for_method(&method), Required::Admin, "{method}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod body;
 mod cluster;
 mod compat;
 mod console;
+pub mod cors;
 pub mod error;
 pub mod ingest;
 mod metrics;
@@ -51,6 +52,11 @@ pub struct AppState {
     pub cluster: Cluster,
     /// Accepted events per project (`project_rates`), counted by ingest.
     pub project_events: std::sync::Arc<crate::project_rates::ProjectEventCounters>,
+    /// The read-only viewer token's hash, when one is configured
+    /// (`--viewer-token`; `auth::require_viewer_or_admin`).
+    pub viewer_token: Option<crate::keys::KeyHash>,
+    /// The origins whose pages may send events (`cors`).
+    pub cors: std::sync::Arc<cors::Cors>,
 }
 
 /// Bodies of small JSON requests (projects, clock) are far below this.
@@ -77,12 +83,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/ready", web::get().to(admin::ready))
         .service(
             web::resource("/v1/status")
-                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .wrap(actix_web::middleware::from_fn(
+                    auth::require_viewer_or_admin,
+                ))
                 .route(web::get().to(admin::status)),
         )
         .service(
             web::resource("/metrics")
-                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .wrap(actix_web::middleware::from_fn(
+                    auth::require_viewer_or_admin,
+                ))
                 .route(web::get().to(metrics::metrics)),
         )
         .service(
@@ -99,22 +109,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(shards::configure)
         .configure(shard_map::configure)
         .configure(console::configure)
-        .route("/v1/events", web::post().to(ingest::post_events))
-        .route(
-            "/optimizely/v1/events",
-            web::post().to(compat::optimizely::post_events),
-        )
-        .route("/v1/batch", web::post().to(compat::segment_io::post_batch))
-        .route("/v1/track", web::post().to(compat::segment_io::post_track))
-        .route("/v1/page", web::post().to(compat::segment_io::post_page))
-        .route(
-            "/v1/identify",
-            web::post().to(compat::segment_io::post_identify),
-        )
+        .configure(configure_ingest)
         .service(
-            // Project administration and queries: the admin token only.
+            // Project administration (the admin token) and reads (the
+            // viewer token too).
             web::scope("/v1/projects")
-                .wrap(actix_web::middleware::from_fn(auth::require_admin))
+                .wrap(actix_web::middleware::from_fn(
+                    auth::require_admin_to_write,
+                ))
                 .route("", web::post().to(projects::create))
                 .route("", web::get().to(projects::list))
                 .route("/{name}", web::get().to(projects::show))
@@ -132,4 +134,30 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     web::get().to(query::time_series),
                 ),
         );
+}
+
+/// The ingest paths, the only ones a page on another origin may call
+/// (`cors`).
+fn configure_ingest(config: &mut web::ServiceConfig) {
+    let ingest_paths: [(&str, actix_web::Route); 6] = [
+        ("/v1/events", web::post().to(ingest::post_events)),
+        (
+            "/optimizely/v1/events",
+            web::post().to(compat::optimizely::post_events),
+        ),
+        ("/v1/batch", web::post().to(compat::segment_io::post_batch)),
+        ("/v1/track", web::post().to(compat::segment_io::post_track)),
+        ("/v1/page", web::post().to(compat::segment_io::post_page)),
+        (
+            "/v1/identify",
+            web::post().to(compat::segment_io::post_identify),
+        ),
+    ];
+    for (path, route) in ingest_paths {
+        config.service(
+            web::resource(path)
+                .wrap(actix_web::middleware::from_fn(cors::allow_listed_origins))
+                .route(route),
+        );
+    }
 }

@@ -10,6 +10,7 @@ use crate::engine::aggregates::Counters;
 use crate::engine::journal;
 use crate::engine::query::{Results, VariationResults};
 use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer};
+use crate::experiment_aliases::ExperimentAlias;
 use crate::limits;
 use crate::stats::Comparison;
 use actix_web::{web, HttpResponse};
@@ -100,12 +101,49 @@ pub async fn results(
     answer
 }
 
+/// The experiment a query names, by its stored name (the key) or by an id
+/// the project's experiment aliases know: the stored name and, when
+/// aliased, the experiment's id and its variations' ids.
+struct Named {
+    experiment: String,
+    alias: Option<(String, ExperimentAlias)>,
+}
+
+impl Named {
+    fn resolve(state: &AppState, project: &str, requested: String) -> Named {
+        let placement = state.cluster.placement.view().current();
+        let found = placement
+            .aliases(project)
+            .and_then(|aliases| aliases.experiment(&requested));
+        match found {
+            Some((id, alias)) => Named {
+                experiment: alias.key.clone(),
+                alias: Some((id.to_string(), alias.clone())),
+            },
+            None => Named {
+                experiment: requested,
+                alias: None,
+            },
+        }
+    }
+
+    fn experiment_id(&self) -> Option<String> {
+        self.alias.as_ref().map(|(id, _)| id.clone())
+    }
+
+    fn variation_id(&self, variation: &str) -> Option<String> {
+        let (_, alias) = self.alias.as_ref()?;
+        alias.variation_id(variation).map(String::from)
+    }
+}
+
 async fn results_answer(
     state: &AppState,
     path: web::Path<(String, String)>,
     params: web::Query<ResultsParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let (project, experiment) = path.into_inner();
+    let (project, requested) = path.into_inner();
+    let named = Named::resolve(state, &project, requested);
     let params = params.into_inner();
     let weights = params.weights.as_deref().map(parse_weights).transpose()?;
     let request = ResultsRequest {
@@ -119,9 +157,9 @@ async fn results_answer(
     let gathered = state
         .cluster
         .coordinator
-        .results(&project, &experiment, &request)
+        .results(&project, &named.experiment, &request)
         .await?;
-    Ok(HttpResponse::Ok().json(results_of(&project, &experiment, gathered)))
+    Ok(HttpResponse::Ok().json(results_of(&project, &named, gathered)))
 }
 
 /// Expected allocation weights by variation, as the query gave them; the
@@ -191,21 +229,22 @@ async fn time_series_answer(
     path: web::Path<(String, String)>,
     params: web::Query<SeriesParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let (project, experiment) = path.into_inner();
+    let (project, requested) = path.into_inner();
+    let named = Named::resolve(state, &project, requested);
     let params = params.into_inner();
     let keys = split_keys(params.keys.as_deref());
     let range = (params.from, params.to);
     let gathered = state
         .cluster
         .coordinator
-        .time_series(&project, &experiment, range, params.interval_ms)
+        .time_series(&project, &named.experiment, range, params.interval_ms)
         .await?;
-    Ok(HttpResponse::Ok().json(series_of(&project, &experiment, gathered, keys)))
+    Ok(HttpResponse::Ok().json(series_of(&project, &named, gathered, keys)))
 }
 
 fn results_of(
     project: &str,
-    experiment: &str,
+    named: &Named,
     gathered: Gathered<ResultsAnswer>,
 ) -> wire::ResultsResponse {
     let answer = gathered.answer;
@@ -216,7 +255,8 @@ fn results_of(
     } = answer.results;
     wire::ResultsResponse {
         project: project.to_string(),
-        experiment: experiment.to_string(),
+        experiment: named.experiment.clone(),
+        experiment_id: named.experiment_id(),
         from: answer.from_ms,
         to: answer.to_ms,
         breakdown: answer.breakdown.map(|name| name.to_string()),
@@ -229,7 +269,7 @@ fn results_of(
                 variations: group
                     .variations
                     .iter()
-                    .map(|variation| variation_of(variation, &keys))
+                    .map(|variation| variation_of(variation, &keys, named))
                     .collect(),
                 srm: group
                     .sample_ratio_mismatch
@@ -249,10 +289,15 @@ fn results_of(
     }
 }
 
-fn variation_of(result: &VariationResults, keys: &[std::sync::Arc<str>]) -> wire::VariationResults {
+fn variation_of(
+    result: &VariationResults,
+    keys: &[std::sync::Arc<str>],
+    named: &Named,
+) -> wire::VariationResults {
     let counters = &result.counters;
     wire::VariationResults {
         variation: result.variation.to_string(),
+        variation_id: named.variation_id(&result.variation),
         visitors: counters.visitors,
         conflicts: counters.conflicts,
         active_visitors: wire::Estimate {
@@ -335,7 +380,7 @@ fn comparison_of(comparison: Comparison) -> wire::Comparison {
 
 fn series_of(
     project: &str,
-    experiment: &str,
+    named: &Named,
     gathered: Gathered<SeriesAnswer>,
     keys: Vec<String>,
 ) -> wire::TimeSeriesResponse {
@@ -344,6 +389,7 @@ fn series_of(
         .series
         .into_iter()
         .map(|(variation, points)| wire::VariationSeries {
+            variation_id: named.variation_id(&variation),
             variation: variation.to_string(),
             points: points
                 .into_iter()
@@ -374,7 +420,8 @@ fn series_of(
         .collect();
     wire::TimeSeriesResponse {
         project: project.to_string(),
-        experiment: experiment.to_string(),
+        experiment: named.experiment.clone(),
+        experiment_id: named.experiment_id(),
         from: answer.from_ms,
         to: answer.to_ms,
         interval_ms: answer.interval_ms,

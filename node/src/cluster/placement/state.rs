@@ -11,6 +11,7 @@
 //! `PlacementResponse::Rejected` and changes nothing. Bad input never panics;
 //! only a broken invariant (a bug here) does.
 
+use crate::experiment_aliases::{Alias, ProjectAliases};
 use crate::limits;
 use crate::project::{self, ProjectConfig};
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,10 @@ pub enum PlacementCommand {
     /// (`docs/cluster.md`, "Removing a node"): queries expect them there.
     /// `node` must own no shard and no shard may be moving to it.
     RetireStores { node: NodeId, into: NodeId },
+    /// Adds a compatible format's ids → keys to `project`'s experiment
+    /// aliases (`experiment_aliases`); ids past the table's bound are left
+    /// out.
+    PutAliases { project: String, aliases: Vec<Alias> },
 }
 
 impl PlacementCommand {
@@ -93,7 +98,8 @@ impl PlacementCommand {
             PlacementCommand::Initialize { .. }
             | PlacementCommand::PutProject { .. }
             | PlacementCommand::SetDraining { .. }
-            | PlacementCommand::RetireStores { .. } => None,
+            | PlacementCommand::RetireStores { .. }
+            | PlacementCommand::PutAliases { .. } => None,
         }
     }
 }
@@ -133,6 +139,11 @@ pub enum PlacementResponse {
     MoveAborted {
         shard: u32,
         epoch: u64,
+    },
+    /// How many of the proposed aliases changed the project's table.
+    AliasesStored {
+        project: String,
+        changed: usize,
     },
     /// A precondition failed; nothing changed.
     Rejected {
@@ -201,6 +212,8 @@ pub enum PlacementRejection {
     RetireIntoItself { node: NodeId },
     #[error("node {node} is draining and cannot receive shards")]
     TargetDraining { node: NodeId },
+    #[error("project `{name}` does not exist")]
+    UnknownProject { name: String },
 }
 
 /// Everything the placement Raft group agrees on: members (mirrored from
@@ -217,6 +230,32 @@ pub struct PlacementState {
     /// keeps: node → keeper (`RetireStores`). A query must find each of
     /// these stores, and each member's own, exactly once.
     retired: BTreeMap<NodeId, NodeId>,
+    /// Experiment aliases per project (`PutAliases`).
+    aliases: BTreeMap<String, ProjectAliases>,
+}
+
+/// A state as stored before it held experiment aliases (the placement
+/// store's format version 2).
+#[derive(Debug, Deserialize)]
+pub struct StateWithoutAliases {
+    members: BTreeMap<NodeId, Member>,
+    shards: Vec<ShardAssignment>,
+    projects: BTreeMap<String, ProjectConfig>,
+    draining: BTreeSet<NodeId>,
+    retired: BTreeMap<NodeId, NodeId>,
+}
+
+impl From<StateWithoutAliases> for PlacementState {
+    fn from(old: StateWithoutAliases) -> PlacementState {
+        PlacementState {
+            members: old.members,
+            shards: old.shards,
+            projects: old.projects,
+            draining: old.draining,
+            retired: old.retired,
+            aliases: BTreeMap::new(),
+        }
+    }
 }
 
 /// A state read from disk or from a snapshot breaks an invariant.
@@ -254,6 +293,11 @@ impl PlacementState {
 
     pub fn projects(&self) -> &BTreeMap<String, ProjectConfig> {
         &self.projects
+    }
+
+    /// Project `name`'s experiment aliases, if it has any.
+    pub fn aliases(&self, name: &str) -> Option<&ProjectAliases> {
+        self.aliases.get(name)
     }
 
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
@@ -363,7 +407,23 @@ impl PlacementState {
             } => self.abort_move(shard, expected_epoch),
             PlacementCommand::SetDraining { node, draining } => self.set_draining(node, draining),
             PlacementCommand::RetireStores { node, into } => self.retire_stores(node, into),
+            PlacementCommand::PutAliases { project, aliases } => {
+                self.put_aliases(project, &aliases)
+            }
         }
+    }
+
+    fn put_aliases(
+        &mut self,
+        project: String,
+        aliases: &[Alias],
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        if !self.projects.contains_key(&project) {
+            return Err(PlacementRejection::UnknownProject { name: project });
+        }
+        let table = self.aliases.entry(project.clone()).or_default();
+        let changed = aliases.iter().filter(|alias| table.insert(alias)).count();
+        Ok(PlacementResponse::AliasesStored { project, changed })
     }
 
     fn set_draining(
@@ -650,6 +710,16 @@ impl PlacementState {
         for (name, config) in &self.projects {
             if *config.name != **name || project::validate_name(name).is_err() {
                 return damaged(format!("project stored as `{name}` is `{}`", config.name));
+            }
+        }
+        for (name, table) in &self.aliases {
+            if !self.projects.contains_key(name)
+                || table.len() > crate::experiment_aliases::ALIASES_PER_PROJECT_MAX
+            {
+                return damaged(format!(
+                    "{} experiment aliases of project `{name}`",
+                    table.len()
+                ));
             }
         }
         for (node, keeper) in &self.retired {

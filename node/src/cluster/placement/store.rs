@@ -36,7 +36,9 @@
 // trait method. Errors are rare and end the Raft node anyway.
 #![allow(clippy::result_large_err)]
 
-use super::state::{DamagedState, Member, NodeId, PlacementResponse, PlacementState, Role};
+use super::state::{
+    DamagedState, Member, NodeId, PlacementResponse, PlacementState, Role, StateWithoutAliases,
+};
 use super::{PlacementNode, PlacementTypes};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
@@ -57,7 +59,12 @@ use tokio::sync::watch;
 /// The first byte of every stored value. Bump it when an encoding changes,
 /// and teach `decode` the old one.
 /// 2: the state gained `draining` and `retired`.
-const FORMAT_VERSION: u8 = 2;
+/// 3: the state gained `aliases` (and commands `PutAliases`, an added
+/// variant); version-2 values keep their layout and still decode, a
+/// version-2 state through `decode_state`.
+const FORMAT_VERSION: u8 = 3;
+/// The version before the state gained its experiment aliases.
+const FORMAT_VERSION_WITHOUT_ALIASES: u8 = 2;
 
 const TREE_LOG: &str = "log";
 const TREE_LOG_META: &str = "log_meta";
@@ -148,8 +155,12 @@ pub fn open(
         read_value(&machine, KEY_APPLIED, subject()).map_err(damaged)?;
     let membership: Option<StoredMembership<NodeId, PlacementNode>> =
         read_value(&machine, KEY_MEMBERSHIP, subject()).map_err(damaged)?;
-    let state: Option<PlacementState> =
-        read_value(&machine, KEY_STATE, subject()).map_err(damaged)?;
+    let state = machine
+        .get(KEY_STATE)
+        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, &e)))?
+        .map(|bytes| decode_state(&bytes))
+        .transpose()
+        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, e)))?;
     let state = state.unwrap_or_default();
     state
         .check()
@@ -171,13 +182,30 @@ fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, postcard::Err
     postcard::to_extend(value, vec![FORMAT_VERSION])
 }
 
+/// Decodes any value but the state (`decode_state`), whose layout alone
+/// changed since version 2.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| AnyError::new(&e)),
+        Some((&(FORMAT_VERSION | FORMAT_VERSION_WITHOUT_ALIASES), rest)) => {
+            postcard::from_bytes(rest).map_err(|e| AnyError::new(&e))
+        }
         Some((version, _)) => Err(AnyError::error(format!(
             "unknown format version {version} (this build reads {FORMAT_VERSION})"
         ))),
         None => Err(AnyError::error("empty value")),
+    }
+}
+
+/// Decodes a placement state, of this version or of the one before the
+/// experiment aliases (which then start empty).
+fn decode_state(bytes: &[u8]) -> std::result::Result<PlacementState, AnyError> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION_WITHOUT_ALIASES, rest)) => {
+            postcard::from_bytes::<StateWithoutAliases>(rest)
+                .map(PlacementState::from)
+                .map_err(|e| AnyError::new(&e))
+        }
+        _ => decode(bytes),
     }
 }
 
@@ -657,7 +685,7 @@ impl RaftStateMachine<PlacementTypes> for PlacementStateMachine {
                 source,
             )
         };
-        let mut state: PlacementState = decode(&data).map_err(read_error)?;
+        let mut state = decode_state(&data).map_err(read_error)?;
         state
             .check()
             .map_err(|damage| read_error(AnyError::new(&damage)))?;
@@ -749,6 +777,25 @@ mod tests {
         assert!(error.to_string().contains("format version 99"), "{error}");
         assert!(decode::<Vote<NodeId>>(&[]).is_err());
         assert!(decode::<Vote<NodeId>>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A state written before experiment aliases (version 2: the same
+    /// layout without the trailing table) decodes, with no aliases.
+    #[test]
+    fn a_state_without_aliases_decodes() {
+        let mut state = PlacementState::default();
+        state.apply(super::super::state::PlacementCommand::Initialize {
+            shards: 4,
+            owner: 1,
+        });
+        let current = encode(&state).unwrap();
+        assert_eq!(decode_state(&current).unwrap(), state);
+        // An empty map is one length byte at the end.
+        assert_eq!(current.last(), Some(&0));
+        let mut old = current[..current.len() - 1].to_vec();
+        old[0] = FORMAT_VERSION_WITHOUT_ALIASES;
+        assert_eq!(decode_state(&old).unwrap(), state);
+        assert!(decode::<PlacementState>(&old).is_err());
     }
 
     #[test]

@@ -4,8 +4,15 @@
 //!
 //! The batch is flattened visitor by visitor, snapshot by snapshot, event by
 //! event; rejection indexes count positions in that flattened list.
+//!
+//! Decisions are stored under the keys of their `metadata` (`rule_key`, or
+//! `flag_key` when the rule has none; `variation_key`), the names
+//! experimenters know; the ids go to the project's experiment aliases
+//! (`experiment_aliases`), which also name the decisions of a batch that
+//! carries ids only.
 
 use crate::event::RejectReason;
+use crate::experiment_aliases::{Alias, ProjectAliases, ALIASES_PER_PROJECT_MAX};
 use crate::http::auth;
 use crate::http::compat;
 use crate::http::error::ApiError;
@@ -17,6 +24,7 @@ use serde_json::{Map, Value};
 use sessiondb_protocol as wire;
 use sessiondb_protocol::ErrorCode;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The event key Optimizely SDKs use for impressions (decisions).
 const IMPRESSION_KEY: &str = "campaign_activated";
@@ -74,6 +82,77 @@ struct SnapshotDecision {
     experiment_id: Option<String>,
     #[serde(default)]
     variation_id: Option<String>,
+    /// The keys of the decision (SDKs since 2020 send them).
+    #[serde(default)]
+    metadata: Option<DecisionMetadata>,
+}
+
+/// The parts of a decision's `metadata` that name it; `rule_type` and
+/// `enabled` are ignored.
+#[derive(Debug, Default, Deserialize)]
+struct DecisionMetadata {
+    #[serde(default)]
+    rule_key: Option<String>,
+    #[serde(default)]
+    flag_key: Option<String>,
+    #[serde(default)]
+    variation_key: Option<String>,
+}
+
+impl SnapshotDecision {
+    fn experiment_id(&self) -> &str {
+        self.experiment_id.as_deref().unwrap_or_default()
+    }
+
+    fn variation_id(&self) -> &str {
+        self.variation_id.as_deref().unwrap_or_default()
+    }
+
+    /// The experiment's key as the decision carries it: `rule_key`, or
+    /// `flag_key` when the rule key is empty.
+    fn experiment_key(&self) -> Option<&str> {
+        let metadata = self.metadata.as_ref()?;
+        [&metadata.rule_key, &metadata.flag_key]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .find(|key| !key.is_empty())
+    }
+
+    fn variation_key(&self) -> Option<&str> {
+        let key = self.metadata.as_ref()?.variation_key.as_deref()?;
+        Some(key).filter(|key| !key.is_empty())
+    }
+
+    /// The ids and keys the decision carries, when it carries all four.
+    fn alias(&self) -> Option<Alias> {
+        let alias = Alias {
+            experiment_id: self.experiment_id().to_string(),
+            experiment_key: self.experiment_key()?.to_string(),
+            variation_id: self.variation_id().to_string(),
+            variation_key: self.variation_key()?.to_string(),
+        };
+        alias.is_storable().then_some(alias)
+    }
+
+    /// The decision as stored: by its keys, else by the keys the aliases
+    /// know for its ids, else by its ids.
+    fn named(&self, aliases: &ProjectAliases) -> wire::Decision {
+        let experiment_id = self.experiment_id();
+        let variation_id = self.variation_id();
+        let experiment = self
+            .experiment_key()
+            .or_else(|| aliases.experiment_key(experiment_id))
+            .unwrap_or(experiment_id);
+        let variation = self
+            .variation_key()
+            .or_else(|| aliases.variation_key(experiment_id, variation_id))
+            .unwrap_or(variation_id);
+        wire::Decision {
+            experiment: experiment.to_string(),
+            variation: variation.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,19 +181,72 @@ pub async fn post_events(
     let body = super::super::body::read_ingest_body(&state, request.headers(), payload).await?;
     let batch = parse_payload(&body)?;
     let project = resolve_project(&state, &request, target.into_inner(), &batch.project_id)?;
-    let events = map_payload(batch, &project)?;
+    let placement = remember_aliases(&state, &project, &batch).await;
+    let no_aliases = ProjectAliases::default();
+    let aliases = placement.aliases(&project).unwrap_or(&no_aliases);
+    let events = map_payload(batch, &project, aliases)?;
     let response = ingest::ingest_events(&state, events).await?;
     Ok(HttpResponse::Ok().json(response))
 }
 
 /// The body of an Optimizely batch as native events for `project`, exactly
-/// as `post_events` maps it once the project is resolved: a pure function,
-/// the entry point of the fuzz target (`node/tests/it/fuzz_decoders.rs`).
+/// as `post_events` maps it once the project is resolved (for a project
+/// without experiment aliases): a pure function, the entry point of the
+/// fuzz target (`node/tests/it/fuzz_decoders.rs`).
 pub fn map_batch(
     body: &[u8],
     project: &str,
 ) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
-    map_payload(parse_payload(body)?, project)
+    map_payload(parse_payload(body)?, project, &ProjectAliases::default())
+}
+
+/// Has the cluster agree on the ids → keys of `batch` that `project`'s
+/// aliases lack (`PutAliases`), before its events are stored, and answers
+/// the placement state to name them with. Proposes nothing when every id
+/// is known (the usual batch) or the table is full; a failed proposal is
+/// logged and the batch goes on (its decisions carry their keys; the next
+/// batch with them proposes again).
+async fn remember_aliases(
+    state: &AppState,
+    project: &str,
+    batch: &Payload,
+) -> Arc<crate::cluster::placement::PlacementState> {
+    let placement = state.cluster.placement.view().current();
+    if placement.project(project).is_none() {
+        return placement;
+    }
+    let no_aliases = ProjectAliases::default();
+    let known = placement.aliases(project).unwrap_or(&no_aliases);
+    let new = new_aliases(batch, known);
+    if new.is_empty() || known.len() >= ALIASES_PER_PROJECT_MAX {
+        return placement;
+    }
+    let command = crate::cluster::placement::PlacementCommand::PutAliases {
+        project: project.to_string(),
+        aliases: new,
+    };
+    if let Err(error) = state.cluster.leader.propose(command).await {
+        tracing::warn!(%project, %error, "optimizely: the experiment aliases of a batch could not be stored; its decisions are named by the keys they carry");
+    }
+    placement
+}
+
+/// The aliases `batch`'s decisions carry that `known` does not hold, each
+/// once.
+fn new_aliases(batch: &Payload, known: &ProjectAliases) -> Vec<Alias> {
+    let mut new = BTreeMap::new();
+    let decisions = batch
+        .visitors
+        .iter()
+        .flat_map(|visitor| &visitor.snapshots)
+        .flat_map(|snapshot| &snapshot.decisions);
+    for alias in decisions.filter_map(SnapshotDecision::alias) {
+        if !known.holds(&alias) {
+            let ids = (alias.experiment_id.clone(), alias.variation_id.clone());
+            new.insert(ids, alias);
+        }
+    }
+    new.into_values().collect()
 }
 
 fn parse_payload(body: &[u8]) -> Result<Payload, ApiError> {
@@ -130,6 +262,7 @@ fn parse_payload(body: &[u8]) -> Result<Payload, ApiError> {
 fn map_payload(
     batch: Payload,
     project: &str,
+    aliases: &ProjectAliases,
 ) -> Result<Vec<Result<wire::Event, RejectReason>>, ApiError> {
     let event_count = batch
         .visitors
@@ -138,7 +271,7 @@ fn map_payload(
         .map(|snapshot| snapshot.events.len())
         .sum();
     ingest::check_batch_len(event_count)?;
-    Ok(events_of(batch, project))
+    Ok(events_of(batch, project, aliases))
 }
 
 /// The SessionDB project: the project of the `X-SessionDB-Key` header (or
@@ -190,7 +323,11 @@ fn resolve_project(
 }
 
 /// Every event of the batch in flattened order, each translated or rejected.
-fn events_of(batch: Payload, project: &str) -> Vec<Result<wire::Event, RejectReason>> {
+fn events_of(
+    batch: Payload,
+    project: &str,
+    aliases: &ProjectAliases,
+) -> Vec<Result<wire::Event, RejectReason>> {
     let mut events = Vec::new();
     for visitor in batch.visitors {
         let attributes = visitor_attributes(&visitor.attributes);
@@ -198,10 +335,7 @@ fn events_of(batch: Payload, project: &str) -> Vec<Result<wire::Event, RejectRea
             let decisions: Vec<wire::Decision> = snapshot
                 .decisions
                 .iter()
-                .map(|decision| wire::Decision {
-                    experiment: decision.experiment_id.clone().unwrap_or_default(),
-                    variation: decision.variation_id.clone().unwrap_or_default(),
-                })
+                .map(|decision| decision.named(aliases))
                 .collect();
             for element in snapshot.events {
                 let event = serde_json::from_value::<SnapshotEvent>(element)
@@ -300,7 +434,7 @@ mod tests {
                 ]
             }]
         }));
-        let events: Vec<_> = events_of(payload, "shop")
+        let events: Vec<_> = events_of(payload, "shop", &ProjectAliases::default())
             .into_iter()
             .map(Result::unwrap)
             .collect();
@@ -325,6 +459,49 @@ mod tests {
     }
 
     #[test]
+    fn decisions_are_named_by_their_keys_or_by_the_aliases_of_their_ids() {
+        let decision = |metadata: Value| {
+            json!({"experiment_id": "70001", "variation_id": "70012", "metadata": metadata})
+        };
+        let payload = batch(json!({
+            "visitors": [{"visitor_id": "u1", "snapshots": [
+                {"decisions": [decision(json!({"rule_key": "checkout", "flag_key": "", "variation_key": "treatment"}))],
+                 "events": [{"key": "campaign_activated", "timestamp": 10, "uuid": "a"}]},
+                {"decisions": [decision(json!({"rule_key": "", "flag_key": "new_checkout", "variation_key": "on"}))],
+                 "events": [{"key": "campaign_activated", "timestamp": 11, "uuid": "b"}]},
+                {"decisions": [{"experiment_id": "70001", "variation_id": "70012"}],
+                 "events": [{"key": "campaign_activated", "timestamp": 12, "uuid": "c"}]},
+                {"decisions": [{"experiment_id": "80001", "variation_id": "80011"}],
+                 "events": [{"key": "campaign_activated", "timestamp": 13, "uuid": "d"}]}
+            ]}]
+        }));
+        let known = ProjectAliases::default();
+        let new = new_aliases(&payload, &known);
+        assert_eq!(new.len(), 1, "one alias per pair of ids: {new:?}");
+        let mut aliases = ProjectAliases::default();
+        aliases.insert(&new[0]);
+        assert_eq!(aliases.experiment_key("70001"), Some("new_checkout"));
+        assert!(new_aliases(&payload, &aliases).is_empty());
+        let named: Vec<wire::Decision> = events_of(payload, "shop", &aliases)
+            .into_iter()
+            .map(|event| event.unwrap().decisions[0].clone())
+            .collect();
+        let pair = |experiment: &str, variation: &str| wire::Decision {
+            experiment: experiment.into(),
+            variation: variation.into(),
+        };
+        assert_eq!(
+            named,
+            [
+                pair("checkout", "treatment"),
+                pair("new_checkout", "on"),
+                pair("new_checkout", "on"),
+                pair("80001", "80011"),
+            ]
+        );
+    }
+
+    #[test]
     fn a_bad_event_is_rejected_alone() {
         let payload = batch(json!({
             "visitors": [{"visitor_id": "u1", "snapshots": [{"events": [
@@ -332,7 +509,7 @@ mod tests {
                 {"key": "buy", "uuid": "b", "timestamp": 5, "value": 1.5}
             ]}]}]
         }));
-        let events = events_of(payload, "shop");
+        let events = events_of(payload, "shop", &ProjectAliases::default());
         assert_eq!(events[0].as_ref().unwrap_err().code(), "malformed_event");
         assert_eq!(events[1].as_ref().unwrap().value, Some(1.5));
     }
