@@ -2,7 +2,8 @@
 //! real binary, with event batches written from Optimizely's published
 //! event API format (`tests/fixtures/optimizely/`): impressions become
 //! decisions, conversions become custom events with revenue, value and tags,
-//! and the results API shows exactly the hand-computed numbers.
+//! and the results API shows exactly the hand-computed numbers. Decisions
+//! are named by the keys of their `metadata`, with the ids beside them.
 
 use crate::support::node::{RawResponse, TestNode};
 use reqwest::StatusCode;
@@ -19,9 +20,13 @@ const TO_MS: i64 = FROM_MS + 24 * 3_600_000;
 /// Fixtures name Optimizely project 8231990343; a SessionDB project of that
 /// name receives batches that name no `?project=`.
 const OPTIMIZELY_PROJECT: &str = "8231990343";
+/// The experiment's id and the key (`rule_key`) its impressions carry.
 const EXPERIMENT: &str = "20020001";
-const CONTROL: &str = "20030001";
-const TREATMENT: &str = "20030002";
+const EXPERIMENT_KEY: &str = "checkout_test";
+const CONTROL: &str = "control";
+const CONTROL_ID: &str = "20030001";
+const TREATMENT: &str = "one_page";
+const TREATMENT_ID: &str = "20030002";
 
 const PATH: &str = "/optimizely/v1/events";
 
@@ -121,7 +126,15 @@ async fn impressions_and_conversions_reach_the_results() {
     // Control: user-1, exposed 10:00, add_to_cart 10:05 (value 2, no
     // revenue), purchase 10:10 with revenue 4200 and value 42: revenue wins,
     // so the value is 4200. One session 10:00-10:10 = 600 000 ms.
+    // Asked by id, answered by key, the ids beside the keys.
+    assert_eq!(results.experiment, EXPERIMENT_KEY);
+    assert_eq!(results.experiment_id.as_deref(), Some(EXPERIMENT));
     let control = variation(&results, CONTROL);
+    assert_eq!(control.variation_id.as_deref(), Some(CONTROL_ID));
+    assert_eq!(
+        variation(&results, TREATMENT).variation_id.as_deref(),
+        Some(TREATMENT_ID)
+    );
     assert_eq!(control.visitors, 1);
     assert_eq!(key_metrics(control, "purchase"), (1, 1, 4200.0, 1));
     assert_eq!(key_metrics(control, "add_to_cart"), (1, 1, 2.0, 1));
@@ -144,18 +157,21 @@ async fn impressions_and_conversions_reach_the_results() {
     assert_eq!(treatment.sessions.duration_ms_sum, 1_200_000);
     assert_eq!(treatment.sessions.pageviews_sum, 0);
 
-    // user-3's snapshot held a second decision: experiment 20020002.
+    // user-3's snapshot held a second decision: experiment 20020002, rule
+    // `ranking_test`, asked here by its key.
     let second = node
         .results(
             OPTIMIZELY_PROJECT,
-            "20020002",
+            "ranking_test",
             FROM_MS,
             TO_MS,
             None,
             &["add_to_cart"],
         )
         .await;
-    let semantic = variation(&second, "20030011");
+    assert_eq!(second.experiment_id.as_deref(), Some("20020002"));
+    let semantic = variation(&second, "semantic");
+    assert_eq!(semantic.variation_id.as_deref(), Some("20030011"));
     assert_eq!(semantic.visitors, 1);
     assert_eq!(key_metrics(semantic, "add_to_cart"), (1, 1, 5.0, 1));
 
@@ -163,7 +179,7 @@ async fn impressions_and_conversions_reach_the_results() {
     let by_plan = node
         .results(
             OPTIMIZELY_PROJECT,
-            EXPERIMENT,
+            EXPERIMENT_KEY,
             FROM_MS,
             TO_MS,
             Some("plan"),
@@ -219,7 +235,11 @@ async fn bad_events_are_rejected_at_their_flattened_index() {
             &["purchase"],
         )
         .await;
-    let control = variation(&results, CONTROL);
+    // These decisions carry no `metadata`, and the project has no aliases:
+    // they are named by their ids.
+    assert_eq!(results.experiment, EXPERIMENT);
+    assert_eq!(results.experiment_id, None);
+    let control = variation(&results, CONTROL_ID);
     assert_eq!(control.visitors, 1, "only user-5's impression counted");
     assert_eq!(
         key_metrics(control, "purchase"),
@@ -313,4 +333,62 @@ async fn the_project_comes_from_the_key_the_query_or_project_id() {
     // The same impressions went to blog with the header above: duplicates
     // there, so the bearer key picked blog too.
     assert_eq!(ingest_response(&raw).duplicates, 3);
+}
+
+/// The aliases are agreed through placement: they survive a restart, and a
+/// batch whose decisions carry ids only (an older SDK) is named by the keys
+/// the aliases know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_survive_a_restart_and_name_decisions_sent_by_id() {
+    let mut node = TestNode::start(NOW_MS).await;
+    node.create_project(OPTIMIZELY_PROJECT, json!({})).await;
+    let response = ingest_response(&node.post_raw(PATH, fixture("impressions.json")).await);
+    assert_eq!(response.accepted, 3);
+    node.kill_9().await;
+    node.restart().await;
+
+    // user-9's impression names the experiment and variation by id only.
+    let by_id_only = json!({
+        "project_id": OPTIMIZELY_PROJECT,
+        "visitors": [{"visitor_id": "user-9", "snapshots": [{
+            "decisions": [{"experiment_id": EXPERIMENT, "variation_id": CONTROL_ID}],
+            "events": [{"key": "campaign_activated", "timestamp": NOW_MS - 3_600_000, "uuid": "by-id-1"}]
+        }]}]
+    });
+    let response = ingest_response(&node.post_raw(PATH, by_id_only.to_string()).await);
+    assert_eq!(response.accepted, 1);
+    let by_key = node
+        .results(OPTIMIZELY_PROJECT, EXPERIMENT_KEY, FROM_MS, TO_MS, None, &[])
+        .await;
+    let by_id = node
+        .results(OPTIMIZELY_PROJECT, EXPERIMENT, FROM_MS, TO_MS, None, &[])
+        .await;
+    assert_eq!(by_key, by_id, "a key and its id name the same experiment");
+    assert_eq!(by_key.experiment_id.as_deref(), Some(EXPERIMENT));
+    let control = variation(&by_key, CONTROL);
+    assert_eq!(control.visitors, 2, "user-1 and user-9");
+    assert_eq!(control.variation_id.as_deref(), Some(CONTROL_ID));
+    let listed: Vec<&str> = by_key.groups[0]
+        .variations
+        .iter()
+        .map(|variation| variation.variation.as_str())
+        .collect();
+    assert_eq!(listed, [CONTROL, TREATMENT], "no variation named by an id");
+
+    // The time series names the ids too.
+    let path = format!(
+        "/v1/projects/{OPTIMIZELY_PROJECT}/experiments/{EXPERIMENT}/timeseries?from={FROM_MS}&to={TO_MS}"
+    );
+    let raw = node.get_raw(&path).await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    let series: sessiondb_protocol::TimeSeriesResponse =
+        serde_json::from_value(raw.body).expect("a TimeSeriesResponse");
+    assert_eq!(series.experiment, EXPERIMENT_KEY);
+    assert_eq!(series.experiment_id.as_deref(), Some(EXPERIMENT));
+    let ids: Vec<Option<&str>> = series
+        .variations
+        .iter()
+        .map(|variation| variation.variation_id.as_deref())
+        .collect();
+    assert_eq!(ids, [Some(CONTROL_ID), Some(TREATMENT_ID)]);
 }

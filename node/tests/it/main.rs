@@ -13,6 +13,7 @@
 //! - against real multi-node clusters: `cluster`, `cluster_membership`,
 //!   `cluster_query`, `cluster_routing`, `shard_moves`;
 //! - the admin console in headless Chromium: `console`, `console_cluster`;
+//! - cross-origin ingest over HTTP and in headless Chromium: `cors`;
 //! - the real Optimizely and Segment Python libraries (from PyPI) against
 //!   one node: `real_sdks`;
 //! - engines in process (no sockets): `shard_handoff`, `fuzz_decoders`.
@@ -34,6 +35,7 @@ mod compat_segment;
 mod compression;
 mod console;
 mod console_cluster;
+mod cors;
 mod durability;
 mod fsync_trace;
 mod fuzz_decoders;

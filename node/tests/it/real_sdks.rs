@@ -169,11 +169,29 @@ async fn the_optimizely_sdk_counts_what_it_bucketed() {
     assert_eq!(run.statuses.len() as i64, sent + converters);
 
     let (from_ms, to_ms) = range_around_now();
-    // Experiments and variations are named by the SDK's ids.
+    // Experiments and variations are named by the keys of the SDK's
+    // decision metadata, with the ids it tallied by beside them.
     let results = node
+        .results("shop", "checkout_flow", from_ms, to_ms, None, &["purchase"])
+        .await;
+    assert_eq!(results.experiment, "checkout_flow");
+    assert_eq!(results.experiment_id.as_deref(), Some("70001"));
+    let keys_by_id = BTreeMap::from([("70011", "control"), ("70012", "treatment")]);
+    let mut tally_by_key = BTreeMap::new();
+    for (id, counts) in run.tally {
+        let key = keys_by_id[id.as_str()];
+        assert_eq!(
+            variation(&results, key).variation_id.as_deref(),
+            Some(id.as_str())
+        );
+        tally_by_key.insert(key.to_string(), counts);
+    }
+    assert_results_match(&results, &tally_by_key, "purchase");
+    // The id names the same experiment.
+    let by_id = node
         .results("shop", "70001", from_ms, to_ms, None, &["purchase"])
         .await;
-    assert_results_match(&results, &run.tally, "purchase");
+    assert_eq!(by_id, results);
 }
 
 async fn segment_run_matches(gzip: bool) {

@@ -1,9 +1,10 @@
 //! Credentials against the real binary (`docs/security.md`):
 //!
 //! - every credential class (none, unknown, admin token, a project's ingest
-//!   key, another project's ingest key, the cluster secret) against every
-//!   endpoint class, from one table: 401 without a valid credential, 403
-//!   with one of the wrong class, and neither body names the credential;
+//!   key, another project's ingest key, the cluster secret, the read-only
+//!   viewer token) against every endpoint class, from one table: 401
+//!   without a valid credential, 403 with one of the wrong class, and
+//!   neither body names the credential;
 //! - rotating an ingest key and the admin token: old and new both work
 //!   during the grace period, the old one stops after it, and the rotation
 //!   survives a restart (the grace period runs on the manual clock);
@@ -19,6 +20,8 @@ const START_MS: i64 = 1_764_151_200_000;
 const HOUR_MS: i64 = 3_600_000;
 /// A bearer credential that is none of the node's.
 const UNKNOWN_CREDENTIAL: &str = "not-a-credential-0123456789abcdef";
+/// The read-only token (`--viewer-token`).
+const VIEWER_TOKEN: &str = "viewer-token-0123456789abcdef";
 
 /// What an endpoint must answer to a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +44,16 @@ enum Presented {
     /// The ingest key of `blog`.
     BlogKey,
     ClusterSecret,
+    Viewer,
 }
-const PRESENTED: [Presented; 6] = [
+const PRESENTED: [Presented; 7] = [
     Presented::Nothing,
     Presented::Unknown,
     Presented::Admin,
     Presented::ShopKey,
     Presented::BlogKey,
     Presented::ClusterSecret,
+    Presented::Viewer,
 ];
 
 /// One endpoint class: a request and what each credential gets, in the
@@ -58,7 +63,7 @@ struct Row {
     method: &'static str,
     path: &'static str,
     body: Body,
-    expect: [Expect; 6],
+    expect: [Expect; 7],
 }
 
 #[derive(Clone, Copy)]
@@ -75,40 +80,54 @@ enum Body {
 
 /// Admin-only endpoints: only the admin token passes; the other valid
 /// credentials are of the wrong class.
-const ADMIN_ONLY: [Expect; 6] = [
+const ADMIN_ONLY: [Expect; 7] = [
     Unauthorized,
     Unauthorized,
+    Allowed,
+    Forbidden,
+    Forbidden,
+    Forbidden,
+    Forbidden,
+];
+/// Reads: the admin token or the read-only viewer token.
+const READ: [Expect; 7] = [
+    Unauthorized,
+    Unauthorized,
+    Allowed,
+    Forbidden,
+    Forbidden,
+    Forbidden,
+    Allowed,
+];
+const INGEST: [Expect; 7] = [
+    Unauthorized,
+    Unauthorized,
+    Allowed,
     Allowed,
     Forbidden,
     Forbidden,
     Forbidden,
 ];
-const INGEST: [Expect; 6] = [
-    Unauthorized,
-    Unauthorized,
-    Allowed,
-    Allowed,
-    Forbidden,
-    Forbidden,
-];
-const CLUSTER_ONLY: [Expect; 6] = [
+const CLUSTER_ONLY: [Expect; 7] = [
     Unauthorized,
     Unauthorized,
     Forbidden,
     Forbidden,
     Forbidden,
     Allowed,
+    Forbidden,
 ];
 /// Any project's ingest key or the admin token.
-const ANY_KEY: [Expect; 6] = [
+const ANY_KEY: [Expect; 7] = [
     Unauthorized,
     Unauthorized,
     Allowed,
     Allowed,
     Allowed,
     Forbidden,
+    Forbidden,
 ];
-const OPEN: [Expect; 6] = [Allowed; 6];
+const OPEN: [Expect; 7] = [Allowed; 7];
 
 const TABLE: &[Row] = &[
     Row {
@@ -144,13 +163,20 @@ const TABLE: &[Row] = &[
         method: "GET",
         path: "/v1/projects",
         body: Body::Empty,
-        expect: ADMIN_ONLY,
+        expect: READ,
     },
     Row {
         class: "project get",
         method: "GET",
         path: "/v1/projects/shop",
         body: Body::Empty,
+        expect: READ,
+    },
+    Row {
+        class: "ingest key rotation",
+        method: "POST",
+        path: "/v1/projects/blog/ingest-key/rotate",
+        body: Body::Json("{}"),
         expect: ADMIN_ONLY,
     },
     Row {
@@ -165,14 +191,14 @@ const TABLE: &[Row] = &[
         method: "GET",
         path: "/v1/projects/shop/experiments/checkout/results",
         body: Body::Empty,
-        expect: ADMIN_ONLY,
+        expect: READ,
     },
     Row {
         class: "time series",
         method: "GET",
         path: "/v1/projects/shop/experiments/checkout/timeseries",
         body: Body::Empty,
-        expect: ADMIN_ONLY,
+        expect: READ,
     },
     Row {
         class: "console data",
@@ -182,18 +208,39 @@ const TABLE: &[Row] = &[
         expect: ADMIN_ONLY,
     },
     Row {
+        class: "console status",
+        method: "GET",
+        path: "/console/api/status",
+        body: Body::Empty,
+        expect: ADMIN_ONLY,
+    },
+    Row {
+        class: "admin token rotation",
+        method: "POST",
+        path: "/v1/admin/token/rotate",
+        body: Body::Json("not json"),
+        expect: ADMIN_ONLY,
+    },
+    Row {
+        class: "shard move",
+        method: "POST",
+        path: "/v1/cluster/shards/0/move",
+        body: Body::Json("not json"),
+        expect: ADMIN_ONLY,
+    },
+    Row {
         class: "metrics",
         method: "GET",
         path: "/metrics",
         body: Body::Empty,
-        expect: ADMIN_ONLY,
+        expect: READ,
     },
     Row {
         class: "status",
         method: "GET",
         path: "/v1/status",
         body: Body::Empty,
-        expect: ADMIN_ONLY,
+        expect: READ,
     },
     Row {
         class: "admin",
@@ -207,7 +254,7 @@ const TABLE: &[Row] = &[
         method: "GET",
         path: "/v1/cluster",
         body: Body::Empty,
-        expect: ADMIN_ONLY,
+        expect: READ,
     },
     Row {
         class: "cluster mutation",
@@ -271,6 +318,7 @@ struct Credentials {
     shop_key: String,
     blog_key: String,
     cluster_secret: String,
+    viewer: String,
 }
 
 impl Credentials {
@@ -282,6 +330,7 @@ impl Credentials {
             Presented::ShopKey => &self.shop_key,
             Presented::BlogKey => &self.blog_key,
             Presented::ClusterSecret => &self.cluster_secret,
+            Presented::Viewer => &self.viewer,
         };
         Some(format!("Bearer {credential}"))
     }
@@ -374,7 +423,12 @@ async fn ingest_with(node: &TestNode, credential: &str, call: usize) -> StatusCo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_credential_against_every_endpoint_class() {
-    let node = TestNode::start(START_MS).await;
+    let options = NodeOptions {
+        start_ms: START_MS,
+        shards: None,
+    };
+    let arguments = vec!["--viewer-token".to_string(), VIEWER_TOKEN.to_string()];
+    let node = TestNode::start_with_args(options, arguments).await;
     let credentials = Credentials {
         admin: node.admin_token().to_string(),
         shop_key: create_project(&node, "shop").await,
@@ -383,6 +437,7 @@ async fn every_credential_against_every_endpoint_class() {
             .expect("the generated cluster secret")
             .trim_end()
             .to_string(),
+        viewer: VIEWER_TOKEN.to_string(),
     };
     // An experiment to query.
     assert_eq!(
@@ -427,6 +482,7 @@ async fn every_credential_against_every_endpoint_class() {
                     &credentials.shop_key,
                     &credentials.blog_key,
                     &credentials.cluster_secret,
+                    &credentials.viewer,
                 ]
                 .iter()
                 .any(|secret| raw.text.contains(secret.as_str()));
