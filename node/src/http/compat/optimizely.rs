@@ -460,29 +460,31 @@ mod tests {
 
     #[test]
     fn decisions_are_named_by_their_keys_or_by_the_aliases_of_their_ids() {
-        let decision = |metadata: Value| {
-            json!({"experiment_id": "70001", "variation_id": "70012", "metadata": metadata})
+        let decision = |experiment: &str, variation: &str, metadata: Value| {
+            json!({"experiment_id": experiment, "variation_id": variation, "metadata": metadata})
+        };
+        let impression = |decision: Value, uuid: &str| {
+            json!({"decisions": [decision],
+                   "events": [{"key": "campaign_activated", "timestamp": 10, "uuid": uuid}]})
         };
         let payload = batch(json!({
             "visitors": [{"visitor_id": "u1", "snapshots": [
-                {"decisions": [decision(json!({"rule_key": "checkout", "flag_key": "", "variation_key": "treatment"}))],
-                 "events": [{"key": "campaign_activated", "timestamp": 10, "uuid": "a"}]},
-                {"decisions": [decision(json!({"rule_key": "", "flag_key": "new_checkout", "variation_key": "on"}))],
-                 "events": [{"key": "campaign_activated", "timestamp": 11, "uuid": "b"}]},
-                {"decisions": [{"experiment_id": "70001", "variation_id": "70012"}],
-                 "events": [{"key": "campaign_activated", "timestamp": 12, "uuid": "c"}]},
-                {"decisions": [{"experiment_id": "80001", "variation_id": "80011"}],
-                 "events": [{"key": "campaign_activated", "timestamp": 13, "uuid": "d"}]}
+                impression(decision("70001", "70012", json!({"rule_key": "checkout", "flag_key": "flag", "variation_key": "treatment"})), "a"),
+                impression(decision("70002", "70021", json!({"rule_key": "", "flag_key": "new_checkout", "variation_key": "on"})), "b"),
+                impression(json!({"experiment_id": "70001", "variation_id": "70012"}), "c"),
+                impression(json!({"experiment_id": "80001", "variation_id": "80011"}), "d"),
+                impression(decision("70001", "70012", json!({"rule_key": "checkout", "variation_key": "treatment"})), "e")
             ]}]
         }));
-        let known = ProjectAliases::default();
-        let new = new_aliases(&payload, &known);
-        assert_eq!(new.len(), 1, "one alias per pair of ids: {new:?}");
+        let new = new_aliases(&payload, &ProjectAliases::default());
+        assert_eq!(new.len(), 2, "one alias per pair of ids: {new:?}");
         let mut aliases = ProjectAliases::default();
-        aliases.insert(&new[0]);
-        assert_eq!(aliases.experiment_key("70001"), Some("new_checkout"));
+        for alias in &new {
+            assert!(aliases.insert(alias));
+        }
+        assert_eq!(aliases.experiment_key("70002"), Some("new_checkout"));
         assert!(new_aliases(&payload, &aliases).is_empty());
-        let named: Vec<wire::Decision> = events_of(payload, "shop", &aliases)
+        let named: Vec<wire::Decision> = events_of(payload, "shop", &ProjectAliases::default())
             .into_iter()
             .map(|event| event.unwrap().decisions[0].clone())
             .collect();
@@ -490,14 +492,25 @@ mod tests {
             experiment: experiment.into(),
             variation: variation.into(),
         };
+        // Without aliases, a decision without metadata keeps its ids.
+        assert_eq!(named[2], pair("70001", "70012"));
+        let payload = batch(json!({
+            "visitors": [{"visitor_id": "u1", "snapshots": [
+                impression(json!({"experiment_id": "70001", "variation_id": "70012"}), "c"),
+                impression(json!({"experiment_id": "80001", "variation_id": "80011"}), "d")
+            ]}]
+        }));
+        let with_aliases: Vec<wire::Decision> = events_of(payload, "shop", &aliases)
+            .into_iter()
+            .map(|event| event.unwrap().decisions[0].clone())
+            .collect();
         assert_eq!(
-            named,
-            [
-                pair("checkout", "treatment"),
-                pair("new_checkout", "on"),
-                pair("new_checkout", "on"),
-                pair("80001", "80011"),
-            ]
+            named[..2],
+            [pair("checkout", "treatment"), pair("new_checkout", "on")]
+        );
+        assert_eq!(
+            with_aliases,
+            [pair("checkout", "treatment"), pair("80001", "80011")]
         );
     }
 
