@@ -1380,3 +1380,59 @@ async fn times_are_shown_and_taken_in_the_project_time_zone_or_utc() {
     )
     .await;
 }
+
+/// An Optimizely experiment is shown by its keys, with the ids beside them,
+/// whether the page was opened by the experiment's key or by its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimizely_experiments_are_shown_by_key_with_their_ids() {
+    let node = node_with_project().await;
+    let impression = |visitor: &str, variation_id: &str, variation_key: &str| {
+        json!({"visitor_id": visitor, "snapshots": [{
+            "decisions": [{"experiment_id": "70001", "variation_id": variation_id,
+                "metadata": {"rule_key": "checkout_flow", "flag_key": "", "variation_key": variation_key}}],
+            "events": [{"key": "campaign_activated", "timestamp": START_MS - 10 * MINUTE_MS,
+                "uuid": format!("{visitor}-impression")}]
+        }]})
+    };
+    let batch = json!({"visitors": [
+        impression("o-1", "70011", "control"),
+        impression("o-2", "70012", "treatment"),
+    ]});
+    let path = format!("/optimizely/v1/events?project={PROJECT}");
+    let answer = node.post_raw(&path, batch.to_string()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.body["accepted"], 2, "{}", answer.text);
+
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    for opened_by in ["70001", "checkout_flow"] {
+        page.evaluate(&format!(
+            "location.hash = '#/experiments/{PROJECT}/{opened_by}'; true"
+        ))
+        .await;
+        let title = page
+            .wait_for(
+                &format!("the experiment opened by {opened_by}, titled by its key"),
+                "(() => { const t = document.querySelector('#experiment-title').textContent; \
+                 return document.querySelectorAll('#results tr[data-variation]').length === 2 \
+                   && t.includes('(id ') && t; })()",
+            )
+            .await;
+        assert_eq!(title, json!(format!("{PROJECT} / checkout_flow (id 70001)")));
+        let rows = page
+            .evaluate(
+                "[...document.querySelectorAll('#results tr[data-variation]')]
+                   .map(row => [row.dataset.variation, row.dataset.variationId,
+                                row.querySelector('th').textContent])",
+            )
+            .await;
+        assert_eq!(
+            rows,
+            json!([
+                ["control", "70011", "control id 70011"],
+                ["treatment", "70012", "treatment id 70012"]
+            ]),
+            "opened by {opened_by}"
+        );
+    }
+}

@@ -850,6 +850,14 @@
     const name = document.createElement("th");
     name.scope = "row";
     name.textContent = variation.variation;
+    // A compatible format's id (Optimizely), beside the key it is stored under.
+    if (variation.variation_id) {
+      row.dataset.variationId = variation.variation_id;
+      const id = document.createElement("small");
+      id.className = "muted variation-id";
+      id.textContent = ` id ${variation.variation_id}`;
+      name.appendChild(id);
+    }
     row.appendChild(name);
     return row;
   }
@@ -1360,6 +1368,9 @@
       resultsBox.dataset.baseline = results.baseline || "";
       resultsBox.dataset.keys = results.keys.join(",");
       resultsBox.replaceChildren(...results.groups.map((group) => groupTables(group, results)));
+      // Asked by an id, the experiment is shown by its key, the id beside it.
+      $("#experiment-title").textContent = `${projectName} / ${results.experiment}`
+        + (results.experiment_id ? ` (id ${results.experiment_id})` : "");
       renderVerdicts(results);
       resultsBox.dataset.refreshes = String(refreshes);
       if (query.from === null && !rangeEdited && document.activeElement !== fromInput && document.activeElement !== toInput) {
