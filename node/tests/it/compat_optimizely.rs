@@ -392,3 +392,51 @@ async fn aliases_survive_a_restart_and_name_decisions_sent_by_id() {
         .collect();
     assert_eq!(ids, [Some(CONTROL_ID), Some(TREATMENT_ID)]);
 }
+
+/// In a cluster the aliases a batch carries are agreed through placement:
+/// every member answers a query by id with the keys, though only one of
+/// them received the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_of_a_cluster_knows_the_aliases() {
+    use crate::support::cluster::{
+        create_project_everywhere, form_three_node_cluster, AGREEMENT_WAIT_MAX, START_MS,
+    };
+    let nodes = form_three_node_cluster().await;
+    let members: Vec<&TestNode> = nodes.iter().collect();
+    create_project_everywhere(&members, "shop", json!({})).await;
+    let batch = json!({"visitors": [{"visitor_id": "u1", "snapshots": [{
+        "decisions": [{"experiment_id": EXPERIMENT, "variation_id": CONTROL_ID,
+            "metadata": {"rule_key": EXPERIMENT_KEY, "variation_key": CONTROL}}],
+        "events": [{"key": "campaign_activated", "timestamp": START_MS, "uuid": "cluster-1"}]
+    }]}]});
+    // Node 1 owns every shard after the bootstrap.
+    let answer = nodes[0]
+        .post_raw(&format!("{PATH}?project=shop"), batch.to_string())
+        .await;
+    assert_eq!(ingest_response(&answer).accepted, 1);
+    let path = TestNode::results_path(
+        "shop",
+        EXPERIMENT,
+        START_MS,
+        START_MS + 3_600_000,
+        None,
+        &[],
+    );
+    for node in &nodes {
+        let results: ResultsResponse =
+            sessiondb_test_support::eventually(AGREEMENT_WAIT_MAX, "the aliases", async || {
+                let raw = node.get_raw(&path).await;
+                let results: Option<ResultsResponse> = serde_json::from_value(raw.body).ok();
+                match results {
+                    Some(results) if results.experiment_id.is_some() => Ok(results),
+                    _ => Err(raw.text),
+                }
+            })
+            .await;
+        assert_eq!(results.experiment, EXPERIMENT_KEY);
+        assert_eq!(results.experiment_id.as_deref(), Some(EXPERIMENT));
+        let control = variation(&results, CONTROL);
+        assert_eq!(control.visitors, 1);
+        assert_eq!(control.variation_id.as_deref(), Some(CONTROL_ID));
+    }
+}
