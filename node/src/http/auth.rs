@@ -131,9 +131,7 @@ pub fn refusal(required: Required, credential: &Credential) -> ApiError {
         Credential::Admin
         | Credential::ClusterSecret
         | Credential::Viewer
-        | Credential::IngestKey(_) => {
-            forbidden(required.hint())
-        }
+        | Credential::IngestKey(_) => forbidden(required.hint()),
     }
 }
 

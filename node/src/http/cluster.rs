@@ -43,7 +43,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/v1/cluster")
-                .wrap(actix_web::middleware::from_fn(auth::require_viewer_or_admin))
+                .wrap(actix_web::middleware::from_fn(
+                    auth::require_viewer_or_admin,
+                ))
                 .route(web::get().to(status)),
         );
 }

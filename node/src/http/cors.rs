@@ -47,7 +47,10 @@ const EXPOSED_HEADERS: &str = "Retry-After";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OriginListError {
     #[error("`{origin}` is not an origin: {reason} (write `https://shop.example` or `http://localhost:8080`)")]
-    Invalid { origin: String, reason: &'static str },
+    Invalid {
+        origin: String,
+        reason: &'static str,
+    },
     #[error("{count} origins listed; at most {CORS_ALLOWED_ORIGINS_MAX}")]
     TooMany { count: usize },
 }
@@ -200,7 +203,11 @@ mod tests {
     #[test]
     fn origins_are_checked_and_normalised() {
         assert_eq!(
-            parse_origins(&list(&["https://Shop.Example", " http://localhost:8080 ", ""])),
+            parse_origins(&list(&[
+                "https://Shop.Example",
+                " http://localhost:8080 ",
+                ""
+            ])),
             Ok(list(&["https://shop.example", "http://localhost:8080"]))
         );
         for bad in [
@@ -213,7 +220,10 @@ mod tests {
             "ftp://shop.example",
         ] {
             assert!(
-                matches!(parse_origins(&list(&[bad])), Err(OriginListError::Invalid { .. })),
+                matches!(
+                    parse_origins(&list(&[bad])),
+                    Err(OriginListError::Invalid { .. })
+                ),
                 "{bad}"
             );
         }

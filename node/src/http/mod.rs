@@ -114,9 +114,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             // Project administration (the admin token) and reads (the
             // viewer token too).
             web::scope("/v1/projects")
-                .wrap(actix_web::middleware::from_fn(
-                    auth::require_admin_to_write,
-                ))
+                .wrap(actix_web::middleware::from_fn(auth::require_admin_to_write))
                 .route("", web::post().to(projects::create))
                 .route("", web::get().to(projects::list))
                 .route("/{name}", web::get().to(projects::show))

@@ -358,7 +358,14 @@ async fn aliases_survive_a_restart_and_name_decisions_sent_by_id() {
     let response = ingest_response(&node.post_raw(PATH, by_id_only.to_string()).await);
     assert_eq!(response.accepted, 1);
     let by_key = node
-        .results(OPTIMIZELY_PROJECT, EXPERIMENT_KEY, FROM_MS, TO_MS, None, &[])
+        .results(
+            OPTIMIZELY_PROJECT,
+            EXPERIMENT_KEY,
+            FROM_MS,
+            TO_MS,
+            None,
+            &[],
+        )
         .await;
     let by_id = node
         .results(OPTIMIZELY_PROJECT, EXPERIMENT, FROM_MS, TO_MS, None, &[])

@@ -1418,7 +1418,10 @@ async fn optimizely_experiments_are_shown_by_key_with_their_ids() {
                    && t.includes('(id ') && t; })()",
             )
             .await;
-        assert_eq!(title, json!(format!("{PROJECT} / checkout_flow (id 70001)")));
+        assert_eq!(
+            title,
+            json!(format!("{PROJECT} / checkout_flow (id 70001)"))
+        );
         let rows = page
             .evaluate(
                 "[...document.querySelectorAll('#results tr[data-variation]')]

@@ -89,13 +89,29 @@ async fn listed_origins_may_post_events_and_nothing_else_answers_cors() {
 
     for path in INGEST_PATHS {
         let answer = preflight(&node, path, ALLOWED).await;
-        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{path}: {}", answer.text);
+        assert_eq!(
+            answer.status,
+            StatusCode::NO_CONTENT,
+            "{path}: {}",
+            answer.text
+        );
         let headers = &answer.headers;
-        assert_eq!(header(headers, "access-control-allow-origin"), Some(ALLOWED));
+        assert_eq!(
+            header(headers, "access-control-allow-origin"),
+            Some(ALLOWED)
+        );
         assert!(header(headers, "access-control-allow-methods").is_some_and(|m| m.contains("POST")));
         let allowed_headers = header(headers, "access-control-allow-headers").unwrap_or_default();
-        for needed in ["Authorization", "Content-Type", "Content-Encoding", "X-SessionDB-Key"] {
-            assert!(allowed_headers.contains(needed), "{path}: {allowed_headers}");
+        for needed in [
+            "Authorization",
+            "Content-Type",
+            "Content-Encoding",
+            "X-SessionDB-Key",
+        ] {
+            assert!(
+                allowed_headers.contains(needed),
+                "{path}: {allowed_headers}"
+            );
         }
         assert_eq!(header(headers, "access-control-max-age"), Some("3600"));
         assert_eq!(header(headers, "vary"), Some("Origin"));
@@ -109,21 +125,40 @@ async fn listed_origins_may_post_events_and_nothing_else_answers_cors() {
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
     assert_eq!(answer.body["accepted"], 1);
-    assert_eq!(header(&answer.headers, "access-control-allow-origin"), Some(ALLOWED));
+    assert_eq!(
+        header(&answer.headers, "access-control-allow-origin"),
+        Some(ALLOWED)
+    );
     // A refusal is readable by the page too.
     let answer = node
         .post_with_headers("/v1/events", &[("origin", ALLOWED)], events_body("cors-2"))
         .await;
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(header(&answer.headers, "access-control-allow-origin"), Some(ALLOWED));
+    assert_eq!(
+        header(&answer.headers, "access-control-allow-origin"),
+        Some(ALLOWED)
+    );
 
     // An unlisted origin: no CORS headers, the preflight refused.
     for path in INGEST_PATHS {
         let answer = preflight(&node, path, UNLISTED).await;
-        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}: {}", answer.text);
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            answer.text
+        );
         assert_eq!(answer.error_code(), Some("forbidden"));
-        assert!(answer.text.contains("--cors-allowed-origins"), "{}", answer.text);
-        assert!(!has_cors_headers(&answer.headers), "{path}: {:?}", answer.headers);
+        assert!(
+            answer.text.contains("--cors-allowed-origins"),
+            "{}",
+            answer.text
+        );
+        assert!(
+            !has_cors_headers(&answer.headers),
+            "{path}: {:?}",
+            answer.headers
+        );
     }
     let unlisted_headers = [("origin", UNLISTED), ("authorization", bearer.as_str())];
     let answer = node
@@ -133,21 +168,39 @@ async fn listed_origins_may_post_events_and_nothing_else_answers_cors() {
 
     // The console, queries and administration stay same-origin, even for a
     // listed origin.
-    for path in ["/v1/projects", "/v1/status", "/console/", "/console/api/projects"] {
+    for path in [
+        "/v1/projects",
+        "/v1/status",
+        "/console/",
+        "/console/api/projects",
+    ] {
         let answer = preflight(&node, path, ALLOWED).await;
-        assert!(!has_cors_headers(&answer.headers), "OPTIONS {path}: {:?}", answer.headers);
+        assert!(
+            !has_cors_headers(&answer.headers),
+            "OPTIONS {path}: {:?}",
+            answer.headers
+        );
         let admin = format!("Bearer {}", node.admin_token());
         let answer = node
-            .get_with_headers(path, &[("origin", ALLOWED), ("authorization", admin.as_str())])
+            .get_with_headers(
+                path,
+                &[("origin", ALLOWED), ("authorization", admin.as_str())],
+            )
             .await;
         assert_eq!(answer.status, StatusCode::OK, "GET {path}: {}", answer.text);
-        assert!(!has_cors_headers(&answer.headers), "GET {path}: {:?}", answer.headers);
+        assert!(
+            !has_cors_headers(&answer.headers),
+            "GET {path}: {:?}",
+            answer.headers
+        );
     }
 
     // Three refused preflights and one refused request, counted.
     let metrics = node.get_raw("/metrics").await;
     assert!(
-        metrics.text.contains("sessiondb_cors_origins_refused_total 4"),
+        metrics
+            .text
+            .contains("sessiondb_cors_origins_refused_total 4"),
         "{}",
         metrics.text
     );
@@ -219,16 +272,28 @@ async fn a_page_on_a_listed_origin_posts_events_from_chromium() {
     let page = browser.new_page().await;
     page.navigate(&format!("{listed}/")).await;
     let sent = page
-        .evaluate(&format!("send({}, {}, 'browser-1')", json!(events_url), json!(key)))
+        .evaluate(&format!(
+            "send({}, {}, 'browser-1')",
+            json!(events_url),
+            json!(key)
+        ))
         .await;
     assert_eq!(sent, json!("200:1"), "a listed origin's page sends events");
 
     let other = browser.new_page().await;
     other.navigate(&format!("{unlisted}/")).await;
     let sent = other
-        .evaluate(&format!("send({}, {}, 'browser-2')", json!(events_url), json!(key)))
+        .evaluate(&format!(
+            "send({}, {}, 'browser-2')",
+            json!(events_url),
+            json!(key)
+        ))
         .await;
-    assert_eq!(sent, json!("blocked"), "an unlisted origin's page is blocked");
+    assert_eq!(
+        sent,
+        json!("blocked"),
+        "an unlisted origin's page is blocked"
+    );
 
     // Only the listed page's event arrived.
     let status = node.get_raw("/v1/status").await;

@@ -85,7 +85,10 @@ pub enum PlacementCommand {
     /// Adds a compatible format's ids → keys to `project`'s experiment
     /// aliases (`experiment_aliases`); ids past the table's bound are left
     /// out.
-    PutAliases { project: String, aliases: Vec<Alias> },
+    PutAliases {
+        project: String,
+        aliases: Vec<Alias>,
+    },
 }
 
 impl PlacementCommand {

@@ -460,9 +460,7 @@ mod tests {
 
     #[test]
     fn decisions_are_named_by_their_keys_or_by_the_aliases_of_their_ids() {
-        let decision = |experiment: &str, variation: &str, metadata: Value| {
-            json!({"experiment_id": experiment, "variation_id": variation, "metadata": metadata})
-        };
+        let decision = |experiment: &str, variation: &str, metadata: Value| json!({"experiment_id": experiment, "variation_id": variation, "metadata": metadata});
         let impression = |decision: Value, uuid: &str| {
             json!({"decisions": [decision],
                    "events": [{"key": "campaign_activated", "timestamp": 10, "uuid": uuid}]})
