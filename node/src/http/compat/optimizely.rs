@@ -12,7 +12,7 @@
 //! carries ids only.
 
 use crate::event::RejectReason;
-use crate::experiment_aliases::{Alias, ProjectAliases, ALIASES_PER_PROJECT_MAX};
+use crate::experiment_aliases::{Alias, ProjectAliases};
 use crate::http::auth;
 use crate::http::compat;
 use crate::http::error::ApiError;
@@ -203,7 +203,7 @@ pub fn map_batch(
 /// Has the cluster agree on the ids → keys of `batch` that `project`'s
 /// aliases lack (`PutAliases`), before its events are stored, and answers
 /// the placement state to name them with. Proposes nothing when every id
-/// is known (the usual batch) or the table is full; a failed proposal is
+/// is known (the usual batch) or the table has no room; a failed proposal is
 /// logged and the batch goes on (its decisions carry their keys; the next
 /// batch with them proposes again).
 async fn remember_aliases(
@@ -217,8 +217,15 @@ async fn remember_aliases(
     }
     let no_aliases = ProjectAliases::default();
     let known = placement.aliases(project).unwrap_or(&no_aliases);
-    let new = new_aliases(batch, known);
-    if new.is_empty() || known.len() >= ALIASES_PER_PROJECT_MAX {
+    let mut new = new_aliases(batch, known);
+    if new.is_empty() {
+        return placement;
+    }
+    // Only what the table would take: ids past its bound would otherwise
+    // be proposed again with every batch.
+    let mut trial = known.clone();
+    new.retain(|alias| trial.insert(alias));
+    if new.is_empty() {
         return placement;
     }
     let command = crate::cluster::placement::PlacementCommand::PutAliases {
