@@ -35,7 +35,7 @@ pub fn render(results: &ResultsResponse) -> String {
     let mut out = format!(
         "{} / {}: {} to {}",
         results.project,
-        results.experiment,
+        named(&results.experiment, results.experiment_id.as_deref()),
         format_utc(results.from),
         format_utc(results.to)
     );
@@ -61,6 +61,14 @@ pub fn render(results: &ResultsResponse) -> String {
     out
 }
 
+/// A name with the id a compatible format gave it (Optimizely), if any.
+fn named(name: &str, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("{name} (id {id})"),
+        None => name.to_string(),
+    }
+}
+
 fn render_group(results: &ResultsResponse, group: &ResultsGroup) -> String {
     let mut visitors = Table::new(&[
         ("VARIATION", Align::Left),
@@ -72,7 +80,7 @@ fn render_group(results: &ResultsResponse, group: &ResultsGroup) -> String {
     ]);
     for variation in &group.variations {
         visitors.row(vec![
-            variation.variation.clone(),
+            named(&variation.variation, variation.variation_id.as_deref()),
             variation.visitors.to_string(),
             format!(
                 "{:.0} ± {:.0}",
@@ -115,7 +123,7 @@ fn render_group(results: &ResultsResponse, group: &ResultsGroup) -> String {
                 None => ("n/a".to_string(), String::new()),
             };
             table.row(vec![
-                variation.variation.clone(),
+                named(&variation.variation, variation.variation_id.as_deref()),
                 metrics.unique_conversions.to_string(),
                 metrics.total_conversions.to_string(),
                 format_percent(metrics.conversion_rate),
@@ -247,6 +255,35 @@ a                 10           11  10.00%  baseline
 b                 15           16  15.00%  +50.0% [-10.0%, +110.0%]   0.2869
 ";
         assert!(text.ends_with(expected), "{text}");
+    }
+
+    #[test]
+    fn ids_are_shown_beside_the_names() {
+        let mut aliased = variation("control", 10, 1, None);
+        aliased.variation_id = Some("70011".into());
+        let results = ResultsResponse {
+            project: "shop".into(),
+            experiment: "checkout_flow".into(),
+            experiment_id: Some("70001".into()),
+            from: 0,
+            to: 3_600_000,
+            breakdown: None,
+            baseline: Some("control".into()),
+            keys: vec![],
+            groups: vec![ResultsGroup {
+                breakdown_value: None,
+                variations: vec![aliased],
+                srm: None,
+            }],
+            partial: false,
+            missing_nodes: Vec::new(),
+        };
+        let text = render(&results);
+        assert!(
+            text.starts_with("shop / checkout_flow (id 70001): "),
+            "{text}"
+        );
+        assert!(text.contains("\ncontrol (id 70011) "), "{text}");
     }
 
     #[test]

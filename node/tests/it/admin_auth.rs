@@ -174,3 +174,28 @@ async fn a_short_configured_token_is_refused_at_startup() {
         .expect_err("a 5-byte token must be refused");
     assert!(failure.stderr.contains("16 to 256"), "{}", failure.stderr);
 }
+
+/// The viewer token must be a credential of its own: equal to the admin
+/// token, every request would be classified as the admin's.
+#[tokio::test]
+async fn a_viewer_token_equal_to_the_admin_token_is_refused_at_startup() {
+    let mut node = TestNode::start(START_MS).await;
+    node.kill_9().await;
+    let failure = node
+        .try_restart_with_args(vec![
+            "--viewer-token".to_string(),
+            node.admin_token().to_string(),
+        ])
+        .await
+        .expect_err("the admin token as the viewer token must be refused");
+    assert!(
+        failure.stderr.contains("--viewer-token is the admin token"),
+        "{}",
+        failure.stderr
+    );
+    assert!(
+        !failure.stderr.contains(node.admin_token()),
+        "{}",
+        failure.stderr
+    );
+}
