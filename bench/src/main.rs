@@ -203,8 +203,8 @@ fn run(options: &Options) -> Result<bool> {
     let started = Instant::now();
     let workload = generate_scale(&config);
     let generate_s = started.elapsed().as_secs_f64();
-    let scratch = process::TempDir::new("sessiondb-bench")?;
-    let csv = scratch.0.join("events.csv");
+    let scratch = process::temp_dir("sessiondb-bench")?;
+    let csv = scratch.path().join("events.csv");
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
         workload.write_csv(&mut out)?;
