@@ -198,6 +198,12 @@ async fn send_all(node: &TestNode, events: Vec<Event>) -> (u64, BTreeMap<String,
     (accepted, reasons)
 }
 
+/// exp-0's results by referrer.
+async fn flood_results(node: &TestNode) -> ResultsResponse {
+    node.results("flood", "exp-0", FROM_MS, TO_MS, Some("referrer"), &[])
+        .await
+}
+
 fn referrer_of(index: usize) -> Option<String> {
     Some(format!("https://site-{index}.example/landing?visit={index}"))
 }
@@ -229,10 +235,7 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
     let folded = (FLOOD - BREAKDOWN_VALUES_MAX) as f64;
     assert_eq!(metric(&node, &adjustments("breakdown_value_folded")).await, folded);
 
-    let results = |node: &TestNode| {
-        node.results("flood", "exp-0", FROM_MS, TO_MS, Some("referrer"), &[])
-    };
-    let before = results(&node).await;
+    let before = flood_results(&node).await;
     let groups = visitors_by_group(&before, "a");
     assert_eq!(groups.get("(other)"), Some(&(FLOOD as i64 - BREAKDOWN_VALUES_MAX as i64)));
     assert_eq!(groups.get("site-0.example"), Some(&1));
@@ -244,7 +247,7 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
     assert!(resident > 0.0 && resident < RESIDENT_BYTES_MAX, "{resident} bytes");
 
     node.restart().await;
-    let after = results(&node).await;
+    let after = flood_results(&node).await;
     assert_eq!(
         serde_json::to_value(&after).unwrap(),
         serde_json::to_value(&before).unwrap(),
@@ -269,6 +272,6 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
     assert_eq!(refused, [(1, "cardinality_limit")]);
     assert!(response.rejected[0].message.contains("exp-new"));
     assert_eq!(metric(&node, &adjustments("breakdown_value_folded")).await, 1.0);
-    let groups = visitors_by_group(&results(&node).await, "a");
+    let groups = visitors_by_group(&flood_results(&node).await, "a");
     assert_eq!(groups.get("site-7.example"), Some(&2));
 }
