@@ -301,7 +301,12 @@ pub fn validate(
     projects: &impl ProjectLookup,
     now_ms: i64,
 ) -> Result<VisitorEvent, RejectReason> {
-    validate_adjusting(event, projects, now_ms, &mut AttributeAdjustments::default())
+    validate_adjusting(
+        event,
+        projects,
+        now_ms,
+        &mut AttributeAdjustments::default(),
+    )
 }
 
 /// `validate`, adding what it changed in the event's attributes to
@@ -325,7 +330,10 @@ pub fn validate_adjusting(
     let key = check_key(event.key.as_deref(), kind)?;
     let value_micros = value_to_micros(event.value)?;
     let decisions = check_decisions(&event.decisions, kind)?;
-    let extra = event.attributes.len().saturating_sub(limits::ATTRIBUTES_MAX);
+    let extra = event
+        .attributes
+        .len()
+        .saturating_sub(limits::ATTRIBUTES_MAX);
     adjustments.attributes_dropped += extra as u64;
     // Only an exposure event's attributes are ever read; dropping the rest
     // keeps visitor state small.
@@ -513,7 +521,9 @@ pub fn host_of(value: &str) -> Option<String> {
         return None;
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_and_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host_and_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let host = match host_and_port.strip_prefix('[') {
         // An IPv6 literal keeps its brackets; its colons are not a port.
         Some(literal) => &host_and_port[..literal.find(']')? + 2],
@@ -626,7 +636,10 @@ mod tests {
         assert_eq!(names, ["browser", "campaign", "device"]);
         let attribute = |name| event.event.attribute(name).map(|value| value.len());
         assert_eq!(attribute("device"), Some(255));
-        assert_eq!(attribute("campaign"), Some(limits::ATTRIBUTE_VALUE_BYTES_MAX));
+        assert_eq!(
+            attribute("campaign"),
+            Some(limits::ATTRIBUTE_VALUE_BYTES_MAX)
+        );
         assert_eq!(
             adjustments,
             AttributeAdjustments {

@@ -183,7 +183,10 @@ impl ShardState {
     /// cardinality limits' name sets on recovery (`engine::cardinality`).
     pub fn visitors(&self) -> impl Iterator<Item = (&Arc<str>, &super::visitor::Visitor)> {
         self.projects.iter().flat_map(|(name, project)| {
-            project.visitors.values().map(move |visitor| (name, visitor))
+            project
+                .visitors
+                .values()
+                .map(move |visitor| (name, visitor))
         })
     }
 

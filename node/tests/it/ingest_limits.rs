@@ -18,9 +18,7 @@
 use crate::support::node::{RawResponse, TestNode};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sessiondb_protocol::{
-    Decision, Event, EventType, IngestResponse, ResultsResponse, Timestamp,
-};
+use sessiondb_protocol::{Decision, Event, EventType, IngestResponse, ResultsResponse, Timestamp};
 use std::collections::BTreeMap;
 
 /// 2025-11-26T12:00:00Z.
@@ -141,11 +139,17 @@ async fn segment_tracks_over_attribute_limits_are_accepted_and_cut() {
     assert_eq!(metric(&node, &adjustments("attribute_dropped")).await, 8.0);
 
     let by_referrer = node
-        .results("shop", "checkout", FROM_MS, TO_MS, Some("referrer"), &[ORDER_KEY])
+        .results(
+            "shop",
+            "checkout",
+            FROM_MS,
+            TO_MS,
+            Some("referrer"),
+            &[ORDER_KEY],
+        )
         .await;
     let cut_text = "é".repeat(ATTRIBUTE_VALUE_BYTES_MAX / 2);
-    let expected: BTreeMap<String, i64> =
-        [(cut_text, 1), ("www.google.com".to_string(), 1)].into();
+    let expected: BTreeMap<String, i64> = [(cut_text, 1), ("www.google.com".to_string(), 1)].into();
     assert_eq!(visitors_by_group(&by_referrer, "a"), expected);
     let by_url = node
         .results("shop", "checkout", FROM_MS, TO_MS, Some("url"), &[])
@@ -205,7 +209,9 @@ async fn flood_results(node: &TestNode) -> ResultsResponse {
 }
 
 fn referrer_of(index: usize) -> Option<String> {
-    Some(format!("https://site-{index}.example/landing?visit={index}"))
+    Some(format!(
+        "https://site-{index}.example/landing?visit={index}"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,7 +221,14 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
     node.create_project("flood", settings).await;
 
     let experiments = (0..FLOOD)
-        .map(|i| exposure(format!("x-{i}"), format!("vx-{i}"), &format!("exp-{i}"), None))
+        .map(|i| {
+            exposure(
+                format!("x-{i}"),
+                format!("vx-{i}"),
+                &format!("exp-{i}"),
+                None,
+            )
+        })
         .collect();
     let (accepted, reasons) = send_all(&node, experiments).await;
     assert_eq!(accepted as usize, EXPERIMENTS_MAX);
@@ -231,20 +244,37 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
         .map(|i| exposure(format!("r-{i}"), format!("vr-{i}"), "exp-0", referrer_of(i)))
         .collect();
     let (accepted, reasons) = send_all(&node, referrers).await;
-    assert_eq!((accepted as usize, reasons.len()), (FLOOD, 0), "{reasons:?}");
+    assert_eq!(
+        (accepted as usize, reasons.len()),
+        (FLOOD, 0),
+        "{reasons:?}"
+    );
     let folded = (FLOOD - BREAKDOWN_VALUES_MAX) as f64;
-    assert_eq!(metric(&node, &adjustments("breakdown_value_folded")).await, folded);
+    assert_eq!(
+        metric(&node, &adjustments("breakdown_value_folded")).await,
+        folded
+    );
 
     let before = flood_results(&node).await;
     let groups = visitors_by_group(&before, "a");
-    assert_eq!(groups.get("(other)"), Some(&(FLOOD as i64 - BREAKDOWN_VALUES_MAX as i64)));
+    assert_eq!(
+        groups.get("(other)"),
+        Some(&(FLOOD as i64 - BREAKDOWN_VALUES_MAX as i64))
+    );
     assert_eq!(groups.get("site-0.example"), Some(&1));
-    assert_eq!(groups.get("(none)"), Some(&1), "exp-0's first visitor had none");
+    assert_eq!(
+        groups.get("(none)"),
+        Some(&1),
+        "exp-0's first visitor had none"
+    );
     assert_eq!(groups.len(), BREAKDOWN_VALUES_MAX + 2);
     let cells = metric(&node, "sessiondb_segment_cells").await;
     assert!(cells > 0.0 && cells <= CELLS_MAX, "{cells} cells");
     let resident = metric(&node, "sessiondb_process_resident_memory_bytes").await;
-    assert!(resident > 0.0 && resident < RESIDENT_BYTES_MAX, "{resident} bytes");
+    assert!(
+        resident > 0.0 && resident < RESIDENT_BYTES_MAX,
+        "{resident} bytes"
+    );
 
     node.restart().await;
     let after = flood_results(&node).await;
@@ -271,7 +301,10 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
         .collect();
     assert_eq!(refused, [(1, "cardinality_limit")]);
     assert!(response.rejected[0].message.contains("exp-new"));
-    assert_eq!(metric(&node, &adjustments("breakdown_value_folded")).await, 1.0);
+    assert_eq!(
+        metric(&node, &adjustments("breakdown_value_folded")).await,
+        1.0
+    );
     let groups = visitors_by_group(&flood_results(&node).await, "a");
     assert_eq!(groups.get("site-7.example"), Some(&2));
 }
