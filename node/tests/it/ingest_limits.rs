@@ -7,6 +7,7 @@
 //!   properties, are accepted and counted; the values are cut, the extras
 //!   dropped, both counted in `sessiondb_ingest_adjustments_total`; the
 //!   referrer breakdown shows hosts;
+//! - native JSON and binary events the same (one validation for all);
 //! - 10⁵ distinct experiments and 10⁵ distinct referrers from one ingest
 //!   key: the first `EXPERIMENTS_PER_PROJECT_MAX` experiments are accepted,
 //!   the rest refused `cardinality_limit`; the first
@@ -307,4 +308,61 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
     );
     let groups = visitors_by_group(&flood_results(&node).await, "a");
     assert_eq!(groups.get("site-7.example"), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_json_and_binary_events_over_attribute_limits_are_kept() {
+    let node = TestNode::start(NOW_MS).await;
+    let settings = json!({"breakdown_attributes": ["referrer"]});
+    let project = node.create_project("native", settings).await;
+    let key = project.ingest_key.expect("a new project shows its key");
+    let event = |id: &str, referrer: String| {
+        let mut attributes: BTreeMap<String, String> = (0..ATTRIBUTES_MAX + 3)
+            .map(|index| (format!("extra{index:02}"), "y".repeat(300)))
+            .collect();
+        attributes.insert("referrer".to_string(), referrer);
+        Event {
+            id: id.to_string(),
+            project: "native".to_string(),
+            visitor: format!("visitor-{id}"),
+            ts: Timestamp::Milliseconds(NOW_MS - 60_000),
+            event_type: EventType::Decision,
+            key: None,
+            value: None,
+            attributes,
+            decisions: vec![Decision {
+                experiment: "checkout".to_string(),
+                variation: "a".to_string(),
+            }],
+        }
+    };
+    let search = |query: &str| format!("https://Search.Example/?q={}", query.repeat(300));
+    let json_response = node.send_batch(&[event("json", search("j"))]).await;
+    let binary = sessiondb_protocol::binary::encode_batch(&[event("binary", search("b"))]);
+    let raw = reqwest::Client::new()
+        .post(node.url("/v1/events"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", sessiondb_protocol::binary::CONTENT_TYPE)
+        .body(binary)
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(raw.status(), StatusCode::OK);
+    let binary_response: IngestResponse = raw.json().await.expect("an IngestResponse");
+    for response in [&json_response, &binary_response] {
+        assert_eq!(
+            (response.accepted, response.rejected.len()),
+            (1, 0),
+            "{response:?}"
+        );
+    }
+    // Each event: 36 attributes, 4 over ATTRIBUTES_MAX; the long extras
+    // are not breakdown attributes, so not kept and never cut.
+    assert_eq!(metric(&node, &adjustments("attribute_dropped")).await, 8.0);
+    assert_eq!(metric(&node, &adjustments("value_truncated")).await, 0.0);
+    let results = node
+        .results("native", "checkout", FROM_MS, TO_MS, Some("referrer"), &[])
+        .await;
+    let expected: BTreeMap<String, i64> = [("search.example".to_string(), 2)].into();
+    assert_eq!(visitors_by_group(&results, "a"), expected);
 }
