@@ -350,6 +350,7 @@ async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineErro
                 engine.reconfigure_shards(&config).await;
             }
             JournalEntry::InstallShard { shard, state } => {
+                engine.names().observe_shard(&state);
                 engine.replace_shard(shard, state).await;
             }
             JournalEntry::DropShard { shard } => {
