@@ -115,6 +115,14 @@ impl NameSets {
             names
                 .conversion_keys
                 .extend(aggregates.keys.iter().cloned());
+            // Variations only ever named by a conflicting decision have no
+            // cell of their own, but were admitted all the same.
+            names
+                .experiments
+                .entry(Arc::clone(experiment))
+                .or_default()
+                .variations
+                .extend(aggregates.decisions_by_variation.keys().cloned());
             for cell in &aggregates.cells {
                 names
                     .experiments

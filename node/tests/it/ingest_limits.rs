@@ -19,7 +19,9 @@
 use crate::support::node::{RawResponse, TestNode};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sessiondb_protocol::{Decision, Event, EventType, IngestResponse, ResultsResponse, Timestamp};
+use sessiondb_protocol::{
+    Decision, Event, EventBatch, EventType, IngestResponse, ResultsResponse, Timestamp,
+};
 use std::collections::BTreeMap;
 
 /// 2025-11-26T12:00:00Z.
@@ -189,12 +191,23 @@ fn exposure(id: String, visitor: String, experiment: &str, referrer: Option<Stri
     }
 }
 
-/// Sends `events` in full batches; answers (accepted, reasons of the
-/// rejected with their counts).
-async fn send_all(node: &TestNode, events: Vec<Event>) -> (u64, BTreeMap<String, u64>) {
+/// Sends one native batch with the project's ingest key.
+async fn send_with_key(node: &TestNode, key: &str, events: &[Event]) -> IngestResponse {
+    let authorization = format!("Bearer {key}");
+    let body = serde_json::to_vec(&EventBatch {
+        events: events.to_vec(),
+    })
+    .expect("a batch serializes");
+    let headers = [("authorization", authorization.as_str())];
+    ingest_response(&node.post_with_headers("/v1/events", &headers, body).await)
+}
+
+/// Sends `events` in full batches with the project's ingest key; answers
+/// (accepted, rejected count per reason).
+async fn send_all(node: &TestNode, key: &str, events: &[Event]) -> (u64, BTreeMap<String, u64>) {
     let (mut accepted, mut reasons) = (0, BTreeMap::new());
     for batch in events.chunks(BATCH) {
-        let response = node.send_batch(batch).await;
+        let response = send_with_key(node, key, batch).await;
         accepted += response.accepted;
         for rejection in response.rejected {
             *reasons.entry(rejection.reason.to_string()).or_insert(0) += 1;
@@ -219,9 +232,10 @@ fn referrer_of(index: usize) -> Option<String> {
 async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
     let mut node = TestNode::start(NOW_MS).await;
     let settings = json!({"breakdown_attributes": ["referrer"]});
-    node.create_project("flood", settings).await;
+    let project = node.create_project("flood", settings).await;
+    let key = project.ingest_key.expect("a new project shows its key");
 
-    let experiments = (0..FLOOD)
+    let experiments: Vec<Event> = (0..FLOOD)
         .map(|i| {
             exposure(
                 format!("x-{i}"),
@@ -231,7 +245,7 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
             )
         })
         .collect();
-    let (accepted, reasons) = send_all(&node, experiments).await;
+    let (accepted, reasons) = send_all(&node, &key, &experiments).await;
     assert_eq!(accepted as usize, EXPERIMENTS_MAX);
     let refused = (FLOOD - EXPERIMENTS_MAX) as u64;
     assert_eq!(reasons, [("cardinality_limit".to_string(), refused)].into());
@@ -241,10 +255,10 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
     let raw = node.post_admin("/v1/admin/checkpoint", "").await;
     assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
 
-    let referrers = (0..FLOOD)
+    let referrers: Vec<Event> = (0..FLOOD)
         .map(|i| exposure(format!("r-{i}"), format!("vr-{i}"), "exp-0", referrer_of(i)))
         .collect();
-    let (accepted, reasons) = send_all(&node, referrers).await;
+    let (accepted, reasons) = send_all(&node, &key, &referrers).await;
     assert_eq!(
         (accepted as usize, reasons.len()),
         (FLOOD, 0),
@@ -293,7 +307,7 @@ async fn floods_of_names_are_bounded_and_decided_the_same_after_a_restart() {
         exposure("p-2".into(), "vp-2".into(), "exp-0", referrer_of(7)),
         exposure("p-3".into(), "vp-3".into(), "exp-0", referrer_of(FLOOD + 1)),
     ];
-    let response = node.send_batch(&probes).await;
+    let response = send_with_key(&node, &key, &probes).await;
     assert_eq!(response.accepted, 3);
     let refused: Vec<(usize, &str)> = response
         .rejected
