@@ -43,8 +43,8 @@ const FLOOD: usize = 100_000;
 /// `limits::BATCH_EVENTS_MAX`.
 const BATCH: usize = 10_000;
 /// Resident memory the node may use after both floods (2 × 10⁵ visitors,
-/// 1 001 experiments): a generous bound, about ten times what a debug build
-/// uses, far below what unbounded names would cost.
+/// 1 001 experiments): a generous bound, over six times the ~160 MB a debug
+/// build used when this was written.
 const RESIDENT_BYTES_MAX: f64 = 1024.0 * 1024.0 * 1024.0;
 /// Aggregate cells after both floods: per admitted experiment a total and
 /// a `(none)` referrer cell, plus the flooded experiment's kept referrers
