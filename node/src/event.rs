@@ -225,12 +225,11 @@ pub enum RejectReason {
     VisitorEventLimit,
     /// One more name than a cardinality limit allows
     /// (`engine::cardinality`).
-    #[error("{what} `{name}` is new and the project already has {max} on this node ({limit}); the event is not counted")]
+    #[error("{kind} `{name}` is new and {max} are held already, the most {limit} allows on this node; the event is not counted", limit = kind.limit())]
     CardinalityLimit {
-        what: &'static str,
+        kind: NameKind,
         name: String,
         max: usize,
-        limit: &'static str,
     },
     #[error("shard {shard} is owned by node {owner} (epoch {epoch}); send it there")]
     NotOwner { shard: u32, owner: u64, epoch: u64 },
@@ -273,6 +272,35 @@ impl RejectReason {
             RejectReason::UnsupportedMessageType { .. } => RejectCode::UnsupportedMessageType,
             RejectReason::IgnoredMessageType { .. } => RejectCode::IgnoredMessageType,
         }
+    }
+}
+
+/// The names whose number per project is limited (`engine::cardinality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Experiment,
+    Variation,
+    ConversionKey,
+}
+
+impl NameKind {
+    /// The name of the limit, as `docs/operations.md` lists it.
+    pub fn limit(self) -> &'static str {
+        match self {
+            NameKind::Experiment => "EXPERIMENTS_PER_PROJECT_MAX",
+            NameKind::Variation => "VARIATIONS_PER_EXPERIMENT_MAX",
+            NameKind::ConversionKey => "CONVERSION_KEYS_PER_PROJECT_MAX",
+        }
+    }
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            NameKind::Experiment => "experiment",
+            NameKind::Variation => "variation",
+            NameKind::ConversionKey => "conversion key",
+        })
     }
 }
 

@@ -14,7 +14,7 @@
 use super::aggregates::{AggregateStore, Group};
 use super::contribution::NONE_VALUE;
 use super::shard::ShardState;
-use crate::event::{Event, RejectReason};
+use crate::event::{Event, NameKind, RejectReason};
 use crate::limits;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -173,10 +173,9 @@ impl ProjectNames {
             let full = self.conversion_keys.len() >= limits.conversion_keys_per_project;
             if full && !self.conversion_keys.contains(key) {
                 return Err(refusal(
-                    "conversion key",
+                    NameKind::ConversionKey,
                     key,
                     limits.conversion_keys_per_project,
-                    "CONVERSION_KEYS_PER_PROJECT_MAX",
                 ));
             }
         }
@@ -191,10 +190,9 @@ impl ProjectNames {
                 new_experiments += 1;
                 if self.experiments.len() + new_experiments > limits.experiments_per_project {
                     return Err(refusal(
-                        "experiment",
+                        NameKind::Experiment,
                         experiment,
                         limits.experiments_per_project,
-                        "EXPERIMENTS_PER_PROJECT_MAX",
                     ));
                 }
             }
@@ -207,10 +205,9 @@ impl ProjectNames {
                 new_variations += 1;
                 if held + new_variations > limits.variations_per_experiment {
                     return Err(refusal(
-                        "variation",
+                        NameKind::Variation,
                         variation,
                         limits.variations_per_experiment,
-                        "VARIATIONS_PER_EXPERIMENT_MAX",
                     ));
                 }
             }
@@ -279,12 +276,11 @@ impl ProjectNames {
     }
 }
 
-fn refusal(what: &'static str, name: &str, max: usize, limit: &'static str) -> RejectReason {
+fn refusal(kind: NameKind, name: &str, max: usize) -> RejectReason {
     RejectReason::CardinalityLimit {
-        what,
+        kind,
         name: name.to_string(),
         max,
-        limit,
     }
 }
 
@@ -347,6 +343,14 @@ mod tests {
         assert_eq!(admit(event(Some("k2"), &[], None)), "ok 0");
         assert_eq!(admit(event(Some("k3"), &[], None)), "cardinality_limit");
         assert_eq!(admit(event(Some("buy"), &[], None)), "ok 0");
+        let reason = names
+            .admit(&project, &mut event(None, &[("z", "a")], None))
+            .unwrap_err();
+        let message = reason.to_string();
+        assert!(
+            message.contains("experiment `z`") && message.contains("EXPERIMENTS_PER_PROJECT_MAX"),
+            "{message}"
+        );
     }
 
     #[test]
