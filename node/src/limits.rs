@@ -42,12 +42,28 @@ pub const VISITOR_BYTES_MAX: usize = 256;
 /// Longest event key. (Conversion keys in a query are bounded in number,
 /// `QUERY_KEYS_MAX`, not in length: a longer key matches nothing.)
 pub const KEY_BYTES_MAX: usize = 128;
-/// Most attributes on one event.
+/// Most attributes of one event that are looked at; the ones beyond it (in
+/// name order, after the project's breakdown attributes) are dropped and
+/// counted, the event is kept.
 pub const ATTRIBUTES_MAX: usize = 32;
-/// Longest attribute name.
+/// Longest attribute name; a longer one names no breakdown attribute and is
+/// dropped.
 pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 64;
-/// Longest attribute value.
+/// Longest attribute value kept; a longer one is cut at a UTF-8 character
+/// boundary and counted, the event is kept.
 pub const ATTRIBUTE_VALUE_BYTES_MAX: usize = 256;
+/// Most experiments one project has on one node; an event naming one more
+/// is rejected `cardinality_limit` (`engine::cardinality`).
+pub const EXPERIMENTS_PER_PROJECT_MAX: usize = 1_000;
+/// Most variations one experiment has on one node; an event naming one more
+/// is rejected `cardinality_limit`.
+pub const VARIATIONS_PER_EXPERIMENT_MAX: usize = 1_000;
+/// Most conversion keys (event `key`s) one project has on one node; an
+/// event with one more is rejected `cardinality_limit`.
+pub const CONVERSION_KEYS_PER_PROJECT_MAX: usize = 1_000;
+/// Most distinct values of one breakdown attribute in one experiment on one
+/// node; further values are counted under `(other)`.
+pub const BREAKDOWN_VALUES_PER_ATTRIBUTE_MAX: usize = 1_000;
 /// Most decisions on one event.
 pub const DECISIONS_MAX: usize = 16;
 /// Longest experiment or variation name.

@@ -4,7 +4,8 @@
 //!   same intervals, and its points add up to the whole range;
 //! - reconfiguring a live project re-evaluates every retained visitor under
 //!   the new settings (docs/semantics.md, "Configuration changes"), checked
-//!   against the oracle with the new settings;
+//!   against the oracle with the new settings (a breakdown attribute added
+//!   later has only `(none)` for them: unused attributes are not kept);
 //! - `serve --demo` feeds a live experiment;
 //! - `/v1/status` counts what was sent, and errors are JSON with stable codes.
 
@@ -720,7 +721,9 @@ async fn reconfiguring_a_live_project_re_evaluates_retained_visitors() {
     )
     .await;
 
-    // A new breakdown attribute covers every retained visitor.
+    // A new breakdown attribute has values only from events sent after it:
+    // attributes no breakdown uses are not kept (docs/ingest-formats.md,
+    // "Attributes"), so every visitor so far is `(none)` for it.
     let raw = patch_project(
         &node,
         project,
@@ -737,10 +740,37 @@ async fn reconfiguring_a_live_project_re_evaluates_retained_visitors() {
         project,
         &oracle_split,
         &ranges,
-        &["country", "browser"],
+        &["browser"],
         "country added",
     )
     .await;
+    let visitors = |results: &ResultsResponse| -> Vec<(Option<String>, String, i64)> {
+        results
+            .groups
+            .iter()
+            .flat_map(|group| {
+                group.variations.iter().map(|variation| {
+                    (
+                        group.breakdown_value.clone(),
+                        variation.variation.clone(),
+                        variation.visitors,
+                    )
+                })
+            })
+            .collect()
+    };
+    let total = node
+        .results(project, experiment, whole.0, whole.1, None, KEYS)
+        .await;
+    let by_country = node
+        .results(project, experiment, whole.0, whole.1, Some("country"), KEYS)
+        .await;
+    let expected: Vec<_> = visitors(&total)
+        .into_iter()
+        .map(|(_, variation, count)| (Some("(none)".to_string()), variation, count))
+        .collect();
+    assert!(!expected.is_empty(), "the experiment has visitors");
+    assert_eq!(visitors(&by_country), expected, "country added");
 
     // And back to the settings the project was created with.
     let raw = patch_project(
@@ -755,7 +785,7 @@ async fn reconfiguring_a_live_project_re_evaluates_retained_visitors() {
         project,
         &oracle_30,
         &ranges,
-        &["country"],
+        &["device"],
         "back to gap 30 min",
     )
     .await;

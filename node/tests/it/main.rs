@@ -9,7 +9,7 @@
 //!   `actor_failure`,
 //!   `bad_input`, `limits`, `admin_auth`, `security`, `tls`, `logging`,
 //!   `metrics`, `oracle`, `order_independence`, `compat_optimizely`,
-//!   `compat_segment`, `durability`, `statistics`;
+//!   `compat_segment`, `durability`, `statistics`, `ingest_limits`;
 //! - against real multi-node clusters: `cluster`, `cluster_membership`,
 //!   `cluster_query`, `cluster_routing`, `shard_moves`;
 //! - the admin console in headless Chromium: `console`, `console_cluster`;
@@ -37,6 +37,7 @@ mod console_cluster;
 mod durability;
 mod fsync_trace;
 mod fuzz_decoders;
+mod ingest_limits;
 mod limits;
 mod logging;
 mod metrics;
