@@ -84,7 +84,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check that the node answers.
-    #[command(after_help = "Examples:\n  sessiondb-ctl ping\n  sessiondb-ctl --node 10.0.0.5:7070 --json ping")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl ping\n  sessiondb-ctl --node 10.0.0.5:7070 --json ping"
+    )]
     Ping,
     /// Show the node's status and counters.
     #[command(after_help = "Examples:\n  sessiondb-ctl status\n  sessiondb-ctl --json status")]
@@ -172,7 +174,9 @@ pub struct RotateArgs {
 #[derive(Debug, Subcommand)]
 pub enum NodesCommand {
     /// Every member with its role, whether it is draining, and its shards.
-    #[command(after_help = "Examples:\n  sessiondb-ctl nodes list\n  sessiondb-ctl --json nodes list")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl nodes list\n  sessiondb-ctl --json nodes list"
+    )]
     List,
     /// Move every shard of a member to the others (and give it no new
     /// ones); prints progress and returns when it owns none.
@@ -183,7 +187,9 @@ pub enum NodesCommand {
     },
     /// Take a drained member out of the cluster; its aggregates are handed
     /// to a remaining member first. Stop the node afterwards.
-    #[command(after_help = "Examples:\n  sessiondb-ctl nodes drain 3 && sessiondb-ctl nodes remove 3")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl nodes drain 3 && sessiondb-ctl nodes remove 3"
+    )]
     Remove {
         /// The member's node id.
         node_id: u64,
@@ -193,7 +199,9 @@ pub enum NodesCommand {
 #[derive(Debug, Subcommand)]
 pub enum ShardsCommand {
     /// Every shard with its owner, epoch and the move in progress, if any.
-    #[command(after_help = "Examples:\n  sessiondb-ctl shards list\n  sessiondb-ctl --json shards list")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl shards list\n  sessiondb-ctl --json shards list"
+    )]
     List,
     /// Hand one shard to another member; answers once the move is done.
     /// Any member forwards it to the leader.
@@ -207,7 +215,9 @@ pub enum ShardsCommand {
     },
     /// Even out shard counts over the members (not draining): plan the
     /// moves and carry them out, a few at a time.
-    #[command(after_help = "Examples:\n  sessiondb-ctl shards rebalance\n  sessiondb-ctl --json shards rebalance")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl shards rebalance\n  sessiondb-ctl --json shards rebalance"
+    )]
     Rebalance,
 }
 
@@ -215,7 +225,9 @@ pub enum ShardsCommand {
 pub enum ClusterCommand {
     /// Members and their roles, the leader, the term and the shard counts
     /// per owner, as the node sees them.
-    #[command(after_help = "Examples:\n  sessiondb-ctl cluster status\n  sessiondb-ctl --json cluster status")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl cluster status\n  sessiondb-ctl --json cluster status"
+    )]
     Status,
 }
 
@@ -223,7 +235,9 @@ pub enum ClusterCommand {
 pub enum ProjectsCommand {
     /// Create a project; unset settings take their defaults. Prints the
     /// project's ingest key, once, alone on stdout (`-v`: its settings too).
-    #[command(after_help = "Examples:\n  KEY=$(sessiondb-ctl projects create shop)\n  sessiondb-ctl projects create shop --session-gap-ms 600000 --breakdown-attributes browser,country -v")]
+    #[command(
+        after_help = "Examples:\n  KEY=$(sessiondb-ctl projects create shop)\n  sessiondb-ctl projects create shop --session-gap-ms 600000 --breakdown-attributes browser,country -v"
+    )]
     Create {
         /// Project name: 1–64 bytes of a-z, 0-9, `_` and `-`.
         name: String,
@@ -231,7 +245,9 @@ pub enum ProjectsCommand {
         settings: SettingsArgs,
     },
     /// List every project.
-    #[command(after_help = "Examples:\n  sessiondb-ctl projects list\n  sessiondb-ctl --json projects list")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl projects list\n  sessiondb-ctl --json projects list"
+    )]
     List,
     /// Show one project's settings and experiments.
     #[command(after_help = "Examples:\n  sessiondb-ctl projects show shop")]
@@ -241,7 +257,9 @@ pub enum ProjectsCommand {
     },
     /// Change some settings of a project (bucket_ms and hll_precision are
     /// fixed at creation).
-    #[command(after_help = "Examples:\n  sessiondb-ctl projects configure shop --time-zone Europe/Paris --midnight-split true")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl projects configure shop --time-zone Europe/Paris --midnight-split true"
+    )]
     Configure {
         /// Project name.
         name: String,
@@ -250,7 +268,9 @@ pub enum ProjectsCommand {
     },
     /// Issue a new ingest key for a project (printed once; only its hash is
     /// kept). The old key keeps working for the grace period.
-    #[command(after_help = "Examples:\n  sessiondb-ctl projects rotate-key shop\n  sessiondb-ctl projects rotate-key shop --grace-ms 0")]
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl projects rotate-key shop\n  sessiondb-ctl projects rotate-key shop --grace-ms 0"
+    )]
     RotateKey {
         /// Project name.
         name: String,

@@ -267,7 +267,7 @@ fn print_summary(summary: &ImportSummary, failed: bool) {
     );
     if summary.malformed + summary.blank > 0 {
         println!(
-            "  not sent: {} malformed lines, {} blank lines",
+            "  lines not sent: {} malformed, {} blank",
             summary.malformed, summary.blank
         );
     }
@@ -319,9 +319,10 @@ impl Import {
         let mut bytes_read: u64 = 0;
         loop {
             buffer.clear();
-            let read = read_line_bounded(&mut reader, &mut buffer, &mut bytes_read).map_err(
-                |source| CliError::new(EXIT_INPUT, "cannot read the input file").with_source(source),
-            )?;
+            let read =
+                read_line_bounded(&mut reader, &mut buffer, &mut bytes_read).map_err(|source| {
+                    CliError::new(EXIT_INPUT, "cannot read the input file").with_source(source)
+                })?;
             let Some(complete) = read else { break };
             line_number += 1;
             match parse_line(&buffer, complete) {
@@ -383,12 +384,9 @@ impl Import {
         for failed in &report.failed {
             self.failed += 1;
             if self.first_failure.is_none() {
-                let error = CliError::classify(
-                    &self.context.node,
-                    &self.context.credential,
-                    &failed.error,
-                )
-                .with_source(failed.error.clone());
+                let error =
+                    CliError::classify(&self.context.node, &self.context.credential, &failed.error)
+                        .with_source(failed.error.clone());
                 self.first_failure = Some((error, is_refused_credential(&failed.error)));
             }
             let line = RejectedLine {
@@ -673,10 +671,7 @@ fn progress_line(
     let percent = (bytes_read * 100 / file_bytes).min(100);
     let remaining = file_bytes.saturating_sub(bytes_read);
     let eta = elapsed.mul_f64(remaining as f64 / bytes_read as f64);
-    format!(
-        "importing: {percent}% ({counts}), ETA {}",
-        format_eta(eta)
-    )
+    format!("importing: {percent}% ({counts}), ETA {}", format_eta(eta))
 }
 
 /// `12s`, `3m05s`, `2h10m`.
@@ -734,7 +729,10 @@ mod tests {
         );
         assert_eq!(buffer, b"last");
         buffer.clear();
-        assert_eq!(read_line_bounded(&mut reader, &mut buffer, &mut bytes).unwrap(), None);
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer, &mut bytes).unwrap(),
+            None
+        );
         assert_eq!(bytes, input.len() as u64);
     }
 
@@ -747,7 +745,9 @@ mod tests {
         );
         assert_eq!(format_eta(Duration::from_secs(185)), "3m05s");
         assert_eq!(format_eta(Duration::from_secs(7_800)), "2h10m");
-        assert!(progress_line(0, 0, Duration::from_secs(1), 0, 0, 0).starts_with("importing: 0 lines"));
+        assert!(
+            progress_line(0, 0, Duration::from_secs(1), 0, 0, 0).starts_with("importing: 0 lines")
+        );
     }
 
     #[test]

@@ -225,7 +225,9 @@ mod tests {
         assert_eq!(parse_duration_ms("2w"), Ok(2 * WEEK_MS));
         assert_eq!(parse_duration_ms("1500ms"), Ok(1_500));
         assert!(parse_duration_ms("24").unwrap_err().contains("no unit"));
-        assert!(parse_duration_ms("3y").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration_ms("3y")
+            .unwrap_err()
+            .contains("unknown unit"));
         assert!(parse_duration_ms("0h").is_err());
         assert!(parse_duration_ms("h").is_err());
     }
