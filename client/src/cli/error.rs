@@ -278,14 +278,15 @@ impl Credential {
                 }
             })
         } else {
-            CliError::new(EXIT_FAILED, format!("{described} was refused ({status})"))
-                .with_hint(format!(
+            CliError::new(EXIT_FAILED, format!("{described} was refused ({status})")).with_hint(
+                format!(
                 "check the {name} in {}; it may be wrong, rotated or expired (docs/security.md)",
                 match self.source {
                     Some(CredentialSource::Flag) => flag,
                     _ => variable,
                 }
-            ))
+            ),
+            )
         };
         error.with_code(code.as_str())
     }

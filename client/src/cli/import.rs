@@ -669,6 +669,10 @@ fn progress_line(
         return format!("importing: {counts}");
     }
     let percent = (bytes_read * 100 / file_bytes).min(100);
+    if percent == 0 {
+        // Too little read for an estimate worth showing.
+        return format!("importing: 0% ({counts})");
+    }
     let remaining = file_bytes.saturating_sub(bytes_read);
     let eta = elapsed.mul_f64(remaining as f64 / bytes_read as f64);
     format!("importing: {percent}% ({counts}), ETA {}", format_eta(eta))

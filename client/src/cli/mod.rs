@@ -10,7 +10,8 @@
 //!
 //! Every command prints its answer on stdout — a human table, or with
 //! `--json` one JSON document — and everything else (errors, hints,
-//! progress) on stderr.
+//! progress) on stderr; with `--json` an error is a JSON document on stdout
+//! too ([`CliError::print`]), so a script reads one place.
 
 pub mod args;
 pub mod cluster;
