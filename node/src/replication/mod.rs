@@ -92,12 +92,16 @@
 //! the engine; it stores openraft entries of opaque payload per group. One
 //! process per directory.
 
+mod group;
 mod log_store;
+mod network;
 mod reclaim;
 mod record;
 mod recovery;
 mod state;
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
@@ -106,6 +110,13 @@ mod tests;
 pub use log_store::{
     AppendDurable, GroupLog, GroupLogReader, GroupTypes, OpenReport, ReclaimReport, ReplicatedLog,
     ReplicatedLogStats,
+};
+pub use group::{
+    start_replica, GroupApply, GroupApplyError, GroupConfig, GroupError, GroupPayload, GroupRaft,
+    GroupSnapshotBuilder, GroupStateMachine, ReplicaId, ReplicaNode, ReplicaTypes,
+};
+pub use network::{
+    serve, GroupConnection, GroupNetwork, GroupRpc, GroupRpcError, GroupTransport, TransportError,
 };
 pub use record::RecordError;
 
