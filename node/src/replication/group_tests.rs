@@ -62,10 +62,10 @@ impl GroupApply for RecordingApply {
 
 /// The in-process network: which replicas are up, and which are cut off
 /// from every other (both ways).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 struct Switchboard(Arc<Mutex<Lines>>);
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Lines {
     replicas: HashMap<ReplicaId, GroupRaft>,
     isolated: HashSet<ReplicaId>,
@@ -93,7 +93,7 @@ impl Switchboard {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct LocalTransport {
     from: ReplicaId,
     board: Switchboard,
