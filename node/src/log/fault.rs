@@ -72,11 +72,17 @@ impl FaultPlan {
     /// Every later sync waits until [`Self::release_syncs`]. Release before
     /// dropping the log: closing it waits for its writer thread.
     pub fn hold_syncs(&self) {
-        *self.syncs_held.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        *self
+            .syncs_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
     }
 
     pub fn release_syncs(&self) {
-        *self.syncs_held.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        *self
+            .syncs_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
         self.released.notify_all();
     }
 
@@ -92,7 +98,10 @@ impl FaultPlan {
             // Only the log's writer thread syncs, so this blocks no task.
             std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         }
-        let mut held = self.syncs_held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self
+            .syncs_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         while *held {
             // Only the log's writer thread syncs, so this blocks no task.
             held = self

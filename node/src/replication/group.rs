@@ -328,7 +328,11 @@ impl<A: GroupApply> RaftStateMachine<ReplicaTypes> for GroupStateMachine<A> {
                     self.apply
                         .apply(entry.log_id.index, payload.bytes())
                         .map_err(|error| {
-                            storage_error(ErrorSubject::Apply(entry.log_id), ErrorVerb::Write, &error)
+                            storage_error(
+                                ErrorSubject::Apply(entry.log_id),
+                                ErrorVerb::Write,
+                                &error,
+                            )
                         })?;
                 }
                 EntryPayload::Membership(membership) => {
@@ -383,11 +387,9 @@ impl<A: GroupApply> RaftStateMachine<ReplicaTypes> for GroupStateMachine<A> {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<ReplicaTypes>>, StorageError<ReplicaId>> {
-        let stored = self
-            .snapshots
-            .read()
-            .await
-            .map_err(|error| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &error))?;
+        let stored = self.snapshots.read().await.map_err(|error| {
+            storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &error)
+        })?;
         Ok(stored.map(|stored| Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -503,7 +505,9 @@ impl SnapshotFile {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(self.error(error)),
         };
-        decode_snapshot(&bytes).map(Some).map_err(|reason| self.error(reason))
+        decode_snapshot(&bytes)
+            .map(Some)
+            .map_err(|reason| self.error(reason))
     }
 
     fn write_blocking(&self, snapshot: &StoredSnapshot) -> Result<(), GroupError> {
@@ -514,7 +518,10 @@ impl SnapshotFile {
             }
         }
         let bytes = encode_snapshot(snapshot).map_err(|error| self.error(error))?;
-        let dir = self.path.parent().ok_or_else(|| self.error("no directory"))?;
+        let dir = self
+            .path
+            .parent()
+            .ok_or_else(|| self.error("no directory"))?;
         std::fs::create_dir_all(dir).map_err(|error| self.error(error))?;
         let temporary = self.path.with_extension("snapshot.partial");
         let write = || -> std::io::Result<()> {

@@ -226,7 +226,11 @@ impl TestGroup {
     async fn stop(&mut self, id: ReplicaId) {
         self.board.lines().replicas.remove(&id);
         let replica = self.replicas.remove(&id).expect("a running replica");
-        replica.raft.shutdown().await.expect("shut the replica down");
+        replica
+            .raft
+            .shutdown()
+            .await
+            .expect("shut the replica down");
     }
 
     fn raft(&self, id: ReplicaId) -> &GroupRaft {
@@ -370,7 +374,9 @@ async fn a_write_is_acknowledged_only_once_a_majority_synced_it() {
         "acknowledged before any follower synced the entry"
     );
     let metrics = group.raft(leader).metrics().borrow().clone();
-    assert!(metrics.last_applied.is_none_or(|applied| applied.index < index));
+    assert!(metrics
+        .last_applied
+        .is_none_or(|applied| applied.index < index));
 
     group.replicas[&followers[0]].fault.release_syncs();
     let acknowledged = tokio::time::timeout(WAIT, write)
@@ -526,7 +532,10 @@ async fn a_deposed_leader_cannot_commit() {
         .await
         .expect("the stale write is answered")
         .expect("the write task");
-    assert!(refused.is_err(), "the deposed leader's write failed: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "the deposed leader's write failed: {refused:?}"
+    );
     group.applied(old_leader, winner.index).await;
     let expected = vec![b"before".to_vec(), b"winner".to_vec()];
     for id in MEMBERS {

@@ -107,13 +107,13 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-pub use log_store::{
-    AppendDurable, GroupLog, GroupLogReader, GroupTypes, OpenReport, ReclaimReport, ReplicatedLog,
-    ReplicatedLogStats,
-};
 pub use group::{
     start_replica, GroupApply, GroupApplyError, GroupConfig, GroupError, GroupPayload, GroupRaft,
     GroupSnapshotBuilder, GroupStateMachine, ReplicaId, ReplicaNode, ReplicaTypes,
+};
+pub use log_store::{
+    AppendDurable, GroupLog, GroupLogReader, GroupTypes, OpenReport, ReclaimReport, ReplicatedLog,
+    ReplicatedLogStats,
 };
 pub use network::{
     serve, GroupConnection, GroupNetwork, GroupRpc, GroupRpcError, GroupTransport, TransportError,

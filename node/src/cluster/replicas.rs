@@ -1,0 +1,205 @@
+//! The node's side of the shard groups' Raft traffic (`docs/cluster.md`,
+//! "Replicated shards (design)"): [`GroupReplicas`], the table of the
+//! group replicas running on this node, which serves peers' requests, and
+//! [`PeerGroupTransport`], the `GroupTransport` that sends this node's
+//! requests through the one `PeerClient` to
+//! `POST /v1/internal/groups/{group}/raft/{append,vote,snapshot}`.
+//!
+//! The node starts no group yet, so the table is empty and every request
+//! is answered `404 not_found`; the ingest path moves onto groups in a
+//! later step. No openraft type crosses this module's interface: requests
+//! and answers are bytes (`crate::replication::serve`).
+
+use super::peer::{Peer, PeerClient, PeerError, RaftRoute};
+use crate::replication::{
+    serve, GroupId, GroupRaft, GroupRpc, GroupRpcError, GroupTransport, ReplicaId, ReplicaNode,
+    TransportError,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+/// Why a peer's group Raft request was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupServeError {
+    #[error("group {group} has no replica on this node")]
+    NotHosted { group: GroupId },
+    #[error(transparent)]
+    Malformed(#[from] GroupRpcError),
+}
+
+/// The group replicas running on this node, by group. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct GroupReplicas {
+    running: Arc<RwLock<HashMap<GroupId, GroupRaft>>>,
+}
+
+impl std::fmt::Debug for GroupReplicas {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GroupReplicas")
+            .field("groups", &self.groups())
+            .finish()
+    }
+}
+
+impl GroupReplicas {
+    /// Makes `group`'s replica reachable by peers (replacing an older one).
+    pub fn insert(&self, group: GroupId, raft: GroupRaft) {
+        self.write().insert(group, raft);
+    }
+
+    /// Takes `group`'s replica out of reach; the caller shuts it down.
+    pub fn remove(&self, group: GroupId) -> Option<GroupRaft> {
+        self.write().remove(&group)
+    }
+
+    /// The groups with a replica here, in order.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let running = self.running.read().unwrap_or_else(PoisonError::into_inner);
+        let mut groups: Vec<GroupId> = running.keys().copied().collect();
+        groups.sort_unstable();
+        groups
+    }
+
+    /// Serves a peer's request for `group`'s replica.
+    pub async fn serve(
+        &self,
+        group: GroupId,
+        route: RaftRoute,
+        body: &[u8],
+    ) -> Result<Vec<u8>, GroupServeError> {
+        let raft = self
+            .running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&group)
+            .cloned()
+            .ok_or(GroupServeError::NotHosted { group })?;
+        Ok(serve(&raft, rpc_of(route), body).await?)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<GroupId, GroupRaft>> {
+        self.running.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn rpc_of(route: RaftRoute) -> GroupRpc {
+    match route {
+        RaftRoute::Append => GroupRpc::Append,
+        RaftRoute::Vote => GroupRpc::Vote,
+        RaftRoute::Snapshot => GroupRpc::Snapshot,
+    }
+}
+
+fn route_of(rpc: GroupRpc) -> RaftRoute {
+    match rpc {
+        GroupRpc::Append => RaftRoute::Append,
+        GroupRpc::Vote => RaftRoute::Vote,
+        GroupRpc::Snapshot => RaftRoute::Snapshot,
+    }
+}
+
+/// Group Raft requests over the node's `PeerClient` (cluster secret, TLS
+/// when the node runs with it).
+#[derive(Debug, Clone)]
+pub struct PeerGroupTransport {
+    peers: PeerClient,
+}
+
+impl PeerGroupTransport {
+    pub fn new(peers: PeerClient) -> PeerGroupTransport {
+        PeerGroupTransport { peers }
+    }
+}
+
+impl GroupTransport for PeerGroupTransport {
+    fn call(
+        &self,
+        target: ReplicaId,
+        node: &ReplicaNode,
+        group: GroupId,
+        rpc: GroupRpc,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, TransportError>> + Send {
+        let peers = self.peers.clone();
+        let peer = Peer::member(target, node.address.clone());
+        async move {
+            peers
+                .group_raft(&peer, group, route_of(rpc), body, timeout)
+                .await
+                .map_err(|error| transport_error(target, error))
+        }
+    }
+}
+
+/// openraft backs off from an unreachable replica and retries anything
+/// else at its next tick.
+fn transport_error(target: ReplicaId, error: PeerError) -> TransportError {
+    let reason = error.to_string();
+    match error {
+        PeerError::Unreachable { .. } => TransportError::Unreachable { target, reason },
+        _ => TransportError::Failed { target, reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin_token::ClusterSecret;
+    use crate::cluster::peer::PeerTransport;
+
+    #[test]
+    fn routes_and_rpcs_map_both_ways() {
+        for route in [RaftRoute::Append, RaftRoute::Vote, RaftRoute::Snapshot] {
+            assert_eq!(route_of(rpc_of(route)), route);
+        }
+        assert_eq!(
+            crate::cluster::peer::group_raft_path(7, RaftRoute::Snapshot),
+            "/v1/internal/groups/7/raft/snapshot"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_not_hosted_here_is_named() {
+        let replicas = GroupReplicas::default();
+        assert!(replicas.groups().is_empty());
+        let error = replicas.serve(3, RaftRoute::Vote, b"{}").await.unwrap_err();
+        assert!(
+            matches!(error, GroupServeError::NotHosted { group: 3 }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replica_nobody_listens_for_is_unreachable() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        // Closed: connecting is refused.
+        drop(listener);
+        let peers = PeerClient::new(
+            PeerTransport::Http,
+            ClusterSecret::generate(),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        let transport = PeerGroupTransport::new(peers);
+        let node = ReplicaNode { address };
+        let error = transport
+            .call(
+                2,
+                &node,
+                5,
+                GroupRpc::Vote,
+                b"{}".to_vec(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, TransportError::Unreachable { target: 2, .. }),
+            "{error}"
+        );
+    }
+}
