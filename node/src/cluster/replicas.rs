@@ -172,6 +172,126 @@ mod tests {
         );
     }
 
+    /// A minimal server of the group routes over a table, so the test runs
+    /// the real `PeerClient`, transport and `serve` over real sockets
+    /// (the node's own handler is `http::cluster`'s, tested over the binary).
+    async fn serve_table(replicas: GroupReplicas) -> (String, actix_web::dev::ServerHandle) {
+        use actix_web::{web, App, HttpResponse, HttpServer};
+        async fn handle(
+            replicas: web::Data<GroupReplicas>,
+            path: web::Path<(u32, String)>,
+            body: web::Bytes,
+        ) -> HttpResponse {
+            let (group, name) = path.into_inner();
+            let route = match name.as_str() {
+                "append" => RaftRoute::Append,
+                "vote" => RaftRoute::Vote,
+                _ => RaftRoute::Snapshot,
+            };
+            match replicas.serve(group, route, &body).await {
+                Ok(answer) => HttpResponse::Ok().body(answer),
+                Err(error) => HttpResponse::NotFound().body(error.to_string()),
+            }
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(replicas.clone()))
+                .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+                .route(
+                    "/v1/internal/groups/{group}/raft/{route}",
+                    web::post().to(handle),
+                )
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        (address, handle)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_replicas_replicate_over_the_peer_client() {
+        use crate::replication::group_tests::RecordingApply;
+        use crate::replication::{start_replica, GroupConfig, GroupPayload, ReplicatedLog};
+        use std::collections::BTreeMap;
+        const GROUP: GroupId = 11;
+        const WAIT: Duration = Duration::from_secs(30);
+        let root = crate::log::tests::TempDir::new("group-over-http");
+        let peers = PeerClient::new(
+            PeerTransport::Http,
+            ClusterSecret::generate(),
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        let mut tables = BTreeMap::new();
+        let mut members = BTreeMap::new();
+        let mut servers = Vec::new();
+        for id in [1u64, 2, 3] {
+            let table = GroupReplicas::default();
+            let (address, server) = serve_table(table.clone()).await;
+            servers.push(server);
+            members.insert(id, ReplicaNode { address });
+            tables.insert(id, table);
+        }
+        let mut replicas = BTreeMap::new();
+        for (&id, table) in &tables {
+            let dir = root.path().join(format!("replica-{id}"));
+            let (log, _) = ReplicatedLog::open(dir.join("log"), Default::default()).unwrap();
+            let state = RecordingApply::default();
+            let raft = start_replica(
+                id,
+                GROUP,
+                &log,
+                &dir.join("snapshots"),
+                state.clone(),
+                PeerGroupTransport::new(peers.clone()),
+                &GroupConfig::default(),
+            )
+            .await
+            .unwrap();
+            table.insert(GROUP, raft.clone());
+            replicas.insert(id, (raft, state, log));
+        }
+        replicas[&1].0.initialize(members).await.unwrap();
+        let leader = replicas[&1]
+            .0
+            .wait(Some(WAIT))
+            .metrics(|metrics| metrics.current_leader.is_some(), "a leader")
+            .await
+            .unwrap()
+            .current_leader
+            .unwrap();
+        let written = replicas[&leader]
+            .0
+            .client_write(GroupPayload::new(b"over http".to_vec()))
+            .await
+            .unwrap();
+        for (id, (raft, state, _)) in &replicas {
+            raft.wait(Some(WAIT))
+                .applied_index_at_least(Some(written.log_id.index), format!("replica {id}"))
+                .await
+                .unwrap();
+            assert_eq!(
+                state.payloads(),
+                vec![b"over http".to_vec()],
+                "replica {id}"
+            );
+        }
+        assert_eq!(tables[&2].groups(), vec![GROUP]);
+        for (id, (raft, _, _)) in &replicas {
+            tables[id].remove(GROUP);
+            raft.shutdown().await.unwrap();
+        }
+        for server in servers {
+            server.stop(true).await;
+        }
+    }
+
     #[tokio::test]
     async fn a_replica_nobody_listens_for_is_unreachable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

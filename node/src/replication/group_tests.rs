@@ -26,10 +26,15 @@ struct Applied {
 }
 
 /// The test's `GroupApply`: records payloads; a snapshot is the list.
+/// Also used by the peer transport's test (`cluster::replicas`).
 #[derive(Debug, Clone, Default)]
-struct RecordingApply(Arc<Mutex<Applied>>);
+pub(crate) struct RecordingApply(Arc<Mutex<Applied>>);
 
 impl RecordingApply {
+    pub(crate) fn payloads(&self) -> Vec<Vec<u8>> {
+        self.lock().payloads.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }

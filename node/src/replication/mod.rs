@@ -101,7 +101,7 @@ mod recovery;
 mod state;
 
 #[cfg(test)]
-mod group_tests;
+pub(crate) mod group_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
