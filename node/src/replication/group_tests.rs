@@ -493,6 +493,15 @@ async fn a_lagging_replica_is_brought_up_by_a_snapshot_after_the_purge() {
     );
     assert_eq!(group.payloads(lagging), expected);
     assert_eq!(group.payloads(leader), expected);
+
+    // Restarted, the replica starts from its snapshot file: its log no
+    // longer holds the entries the snapshot covers.
+    let mut group = group;
+    group.stop(lagging).await;
+    group.start_replica(lagging).await;
+    group.applied(lagging, last.index).await;
+    assert_eq!(group.replicas[&lagging].state.lock().installs, 1);
+    assert_eq!(group.payloads(lagging), expected);
     group.shutdown().await;
 }
 
