@@ -12,7 +12,7 @@
 
 use super::peer::{Peer, PeerClient, PeerError, RaftRoute};
 use crate::replication::{
-    serve, GroupId, GroupRaft, GroupRpc, GroupRpcError, GroupTransport, ReplicaId, ReplicaNode,
+    GroupHandle, GroupId, GroupRpc, GroupRpcError, GroupTransport, ReplicaId, ReplicaNode,
     TransportError,
 };
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ pub enum GroupServeError {
 /// The group replicas running on this node, by group. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct GroupReplicas {
-    running: Arc<RwLock<HashMap<GroupId, GroupRaft>>>,
+    running: Arc<RwLock<HashMap<GroupId, GroupHandle>>>,
 }
 
 impl std::fmt::Debug for GroupReplicas {
@@ -44,13 +44,14 @@ impl std::fmt::Debug for GroupReplicas {
 }
 
 impl GroupReplicas {
-    /// Makes `group`'s replica reachable by peers (replacing an older one).
-    pub fn insert(&self, group: GroupId, raft: GroupRaft) {
-        self.write().insert(group, raft);
+    /// Makes the replica reachable by peers (replacing an older one of its
+    /// group).
+    pub fn insert(&self, replica: GroupHandle) {
+        self.write().insert(replica.group(), replica);
     }
 
     /// Takes `group`'s replica out of reach; the caller shuts it down.
-    pub fn remove(&self, group: GroupId) -> Option<GroupRaft> {
+    pub fn remove(&self, group: GroupId) -> Option<GroupHandle> {
         self.write().remove(&group)
     }
 
@@ -69,17 +70,17 @@ impl GroupReplicas {
         route: RaftRoute,
         body: &[u8],
     ) -> Result<Vec<u8>, GroupServeError> {
-        let raft = self
+        let replica = self
             .running
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&group)
             .cloned()
             .ok_or(GroupServeError::NotHosted { group })?;
-        Ok(serve(&raft, rpc_of(route), body).await?)
+        Ok(replica.serve(rpc_of(route), body).await?)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<GroupId, GroupRaft>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<GroupId, GroupHandle>> {
         self.running.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -217,7 +218,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_replicas_replicate_over_the_peer_client() {
         use crate::replication::group_tests::RecordingApply;
-        use crate::replication::{start_replica, GroupConfig, GroupPayload, ReplicatedLog};
+        use crate::replication::{start_replica, GroupConfig, ReplicatedLog};
         use std::collections::BTreeMap;
         const GROUP: GroupId = 11;
         const WAIT: Duration = Duration::from_secs(30);
@@ -254,12 +255,14 @@ mod tests {
             )
             .await
             .unwrap();
-            table.insert(GROUP, raft.clone());
-            replicas.insert(id, (raft, state, log));
+            let replica = GroupHandle::new(GROUP, raft);
+            table.insert(replica.clone());
+            replicas.insert(id, (replica, state, log));
         }
         replicas[&1].0.initialize(members).await.unwrap();
         let leader = replicas[&1]
             .0
+            .raft()
             .wait(Some(WAIT))
             .metrics(|metrics| metrics.current_leader.is_some(), "a leader")
             .await
@@ -268,12 +271,14 @@ mod tests {
             .unwrap();
         let written = replicas[&leader]
             .0
-            .client_write(GroupPayload::new(b"over http".to_vec()))
+            .write(b"over http".to_vec())
             .await
             .unwrap();
-        for (id, (raft, state, _)) in &replicas {
-            raft.wait(Some(WAIT))
-                .applied_index_at_least(Some(written.log_id.index), format!("replica {id}"))
+        for (id, (replica, state, _)) in &replicas {
+            replica
+                .raft()
+                .wait(Some(WAIT))
+                .applied_index_at_least(Some(written), format!("replica {id}"))
                 .await
                 .unwrap();
             assert_eq!(
@@ -283,9 +288,9 @@ mod tests {
             );
         }
         assert_eq!(tables[&2].groups(), vec![GROUP]);
-        for (id, (raft, _, _)) in &replicas {
+        for (id, (replica, _, _)) in &replicas {
             tables[id].remove(GROUP);
-            raft.shutdown().await.unwrap();
+            replica.shutdown().await.unwrap();
         }
         for server in servers {
             server.stop(true).await;

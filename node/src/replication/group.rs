@@ -213,6 +213,10 @@ pub enum GroupError {
     },
     #[error("group {group}'s Raft could not start: {reason}")]
     Start { group: GroupId, reason: String },
+    #[error("group {group} could not be initialized: {reason}")]
+    Initialize { group: GroupId, reason: String },
+    #[error("group {group}'s replica did not shut down cleanly: {reason}")]
+    Shutdown { group: GroupId, reason: String },
 }
 
 /// Opens `group`'s replica on this node and starts its Raft: the group's
@@ -573,4 +577,132 @@ fn decode_snapshot(bytes: &[u8]) -> Result<StoredSnapshot, String> {
         meta,
         data: data.to_vec(),
     })
+}
+
+/// What the rest of the node may do with a running replica; no openraft
+/// type crosses it (as `PlacementHandle` for placement). Cheap to clone.
+#[derive(Clone)]
+pub struct GroupHandle {
+    group: GroupId,
+    raft: GroupRaft,
+}
+
+impl fmt::Debug for GroupHandle {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("GroupHandle")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a write was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupWriteError {
+    /// Only the leader writes; the entry was not committed (a deposed
+    /// leader's entry is cut from its log). Safe to send to the leader.
+    #[error("group {group}: this replica is not the leader (leader: {})", leader_address.as_deref().unwrap_or("unknown"))]
+    NotLeader {
+        group: GroupId,
+        leader: Option<ReplicaId>,
+        leader_address: Option<String>,
+    },
+    /// The replica stopped (storage failure or shutdown).
+    #[error("group {group}'s replica stopped: {reason}")]
+    Stopped { group: GroupId, reason: String },
+}
+
+/// What a replica knows of its group, for routing and reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub replica: ReplicaId,
+    pub is_leader: bool,
+    /// The Raft term: the epoch of the group's leadership.
+    pub term: u64,
+    pub leader: Option<ReplicaId>,
+    pub last_applied: Option<u64>,
+    pub voters: Vec<ReplicaId>,
+}
+
+impl GroupHandle {
+    pub fn new(group: GroupId, raft: GroupRaft) -> GroupHandle {
+        GroupHandle { group, raft }
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Writes `payload` and answers its log index once it is committed (on
+    /// disk on a majority of the replica set) and applied here.
+    pub async fn write(&self, payload: Vec<u8>) -> Result<u64, GroupWriteError> {
+        match self.raft.client_write(GroupPayload::new(payload)).await {
+            Ok(response) => Ok(response.log_id.index),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(forward),
+            )) => Err(GroupWriteError::NotLeader {
+                group: self.group,
+                leader: forward.leader_id,
+                leader_address: forward.leader_node.map(|node| node.address),
+            }),
+            Err(error) => Err(GroupWriteError::Stopped {
+                group: self.group,
+                reason: error.to_string(),
+            }),
+        }
+    }
+
+    /// Makes a new group with `members` as its voters; called on one of
+    /// them, once.
+    pub async fn initialize(
+        &self,
+        members: std::collections::BTreeMap<ReplicaId, ReplicaNode>,
+    ) -> Result<(), GroupError> {
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|error| GroupError::Initialize {
+                group: self.group,
+                reason: error.to_string(),
+            })
+    }
+
+    /// Serves a peer's request for this replica (`super::network::serve`).
+    pub async fn serve(
+        &self,
+        rpc: super::network::GroupRpc,
+        body: &[u8],
+    ) -> Result<Vec<u8>, super::network::GroupRpcError> {
+        super::network::serve(&self.raft, rpc, body).await
+    }
+
+    pub fn status(&self) -> GroupStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        GroupStatus {
+            group: self.group,
+            replica: metrics.id,
+            is_leader: metrics.state == openraft::ServerState::Leader,
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_applied: metrics.last_applied.map(|log_id| log_id.index),
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+        }
+    }
+
+    /// Stops the replica; its log handle closes.
+    pub async fn shutdown(&self) -> Result<(), GroupError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|error| GroupError::Shutdown {
+                group: self.group,
+                reason: error.to_string(),
+            })
+    }
+
+    /// The openraft node, for this module's tests and metrics waits.
+    pub fn raft(&self) -> &GroupRaft {
+        &self.raft
+    }
 }

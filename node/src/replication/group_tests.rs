@@ -334,6 +334,44 @@ async fn three_replicas_elect_one_leader_that_all_follow() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handle_writes_at_the_leader_and_names_it_elsewhere() {
+    let group = TestGroup::start("handle", test_config()).await;
+    let leader = group.leader().await;
+    let follower = MEMBERS.into_iter().find(|&id| id != leader).unwrap();
+    let at_leader = GroupHandle::new(GROUP, group.raft(leader).clone());
+    let at_follower = GroupHandle::new(GROUP, group.raft(follower).clone());
+    let index = at_leader
+        .write(b"through the handle".to_vec())
+        .await
+        .unwrap();
+    group.applied(follower, index).await;
+    assert_eq!(
+        group.payloads(follower),
+        vec![b"through the handle".to_vec()]
+    );
+
+    let refused = at_follower.write(b"refused".to_vec()).await.unwrap_err();
+    match refused {
+        GroupWriteError::NotLeader {
+            group: GROUP,
+            leader: Some(named),
+            leader_address: Some(address),
+        } => {
+            assert_eq!(named, leader);
+            assert_eq!(address, format!("replica-{leader}"));
+        }
+        other => panic!("expected not_leader naming {leader}, got {other:?}"),
+    }
+    let status = at_follower.status();
+    assert!(!status.is_leader);
+    assert_eq!(status.leader, Some(leader));
+    assert_eq!(status.voters, MEMBERS.to_vec());
+    assert!(at_leader.status().is_leader);
+    assert_eq!(at_leader.status().term, status.term);
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_acknowledged_only_once_a_majority_synced_it() {
     let group = TestGroup::start("majority", test_config()).await;
     let leader = group.leader().await;

@@ -108,8 +108,9 @@ mod model_tests;
 mod tests;
 
 pub use group::{
-    start_replica, GroupApply, GroupApplyError, GroupConfig, GroupError, GroupPayload, GroupRaft,
-    GroupSnapshotBuilder, GroupStateMachine, ReplicaId, ReplicaNode, ReplicaTypes,
+    start_replica, GroupApply, GroupApplyError, GroupConfig, GroupError, GroupHandle, GroupPayload,
+    GroupRaft, GroupSnapshotBuilder, GroupStateMachine, GroupStatus, GroupWriteError, ReplicaId,
+    ReplicaNode, ReplicaTypes,
 };
 pub use log_store::{
     AppendDurable, GroupLog, GroupLogReader, GroupTypes, OpenReport, ReclaimReport, ReplicatedLog,
