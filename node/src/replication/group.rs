@@ -385,6 +385,7 @@ impl<A: GroupApply> RaftStateMachine<ReplicaTypes> for GroupStateMachine<A> {
         self.snapshots
             .write(stored)
             .await
+            .map(drop)
             .map_err(|error| storage_error(subject(), ErrorVerb::Write, &error))
     }
 
@@ -402,7 +403,6 @@ impl<A: GroupApply> RaftStateMachine<ReplicaTypes> for GroupStateMachine<A> {
 }
 
 /// Writes a snapshot taken between two applies.
-#[derive(Debug)]
 pub struct GroupSnapshotBuilder {
     data: Result<Vec<u8>, GroupApplyError>,
     applied: Option<LogId<ReplicaId>>,
@@ -410,11 +410,23 @@ pub struct GroupSnapshotBuilder {
     snapshots: SnapshotFile,
 }
 
+/// Without the data: a snapshot can be large.
+impl fmt::Debug for GroupSnapshotBuilder {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("GroupSnapshotBuilder")
+            .field("applied", &self.applied)
+            .field("bytes", &self.data.as_ref().map(Vec::len))
+            .finish_non_exhaustive()
+    }
+}
+
 impl RaftSnapshotBuilder<ReplicaTypes> for GroupSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<ReplicaTypes>, StorageError<ReplicaId>> {
         let subject = || ErrorSubject::Snapshot(None);
-        let data = match &self.data {
-            Ok(data) => data.clone(),
+        // Taken, not copied: openraft builds once per builder.
+        let data = match &mut self.data {
+            Ok(data) => std::mem::take(data),
             Err(error) => {
                 return Err(storage_error(subject(), ErrorVerb::Read, error));
             }
@@ -430,9 +442,9 @@ impl RaftSnapshotBuilder<ReplicaTypes> for GroupSnapshotBuilder {
             last_membership: self.membership.clone(),
             snapshot_id: format!("{position}-{:016x}", rand::random::<u64>()),
         };
-        let stored = StoredSnapshot { meta, data };
-        self.snapshots
-            .write(stored.clone())
+        let stored = self
+            .snapshots
+            .write(StoredSnapshot { meta, data })
             .await
             .map_err(|error| storage_error(subject(), ErrorVerb::Write, &error))?;
         Ok(Snapshot {
@@ -496,9 +508,10 @@ impl SnapshotFile {
             .map_err(|error| self.error(error))?
     }
 
-    pub async fn write(&self, snapshot: StoredSnapshot) -> Result<(), GroupError> {
+    /// Writes `snapshot` (unless a newer one is on disk) and hands it back.
+    pub async fn write(&self, snapshot: StoredSnapshot) -> Result<StoredSnapshot, GroupError> {
         let file = self.clone();
-        tokio::task::spawn_blocking(move || file.write_blocking(&snapshot))
+        tokio::task::spawn_blocking(move || file.write_blocking(&snapshot).map(|()| snapshot))
             .await
             .map_err(|error| self.error(error))?
     }
