@@ -69,6 +69,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Show an experiment's results per variation.
     Results(ResultsArgs),
+    /// Show, set or clear an experiment's stored allocation weights (what
+    /// the sample ratio mismatch check expects when a query gives none).
+    Weights(super::weights::WeightsArgs),
     /// Inspect the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),

@@ -22,6 +22,7 @@ pub mod projects;
 pub mod results;
 pub mod shards;
 pub mod table;
+pub mod weights;
 
 use crate::Client;
 use args::{
@@ -134,6 +135,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CliError> {
         }
         Command::Import(args) => import::run(&client, &context, args).await,
         Command::Results(args) => results::run(&client, &context, args).await,
+        Command::Weights(args) => weights::run(&client, &context, args).await,
         Command::Cluster(ClusterCommand::Status) => {
             cluster::status(&client, &context, &admin_token).await
         }
