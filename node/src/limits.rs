@@ -85,6 +85,17 @@ pub const QUERY_KEYS_MAX: usize = 32;
 /// Most variations one results query may give an expected allocation weight
 /// (`weights`, for the sample ratio mismatch check).
 pub const QUERY_WEIGHTS_MAX: usize = 64;
+/// Most variations an experiment's stored allocation weights may name
+/// (`PUT /v1/projects/{p}/experiments/{e}/weights`).
+pub const EXPERIMENT_WEIGHTS_VARIATIONS_MAX: usize = 64;
+/// Most experiments of one project with stored allocation weights: each is
+/// kept in the placement state every member holds.
+pub const WEIGHTED_EXPERIMENTS_PER_PROJECT_MAX: usize = 1_000;
+/// Smallest stored allocation weight: a weight is a ratio (1:1, 2:1), and
+/// one below this is a typo rather than an allocation.
+pub const EXPERIMENT_WEIGHT_MIN: f64 = 0.001;
+/// Largest stored allocation weight.
+pub const EXPERIMENT_WEIGHT_MAX: f64 = 1_000_000.0;
 /// Most buckets one results or time-series query may span.
 pub const QUERY_BUCKETS_MAX: i64 = 24 * 400;
 /// Most points one time-series answer may hold per variation.

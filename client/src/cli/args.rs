@@ -100,6 +100,9 @@ pub enum Command {
     /// Show an experiment's results per variation.
     #[command(after_help = RESULTS_EXAMPLES)]
     Results(ResultsArgs),
+    /// Show, set or clear an experiment's stored allocation weights (what
+    /// the sample ratio mismatch check expects when a query gives none).
+    Weights(super::weights::WeightsArgs),
     /// Inspect the cluster.
     #[command(subcommand, after_help = "Examples:\n  sessiondb-ctl cluster status")]
     Cluster(ClusterCommand),

@@ -24,6 +24,7 @@ pub mod results;
 pub mod shards;
 pub mod table;
 pub mod time;
+pub mod weights;
 
 use crate::{Client, ClientError};
 use args::{
@@ -236,6 +237,7 @@ pub async fn run(mut cli: Cli, sources: CredentialSources) -> Result<u8, CliErro
         }
         Command::Import(args) => import::run(&client, &context, args).await,
         Command::Results(args) => results::run(&client, &context, args).await,
+        Command::Weights(args) => weights::run(&client, &context, args).await,
         Command::Cluster(ClusterCommand::Status) => {
             cluster::status(&client, &context, &admin_token).await
         }

@@ -565,6 +565,7 @@ b                 15           16  15.00%  +50.0% [-10.0%, +110.0%]   0.2869    
             p_value,
             expected_weights: [("a".to_string(), 0.5), ("b".to_string(), 0.5)].into(),
             flagged,
+            weights_source: Default::default(),
         };
         assert_eq!(
             render_sample_ratio_mismatch(&srm(0.000_002_4, true)),

@@ -46,7 +46,9 @@ mod testing;
 pub mod visitor;
 
 pub use ingest::IngestError;
-pub use share::{LocalShare, ResultsAnswer, ResultsRequest, SeriesAnswer, ShareRequest};
+pub use share::{
+    LocalShare, ResultsAnswer, ResultsRequest, SeriesAnswer, SeriesRequest, ShareRequest,
+};
 pub use status::{EngineMetrics, EngineStatus};
 
 use crate::clock::SharedClock;
