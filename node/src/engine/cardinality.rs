@@ -14,7 +14,7 @@
 use super::aggregates::{AggregateStore, Group};
 use super::contribution::NONE_VALUE;
 use super::shard::ShardState;
-use crate::event::{Event, NameKind, RejectReason};
+use crate::event::{Event, EventKind, NameKind, RejectReason};
 use crate::limits;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -22,6 +22,16 @@ use std::sync::Arc;
 /// The breakdown value that stands for every value beyond
 /// `BREAKDOWN_VALUES_PER_ATTRIBUTE_MAX` in an experiment.
 pub const OTHER_VALUE: &str = "(other)";
+
+/// What `NameSets::admit` changed in an event it admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Folded {
+    /// Breakdown values counted as `(other)`.
+    pub breakdown_values: u64,
+    /// Whether the event is a page view whose new page name, beyond the
+    /// key limit, is counted as `(other)`.
+    pub page_name: bool,
+}
 
 /// The limits, per project on one node. `Default` is the documented
 /// `limits` constants; tests lower them.
@@ -75,22 +85,26 @@ impl NameSets {
 
     /// Admits `event` of `project`: refuses it when it names one experiment,
     /// variation or conversion key more than its limit allows (nothing of
-    /// it is recorded then), else records its names and folds each
-    /// breakdown value beyond its limit into `(other)`. Answers how many
-    /// values were folded.
-    pub fn admit(&mut self, project: &Arc<str>, event: &mut Event) -> Result<u64, RejectReason> {
+    /// it is recorded then), else records its names, counts a page view's
+    /// new name beyond the key limit as `(other)` and folds each breakdown
+    /// value beyond its limit into `(other)`. Answers what was folded.
+    pub fn admit(&mut self, project: &Arc<str>, event: &mut Event) -> Result<Folded, RejectReason> {
         let limits = self.limits;
         let names = self.projects.entry(Arc::clone(project)).or_default();
         names.check(&limits, event)?;
+        let page_name = names.fold_page_name(&limits, event);
         names.record_names(event);
-        let Some(data) = event.decision.as_deref_mut() else {
-            return Ok(0);
+        let mut folded = Folded {
+            breakdown_values: 0,
+            page_name,
         };
-        let mut folded = 0;
+        let Some(data) = event.decision.as_deref_mut() else {
+            return Ok(folded);
+        };
         for (attribute, value) in data.attributes.iter_mut() {
             if !names.admit_value(&limits, &data.decisions, attribute, value) {
                 *value = Arc::from(OTHER_VALUE);
-                folded += 1;
+                folded.breakdown_values += 1;
             }
         }
         Ok(folded)
@@ -169,9 +183,14 @@ impl NameSets {
 impl ProjectNames {
     /// Whether the event's key, experiments and variations fit.
     fn check(&self, limits: &CardinalityLimits, event: &Event) -> Result<(), RejectReason> {
-        if let Some(key) = &event.key {
-            let full = self.conversion_keys.len() >= limits.conversion_keys_per_project;
-            if full && !self.conversion_keys.contains(key) {
+        // A page view beyond the limit is kept with its name folded
+        // (`fold_page_name`): it still makes sessions and page views.
+        if let Some(key) = event
+            .key
+            .as_ref()
+            .filter(|_| event.kind != EventKind::Pageview)
+        {
+            if !self.admits_key(limits, key) {
                 return Err(refusal(
                     NameKind::ConversionKey,
                     key,
@@ -215,9 +234,31 @@ impl ProjectNames {
         Ok(())
     }
 
-    /// Records the event's key, experiments and variations.
+    fn admits_key(&self, limits: &CardinalityLimits, key: &Arc<str>) -> bool {
+        self.conversion_keys.contains(key)
+            || self.conversion_keys.len() < limits.conversion_keys_per_project
+    }
+
+    /// A page view naming a new page beyond the key limit is counted under
+    /// `(other)`: its session, bounce and page-view counts matter more than
+    /// its page name, unlike a conversion, whose key is what it measures.
+    fn fold_page_name(&self, limits: &CardinalityLimits, event: &mut Event) -> bool {
+        if event.kind != EventKind::Pageview {
+            return false;
+        }
+        match &event.key {
+            Some(key) if &**key != OTHER_VALUE && !self.admits_key(limits, key) => {
+                event.key = Some(Arc::from(OTHER_VALUE));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records the event's key, experiments and variations. `(other)` as
+    /// a folded page name takes no place of its own.
     fn record_names(&mut self, event: &Event) {
-        if let Some(key) = &event.key {
+        if let Some(key) = event.key.as_ref().filter(|key| &***key != OTHER_VALUE) {
             self.conversion_keys.insert(Arc::clone(key));
         }
         for (experiment, variation) in event.decisions() {
@@ -316,9 +357,9 @@ mod tests {
         event
     }
 
-    fn code(result: Result<u64, RejectReason>) -> String {
+    fn code(result: Result<Folded, RejectReason>) -> String {
         match result {
-            Ok(folded) => format!("ok {folded}"),
+            Ok(folded) => format!("ok {}", folded.breakdown_values),
             Err(reason) => reason.code().to_string(),
         }
     }
@@ -351,6 +392,31 @@ mod tests {
             message.contains("experiment `z`") && message.contains("EXPERIMENTS_PER_PROJECT_MAX"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn page_views_beyond_the_key_limit_are_kept_under_other() {
+        let project: Arc<str> = Arc::from("shop");
+        let mut names = NameSets::new(LIMITS);
+        let mut page_view = |page: &str| {
+            let mut event = event(Some(page), &[], None);
+            event.kind = EventKind::Pageview;
+            let folded = names
+                .admit(&project, &mut event)
+                .expect("a page view is kept");
+            (event.key.as_deref().map(str::to_string), folded.page_name)
+        };
+        assert_eq!(page_view("home"), (Some("home".to_string()), false));
+        assert_eq!(page_view("cart"), (Some("cart".to_string()), false));
+        assert_eq!(page_view("blog-1"), (Some(OTHER_VALUE.to_string()), true));
+        assert_eq!(page_view("blog-2"), (Some(OTHER_VALUE.to_string()), true));
+        assert_eq!(page_view("home"), (Some("home".to_string()), false));
+        // `(other)` took no place: a conversion key is still refused only
+        // because the two real names fill the limit.
+        let reason = names
+            .admit(&project, &mut event(Some("buy"), &[], None))
+            .unwrap_err();
+        assert_eq!(reason.code(), "cardinality_limit");
     }
 
     #[test]

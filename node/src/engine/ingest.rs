@@ -102,6 +102,7 @@ impl Engine {
             .expect("roles lock is never poisoned");
         let mut names = self.names();
         let mut folded = 0;
+        let mut page_names_folded = 0;
         for (index, event) in events.into_iter().enumerate() {
             match event {
                 Err(reason) => outcomes.push(Outcome::Rejected(reason)),
@@ -116,7 +117,10 @@ impl Engine {
                         continue;
                     }
                     match names.admit(&event.project.name, &mut event.event) {
-                        Ok(count) => folded += count,
+                        Ok(count) => {
+                            folded += count.breakdown_values;
+                            page_names_folded += u64::from(count.page_name);
+                        }
                         Err(reason) => {
                             outcomes.push(Outcome::Rejected(reason));
                             continue;
@@ -134,6 +138,12 @@ impl Engine {
                 .counters
                 .breakdown_values_folded
                 .fetch_add(folded, Ordering::Relaxed);
+        }
+        if page_names_folded > 0 {
+            self.inner
+                .counters
+                .page_names_folded
+                .fetch_add(page_names_folded, Ordering::Relaxed);
         }
         (outcomes, per_shard)
     }

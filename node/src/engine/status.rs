@@ -40,6 +40,7 @@ pub(super) struct EventCounters {
     pub(super) attributes_dropped: AtomicU64,
     /// Breakdown values folded into `(other)` (`cardinality`).
     pub(super) breakdown_values_folded: AtomicU64,
+    pub(super) page_names_folded: AtomicU64,
     /// Results and time-series requests, timed by the HTTP layer.
     pub(super) query_seconds: crate::metrics::Histogram,
     /// The last checkpoint taken (`Engine::checkpoint`).
@@ -55,8 +56,8 @@ pub struct EngineMetrics {
     pub rejections: Vec<(RejectCode, u64)>,
     /// What ingest changed in accepted events instead of rejecting them,
     /// by reason: `value_truncated`, `attribute_dropped`,
-    /// `breakdown_value_folded`.
-    pub adjustments: [(&'static str, u64); 3],
+    /// `breakdown_value_folded`, `page_name_folded`.
+    pub adjustments: [(&'static str, u64); 4],
     pub batches: u64,
     pub query_seconds: crate::metrics::HistogramSnapshot,
     /// Messages queued or being handled, summed over the shard actors.
@@ -266,6 +267,7 @@ impl Engine {
             ("value_truncated", &counters.values_truncated),
             ("attribute_dropped", &counters.attributes_dropped),
             ("breakdown_value_folded", &counters.breakdown_values_folded),
+            ("page_name_folded", &counters.page_names_folded),
         ]
         .map(|(reason, counter)| (reason, counter.load(Ordering::Relaxed)));
         EngineMetrics {
