@@ -147,6 +147,11 @@ impl TestNode {
         sessiondb_client::Client::new(self.base_url()).with_token(TEST_ADMIN_TOKEN)
     }
 
+    /// What the node wrote on stderr (its log) so far.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.stderr_path).unwrap_or_default()).into_owned()
+    }
+
     /// "host:port" of the node.
     pub fn address(&self) -> &str {
         self.base_url.trim_start_matches("http://")

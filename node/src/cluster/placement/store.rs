@@ -36,7 +36,10 @@
 // trait method. Errors are rare and end the Raft node anyway.
 #![allow(clippy::result_large_err)]
 
-use super::state::{DamagedState, Member, NodeId, PlacementResponse, PlacementState, Role};
+use super::state::{
+    DamagedState, Member, NodeId, PlacementResponse, PlacementState, PlacementStateBeforeWeights,
+    Role,
+};
 use super::{PlacementNode, PlacementTypes};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
@@ -57,7 +60,12 @@ use tokio::sync::watch;
 /// The first byte of every stored value. Bump it when an encoding changes,
 /// and teach `decode` the old one.
 /// 2: the state gained `draining` and `retired`.
-const FORMAT_VERSION: u8 = 2;
+/// 3: the state gained `experiment_weights` (its last field); every other
+/// value is laid out as in 2 (commands only gained variants at the end), so
+/// 2 is still read (`decode`, `decode_state`).
+const FORMAT_VERSION: u8 = 3;
+/// The previous version, still read.
+const FORMAT_VERSION_BEFORE_WEIGHTS: u8 = 2;
 
 const TREE_LOG: &str = "log";
 const TREE_LOG_META: &str = "log_meta";
@@ -148,8 +156,16 @@ pub fn open(
         read_value(&machine, KEY_APPLIED, subject()).map_err(damaged)?;
     let membership: Option<StoredMembership<NodeId, PlacementNode>> =
         read_value(&machine, KEY_MEMBERSHIP, subject()).map_err(damaged)?;
-    let state: Option<PlacementState> =
-        read_value(&machine, KEY_STATE, subject()).map_err(damaged)?;
+    let state = machine
+        .get(KEY_STATE)
+        .map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
+        .and_then(|bytes| {
+            bytes
+                .map(|bytes| decode_state(&bytes))
+                .transpose()
+                .map_err(|e| io_error(subject(), ErrorVerb::Read, e))
+        })
+        .map_err(damaged)?;
     let state = state.unwrap_or_default();
     state
         .check()
@@ -171,13 +187,29 @@ fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, postcard::Err
     postcard::to_extend(value, vec![FORMAT_VERSION])
 }
 
+/// Decodes any stored value but the state (`decode_state`).
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| AnyError::new(&e)),
+        Some((&(FORMAT_VERSION | FORMAT_VERSION_BEFORE_WEIGHTS), rest)) => {
+            postcard::from_bytes(rest).map_err(|e| AnyError::new(&e))
+        }
         Some((version, _)) => Err(AnyError::error(format!(
             "unknown format version {version} (this build reads {FORMAT_VERSION})"
         ))),
         None => Err(AnyError::error("empty value")),
+    }
+}
+
+/// Decodes a stored state or a snapshot's data: a version-2 state (before
+/// experiment weights) is upgraded, with no weights stored.
+fn decode_state(bytes: &[u8]) -> std::result::Result<PlacementState, AnyError> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION_BEFORE_WEIGHTS, rest)) => {
+            postcard::from_bytes::<PlacementStateBeforeWeights>(rest)
+                .map(PlacementState::from)
+                .map_err(|e| AnyError::new(&e))
+        }
+        _ => decode(bytes),
     }
 }
 
@@ -657,7 +689,7 @@ impl RaftStateMachine<PlacementTypes> for PlacementStateMachine {
                 source,
             )
         };
-        let mut state: PlacementState = decode(&data).map_err(read_error)?;
+        let mut state = decode_state(&data).map_err(read_error)?;
         state
             .check()
             .map_err(|damage| read_error(AnyError::new(&damage)))?;
@@ -749,6 +781,52 @@ mod tests {
         assert!(error.to_string().contains("format version 99"), "{error}");
         assert!(decode::<Vote<NodeId>>(&[]).is_err());
         assert!(decode::<Vote<NodeId>>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A state stored by format version 2, before experiment weights,
+    /// loads with none: the layout of 2 is the layout of 3 without its last
+    /// field (an empty map is one zero byte in postcard).
+    #[test]
+    fn a_state_stored_before_experiment_weights_loads_with_none() {
+        use super::super::state::PlacementCommand;
+        let mut state = PlacementState::default();
+        state.set_members(BTreeMap::from([(
+            1,
+            Member {
+                address: "127.0.0.1:7001".into(),
+                role: Role::Voter,
+            },
+        )]));
+        state.apply(PlacementCommand::Initialize {
+            shards: 8,
+            owner: 1,
+        });
+        let registry = crate::project::ProjectRegistry::default();
+        let (config, _) = registry.create("shop", &Default::default()).unwrap();
+        state.apply(PlacementCommand::PutProject {
+            config: (*config).clone(),
+        });
+        let current = encode(&state).unwrap();
+        assert_eq!(current.last(), Some(&0), "no weights: an empty map last");
+        let mut before = current[..current.len() - 1].to_vec();
+        before[0] = FORMAT_VERSION_BEFORE_WEIGHTS;
+        let loaded = decode_state(&before).expect("an old state loads");
+        assert_eq!(loaded, state);
+        assert!(loaded.project("shop").is_some());
+
+        state.apply(PlacementCommand::SetExperimentWeights {
+            project: "shop".into(),
+            experiment: "checkout".into(),
+            weights: Some([("a".to_string(), 2.0), ("b".to_string(), 1.0)].into()),
+        });
+        let with_weights = decode_state(&encode(&state).unwrap()).unwrap();
+        assert_eq!(with_weights, state);
+        assert_eq!(
+            with_weights
+                .experiment_weights("shop", "checkout")
+                .map(|weights| weights["a"]),
+            Some(2.0)
+        );
     }
 
     #[test]

@@ -452,6 +452,27 @@ impl TestNode {
         TestNode::into_raw(response).await
     }
 
+    /// Sends `body` with `method`, a JSON content type and the admin token.
+    pub async fn send_admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> RawResponse {
+        let response = self
+            .http
+            .request(method.clone(), self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::AUTHORIZATION, self.admin_authorization())
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("{method} {path}: {e}; node stderr:\n{}", self.stderr_tail())
+            });
+        TestNode::into_raw(response).await
+    }
+
     fn expect_status(&self, what: &str, raw: &RawResponse, status: StatusCode) {
         assert_eq!(
             raw.status,
