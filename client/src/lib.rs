@@ -92,11 +92,12 @@ pub use shard_map::{CachedAssignment, RouterStats, ShardMapRouter};
 pub struct ClientGuide;
 
 use protocol::{
-    ClusterStatus, CreateProject, DrainReport, ErrorCode, ErrorResponse, Event, IngestResponse,
-    MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList, ProjectSettingsPatch,
-    RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey, ShardMap, ShardMoveReport,
-    TimeSeriesResponse,
+    ClusterStatus, CreateProject, DrainReport, ErrorCode, ErrorResponse, Event, ExperimentWeights,
+    IngestResponse, MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList,
+    ProjectSettingsPatch, RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey,
+    SetExperimentWeights, ShardMap, ShardMoveReport, TimeSeriesResponse,
 };
+use std::collections::BTreeMap;
 
 /// How long one request may take, connect to last byte, unless changed with
 /// [`Client::with_timeout`].
@@ -368,6 +369,12 @@ pub struct TimeSeriesRequest {
     pub keys: Vec<String>,
     /// Width of one point; a multiple of `bucket_ms` (node default: `bucket_ms`).
     pub interval_ms: Option<i64>,
+    /// A breakdown attribute: the answer's `groups` hold one series per
+    /// value instead of `variations`.
+    pub breakdown: Option<String>,
+    /// The variation the points' cumulative comparisons are against (node
+    /// default: the first by name).
+    pub baseline: Option<String>,
 }
 
 impl TimeSeriesRequest {
@@ -380,6 +387,8 @@ impl TimeSeriesRequest {
             to: None,
             keys: Vec::new(),
             interval_ms: None,
+            breakdown: None,
+            baseline: None,
         }
     }
 
@@ -388,6 +397,12 @@ impl TimeSeriesRequest {
         push_keys(&mut query, &self.keys);
         if let Some(interval_ms) = self.interval_ms {
             query.push(("interval_ms", interval_ms.to_string()));
+        }
+        if let Some(breakdown) = &self.breakdown {
+            query.push(("breakdown", breakdown.clone()));
+        }
+        if let Some(baseline) = &self.baseline {
+            query.push(("baseline", baseline.clone()));
         }
         query
     }
@@ -719,6 +734,37 @@ impl Client {
         self.get(&path, &request.query()).await
     }
 
+    /// `GET /v1/projects/{project}/experiments/{experiment}/weights`: the
+    /// experiment's stored allocation weights (`weights` is `None` when
+    /// none are stored).
+    pub async fn experiment_weights(
+        &self,
+        project: &str,
+        experiment: &str,
+    ) -> Result<ExperimentWeights, ClientError> {
+        self.get(&experiment_path(project, experiment, "weights"), &[])
+            .await
+    }
+
+    /// `PUT …/weights` with `Some` (store them) or `DELETE …/weights` with
+    /// `None` (the sample ratio mismatch check assumes equal shares again).
+    pub async fn set_experiment_weights(
+        &self,
+        project: &str,
+        experiment: &str,
+        weights: Option<BTreeMap<String, f64>>,
+    ) -> Result<ExperimentWeights, ClientError> {
+        let url = self.url(&experiment_path(project, experiment, "weights"), &[]);
+        let request = match weights {
+            Some(weights) => self
+                .request(reqwest::Method::PUT, &url)
+                .json(&SetExperimentWeights { weights }),
+            None => self.request(reqwest::Method::DELETE, &url),
+        };
+        let body = self.execute(request, &url).await?;
+        decode(&url, body)
+    }
+
     /// One experiment's counters over time, per variation.
     pub async fn timeseries(
         &self,
@@ -1035,13 +1081,15 @@ mod tests {
             to: Some(86_400_000),
             keys: vec!["purchase".into()],
             interval_ms: Some(3_600_000),
+            breakdown: Some("browser".into()),
+            baseline: Some("control".into()),
             ..TimeSeriesRequest::new("demo", "homepage")
         };
         let path = experiment_path(&request.project, &request.experiment, "timeseries");
         assert_eq!(
             build_url(BASE, &path, &request.query()),
             "http://127.0.0.1:7070/v1/projects/demo/experiments/homepage/timeseries\
-             ?from=0&to=86400000&keys=purchase&interval_ms=3600000"
+             ?from=0&to=86400000&keys=purchase&interval_ms=3600000&breakdown=browser&baseline=control"
         );
     }
 

@@ -6,7 +6,7 @@
 //! so the engine can rely on every bound in `limits`.
 
 use crate::limits;
-use crate::project::ProjectConfig;
+use crate::project::{ProjectConfig, Settings};
 use sessiondb_protocol as wire;
 use sessiondb_protocol::RejectCode;
 use std::sync::Arc;
@@ -219,14 +219,18 @@ pub enum RejectReason {
     TooManyDecisions { count: usize },
     #[error("decision {index}: experiment and variation must be 1-{max} bytes", max = limits::DECISION_NAME_BYTES_MAX)]
     InvalidDecision { index: usize },
-    #[error("{count} attributes; the limit is {max}", max = limits::ATTRIBUTES_MAX)]
-    TooManyAttributes { count: usize },
-    #[error("attribute `{name}`: names are 1-{name_max} bytes and values at most {value_max} bytes", name_max = limits::ATTRIBUTE_NAME_BYTES_MAX, value_max = limits::ATTRIBUTE_VALUE_BYTES_MAX)]
-    AttributeTooLong { name: String },
     #[error("`value` must be finite with |value| ≤ {max:e}", max = limits::VALUE_ABS_MAX)]
     InvalidValue,
     #[error("the visitor already holds {max} events inside the lateness horizon", max = limits::VISITOR_EVENTS_MAX)]
     VisitorEventLimit,
+    /// One more name than a cardinality limit allows
+    /// (`engine::cardinality`).
+    #[error("{kind} `{name}` is new and {max} are held already, the most {limit} allows on this node; the event is not counted", limit = kind.limit())]
+    CardinalityLimit {
+        kind: NameKind,
+        name: String,
+        max: usize,
+    },
     #[error("shard {shard} is owned by node {owner} (epoch {epoch}); send it there")]
     NotOwner { shard: u32, owner: u64, epoch: u64 },
     #[error("shard {shard} (epoch {epoch}) is moving to another node; retry shortly")]
@@ -260,10 +264,9 @@ impl RejectReason {
             RejectReason::MissingDecision => RejectCode::MissingDecision,
             RejectReason::TooManyDecisions { .. } => RejectCode::TooManyDecisions,
             RejectReason::InvalidDecision { .. } => RejectCode::InvalidDecision,
-            RejectReason::TooManyAttributes { .. } => RejectCode::TooManyAttributes,
-            RejectReason::AttributeTooLong { .. } => RejectCode::AttributeTooLong,
             RejectReason::InvalidValue => RejectCode::InvalidValue,
             RejectReason::VisitorEventLimit => RejectCode::VisitorEventLimit,
+            RejectReason::CardinalityLimit { .. } => RejectCode::CardinalityLimit,
             RejectReason::NotOwner { .. } => RejectCode::NotOwner,
             RejectReason::ShardMoving { .. } => RejectCode::ShardMoving,
             RejectReason::UnsupportedMessageType { .. } => RejectCode::UnsupportedMessageType,
@@ -272,16 +275,76 @@ impl RejectReason {
     }
 }
 
+/// The names whose number per project is limited (`engine::cardinality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Experiment,
+    Variation,
+    ConversionKey,
+}
+
+impl NameKind {
+    /// The name of the limit, as `docs/operations.md` lists it.
+    pub fn limit(self) -> &'static str {
+        match self {
+            NameKind::Experiment => "EXPERIMENTS_PER_PROJECT_MAX",
+            NameKind::Variation => "VARIATIONS_PER_EXPERIMENT_MAX",
+            NameKind::ConversionKey => "CONVERSION_KEYS_PER_PROJECT_MAX",
+        }
+    }
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            NameKind::Experiment => "experiment",
+            NameKind::Variation => "variation",
+            NameKind::ConversionKey => "conversion key",
+        })
+    }
+}
+
 /// Looks up projects for validation.
 pub trait ProjectLookup {
     fn project(&self, name: &str) -> Option<Arc<ProjectConfig>>;
 }
+
+/// What validation changed in events' attributes instead of rejecting
+/// them, per reason (`/metrics`, `sessiondb_ingest_adjustments_total`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AttributeAdjustments {
+    /// Values cut to `ATTRIBUTE_VALUE_BYTES_MAX` bytes.
+    pub values_truncated: u64,
+    /// Attributes beyond `ATTRIBUTES_MAX` on one event, dropped.
+    pub attributes_dropped: u64,
+}
+
+/// The breakdown attribute whose URLs are cut to their host: a breakdown
+/// by full referrer URL would have a group per search query.
+pub const REFERRER_ATTRIBUTE: &str = "referrer";
 
 /// Validates one wire event against the limits and its project's horizon.
 pub fn validate(
     event: wire::Event,
     projects: &impl ProjectLookup,
     now_ms: i64,
+) -> Result<VisitorEvent, RejectReason> {
+    validate_adjusting(
+        event,
+        projects,
+        now_ms,
+        &mut AttributeAdjustments::default(),
+    )
+}
+
+/// `validate`, adding what it changed in the event's attributes to
+/// `adjustments`. Attribute limits never reject an event: only what makes
+/// an event meaningless does (identity, time, value, key, decisions).
+pub fn validate_adjusting(
+    event: wire::Event,
+    projects: &impl ProjectLookup,
+    now_ms: i64,
+    adjustments: &mut AttributeAdjustments,
 ) -> Result<VisitorEvent, RejectReason> {
     check_identity(&event)?;
     let project = projects
@@ -295,13 +358,17 @@ pub fn validate(
     let key = check_key(event.key.as_deref(), kind)?;
     let value_micros = value_to_micros(event.value)?;
     let decisions = check_decisions(&event.decisions, kind)?;
-    let attributes = check_attributes(event.attributes)?;
+    let extra = event
+        .attributes
+        .len()
+        .saturating_sub(limits::ATTRIBUTES_MAX);
+    adjustments.attributes_dropped += extra as u64;
     // Only an exposure event's attributes are ever read; dropping the rest
     // keeps visitor state small.
     let attributes = if decisions.is_empty() {
         Vec::new()
     } else {
-        attributes
+        breakdown_attributes(event.attributes, &project.settings, adjustments)
     };
     let mut internal = Event {
         id: event.id.into_boxed_str(),
@@ -427,25 +494,70 @@ fn check_decisions(
         .collect()
 }
 
-fn check_attributes(
+/// The attributes that a breakdown of the project uses, normalised: the
+/// rest are never read, so they are not kept. A project has at most
+/// `BREAKDOWN_ATTRIBUTES_MAX` (≤ `ATTRIBUTES_MAX`) of them, so none is lost
+/// to `ATTRIBUTES_MAX`.
+fn breakdown_attributes(
     attributes: std::collections::BTreeMap<String, String>,
-) -> Result<NamePairs, RejectReason> {
-    if attributes.len() > limits::ATTRIBUTES_MAX {
-        return Err(RejectReason::TooManyAttributes {
-            count: attributes.len(),
-        });
-    }
+    settings: &Settings,
+    adjustments: &mut AttributeAdjustments,
+) -> NamePairs {
     // BTreeMap iterates in name order, which `Event::attribute` relies on.
     attributes
         .into_iter()
+        .filter(|(name, _)| {
+            settings
+                .breakdown_attributes
+                .iter()
+                .any(|breakdown| **breakdown == **name)
+        })
+        .take(limits::ATTRIBUTES_MAX)
         .map(|(name, value)| {
-            let name_valid = !name.is_empty() && name.len() <= limits::ATTRIBUTE_NAME_BYTES_MAX;
-            if !name_valid || value.len() > limits::ATTRIBUTE_VALUE_BYTES_MAX {
-                return Err(RejectReason::AttributeTooLong { name });
-            }
-            Ok((Arc::from(name), Arc::from(value)))
+            let value = normalised_value(&name, value, adjustments);
+            (Arc::from(name), Arc::from(value))
         })
         .collect()
+}
+
+/// A `referrer` URL becomes its host; any value is then cut to
+/// `ATTRIBUTE_VALUE_BYTES_MAX` bytes at a character boundary.
+fn normalised_value(name: &str, value: String, adjustments: &mut AttributeAdjustments) -> String {
+    let mut value = match host_of(&value) {
+        Some(host) if name == REFERRER_ATTRIBUTE => host,
+        _ => value,
+    };
+    if value.len() > limits::ATTRIBUTE_VALUE_BYTES_MAX {
+        let mut end = limits::ATTRIBUTE_VALUE_BYTES_MAX;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        value.truncate(end);
+        adjustments.values_truncated += 1;
+    }
+    value
+}
+
+/// The host of an absolute URL (`scheme://[user@]host[:port]/…`),
+/// lower-cased; `None` for anything else.
+pub fn host_of(value: &str) -> Option<String> {
+    let (scheme, rest) = value.split_once("://")?;
+    let mut scheme_chars = scheme.chars();
+    let scheme_valid = scheme_chars.next()?.is_ascii_alphabetic()
+        && scheme_chars.all(|char| char.is_ascii_alphanumeric() || "+-.".contains(char));
+    if !scheme_valid {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_and_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host_and_port.strip_prefix('[') {
+        // An IPv6 literal keeps its brackets; its colons are not a port.
+        Some(literal) => &host_and_port[..literal.find(']')? + 2],
+        None => host_and_port.split(':').next().unwrap_or_default(),
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -527,20 +639,62 @@ mod tests {
             },
             "missing_key",
         );
-        check(
-            &|event| {
-                for index in 0..33 {
-                    event.attributes.insert(format!("a{index}"), "v".into());
-                }
-            },
-            "too_many_attributes",
+    }
+
+    #[test]
+    fn attribute_limits_adjust_the_event_instead_of_rejecting_it() {
+        let registry = registry();
+        let mut event = wire_event();
+        for index in 0..40 {
+            event.attributes.insert(format!("a{index}"), "v".into());
+        }
+        // 255 ASCII bytes then a 2-byte character: cut before it.
+        event
+            .attributes
+            .insert("device".into(), format!("{}é", "d".repeat(255)));
+        event.attributes.insert("campaign".into(), "c".repeat(300));
+        let mut adjustments = AttributeAdjustments::default();
+        let event = validate_adjusting(event, &registry, 1_000_000, &mut adjustments).unwrap();
+        let names: Vec<&str> = event
+            .event
+            .attributes()
+            .iter()
+            .map(|(name, _)| &**name)
+            .collect();
+        assert_eq!(names, ["browser", "campaign", "device"]);
+        let attribute = |name| event.event.attribute(name).map(|value| value.len());
+        assert_eq!(attribute("device"), Some(255));
+        assert_eq!(
+            attribute("campaign"),
+            Some(limits::ATTRIBUTE_VALUE_BYTES_MAX)
         );
-        check(
-            &|event| {
-                event.attributes.insert("long".into(), "v".repeat(257));
-            },
-            "attribute_too_long",
+        assert_eq!(
+            adjustments,
+            AttributeAdjustments {
+                values_truncated: 2,
+                attributes_dropped: (43 - limits::ATTRIBUTES_MAX) as u64,
+            }
         );
+    }
+
+    #[test]
+    fn referrers_become_hosts_and_other_text_stays() {
+        let referrer = |value: &str| {
+            let mut event = wire_event();
+            event.attributes.insert("referrer".into(), value.into());
+            let event = validate(event, &registry(), 1_000_000).unwrap();
+            event.event.attribute("referrer").unwrap().to_string()
+        };
+        assert_eq!(
+            referrer("https://www.google.com/search?q=x"),
+            "www.google.com"
+        );
+        assert_eq!(referrer("HTTP://user@Example.org:8080#top"), "example.org");
+        assert_eq!(referrer("http://[::1]:80/x"), "[::1]");
+        assert_eq!(referrer("newsletter"), "newsletter");
+        assert_eq!(referrer(&"n".repeat(300)).len(), 256);
+        assert_eq!(host_of("://nothing"), None);
+        assert_eq!(host_of("https:///path"), None);
     }
 
     /// The compact layout encodes exactly as the first one did (two

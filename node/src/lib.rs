@@ -14,8 +14,10 @@
 //!   this node's query shares — behind `Engine`. Knows nothing of the
 //!   cluster.
 //! - `project_rates`: accepted events per project (console rates, metrics).
-//! - `replication`: the data plane's storage — every shard group's openraft
-//!   log in one shared, group-committed log (moving under `cluster`).
+//! - `replication`: the shard groups' Raft — every group's openraft log in
+//!   one shared, group-committed log, and a group's replica (its Raft, the
+//!   `GroupApply` state machine, snapshots, transport). Knows nothing of
+//!   events or the engine; not started by the node yet.
 //! - `cluster`: placement (the openraft group; with `replication` the only
 //!   modules that import openraft), the one `PeerClient`, the `QueryCoordinator`, the leader
 //!   path, shard moves, startup. Drives the engine; never imports `http`.

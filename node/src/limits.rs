@@ -42,12 +42,28 @@ pub const VISITOR_BYTES_MAX: usize = 256;
 /// Longest event key. (Conversion keys in a query are bounded in number,
 /// `QUERY_KEYS_MAX`, not in length: a longer key matches nothing.)
 pub const KEY_BYTES_MAX: usize = 128;
-/// Most attributes on one event.
+/// Most attributes of one event that are looked at; the ones beyond it (in
+/// name order, after the project's breakdown attributes) are dropped and
+/// counted, the event is kept.
 pub const ATTRIBUTES_MAX: usize = 32;
-/// Longest attribute name.
+/// Longest attribute name; a longer one names no breakdown attribute and is
+/// dropped.
 pub const ATTRIBUTE_NAME_BYTES_MAX: usize = 64;
-/// Longest attribute value.
+/// Longest attribute value kept; a longer one is cut at a UTF-8 character
+/// boundary and counted, the event is kept.
 pub const ATTRIBUTE_VALUE_BYTES_MAX: usize = 256;
+/// Most experiments one project has on one node; an event naming one more
+/// is rejected `cardinality_limit` (`engine::cardinality`).
+pub const EXPERIMENTS_PER_PROJECT_MAX: usize = 1_000;
+/// Most variations one experiment has on one node; an event naming one more
+/// is rejected `cardinality_limit`.
+pub const VARIATIONS_PER_EXPERIMENT_MAX: usize = 1_000;
+/// Most conversion keys (event `key`s) one project has on one node; an
+/// event with one more is rejected `cardinality_limit`.
+pub const CONVERSION_KEYS_PER_PROJECT_MAX: usize = 1_000;
+/// Most distinct values of one breakdown attribute in one experiment on one
+/// node; further values are counted under `(other)`.
+pub const BREAKDOWN_VALUES_PER_ATTRIBUTE_MAX: usize = 1_000;
 /// Most decisions on one event.
 pub const DECISIONS_MAX: usize = 16;
 /// Longest experiment or variation name.
@@ -69,6 +85,17 @@ pub const QUERY_KEYS_MAX: usize = 32;
 /// Most variations one results query may give an expected allocation weight
 /// (`weights`, for the sample ratio mismatch check).
 pub const QUERY_WEIGHTS_MAX: usize = 64;
+/// Most variations an experiment's stored allocation weights may name
+/// (`PUT /v1/projects/{p}/experiments/{e}/weights`).
+pub const EXPERIMENT_WEIGHTS_VARIATIONS_MAX: usize = 64;
+/// Most experiments of one project with stored allocation weights: each is
+/// kept in the placement state every member holds.
+pub const WEIGHTED_EXPERIMENTS_PER_PROJECT_MAX: usize = 1_000;
+/// Smallest stored allocation weight: a weight is a ratio (1:1, 2:1), and
+/// one below this is a typo rather than an allocation.
+pub const EXPERIMENT_WEIGHT_MIN: f64 = 0.001;
+/// Largest stored allocation weight.
+pub const EXPERIMENT_WEIGHT_MAX: f64 = 1_000_000.0;
 /// Most buckets one results or time-series query may span.
 pub const QUERY_BUCKETS_MAX: i64 = 24 * 400;
 /// Most points one time-series answer may hold per variation.

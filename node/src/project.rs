@@ -246,6 +246,65 @@ pub struct ProjectConfig {
     pub ingest_keys: RotatingKey,
 }
 
+/// An experiment's expected allocation by variation (the sample ratio
+/// mismatch check's weights), as stored with the project in placement:
+/// variation → weight, any positive scale (1:1, 2:1, 50:50).
+pub type ExperimentWeights = std::collections::BTreeMap<String, f64>;
+
+/// Why stored allocation weights were refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WeightsError {
+    #[error("invalid experiment name `{name}`: use 1-{max} bytes", max = limits::DECISION_NAME_BYTES_MAX)]
+    InvalidExperiment { name: String },
+    #[error("no variation given; give every variation of the experiment a weight")]
+    Empty,
+    #[error("{count} variations weighted; the limit is {max}", max = limits::EXPERIMENT_WEIGHTS_VARIATIONS_MAX)]
+    TooManyVariations { count: usize },
+    #[error("invalid variation name `{name}`: use 1-{max} bytes", max = limits::DECISION_NAME_BYTES_MAX)]
+    InvalidVariation { name: String },
+    #[error("the weight of `{variation}` is {weight}; weights are in [{min}, {max}]", min = limits::EXPERIMENT_WEIGHT_MIN, max = limits::EXPERIMENT_WEIGHT_MAX)]
+    WeightOutOfRange { variation: String, weight: f64 },
+    #[error("project `{project}` already stores weights for {max} experiments; clear some first", max = limits::WEIGHTED_EXPERIMENTS_PER_PROJECT_MAX)]
+    TooManyExperiments { project: String },
+}
+
+/// Checks an experiment's allocation weights before they are stored: names
+/// as decision events allow them, a bounded count, weights in range (NaN
+/// and infinities are out of it).
+pub fn check_experiment_weights(
+    experiment: &str,
+    weights: &ExperimentWeights,
+) -> Result<(), WeightsError> {
+    let valid_name = |name: &str| !name.is_empty() && name.len() <= limits::DECISION_NAME_BYTES_MAX;
+    if !valid_name(experiment) {
+        return Err(WeightsError::InvalidExperiment {
+            name: experiment.to_string(),
+        });
+    }
+    if weights.is_empty() {
+        return Err(WeightsError::Empty);
+    }
+    if weights.len() > limits::EXPERIMENT_WEIGHTS_VARIATIONS_MAX {
+        return Err(WeightsError::TooManyVariations {
+            count: weights.len(),
+        });
+    }
+    for (variation, weight) in weights {
+        if !valid_name(variation) {
+            return Err(WeightsError::InvalidVariation {
+                name: variation.clone(),
+            });
+        }
+        if !(limits::EXPERIMENT_WEIGHT_MIN..=limits::EXPERIMENT_WEIGHT_MAX).contains(weight) {
+            return Err(WeightsError::WeightOutOfRange {
+                variation: variation.clone(),
+                weight: *weight,
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_name(name: &str) -> Result<(), ProjectError> {
     let valid_byte = |byte: u8| {
         byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-'

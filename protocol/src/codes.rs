@@ -158,15 +158,26 @@ codes! {
         TooManyDecisions => "too_many_decisions",
         /// An empty or over-long experiment or variation name.
         InvalidDecision => "invalid_decision",
-        /// More attributes than `ATTRIBUTES_MAX`.
+        /// More attributes than `ATTRIBUTES_MAX`. No longer sent: the
+        /// extra attributes are dropped and the event kept; kept so that
+        /// answers of older nodes still read.
         TooManyAttributes => "too_many_attributes",
-        /// An attribute name or value over its length limit.
+        /// An attribute name or value over its length limit. No longer
+        /// sent: an over-long value is cut and the event kept; kept so that
+        /// answers of older nodes still read.
         AttributeTooLong => "attribute_too_long",
         /// `value` is not finite or over `VALUE_ABS_MAX`.
         InvalidValue => "invalid_value",
         /// The visitor already holds `VISITOR_EVENTS_MAX` events inside the
         /// lateness horizon.
         VisitorEventLimit => "visitor_event_limit",
+        /// The event names an experiment, a variation or a conversion key
+        /// that would take its project (or experiment) over a cardinality
+        /// limit (`EXPERIMENTS_PER_PROJECT_MAX`,
+        /// `VARIATIONS_PER_EXPERIMENT_MAX`, `CONVERSION_KEYS_PER_PROJECT_MAX`;
+        /// `docs/ingest-formats.md`, "Cardinality limits"). Repeats until
+        /// the project is changed or the names age out.
+        CardinalityLimit => "cardinality_limit",
         /// Another node owns the event's shard; the rejection names it
         /// (`shard`, `owner`, `epoch`). Send the event there.
         NotOwner => "not_owner",

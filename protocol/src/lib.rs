@@ -434,6 +434,42 @@ pub struct SampleRatioMismatch {
     pub expected_weights: BTreeMap<String, f64>,
     /// `p_value` < 0.001: the split is broken, and so are the comparisons.
     pub flagged: bool,
+    /// Where `expected_weights` came from.
+    #[serde(default)]
+    pub weights_source: WeightsSource,
+}
+
+/// The origin of a sample ratio mismatch check's expected allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsSource {
+    /// Equal shares: no weights given or stored, or the stored weights do
+    /// not name every variation with data.
+    #[default]
+    Equal,
+    /// The query's `weights` parameter.
+    Query,
+    /// The experiment's stored weights (`ExperimentWeights`).
+    Stored,
+}
+
+/// `PUT /v1/projects/{project}/experiments/{experiment}/weights`: the
+/// experiment's expected allocation, variation → weight (any positive
+/// scale: `{"control": 1, "treatment": 1}` is 50/50).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetExperimentWeights {
+    pub weights: BTreeMap<String, f64>,
+}
+
+/// An experiment's stored allocation weights (`GET`, `PUT` and `DELETE`
+/// `/v1/projects/{project}/experiments/{experiment}/weights`); `weights`
+/// is `null` when none are stored (the check then assumes equal shares).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentWeights {
+    pub project: String,
+    pub experiment: String,
+    pub weights: Option<BTreeMap<String, f64>>,
 }
 
 /// `GET /v1/projects/{project}/experiments/{experiment}/results`.
@@ -494,6 +530,30 @@ pub struct TimeSeriesPoint {
     pub total_conversions: Vec<i64>,
     pub unique_conversions: Vec<i64>,
     pub value_sum: Vec<f64>,
+    /// Per requested key, in the order of `TimeSeriesResponse::keys`: this
+    /// variation against the baseline over everything from `from` to the
+    /// end of this interval (the results a page showing the range up to
+    /// then would show). Empty for the baseline and without `keys`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cumulative: Vec<CumulativeComparison>,
+}
+
+/// One key's comparison with the baseline over the counters summed from the
+/// start of a time series to the end of a point's interval. Holm's
+/// correction is not applied (`p_value_holm` is absent): the same
+/// hypothesis looked at again and again is what the always-valid fields
+/// are for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CumulativeComparison {
+    pub rate_comparison: Option<Comparison>,
+    pub value_comparison: Option<Comparison>,
+}
+
+/// The series of one breakdown value (`TimeSeriesResponse::groups`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeSeriesGroup {
+    pub breakdown_value: Option<String>,
+    pub variations: Vec<VariationSeries>,
 }
 
 /// The series of one variation.
@@ -517,8 +577,20 @@ pub struct TimeSeriesResponse {
     pub from: i64,
     pub to: i64,
     pub interval_ms: i64,
+    /// The breakdown attribute asked; with one, `variations` is empty and
+    /// `groups` holds one series per breakdown value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<String>,
+    /// The variation the cumulative comparisons are against.
+    #[serde(default)]
+    pub baseline: Option<String>,
     pub keys: Vec<String>,
+    /// Without a breakdown: the series of every variation.
     pub variations: Vec<VariationSeries>,
+    /// With a breakdown: per breakdown value (sorted), every variation's
+    /// series within it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<TimeSeriesGroup>,
     /// True when some node's share is missing (named in `missing_nodes`):
     /// the series is then too low.
     #[serde(default, skip_serializing_if = "is_false")]

@@ -1,18 +1,31 @@
 //! The command line, as clap types. Doc comments are the help text.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use super::time::{parse_duration_ms, parse_time_ms};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// The node `--node` defaults to.
 pub const NODE_DEFAULT: &str = "http://127.0.0.1:7070";
 
+/// The heading the flags every command takes are listed under.
+const GLOBAL_HEADING: &str = "Global options";
+
 const EXIT_CODES_HELP: &str = "\
+Examples:
+  sessiondb-ctl --node 127.0.0.1:7070 ping
+  export SESSIONDB_ADMIN_TOKEN=...
+  sessiondb-ctl projects create shop
+  sessiondb-ctl import events.ndjson --ingest-key \"$KEY\"
+  sessiondb-ctl results shop checkout --since 7d
+
 Exit codes:
   0  ok
   1  the command failed (the node said no, e.g. unknown project)
   2  usage error
   3  the node is unreachable (or import events could not be delivered)
-  4  input problem: the import file cannot be read, or lines were rejected";
+  4  input problem: the import file cannot be read, or lines were rejected
+With --json, errors too are one JSON document on stdout:
+  {\"error\": {\"code\": ..., \"message\": ..., \"hint\": ...}}";
 
 /// Operate a SessionDB node: projects, imports, experiment results.
 #[derive(Debug, Parser)]
@@ -20,17 +33,25 @@ Exit codes:
 pub struct Cli {
     /// The node: a base URL (http://host:port, https://host:port), or
     /// host:port for plain HTTP.
-    #[arg(long, global = true, env = "SESSIONDB_NODE", default_value = NODE_DEFAULT)]
+    #[arg(long, global = true, env = "SESSIONDB_NODE", default_value = NODE_DEFAULT,
+          help_heading = GLOBAL_HEADING)]
     pub node: String,
 
     /// PEM file of the CA that signed the node's certificate, for an
     /// `https://` --node (the node's `--tls-ca`).
-    #[arg(long, global = true, env = "SESSIONDB_CA_FILE", value_name = "PATH")]
+    #[arg(long, global = true, env = "SESSIONDB_CA_FILE", value_name = "PATH",
+          help_heading = GLOBAL_HEADING)]
     pub ca_file: Option<PathBuf>,
 
-    /// Print one JSON document on stdout instead of tables.
-    #[arg(long, global = true)]
+    /// Print one JSON document on stdout instead of tables (errors too).
+    #[arg(long, global = true, help_heading = GLOBAL_HEADING)]
     pub json: bool,
+
+    /// Say more: the cause chain of an error, the settings of a created
+    /// project.
+    #[arg(short, long, global = true, action = ArgAction::Count,
+          help_heading = GLOBAL_HEADING)]
+    pub verbose: u8,
 
     /// The node's admin token: projects, results, status, cluster and
     /// shards commands, rotations (docs/security.md).
@@ -38,7 +59,9 @@ pub struct Cli {
         long,
         global = true,
         env = "SESSIONDB_ADMIN_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_name = "TOKEN",
+        help_heading = GLOBAL_HEADING
     )]
     pub admin_token: Option<String>,
 
@@ -48,7 +71,9 @@ pub struct Cli {
         long,
         global = true,
         env = "SESSIONDB_INGEST_KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        value_name = "KEY",
+        help_heading = GLOBAL_HEADING
     )]
     pub ingest_key: Option<String>,
 
@@ -59,35 +84,83 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check that the node answers.
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl ping\n  sessiondb-ctl --node 10.0.0.5:7070 --json ping"
+    )]
     Ping,
     /// Show the node's status and counters.
+    #[command(after_help = "Examples:\n  sessiondb-ctl status\n  sessiondb-ctl --json status")]
     Status,
     /// Create, list, show and configure projects.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = PROJECTS_EXAMPLES)]
     Projects(ProjectsCommand),
     /// Import native events from an NDJSON file, one event per line.
+    #[command(after_help = IMPORT_EXAMPLES)]
     Import(ImportArgs),
     /// Show an experiment's results per variation.
+    #[command(after_help = RESULTS_EXAMPLES)]
     Results(ResultsArgs),
+    /// Show, set or clear an experiment's stored allocation weights (what
+    /// the sample ratio mismatch check expects when a query gives none).
+    Weights(super::weights::WeightsArgs),
     /// Inspect the cluster.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:\n  sessiondb-ctl cluster status")]
     Cluster(ClusterCommand),
     /// List, move and rebalance shards (any member forwards moves and
     /// rebalances to the leader).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = SHARDS_EXAMPLES)]
     Shards(ShardsCommand),
     /// List, drain and remove nodes.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = NODES_EXAMPLES)]
     Nodes(NodesCommand),
     /// Rotate this node's admin token.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = ADMIN_TOKEN_EXAMPLES)]
     AdminToken(AdminTokenCommand),
 }
+
+const PROJECTS_EXAMPLES: &str = "\
+Examples:
+  KEY=$(sessiondb-ctl projects create shop --breakdown-attributes browser,country)
+  sessiondb-ctl projects list
+  sessiondb-ctl projects show shop
+  sessiondb-ctl projects configure shop --time-zone Europe/Paris --midnight-split true
+  sessiondb-ctl projects rotate-key shop --grace-ms 3600000";
+
+const IMPORT_EXAMPLES: &str = "\
+Examples:
+  sessiondb-ctl import events.ndjson --ingest-key \"$KEY\"
+  sessiondb-ctl import events.ndjson --rejections-file rejected.ndjson --batch-events 5000
+  sessiondb-ctl --json import events.ndjson";
+
+const RESULTS_EXAMPLES: &str = "\
+Examples:
+  sessiondb-ctl results shop checkout --since 7d
+  sessiondb-ctl results shop checkout --from 2026-12-01 --to 2026-12-04T12:00Z --key purchase
+  sessiondb-ctl results shop checkout --breakdown browser --baseline control
+  sessiondb-ctl results shop checkout --weights control:1,treatment:3 --json";
+
+const SHARDS_EXAMPLES: &str = "\
+Examples:
+  sessiondb-ctl shards list
+  sessiondb-ctl shards move 12 --to 3
+  sessiondb-ctl shards rebalance";
+
+const NODES_EXAMPLES: &str = "\
+Examples:
+  sessiondb-ctl nodes list
+  sessiondb-ctl nodes drain 3
+  sessiondb-ctl nodes remove 3";
+
+const ADMIN_TOKEN_EXAMPLES: &str = "\
+Examples:
+  sessiondb-ctl admin-token rotate
+  sessiondb-ctl admin-token rotate --grace-ms 0";
 
 #[derive(Debug, Subcommand)]
 pub enum AdminTokenCommand {
     /// Issue a new admin token for the node (printed once; only its hash is
     /// kept). The old token keeps working for the grace period.
+    #[command(after_help = ADMIN_TOKEN_EXAMPLES)]
     Rotate(RotateArgs),
 }
 
@@ -104,15 +177,22 @@ pub struct RotateArgs {
 #[derive(Debug, Subcommand)]
 pub enum NodesCommand {
     /// Every member with its role, whether it is draining, and its shards.
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl nodes list\n  sessiondb-ctl --json nodes list"
+    )]
     List,
     /// Move every shard of a member to the others (and give it no new
     /// ones); prints progress and returns when it owns none.
+    #[command(after_help = "Examples:\n  sessiondb-ctl nodes drain 3")]
     Drain {
         /// The member's node id.
         node_id: u64,
     },
     /// Take a drained member out of the cluster; its aggregates are handed
     /// to a remaining member first. Stop the node afterwards.
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl nodes drain 3 && sessiondb-ctl nodes remove 3"
+    )]
     Remove {
         /// The member's node id.
         node_id: u64,
@@ -122,9 +202,13 @@ pub enum NodesCommand {
 #[derive(Debug, Subcommand)]
 pub enum ShardsCommand {
     /// Every shard with its owner, epoch and the move in progress, if any.
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl shards list\n  sessiondb-ctl --json shards list"
+    )]
     List,
     /// Hand one shard to another member; answers once the move is done.
     /// Any member forwards it to the leader.
+    #[command(after_help = "Examples:\n  sessiondb-ctl shards move 12 --to 3")]
     Move {
         /// The shard's number.
         shard: u32,
@@ -134,6 +218,9 @@ pub enum ShardsCommand {
     },
     /// Even out shard counts over the members (not draining): plan the
     /// moves and carry them out, a few at a time.
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl shards rebalance\n  sessiondb-ctl --json shards rebalance"
+    )]
     Rebalance,
 }
 
@@ -141,12 +228,19 @@ pub enum ShardsCommand {
 pub enum ClusterCommand {
     /// Members and their roles, the leader, the term and the shard counts
     /// per owner, as the node sees them.
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl cluster status\n  sessiondb-ctl --json cluster status"
+    )]
     Status,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectsCommand {
-    /// Create a project; unset settings take their defaults.
+    /// Create a project; unset settings take their defaults. Prints the
+    /// project's ingest key, once, alone on stdout (`-v`: its settings too).
+    #[command(
+        after_help = "Examples:\n  KEY=$(sessiondb-ctl projects create shop)\n  sessiondb-ctl projects create shop --session-gap-ms 600000 --breakdown-attributes browser,country -v"
+    )]
     Create {
         /// Project name: 1–64 bytes of a-z, 0-9, `_` and `-`.
         name: String,
@@ -154,14 +248,21 @@ pub enum ProjectsCommand {
         settings: SettingsArgs,
     },
     /// List every project.
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl projects list\n  sessiondb-ctl --json projects list"
+    )]
     List,
     /// Show one project's settings and experiments.
+    #[command(after_help = "Examples:\n  sessiondb-ctl projects show shop")]
     Show {
         /// Project name.
         name: String,
     },
     /// Change some settings of a project (bucket_ms and hll_precision are
     /// fixed at creation).
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl projects configure shop --time-zone Europe/Paris --midnight-split true"
+    )]
     Configure {
         /// Project name.
         name: String,
@@ -170,6 +271,9 @@ pub enum ProjectsCommand {
     },
     /// Issue a new ingest key for a project (printed once; only its hash is
     /// kept). The old key keeps working for the grace period.
+    #[command(
+        after_help = "Examples:\n  sessiondb-ctl projects rotate-key shop\n  sessiondb-ctl projects rotate-key shop --grace-ms 0"
+    )]
     RotateKey {
         /// Project name.
         name: String,
@@ -250,14 +354,20 @@ pub struct ResultsArgs {
     pub project: String,
     /// Experiment name.
     pub experiment: String,
-    /// Range start, ms since the epoch, a multiple of the project's
-    /// bucket_ms. Default: the first bucket with data.
-    #[arg(long, value_name = "MS")]
+    /// Range start: a date (2026-12-04), a date and time (2026-12-04T10:00,
+    /// UTC unless it ends in Z or an offset such as +02:00) or ms since the
+    /// epoch; widened down to the start of its bucket. Default: the first
+    /// bucket with data.
+    #[arg(long, value_name = "TIME", value_parser = parse_time_ms, conflicts_with = "since")]
     pub from: Option<i64>,
-    /// Range end (exclusive), ms since the epoch, a multiple of bucket_ms.
-    /// Default: the end of the current bucket.
-    #[arg(long, value_name = "MS")]
+    /// Range end (exclusive), written like --from; widened up to the end of
+    /// its bucket. Default: the end of the current bucket.
+    #[arg(long, value_name = "TIME", value_parser = parse_time_ms)]
     pub to: Option<i64>,
+    /// Range start as a duration before the node's clock: 30m, 24h, 7d
+    /// (units ms, s, m, h, d, w); widened down to the start of its bucket.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub since: Option<i64>,
     /// Break results down by this attribute (one of the project's
     /// breakdown_attributes).
     #[arg(long, value_name = "ATTRIBUTE")]

@@ -12,7 +12,7 @@ pub async fn status(client: &Client, context: &Context, admin_token: &str) -> Re
     let status = client
         .cluster_status(admin_token)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     if context.json {
         context.print_json(&status)?;
         return Ok(EXIT_OK);
@@ -74,12 +74,12 @@ pub(super) fn members_table(status: &ClusterStatus) -> Table {
         }
     }
     let mut table = Table::new(&[
-        ("node", Align::Right),
-        ("address", Align::Left),
-        ("role", Align::Left),
-        ("shards", Align::Right),
-        ("epochs", Align::Left),
-        ("moving in", Align::Right),
+        ("NODE", Align::Right),
+        ("ADDRESS", Align::Left),
+        ("ROLE", Align::Left),
+        ("SHARDS", Align::Right),
+        ("EPOCHS", Align::Left),
+        ("MOVING IN", Align::Right),
     ]);
     for member in &status.members {
         let mine = owned.remove(&member.node_id).unwrap_or_default();

@@ -8,11 +8,13 @@
 //! the rejections file as `{"line", "id", "reason", "message"}`.
 
 use super::args::{EncodingArg, ImportArgs};
-use super::{CliError, Context, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE};
-use crate::protocol::{Event, RejectCode};
+use super::table::{Align, Table};
+use super::{CliError, Context, EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_UNREACHABLE};
+use crate::protocol::{ErrorCode, Event, RejectCode};
 use crate::sender::{FlushReport, REPORT_DETAILS_MAX};
-use crate::{Backpressure, Client, Encoding, Sender, SenderConfig};
+use crate::{Backpressure, Client, ClientError, Encoding, Sender, SenderConfig};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -70,8 +72,13 @@ impl<'de> serde::Deserialize<'de> for LineReason {
 pub const IMPORT_FLUSH_EVENTS: u64 = REPORT_DETAILS_MAX as u64;
 /// Events the import's sender holds at most.
 pub const IMPORT_BUFFER_EVENTS_MAX: usize = 50_000;
-/// How often the progress line is redrawn.
+/// How often the progress line is redrawn on a terminal.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// Away from a terminal, a progress line each time this many percent of
+/// the file more were read…
+const PROGRESS_LINE_PERCENT_STEP: u64 = 10;
+/// …or this long after the previous line, whichever comes first.
+const PROGRESS_LINE_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest line read; a longer one is rejected (its rest skipped).
 pub const LINE_BYTES_MAX: usize = 1024 * 1024;
 
@@ -86,7 +93,10 @@ pub struct RejectedLine {
     pub message: String,
 }
 
-/// The summary printed at the end (`--json` prints it as is).
+/// The summary printed at the end (`--json` prints it as is). The counts
+/// add up: `events_sent = accepted + duplicates + rejected_by_node +
+/// failed`, and `lines = events_sent + malformed + blank` (unless a
+/// failure stopped the import early).
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportSummary {
     pub file: PathBuf,
@@ -94,12 +104,25 @@ pub struct ImportSummary {
     pub events_sent: u64,
     pub accepted: u64,
     pub duplicates: u64,
+    /// Every rejected line: `malformed + rejected_by_node`.
     pub rejected: u64,
+    /// Events the node refused.
+    pub rejected_by_node: u64,
+    /// Lines that are not events, not sent.
+    pub malformed: u64,
+    /// Blank lines, skipped.
+    pub blank: u64,
     pub failed: u64,
+    /// Rejected lines per reason (`malformed_line` or the node's reason).
+    pub rejections_by_reason: BTreeMap<String, u64>,
     pub elapsed_ms: u64,
     pub events_per_second: f64,
     /// Where the rejected lines were written, if anywhere.
     pub rejections_file: Option<PathBuf>,
+    /// Why events could not be delivered, when some could not: the
+    /// `--json` error (`{"code", "message", "hint"}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<serde_json::Value>,
 }
 
 pub async fn run(client: &Client, context: &Context, args: ImportArgs) -> Result<u8, CliError> {
@@ -112,7 +135,7 @@ pub async fn run(client: &Client, context: &Context, args: ImportArgs) -> Result
     client
         .health()
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     let config = SenderConfig {
         batch_events_max: usize::from(args.batch_events),
         buffer_events_max: IMPORT_BUFFER_EVENTS_MAX.max(usize::from(args.batch_events)),
@@ -125,17 +148,22 @@ pub async fn run(client: &Client, context: &Context, args: ImportArgs) -> Result
     };
     let sender = client
         .sender(config)
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     let rejections_path = args
         .rejections_file
         .clone()
         .unwrap_or_else(|| default_rejections_path(&args.file));
+    let file_bytes = file.metadata().map_or(0, |metadata| metadata.len());
     let mut import = Import {
+        context: context.clone(),
         rejections: Rejections::new(rejections_path, args.rejections_file.is_some())?,
         lines: LineMap::default(),
-        progress: Progress::new(),
+        progress: Progress::new(file_bytes),
         totals: FlushReport::default(),
-        rejected: 0,
+        by_reason: BTreeMap::new(),
+        malformed: 0,
+        blank: 0,
+        rejected_by_node: 0,
         failed: 0,
         first_failure: None,
     };
@@ -144,42 +172,47 @@ pub async fn run(client: &Client, context: &Context, args: ImportArgs) -> Result
     let report = sender
         .flush()
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     import.absorb(report)?;
     import.progress.clear();
     import.rejections.finish()?;
 
     let elapsed = started.elapsed();
     let events_sent = sender.stats().events_tracked;
+    let failure = import.first_failure.take().map(|failure| {
+        let (error, refused) = failure;
+        delivery_error(error, refused, import.failed)
+    });
     let summary = ImportSummary {
         file: args.file.clone(),
         lines: lines_read,
         events_sent,
         accepted: import.totals.accepted,
         duplicates: import.totals.duplicates,
-        rejected: import.rejected,
+        rejected: import.malformed + import.rejected_by_node,
+        rejected_by_node: import.rejected_by_node,
+        malformed: import.malformed,
+        blank: import.blank,
         failed: import.failed,
+        rejections_by_reason: import.by_reason.clone(),
         elapsed_ms: elapsed.as_millis() as u64,
         events_per_second: events_sent as f64 / elapsed.as_secs_f64().max(1e-9),
         rejections_file: import.rejections.written_path(),
+        error: failure.as_ref().map(|failure| {
+            let document: serde_json::Value =
+                serde_json::from_str(&failure.to_json(context.verbose)).expect("JSON");
+            document["error"].clone()
+        }),
     };
     if context.json {
         context.print_json(&summary)?;
     } else {
-        print_summary(&summary);
+        print_summary(&summary, failure.is_some());
     }
-    if let Some((error, unreachable)) = &import.first_failure {
-        let failure = CliError::new(
-            if *unreachable {
-                EXIT_UNREACHABLE
-            } else {
-                super::EXIT_FAILED
-            },
-            format!("{} events could not be delivered", summary.failed),
-        )
-        .with_hint("events keep their ids: importing the file again is safe")
-        .with_source(error.clone());
-        failure.print();
+    if let Some(failure) = failure {
+        if !context.json {
+            failure.print(context.error_style());
+        }
         return Ok(failure.exit_code);
     }
     Ok(if summary.rejected > 0 {
@@ -189,13 +222,33 @@ pub async fn run(client: &Client, context: &Context, args: ImportArgs) -> Result
     })
 }
 
+/// The error of an import whose events could not all be delivered. A
+/// refused credential is said as such: sending again would be refused
+/// again, so it is not "safe to import again" advice.
+fn delivery_error(error: CliError, refused: bool, failed: u64) -> CliError {
+    if refused {
+        return error;
+    }
+    let exit_code = if error.exit_code == EXIT_UNREACHABLE {
+        EXIT_UNREACHABLE
+    } else {
+        EXIT_FAILED
+    };
+    CliError {
+        exit_code,
+        message: format!("{failed} events could not be delivered: {}", error.message),
+        hint: Some("events keep their ids: importing the file again is safe".to_string()),
+        ..error
+    }
+}
+
 fn default_rejections_path(file: &Path) -> PathBuf {
     let mut name = file.as_os_str().to_owned();
     name.push(".rejections.ndjson");
     PathBuf::from(name)
 }
 
-fn print_summary(summary: &ImportSummary) {
+fn print_summary(summary: &ImportSummary, failed: bool) {
     println!(
         "imported {}: {} lines, {} events sent in {:.2} s ({:.0} events/s)",
         summary.file.display(),
@@ -204,34 +257,56 @@ fn print_summary(summary: &ImportSummary) {
         summary.elapsed_ms as f64 / 1_000.0,
         summary.events_per_second
     );
-    println!("  accepted    {}", summary.accepted);
-    println!("  duplicates  {}", summary.duplicates);
+    println!(
+        "  sent {} = {} accepted + {} duplicates + {} rejected + {} failed",
+        summary.events_sent,
+        summary.accepted,
+        summary.duplicates,
+        summary.rejected_by_node,
+        summary.failed
+    );
+    if summary.malformed + summary.blank > 0 {
+        println!(
+            "  lines not sent: {} malformed, {} blank",
+            summary.malformed, summary.blank
+        );
+    }
+    if failed {
+        println!("  failed events were not delivered (see the error below)");
+    }
+    if summary.rejections_by_reason.is_empty() {
+        return;
+    }
     match &summary.rejections_file {
         Some(path) => println!(
-            "  rejected    {} (see {})",
+            "\n{} rejected lines (listed in {}):",
             summary.rejected,
             path.display()
         ),
-        None => println!("  rejected    {}", summary.rejected),
+        None => println!("\n{} rejected lines:", summary.rejected),
     }
-    if summary.failed > 0 {
-        println!(
-            "  failed      {} (not delivered; safe to import again)",
-            summary.failed
-        );
+    let mut table = Table::new(&[("REASON", Align::Left), ("LINES", Align::Right)]);
+    for (reason, count) in &summary.rejections_by_reason {
+        table.row(vec![reason.clone(), count.to_string()]);
     }
+    print!("{}", table.render());
 }
 
 /// The state of one import.
 struct Import {
+    context: Context,
     rejections: Rejections,
     lines: LineMap,
     progress: Progress,
     totals: FlushReport,
-    rejected: u64,
+    by_reason: BTreeMap<String, u64>,
+    malformed: u64,
+    blank: u64,
+    rejected_by_node: u64,
     failed: u64,
-    /// The first delivery error, and whether it was a transport error.
-    first_failure: Option<(String, bool)>,
+    /// The first delivery error, and whether the node refused the
+    /// credential (401 or 403).
+    first_failure: Option<(CliError, bool)>,
 }
 
 impl Import {
@@ -241,29 +316,34 @@ impl Import {
         let mut buffer = Vec::new();
         let mut line_number: u64 = 0;
         let mut tracked: u64 = 0;
+        let mut bytes_read: u64 = 0;
         loop {
             buffer.clear();
-            let read = read_line_bounded(&mut reader, &mut buffer).map_err(|source| {
-                CliError::new(EXIT_INPUT, "cannot read the input file").with_source(source)
-            })?;
+            let read =
+                read_line_bounded(&mut reader, &mut buffer, &mut bytes_read).map_err(|source| {
+                    CliError::new(EXIT_INPUT, "cannot read the input file").with_source(source)
+                })?;
             let Some(complete) = read else { break };
             line_number += 1;
             match parse_line(&buffer, complete) {
-                Parsed::Blank => self.lines.skip(tracked),
+                Parsed::Blank => {
+                    self.blank += 1;
+                    self.lines.skip(tracked);
+                }
                 Parsed::Bad(mut rejected) => {
                     rejected.line = line_number;
                     self.lines.skip(tracked);
+                    self.malformed += 1;
                     self.reject(rejected)?;
                 }
                 Parsed::Event(event) => {
                     sender.track(*event).await.map_err(|error| {
-                        CliError::new(super::EXIT_FAILED, "the sender stopped").with_source(error)
+                        CliError::new(EXIT_FAILED, "the sender stopped").with_source(error)
                     })?;
                     tracked += 1;
                     if tracked.is_multiple_of(IMPORT_FLUSH_EVENTS) {
                         let report = sender.flush().await.map_err(|error| {
-                            CliError::new(super::EXIT_FAILED, "the sender stopped")
-                                .with_source(error)
+                            CliError::new(EXIT_FAILED, "the sender stopped").with_source(error)
                         })?;
                         self.absorb(report)?;
                         if self.failed > 0 {
@@ -274,13 +354,18 @@ impl Import {
                     }
                 }
             }
-            self.progress.show(line_number, sender, self.rejected);
+            let rejected = self.malformed + self.rejected_by_node;
+            self.progress
+                .show(bytes_read, line_number, sender, rejected);
         }
         Ok(line_number)
     }
 
     fn reject(&mut self, rejected: RejectedLine) -> Result<(), CliError> {
-        self.rejected += 1;
+        *self
+            .by_reason
+            .entry(rejected.reason.as_str().to_string())
+            .or_default() += 1;
         self.rejections.write(&rejected)
     }
 
@@ -293,13 +378,16 @@ impl Import {
                 reason: LineReason::Node(rejected.reason.clone()),
                 message: rejected.message.clone(),
             };
+            self.rejected_by_node += 1;
             self.reject(line)?;
         }
         for failed in &report.failed {
             self.failed += 1;
             if self.first_failure.is_none() {
-                let unreachable = matches!(*failed.error, crate::ClientError::Transport { .. });
-                self.first_failure = Some((error_chain(&*failed.error), unreachable));
+                let error =
+                    CliError::classify(&self.context.node, &self.context.credential, &failed.error)
+                        .with_source(failed.error.clone());
+                self.first_failure = Some((error, is_refused_credential(&failed.error)));
             }
             let line = RejectedLine {
                 line: self.lines.line_of(failed.seq),
@@ -311,11 +399,19 @@ impl Import {
         }
         // Beyond REPORT_DETAILS_MAX per flush (cannot happen with
         // IMPORT_FLUSH_EVENTS ≤ REPORT_DETAILS_MAX), count what we cannot list.
-        self.rejected += report.details_dropped;
+        self.rejected_by_node += report.details_dropped;
         self.totals.accepted += report.accepted;
         self.totals.duplicates += report.duplicates;
         Ok(())
     }
+}
+
+/// A 401 or 403: the node refused the credential, not the events.
+fn is_refused_credential(error: &ClientError) -> bool {
+    matches!(
+        error.code(),
+        Some(ErrorCode::Unauthorized | ErrorCode::Forbidden)
+    )
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -370,6 +466,7 @@ fn parse_line(bytes: &[u8], complete: bool) -> Parsed {
 fn read_line_bounded(
     reader: &mut impl BufRead,
     buffer: &mut Vec<u8>,
+    bytes_read: &mut u64,
 ) -> std::io::Result<Option<bool>> {
     let mut complete = true;
     let mut any = false;
@@ -390,6 +487,7 @@ fn read_line_bounded(
         buffer.extend_from_slice(&chunk[..chunk.len().min(room)]);
         let consumed = chunk.len() + usize::from(found_newline);
         reader.consume(consumed);
+        *bytes_read += consumed as u64;
         if found_newline {
             return Ok(Some(complete));
         }
@@ -483,43 +581,110 @@ fn self_error(path: &Path, source: std::io::Error) -> CliError {
     .with_source(source)
 }
 
-/// A one-line progress display on stderr, only when stderr is a terminal.
+/// Progress on stderr: on a terminal one line redrawn in place; else
+/// plain lines, every [`PROGRESS_LINE_PERCENT_STEP`] percent of the file or
+/// [`PROGRESS_LINE_INTERVAL`], so a log file gets a few lines and no
+/// control codes.
 struct Progress {
-    enabled: bool,
+    terminal: bool,
     started: Instant,
     last_drawn: Option<Instant>,
+    file_bytes: u64,
+    /// The percentage at which the next plain line is due.
+    next_percent: u64,
 }
 
 impl Progress {
-    fn new() -> Progress {
+    fn new(file_bytes: u64) -> Progress {
         Progress {
-            enabled: std::io::stderr().is_terminal(),
+            terminal: std::io::stderr().is_terminal(),
             started: Instant::now(),
             last_drawn: None,
+            file_bytes,
+            next_percent: PROGRESS_LINE_PERCENT_STEP,
         }
     }
 
-    fn show(&mut self, lines: u64, sender: &Sender, rejected: u64) {
-        if !self.enabled {
-            return;
-        }
+    fn show(&mut self, bytes_read: u64, lines: u64, sender: &Sender, rejected: u64) {
         let now = Instant::now();
-        if self
+        let since_last = self
             .last_drawn
-            .is_some_and(|last| now.duration_since(last) < PROGRESS_INTERVAL)
-        {
+            .map_or(now.duration_since(self.started), |last| {
+                now.duration_since(last)
+            });
+        let percent = (bytes_read * 100).checked_div(self.file_bytes);
+        let due = if self.terminal {
+            self.last_drawn.is_none() || since_last >= PROGRESS_INTERVAL
+        } else {
+            percent.is_some_and(|percent| percent >= self.next_percent)
+                || since_last >= PROGRESS_LINE_INTERVAL
+        };
+        if !due {
             return;
         }
         self.last_drawn = Some(now);
+        if let Some(percent) = percent {
+            self.next_percent =
+                (percent / PROGRESS_LINE_PERCENT_STEP + 1) * PROGRESS_LINE_PERCENT_STEP;
+        }
+        let elapsed = now.duration_since(self.started);
         let resolved = sender.stats().events_resolved;
-        let rate = resolved as f64 / now.duration_since(self.started).as_secs_f64().max(1e-9);
-        eprint!("\r\x1b[2Kimporting: {lines} lines read, {resolved} events acknowledged, {rate:.0} events/s, {rejected} rejected");
+        let line = progress_line(
+            bytes_read,
+            self.file_bytes,
+            elapsed,
+            lines,
+            resolved,
+            rejected,
+        );
+        if self.terminal {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
     }
 
     fn clear(&self) {
-        if self.enabled {
+        if self.terminal && self.last_drawn.is_some() {
             eprint!("\r\x1b[2K");
         }
+    }
+}
+
+/// `importing: 45% (10234 lines read, 9000 events acknowledged, 5000
+/// events/s, 3 rejected), ETA 12s`.
+fn progress_line(
+    bytes_read: u64,
+    file_bytes: u64,
+    elapsed: Duration,
+    lines: u64,
+    resolved: u64,
+    rejected: u64,
+) -> String {
+    let rate = resolved as f64 / elapsed.as_secs_f64().max(1e-9);
+    let counts = format!(
+        "{lines} lines read, {resolved} events acknowledged, {rate:.0} events/s, {rejected} rejected"
+    );
+    if file_bytes == 0 || bytes_read == 0 {
+        return format!("importing: {counts}");
+    }
+    let percent = (bytes_read * 100 / file_bytes).min(100);
+    if percent == 0 {
+        // Too little read for an estimate worth showing.
+        return format!("importing: 0% ({counts})");
+    }
+    let remaining = file_bytes.saturating_sub(bytes_read);
+    let eta = elapsed.mul_f64(remaining as f64 / bytes_read as f64);
+    format!("importing: {percent}% ({counts}), ETA {}", format_eta(eta))
+}
+
+/// `12s`, `3m05s`, `2h10m`.
+fn format_eta(eta: Duration) -> String {
+    let seconds = eta.as_secs();
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3_599 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3_600, seconds % 3_600 / 60),
     }
 }
 
@@ -549,25 +714,44 @@ mod tests {
         input.extend_from_slice(b"\n{}\nlast");
         let mut reader = BufReader::with_capacity(1000, &input[..]);
         let mut buffer = Vec::new();
+        let mut bytes = 0;
         assert_eq!(
-            read_line_bounded(&mut reader, &mut buffer).unwrap(),
+            read_line_bounded(&mut reader, &mut buffer, &mut bytes).unwrap(),
             Some(false)
         );
         assert_eq!(buffer.len(), LINE_BYTES_MAX);
         buffer.clear();
         assert_eq!(
-            read_line_bounded(&mut reader, &mut buffer).unwrap(),
+            read_line_bounded(&mut reader, &mut buffer, &mut bytes).unwrap(),
             Some(true)
         );
         assert_eq!(buffer, b"{}");
         buffer.clear();
         assert_eq!(
-            read_line_bounded(&mut reader, &mut buffer).unwrap(),
+            read_line_bounded(&mut reader, &mut buffer, &mut bytes).unwrap(),
             Some(true)
         );
         assert_eq!(buffer, b"last");
         buffer.clear();
-        assert_eq!(read_line_bounded(&mut reader, &mut buffer).unwrap(), None);
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buffer, &mut bytes).unwrap(),
+            None
+        );
+        assert_eq!(bytes, input.len() as u64);
+    }
+
+    #[test]
+    fn progress_says_how_far_and_how_long_still() {
+        let line = progress_line(250, 1_000, Duration::from_secs(3), 40, 30, 1);
+        assert_eq!(
+            line,
+            "importing: 25% (40 lines read, 30 events acknowledged, 10 events/s, 1 rejected), ETA 9s"
+        );
+        assert_eq!(format_eta(Duration::from_secs(185)), "3m05s");
+        assert_eq!(format_eta(Duration::from_secs(7_800)), "2h10m");
+        assert!(
+            progress_line(0, 0, Duration::from_secs(1), 0, 0, 0).starts_with("importing: 0 lines")
+        );
     }
 
     #[test]

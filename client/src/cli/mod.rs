@@ -5,12 +5,13 @@
 //! ([`CliError`] and how it is printed), one module per command family
 //! ([`node`], [`projects`], [`import`], [`results`], [`cluster`],
 //! [`shards`]), and
-//! [`table`] (plain
-//! text tables and time formatting).
+//! [`table`] (plain text tables and time formatting) and [`time`] (human
+//! time input).
 //!
 //! Every command prints its answer on stdout — a human table, or with
 //! `--json` one JSON document — and everything else (errors, hints,
-//! progress) on stderr.
+//! progress) on stderr; with `--json` an error is a JSON document on stdout
+//! too ([`CliError::print`]), so a script reads one place.
 
 pub mod args;
 pub mod cluster;
@@ -22,13 +23,16 @@ pub mod projects;
 pub mod results;
 pub mod shards;
 pub mod table;
+pub mod time;
+pub mod weights;
 
-use crate::Client;
+use crate::{Client, ClientError};
 use args::{
     AdminTokenCommand, Cli, ClusterCommand, Command, NodesCommand, ProjectsCommand, ShardsCommand,
 };
-use clap::Parser;
-pub use error::CliError;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+pub use error::{CliError, Credential, CredentialKind, CredentialSource, ErrorStyle};
 use std::process::ExitCode;
 
 /// The command did what was asked.
@@ -48,17 +52,14 @@ pub const EXIT_INPUT: u8 = 4;
 
 /// Runs the CLI with the process's arguments; answers the exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(error) => {
-            // `--help` and `--version` are "errors" printed on stdout.
-            let _ = error.print();
-            return ExitCode::from(if error.use_stderr() {
-                EXIT_USAGE
-            } else {
-                EXIT_OK
-            });
-        }
+    let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (cli, credentials) = match parse(&arguments) {
+        Ok(parsed) => parsed,
+        Err(code) => return ExitCode::from(code),
+    };
+    let style = ErrorStyle {
+        json: cli.json,
+        verbose: cli.verbose > 0,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,28 +69,128 @@ pub fn main() -> ExitCode {
         Err(source) => {
             let error =
                 CliError::new(EXIT_FAILED, "cannot start the async runtime").with_source(source);
-            error.print();
+            error.print(style);
             return ExitCode::from(error.exit_code);
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, credentials)) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            error.print();
+            error.print(style);
             ExitCode::from(error.exit_code)
         }
     }
 }
 
+/// Where each credential came from: a flag, its variable, or nowhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CredentialSources {
+    pub admin_token: Option<CredentialSource>,
+    pub ingest_key: Option<CredentialSource>,
+}
+
+/// Parses the command line. A usage error is printed (as JSON when
+/// `--json` is among the arguments) and answered as its exit code, like
+/// `--help` and `--version` (printed on stdout, exit 0).
+fn parse(arguments: &[std::ffi::OsString]) -> Result<(Cli, CredentialSources), u8> {
+    let parsed = Cli::command()
+        .try_get_matches_from(arguments)
+        .and_then(|matches| {
+            let cli = Cli::from_arg_matches(&matches)?;
+            Ok((cli, credential_sources(&matches)))
+        });
+    parsed.map_err(|error| {
+        if !error.use_stderr() {
+            let _ = error.print();
+            return EXIT_OK;
+        }
+        if wants_json(arguments) {
+            // clap's message up to its usage block, on one line.
+            let rendered = error.render().to_string();
+            let message = rendered
+                .lines()
+                .take_while(|line| !line.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim_start_matches("error: ")
+                .to_string();
+            CliError::new(EXIT_USAGE, message)
+                .with_hint("`sessiondb-ctl --help` lists the commands and flags")
+                .print(ErrorStyle {
+                    json: true,
+                    verbose: false,
+                });
+        } else {
+            let _ = error.print();
+        }
+        EXIT_USAGE
+    })
+}
+
+/// `--json` among the arguments before a `--`, for errors found before
+/// the command line could be parsed.
+fn wants_json(arguments: &[std::ffi::OsString]) -> bool {
+    arguments
+        .iter()
+        .skip(1)
+        .take_while(|argument| *argument != "--")
+        .any(|argument| argument == "--json")
+}
+
+fn credential_sources(matches: &clap::ArgMatches) -> CredentialSources {
+    let source = |id: &str| {
+        // Global flags given after the subcommand are recorded there.
+        let mut current = Some(matches);
+        let mut found = None;
+        while let Some(level) = current {
+            match level.value_source(id) {
+                Some(ValueSource::CommandLine) => return Some(CredentialSource::Flag),
+                Some(ValueSource::EnvVariable) => found = Some(CredentialSource::Environment),
+                _ => {}
+            }
+            current = level.subcommand().map(|(_, sub)| sub);
+        }
+        found
+    };
+    CredentialSources {
+        admin_token: source("admin_token"),
+        ingest_key: source("ingest_key"),
+    }
+}
+
 /// Runs one parsed command; answers the exit code of a command that ran to
 /// its end (an import with rejections ends with [`EXIT_INPUT`]).
-pub async fn run(mut cli: Cli) -> Result<u8, CliError> {
+pub async fn run(mut cli: Cli, sources: CredentialSources) -> Result<u8, CliError> {
     cli.node = node_url(&cli.node);
     // An import needs only a project's ingest key; everything else the
     // admin token.
-    let token = match &cli.command {
-        Command::Import(_) => cli.ingest_key.clone().or(cli.admin_token.clone()),
-        _ => cli.admin_token.clone(),
+    let (token, credential) = match &cli.command {
+        Command::Import(_) if cli.ingest_key.is_some() => (
+            cli.ingest_key.clone(),
+            Credential {
+                kind: CredentialKind::IngestKey,
+                source: Some(sources.ingest_key.unwrap_or(CredentialSource::Flag)),
+            },
+        ),
+        Command::Import(_) if cli.admin_token.is_none() => (
+            None,
+            Credential {
+                kind: CredentialKind::IngestKey,
+                source: None,
+            },
+        ),
+        _ => (
+            cli.admin_token.clone(),
+            Credential {
+                kind: CredentialKind::AdminToken,
+                source: cli
+                    .admin_token
+                    .as_ref()
+                    .map(|_| sources.admin_token.unwrap_or(CredentialSource::Flag)),
+            },
+        ),
     };
     let mut client = match token {
         Some(token) => Client::new(cli.node.clone()).with_token(token),
@@ -112,6 +213,8 @@ pub async fn run(mut cli: Cli) -> Result<u8, CliError> {
     let context = Context {
         node: cli.node,
         json: cli.json,
+        verbose: cli.verbose > 0,
+        credential,
     };
     match cli.command {
         Command::Ping => node::ping(&client, &context).await,
@@ -134,6 +237,7 @@ pub async fn run(mut cli: Cli) -> Result<u8, CliError> {
         }
         Command::Import(args) => import::run(&client, &context, args).await,
         Command::Results(args) => results::run(&client, &context, args).await,
+        Command::Weights(args) => weights::run(&client, &context, args).await,
         Command::Cluster(ClusterCommand::Status) => {
             cluster::status(&client, &context, &admin_token).await
         }
@@ -171,9 +275,26 @@ pub struct Context {
     pub node: String,
     /// Print JSON instead of tables.
     pub json: bool,
+    /// `-v`: say more.
+    pub verbose: bool,
+    /// The credential the command sends, for authentication errors.
+    pub credential: Credential,
 }
 
 impl Context {
+    /// A client error as the CLI reports it.
+    pub fn client_error(&self, error: ClientError) -> CliError {
+        CliError::from_client(&self.node, &self.credential, error)
+    }
+
+    /// How this command's errors are printed.
+    pub fn error_style(&self) -> ErrorStyle {
+        ErrorStyle {
+            json: self.json,
+            verbose: self.verbose,
+        }
+    }
+
     /// Prints `value` as pretty JSON on stdout.
     pub fn print_json<T: serde::Serialize>(&self, value: &T) -> Result<(), CliError> {
         let text = serde_json::to_string_pretty(value).map_err(|source| {

@@ -11,7 +11,7 @@ pub async fn ping(client: &Client, context: &Context) -> Result<u8, CliError> {
     client
         .health()
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
     if context.json {
         context.print_json(&serde_json::json!({
@@ -30,7 +30,7 @@ pub async fn status(client: &Client, context: &Context) -> Result<u8, CliError> 
     let status = client
         .status()
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     if context.json {
         context.print_json(&status)?;
         return Ok(EXIT_OK);

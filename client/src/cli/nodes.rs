@@ -16,7 +16,7 @@ pub async fn list(client: &Client, context: &Context, admin_token: &str) -> Resu
     let status = client
         .cluster_status(admin_token)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     if context.json {
         context.print_json(&status.members)?;
         return Ok(EXIT_OK);
@@ -40,7 +40,7 @@ pub async fn drain(
         let report = client
             .drain_node(admin_token, node_id)
             .await
-            .map_err(|error| CliError::from_client(&context.node, error))?;
+            .map_err(|error| context.client_error(error))?;
         moved_total += report.moves.moved.len();
         eprintln!(
             "draining node {node_id}: {moved_total} shards moved, {} left",
@@ -93,7 +93,7 @@ pub async fn remove(
     let report = client
         .remove_node(admin_token, node_id)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     if context.json {
         context.print_json(&report)?;
         return Ok(EXIT_OK);

@@ -38,11 +38,29 @@ pub async fn create(
     let project = client
         .create_project(&request)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
-    if !context.json {
-        println!("created project {}", project.name);
+        .map_err(|error| context.client_error(error))?;
+    if context.json {
+        context.print_json(&project)?;
+        return Ok(EXIT_OK);
     }
-    print_project(context, &project)
+    // The key first and alone on stdout, so `KEY=$(… projects create …)`
+    // catches it; what it is on stderr.
+    match &project.ingest_key {
+        Some(key) => {
+            println!("{key}");
+            eprintln!(
+                "created project {}; above is its ingest key, shown once (the node keeps only \
+                 its hash)",
+                project.name
+            );
+        }
+        None => eprintln!("created project {}", project.name),
+    }
+    if context.verbose {
+        println!();
+        print_settings(&project);
+    }
+    Ok(EXIT_OK)
 }
 
 /// `projects rotate-key`: a new ingest key, printed once.
@@ -55,7 +73,7 @@ pub async fn rotate_key(
     let rotated = client
         .rotate_ingest_key(name, grace_ms)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     print_rotated(context, &format!("ingest key of project {name}"), &rotated)
 }
 
@@ -68,7 +86,7 @@ pub async fn rotate_admin_token(
     let rotated = client
         .rotate_admin_token(grace_ms)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     print_rotated(context, "admin token", &rotated)
 }
 
@@ -93,7 +111,7 @@ pub async fn list(client: &Client, context: &Context) -> Result<u8, CliError> {
     let projects = client
         .projects()
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     if context.json {
         context.print_json(&ProjectList { projects })?;
         return Ok(EXIT_OK);
@@ -129,7 +147,7 @@ pub async fn show(client: &Client, context: &Context, name: &str) -> Result<u8, 
     let project = client
         .project(name)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     print_project(context, &project)
 }
 
@@ -147,7 +165,7 @@ pub async fn configure(
     let project = client
         .configure_project(name, &patch)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     if !context.json {
         println!("configured project {}", project.name);
     }
@@ -159,6 +177,12 @@ fn print_project(context: &Context, project: &Project) -> Result<u8, CliError> {
         context.print_json(project)?;
         return Ok(EXIT_OK);
     }
+    print_settings(project);
+    Ok(EXIT_OK)
+}
+
+/// The project's settings and experiments as `name: value` lines.
+fn print_settings(project: &Project) {
     let settings = &project.settings;
     let duration = |ms: i64| format!("{} ({ms} ms)", format_duration_ms(ms));
     let experiments = if project.experiments.is_empty() {
@@ -186,8 +210,4 @@ fn print_project(context: &Context, project: &Project) -> Result<u8, CliError> {
         ),
         ("experiments", experiments),
     ]);
-    if let Some(key) = &project.ingest_key {
-        println!("ingest key (shown once; the node keeps only its hash): {key}");
-    }
-    Ok(EXIT_OK)
 }

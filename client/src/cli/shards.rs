@@ -11,16 +11,16 @@ pub async fn list(client: &Client, context: &Context, admin_token: &str) -> Resu
     let status = client
         .cluster_status(admin_token)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     if context.json {
         context.print_json(&status.shards)?;
         return Ok(EXIT_OK);
     }
     let mut table = Table::new(&[
-        ("shard", Align::Right),
-        ("owner", Align::Right),
-        ("epoch", Align::Right),
-        ("moving to", Align::Right),
+        ("SHARD", Align::Right),
+        ("OWNER", Align::Right),
+        ("EPOCH", Align::Right),
+        ("MOVING TO", Align::Right),
     ]);
     for shard in &status.shards {
         table.row(vec![
@@ -48,7 +48,7 @@ pub async fn move_shard(
     let report = client
         .move_shard(admin_token, shard, to)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     if context.json {
         context.print_json(&report)?;
         return Ok(EXIT_OK);
@@ -77,7 +77,7 @@ pub async fn rebalance(
     let report = client
         .rebalance(admin_token)
         .await
-        .map_err(|error| CliError::from_client(&context.node, error))?;
+        .map_err(|error| context.client_error(error))?;
     let code = if report.failed.is_some() {
         EXIT_FAILED
     } else {
@@ -94,12 +94,12 @@ pub async fn rebalance(
 
 fn rebalance_table(report: &RebalanceReport) -> Table {
     let mut table = Table::new(&[
-        ("shard", Align::Right),
-        ("from", Align::Right),
-        ("to", Align::Right),
-        ("outcome", Align::Left),
-        ("bytes", Align::Right),
-        ("duration", Align::Right),
+        ("SHARD", Align::Right),
+        ("FROM", Align::Right),
+        ("TO", Align::Right),
+        ("OUTCOME", Align::Left),
+        ("BYTES", Align::Right),
+        ("DURATION", Align::Right),
     ]);
     let done = |step: &PlannedMove| -> Option<&ShardMoveReport> {
         report.moved.iter().find(|moved| moved.shard == step.shard)

@@ -120,6 +120,19 @@ pub fn format_percent(ratio: f64) -> String {
     format!("{:.2}%", ratio * 100.0)
 }
 
+/// The smallest p-value printed as a number; below it the CLI prints
+/// `<0.0001`, as the console does (four decimals would print 0.0000).
+pub const P_VALUE_PRINTED_MIN: f64 = 0.0001;
+
+/// A p-value with four decimals, `<0.0001` below [`P_VALUE_PRINTED_MIN`].
+pub fn format_p_value(p_value: f64) -> String {
+    if p_value < P_VALUE_PRINTED_MIN {
+        "<0.0001".to_string()
+    } else {
+        format!("{p_value:.4}")
+    }
+}
+
 /// A signed ratio as a percentage with one decimal: `0.373` → `+37.3%`.
 pub fn format_signed_percent(ratio: f64) -> String {
     if ratio.is_finite() {
@@ -157,5 +170,8 @@ mod tests {
         assert_eq!(format_signed_percent(0.373), "+37.3%");
         assert_eq!(format_signed_percent(-0.021), "-2.1%");
         assert_eq!(format_percent(0.1234), "12.34%");
+        assert_eq!(format_p_value(0.000_02), "<0.0001");
+        assert_eq!(format_p_value(0.0001), "0.0001");
+        assert_eq!(format_p_value(0.28691), "0.2869");
     }
 }

@@ -24,18 +24,26 @@ struct Run {
 }
 
 async fn ctl(node: &str, args: &[&str]) -> Run {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sessiondb-ctl"))
+    // The operator's token; a test that wants another gives
+    // `--admin-token`, which wins over the variable.
+    ctl_with_admin_token(node, args, Some(crate::support::TEST_ADMIN_TOKEN)).await
+}
+
+/// Runs the CLI with `SESSIONDB_ADMIN_TOKEN` set to `admin_token`, or unset.
+async fn ctl_with_admin_token(node: &str, args: &[&str], admin_token: Option<&str>) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sessiondb-ctl"));
+    command
         .arg("--node")
         .arg(node)
         .args(args)
         .env_remove("SESSIONDB_NODE")
         .env_remove("SESSIONDB_INGEST_KEY")
-        // The operator's token; a test that wants another gives
-        // `--admin-token`, which wins over the variable.
-        .env("SESSIONDB_ADMIN_TOKEN", crate::support::TEST_ADMIN_TOKEN)
-        .output()
-        .await
-        .expect("run sessiondb-ctl");
+        .env_remove("SESSIONDB_ADMIN_TOKEN")
+        .env_remove("NO_COLOR");
+    if let Some(token) = admin_token {
+        command.env("SESSIONDB_ADMIN_TOKEN", token);
+    }
+    let output = command.output().await.expect("run sessiondb-ctl");
     Run {
         code: output.status.code().expect("exited with a code"),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -118,11 +126,52 @@ async fn import_then_query(encoding: &str) {
         ],
     )
     .await;
-    // Some lines were rejected: exit 4, and the rest is imported.
+    // Some lines were rejected: exit 4, and the rest is imported. The
+    // counts add up on screen, and the rejections are summed by reason.
     expect_code(&run, EXIT_INPUT);
-    assert!(run.stdout.contains("accepted    400"), "{run:#?}");
-    assert!(run.stdout.contains("rejected    3"), "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("sent 401 = 400 accepted + 0 duplicates + 1 rejected + 0 failed"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout.contains("lines not sent: 2 malformed, 1 blank"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout.contains("3 rejected lines (listed in "),
+        "{run:#?}"
+    );
+    let reasons: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("REASON"))
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            vec!["REASON", "LINES"],
+            vec!["malformed_line", "2"],
+            vec!["unknown_project", "1"]
+        ],
+        "{run:#?}"
+    );
     assert!(run.stdout.contains("events/s"), "{run:#?}");
+    // stderr is not a terminal: plain progress lines with a percentage and
+    // an ETA, and no control codes anywhere.
+    assert!(
+        run.stderr
+            .lines()
+            .any(|line| line.starts_with("importing: ")
+                && line.contains("% (")
+                && line.contains(", ETA ")),
+        "{run:#?}"
+    );
+    assert!(
+        !run.stderr.contains('\x1b') && !run.stdout.contains('\x1b'),
+        "{run:#?}"
+    );
     assert_eq!(read_rejections(&rejections), expected_rejections);
 
     // The same file again: everything is a duplicate, counted once.
@@ -144,6 +193,14 @@ async fn import_then_query(encoding: &str) {
     assert_eq!(summary["accepted"], 0, "{summary}");
     assert_eq!(summary["duplicates"], 400, "{summary}");
     assert_eq!(summary["rejected"], 3, "{summary}");
+    assert_eq!(summary["rejected_by_node"], 1, "{summary}");
+    assert_eq!(summary["malformed"], 2, "{summary}");
+    assert_eq!(summary["blank"], 1, "{summary}");
+    assert_eq!(summary["events_sent"], 401, "{summary}");
+    assert_eq!(
+        summary["rejections_by_reason"]["unknown_project"], 1,
+        "{summary}"
+    );
     assert_eq!(summary["lines"], 404, "{summary}");
 
     // The results table names the variations and their numbers.
@@ -227,7 +284,12 @@ async fn clean_import_exits_0_and_writes_no_rejections_file() {
     )
     .await;
     expect_code(&run, EXIT_OK);
-    assert!(run.stdout.contains("accepted    40"), "{run:#?}");
+    assert!(
+        run.stdout
+            .contains("sent 40 = 40 accepted + 0 duplicates + 0 rejected + 0 failed"),
+        "{run:#?}"
+    );
+    assert!(!run.stdout.contains("REASON"), "{run:#?}");
     assert!(!dir.path().join("events.ndjson.rejections.ndjson").exists());
 }
 
@@ -313,11 +375,10 @@ async fn cluster_status_shows_the_single_node_cluster() {
     )
     .await;
     expect_code(&refused, EXIT_FAILED);
-    assert!(refused.stderr.contains("(unauthorized)"), "{refused:#?}");
     assert!(
         refused
             .stderr
-            .contains("  hint: give the node's admin token"),
+            .starts_with("error: the admin token from --admin-token was refused (401)\n  hint: "),
         "{refused:#?}"
     );
 
@@ -350,6 +411,13 @@ async fn cluster_status_shows_the_single_node_cluster() {
     let run = ctl(url, &["cluster", "status", "--admin-token", token]).await;
     expect_code(&run, EXIT_OK);
     assert!(run.stdout.contains("state:"), "{run:#?}");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>()
+                == ["NODE", "ADDRESS", "ROLE", "SHARDS", "EPOCHS", "MOVING", "IN"]),
+        "one header style: {run:#?}"
+    );
     let shards = status.shards.len().to_string();
     let member_row = run
         .stdout
@@ -386,6 +454,10 @@ async fn shards_list_move_and_rebalance_on_a_single_node_cluster() {
     let run = ctl(url, &["shards", "list", "--admin-token", token]).await;
     expect_code(&run, EXIT_OK);
     assert_eq!(run.stdout.lines().count(), shards.len() + 1, "{run:#?}");
+    assert!(
+        run.stdout.starts_with("SHARD  OWNER  EPOCH  MOVING TO\n"),
+        "{run:#?}"
+    );
 
     // One member: balanced already.
     let run = ctl(
@@ -458,6 +530,7 @@ async fn nodes_list_drain_and_remove_on_a_single_node_cluster() {
     let run = ctl(url, &["nodes", "list", "--admin-token", token]).await;
     expect_code(&run, EXIT_OK);
     assert!(run.stdout.contains("voter (leader)"), "{run:#?}");
+    assert!(run.stdout.starts_with("NODE  ADDRESS"), "{run:#?}");
 
     // The only member cannot be drained (nobody takes its shards) nor
     // removed (it owns them); a stranger is not a member. Each exits 1
@@ -508,12 +581,29 @@ async fn unreachable_node_exits_3_with_a_hint_and_the_cause() {
         let lines: Vec<&str> = run.stderr.lines().collect();
         assert_eq!(
             lines[0],
-            format!("error: cannot reach the node at {url}"),
+            format!(
+                "error: could not connect to {url}: connection refused — is a node running there?"
+            ),
             "{run:#?}"
         );
+        // One line and a hint; the cause chain only behind -v.
+        assert_eq!(lines.len(), 2, "{run:#?}");
         assert!(lines[1].starts_with("  hint: "), "{run:#?}");
-        assert!(lines[2].starts_with("  caused by: request to "), "{run:#?}");
         assert!(run.stdout.is_empty(), "{run:#?}");
+        assert!(
+            !run.stderr.contains('\x1b'),
+            "no colour off a terminal: {run:#?}"
+        );
+
+        let verbose: Vec<&str> = [&["-v"][..], args].concat();
+        let run = ctl(&url, &verbose).await;
+        expect_code(&run, EXIT_UNREACHABLE);
+        let lines: Vec<&str> = run.stderr.lines().collect();
+        assert!(lines[2].starts_with("  caused by: request to "), "{run:#?}");
+        assert!(
+            lines.iter().any(|line| line.contains("os error")),
+            "{run:#?}"
+        );
     }
 }
 
@@ -565,6 +655,13 @@ async fn missing_import_file_exits_4() {
     let run = ctl(node.base_url(), &["import", missing.to_str().unwrap()]).await;
     expect_code(&run, EXIT_INPUT);
     assert!(run.stderr.starts_with("error: cannot read "), "{run:#?}");
+    assert!(!run.stderr.contains("caused by: "), "{run:#?}");
+    let run = ctl(
+        node.base_url(),
+        &["import", missing.to_str().unwrap(), "--verbose"],
+    )
+    .await;
+    expect_code(&run, EXIT_INPUT);
     assert!(run.stderr.contains("caused by: "), "{run:#?}");
 }
 
@@ -629,9 +726,19 @@ async fn ctl_talks_https_to_a_tls_node_with_the_ca_file() {
 async fn keys_and_tokens_are_shown_once_and_rotate() {
     let node = TestNode::start().await;
     let url = node.base_url();
+    // The key first and alone on stdout; what it is on stderr.
     let run = ctl(url, &["projects", "create", "shop"]).await;
     expect_code(&run, EXIT_OK);
-    assert!(run.stdout.contains("ingest key (shown once"), "{run:#?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{run:#?}");
+    assert!(lines[0].len() >= 32 && !lines[0].contains(' '), "{run:#?}");
+    assert!(run.stderr.contains("ingest key, shown once"), "{run:#?}");
+    // -v: the settings follow the key.
+    let run = ctl(url, &["projects", "create", "shop2", "-v"]).await;
+    expect_code(&run, EXIT_OK);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(!lines[0].contains(' ') && lines[1].is_empty(), "{run:#?}");
+    assert!(run.stdout.contains("session_gap_ms:"), "{run:#?}");
     let run = ctl(url, &["--json", "projects", "create", "blog"]).await;
     expect_code(&run, EXIT_OK);
     let blog: Project = serde_json::from_str(&run.stdout).expect("a Project");
@@ -656,7 +763,11 @@ async fn keys_and_tokens_are_shown_once_and_rotate() {
     expect_code(&run, EXIT_OK);
     let run = ctl(url, &["projects", "list", "--admin-token", &old_key]).await;
     expect_code(&run, EXIT_FAILED);
-    assert!(run.stderr.contains("(forbidden)"), "{run:#?}");
+    assert!(
+        run.stderr
+            .starts_with("error: the admin token from --admin-token was refused (403)"),
+        "{run:#?}"
+    );
 
     let run = ctl(
         url,
@@ -706,7 +817,11 @@ async fn keys_and_tokens_are_shown_once_and_rotate() {
     assert_eq!(new_token.len(), 64, "{run:#?}");
     let run = ctl(url, &["status"]).await;
     expect_code(&run, EXIT_FAILED);
-    assert!(run.stderr.contains("(unauthorized)"), "{run:#?}");
+    assert!(
+        run.stderr
+            .starts_with("error: the admin token from SESSIONDB_ADMIN_TOKEN was refused (401)"),
+        "{run:#?}"
+    );
     let run = ctl(url, &["status", "--admin-token", &new_token]).await;
     expect_code(&run, EXIT_OK);
 }
@@ -725,4 +840,499 @@ async fn node_given_as_host_and_port_is_reached() {
     let run = ctl("ftp://127.0.0.1:9", &["ping"]).await;
     expect_code(&run, EXIT_USAGE);
     assert!(run.stderr.contains("use http:// or https://"), "{run:#?}");
+}
+
+/// A project `shop` (1 h buckets, breakdown by browser) holding `workload`,
+/// sent through the client library.
+async fn shop_with(node: &TestNode, events: &[sessiondb_client::protocol::Event]) {
+    let run = ctl(
+        node.base_url(),
+        &[
+            "projects",
+            "create",
+            "shop",
+            "--bucket-ms",
+            "3600000",
+            "--breakdown-attributes",
+            "browser",
+        ],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    let answer = node.client().send(events).await.expect("send the events");
+    assert_eq!(answer.accepted as usize, events.len(), "{answer:?}");
+}
+
+/// 2025-11-26 09:00 UTC, the start of the manual clock's hour.
+const HOUR_START_MS: i64 = crate::support::START_MS - 40 * 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+#[tokio::test]
+async fn time_input_is_human_and_aligned_to_the_projects_buckets() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    let workload = Workload::new("shop", 40);
+    shop_with(&node, &workload.events).await;
+    let visitors = |run: &Run| -> (i64, i64, i64) {
+        let results: ResultsResponse = serde_json::from_str(&run.stdout).expect("results");
+        let total = results.groups[0]
+            .variations
+            .iter()
+            .map(|v| v.visitors)
+            .sum();
+        (results.from, results.to, total)
+    };
+    let all = workload.visitors_a + workload.visitors_b;
+
+    // 30 minutes before the node's clock (09:40): widened to 09:00.
+    let run = ctl(
+        url,
+        &["--json", "results", "shop", "checkout", "--since", "30m"],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    assert_eq!(
+        run.stderr, "range aligned to 1h buckets: from 2025-11-26 09:00Z\n",
+        "{run:#?}"
+    );
+    assert_eq!(
+        visitors(&run),
+        (HOUR_START_MS, HOUR_START_MS + HOUR_MS, all)
+    );
+
+    // ISO 8601 without an offset is UTC; both ends widen outward.
+    let run = ctl(
+        url,
+        &[
+            "--json",
+            "results",
+            "shop",
+            "checkout",
+            "--from",
+            "2025-11-26T09:10",
+            "--to",
+            "2025-11-26T09:50Z",
+        ],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    assert_eq!(
+        run.stderr, "range aligned to 1h buckets: 2025-11-26 09:00Z to 2025-11-26 10:00Z\n",
+        "{run:#?}"
+    );
+    assert_eq!(
+        visitors(&run),
+        (HOUR_START_MS, HOUR_START_MS + HOUR_MS, all)
+    );
+
+    // An offset, and epoch ms; an aligned range is used as given, silently.
+    let to_ms = (HOUR_START_MS + HOUR_MS).to_string();
+    let run = ctl(
+        url,
+        &[
+            "results",
+            "shop",
+            "checkout",
+            "--from",
+            "2025-11-26T10:10+01:00",
+            "--to",
+            &to_ms,
+        ],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    assert!(
+        run.stderr
+            .starts_with("range aligned to 1h buckets: 2025-11-26 09:00Z to"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout
+            .starts_with("shop / checkout: 2025-11-26 09:00Z to 2025-11-26 10:00Z"),
+        "{run:#?}"
+    );
+    let run = ctl(
+        url,
+        &[
+            "results",
+            "shop",
+            "checkout",
+            "--from",
+            "2025-11-26",
+            "--to",
+            &to_ms,
+        ],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    assert!(run.stderr.is_empty(), "{run:#?}");
+
+    // Bad input is a usage error that says how to write it.
+    for (args, says) in [
+        (&["--since", "3y"][..], "unknown unit"),
+        (&["--since", "24"], "no unit"),
+        (&["--from", "yesterday"], "2026-12-04T10:00"),
+        (&["--from", "2025-02-30"], "is not a time"),
+        (
+            &["--since", "1h", "--from", "2025-11-26"],
+            "cannot be used with",
+        ),
+    ] {
+        let run = ctl(url, &[&["results", "shop", "checkout"][..], args].concat()).await;
+        expect_code(&run, EXIT_USAGE);
+        assert!(run.stderr.contains(says), "{args:?}: {run:#?}");
+    }
+    // The node's own log went to a file: no colour codes there either.
+    let log = node.stderr_text();
+    assert!(!log.is_empty() && !log.contains('\x1b'), "{log:?}");
+}
+
+#[tokio::test]
+async fn authentication_errors_name_the_credential_and_its_source() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    let wrong = "wrong-token-0123456789";
+
+    let run = ctl_with_admin_token(url, &["projects", "list"], Some(wrong)).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(
+        run.stderr.starts_with(
+            "error: the admin token from SESSIONDB_ADMIN_TOKEN was refused (401)\n  hint: "
+        ),
+        "{run:#?}"
+    );
+    assert_eq!(run.stderr.lines().count(), 2, "{run:#?}");
+
+    let run = ctl_with_admin_token(url, &["projects", "list", "--admin-token", wrong], None).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(
+        run.stderr
+            .starts_with("error: the admin token from --admin-token was refused (401)"),
+        "{run:#?}"
+    );
+
+    // None given: said as missing, not as wrong.
+    let run = ctl_with_admin_token(url, &["projects", "list"], None).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(
+        run.stderr.starts_with(
+            "error: no admin token given: pass --admin-token or set SESSIONDB_ADMIN_TOKEN\n"
+        ),
+        "{run:#?}"
+    );
+    let run = ctl_with_admin_token(url, &["--json", "status"], None).await;
+    expect_code(&run, EXIT_FAILED);
+    let error: serde_json::Value = serde_json::from_str(&run.stdout).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "missing_credential", "{run:#?}");
+}
+
+#[tokio::test]
+async fn an_import_refused_for_its_credential_is_not_called_safe_to_retry() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    expect_code(&ctl(url, &["projects", "create", "shop"]).await, EXIT_OK);
+    let dir = TempDir::new("refused");
+    let input = dir.path().join("events.ndjson");
+    let text: String = Workload::new("shop", 10)
+        .events
+        .iter()
+        .map(|event| serde_json::to_string(event).unwrap() + "\n")
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let input = input.to_str().unwrap();
+
+    let run = ctl(
+        url,
+        &["import", input, "--ingest-key", "not-a-key-0123456789"],
+    )
+    .await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(
+        run.stderr
+            .contains("error: the ingest key from --ingest-key was refused (401)"),
+        "{run:#?}"
+    );
+    assert!(
+        !run.stderr.contains("safe to import again") && !run.stdout.contains("safe to import"),
+        "{run:#?}"
+    );
+    assert!(
+        run.stdout
+            .contains("sent 14 = 0 accepted + 0 duplicates + 0 rejected + 14 failed"),
+        "{run:#?}"
+    );
+
+    // No credential at all: said as missing.
+    let run = ctl_with_admin_token(url, &["import", input], None).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(
+        run.stderr.contains(
+            "error: no ingest key or admin token given: pass --ingest-key or set SESSIONDB_INGEST_KEY"
+        ),
+        "{run:#?}"
+    );
+
+    // --json: one document, the summary with the error in it.
+    let run = ctl(
+        url,
+        &[
+            "--json",
+            "import",
+            input,
+            "--ingest-key",
+            "not-a-key-0123456789",
+        ],
+    )
+    .await;
+    expect_code(&run, EXIT_FAILED);
+    let summary: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON summary");
+    assert_eq!(summary["failed"], 14, "{summary}");
+    assert_eq!(summary["error"]["code"], "unauthorized", "{summary}");
+    assert!(
+        run.stderr
+            .lines()
+            .all(|line| line.starts_with("importing: ")),
+        "{run:#?}"
+    );
+}
+
+#[tokio::test]
+async fn json_errors_are_json_on_stdout_with_the_usual_exit_codes() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let dir = TempDir::new("json-errors");
+    let missing = dir.path().join("missing.ndjson");
+    let missing = missing.to_str().unwrap();
+    for (node, args, code, exit) in [
+        (
+            url,
+            &["projects", "show", "nope"][..],
+            "unknown_project",
+            EXIT_FAILED,
+        ),
+        (url, &["results", "shop"], "usage", EXIT_USAGE),
+        (url, &["projects", "bogus"], "usage", EXIT_USAGE),
+        (url, &["import", missing], "input", EXIT_INPUT),
+        (&nobody, &["ping"], "unreachable", EXIT_UNREACHABLE),
+    ] {
+        let run = ctl(node, &[&["--json"][..], args].concat()).await;
+        expect_code(&run, exit);
+        let error: serde_json::Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {run:#?}"));
+        assert_eq!(error["error"]["code"], code, "{args:?}: {run:#?}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{run:#?}"
+        );
+        assert!(error["error"]["hint"].is_string(), "{args:?}: {run:#?}");
+        assert!(run.stderr.is_empty(), "{args:?}: {run:#?}");
+    }
+}
+
+#[tokio::test]
+async fn help_lists_global_options_apart_with_examples_in_every_command() {
+    let url = "http://127.0.0.1:9";
+    for path in [
+        &["ping"][..],
+        &["status"],
+        &["projects"],
+        &["projects", "create"],
+        &["projects", "list"],
+        &["projects", "show"],
+        &["projects", "configure"],
+        &["projects", "rotate-key"],
+        &["import"],
+        &["results"],
+        &["cluster"],
+        &["cluster", "status"],
+        &["shards"],
+        &["shards", "list"],
+        &["shards", "move"],
+        &["shards", "rebalance"],
+        &["nodes"],
+        &["nodes", "list"],
+        &["nodes", "drain"],
+        &["nodes", "remove"],
+        &["admin-token"],
+        &["admin-token", "rotate"],
+    ] {
+        let run = ctl(url, &[path, &["--help"]].concat()).await;
+        expect_code(&run, EXIT_OK);
+        let help = &run.stdout;
+        let examples = help
+            .split_once("\nExamples:\n")
+            .map(|(_, examples)| examples)
+            .unwrap_or_else(|| panic!("{path:?}: no examples: {help}"));
+        assert!(examples.contains("sessiondb-ctl "), "{path:?}: {help}");
+        let (own, global) = help
+            .split_once("\nGlobal options:\n")
+            .unwrap_or_else(|| panic!("{path:?}: no global options: {help}"));
+        for flag in [
+            "--node <NODE>",
+            "--admin-token <TOKEN>",
+            "--json",
+            "-v, --verbose",
+        ] {
+            assert!(global.contains(flag), "{path:?} {flag}: {help}");
+            assert!(!own.contains(flag), "{path:?} {flag}: {help}");
+        }
+        assert!(!global.contains("required"), "{path:?}: {help}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_key_breakdown_or_baseline_is_a_usage_error_listing_the_known_ones() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    shop_with(&node, &Workload::new("shop", 30).events).await;
+    for (args, message, hint) in [
+        (
+            &["--key", "nosuchkey"][..],
+            "error: experiment checkout has no conversion key nosuchkey in this range",
+            "  hint: known conversion keys: purchase",
+        ),
+        (
+            &["--breakdown", "country"],
+            "error: project shop has no breakdown attribute country",
+            "  hint: known breakdown attributes: browser",
+        ),
+        (
+            &["--baseline", "z"],
+            "error: experiment checkout has no variation z",
+            "  hint: known variations: a, b",
+        ),
+    ] {
+        let run = ctl(url, &[&["results", "shop", "checkout"][..], args].concat()).await;
+        expect_code(&run, EXIT_USAGE);
+        assert_eq!(run.stderr, format!("{message}\n{hint}\n"), "{run:#?}");
+        assert!(run.stdout.is_empty(), "{run:#?}");
+    }
+    let run = ctl(
+        url,
+        &[
+            "--json", "results", "shop", "checkout", "--key", "purchase", "--key", "nope",
+        ],
+    )
+    .await;
+    expect_code(&run, EXIT_USAGE);
+    let error: serde_json::Value = serde_json::from_str(&run.stdout).expect("a JSON error");
+    assert_eq!(error["error"]["code"], "unknown_key", "{run:#?}");
+    // A known key is fine.
+    let run = ctl(url, &["results", "shop", "checkout", "--key", "purchase"]).await;
+    expect_code(&run, EXIT_OK);
+}
+
+/// Visitors of `variation` on experiment `checkout`, the first `converted`
+/// of whom purchase once.
+fn exposed(
+    variation: &str,
+    visitors: usize,
+    converted: usize,
+) -> Vec<sessiondb_client::protocol::Event> {
+    let mut events = Vec::new();
+    for n in 0..visitors {
+        let visitor = format!("{variation}-{n}");
+        let ts = crate::support::START_MS - 60_000 + n as i64;
+        events.push(crate::support::decision(
+            &format!("d-{visitor}"),
+            "shop",
+            &visitor,
+            ts,
+            "checkout",
+            variation,
+        ));
+        if n < converted {
+            events.push(crate::support::custom(
+                &format!("p-{visitor}"),
+                "shop",
+                &visitor,
+                ts + 1_000,
+                "purchase",
+            ));
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn results_show_verdicts_always_valid_p_values_and_the_srm_warning() {
+    let node = TestNode::start().await;
+    let url = node.base_url();
+    // a is the baseline; b converts far better, d far worse; c has too few
+    // visitors for a verdict, and breaks the equal split.
+    let events: Vec<_> = [
+        exposed("a", 200, 60),
+        exposed("b", 200, 150),
+        exposed("c", 20, 10),
+        exposed("d", 200, 5),
+    ]
+    .concat();
+    shop_with(&node, &events).await;
+    let run = ctl(url, &["results", "shop", "checkout", "--key", "purchase"]).await;
+    expect_code(&run, EXIT_OK);
+    let table = &run.stdout;
+    assert!(
+        table.contains("WARNING: SAMPLE RATIO MISMATCH") && table.contains("(p <0.0001,"),
+        "{table}"
+    );
+    let header = table
+        .lines()
+        .find(|line| line.starts_with("VARIATION  CONVERTED"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        header.ends_with("P-VALUE  ALWAYS-VALID P  VERDICT"),
+        "{header}"
+    );
+    let verdict_column = header.find("VERDICT").unwrap();
+    let p_value_end = header.find("P-VALUE").unwrap() + "P-VALUE".len();
+    let key_rows: Vec<&str> = table
+        .lines()
+        .skip_while(|line| !line.starts_with("VARIATION  CONVERTED"))
+        .skip(1)
+        .collect();
+    let row = |variation: &str| -> &str {
+        key_rows
+            .iter()
+            .find(|line| line.split_whitespace().next() == Some(variation))
+            .unwrap_or_else(|| panic!("no row {variation}: {table}"))
+    };
+    assert!(row("a").ends_with("baseline"), "{table}");
+    for (variation, verdict) in [("b", "ahead"), ("d", "behind"), ("c", "not enough data")] {
+        assert_eq!(&row(variation)[verdict_column..], verdict, "{table}");
+    }
+    // b's fixed-horizon p-value is far below 0.0001: printed as the console does.
+    assert_eq!(
+        row("b")[..p_value_end].split_whitespace().last(),
+        Some("<0.0001"),
+        "{table}"
+    );
+    // The always-valid p-value column shows the node's number.
+    let results: ResultsResponse = serde_json::from_str(
+        &ctl(
+            url,
+            &["--json", "results", "shop", "checkout", "--key", "purchase"],
+        )
+        .await
+        .stdout,
+    )
+    .expect("results");
+    let always_valid = results.groups[0]
+        .variation("d")
+        .and_then(|d| d.metrics[0].rate_comparison.as_ref())
+        .and_then(|comparison| comparison.always_valid_p_value)
+        .expect("an always-valid p-value for d");
+    let printed = if always_valid < 0.0001 {
+        "<0.0001".to_string()
+    } else {
+        format!("{always_valid:.4}")
+    };
+    assert!(
+        row("d")[..verdict_column].trim_end().ends_with(&printed),
+        "{printed}: {table}"
+    );
 }

@@ -19,8 +19,10 @@
 
 use super::peer::{NodeId, PeerClient, QueryShare};
 use super::placement::PlacementView;
-use crate::engine::query::{self, Partial, QueryError};
-use crate::engine::{Engine, ResultsAnswer, ResultsRequest, SeriesAnswer, ShareRequest};
+use crate::engine::query::{self, Partial, QueryError, ResultsQuery, WeightsSource};
+use crate::engine::{
+    Engine, ResultsAnswer, ResultsRequest, SeriesAnswer, SeriesRequest, ShareRequest,
+};
 use sessiondb_protocol as wire;
 use std::collections::BTreeMap;
 
@@ -96,7 +98,7 @@ impl QueryCoordinator {
         let (from_ms, to_ms) = (share.from_ms.unwrap_or(0), share.to_ms);
         // The engine's own checks (range, breakdown, keys), as a single node
         // makes them; a node without data of the experiment still passes.
-        let query = self
+        let mut query = self
             .engine
             .results_query_for(project, from_ms, to_ms, request)?;
         let gathered = self.gather(&share).await?;
@@ -120,6 +122,7 @@ impl QueryCoordinator {
                 ..Partial::default()
             },
         };
+        let weights_source = self.expected_weights(project, experiment, &merged, &mut query);
         let breakdown = query.breakdown.clone();
         let results = query::finish(merged, &query)?;
         Ok(Gathered {
@@ -128,9 +131,38 @@ impl QueryCoordinator {
                 to_ms,
                 breakdown,
                 results,
+                weights_source,
             },
             missing_nodes: missing,
         })
+    }
+
+    /// The allocation the sample ratio mismatch check expects: the query's
+    /// weights, else the experiment's stored ones (placement, agreed like
+    /// project settings) when they name every variation with data, else
+    /// equal shares.
+    fn expected_weights(
+        &self,
+        project: &str,
+        experiment: &str,
+        merged: &Partial,
+        query: &mut ResultsQuery,
+    ) -> WeightsSource {
+        if query.weights.is_some() {
+            return WeightsSource::Query;
+        }
+        let placement = self.view.current();
+        let Some(stored) = placement.experiment_weights(project, experiment) else {
+            return WeightsSource::Equal;
+        };
+        let variations = query::variations_of(&merged.decisions_by_variation);
+        match query::stored_weights_for(&variations, stored) {
+            Some(weights) => {
+                query.weights = Some(weights);
+                WeightsSource::Stored
+            }
+            None => WeightsSource::Equal,
+        }
     }
 
     /// A time series over every member's share, interval by interval.
@@ -138,19 +170,22 @@ impl QueryCoordinator {
         &self,
         project: &str,
         experiment: &str,
-        range: (Option<i64>, Option<i64>),
-        interval_ms: Option<i64>,
+        request: &SeriesRequest,
     ) -> Result<Gathered<SeriesAnswer>, CoordinatorError> {
         let mut share = ShareRequest {
             project: project.to_string(),
             experiment: experiment.to_string(),
+            breakdown: request.breakdown.clone(),
             ..ShareRequest::default()
         };
-        let mut missing = self.resolve_range(&mut share, range.0, range.1).await?;
+        let mut missing = self
+            .resolve_range(&mut share, request.from_ms, request.to_ms)
+            .await?;
         let (from_ms, to_ms) = (share.from_ms.unwrap_or(0), share.to_ms);
-        let interval_ms = self
-            .engine
-            .series_interval_for(project, from_ms, to_ms, interval_ms)?;
+        let interval_ms =
+            self.engine
+                .series_interval_for(project, from_ms, to_ms, request.interval_ms)?;
+        let query = self.engine.series_query_for(project, request)?;
         share.interval_ms = Some(interval_ms);
         let gathered = self.gather(&share).await?;
         missing.extend(gathered.missing);
@@ -171,12 +206,15 @@ impl QueryCoordinator {
         if merged.is_none() && missing.is_empty() {
             return Err(unknown_experiment(project, experiment));
         }
-        let series = query::finish_series(merged.unwrap_or_default(), from_ms, interval_ms);
+        let series =
+            query::finish_series(merged.unwrap_or_default(), from_ms, interval_ms, &query)?;
         Ok(Gathered {
             answer: SeriesAnswer {
                 from_ms,
                 to_ms,
                 interval_ms,
+                breakdown: query.breakdown,
+                keys: query.keys,
                 series,
             },
             missing_nodes: missing,

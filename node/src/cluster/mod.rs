@@ -3,8 +3,8 @@
 //! `http` calls it, it drives the `engine`, and it never imports `http`.
 //!
 //! - `placement/`: the control plane — the openraft group that replicates
-//!   members, the shard map and project configurations; the only module
-//!   that imports openraft.
+//!   members, the shard map and project configurations; with
+//!   `crate::replication`, the only module that imports openraft.
 //! - `peer`: `PeerClient`, the one client for node-to-node calls, and the
 //!   bodies of the internal routes.
 //! - `coordinator`: `QueryCoordinator`, which answers every results and
@@ -13,6 +13,9 @@
 //!   a project change or a cluster operation.
 //! - `moves`: `ShardMover`, the leader's side of shard moves, rebalances,
 //!   drains and removals; `planner`: the pure rebalance planner.
+//! - `replicas`: the shard groups' Raft traffic — the table of group
+//!   replicas on this node (`GroupReplicas`, empty until groups run) and
+//!   `PeerGroupTransport` (`docs/cluster.md`, "Replicated shards").
 //! - `startup`: bootstrap, join or re-announce at start, and
 //!   `follow_placement`, which keeps the engine's shard roles and projects
 //!   equal to the placement state.
@@ -25,6 +28,7 @@ pub mod moves;
 pub mod peer;
 pub mod placement;
 pub mod planner;
+pub mod replicas;
 pub mod startup;
 
 use crate::engine::handoff::HandoffError;
@@ -48,6 +52,8 @@ pub struct Cluster {
     pub leader: LeaderPath,
     /// Runs shard moves when this node leads.
     pub mover: ShardMover,
+    /// The shard group replicas on this node, served to peers.
+    pub replicas: replicas::GroupReplicas,
 }
 
 impl Cluster {
@@ -71,6 +77,7 @@ impl Cluster {
             coordinator,
             placement,
             peers,
+            replicas: replicas::GroupReplicas::default(),
         }
     }
 }

@@ -101,6 +101,8 @@ pub enum Route {
     StoresAbsorb,
     Join,
     Raft(RaftRoute),
+    /// A shard group's Raft request (`crate::cluster::replicas`).
+    GroupRaft(RaftRoute),
 }
 
 /// The three Raft requests openraft sends (`cluster::placement::network`).
@@ -119,6 +121,20 @@ impl RaftRoute {
             RaftRoute::Snapshot => RAFT_SNAPSHOT_PATH,
         }
     }
+
+    /// The last part of the route's path: `append`, `vote`, `snapshot`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RaftRoute::Append => "append",
+            RaftRoute::Vote => "vote",
+            RaftRoute::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// The path of `group`'s Raft request `route`.
+pub fn group_raft_path(group: u32, route: RaftRoute) -> String {
+    format!("/v1/internal/groups/{group}/raft/{}", route.name())
 }
 
 impl Route {
@@ -135,7 +151,7 @@ impl Route {
             Route::ShardDrop => DROP_WAIT_MS,
             Route::ShardLoads => LOADS_WAIT_MS,
             Route::Join => JOIN_WAIT_MS,
-            Route::Raft(_) => return None,
+            Route::Raft(_) | Route::GroupRaft(_) => return None,
         };
         Some(Duration::from_millis(milliseconds))
     }
@@ -158,6 +174,9 @@ impl fmt::Display for Route {
             Route::Raft(RaftRoute::Append) => "raft append",
             Route::Raft(RaftRoute::Vote) => "raft vote",
             Route::Raft(RaftRoute::Snapshot) => "raft snapshot",
+            Route::GroupRaft(RaftRoute::Append) => "group raft append",
+            Route::GroupRaft(RaftRoute::Vote) => "group raft vote",
+            Route::GroupRaft(RaftRoute::Snapshot) => "group raft snapshot",
         };
         formatter.write_str(name)
     }
@@ -608,6 +627,22 @@ impl PeerClient {
     ) -> Result<Vec<u8>, PeerError> {
         let body = Body::Bytes(request);
         self.expect_ok(peer, Route::Raft(route), route.path(), body, Some(deadline))
+            .await
+    }
+
+    /// A shard group's Raft request to the peer's replica of `group`
+    /// (`crate::cluster::replicas`), within openraft's `deadline`.
+    pub async fn group_raft(
+        &self,
+        peer: &Peer,
+        group: u32,
+        route: RaftRoute,
+        request: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
+        let body = Body::Bytes(request);
+        let path = group_raft_path(group, route);
+        self.expect_ok(peer, Route::GroupRaft(route), &path, body, Some(deadline))
             .await
     }
 

@@ -249,6 +249,8 @@ pub enum AggregateMessage {
         from_ms: i64,
         to_ms: i64,
         interval_ms: i64,
+        /// The breakdown attribute whose cells are read; `None`: totals.
+        breakdown: Option<Arc<str>>,
         reply: RpcReplyPort<Option<Vec<query::Partial>>>,
     },
     /// Merges another node's aggregates of one experiment into this store
@@ -347,10 +349,17 @@ impl Actor for AggregateActor {
                 from_ms,
                 to_ms,
                 interval_ms,
+                breakdown,
                 reply,
             } => {
                 let share = store.experiment(&project, &experiment).map(|aggregates| {
-                    query::series_partial(aggregates, from_ms, to_ms, interval_ms)
+                    query::series_partial(
+                        aggregates,
+                        from_ms,
+                        to_ms,
+                        interval_ms,
+                        breakdown.as_ref(),
+                    )
                 });
                 let _ = reply.send(share);
             }

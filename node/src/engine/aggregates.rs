@@ -546,6 +546,15 @@ pub struct AggregateStore {
 }
 
 impl AggregateStore {
+    /// Every experiment held, as ((project, experiment), aggregates), for
+    /// rebuilding the cardinality limits' name sets on recovery
+    /// (`engine::cardinality`).
+    pub fn experiments(
+        &self,
+    ) -> impl Iterator<Item = (&(Arc<str>, Arc<str>), &ExperimentAggregates)> {
+        self.experiments.iter()
+    }
+
     pub fn apply(&mut self, batch: &AggregateBatch) {
         // Group by experiment so each experiment is looked up once.
         let mut entries: BTreeMap<&Arc<str>, Vec<&Entry>> = BTreeMap::new();

@@ -350,6 +350,7 @@ async fn replay(engine: &Engine, position: u64) -> Result<(u64, u64), EngineErro
                 engine.reconfigure_shards(&config).await;
             }
             JournalEntry::InstallShard { shard, state } => {
+                engine.names().observe_shard(&state);
                 engine.replace_shard(shard, state).await;
             }
             JournalEntry::DropShard { shard } => {
@@ -450,6 +451,14 @@ impl ReplayBatches {
 /// Re-attaches replayed events to their project's configuration as the log
 /// has installed it so far.
 fn resolve(engine: &Engine, events: Vec<JournalEvent>) -> Vec<VisitorEvent> {
+    // Logged events were admitted when they were accepted: replay only
+    // records their names, so later events meet the same sets.
+    {
+        let mut names = engine.names();
+        for event in &events {
+            names.observe(&event.project, &event.event);
+        }
+    }
     // A record's events nearly always share one project: look it up once.
     let mut last: Option<Arc<ProjectConfig>> = None;
     events

@@ -130,6 +130,8 @@ impl Engine {
             state: state.clone(),
         })
         .await?;
+        // Its names join this node's, so the limits go on counting them.
+        self.names().observe_shard(&state);
         self.replace_shard(shard, state).await;
         self.set_shard_role(shard, ShardRole::Owner { epoch })
     }

@@ -36,9 +36,32 @@ pub enum IngestError {
 }
 
 impl Engine {
-    /// Validates one wire event at the node's current time.
+    /// Validates one wire event at the node's current time, counting what
+    /// validation changed in its attributes.
     pub fn validate(&self, event: sessiondb_protocol::Event) -> Result<VisitorEvent, RejectReason> {
-        event::validate(event, self.inner.as_ref(), self.inner.clock.now_ms())
+        let mut adjustments = event::AttributeAdjustments::default();
+        let now_ms = self.inner.clock.now_ms();
+        let event = event::validate_adjusting(event, self.inner.as_ref(), now_ms, &mut adjustments);
+        let counters = &self.inner.counters;
+        if adjustments.values_truncated > 0 {
+            counters
+                .values_truncated
+                .fetch_add(adjustments.values_truncated, Ordering::Relaxed);
+        }
+        if adjustments.attributes_dropped > 0 {
+            counters
+                .attributes_dropped
+                .fetch_add(adjustments.attributes_dropped, Ordering::Relaxed);
+        }
+        event
+    }
+
+    /// The cardinality limits' name sets (`cardinality`).
+    pub(super) fn names(&self) -> std::sync::MutexGuard<'_, super::cardinality::NameSets> {
+        self.inner
+            .names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Applies validated events (rejections pass through at their index)
@@ -63,8 +86,11 @@ impl Engine {
         Ok(outcomes)
     }
 
-    /// Groups events by shard and refuses those for shards this node does
-    /// not own (rejections pass through at their index).
+    /// Groups events by shard, refuses those for shards this node does not
+    /// own and holds the others to the cardinality limits (rejections pass
+    /// through at their index). The limits are applied here, before the
+    /// events are logged, so the log holds what was decided and replay
+    /// never decides again (`cardinality`).
     fn route(&self, events: Vec<Result<VisitorEvent, RejectReason>>) -> (Vec<Outcome>, PerShard) {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(events.len());
         let mut per_shard: std::collections::BTreeMap<u32, (Vec<usize>, Vec<VisitorEvent>)> =
@@ -74,10 +100,13 @@ impl Engine {
             .roles
             .read()
             .expect("roles lock is never poisoned");
+        let mut names = self.names();
+        let mut folded = 0;
+        let mut page_names_folded = 0;
         for (index, event) in events.into_iter().enumerate() {
             match event {
                 Err(reason) => outcomes.push(Outcome::Rejected(reason)),
-                Ok(event) => {
+                Ok(mut event) => {
                     let shard = hashing::shard_of(
                         &event.project.name,
                         &event.visitor,
@@ -87,12 +116,34 @@ impl Engine {
                         outcomes.push(Outcome::Rejected(reason));
                         continue;
                     }
+                    match names.admit(&event.project.name, &mut event.event) {
+                        Ok(count) => {
+                            folded += count.breakdown_values;
+                            page_names_folded += u64::from(count.page_name);
+                        }
+                        Err(reason) => {
+                            outcomes.push(Outcome::Rejected(reason));
+                            continue;
+                        }
+                    }
                     outcomes.push(Outcome::Accepted);
                     let group = per_shard.entry(shard).or_default();
                     group.0.push(index);
                     group.1.push(event);
                 }
             }
+        }
+        if folded > 0 {
+            self.inner
+                .counters
+                .breakdown_values_folded
+                .fetch_add(folded, Ordering::Relaxed);
+        }
+        if page_names_folded > 0 {
+            self.inner
+                .counters
+                .page_names_folded
+                .fetch_add(page_names_folded, Ordering::Relaxed);
         }
         (outcomes, per_shard)
     }

@@ -23,6 +23,7 @@
 pub mod actors;
 pub mod aggregates;
 pub mod audit;
+pub mod cardinality;
 pub mod contribution;
 pub mod durability;
 pub mod handoff;
@@ -45,7 +46,9 @@ mod testing;
 pub mod visitor;
 
 pub use ingest::IngestError;
-pub use share::{LocalShare, ResultsAnswer, ResultsRequest, SeriesAnswer, ShareRequest};
+pub use share::{
+    LocalShare, ResultsAnswer, ResultsRequest, SeriesAnswer, SeriesRequest, ShareRequest,
+};
 pub use status::{EngineMetrics, EngineStatus};
 
 use crate::clock::SharedClock;
@@ -159,6 +162,9 @@ struct Inner {
     /// What recovery repaired (a cut log tail, skipped checkpoints): set
     /// once by `durability::open`, reported by `/v1/status` and `/metrics`.
     recovery_notes: std::sync::Mutex<durability::RecoveryNotes>,
+    /// The names each project has here, held to the cardinality limits by
+    /// `Engine::ingest` before events are logged (`cardinality`).
+    names: std::sync::Mutex<cardinality::NameSets>,
 }
 
 /// Where the engine keeps what it acknowledged.
@@ -207,6 +213,13 @@ impl Engine {
         } = restored;
         shards.resize_with(config.shards as usize, ShardState::default);
         aggregate_stores.resize_with(config.aggregate_actors, AggregateStore::default);
+        let mut names = cardinality::NameSets::new(cardinality::CardinalityLimits::default());
+        for store in &aggregate_stores {
+            names.observe_store(store);
+        }
+        for shard in &shards {
+            names.observe_shard(shard);
+        }
         let health = Arc::new(Health::default());
         let arguments = SupervisorArguments {
             shards,
@@ -256,6 +269,7 @@ impl Engine {
                 ]),
                 coverage: std::sync::Mutex::new(coverage),
                 recovery_notes: std::sync::Mutex::new(durability::RecoveryNotes::default()),
+                names: std::sync::Mutex::new(names),
             }),
         })
     }

@@ -1,7 +1,7 @@
 //! Results and time-series queries over one experiment's aggregates.
 //! Pure functions: the aggregate actor calls them on its own state.
 
-use super::aggregates::{CellKey, CellSeries, Counters, ExperimentAggregates, Group};
+use super::aggregates::{CellSeries, Counters, ExperimentAggregates, Group};
 use super::sketch::{Sketch, SketchUnion};
 use crate::limits;
 use crate::stats::{self, Comparison, Sample};
@@ -123,7 +123,7 @@ pub fn results(
     query: &ResultsQuery,
 ) -> Result<Results, QueryError> {
     let mut union = SketchUnion::new(aggregates.precision);
-    let cells = cells_asked(aggregates, query)
+    let cells = cells_asked(aggregates, query.breakdown.as_ref())
         .map(|(key, series)| {
             let counters =
                 aggregates.summarise_into(series, query.from_ms, query.to_ms, &mut union);
@@ -184,10 +184,10 @@ impl Partial {
 /// totals without a breakdown, the cells of the asked attribute with one.
 fn cells_asked<'a>(
     aggregates: &'a ExperimentAggregates,
-    query: &'a ResultsQuery,
+    breakdown: Option<&'a Arc<str>>,
 ) -> impl Iterator<Item = (PartialKey, &'a CellSeries)> + 'a {
-    aggregates.cells.iter().filter_map(|series| {
-        let value = match (&series.key.group, &query.breakdown) {
+    aggregates.cells.iter().filter_map(move |series| {
+        let value = match (&series.key.group, breakdown) {
             (Group::Total, None) => None,
             (Group::Breakdown { attribute, value }, Some(asked)) if attribute == asked => {
                 Some(Arc::clone(value))
@@ -201,7 +201,7 @@ fn cells_asked<'a>(
 /// The share of one store.
 pub fn partial(aggregates: &ExperimentAggregates, query: &ResultsQuery) -> Partial {
     let mut union = SketchUnion::new(aggregates.precision);
-    let cells = cells_asked(aggregates, query)
+    let cells = cells_asked(aggregates, query.breakdown.as_ref())
         .map(|(key, series)| {
             let counters =
                 aggregates.summarise_into(series, query.from_ms, query.to_ms, &mut union);
@@ -248,37 +248,14 @@ struct Estimates<'a> {
 }
 
 fn answer(estimates: Estimates<'_>, query: &ResultsQuery) -> Result<Results, QueryError> {
-    // A variation exists while decisions name it; with retractions spread
-    // over nodes only the sum says so.
-    let variations: Vec<Arc<str>> = estimates
-        .decisions_by_variation
-        .iter()
-        .filter(|(_, count)| **count > 0)
-        .map(|(variation, _)| Arc::clone(variation))
-        .collect();
+    let variations = variations_of(estimates.decisions_by_variation);
     let keys = if query.keys.is_empty() {
         estimates.keys.iter().cloned().collect()
     } else {
         query.keys.clone()
     };
-    let baseline = match &query.baseline {
-        Some(baseline) if !variations.contains(baseline) => {
-            return Err(QueryError::UnknownBaseline {
-                baseline: baseline.to_string(),
-            })
-        }
-        Some(baseline) => Some(Arc::clone(baseline)),
-        None => variations.first().cloned(),
-    };
-    let mut values: Vec<Option<Arc<str>>> = match query.breakdown {
-        None => vec![None],
-        Some(_) => estimates
-            .cells
-            .keys()
-            .map(|(value, _)| value.clone())
-            .collect(),
-    };
-    values.dedup();
+    let baseline = baseline_of(&variations, query.baseline.as_ref())?;
+    let values = group_values(query.breakdown.is_some(), estimates.cells.keys());
     let expected_weights = expected_weights(&variations, query.weights.as_ref())?;
     let mut groups: Vec<GroupResults> = values
         .into_iter()
@@ -298,6 +275,70 @@ fn answer(estimates: Estimates<'_>, query: &ResultsQuery) -> Result<Results, Que
         baseline,
         groups,
     })
+}
+
+/// The groups of an answer: one without a breakdown, else one per
+/// breakdown value among the cells (which are sorted by value).
+fn group_values<'a>(
+    breakdown: bool,
+    cells: impl Iterator<Item = &'a PartialKey>,
+) -> Vec<Option<Arc<str>>> {
+    if !breakdown {
+        return vec![None];
+    }
+    let mut values: Vec<Option<Arc<str>>> = cells.map(|(value, _)| value.clone()).collect();
+    values.dedup();
+    values
+}
+
+/// The variations of an experiment: those whose decisions add up to more
+/// than zero (with retractions spread over nodes only the sum says so).
+pub fn variations_of(decisions_by_variation: &BTreeMap<Arc<str>, i64>) -> Vec<Arc<str>> {
+    decisions_by_variation
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(variation, _)| Arc::clone(variation))
+        .collect()
+}
+
+/// The baseline: the asked one, which must be a variation, else the first.
+fn baseline_of(
+    variations: &[Arc<str>],
+    asked: Option<&Arc<str>>,
+) -> Result<Option<Arc<str>>, QueryError> {
+    match asked {
+        Some(baseline) if !variations.contains(baseline) => Err(QueryError::UnknownBaseline {
+            baseline: baseline.to_string(),
+        }),
+        Some(baseline) => Ok(Some(Arc::clone(baseline))),
+        None => Ok(variations.first().cloned()),
+    }
+}
+
+/// Where a results answer's expected allocation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsSource {
+    Equal,
+    Query,
+    Stored,
+}
+
+/// An experiment's stored weights as a query's: restricted to the
+/// variations with data (a variation weighted before its first decision is
+/// not yet part of the split). `None` when a variation with data has no
+/// stored weight: its share would be undefined, so the check assumes equal
+/// shares and says so (`WeightsSource::Equal`).
+pub fn stored_weights_for(
+    variations: &[Arc<str>],
+    stored: &BTreeMap<String, f64>,
+) -> Option<BTreeMap<Arc<str>, f64>> {
+    variations
+        .iter()
+        .map(|variation| {
+            let weight = stored.get(variation.as_ref())?;
+            Some((Arc::clone(variation), *weight))
+        })
+        .collect()
 }
 
 /// Per variation, its expected share of visitors (summing to 1): equal, or
@@ -474,28 +515,56 @@ pub struct SeriesPoint {
     pub ts_ms: i64,
     pub counters: Counters,
     pub active_estimate: f64,
+    /// Per key of the query, the comparison with the baseline over the
+    /// counters summed from the start of the range to the end of this
+    /// interval (counters of disjoint intervals add: each visitor, session
+    /// and first conversion is counted in the interval of its time). Empty
+    /// for the baseline and without keys.
+    pub cumulative: Vec<KeyComparison>,
 }
 
-/// The share of one store in a time series: one `Partial` (totals per
-/// variation, no breakdown) per interval of [from_ms, to_ms).
+/// A time-series query whose range, interval and names are checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesQuery {
+    pub breakdown: Option<Arc<str>>,
+    /// The keys of the cumulative comparisons (none: no comparison).
+    pub keys: Vec<Arc<str>>,
+    /// `None`: the first variation.
+    pub baseline: Option<Arc<str>>,
+}
+
+/// The series of one group: without a breakdown the only one, else one per
+/// breakdown value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesGroup {
+    pub value: Option<Arc<str>>,
+    pub variations: Series,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesResults {
+    pub baseline: Option<Arc<str>>,
+    pub groups: Vec<SeriesGroup>,
+}
+
+/// The share of one store in a time series: one `Partial` (per variation
+/// and breakdown value, or per variation without a breakdown) per interval
+/// of [from_ms, to_ms).
 pub fn series_partial(
     aggregates: &ExperimentAggregates,
     from_ms: i64,
     to_ms: i64,
     interval_ms: i64,
+    breakdown: Option<&Arc<str>>,
 ) -> Vec<Partial> {
     let mut union = SketchUnion::new(aggregates.precision);
     (from_ms..to_ms)
         .step_by(usize::try_from(interval_ms).expect("interval is positive"))
         .map(|start_ms| {
             let end_ms = (start_ms + interval_ms).min(to_ms);
-            let cells = aggregates
-                .cells
-                .iter()
-                .filter(|series| series.key.group == Group::Total)
-                .map(|series| {
+            let cells = cells_asked(aggregates, breakdown)
+                .map(|(key, series)| {
                     let counters = aggregates.summarise_into(series, start_ms, end_ms, &mut union);
-                    let key = (None, Arc::clone(&series.key.variation));
                     (key, (counters, union.to_sketch()))
                 })
                 .collect();
@@ -509,26 +578,51 @@ pub fn series_partial(
         .collect()
 }
 
-/// A time series from the sum of every store's `series_partial`: the
-/// variations whose decisions add up to more than zero, each with its
-/// counters and active-visitor estimate per interval.
+/// A time series from the sum of every store's `series_partial`: per group,
+/// the variations whose decisions add up to more than zero, each with its
+/// counters, active-visitor estimate and cumulative comparisons per
+/// interval.
 pub fn finish_series(
     intervals: Vec<Partial>,
     from_ms: i64,
     interval_ms: i64,
-) -> Vec<(Arc<str>, Vec<SeriesPoint>)> {
-    let variations: Vec<Arc<str>> = intervals.first().map_or_else(Vec::new, |first| {
-        first
-            .decisions_by_variation
-            .iter()
-            .filter(|(_, count)| **count > 0)
-            .map(|(variation, _)| Arc::clone(variation))
-            .collect()
+    query: &SeriesQuery,
+) -> Result<SeriesResults, QueryError> {
+    let variations = intervals.first().map_or_else(Vec::new, |first| {
+        variations_of(&first.decisions_by_variation)
     });
-    variations
+    let baseline = baseline_of(&variations, query.baseline.as_ref())?;
+    let all_cells: BTreeSet<&PartialKey> = intervals
+        .iter()
+        .flat_map(|interval| interval.cells.keys())
+        .collect();
+    let groups = group_values(query.breakdown.is_some(), all_cells.into_iter())
         .into_iter()
+        .map(|value| SeriesGroup {
+            variations: group_series(&intervals, &value, &variations, from_ms, interval_ms),
+            value,
+        })
+        .map(|mut group| {
+            add_cumulative_comparisons(&mut group.variations, &query.keys, baseline.as_ref());
+            group
+        })
+        .collect();
+    Ok(SeriesResults { baseline, groups })
+}
+
+/// Per variation, its points in one group (zero where an interval has no
+/// cell), without comparisons.
+fn group_series(
+    intervals: &[Partial],
+    value: &Option<Arc<str>>,
+    variations: &[Arc<str>],
+    from_ms: i64,
+    interval_ms: i64,
+) -> Series {
+    variations
+        .iter()
         .map(|variation| {
-            let key = (None, Arc::clone(&variation));
+            let key = (value.clone(), Arc::clone(variation));
             let points = intervals
                 .iter()
                 .zip(0_i64..)
@@ -538,51 +632,187 @@ pub fn finish_series(
                         ts_ms: from_ms + index * interval_ms,
                         counters,
                         active_estimate: sketch.map_or(0.0, |sketch| sketch.estimate()),
+                        cumulative: Vec::new(),
                     }
                 })
                 .collect();
-            (variation, points)
+            (Arc::clone(variation), points)
         })
         .collect()
 }
 
-/// Per variation, the counters of each interval in [from_ms, to_ms).
-pub fn time_series(
-    aggregates: &ExperimentAggregates,
-    from_ms: i64,
-    to_ms: i64,
-    interval_ms: i64,
-) -> Vec<(Arc<str>, Vec<SeriesPoint>)> {
-    let mut union = SketchUnion::new(aggregates.precision);
-    aggregates
-        .variations()
-        .into_iter()
-        .map(|variation| {
-            let cell = CellKey {
-                variation: Arc::clone(&variation),
-                group: Group::Total,
-            };
-            let series = aggregates.series(&cell);
-            let points = (from_ms..to_ms)
-                .step_by(usize::try_from(interval_ms).expect("interval is positive"))
-                .map(|start_ms| {
-                    let end_ms = (start_ms + interval_ms).min(to_ms);
-                    let (counters, active_estimate) = match series {
-                        Some(series) => {
-                            let counters =
-                                aggregates.summarise_into(series, start_ms, end_ms, &mut union);
-                            (counters, union.estimate())
-                        }
-                        None => (Counters::default(), 0.0),
-                    };
-                    SeriesPoint {
-                        ts_ms: start_ms,
-                        counters,
-                        active_estimate,
-                    }
-                })
+/// Fills every non-baseline point's `cumulative`: the comparison of the
+/// counters summed from the first interval through this one, against the
+/// baseline's summed the same way. Holm's correction is not applied: these
+/// are the same hypotheses looked at over time, which is what the
+/// always-valid p-value and confidence sequence are for.
+fn add_cumulative_comparisons(series: &mut Series, keys: &[Arc<str>], baseline: Option<&Arc<str>>) {
+    let Some(baseline) = baseline else {
+        return;
+    };
+    if keys.is_empty() {
+        return;
+    }
+    let Some(baseline_totals) = series
+        .iter()
+        .find(|(variation, _)| variation == baseline)
+        .map(|(_, points)| running_totals(points))
+    else {
+        return;
+    };
+    for (_, points) in series
+        .iter_mut()
+        .filter(|(variation, _)| variation != baseline)
+    {
+        let totals = running_totals(points);
+        for ((point, total), baseline_total) in points.iter_mut().zip(&totals).zip(&baseline_totals)
+        {
+            point.cumulative = keys
+                .iter()
+                .map(|key| compare(baseline_total, total, key))
                 .collect();
-            (variation, points)
+        }
+    }
+}
+
+/// The counters summed from the first point through each point.
+fn running_totals(points: &[SeriesPoint]) -> Vec<Counters> {
+    let mut total = Counters::default();
+    points
+        .iter()
+        .map(|point| {
+            total.add(&point.counters);
+            total.clone()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::aggregates::KeyCounters;
+    use super::*;
+
+    fn counters(visitors: i64, conversions: i64) -> Counters {
+        let key = KeyCounters {
+            unique_conversions: conversions,
+            total_conversions: conversions,
+            ..KeyCounters::default()
+        };
+        Counters {
+            visitors,
+            keys: [(Arc::from("buy"), key)].into(),
+            ..Counters::default()
+        }
+    }
+
+    /// Two intervals of a "browser" breakdown: per value and variation,
+    /// (visitors, conversions) of each interval.
+    fn intervals() -> Vec<Partial> {
+        let cell = |value: &str, variation: &str, visitors, conversions| {
+            let key: PartialKey = (Some(Arc::from(value)), Arc::from(variation));
+            (key, (counters(visitors, conversions), None))
+        };
+        let partial = |cells: Vec<(PartialKey, (Counters, Option<Sketch>))>| Partial {
+            precision: 12,
+            decisions_by_variation: [(Arc::from("a"), 2), (Arc::from("b"), 2)].into(),
+            keys: [Arc::from("buy")].into(),
+            cells: cells.into_iter().collect(),
+        };
+        vec![
+            partial(vec![
+                cell("chrome", "a", 100, 10),
+                cell("chrome", "b", 100, 20),
+                cell("firefox", "a", 50, 5),
+            ]),
+            partial(vec![
+                cell("chrome", "a", 300, 30),
+                cell("chrome", "b", 300, 60),
+                cell("firefox", "b", 50, 5),
+            ]),
+        ]
+    }
+
+    #[test]
+    fn a_series_follows_the_breakdown_with_one_group_per_value() {
+        let query = SeriesQuery {
+            breakdown: Some(Arc::from("browser")),
+            keys: vec![Arc::from("buy")],
+            baseline: None,
+        };
+        let series = finish_series(intervals(), 0, 10, &query).unwrap();
+        assert_eq!(series.baseline.as_deref(), Some("a"));
+        let values: Vec<_> = series.groups.iter().map(|g| g.value.clone()).collect();
+        assert_eq!(
+            values,
+            vec![Some(Arc::from("chrome")), Some(Arc::from("firefox"))]
+        );
+        let firefox = &series.groups[1].variations;
+        let visitors = |variation: usize| -> Vec<i64> {
+            firefox[variation]
+                .1
+                .iter()
+                .map(|p| p.counters.visitors)
+                .collect()
+        };
+        assert_eq!(visitors(0), vec![50, 0]);
+        assert_eq!(visitors(1), vec![0, 50]);
+        assert_eq!(firefox[1].1[1].ts_ms, 10);
+    }
+
+    /// The last point's cumulative comparison is the comparison over the
+    /// whole range, computed from counters summed over the intervals.
+    #[test]
+    fn cumulative_comparisons_compare_the_counters_summed_so_far() {
+        let query = SeriesQuery {
+            breakdown: Some(Arc::from("browser")),
+            keys: vec![Arc::from("buy")],
+            baseline: None,
+        };
+        let series = finish_series(intervals(), 0, 10, &query).unwrap();
+        let chrome = &series.groups[0].variations;
+        assert!(chrome[0].1.iter().all(|point| point.cumulative.is_empty()));
+        let treatment = &chrome[1].1;
+        let whole = compare(&counters(400, 40), &counters(400, 80), "buy");
+        assert_eq!(treatment[1].cumulative, vec![whole.clone()]);
+        let first = compare(&counters(100, 10), &counters(100, 20), "buy");
+        assert_eq!(treatment[0].cumulative, vec![first.clone()]);
+        let rate = whole.rate.expect("both groups converted");
+        assert!((rate.relative_improvement - 1.0).abs() < 1e-12);
+        let always_valid = rate.always_valid.expect("both groups have spread");
+        assert!(always_valid.low < rate.relative_improvement);
+        assert!(always_valid.high > rate.relative_improvement);
+        // More data narrows the sequence.
+        let early = first.rate.unwrap().always_valid.unwrap();
+        assert!(always_valid.high - always_valid.low < early.high - early.low);
+    }
+
+    #[test]
+    fn a_series_without_keys_compares_nothing_and_an_unknown_baseline_fails() {
+        let series = finish_series(intervals(), 0, 10, &SeriesQuery::default()).unwrap();
+        assert_eq!(series.groups.len(), 1);
+        assert_eq!(series.groups[0].value, None);
+        let query = SeriesQuery {
+            baseline: Some(Arc::from("z")),
+            ..SeriesQuery::default()
+        };
+        assert!(matches!(
+            finish_series(intervals(), 0, 10, &query),
+            Err(QueryError::UnknownBaseline { .. })
+        ));
+    }
+
+    #[test]
+    fn stored_weights_apply_when_they_name_every_variation_with_data() {
+        let variations = [Arc::from("a"), Arc::from("b")];
+        let stored = [
+            ("a".to_string(), 2.0),
+            ("b".to_string(), 1.0),
+            ("c".to_string(), 5.0),
+        ];
+        let weights = stored_weights_for(&variations, &stored.into_iter().collect()).unwrap();
+        assert_eq!(weights.len(), 2);
+        assert_eq!(weights[&Arc::from("a")], 2.0);
+        let only_a = [("a".to_string(), 2.0)].into_iter().collect();
+        assert_eq!(stored_weights_for(&variations, &only_a), None);
+    }
 }

@@ -179,6 +179,17 @@ impl ShardState {
             .sum()
     }
 
+    /// Every visitor of every project here, for rebuilding the
+    /// cardinality limits' name sets on recovery (`engine::cardinality`).
+    pub fn visitors(&self) -> impl Iterator<Item = (&Arc<str>, &super::visitor::Visitor)> {
+        self.projects.iter().flat_map(|(name, project)| {
+            project
+                .visitors
+                .values()
+                .map(move |visitor| (name, visitor))
+        })
+    }
+
     /// Every retained event as (project, visitor, event id), for the
     /// chaos tests' audit (`engine::audit`). Frozen sessions keep no ids.
     pub fn retained_event_ids(&self) -> Vec<(Arc<str>, Box<str>, Box<str>)> {

@@ -41,6 +41,19 @@ pub struct ResultsAnswer {
     pub to_ms: i64,
     pub breakdown: Option<Arc<str>>,
     pub results: Results,
+    pub weights_source: query::WeightsSource,
+}
+
+/// A time-series request as the API receives it: range and names
+/// unchecked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesRequest {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub interval_ms: Option<i64>,
+    pub breakdown: Option<String>,
+    pub keys: Vec<String>,
+    pub baseline: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +61,9 @@ pub struct SeriesAnswer {
     pub from_ms: i64,
     pub to_ms: i64,
     pub interval_ms: i64,
-    pub series: query::Series,
+    pub breakdown: Option<Arc<str>>,
+    pub keys: Vec<Arc<str>>,
+    pub series: query::SeriesResults,
 }
 
 /// What a coordinator asks of every member's engine: the first bucket of
@@ -165,8 +180,12 @@ impl Engine {
         let config = self.project_config(&request.project)?;
         let to_ms = request.to_ms;
         series_interval(config.settings.bucket_ms, from_ms, to_ms, Some(interval_ms))?;
+        let breakdown = match &request.breakdown {
+            Some(attribute) => Some(check_breakdown(&config.settings, attribute)?),
+            None => None,
+        };
         let experiment = request.experiment.as_str();
-        self.check_cost(&config, experiment, None, from_ms, to_ms)
+        self.check_cost(&config, experiment, breakdown.clone(), from_ms, to_ms)
             .await?;
         let message = |reply| AggregateMessage::SeriesPartial {
             project: Arc::clone(&config.name),
@@ -174,6 +193,7 @@ impl Engine {
             from_ms,
             to_ms,
             interval_ms,
+            breakdown,
             reply,
         };
         self.ask(self.aggregates_for(&config.name, experiment), message)
@@ -217,6 +237,29 @@ impl Engine {
         let config = self.project_config(project)?;
         check_range(config.settings.bucket_ms, from_ms, to_ms)?;
         series_interval(config.settings.bucket_ms, from_ms, to_ms, interval_ms)
+    }
+
+    /// Checks a time series' breakdown, keys and baseline against the
+    /// project's settings and the limits (for a coordinator that finishes
+    /// the merged shares).
+    pub fn series_query_for(
+        &self,
+        project: &str,
+        request: &SeriesRequest,
+    ) -> Result<query::SeriesQuery, QueryError> {
+        let config = self.project_config(project)?;
+        let results = ResultsRequest {
+            breakdown: request.breakdown.clone(),
+            keys: request.keys.clone(),
+            baseline: request.baseline.clone(),
+            ..ResultsRequest::default()
+        };
+        let checked = results_query(&config.settings, 0, 0, &results)?;
+        Ok(query::SeriesQuery {
+            breakdown: checked.breakdown,
+            keys: checked.keys,
+            baseline: checked.baseline,
+        })
     }
 
     /// Experiments of a project with their earliest bucket, sorted by name.

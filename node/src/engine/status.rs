@@ -34,6 +34,13 @@ pub(super) struct EventCounters {
     pub(super) rejections: std::sync::Mutex<std::collections::BTreeMap<RejectCode, u64>>,
     /// Ingest calls answered (one per batch).
     pub(super) batches: AtomicU64,
+    /// Attribute values cut to `ATTRIBUTE_VALUE_BYTES_MAX` (`event`).
+    pub(super) values_truncated: AtomicU64,
+    /// Attributes beyond `ATTRIBUTES_MAX` dropped (`event`).
+    pub(super) attributes_dropped: AtomicU64,
+    /// Breakdown values folded into `(other)` (`cardinality`).
+    pub(super) breakdown_values_folded: AtomicU64,
+    pub(super) page_names_folded: AtomicU64,
     /// Results and time-series requests, timed by the HTTP layer.
     pub(super) query_seconds: crate::metrics::Histogram,
     /// The last checkpoint taken (`Engine::checkpoint`).
@@ -47,6 +54,10 @@ pub(super) struct EventCounters {
 pub struct EngineMetrics {
     /// Rejected events by reason code, sorted by code.
     pub rejections: Vec<(RejectCode, u64)>,
+    /// What ingest changed in accepted events instead of rejecting them,
+    /// by reason: `value_truncated`, `attribute_dropped`,
+    /// `breakdown_value_folded`, `page_name_folded`.
+    pub adjustments: [(&'static str, u64); 4],
     pub batches: u64,
     pub query_seconds: crate::metrics::HistogramSnapshot,
     /// Messages queued or being handled, summed over the shard actors.
@@ -129,6 +140,16 @@ impl Engine {
                 .rejections
                 .iter()
                 .map(|(code, count)| (code.to_string(), *count)),
+        );
+        metrics::labeled_counter(
+            registry,
+            "sessiondb_ingest_adjustments_total",
+            "What ingest changed in accepted events instead of rejecting them, by reason (docs/ingest-formats.md).",
+            "reason",
+            engine
+                .adjustments
+                .iter()
+                .map(|(reason, count)| (reason.to_string(), *count)),
         );
         metrics::counter(
             registry,
@@ -242,8 +263,16 @@ impl Engine {
             .iter()
             .map(|(code, count)| (code.clone(), *count))
             .collect();
+        let adjustments = [
+            ("value_truncated", &counters.values_truncated),
+            ("attribute_dropped", &counters.attributes_dropped),
+            ("breakdown_value_folded", &counters.breakdown_values_folded),
+            ("page_name_folded", &counters.page_names_folded),
+        ]
+        .map(|(reason, counter)| (reason, counter.load(Ordering::Relaxed)));
         EngineMetrics {
             rejections,
+            adjustments,
             batches: counters.batches.load(Ordering::Relaxed),
             query_seconds: counters.query_seconds.snapshot(),
             shard_queue_depth: self

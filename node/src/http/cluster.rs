@@ -2,6 +2,9 @@
 //!
 //! - `POST /v1/internal/raft/{append,vote,snapshot}` (cluster secret): a
 //!   peer's Raft request, handed to the local Raft node as is;
+//! - `POST /v1/internal/groups/{group}/raft/{append,vote,snapshot}`
+//!   (cluster secret): a peer's Raft request for this node's replica of a
+//!   shard group (`cluster::replicas`); `404 not_found` when none runs here;
 //! - `POST /v1/cluster/join` (cluster secret): a node asks to become a
 //!   member; only the leader admits it, any other node answers
 //!   `307 not_leader` naming the leader, and the joining node retries there;
@@ -13,7 +16,9 @@
 use super::auth;
 use super::error::ApiError;
 use super::AppState;
+use crate::cluster::peer::RaftRoute;
 use crate::cluster::placement::{ChangeError, ClusterReport, RaftServerState, Role};
+use crate::cluster::replicas::GroupServeError;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpResponse};
 use sessiondb_protocol as wire;
@@ -35,6 +40,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/append", web::post().to(raft_append))
                 .route("/vote", web::post().to(raft_vote))
                 .route("/snapshot", web::post().to(raft_snapshot)),
+        )
+        .service(
+            web::scope("/v1/internal/groups/{group}/raft")
+                .wrap(actix_web::middleware::from_fn(auth::require_cluster_secret))
+                .app_data(web::PayloadConfig::new(RAFT_BODY_BYTES_MAX))
+                .route("/append", web::post().to(group_raft_append))
+                .route("/vote", web::post().to(group_raft_vote))
+                .route("/snapshot", web::post().to(group_raft_snapshot)),
         )
         .service(
             web::resource("/v1/cluster/join")
@@ -59,6 +72,52 @@ fn raft_answer(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))
+}
+
+async fn group_raft(
+    state: &AppState,
+    group: u32,
+    route: RaftRoute,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    match state.cluster.replicas.serve(group, route, body).await {
+        Ok(answer) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(answer)),
+        Err(error @ GroupServeError::NotHosted { .. }) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            error.to_string(),
+        )),
+        Err(error @ GroupServeError::Malformed(_)) => Err(ApiError::bad_request(
+            ErrorCode::MalformedRaftRequest,
+            error.to_string(),
+        )),
+    }
+}
+
+async fn group_raft_append(
+    state: web::Data<AppState>,
+    group: web::Path<u32>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    group_raft(&state, group.into_inner(), RaftRoute::Append, &body).await
+}
+
+async fn group_raft_vote(
+    state: web::Data<AppState>,
+    group: web::Path<u32>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    group_raft(&state, group.into_inner(), RaftRoute::Vote, &body).await
+}
+
+async fn group_raft_snapshot(
+    state: web::Data<AppState>,
+    group: web::Path<u32>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    group_raft(&state, group.into_inner(), RaftRoute::Snapshot, &body).await
 }
 
 async fn raft_append(

@@ -20,6 +20,7 @@ mod projects;
 mod query;
 mod shard_map;
 mod shards;
+mod weights;
 
 /// The pure body → events mappings of the compatible formats (fuzz targets).
 pub use compat::optimizely::map_batch as map_optimizely_batch;
@@ -130,6 +131,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(
                     "/{project}/experiments/{experiment}/timeseries",
                     web::get().to(query::time_series),
+                )
+                .service(
+                    web::resource("/{project}/experiments/{experiment}/weights")
+                        .route(web::get().to(weights::show))
+                        .route(web::put().to(weights::set))
+                        .route(web::delete().to(weights::clear)),
                 ),
         );
 }

@@ -124,16 +124,7 @@ async fn agree(
     let command = PlacementCommand::PutProject {
         config: config.clone(),
     };
-    let response = state
-        .cluster
-        .leader
-        .propose(command)
-        .await
-        .map_err(|error| match error {
-            LeaderError::Unknown => unavailable("no leader is known (an election is in progress)"),
-            LeaderError::Unavailable { detail } => unavailable(detail),
-            LeaderError::Forward(error) => unavailable(error),
-        })?;
+    let response = propose(state, command).await?;
     match response {
         PlacementResponse::ProjectStored { .. } => {}
         PlacementResponse::Rejected { reason } => return Err(rejected(reason, &name, creating)),
@@ -147,6 +138,24 @@ async fn agree(
     }
     state.engine.install_project(config.clone()).await?;
     Ok(config)
+}
+
+/// Has the leader propose a placement command; answers what applying it
+/// answered. No agreement now is `503 placement_unavailable`.
+pub(super) async fn propose(
+    state: &AppState,
+    command: PlacementCommand,
+) -> Result<PlacementResponse, ApiError> {
+    state
+        .cluster
+        .leader
+        .propose(command)
+        .await
+        .map_err(|error| match error {
+            LeaderError::Unknown => unavailable("no leader is known (an election is in progress)"),
+            LeaderError::Unavailable { detail } => unavailable(detail),
+            LeaderError::Forward(error) => unavailable(error),
+        })
 }
 
 /// A refused `PutProject`, as the caller's error.

@@ -8,8 +8,9 @@ use super::AppState;
 use crate::cluster::coordinator::{share_request, Gathered};
 use crate::engine::aggregates::Counters;
 use crate::engine::journal;
-use crate::engine::query::{Results, VariationResults};
-use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer};
+use crate::engine::query::SeriesPoint;
+use crate::engine::query::{Results, VariationResults, WeightsSource};
+use crate::engine::{ResultsAnswer, ResultsRequest, SeriesAnswer, SeriesRequest};
 use crate::experiment_aliases::ExperimentAlias;
 use crate::limits;
 use crate::stats::Comparison;
@@ -65,6 +66,8 @@ pub struct SeriesParams {
     to: Option<i64>,
     interval_ms: Option<i64>,
     keys: Option<String>,
+    breakdown: Option<String>,
+    baseline: Option<String>,
 }
 
 /// Counts a query refused for its cost (`/metrics`).
@@ -232,14 +235,20 @@ async fn time_series_answer(
     let (project, requested) = path.into_inner();
     let named = Named::resolve(state, &project, requested);
     let params = params.into_inner();
-    let keys = split_keys(params.keys.as_deref());
-    let range = (params.from, params.to);
+    let request = SeriesRequest {
+        from_ms: params.from,
+        to_ms: params.to,
+        interval_ms: params.interval_ms,
+        breakdown: params.breakdown,
+        keys: split_keys(params.keys.as_deref()),
+        baseline: params.baseline,
+    };
     let gathered = state
         .cluster
         .coordinator
-        .time_series(&project, &named.experiment, range, params.interval_ms)
+        .time_series(&project, &named.experiment, &request)
         .await?;
-    Ok(HttpResponse::Ok().json(series_of(&project, &named, gathered, keys)))
+    Ok(HttpResponse::Ok().json(series_of(&project, &named, gathered)))
 }
 
 fn results_of(
@@ -248,6 +257,11 @@ fn results_of(
     gathered: Gathered<ResultsAnswer>,
 ) -> wire::ResultsResponse {
     let answer = gathered.answer;
+    let weights_source = match answer.weights_source {
+        WeightsSource::Equal => wire::WeightsSource::Equal,
+        WeightsSource::Query => wire::WeightsSource::Query,
+        WeightsSource::Stored => wire::WeightsSource::Stored,
+    };
     let Results {
         keys,
         baseline,
@@ -281,6 +295,7 @@ fn results_of(
                             .map(|(variation, weight)| (variation.to_string(), weight))
                             .collect(),
                         flagged: srm.flagged,
+                        weights_source,
                     }),
             })
             .collect(),
@@ -382,42 +397,35 @@ fn series_of(
     project: &str,
     named: &Named,
     gathered: Gathered<SeriesAnswer>,
-    keys: Vec<String>,
 ) -> wire::TimeSeriesResponse {
     let answer = gathered.answer;
-    let variations = answer
+    let keys = &answer.keys;
+    let mut groups: Vec<wire::TimeSeriesGroup> = answer
         .series
+        .groups
         .into_iter()
-        .map(|(variation, points)| wire::VariationSeries {
-            variation_id: named.variation_id(&variation),
-            variation: variation.to_string(),
-            points: points
+        .map(|group| wire::TimeSeriesGroup {
+            breakdown_value: group.value.map(|value| value.to_string()),
+            variations: group
+                .variations
                 .into_iter()
-                .map(|point| {
-                    let per_key =
-                        |pick: &dyn Fn(&crate::engine::aggregates::KeyCounters) -> i64| {
-                            keys.iter()
-                                .map(|key| pick(&point.counters.key_counters(key)))
-                                .collect()
-                        };
-                    wire::TimeSeriesPoint {
-                        ts: point.ts_ms,
-                        visitors: point.counters.visitors,
-                        active_visitors: point.active_estimate,
-                        sessions: point.counters.sessions,
-                        total_conversions: per_key(&|counters| counters.total_conversions),
-                        unique_conversions: per_key(&|counters| counters.unique_conversions),
-                        value_sum: keys
-                            .iter()
-                            .map(|key| {
-                                point.counters.key_counters(key).value_sum_micros as f64 / 1e6
-                            })
-                            .collect(),
-                    }
+                .map(|(variation, points)| wire::VariationSeries {
+                    variation_id: named.variation_id(&variation),
+                    variation: variation.to_string(),
+                    points: points.iter().map(|point| point_of(point, keys)).collect(),
                 })
                 .collect(),
         })
         .collect();
+    // Without a breakdown the only group's series are the answer's
+    // `variations`, as before breakdowns existed.
+    let variations = match answer.breakdown {
+        None => groups
+            .pop()
+            .map(|group| group.variations)
+            .unwrap_or_default(),
+        Some(_) => Vec::new(),
+    };
     wire::TimeSeriesResponse {
         project: project.to_string(),
         experiment: named.experiment.clone(),
@@ -425,9 +433,49 @@ fn series_of(
         from: answer.from_ms,
         to: answer.to_ms,
         interval_ms: answer.interval_ms,
-        keys,
+        breakdown: answer.breakdown.map(|name| name.to_string()),
+        baseline: answer.series.baseline.map(|name| name.to_string()),
+        keys: keys.iter().map(|key| key.to_string()).collect(),
         variations,
+        groups,
         partial: !gathered.missing_nodes.is_empty(),
         missing_nodes: gathered.missing_nodes,
+    }
+}
+
+fn point_of(point: &SeriesPoint, keys: &[std::sync::Arc<str>]) -> wire::TimeSeriesPoint {
+    let per_key = |pick: &dyn Fn(&crate::engine::aggregates::KeyCounters) -> i64| {
+        keys.iter()
+            .map(|key| pick(&point.counters.key_counters(key)))
+            .collect()
+    };
+    wire::TimeSeriesPoint {
+        ts: point.ts_ms,
+        visitors: point.counters.visitors,
+        active_visitors: point.active_estimate,
+        sessions: point.counters.sessions,
+        total_conversions: per_key(&|counters| counters.total_conversions),
+        unique_conversions: per_key(&|counters| counters.unique_conversions),
+        value_sum: keys
+            .iter()
+            .map(|key| point.counters.key_counters(key).value_sum_micros as f64 / 1e6)
+            .collect(),
+        cumulative: point
+            .cumulative
+            .iter()
+            .map(|comparison| wire::CumulativeComparison {
+                rate_comparison: comparison.rate.map(cumulative_comparison_of),
+                value_comparison: comparison.value.map(cumulative_comparison_of),
+            })
+            .collect(),
+    }
+}
+
+/// A cumulative comparison carries no Holm-adjusted p-value (see
+/// `wire::CumulativeComparison`).
+fn cumulative_comparison_of(comparison: Comparison) -> wire::Comparison {
+    wire::Comparison {
+        p_value_holm: None,
+        ..comparison_of(comparison)
     }
 }

@@ -14,9 +14,13 @@
 //! `delay_syncs_ms(ms)` makes every sync wait `ms` first: a slow disk, for
 //! the chaos tests (the log's one writer thread sleeps, so acknowledgements
 //! slow down and batches queue up, as on a disk whose fsync stalls).
+//! `hold_syncs()` stalls every sync until `release_syncs()`: a disk that
+//! has not yet made anything durable, for tests that must observe a write
+//! in flight.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 const DISARMED: u64 = u64::MAX;
 
@@ -25,6 +29,9 @@ pub struct FaultPlan {
     writes_before_failure: AtomicU64,
     syncs_before_failure: AtomicU64,
     sync_delay_ms: AtomicU64,
+    /// While true, every sync waits on `released`.
+    syncs_held: Mutex<bool>,
+    released: Condvar,
 }
 
 impl Default for FaultPlan {
@@ -33,6 +40,8 @@ impl Default for FaultPlan {
             writes_before_failure: AtomicU64::new(DISARMED),
             syncs_before_failure: AtomicU64::new(DISARMED),
             sync_delay_ms: AtomicU64::new(0),
+            syncs_held: Mutex::new(false),
+            released: Condvar::new(),
         }
     }
 }
@@ -60,6 +69,23 @@ impl FaultPlan {
         self.sync_delay_ms.store(delay_ms, Ordering::SeqCst);
     }
 
+    /// Every later sync waits until [`Self::release_syncs`]. Release before
+    /// dropping the log: closing it waits for its writer thread.
+    pub fn hold_syncs(&self) {
+        *self
+            .syncs_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+    }
+
+    pub fn release_syncs(&self) {
+        *self
+            .syncs_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
+        self.released.notify_all();
+    }
+
     /// Called before each write; `Err` means: write half, then fail.
     pub(super) fn on_write(&self) -> io::Result<()> {
         countdown(&self.writes_before_failure, "write")
@@ -72,6 +98,18 @@ impl FaultPlan {
             // Only the log's writer thread syncs, so this blocks no task.
             std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         }
+        let mut held = self
+            .syncs_held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *held {
+            // Only the log's writer thread syncs, so this blocks no task.
+            held = self
+                .released
+                .wait(held)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        drop(held);
         countdown(&self.syncs_before_failure, "fsync")
     }
 }

@@ -92,20 +92,32 @@
 //! the engine; it stores openraft entries of opaque payload per group. One
 //! process per directory.
 
+mod group;
 mod log_store;
+mod network;
 mod reclaim;
 mod record;
 mod recovery;
 mod state;
 
 #[cfg(test)]
+pub(crate) mod group_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
 
+pub use group::{
+    start_replica, GroupApply, GroupApplyError, GroupConfig, GroupError, GroupHandle, GroupPayload,
+    GroupRaft, GroupSnapshotBuilder, GroupStateMachine, GroupStatus, GroupWriteError, ReplicaId,
+    ReplicaNode, ReplicaTypes,
+};
 pub use log_store::{
     AppendDurable, GroupLog, GroupLogReader, GroupTypes, OpenReport, ReclaimReport, ReplicatedLog,
     ReplicatedLogStats,
+};
+pub use network::{
+    serve, GroupConnection, GroupNetwork, GroupRpc, GroupRpcError, GroupTransport, TransportError,
 };
 pub use record::RecordError;
 

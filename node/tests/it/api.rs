@@ -4,7 +4,8 @@
 //!   same intervals, and its points add up to the whole range;
 //! - reconfiguring a live project re-evaluates every retained visitor under
 //!   the new settings (docs/semantics.md, "Configuration changes"), checked
-//!   against the oracle with the new settings;
+//!   against the oracle with the new settings (a breakdown attribute added
+//!   later has only `(none)` for them: unused attributes are not kept);
 //! - `serve --demo` feeds a live experiment;
 //! - `/v1/status` counts what was sent, and errors are JSON with stable codes.
 
@@ -151,6 +152,114 @@ fn error_message(raw: &RawResponse) -> &str {
 }
 
 /// Per-variation running sums of a series' points.
+/// A time series with a breakdown has one group per breakdown value, each
+/// adding up to the results' group; every point of a variation but the
+/// baseline compares it cumulatively, and the last point's comparison is the
+/// results' over the same range (docs/api.md, "Time series").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_series_follow_a_breakdown_and_compare_cumulatively() {
+    let project = "series";
+    let base_ms = utc_ms(2025, 11, 20);
+    let workload = workload(11, project, 300, base_ms, 2);
+    let node = TestNode::start(base_ms).await;
+    node.create_project(
+        project,
+        serde_json::json!({"bucket_ms": BUCKET_MS, "allowed_lateness_ms": ALLOWED_LATENESS_MS}),
+    )
+    .await;
+    ingest(&node, &workload).await;
+    let (from, to) = (base_ms, base_ms + 2 * DAY_MS);
+    let oracle = Oracle::new(OracleSettings::default(), &workload.distinct);
+    let experiment = oracle
+        .experiments()
+        .into_iter()
+        .next()
+        .expect("an experiment");
+    let path = series_path(project, &experiment, from, to, 6 * BUCKET_MS, SERIES_KEYS)
+        + "&breakdown=browser";
+    let raw = node.get_raw(&path).await;
+    assert_eq!(raw.status, StatusCode::OK, "GET {path}: {}", raw.text);
+    let series: TimeSeriesResponse =
+        serde_json::from_value(raw.body).expect("a TimeSeriesResponse");
+    let results = node
+        .results(project, &experiment, from, to, Some("browser"), SERIES_KEYS)
+        .await;
+    assert_eq!(series.breakdown.as_deref(), Some("browser"));
+    assert!(series.variations.is_empty(), "{}", raw.text);
+    let series_values: Vec<&Option<String>> =
+        series.groups.iter().map(|g| &g.breakdown_value).collect();
+    let results_values: Vec<&Option<String>> =
+        results.groups.iter().map(|g| &g.breakdown_value).collect();
+    assert_eq!(series_values, results_values);
+    assert!(series.groups.len() > 1, "several browsers: {}", raw.text);
+    let baseline = series.baseline.clone().expect("a baseline");
+    assert_eq!(Some(&baseline), results.baseline.as_ref());
+    let mut compared = 0;
+    for (group, expected) in series.groups.iter().zip(&results.groups) {
+        for variation in &group.variations {
+            let want = expected
+                .variation(&variation.variation)
+                .expect("the variation");
+            let visitors: i64 = variation.points.iter().map(|p| p.visitors).sum();
+            assert_eq!(
+                visitors, want.visitors,
+                "{:?} {}",
+                group.breakdown_value, variation.variation
+            );
+            let last = variation.points.last().expect("points");
+            if variation.variation == baseline {
+                assert!(variation.points.iter().all(|p| p.cumulative.is_empty()));
+                continue;
+            }
+            assert!(variation
+                .points
+                .iter()
+                .all(|p| p.cumulative.len() == SERIES_KEYS.len()));
+            for (index, metrics) in want.metrics.iter().enumerate() {
+                let cumulative = &last.cumulative[index];
+                if let (Some(shown), Some(wanted)) =
+                    (&cumulative.rate_comparison, &metrics.rate_comparison)
+                {
+                    assert!(
+                        (shown.relative_improvement - wanted.relative_improvement).abs() < 1e-9
+                    );
+                    assert_eq!(shown.cs_low, wanted.cs_low);
+                    assert_eq!(shown.cs_high, wanted.cs_high);
+                    assert_eq!(shown.p_value_holm, None);
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 0, "some comparison to check: {}", raw.text);
+
+    // An unknown breakdown or baseline is refused as for results.
+    let raw = node
+        .get_raw(
+            &(series_path(project, &experiment, from, to, BUCKET_MS, SERIES_KEYS)
+                + "&breakdown=nope"),
+        )
+        .await;
+    assert_error(
+        &raw,
+        StatusCode::BAD_REQUEST,
+        "unknown_breakdown",
+        "breakdown",
+    );
+    let raw = node
+        .get_raw(
+            &(series_path(project, &experiment, from, to, BUCKET_MS, SERIES_KEYS)
+                + "&baseline=nope"),
+        )
+        .await;
+    assert_error(
+        &raw,
+        StatusCode::BAD_REQUEST,
+        "unknown_baseline",
+        "baseline",
+    );
+}
+
 #[derive(Debug, Default, Clone, PartialEq)]
 struct SeriesSums {
     visitors: i64,
@@ -720,7 +829,9 @@ async fn reconfiguring_a_live_project_re_evaluates_retained_visitors() {
     )
     .await;
 
-    // A new breakdown attribute covers every retained visitor.
+    // A new breakdown attribute has values only from events sent after it:
+    // attributes no breakdown uses are not kept (docs/ingest-formats.md,
+    // "Attributes"), so every visitor so far is `(none)` for it.
     let raw = patch_project(
         &node,
         project,
@@ -737,10 +848,37 @@ async fn reconfiguring_a_live_project_re_evaluates_retained_visitors() {
         project,
         &oracle_split,
         &ranges,
-        &["country", "browser"],
+        &["browser"],
         "country added",
     )
     .await;
+    let visitors = |results: &ResultsResponse| -> Vec<(Option<String>, String, i64)> {
+        results
+            .groups
+            .iter()
+            .flat_map(|group| {
+                group.variations.iter().map(|variation| {
+                    (
+                        group.breakdown_value.clone(),
+                        variation.variation.clone(),
+                        variation.visitors,
+                    )
+                })
+            })
+            .collect()
+    };
+    let total = node
+        .results(project, experiment, whole.0, whole.1, None, KEYS)
+        .await;
+    let by_country = node
+        .results(project, experiment, whole.0, whole.1, Some("country"), KEYS)
+        .await;
+    let expected: Vec<_> = visitors(&total)
+        .into_iter()
+        .map(|(_, variation, count)| (Some("(none)".to_string()), variation, count))
+        .collect();
+    assert!(!expected.is_empty(), "the experiment has visitors");
+    assert_eq!(visitors(&by_country), expected, "country added");
 
     // And back to the settings the project was created with.
     let raw = patch_project(
@@ -755,7 +893,7 @@ async fn reconfiguring_a_live_project_re_evaluates_retained_visitors() {
         project,
         &oracle_30,
         &ranges,
-        &["country"],
+        &["device"],
         "back to gap 30 min",
     )
     .await;

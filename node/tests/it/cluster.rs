@@ -182,6 +182,30 @@ async fn the_cluster_secret_guards_node_to_node_calls() {
             .await;
         assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{path}");
     }
+    // The shard groups' Raft routes: guarded the same way; with the secret
+    // a group with no replica here is named as not found.
+    for path in [
+        "/v1/internal/groups/5/raft/vote",
+        "/v1/internal/groups/5/raft/append",
+        "/v1/internal/groups/5/raft/snapshot",
+    ] {
+        let refused = first
+            .post_with_headers(path, &[("authorization", wrong)], "{}")
+            .await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
+        let anonymous = first.post_anonymous(path, "{}").await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{path}");
+        let not_hosted = first
+            .post_with_headers(path, &[("authorization", right.as_str())], "{}")
+            .await;
+        assert_eq!(not_hosted.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(not_hosted.error_code(), Some("not_found"), "{path}");
+        assert!(
+            not_hosted.text.contains("group 5 has no replica"),
+            "{path}: {}",
+            not_hosted.text
+        );
+    }
     // The cluster status needs the admin token: the cluster secret is a
     // credential of another class (403).
     let status = first

@@ -164,11 +164,12 @@ async fn batch_track_page_and_identify_reach_the_results() {
     assert_eq!(control.sessions.pageviews_sum, 2);
 
     // Context → attributes of the exposure event: context.campaign.name,
-    // context.page.referrer, browser from context.userAgent.
+    // context.page.referrer (kept as its host), browser from
+    // context.userAgent.
     for (breakdown, group, variation_name) in [
         ("campaign", "black-friday", "treatment"),
         ("campaign", "(none)", "control"),
-        ("referrer", "https://news.example.com/", "treatment"),
+        ("referrer", "news.example.com", "treatment"),
         ("browser", "firefox", "treatment"),
         ("browser", "chrome", "control"),
     ] {

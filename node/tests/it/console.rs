@@ -1381,6 +1381,307 @@ async fn times_are_shown_and_taken_in_the_project_time_zone_or_utc() {
     .await;
 }
 
+/// "+12.3%" / "−4.0%": how the console writes a relative improvement.
+fn signed_percent(value: f64) -> String {
+    let sign = if value >= 0.0 { "+" } else { "−" };
+    format!("{sign}{:.1}%", (value.abs() * 100.0))
+}
+
+/// The improvement chart's last point of `variation`: its value, tooltip
+/// and the band's point count, once drawn.
+async fn last_improvement_point(page: &Page, variation: &str) -> Value {
+    page.wait_for(
+        &format!("the improvement of {variation}"),
+        &format!(
+            "(() => {{ const svg = document.querySelector('#chart-improvement'); \
+               const last = [...svg.querySelectorAll('circle.point[data-series=\"{variation}\"]')].pop(); \
+               const band = svg.querySelector('.band[data-series=\"{variation}\"]'); \
+               if (!last || !band) return false; \
+               const r = document.querySelector('#results').dataset; \
+               return {{ y: Number(last.dataset.y), tooltip: last.querySelector('title').textContent, \
+                 band: Number(band.dataset.points || 1), group: r.chartGroup, \
+                 from: Number(r.from), to: Number(r.to), \
+                 zero: svg.querySelectorAll('.zero-line').length, \
+                 note: document.querySelector('#improvement-note').textContent, \
+                 key: document.querySelector('#chart-improvement-key').textContent }}; }})()"
+        ),
+    )
+    .await
+}
+
+/// The purchase rate comparison of `variation` in the results API's group
+/// `value` (`None`: no breakdown) over [from, to).
+async fn api_rate_comparison(
+    node: &TestNode,
+    range: (i64, i64),
+    breakdown: Option<&str>,
+    value: Option<&str>,
+    variation: &str,
+) -> sessiondb_protocol::Comparison {
+    let results = node
+        .results(
+            PROJECT,
+            EXPERIMENT,
+            range.0,
+            range.1,
+            breakdown,
+            &["purchase", "signup"],
+        )
+        .await;
+    let group = results
+        .groups
+        .iter()
+        .find(|group| group.breakdown_value.as_deref() == value)
+        .expect("the group");
+    group.variation(variation).expect("the variation").metrics[0]
+        .rate_comparison
+        .clone()
+        .expect("a rate comparison")
+}
+
+/// The relative improvement chart draws what the time-series API computed
+/// (its last point is the results page's comparison over the same range),
+/// its band is the always-valid confidence sequence and says so; with a
+/// breakdown every chart shows the chosen value's series. At 1400 and
+/// 400 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn improvement_over_time_has_its_confidence_sequence_and_follows_the_breakdown() {
+    let node = node_with_project().await;
+    send(&node, &events_of(0..600)).await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    page.evaluate(&format!(
+        "location.hash = '#/experiments/{PROJECT}/{EXPERIMENT}'; true"
+    ))
+    .await;
+    page.wait_for(
+        "the experiment's 600 visitors",
+        &format!("document.querySelector('#results').dataset.state === 'ready' && {SHOWN_VISITORS} === 600"),
+    )
+    .await;
+
+    let shown = last_improvement_point(&page, "treatment").await;
+    let range = (
+        shown["from"].as_i64().unwrap(),
+        shown["to"].as_i64().unwrap(),
+    );
+    let api = api_rate_comparison(&node, range, None, None, "treatment").await;
+    assert!(
+        (shown["y"].as_f64().unwrap() - api.relative_improvement).abs() < 1e-9,
+        "{shown} vs {api:?}"
+    );
+    let tooltip = shown["tooltip"].as_str().unwrap();
+    let (low, high) = (api.cs_low.expect("cs_low"), api.cs_high.expect("cs_high"));
+    assert!(tooltip.starts_with("treatment · "), "{tooltip}");
+    assert!(
+        tooltip.contains(&format!(
+            "always-valid 95% CS {} … {}",
+            signed_percent(low),
+            signed_percent(high)
+        )),
+        "{tooltip} vs {api:?}"
+    );
+    assert!(tooltip.contains("vs control"), "{tooltip}");
+    assert!(shown["band"].as_i64().unwrap() >= 2, "{shown}");
+    assert!(
+        shown["note"].as_str().unwrap().contains("always valid"),
+        "{shown}"
+    );
+    assert_eq!(shown["key"], json!("key purchase"), "{shown}");
+    // The baseline has no line of its own.
+    let baseline_points = page
+        .evaluate("document.querySelectorAll('#chart-improvement circle.point[data-series=\"control\"]').length")
+        .await;
+    assert_eq!(baseline_points, json!(0));
+    page.screenshot_full("experiment-improvement").await;
+
+    // With a breakdown the charts follow the chosen value.
+    page.evaluate(
+        "{ const b = document.querySelector('#breakdown'); b.value = 'browser'; \
+         b.dispatchEvent(new Event('change')); } true",
+    )
+    .await;
+    let choices = page
+        .wait_for(
+            "the breakdown values of the charts",
+            "(() => { const label = document.querySelector('#chart-group-label'); \
+               const r = document.querySelector('#results').dataset; \
+               if (label.hidden || r.breakdown !== 'browser' || r.chartGroup !== 'chrome') return false; \
+               return [...document.querySelectorAll('#chart-group option')].map(o => o.value); })()",
+        )
+        .await;
+    assert_eq!(choices, json!(["chrome", "firefox", "safari"]));
+    page.evaluate(
+        "{ const g = document.querySelector('#chart-group'); g.value = 'safari'; \
+         g.dispatchEvent(new Event('change')); } true",
+    )
+    .await;
+    page.wait_for(
+        "the safari charts",
+        "document.querySelector('#results').dataset.chartGroup === 'safari'",
+    )
+    .await;
+    let results = node
+        .results(
+            PROJECT,
+            EXPERIMENT,
+            range.0,
+            range.1,
+            Some("browser"),
+            &["purchase"],
+        )
+        .await;
+    let safari = results
+        .groups
+        .iter()
+        .find(|group| group.breakdown_value.as_deref() == Some("safari"))
+        .expect("a safari group");
+    for variation in &safari.variations {
+        let drawn = page
+            .wait_for(
+                &format!("safari visitors of {}", variation.variation),
+                &format!(
+                    "(() => {{ const points = [...document.querySelectorAll('#chart-visitors circle.point[data-series=\"{}\"]')]; \
+                       return points.length > 0 && points.reduce((n, p) => n + Number(p.dataset.y), 0) === {} \
+                         && points.length; }})()",
+                    variation.variation, variation.visitors
+                ),
+            )
+            .await;
+        assert!(drawn.as_i64().unwrap() > 1, "{drawn}");
+    }
+    let total_visitors: i64 = results
+        .groups
+        .iter()
+        .map(|g| g.variations.iter().map(|v| v.visitors).sum::<i64>())
+        .sum();
+    let safari_visitors: i64 = safari.variations.iter().map(|v| v.visitors).sum();
+    assert!(
+        safari_visitors < total_visitors,
+        "a strict part of the visitors"
+    );
+    let shown = last_improvement_point(&page, "treatment").await;
+    assert_eq!(shown["group"], json!("safari"));
+    let api = api_rate_comparison(&node, range, Some("browser"), Some("safari"), "treatment").await;
+    assert!(
+        (shown["y"].as_f64().unwrap() - api.relative_improvement).abs() < 1e-9,
+        "{shown} vs {api:?}"
+    );
+    page.screenshot_full("experiment-breakdown-series").await;
+
+    // Stored weights: every group's split note names them as its source.
+    let raw = node
+        .send_admin(
+            reqwest::Method::PUT,
+            &format!("/v1/projects/{PROJECT}/experiments/{EXPERIMENT}/weights"),
+            r#"{"weights": {"control": 1, "treatment": 1}}"#,
+        )
+        .await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    let notes = page
+        .wait_for(
+            "the split notes naming the stored weights",
+            "(() => { const notes = [...document.querySelectorAll('#results .srm-ok, #results .srm-flagged')]; \
+               return notes.length === 3 && notes.every(n => n.dataset.weightsSource === 'stored') \
+                 && notes[0].textContent; })()",
+        )
+        .await;
+    assert!(
+        notes
+            .as_str()
+            .unwrap()
+            .contains("the experiment's stored weights"),
+        "{notes}"
+    );
+
+    // At 400 px: no sideways scrolling, the improvement chart on screen.
+    page.set_width(400).await;
+    let layout = page
+        .wait_for(
+            "the improvement chart at 400 px",
+            "(() => { const r = document.querySelector('#chart-improvement').getBoundingClientRect(); \
+               const g = document.querySelector('#chart-group').getBoundingClientRect(); \
+               return document.documentElement.scrollWidth <= 400 && r.width > 0 && r.right <= 400 \
+                 && g.right <= 400 && { right: r.right }; })()",
+        )
+        .await;
+    assert!(layout["right"].as_f64().unwrap() <= 400.0, "{layout}");
+    page.screenshot_full("experiment-improvement-400").await;
+}
+
+/// The overview's times are in the console's zone: the projects' zone by
+/// default (they share one here), UTC once chosen, at 1400 and 400 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_times_follow_the_console_time_zone() {
+    let node = TestNode::start(START_MS).await;
+    node.create_project("west", json!({"time_zone": "America/Los_Angeles"}))
+        .await;
+    let browser = Browser::launch().await;
+    let page = logged_in_page(&browser, &node).await;
+    // The last tick of the ingest chart is the last sample's time.
+    let last_tick = |zone: &'static str| {
+        let page = page.clone();
+        async move {
+            page.wait_for(
+                &format!("the overview in {zone}"),
+                &format!(
+                    "(() => {{ const view = document.querySelector('#overview-view'); \
+                       const svg = document.querySelector('#chart-ingest'); \
+                       const ticks = [...svg.querySelectorAll('text.axis')]; \
+                       const title = [...svg.querySelectorAll('.axis-title')].map(t => t.textContent); \
+                       if (view.dataset.timeZone !== '{zone}' || Number(svg.dataset.points) < 2) return false; \
+                       return {{ tick: ticks[ticks.length - 1].textContent, sample: Number(document.body.dataset.lastSampleMs), \
+                         title, zone: document.querySelector('#overview-zone').value }}; }})()"
+                ),
+            )
+            .await
+        }
+    };
+    let clock = |ms: i64, zone: chrono_tz::Tz| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .with_timezone(&zone)
+            .format("%H:%M:%S")
+            .to_string()
+    };
+    let pacific = last_tick("America/Los_Angeles").await;
+    let sample = pacific["sample"].as_i64().unwrap();
+    assert_eq!(
+        pacific["tick"],
+        json!(clock(sample, chrono_tz::America::Los_Angeles)),
+        "{pacific}"
+    );
+    assert_eq!(pacific["zone"], json!("America/Los_Angeles"));
+    assert!(
+        pacific["title"]
+            .to_string()
+            .contains("time (America/Los_Angeles)"),
+        "{pacific}"
+    );
+    page.screenshot("overview-time-zone").await;
+
+    page.evaluate(
+        "{ const z = document.querySelector('#overview-zone'); z.value = 'UTC'; \
+         z.dispatchEvent(new Event('change')); } true",
+    )
+    .await;
+    let utc = last_tick("UTC").await;
+    let sample = utc["sample"].as_i64().unwrap();
+    assert_eq!(utc["tick"], json!(clock(sample, chrono_tz::UTC)), "{utc}");
+    assert!(utc["title"].to_string().contains("time (UTC)"), "{utc}");
+
+    page.set_width(400).await;
+    let narrow = page
+        .wait_for(
+            "the overview at 400 px",
+            "(() => { const r = document.querySelector('#overview-zone').getBoundingClientRect(); \
+               return r.width > 0 && r.right <= 400 && document.querySelector('#overview-view').dataset.timeZone; })()",
+        )
+        .await;
+    assert_eq!(narrow, json!("UTC"));
+    page.screenshot("overview-time-zone-400").await;
+}
+
 /// An Optimizely experiment is shown by its keys, with the ids beside them,
 /// whether the page was opened by the experiment's key or by its id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@
 //!   `actor_failure`,
 //!   `bad_input`, `limits`, `admin_auth`, `security`, `tls`, `logging`,
 //!   `metrics`, `oracle`, `order_independence`, `compat_optimizely`,
-//!   `compat_segment`, `durability`, `statistics`;
+//!   `compat_segment`, `durability`, `statistics`, `ingest_limits`,
+//!   `weights` (and a cluster of two);
 //! - against real multi-node clusters: `cluster`, `cluster_membership`,
 //!   `cluster_query`, `cluster_routing`, `shard_moves`;
 //! - the admin console in headless Chromium: `console`, `console_cluster`;
@@ -39,6 +40,7 @@ mod cors;
 mod durability;
 mod fsync_trace;
 mod fuzz_decoders;
+mod ingest_limits;
 mod limits;
 mod logging;
 mod metrics;
@@ -50,3 +52,4 @@ mod shard_handoff;
 mod shard_moves;
 mod statistics;
 mod tls;
+mod weights;

@@ -82,6 +82,13 @@ pub enum PlacementCommand {
     /// (`docs/cluster.md`, "Removing a node"): queries expect them there.
     /// `node` must own no shard and no shard may be moving to it.
     RetireStores { node: NodeId, into: NodeId },
+    /// Stores (`Some`) or clears (`None`) an experiment's expected
+    /// allocation weights, kept with its project's configuration.
+    SetExperimentWeights {
+        project: String,
+        experiment: String,
+        weights: Option<project::ExperimentWeights>,
+    },
     /// Adds a compatible format's ids → keys to `project`'s experiment
     /// aliases (`experiment_aliases`); ids past the table's bound are left
     /// out.
@@ -102,6 +109,7 @@ impl PlacementCommand {
             | PlacementCommand::PutProject { .. }
             | PlacementCommand::SetDraining { .. }
             | PlacementCommand::RetireStores { .. }
+            | PlacementCommand::SetExperimentWeights { .. }
             | PlacementCommand::PutAliases { .. } => None,
         }
     }
@@ -143,14 +151,19 @@ pub enum PlacementResponse {
         shard: u32,
         epoch: u64,
     },
+    /// A precondition failed; nothing changed.
+    Rejected {
+        reason: PlacementRejection,
+    },
+    ExperimentWeightsSet {
+        project: String,
+        experiment: String,
+        stored: bool,
+    },
     /// How many of the proposed aliases changed the project's table.
     AliasesStored {
         project: String,
         changed: usize,
-    },
-    /// A precondition failed; nothing changed.
-    Rejected {
-        reason: PlacementRejection,
     },
 }
 
@@ -217,6 +230,8 @@ pub enum PlacementRejection {
     TargetDraining { node: NodeId },
     #[error("project `{name}` does not exist")]
     UnknownProject { name: String },
+    #[error("invalid experiment weights: {detail}")]
+    InvalidExperimentWeights { detail: String },
 }
 
 /// Everything the placement Raft group agrees on: members (mirrored from
@@ -233,14 +248,45 @@ pub struct PlacementState {
     /// keeps: node → keeper (`RetireStores`). A query must find each of
     /// these stores, and each member's own, exactly once.
     retired: BTreeMap<NodeId, NodeId>,
-    /// Experiment aliases per project (`PutAliases`).
+    /// Per project, per experiment, its expected allocation weights
+    /// (`SetExperimentWeights`). Last, so a state of the layout before it
+    /// decodes as a prefix (`store::decode_state`).
+    experiment_weights: BTreeMap<String, BTreeMap<String, project::ExperimentWeights>>,
+    /// Experiment aliases per project (`PutAliases`). Last, so a state of
+    /// the layout before it decodes as a prefix (`store::decode_state`).
     aliases: BTreeMap<String, ProjectAliases>,
 }
 
-/// A state as stored before it held experiment aliases (the placement
-/// store's format version 2).
+/// The placement state as format version 3 stored it: before experiment
+/// aliases. Read only to upgrade a stored state or snapshot.
 #[derive(Debug, Deserialize)]
-pub struct StateWithoutAliases {
+pub struct PlacementStateBeforeAliases {
+    members: BTreeMap<NodeId, Member>,
+    shards: Vec<ShardAssignment>,
+    projects: BTreeMap<String, ProjectConfig>,
+    draining: BTreeSet<NodeId>,
+    retired: BTreeMap<NodeId, NodeId>,
+    experiment_weights: BTreeMap<String, BTreeMap<String, project::ExperimentWeights>>,
+}
+
+impl From<PlacementStateBeforeAliases> for PlacementState {
+    fn from(old: PlacementStateBeforeAliases) -> PlacementState {
+        PlacementState {
+            members: old.members,
+            shards: old.shards,
+            projects: old.projects,
+            draining: old.draining,
+            retired: old.retired,
+            experiment_weights: old.experiment_weights,
+            aliases: BTreeMap::new(),
+        }
+    }
+}
+
+/// The placement state as format version 2 stored it: before experiment
+/// weights. Read only to upgrade a stored state or snapshot.
+#[derive(Debug, Deserialize)]
+pub struct PlacementStateBeforeWeights {
     members: BTreeMap<NodeId, Member>,
     shards: Vec<ShardAssignment>,
     projects: BTreeMap<String, ProjectConfig>,
@@ -248,14 +294,16 @@ pub struct StateWithoutAliases {
     retired: BTreeMap<NodeId, NodeId>,
 }
 
-impl From<StateWithoutAliases> for PlacementState {
-    fn from(old: StateWithoutAliases) -> PlacementState {
+impl From<PlacementStateBeforeWeights> for PlacementState {
+    /// No experiment had stored weights then: every experiment's are equal.
+    fn from(old: PlacementStateBeforeWeights) -> PlacementState {
         PlacementState {
             members: old.members,
             shards: old.shards,
             projects: old.projects,
             draining: old.draining,
             retired: old.retired,
+            experiment_weights: BTreeMap::new(),
             aliases: BTreeMap::new(),
         }
     }
@@ -305,6 +353,23 @@ impl PlacementState {
 
     pub fn project(&self, name: &str) -> Option<&ProjectConfig> {
         self.projects.get(name)
+    }
+
+    /// The stored allocation weights of an experiment, if any.
+    pub fn experiment_weights(
+        &self,
+        project: &str,
+        experiment: &str,
+    ) -> Option<&project::ExperimentWeights> {
+        self.experiment_weights.get(project)?.get(experiment)
+    }
+
+    /// Every experiment of a project with stored allocation weights.
+    pub fn project_experiment_weights(
+        &self,
+        project: &str,
+    ) -> Option<&BTreeMap<String, project::ExperimentWeights>> {
+        self.experiment_weights.get(project)
     }
 
     /// Members marked as draining.
@@ -410,6 +475,11 @@ impl PlacementState {
             } => self.abort_move(shard, expected_epoch),
             PlacementCommand::SetDraining { node, draining } => self.set_draining(node, draining),
             PlacementCommand::RetireStores { node, into } => self.retire_stores(node, into),
+            PlacementCommand::SetExperimentWeights {
+                project,
+                experiment,
+                weights,
+            } => self.set_experiment_weights(project, experiment, weights),
             PlacementCommand::PutAliases { project, aliases } => {
                 self.put_aliases(project, &aliases)
             }
@@ -427,6 +497,49 @@ impl PlacementState {
         let table = self.aliases.entry(project.clone()).or_default();
         let changed = aliases.iter().filter(|alias| table.insert(alias)).count();
         Ok(PlacementResponse::AliasesStored { project, changed })
+    }
+
+    fn set_experiment_weights(
+        &mut self,
+        project: String,
+        experiment: String,
+        weights: Option<project::ExperimentWeights>,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        if !self.projects.contains_key(&project) {
+            return Err(PlacementRejection::UnknownProject { name: project });
+        }
+        let invalid = |error: project::WeightsError| PlacementRejection::InvalidExperimentWeights {
+            detail: error.to_string(),
+        };
+        let stored = weights.is_some();
+        match weights {
+            Some(weights) => {
+                project::check_experiment_weights(&experiment, &weights).map_err(invalid)?;
+                let experiments = self.experiment_weights.entry(project.clone()).or_default();
+                if !experiments.contains_key(&experiment)
+                    && experiments.len() >= limits::WEIGHTED_EXPERIMENTS_PER_PROJECT_MAX
+                {
+                    let error = project::WeightsError::TooManyExperiments {
+                        project: project.clone(),
+                    };
+                    return Err(invalid(error));
+                }
+                experiments.insert(experiment.clone(), weights);
+            }
+            None => {
+                if let Some(experiments) = self.experiment_weights.get_mut(&project) {
+                    experiments.remove(&experiment);
+                    if experiments.is_empty() {
+                        self.experiment_weights.remove(&project);
+                    }
+                }
+            }
+        }
+        Ok(PlacementResponse::ExperimentWeightsSet {
+            project,
+            experiment,
+            stored,
+        })
     }
 
     fn set_draining(
@@ -793,6 +906,79 @@ mod tests {
             PlacementResponse::Rejected { reason } => reason,
             other => panic!("expected a rejection, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn experiment_weights_are_stored_checked_and_cleared() {
+        let mut state = initialized(4);
+        let weights: project::ExperimentWeights =
+            [("a".to_string(), 2.0), ("b".to_string(), 1.0)].into();
+        let set =
+            |weights: Option<project::ExperimentWeights>| PlacementCommand::SetExperimentWeights {
+                project: "shop".into(),
+                experiment: "checkout".into(),
+                weights,
+            };
+        assert_eq!(
+            rejection(state.apply(set(Some(weights.clone())))),
+            PlacementRejection::UnknownProject {
+                name: "shop".into()
+            }
+        );
+        state.apply(PlacementCommand::PutProject {
+            config: project("shop", 1, "k1"),
+        });
+        assert_eq!(
+            state.apply(set(Some(weights.clone()))),
+            PlacementResponse::ExperimentWeightsSet {
+                project: "shop".into(),
+                experiment: "checkout".into(),
+                stored: true
+            }
+        );
+        assert_eq!(state.experiment_weights("shop", "checkout"), Some(&weights));
+        let zero: project::ExperimentWeights = [("a".to_string(), 0.0)].into();
+        assert!(matches!(
+            rejection(state.apply(set(Some(zero)))),
+            PlacementRejection::InvalidExperimentWeights { detail } if detail.contains("`a`")
+        ));
+        assert!(matches!(
+            rejection(state.apply(set(Some(Default::default())))),
+            PlacementRejection::InvalidExperimentWeights { .. }
+        ));
+        // A refused change keeps what was stored.
+        assert_eq!(state.experiment_weights("shop", "checkout"), Some(&weights));
+        state.apply(set(None));
+        assert_eq!(state.experiment_weights("shop", "checkout"), None);
+        assert!(state.project_experiment_weights("shop").is_none());
+    }
+
+    #[test]
+    fn a_project_stores_weights_for_a_bounded_number_of_experiments() {
+        let mut state = initialized(4);
+        state.apply(PlacementCommand::PutProject {
+            config: project("shop", 1, "k1"),
+        });
+        let set = |experiment: String| PlacementCommand::SetExperimentWeights {
+            project: "shop".into(),
+            experiment,
+            weights: Some([("a".to_string(), 1.0)].into()),
+        };
+        for index in 0..limits::WEIGHTED_EXPERIMENTS_PER_PROJECT_MAX {
+            assert!(matches!(
+                state.apply(set(format!("e{index}"))),
+                PlacementResponse::ExperimentWeightsSet { .. }
+            ));
+        }
+        assert!(matches!(
+            rejection(state.apply(set("one-more".into()))),
+            PlacementRejection::InvalidExperimentWeights { detail } if detail.contains("1000")
+        ));
+        // Changing a stored experiment's weights is no new experiment.
+        assert!(matches!(
+            state.apply(set("e0".into())),
+            PlacementResponse::ExperimentWeightsSet { .. }
+        ));
     }
 
     #[test]

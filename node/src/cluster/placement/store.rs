@@ -37,7 +37,8 @@
 #![allow(clippy::result_large_err)]
 
 use super::state::{
-    DamagedState, Member, NodeId, PlacementResponse, PlacementState, Role, StateWithoutAliases,
+    DamagedState, Member, NodeId, PlacementResponse, PlacementState, PlacementStateBeforeAliases,
+    PlacementStateBeforeWeights, Role,
 };
 use super::{PlacementNode, PlacementTypes};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -59,12 +60,16 @@ use tokio::sync::watch;
 /// The first byte of every stored value. Bump it when an encoding changes,
 /// and teach `decode` the old one.
 /// 2: the state gained `draining` and `retired`.
-/// 3: the state gained `aliases` (and commands `PutAliases`, an added
-/// variant); version-2 values keep their layout and still decode, a
-/// version-2 state through `decode_state`.
-const FORMAT_VERSION: u8 = 3;
-/// The version before the state gained its experiment aliases.
-const FORMAT_VERSION_WITHOUT_ALIASES: u8 = 2;
+/// 3: the state gained `experiment_weights` (its last field); every other
+/// value is laid out as in 2 (commands only gained variants at the end), so
+/// 2 is still read (`decode`, `decode_state`).
+/// 4: the state gained `aliases` (its last field), commands `PutAliases` (a
+/// variant at the end); 3 and 2 are still read the same way.
+const FORMAT_VERSION: u8 = 4;
+/// The version before experiment aliases, still read.
+const FORMAT_VERSION_BEFORE_ALIASES: u8 = 3;
+/// The version before experiment weights, still read.
+const FORMAT_VERSION_BEFORE_WEIGHTS: u8 = 2;
 
 const TREE_LOG: &str = "log";
 const TREE_LOG_META: &str = "log_meta";
@@ -157,10 +162,14 @@ pub fn open(
         read_value(&machine, KEY_MEMBERSHIP, subject()).map_err(damaged)?;
     let state = machine
         .get(KEY_STATE)
-        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, &e)))?
-        .map(|bytes| decode_state(&bytes))
-        .transpose()
-        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, e)))?;
+        .map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
+        .and_then(|bytes| {
+            bytes
+                .map(|bytes| decode_state(&bytes))
+                .transpose()
+                .map_err(|e| io_error(subject(), ErrorVerb::Read, e))
+        })
+        .map_err(damaged)?;
     let state = state.unwrap_or_default();
     state
         .check()
@@ -182,13 +191,13 @@ fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, postcard::Err
     postcard::to_extend(value, vec![FORMAT_VERSION])
 }
 
-/// Decodes any value but the state (`decode_state`), whose layout alone
-/// changed since version 2.
+/// Decodes any stored value but the state (`decode_state`).
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError> {
     match bytes.split_first() {
-        Some((&(FORMAT_VERSION | FORMAT_VERSION_WITHOUT_ALIASES), rest)) => {
-            postcard::from_bytes(rest).map_err(|e| AnyError::new(&e))
-        }
+        Some((
+            &(FORMAT_VERSION | FORMAT_VERSION_BEFORE_ALIASES | FORMAT_VERSION_BEFORE_WEIGHTS),
+            rest,
+        )) => postcard::from_bytes(rest).map_err(|e| AnyError::new(&e)),
         Some((version, _)) => Err(AnyError::error(format!(
             "unknown format version {version} (this build reads {FORMAT_VERSION})"
         ))),
@@ -196,12 +205,17 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError>
     }
 }
 
-/// Decodes a placement state, of this version or of the one before the
-/// experiment aliases (which then start empty).
+/// Decodes a stored state or a snapshot's data: a version-2 state (before
+/// experiment weights) is upgraded, with no weights stored.
 fn decode_state(bytes: &[u8]) -> std::result::Result<PlacementState, AnyError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION_WITHOUT_ALIASES, rest)) => {
-            postcard::from_bytes::<StateWithoutAliases>(rest)
+        Some((&FORMAT_VERSION_BEFORE_WEIGHTS, rest)) => {
+            postcard::from_bytes::<PlacementStateBeforeWeights>(rest)
+                .map(PlacementState::from)
+                .map_err(|e| AnyError::new(&e))
+        }
+        Some((&FORMAT_VERSION_BEFORE_ALIASES, rest)) => {
+            postcard::from_bytes::<PlacementStateBeforeAliases>(rest)
                 .map(PlacementState::from)
                 .map_err(|e| AnyError::new(&e))
         }
@@ -779,10 +793,60 @@ mod tests {
         assert!(decode::<Vote<NodeId>>(&bytes[..bytes.len() - 1]).is_err());
     }
 
-    /// A state written before experiment aliases (version 2: the same
-    /// layout without the trailing table) decodes, with no aliases.
+    /// A state stored by format version 2, before experiment weights,
+    /// loads with none: the layout of 2 is the layout of 3 without its last
+    /// field (an empty map is one zero byte in postcard).
     #[test]
-    fn a_state_without_aliases_decodes() {
+    fn a_state_stored_before_experiment_weights_loads_with_none() {
+        use super::super::state::PlacementCommand;
+        let mut state = PlacementState::default();
+        state.set_members(BTreeMap::from([(
+            1,
+            Member {
+                address: "127.0.0.1:7001".into(),
+                role: Role::Voter,
+            },
+        )]));
+        state.apply(PlacementCommand::Initialize {
+            shards: 8,
+            owner: 1,
+        });
+        let registry = crate::project::ProjectRegistry::default();
+        let (config, _) = registry.create("shop", &Default::default()).unwrap();
+        state.apply(PlacementCommand::PutProject {
+            config: (*config).clone(),
+        });
+        let current = encode(&state).unwrap();
+        assert!(
+            current.ends_with(&[0, 0]),
+            "no weights, no aliases: two empty maps last"
+        );
+        let mut before = current[..current.len() - 2].to_vec();
+        before[0] = FORMAT_VERSION_BEFORE_WEIGHTS;
+        let loaded = decode_state(&before).expect("an old state loads");
+        assert_eq!(loaded, state);
+        assert!(loaded.project("shop").is_some());
+
+        state.apply(PlacementCommand::SetExperimentWeights {
+            project: "shop".into(),
+            experiment: "checkout".into(),
+            weights: Some([("a".to_string(), 2.0), ("b".to_string(), 1.0)].into()),
+        });
+        let with_weights = decode_state(&encode(&state).unwrap()).unwrap();
+        assert_eq!(with_weights, state);
+        assert_eq!(
+            with_weights
+                .experiment_weights("shop", "checkout")
+                .map(|weights| weights["a"]),
+            Some(2.0)
+        );
+    }
+
+    /// A state stored by format version 3, before experiment aliases,
+    /// loads with none: the layout of 3 is the layout of 4 without its last
+    /// field.
+    #[test]
+    fn a_state_stored_before_aliases_loads_with_none() {
         let mut state = PlacementState::default();
         state.apply(super::super::state::PlacementCommand::Initialize {
             shards: 4,
@@ -790,12 +854,11 @@ mod tests {
         });
         let current = encode(&state).unwrap();
         assert_eq!(decode_state(&current).unwrap(), state);
-        // An empty map is one length byte at the end.
-        assert_eq!(current.last(), Some(&0));
-        let mut old = current[..current.len() - 1].to_vec();
-        old[0] = FORMAT_VERSION_WITHOUT_ALIASES;
-        assert_eq!(decode_state(&old).unwrap(), state);
-        assert!(decode::<PlacementState>(&old).is_err());
+        assert_eq!(current.last(), Some(&0), "no aliases: an empty map last");
+        let mut before = current[..current.len() - 1].to_vec();
+        before[0] = FORMAT_VERSION_BEFORE_ALIASES;
+        assert_eq!(decode_state(&before).unwrap(), state);
+        assert!(decode::<PlacementState>(&before).is_err());
     }
 
     #[test]

@@ -204,12 +204,13 @@
         // can wait for the next one.
         samplesTaken += 1;
         document.body.dataset.statusSamples = String(samplesTaken);
+        document.body.dataset.lastSampleMs = String(lastSampleAtMs);
         setConnection(true, `live · node ${members.node_id}`);
       } catch (error) {
         // A refused token logs out (api); anything else is the node being
         // unreachable or failing: the page keeps its last numbers, says
         // since when they are stale, and offers no operation meanwhile.
-        setConnection(false, `${lastSampleAtMs === 0 ? "node unreachable" : `stale since ${clockLabel(lastSampleAtMs)} UTC`}, retrying`,
+        setConnection(false, `${lastSampleAtMs === 0 ? "node unreachable" : `stale since ${clockLabel(lastSampleAtMs)} ${consoleZone()}`}, retrying`,
           error.message);
       }
       for (const listener of sampleListeners) listener();
@@ -277,8 +278,53 @@
 
   // --- Cluster overview -----------------------------------------------------------
 
-  function clockLabel(ms) {
-    return new Date(ms).toISOString().slice(11, 19);
+  // The console's time zone for the overview's times: the one chosen in
+  // its picker (kept for the session), else the projects' zone when they
+  // all share one, else UTC. The experiment page has its own picker.
+  const ZONE_STORAGE_KEY = "sessiondb.console.time_zone";
+  const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  let projectZones = [];
+  function consoleZone() {
+    const chosen = sessionStorage.getItem(ZONE_STORAGE_KEY);
+    if (chosen) return chosen;
+    const zones = [...new Set(projectZones.map((p) => p.zone))];
+    return zones.length === 1 ? zones[0] : "UTC";
+  }
+
+  // "HH:MM:SS" of `ms` in `timeZone`, by default the console's.
+  function clockLabel(ms, timeZone) {
+    const p = wallParts(ms, timeZone || consoleZone());
+    return `${pad2(p.hour)}:${pad2(p.minute)}:${pad2(p.second)}`;
+  }
+
+  function renderZoneChoices() {
+    const select = $("#overview-zone");
+    const byZone = new Map();
+    for (const { name, zone } of projectZones) byZone.set(zone, [...(byZone.get(zone) || []), name]);
+    const zones = [...new Set(["UTC", browserZone, ...byZone.keys()])];
+    const label = (zone) => {
+      const notes = [];
+      if (byZone.has(zone)) notes.push(`project ${byZone.get(zone).join(", ")}`);
+      if (zone === browserZone && zone !== "UTC") notes.push("this browser");
+      return notes.length === 0 ? zone : `${zone} (${notes.join("; ")})`;
+    };
+    const values = zones.join(",");
+    if ([...select.options].map((o) => o.value).join(",") !== values) {
+      select.replaceChildren(...zones.map((zone) => new Option(label(zone), zone)));
+    }
+    select.value = consoleZone();
+    $("#overview-view").dataset.timeZone = consoleZone();
+  }
+
+  async function loadProjectZones() {
+    try {
+      const list = await api("/console/api/projects");
+      projectZones = list.projects.map((p) => ({ name: p.name, zone: p.settings.time_zone || "UTC" }));
+    } catch (_) {
+      // Without the list the choice is UTC or this browser's zone.
+    }
+    renderZoneChoices();
+    renderOverview();
   }
 
   function memberIds() {
@@ -414,13 +460,14 @@
   function renderCharts() {
     const ids = memberIds();
     const perNode = (f) => ids.map((id) => ({ name: `node ${id}`, points: f(id) }));
-    Charts.line($("#chart-ingest"), perNode((id) => rateSeries(id, "events_accepted")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
-    Charts.line($("#chart-rejected"), perNode((id) => rateSeries(id, "events_rejected")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
-    Charts.line($("#chart-duplicates"), perNode((id) => rateSeries(id, "events_duplicate")), { xLabel: clockLabel, markers: false, yTitle: "events/s", xTitle: "time (UTC)" });
-    Charts.line($("#chart-active"), perNode((id) => gaugeSeries(id, "live_visitors")), { xLabel: clockLabel, markers: false, yTitle: "visitors", xTitle: "time (UTC)" });
+    Charts.line($("#chart-ingest"), perNode((id) => rateSeries(id, "events_accepted")), { xLabel: (ms) => clockLabel(ms), markers: false, yTitle: "events/s", xTitle: `time (${consoleZone()})` });
+    Charts.line($("#chart-rejected"), perNode((id) => rateSeries(id, "events_rejected")), { xLabel: (ms) => clockLabel(ms), markers: false, yTitle: "events/s", xTitle: `time (${consoleZone()})` });
+    Charts.line($("#chart-duplicates"), perNode((id) => rateSeries(id, "events_duplicate")), { xLabel: (ms) => clockLabel(ms), markers: false, yTitle: "events/s", xTitle: `time (${consoleZone()})` });
+    Charts.line($("#chart-active"), perNode((id) => gaugeSeries(id, "live_visitors")), { xLabel: (ms) => clockLabel(ms), markers: false, yTitle: "visitors", xTitle: `time (${consoleZone()})` });
   }
 
   function renderOverview() {
+    renderZoneChoices();
     if (!lastCluster) return;
     renderNodes(lastCluster, lastMembers);
     renderShardMap(lastCluster);
@@ -431,6 +478,7 @@
   function startOverview() {
     sampleListeners.add(renderOverview);
     renderOverview();
+    loadProjectZones();
     return () => sampleListeners.delete(renderOverview);
   }
 
@@ -832,8 +880,11 @@
   // is broken, since then no comparison in the group can be trusted.
   function sampleRatioNote(srm) {
     const note = document.createElement("p");
-    const expected = Object.entries(srm.expected_weights).map(([name, weight]) => `${name} ${percent(weight)}`).join(" / ");
+    // Where the expected shares come from (older nodes say nothing: equal).
+    const source = { stored: "the experiment's stored weights", query: "the query's weights" }[srm.weights_source] || "equal shares";
+    const expected = `${Object.entries(srm.expected_weights).map(([name, weight]) => `${name} ${percent(weight)}`).join(" / ")}, ${source}`;
     note.dataset.srmPValue = String(srm.p_value);
+    note.dataset.weightsSource = srm.weights_source || "equal";
     if (srm.flagged) {
       note.className = "banner srm-flagged";
       note.textContent = `Sample ratio mismatch: visitors are not split as expected (${expected}), p = ${pValue(srm.p_value)}. The assignment is broken; do not trust the comparisons below.`;
@@ -1157,6 +1208,7 @@
     const stateBox = $("#experiment-state");
     const breakdown = $("#breakdown");
     const keySelect = $("#chart-key");
+    const groupSelect = $("#chart-group");
     const fromInput = $("#range-from");
     const toInput = $("#range-to");
 
@@ -1173,6 +1225,8 @@
       $("#verdicts").replaceChildren();
       $("#chart-key-label").textContent = "";
       keySelect.replaceChildren();
+      groupSelect.replaceChildren();
+      $("#chart-group-label").hidden = true;
       breakdown.replaceChildren();
       fromInput.value = "";
       toInput.value = "";
@@ -1233,7 +1287,7 @@
         // The node did not answer at all.
         setState("stale", lastDrawnAtMs === 0
           ? `Node unreachable (${error.message}), retrying…`
-          : `Stale since ${clockLabel(lastDrawnAtMs)} UTC, retrying (${error.message}).`);
+          : `Stale since ${clockLabel(lastDrawnAtMs, zone)} ${zone}, retrying (${error.message}).`);
         return;
       }
       errorBox.hidden = false;
@@ -1263,10 +1317,12 @@
     };
     const onReset = () => { query.from = null; query.to = null; rangeEdited = false; refresh(); };
     const onKey = () => refresh();
+    const onGroup = () => refresh();
 
     breakdown.addEventListener("change", onBreakdown);
     zoneSelect.addEventListener("change", onZone);
     keySelect.addEventListener("change", onKey);
+    groupSelect.addEventListener("change", onGroup);
     fromInput.addEventListener("input", onRangeEdit);
     toInput.addEventListener("input", onRangeEdit);
     $("#query-form").addEventListener("submit", onApply);
@@ -1300,12 +1356,81 @@
       lastKeys = keys;
     }
 
+    // With a breakdown the charts show one breakdown value's series (the
+    // chosen one, else the first); without one, every visitor's.
+    function chartVariations(series) {
+      const label = $("#chart-group-label");
+      if (!series.breakdown) {
+        label.hidden = true;
+        groupSelect.replaceChildren();
+        resultsBox.dataset.chartGroup = "";
+        return series.variations;
+      }
+      const groups = series.groups || [];
+      const values = groups.map((group) => group.breakdown_value);
+      const chosen = values.includes(groupSelect.value) ? groupSelect.value : values[0];
+      if ([...groupSelect.options].map((o) => o.value).join("\u0000") !== values.join("\u0000")) {
+        groupSelect.replaceChildren(...values.map((value) => new Option(`${series.breakdown} = ${value}`, value)));
+      }
+      if (chosen !== undefined) groupSelect.value = chosen;
+      label.hidden = false;
+      resultsBox.dataset.chartGroup = chosen === undefined ? "" : chosen;
+      const group = groups.find((g) => g.breakdown_value === chosen);
+      return group ? group.variations : [];
+    }
+
+    // The relative improvement of each variation over the baseline, as the
+    // API computed it from the counters summed up to each bucket's end
+    // (`cumulative` of every time-series point), with its always-valid
+    // confidence sequence as a band. Nothing is computed here.
+    function renderImprovement(series, variations, keyIndex, common) {
+      const baseline = series.baseline;
+      const names = variations.map((v) => v.variation);
+      const lines = variations.filter((v) => v.variation !== baseline).map((v) => {
+        const points = [];
+        const band = [];
+        for (const p of v.points) {
+          const comparison = p.cumulative && p.cumulative[keyIndex] ? p.cumulative[keyIndex].rate_comparison : null;
+          if (!comparison) continue;
+          points.push([p.ts, comparison.relative_improvement, comparison]);
+          if (comparison.cs_low !== undefined && comparison.cs_high !== undefined) {
+            band.push([p.ts, comparison.cs_low, comparison.cs_high]);
+          }
+        }
+        return { name: v.variation, points, band, colourIndex: names.indexOf(v.variation) };
+      });
+      const signed = (x) => `${x >= 0 ? "+" : "−"}${(Math.abs(x) * 100).toFixed(1)}%`;
+      const tooltip = (_, point) => {
+        const c = point[2];
+        const sequence = c.cs_low !== undefined
+          ? `always-valid 95% CS ${signed(c.cs_low)} … ${signed(c.cs_high)}, always-valid p ${c.always_valid_p_value.toFixed(4)}`
+          : "always-valid CS not yet defined (no spread)";
+        return `${signed(c.relative_improvement)} vs ${baseline} (${sequence}; fixed-horizon 95% CI ${signed(c.ci_low)} … ${signed(c.ci_high)})`;
+      };
+      // Whole percents on the axis keep its labels clear of its title.
+      const tick = (x) => `${x > 0 ? "+" : x < 0 ? "−" : ""}${Math.round(Math.abs(x) * 100)}%`;
+      // The first buckets' sequences are very wide; the axis spans twice
+      // the latest ones (at least ±50 %) and clips what lies beyond, so the
+      // current band stays readable. Tooltips keep the exact numbers.
+      const latest = lines.flatMap((l) => {
+        const b = l.band[l.band.length - 1];
+        const p = l.points[l.points.length - 1];
+        return [b ? Math.abs(b[1]) : 0, b ? Math.abs(b[2]) : 0, p ? Math.abs(p[1]) : 0];
+      });
+      const span = Math.max(0.5, 2 * Math.max(0, ...latest));
+      Charts.line($("#chart-improvement"), lines, {
+        ...common, yTitle: `improvement vs ${baseline || "baseline"}`, yFormat: tick,
+        yMinLimit: Math.max(-1, -span), yMaxLimit: span, zeroLine: true, tooltip,
+      });
+    }
+
     function renderSeries(series, results) {
       // Within a day the ticks need only the time of day.
       const withinDay = results.to - results.from <= 86400000;
       const bucketLabel = (ms) => (withinDay ? zonedText(ms, zone).slice(11) : zonedText(ms, zone).slice(5));
       const keyIndex = Math.max(0, series.keys.indexOf(keySelect.value));
-      const pick = (f) => series.variations.map((v) => ({ name: v.variation, points: v.points.map((p) => [p.ts, f(p)]) }));
+      const variations = chartVariations(series);
+      const pick = (f) => variations.map((v) => ({ name: v.variation, points: v.points.map((p) => [p.ts, f(p)]) }));
       // With the default range the last interval ends with the current
       // bucket, which is still filling: it is drawn as partial.
       const lastStart = results.to - series.interval_ms;
@@ -1320,7 +1445,7 @@
         { ...count, yTitle: "converting visitors" });
       // Cumulative conversion rate: converting visitors over exposed
       // visitors, both summed from the start of the range.
-      const cumulative = series.keys.length === 0 ? [] : series.variations.map((v) => {
+      const cumulative = series.keys.length === 0 ? [] : variations.map((v) => {
         let visitors = 0;
         let conversions = 0;
         const points = [];
@@ -1337,7 +1462,9 @@
       const keyLabel = series.keys.length === 0 ? "(no conversions yet)" : `key ${series.keys[keyIndex]}`;
       $("#chart-key-label").textContent = keyLabel;
       $("#chart-cumulative-key").textContent = keyLabel;
-      resultsBox.dataset.seriesPoints = String(series.variations.reduce((n, v) => n + v.points.length, 0));
+      renderImprovement(series, series.keys.length === 0 ? [] : variations, keyIndex, common);
+      $("#chart-improvement-key").textContent = keyLabel;
+      resultsBox.dataset.seriesPoints = String(variations.reduce((n, v) => n + v.points.length, 0));
     }
 
     async function refresh() {
@@ -1351,6 +1478,8 @@
       const interval = Math.ceil(buckets / SERIES_POINTS_MAX) * bucket;
       const seriesParams = new URLSearchParams({ from: results.from, to: results.to, interval_ms: interval });
       if (results.keys.length > 0) seriesParams.set("keys", results.keys.join(","));
+      if (query.breakdown) seriesParams.set("breakdown", query.breakdown);
+      if (results.baseline) seriesParams.set("baseline", results.baseline);
       const series = await api(`${base}/timeseries?${seriesParams}`);
       if (sequence < refreshDrawn) return;
       refreshDrawn = sequence;
@@ -1392,6 +1521,7 @@
       breakdown.removeEventListener("change", onBreakdown);
       zoneSelect.removeEventListener("change", onZone);
       keySelect.removeEventListener("change", onKey);
+      groupSelect.removeEventListener("change", onGroup);
       fromInput.removeEventListener("input", onRangeEdit);
       toInput.removeEventListener("input", onRangeEdit);
       $("#query-form").removeEventListener("submit", onApply);
@@ -1408,6 +1538,10 @@
   $("#op-rebalance").addEventListener("click", rebalance);
   $("#drain-form").addEventListener("submit", drain);
   $("#shard-grid").addEventListener("click", chooseShard);
+  $("#overview-zone").addEventListener("change", (event) => {
+    sessionStorage.setItem(ZONE_STORAGE_KEY, event.target.value);
+    renderOverview();
+  });
   $("#shard-grid").addEventListener("keydown", (event) => {
     if (event.key !== "Enter" && event.key !== " ") return;
     event.preventDefault();

@@ -43,6 +43,13 @@ const Charts = (() => {
   //   xTitle, yTitle   the axis titles (with units)
   //   partialFrom  x from which the data is still incomplete (the bucket in
   //                progress): drawn dashed and labelled "partial"
+  //   bands       a series may carry band: [[x, low, high], ...], drawn as a
+  //               shaded area in its colour under its line (a confidence
+  //               sequence); with negative values the y axis goes below 0
+  //   zeroLine    draws a reference line at y = 0
+  //   tooltip(s, point)  a point's tooltip text instead of the default
+  // A series' colourIndex (default: its index) picks its colour, so a
+  // variation keeps its colour in a chart that leaves the baseline out.
   // The SVG keeps its aspect ratio (no stretching); every point carries a
   // <title> with its exact value, shown on hover.
   function line(svg, series, options) {
@@ -74,15 +81,20 @@ const Charts = (() => {
     let xMax = Math.max(...all.map((p) => p[0]));
     if (xMax === xMin) { xMin -= 1; xMax += 1; }
     // An all-zero chart gets a 0–1 axis rather than a degenerate one.
-    const top = Math.max(...all.map((p) => p[1]));
+    const bandValues = series.flatMap((s) => (s.band || []).flatMap((b) => [b[1], b[2]]));
+    const top = Math.max(...all.map((p) => p[1]), ...bandValues);
+    const bottom = Math.min(0, ...all.map((p) => p[1]), ...bandValues);
     let yMax = (top > 0 ? top : 1) * 1.1;
     // Counts get whole-number ticks; a share never goes above 100 %.
     if (opts.integer) yMax = Math.max(Y_TICKS, Math.ceil(yMax / Y_TICKS) * Y_TICKS);
     if (opts.yMaxLimit !== undefined) yMax = Math.min(yMax, opts.yMaxLimit);
+    let yMin = bottom < 0 ? bottom * 1.1 : 0;
+    if (opts.yMinLimit !== undefined) yMin = Math.max(yMin, opts.yMinLimit);
     const x = (value) => MARGIN.left + ((value - xMin) / (xMax - xMin)) * plotWidth;
-    const y = (value) => MARGIN.top + plotHeight - (value / yMax) * plotHeight;
+    const clampY = (value) => Math.max(yMin, Math.min(yMax, value));
+    const y = (value) => MARGIN.top + plotHeight - ((clampY(value) - yMin) / (yMax - yMin)) * plotHeight;
     for (let tick = 0; tick <= Y_TICKS; tick += 1) {
-      const value = (yMax * tick) / Y_TICKS;
+      const value = yMin + ((yMax - yMin) * tick) / Y_TICKS;
       svg.appendChild(element("line", { x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: y(value), y2: y(value), class: "gridline" }));
       svg.appendChild(element("text", { x: MARGIN.left - 4, y: y(value) + 4, "text-anchor": "end", class: "axis" }, yFormat(value)));
     }
@@ -101,13 +113,28 @@ const Charts = (() => {
     } else {
       delete svg.dataset.partialFrom;
     }
+    if (opts.zeroLine && yMin < 0) {
+      svg.appendChild(element("line", { x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: y(0), y2: y(0), class: "zero-line" }));
+    }
+    // Bands first, so every line is drawn over every band.
+    series.forEach((s, index) => {
+      if (!s.band || s.band.length === 0) return;
+      const upper = s.band.map((b) => `${x(b[0]).toFixed(1)},${y(b[2]).toFixed(1)}`);
+      const lower = [...s.band].reverse().map((b) => `${x(b[0]).toFixed(1)},${y(b[1]).toFixed(1)}`);
+      const single = s.band.length === 1;
+      svg.appendChild(single
+        ? element("line", { x1: x(s.band[0][0]), x2: x(s.band[0][0]), y1: y(s.band[0][1]), y2: y(s.band[0][2]),
+          stroke: colour(s.colourIndex !== undefined ? s.colourIndex : index), "stroke-width": 6, "stroke-opacity": 0.25, class: "band", "data-series": s.name })
+        : element("polygon", { points: [...upper, ...lower].join(" "), fill: colour(s.colourIndex !== undefined ? s.colourIndex : index), "fill-opacity": 0.15,
+          stroke: "none", class: "band", "data-series": s.name, "data-points": s.band.length }));
+    });
     series.forEach((s, index) => {
       if (s.points.length === 0) return;
       const complete = s.points.filter((p) => partialFrom === undefined || partialFrom === null || p[0] < partialFrom);
       const partial = s.points.filter((p) => !complete.includes(p));
       const polyline = (points, dashed) => element("polyline", {
         points: points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "),
-        fill: "none", stroke: colour(index), "stroke-width": 2, class: dashed ? "series partial" : "series",
+        fill: "none", stroke: colour(s.colourIndex !== undefined ? s.colourIndex : index), "stroke-width": 2, class: dashed ? "series partial" : "series",
         "data-series": s.name,
       });
       if (complete.length > 0) svg.appendChild(polyline(complete, false));
@@ -118,12 +145,16 @@ const Charts = (() => {
       // A marker per point (so equal lines stay visible, the second one
       // hollow) with the exact value as its tooltip.
       for (const point of opts.markers === false ? [] : s.points) {
-        const marker = element("circle", { cx: x(point[0]), cy: y(point[1]), r: 3, fill: index === 0 ? colour(index) : "#fff",
-          stroke: colour(index), "stroke-width": 1.5, class: "point", "data-series": s.name, "data-x": point[0], "data-y": point[1] });
-        marker.appendChild(element("title", {}, `${s.name} · ${xLabel(point[0])}${partialFrom !== undefined && partialFrom !== null && point[0] >= partialFrom ? " (partial)" : ""}: ${(opts.tooltipFormat || yFormat)(point[1])}`));
+        const marker = element("circle", { cx: x(point[0]), cy: y(point[1]), r: 3, fill: index === 0 ? colour(s.colourIndex !== undefined ? s.colourIndex : index) : "#fff",
+          stroke: colour(s.colourIndex !== undefined ? s.colourIndex : index), "stroke-width": 1.5, class: "point", "data-series": s.name, "data-x": point[0], "data-y": point[1] });
+        const partialNote = partialFrom !== undefined && partialFrom !== null && point[0] >= partialFrom ? " (partial)" : "";
+        const text = opts.tooltip
+          ? `${s.name} · ${xLabel(point[0])}${partialNote}: ${opts.tooltip(s, point)}`
+          : `${s.name} · ${xLabel(point[0])}${partialNote}: ${(opts.tooltipFormat || yFormat)(point[1])}`;
+        marker.appendChild(element("title", {}, text));
         svg.appendChild(marker);
       }
-      svg.appendChild(element("text", { x: MARGIN.left + 6 + index * 110, y: MARGIN.top + 12, fill: colour(index), class: "legend-text" }, s.name));
+      svg.appendChild(element("text", { x: MARGIN.left + 6 + index * 110, y: MARGIN.top + 12, fill: colour(s.colourIndex !== undefined ? s.colourIndex : index), class: "legend-text" }, s.name));
     });
     svg.dataset.points = String(all.length);
   }
