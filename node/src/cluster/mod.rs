@@ -20,6 +20,7 @@
 //! `Cluster` bundles what the HTTP layer needs of it.
 
 pub mod coordinator;
+pub mod identity;
 pub mod leader;
 pub mod moves;
 pub mod peer;

@@ -81,6 +81,13 @@ pub enum PlacementCommand {
     /// (`docs/cluster.md`, "Removing a node"): queries expect them there.
     /// `node` must own no shard and no shard may be moving to it.
     RetireStores { node: NodeId, into: NodeId },
+    /// Names the cluster (`docs/cluster.md`, "Node identity"): once; the
+    /// first node proposes it at bootstrap, a leader of an older cluster
+    /// when it finds none.
+    SetClusterId { cluster_id: String },
+    /// Records the incarnation (data directory id) member `node` runs
+    /// with. Refused when another one is recorded for it.
+    RecordIncarnation { node: NodeId, incarnation: String },
 }
 
 impl PlacementCommand {
@@ -93,7 +100,9 @@ impl PlacementCommand {
             PlacementCommand::Initialize { .. }
             | PlacementCommand::PutProject { .. }
             | PlacementCommand::SetDraining { .. }
-            | PlacementCommand::RetireStores { .. } => None,
+            | PlacementCommand::RetireStores { .. }
+            | PlacementCommand::SetClusterId { .. }
+            | PlacementCommand::RecordIncarnation { .. } => None,
         }
     }
 }
@@ -133,6 +142,13 @@ pub enum PlacementResponse {
     MoveAborted {
         shard: u32,
         epoch: u64,
+    },
+    ClusterIdSet {
+        cluster_id: String,
+    },
+    IncarnationRecorded {
+        node: NodeId,
+        incarnation: String,
     },
     /// A precondition failed; nothing changed.
     Rejected {
@@ -201,7 +217,17 @@ pub enum PlacementRejection {
     RetireIntoItself { node: NodeId },
     #[error("node {node} is draining and cannot receive shards")]
     TargetDraining { node: NodeId },
+    #[error("the cluster is already named `{cluster_id}`")]
+    ClusterIdAlreadySet { cluster_id: String },
+    #[error("node {node} is known to the cluster with another data directory (incarnation {recorded})")]
+    IncarnationMismatch { node: NodeId, recorded: String },
+    #[error("`{value}` is not a valid id: 1-{max} ASCII letters, digits or `-`")]
+    InvalidIdentity { value: String, max: usize },
 }
+
+/// Longest cluster id or incarnation the state machine accepts (ours are
+/// 32 hexadecimal digits).
+pub const IDENTITY_BYTES_MAX: usize = 64;
 
 /// Everything the placement Raft group agrees on: members (mirrored from
 /// openraft's membership), the shard map and project configurations.
@@ -217,6 +243,38 @@ pub struct PlacementState {
     /// keeps: node → keeper (`RetireStores`). A query must find each of
     /// these stores, and each member's own, exactly once.
     retired: BTreeMap<NodeId, NodeId>,
+    /// The cluster's id (`SetClusterId`); `None` in a cluster older than
+    /// ids until its leader names it.
+    cluster_id: Option<String>,
+    /// Each member's incarnation: the id of the data directory it runs on
+    /// (`RecordIncarnation`). Forgotten when the node leaves.
+    incarnations: BTreeMap<NodeId, String>,
+}
+
+/// `PlacementState` as format version 2 stored it, before cluster ids and
+/// incarnations: read once from an older store, then written in the
+/// current layout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlacementStateV2 {
+    members: BTreeMap<NodeId, Member>,
+    shards: Vec<ShardAssignment>,
+    projects: BTreeMap<String, ProjectConfig>,
+    draining: BTreeSet<NodeId>,
+    retired: BTreeMap<NodeId, NodeId>,
+}
+
+impl From<PlacementStateV2> for PlacementState {
+    fn from(old: PlacementStateV2) -> PlacementState {
+        PlacementState {
+            members: old.members,
+            shards: old.shards,
+            projects: old.projects,
+            draining: old.draining,
+            retired: old.retired,
+            cluster_id: None,
+            incarnations: BTreeMap::new(),
+        }
+    }
 }
 
 /// A state read from disk or from a snapshot breaks an invariant.
@@ -269,6 +327,16 @@ impl PlacementState {
         self.draining.contains(&node)
     }
 
+    /// The cluster's id, once named.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// The incarnation recorded for member `node`.
+    pub fn incarnation(&self, node: NodeId) -> Option<&str> {
+        self.incarnations.get(&node).map(String::as_str)
+    }
+
     /// Retired stores: node → the node that keeps them.
     pub fn retired(&self) -> &BTreeMap<NodeId, NodeId> {
         &self.retired
@@ -305,6 +373,9 @@ impl PlacementState {
     /// it owns until they are moved (draining first is the caller's job).
     pub fn set_members(&mut self, members: BTreeMap<NodeId, Member>) {
         self.draining.retain(|node| members.contains_key(node));
+        // A node that left may come back under its id with a new data
+        // directory (after `nodes remove`).
+        self.incarnations.retain(|node, _| members.contains_key(node));
         self.members = members;
     }
 
@@ -363,7 +434,45 @@ impl PlacementState {
             } => self.abort_move(shard, expected_epoch),
             PlacementCommand::SetDraining { node, draining } => self.set_draining(node, draining),
             PlacementCommand::RetireStores { node, into } => self.retire_stores(node, into),
+            PlacementCommand::SetClusterId { cluster_id } => self.set_cluster_id(cluster_id),
+            PlacementCommand::RecordIncarnation { node, incarnation } => {
+                self.record_incarnation(node, incarnation)
+            }
         }
+    }
+
+    fn set_cluster_id(
+        &mut self,
+        cluster_id: String,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        check_identity(&cluster_id)?;
+        if let Some(existing) = &self.cluster_id {
+            return Err(PlacementRejection::ClusterIdAlreadySet {
+                cluster_id: existing.clone(),
+            });
+        }
+        self.cluster_id = Some(cluster_id.clone());
+        Ok(PlacementResponse::ClusterIdSet { cluster_id })
+    }
+
+    fn record_incarnation(
+        &mut self,
+        node: NodeId,
+        incarnation: String,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        check_identity(&incarnation)?;
+        self.require_member(node)?;
+        match self.incarnations.get(&node) {
+            Some(recorded) if *recorded != incarnation => {
+                return Err(PlacementRejection::IncarnationMismatch {
+                    node,
+                    recorded: recorded.clone(),
+                })
+            }
+            _ => {}
+        }
+        self.incarnations.insert(node, incarnation.clone());
+        Ok(PlacementResponse::IncarnationRecorded { node, incarnation })
     }
 
     fn set_draining(
@@ -667,6 +776,22 @@ impl PlacementState {
             }
         }
         Ok(())
+    }
+}
+
+/// A cluster id or incarnation: short, plain ASCII (it is written into
+/// files and error messages).
+fn check_identity(value: &str) -> Result<(), PlacementRejection> {
+    let valid = !value.is_empty()
+        && value.len() <= IDENTITY_BYTES_MAX
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(PlacementRejection::InvalidIdentity {
+            value: value.chars().take(IDENTITY_BYTES_MAX).collect(),
+            max: IDENTITY_BYTES_MAX,
+        })
     }
 }
 

@@ -36,7 +36,9 @@
 // trait method. Errors are rare and end the Raft node anyway.
 #![allow(clippy::result_large_err)]
 
-use super::state::{DamagedState, Member, NodeId, PlacementResponse, PlacementState, Role};
+use super::state::{
+    DamagedState, Member, NodeId, PlacementResponse, PlacementState, PlacementStateV2, Role,
+};
 use super::{PlacementNode, PlacementTypes};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
@@ -57,7 +59,12 @@ use tokio::sync::watch;
 /// The first byte of every stored value. Bump it when an encoding changes,
 /// and teach `decode` the old one.
 /// 2: the state gained `draining` and `retired`.
-const FORMAT_VERSION: u8 = 2;
+/// 3: the state gained the cluster id and the incarnations; commands
+/// gained variants at their end, so every other value (log entries
+/// included) reads the same in 2 and 3.
+const FORMAT_VERSION: u8 = 3;
+/// The version before cluster ids (`PlacementStateV2`).
+const FORMAT_VERSION_BEFORE_IDENTITY: u8 = 2;
 
 const TREE_LOG: &str = "log";
 const TREE_LOG_META: &str = "log_meta";
@@ -148,8 +155,12 @@ pub fn open(
         read_value(&machine, KEY_APPLIED, subject()).map_err(damaged)?;
     let membership: Option<StoredMembership<NodeId, PlacementNode>> =
         read_value(&machine, KEY_MEMBERSHIP, subject()).map_err(damaged)?;
-    let state: Option<PlacementState> =
-        read_value(&machine, KEY_STATE, subject()).map_err(damaged)?;
+    let state: Option<PlacementState> = machine
+        .get(KEY_STATE)
+        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, &e)))?
+        .map(|bytes| decode_state(&bytes))
+        .transpose()
+        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, e)))?;
     let state = state.unwrap_or_default();
     state
         .check()
@@ -171,13 +182,28 @@ fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, postcard::Err
     postcard::to_extend(value, vec![FORMAT_VERSION])
 }
 
+/// Any value but the `PlacementState` (`decode_state`), whose layout
+/// alone changed in version 3.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| AnyError::new(&e)),
+        Some((&(FORMAT_VERSION | FORMAT_VERSION_BEFORE_IDENTITY), rest)) => {
+            postcard::from_bytes(rest).map_err(|e| AnyError::new(&e))
+        }
         Some((version, _)) => Err(AnyError::error(format!(
             "unknown format version {version} (this build reads {FORMAT_VERSION})"
         ))),
         None => Err(AnyError::error("empty value")),
+    }
+}
+
+/// A stored or snapshotted `PlacementState`, in the current layout or the
+/// one before cluster ids (which it gets none of yet).
+fn decode_state(bytes: &[u8]) -> std::result::Result<PlacementState, AnyError> {
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION_BEFORE_IDENTITY, rest)) => postcard::from_bytes(rest)
+            .map(|old: PlacementStateV2| PlacementState::from(old))
+            .map_err(|e| AnyError::new(&e)),
+        _ => decode(bytes),
     }
 }
 
@@ -657,7 +683,7 @@ impl RaftStateMachine<PlacementTypes> for PlacementStateMachine {
                 source,
             )
         };
-        let mut state: PlacementState = decode(&data).map_err(read_error)?;
+        let mut state: PlacementState = decode_state(&data).map_err(read_error)?;
         state
             .check()
             .map_err(|damage| read_error(AnyError::new(&damage)))?;
