@@ -443,10 +443,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = NodeConfig::resolve(&args)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let (node_identity, identity_opened) = NodeIdentity::open(&config.data_dir)?;
-    if identity_opened == IdentityOpened::Created {
-        tracing::info!(incarnation = %node_identity.incarnation, "new incarnation of this data directory");
-    }
+
     let listener = TcpListener::bind(config.listen).with_context(|| {
         format!(
             "cannot listen on {} (hint: is another node running? use --listen 127.0.0.1:0 for any free port)",
@@ -498,6 +495,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )
             })?;
         placement_store.raft_config = config.raft.clone();
+        let (node_identity, identity_opened) = NodeIdentity::open(
+            &config.data_dir,
+            &placement_store.view.current(),
+            config.server.node_id,
+        )?;
+        if identity_opened == IdentityOpened::Created {
+            tracing::info!(incarnation = %node_identity.incarnation, "identity of this data directory written");
+        }
         config.engine.shards =
             cluster_shards(&config, &placement_store, &node_identity, &peers).await?;
         let defaults = crate::log::LogConfig::default();

@@ -10,9 +10,11 @@
 //!   cluster.
 //!
 //! Both live in `<data-dir>/node-identity` (written whole: temporary file,
-//! `fsync`, rename, directory `fsync`). A data directory from before this
-//! file gets one at its first start (a new incarnation; the cluster id once
-//! placement knows it).
+//! `fsync`, rename, directory `fsync`). A data directory without the file
+//! gets one at its start: the incarnation and cluster id its own placement
+//! store recorded for it if any (the file was lost, the directory was
+//! not), else a new incarnation (a new directory, or one from before
+//! incarnations) and the cluster id once placement knows it.
 //!
 //! `check_before_join` is the joining node's side: before it opens
 //! anything it asks a member (`GET /v1/internal/cluster/identity`) and
@@ -63,7 +65,7 @@ pub enum IdentityError {
         cluster: String,
         peer: String,
     },
-    #[error("node {node} is known to the cluster with another data directory; start this one under a new id, or drain and remove node {node} first (`sessiondb-ctl nodes drain {node}`, then `sessiondb-ctl nodes remove {node}`)")]
+    #[error("node {node} is known to the cluster with another data directory; start this one under a new id, or take node {node} out first: run it on its own data directory, then `sessiondb-ctl nodes drain {node}` and `sessiondb-ctl nodes remove {node}`")]
     KnownElsewhere { node: NodeId },
     #[error("cannot check this node's identity with the cluster after {attempts} attempts; last failure: {last_failure}")]
     Unreachable { attempts: u32, last_failure: String },
@@ -96,9 +98,14 @@ pub fn generate_id() -> String {
 }
 
 impl NodeIdentity {
-    /// Reads the identity file of `data_dir`, or creates one with a new
-    /// incarnation.
-    pub fn open(data_dir: &Path) -> Result<(NodeIdentity, IdentityOpened), IdentityError> {
+    /// Reads the identity file of `data_dir`, or creates one: with what
+    /// the directory's own placement state (`local`) recorded for `node`,
+    /// else with a new incarnation.
+    pub fn open(
+        data_dir: &Path,
+        local: &PlacementState,
+        node: NodeId,
+    ) -> Result<(NodeIdentity, IdentityOpened), IdentityError> {
         let path = data_dir.join(IDENTITY_FILE_NAME);
         let read_error = |detail: String| IdentityError::Read {
             path: path.clone(),
@@ -112,8 +119,10 @@ impl NodeIdentity {
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let identity = NodeIdentity {
-                    incarnation: generate_id(),
-                    cluster_id: None,
+                    incarnation: local
+                        .incarnation(node)
+                        .map_or_else(generate_id, str::to_string),
+                    cluster_id: local.cluster_id().map(str::to_string),
                 };
                 identity.write(data_dir)?;
                 Ok((identity, IdentityOpened::Created))
@@ -396,13 +405,14 @@ mod tests {
     fn the_file_is_created_once_and_read_back() {
         let directory = std::env::temp_dir().join(format!("sessiondb-identity-{}", generate_id()));
         std::fs::create_dir_all(&directory).unwrap();
-        let (created, opened) = NodeIdentity::open(&directory).unwrap();
+        let empty = PlacementState::default();
+        let (created, opened) = NodeIdentity::open(&directory, &empty, 1).unwrap();
         assert_eq!(opened, IdentityOpened::Created);
         assert_eq!(created.incarnation.len(), ID_BYTES * 2);
         let mut named = created.clone();
         named.cluster_id = Some("c".to_string());
         named.write(&directory).unwrap();
-        let (read, opened) = NodeIdentity::open(&directory).unwrap();
+        let (read, opened) = NodeIdentity::open(&directory, &empty, 1).unwrap();
         assert_eq!((read, opened), (named, IdentityOpened::Read));
         std::fs::remove_dir_all(&directory).unwrap();
     }

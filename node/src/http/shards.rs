@@ -349,3 +349,47 @@ async fn remove(state: web::Data<AppState>, node: web::Path<u64>) -> HttpRespons
     let node_id = node.into_inner();
     operate(&state, wire::LeaderOperation::Remove { node_id }).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(failures: Vec<wire::FailedMove>, unreachable: Vec<u64>) -> wire::DrainReport {
+        wire::DrainReport {
+            node_id: 2,
+            moves: wire::RebalanceReport {
+                plan: Vec::new(),
+                moved: Vec::new(),
+                failed: failures.first().cloned(),
+                failures,
+                skipped: Vec::new(),
+                unreachable,
+            },
+            remaining_shards: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_left_shards_behind_is_not_a_success() {
+        let failure = wire::FailedMove {
+            shard: 7,
+            from: 2,
+            to: 1,
+            error: ErrorCode::MoveFailed,
+            message: "the move failed at step import".to_string(),
+        };
+        let answer = drain_answer(report(vec![failure], Vec::new()));
+        assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+        let body = actix_web::body::to_bytes(answer.into_body()).await.unwrap();
+        let body: wire::DrainFailure = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.error, ErrorCode::MoveFailed);
+        assert_eq!(body.failed_shards, vec![7]);
+        assert_eq!(body.report.remaining_shards, 5);
+        assert!(body.message.contains("undrain"), "{}", body.message);
+        let answer = drain_answer(report(Vec::new(), vec![2]));
+        assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+        // Another member being unreachable is no failure of this drain.
+        let answer = drain_answer(report(Vec::new(), vec![3]));
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+}

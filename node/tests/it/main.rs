@@ -11,7 +11,8 @@
 //!   `metrics`, `oracle`, `order_independence`, `compat_optimizely`,
 //!   `compat_segment`, `durability`, `statistics`;
 //! - against real multi-node clusters: `cluster`, `cluster_membership`,
-//!   `cluster_query`, `cluster_routing`, `shard_moves`;
+//!   `cluster_identity`, `cluster_degraded`, `cluster_query`,
+//!   `cluster_routing`, `shard_moves`;
 //! - the admin console in headless Chromium: `console`, `console_cluster`;
 //! - the real Optimizely and Segment Python libraries (from PyPI) against
 //!   one node: `real_sdks`;
@@ -26,6 +27,8 @@ mod admin_auth;
 mod api;
 mod bad_input;
 mod cluster;
+mod cluster_identity;
+mod cluster_degraded;
 mod cluster_membership;
 mod cluster_query;
 mod cluster_routing;

@@ -263,6 +263,20 @@ pub struct PlacementStateV2 {
     retired: BTreeMap<NodeId, NodeId>,
 }
 
+impl PlacementStateV2 {
+    /// The old layout of `state` (tests of the migration).
+    #[cfg(test)]
+    pub fn of(state: &PlacementState) -> PlacementStateV2 {
+        PlacementStateV2 {
+            members: state.members.clone(),
+            shards: state.shards.clone(),
+            projects: state.projects.clone(),
+            draining: state.draining.clone(),
+            retired: state.retired.clone(),
+        }
+    }
+}
+
 impl From<PlacementStateV2> for PlacementState {
     fn from(old: PlacementStateV2) -> PlacementState {
         PlacementState {
@@ -829,6 +843,65 @@ mod tests {
             PlacementResponse::Initialized { shards, owner: 1 }
         );
         state
+    }
+
+    #[test]
+    fn the_cluster_is_named_once_and_incarnations_do_not_change() {
+        let mut state = initialized(4);
+        let named = state.apply(PlacementCommand::SetClusterId {
+            cluster_id: "c1".to_string(),
+        });
+        assert!(matches!(named, PlacementResponse::ClusterIdSet { .. }));
+        let again = state.apply(PlacementCommand::SetClusterId {
+            cluster_id: "c2".to_string(),
+        });
+        assert!(matches!(
+            again,
+            PlacementResponse::Rejected {
+                reason: PlacementRejection::ClusterIdAlreadySet { .. }
+            }
+        ));
+        assert_eq!(state.cluster_id(), Some("c1"));
+        let record = |node: NodeId, incarnation: &str| PlacementCommand::RecordIncarnation {
+            node,
+            incarnation: incarnation.to_string(),
+        };
+        assert!(matches!(
+            state.apply(record(3, "aa")),
+            PlacementResponse::IncarnationRecorded { .. }
+        ));
+        // The same one again is fine (a restart); another is refused.
+        assert!(matches!(
+            state.apply(record(3, "aa")),
+            PlacementResponse::IncarnationRecorded { .. }
+        ));
+        assert_eq!(
+            state.apply(record(3, "bb")),
+            PlacementResponse::Rejected {
+                reason: PlacementRejection::IncarnationMismatch {
+                    node: 3,
+                    recorded: "aa".to_string()
+                }
+            }
+        );
+        assert!(matches!(
+            state.apply(record(9, "aa")),
+            PlacementResponse::Rejected {
+                reason: PlacementRejection::NotAMember { node: 9 }
+            }
+        ));
+        assert!(matches!(
+            state.apply(record(2, "no spaces")),
+            PlacementResponse::Rejected {
+                reason: PlacementRejection::InvalidIdentity { .. }
+            }
+        ));
+        // A node that left is forgotten: its id may come back with a new
+        // data directory.
+        let mut members = three_members();
+        members.remove(&3);
+        state.set_members(members);
+        assert_eq!(state.incarnation(3), None);
     }
 
     fn project(name: &str, version: u64, key: &str) -> ProjectConfig {

@@ -762,6 +762,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_state_stored_before_cluster_ids_is_read() {
+        let mut before = PlacementState::default();
+        let member = Member {
+            address: "127.0.0.1:7001".to_string(),
+            role: Role::Voter,
+        };
+        before.set_members(BTreeMap::from([(1, member)]));
+        before.apply(super::super::PlacementCommand::Initialize {
+            shards: 12,
+            owner: 1,
+        });
+        let old = PlacementStateV2::of(&before);
+        let bytes = postcard::to_extend(&old, vec![FORMAT_VERSION_BEFORE_IDENTITY]).unwrap();
+        let state = decode_state(&bytes).unwrap();
+        assert_eq!(state, before);
+        assert_eq!(state.shard_count(), 12);
+        assert_eq!(state.cluster_id(), None);
+        let current = encode(&state).unwrap();
+        assert_eq!(current[0], FORMAT_VERSION);
+        assert_eq!(decode_state(&current).unwrap(), state);
+    }
+
+    #[test]
     fn values_round_trip_and_other_format_versions_are_refused() {
         let vote = Vote::new_committed(3, 1);
         let bytes = encode(&vote).unwrap();
