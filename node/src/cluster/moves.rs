@@ -142,6 +142,13 @@ pub enum OperationReport {
     Remove(wire::NodeRemoveReport),
 }
 
+/// What a plan evens out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Balance {
+    Counts,
+    CountsThenLoad,
+}
+
 /// Shard moves this node ran (as leader) since it started.
 #[derive(Debug, Default)]
 pub struct MoveCounters {
@@ -236,13 +243,18 @@ impl ShardMover {
         self.not_leader()?;
         let _operation = self.operations.lock().await;
         let state = self.placement.view().current();
-        Ok(self.plan_and_run(&state).await)
+        Ok(self.plan_and_run(&state, Balance::CountsThenLoad).await)
     }
 
     /// A plan over the reachable members that may hold shards (a member
     /// that does not answer neither gives nor receives), carried out.
-    async fn plan_and_run(&self, state: &PlacementState) -> wire::RebalanceReport {
+    async fn plan_and_run(&self, state: &PlacementState, balance: Balance) -> wire::RebalanceReport {
         let (loads, unreachable) = self.gather_loads(state).await;
+        let loads = match balance {
+            Balance::CountsThenLoad => loads,
+            // No loads: the planner balances counts only.
+            Balance::Counts => Vec::new(),
+        };
         let plan = plan_rebalance_reachable(
             &state.shard_holders(),
             state.shards(),
@@ -316,7 +328,8 @@ impl ShardMover {
             tracing::info!(node, "node draining");
         }
         let state = self.placement.view().current();
-        let moves = self.plan_and_run(&state).await;
+        // Counts only: every shard of the drained node moves anyway.
+        let moves = self.plan_and_run(&state, Balance::Counts).await;
         Ok(wire::DrainReport {
             node_id: node,
             moves,
