@@ -10,8 +10,8 @@ use crate::admin_token::{
     ADMIN_TOKEN_KIND,
 };
 use crate::clock::{ManualClock, SharedClock, SystemClock};
-use crate::cluster::peer::{PeerClient, PeerTransport};
 use crate::cluster::identity::{self, IdentityOpened, NodeIdentity};
+use crate::cluster::peer::{PeerClient, PeerTransport};
 use crate::cluster::placement::{Placement, PlacementHandle, PlacementNetwork, RaftConfig};
 use crate::cluster::startup::{self, ClusterStartup};
 use crate::cluster::Cluster;

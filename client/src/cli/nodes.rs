@@ -101,7 +101,9 @@ pub async fn undrain(
         ("node", report.node_id.to_string()),
         ("was draining", report.was_draining.to_string()),
     ]);
-    eprintln!("node {node_id} may receive shards again; `sessiondb-ctl shards rebalance` gives it some");
+    eprintln!(
+        "node {node_id} may receive shards again; `sessiondb-ctl shards rebalance` gives it some"
+    );
     Ok(EXIT_OK)
 }
 

@@ -142,10 +142,7 @@ fn rebalance_summary(report: &RebalanceReport) -> String {
     let unreachable = if report.unreachable.is_empty() {
         String::new()
     } else {
-        format!(
-            " (left out, not answering: nodes {:?})",
-            report.unreachable
-        )
+        format!(" (left out, not answering: nodes {:?})", report.unreachable)
     };
     if report.plan.is_empty() {
         return format!("already balanced: nothing to move{unreachable}");

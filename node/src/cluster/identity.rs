@@ -357,7 +357,11 @@ mod tests {
         }
     }
 
-    fn cluster(cluster_id: Option<&str>, member: bool, incarnation: Option<&str>) -> wire::ClusterIdentity {
+    fn cluster(
+        cluster_id: Option<&str>,
+        member: bool,
+        incarnation: Option<&str>,
+    ) -> wire::ClusterIdentity {
         wire::ClusterIdentity {
             cluster_id: cluster_id.map(str::to_string),
             shards: 12,
@@ -374,7 +378,10 @@ mod tests {
         assert_eq!(resolve_shards(None, None, 256, "x").unwrap(), 256);
         let error = resolve_shards(Some(256), Some(12), 256, "of the cluster").unwrap_err();
         let text = error.to_string();
-        assert!(text.contains("--shards 256") && text.contains("12 shards"), "{text}");
+        assert!(
+            text.contains("--shards 256") && text.contains("12 shards"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -383,9 +390,21 @@ mod tests {
         // Recorded with another incarnation.
         let error = check_identity(3, &mine, true, &cluster(Some("c"), true, Some("bbbb")), "p")
             .unwrap_err();
-        assert!(error.to_string().starts_with("node 3 is known to the cluster with another data directory"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("node 3 is known to the cluster with another data directory"),
+            "{error}"
+        );
         // The same incarnation (a restart) is fine.
-        check_identity(3, &mine, false, &cluster(Some("c"), true, Some("aaaa")), "p").unwrap();
+        check_identity(
+            3,
+            &mine,
+            false,
+            &cluster(Some("c"), true, Some("aaaa")),
+            "p",
+        )
+        .unwrap();
         // An old cluster without incarnations: a fresh directory under a
         // member's id is refused, a used one accepted.
         assert!(check_identity(3, &mine, true, &cluster(None, true, None), "p").is_err());
@@ -396,9 +415,18 @@ mod tests {
 
     #[test]
     fn a_data_directory_of_another_cluster_is_refused() {
-        let error = check_identity(4, &identity(Some("a")), false, &cluster(Some("b"), false, None), "p")
-            .unwrap_err();
-        assert!(matches!(error, IdentityError::OtherCluster { .. }), "{error}");
+        let error = check_identity(
+            4,
+            &identity(Some("a")),
+            false,
+            &cluster(Some("b"), false, None),
+            "p",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, IdentityError::OtherCluster { .. }),
+            "{error}"
+        );
     }
 
     #[test]

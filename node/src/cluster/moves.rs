@@ -248,19 +248,19 @@ impl ShardMover {
 
     /// A plan over the reachable members that may hold shards (a member
     /// that does not answer neither gives nor receives), carried out.
-    async fn plan_and_run(&self, state: &PlacementState, balance: Balance) -> wire::RebalanceReport {
+    async fn plan_and_run(
+        &self,
+        state: &PlacementState,
+        balance: Balance,
+    ) -> wire::RebalanceReport {
         let (loads, unreachable) = self.gather_loads(state).await;
         let loads = match balance {
             Balance::CountsThenLoad => loads,
             // No loads: the planner balances counts only.
             Balance::Counts => Vec::new(),
         };
-        let plan = plan_rebalance_reachable(
-            &state.shard_holders(),
-            state.shards(),
-            &loads,
-            &unreachable,
-        );
+        let plan =
+            plan_rebalance_reachable(&state.shard_holders(), state.shards(), &loads, &unreachable);
         let mut report = self.run_plan(plan).await;
         report.unreachable = unreachable.into_iter().collect();
         report
@@ -505,9 +505,10 @@ impl ShardMover {
     /// where they are. The caller holds `operations`.
     async fn run_plan(&self, plan: Vec<wire::PlannedMove>) -> wire::RebalanceReport {
         use futures::StreamExt;
-        let attempts = plan.iter().take(REBALANCE_MOVES_MAX).map(|step| async move {
-            (*step, self.move_locked(step.shard, step.to).await)
-        });
+        let attempts = plan
+            .iter()
+            .take(REBALANCE_MOVES_MAX)
+            .map(|step| async move { (*step, self.move_locked(step.shard, step.to).await) });
         let outcomes: Vec<_> = futures::stream::iter(attempts)
             .buffered(MOVES_CONCURRENT_MAX)
             .collect()

@@ -29,8 +29,7 @@ pub fn plan_rebalance_reachable(
     let movable: Vec<usize> = (0..shards.len())
         .filter(|shard| !unreachable.contains(&shards[*shard].owner))
         .collect();
-    let movable_shards: Vec<ShardAssignment> =
-        movable.iter().map(|shard| shards[*shard]).collect();
+    let movable_shards: Vec<ShardAssignment> = movable.iter().map(|shard| shards[*shard]).collect();
     let movable_loads: Vec<u64> = if loads.len() == shards.len() {
         movable.iter().map(|shard| loads[*shard]).collect()
     } else {

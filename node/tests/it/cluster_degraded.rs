@@ -89,9 +89,15 @@ async fn a_dead_member_is_left_out_and_a_failed_drain_is_undone() {
     assert_eq!(raw.status, StatusCode::OK, "{:?}", raw.body);
     let report: RebalanceReport = serde_json::from_value(raw.body).expect("a RebalanceReport");
     assert_eq!(report.unreachable, vec![3]);
-    assert!(report.failures.is_empty() && report.failed.is_none(), "{report:?}");
     assert!(
-        report.plan.iter().all(|step| step.from != 3 && step.to != 3),
+        report.failures.is_empty() && report.failed.is_none(),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .plan
+            .iter()
+            .all(|step| step.from != 3 && step.to != 3),
         "{report:?}"
     );
     let movable = SHARDS as usize - third_owns;

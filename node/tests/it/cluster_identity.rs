@@ -6,8 +6,8 @@
 //! polling on a condition.
 
 use crate::support::cluster::{
-    cluster_args, cluster_status, create_project_everywhere, owners, send_routed, start_member, wait_for,
-    CLUSTER_SECRET, SHARDS, START_MS,
+    cluster_args, cluster_status, create_project_everywhere, owners, send_routed, start_member,
+    wait_for, CLUSTER_SECRET, SHARDS, START_MS,
 };
 use crate::support::node::{NodeOptions, TestNode};
 use reqwest::StatusCode;
@@ -35,12 +35,14 @@ fn identity_file(node: &TestNode) -> Option<serde_json::Value> {
 
 /// Polls until the node's identity file names a cluster; answers the file.
 async fn named_identity(node: &TestNode) -> serde_json::Value {
-    eventually(IDENTITY_WAIT_MAX, "the identity file names the cluster", async || {
-        match identity_file(node) {
+    eventually(
+        IDENTITY_WAIT_MAX,
+        "the identity file names the cluster",
+        async || match identity_file(node) {
             Some(identity) if identity["cluster_id"].is_string() => Ok(identity),
             other => Err(format!("{other:?}")),
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -64,11 +66,9 @@ async fn a_joiner_takes_the_clusters_shard_count_or_is_refused() {
     wait_for(&[&first], &[1], "node 1 alone", |_| true).await;
     // No --shards: the joiner takes the cluster's count (not the default
     // 256, which would route events to shards the map does not have).
-    let second = TestNode::start_with_args(
-        options(None),
-        cluster_args(2, Some(&first), CLUSTER_SECRET),
-    )
-    .await;
+    let second =
+        TestNode::start_with_args(options(None), cluster_args(2, Some(&first), CLUSTER_SECRET))
+            .await;
     wait_for(&[&first, &second], &[1, 2], "two members", |_| true).await;
     let status: NodeStatus =
         serde_json::from_value(second.get_raw("/v1/status").await.body).expect("a NodeStatus");
@@ -81,7 +81,12 @@ async fn a_joiner_takes_the_clusters_shard_count_or_is_refused() {
     let raw = first.post_admin("/v1/cluster/rebalance", "").await;
     assert_eq!(raw.status, StatusCode::OK, "{:?}", raw.body);
     let balanced = wait_for(&[&first, &second], &[1, 2], "shards on node 2", |status| {
-        status.shards.iter().filter(|shard| shard.owner == 2).count() == (SHARDS / 2) as usize
+        status
+            .shards
+            .iter()
+            .filter(|shard| shard.owner == 2)
+            .count()
+            == (SHARDS / 2) as usize
     })
     .await;
     create_project_everywhere(&[&first, &second], "identity", serde_json::json!({})).await;
@@ -178,7 +183,10 @@ async fn a_wiped_or_foreign_data_directory_is_refused() {
     let mut stranger = start_member(7, None).await;
     wait_for(&[&stranger], &[7], "node 7 alone", |_| true).await;
     let stranger_identity = named_identity(&stranger).await;
-    assert_ne!(stranger_identity["cluster_id"], first_identity["cluster_id"]);
+    assert_ne!(
+        stranger_identity["cluster_id"],
+        first_identity["cluster_id"]
+    );
     stranger.kill_9().await;
     let failure = stranger
         .try_restart_with_args(cluster_args(7, Some(&first), CLUSTER_SECRET))

@@ -219,7 +219,9 @@ pub enum PlacementRejection {
     TargetDraining { node: NodeId },
     #[error("the cluster is already named `{cluster_id}`")]
     ClusterIdAlreadySet { cluster_id: String },
-    #[error("node {node} is known to the cluster with another data directory (incarnation {recorded})")]
+    #[error(
+        "node {node} is known to the cluster with another data directory (incarnation {recorded})"
+    )]
     IncarnationMismatch { node: NodeId, recorded: String },
     #[error("`{value}` is not a valid id: 1-{max} ASCII letters, digits or `-`")]
     InvalidIdentity { value: String, max: usize },
@@ -389,7 +391,8 @@ impl PlacementState {
         self.draining.retain(|node| members.contains_key(node));
         // A node that left may come back under its id with a new data
         // directory (after `nodes remove`).
-        self.incarnations.retain(|node, _| members.contains_key(node));
+        self.incarnations
+            .retain(|node, _| members.contains_key(node));
         self.members = members;
     }
 
@@ -798,7 +801,9 @@ impl PlacementState {
 fn check_identity(value: &str) -> Result<(), PlacementRejection> {
     let valid = !value.is_empty()
         && value.len() <= IDENTITY_BYTES_MAX
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if valid {
         Ok(())
     } else {
