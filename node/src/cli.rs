@@ -567,7 +567,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             advertise,
             shards: config.engine.shards,
             peers: peers.clone(),
-            identity: node_identity,
+            identity: node_identity.clone(),
         };
         let membership = {
             let placement = placement.clone();
@@ -603,7 +603,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cluster_secret,
             key_rotation_grace_ms: config.key_rotation_grace_ms,
         };
-        let cluster = Cluster::new(node_id, engine.clone(), placement.clone(), peers);
+        let mut cluster = Cluster::new(node_id, engine.clone(), placement.clone(), peers);
+        cluster.incarnation = Some(node_identity.incarnation);
         let served = server::run(config.server, engine, cluster, secrets, listener, shutdown).await;
         membership.abort();
         placement.shutdown().await;
@@ -673,7 +674,7 @@ async fn start_placement(
     peers: PeerClient,
 ) -> anyhow::Result<PlacementHandle> {
     let node_id = config.server.node_id;
-    let network = PlacementNetwork::new(peers, &config.raft);
+    let network = PlacementNetwork::new(peers, &config.raft).with_view(placement.view.clone());
     let (raft, view) = placement
         .start(network)
         .await

@@ -49,6 +49,10 @@ pub struct Cluster {
     pub leader: LeaderPath,
     /// Runs shard moves when this node leads.
     pub mover: ShardMover,
+    /// This node's incarnation (`identity`): a Raft request that names
+    /// another one was meant for the data directory placement knows under
+    /// this id, and is refused. `None`: requests are not checked.
+    pub incarnation: Option<String>,
 }
 
 impl Cluster {
@@ -72,6 +76,7 @@ impl Cluster {
             coordinator,
             placement,
             peers,
+            incarnation: None,
         }
     }
 }

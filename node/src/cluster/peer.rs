@@ -51,6 +51,10 @@ pub const STORES_HANDOVER_PATH: &str = "/v1/internal/stores/handover";
 pub const STORES_ABSORB_PATH: &str = "/v1/internal/stores/absorb";
 pub const JOIN_PATH: &str = "/v1/cluster/join";
 pub const CLUSTER_IDENTITY_PATH: &str = "/v1/internal/cluster/identity";
+/// The header of a Raft request that names the incarnation placement
+/// recorded for its target (`docs/cluster.md`, "Node identity"): a node
+/// running on another data directory refuses the request.
+pub const INCARNATION_HEADER: &str = "x-sessiondb-incarnation";
 pub const RAFT_APPEND_PATH: &str = "/v1/internal/raft/append";
 pub const RAFT_VOTE_PATH: &str = "/v1/internal/raft/vote";
 pub const RAFT_SNAPSHOT_PATH: &str = "/v1/internal/raft/snapshot";
@@ -619,17 +623,31 @@ impl PeerClient {
     }
 
     /// One Raft request (JSON, openraft's types) within `deadline`;
-    /// answers the peer's body (its Raft's `Result`).
+    /// answers the peer's body (its Raft's `Result`). `incarnation`: the
+    /// one placement recorded for the peer, sent so that a process on
+    /// another data directory under its id refuses the request.
     pub async fn raft(
         &self,
         peer: &Peer,
         route: RaftRoute,
         request: Vec<u8>,
         deadline: Duration,
+        incarnation: Option<&str>,
     ) -> Result<Vec<u8>, PeerError> {
-        let body = Body::Bytes(request);
-        self.expect_ok(peer, Route::Raft(route), route.path(), body, Some(deadline))
-            .await
+        let url = format!("{}{}", self.base_url(&peer.address), route.path());
+        let mut http = self
+            .inner
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(request);
+        if let Some(incarnation) = incarnation {
+            http = http.header(INCARNATION_HEADER, incarnation);
+        }
+        let (status, body) = self
+            .send(peer, Route::Raft(route), http, Some(deadline))
+            .await?;
+        check_ok(peer, Route::Raft(route), status, body)
     }
 
     /// Asks every member in `members` at once with `ask` and answers in

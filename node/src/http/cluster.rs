@@ -22,7 +22,7 @@ use super::AppState;
 use crate::cluster::identity::{self, IdentityError, NodeIdentity, RecordError};
 use crate::cluster::placement::{ChangeError, ClusterReport, RaftServerState, Role};
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use sessiondb_protocol as wire;
 use sessiondb_protocol::ErrorCode;
 
@@ -71,21 +71,53 @@ fn raft_answer(
         .body(body))
 }
 
+/// `409 incarnation_mismatch` when the request names another incarnation
+/// than this node's: the sender's cluster knows another data directory
+/// under this node's id (this one was wiped, or belongs elsewhere), and
+/// taking its log or snapshot would make this empty directory the owner
+/// of the old node's shards.
+fn check_incarnation(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
+    let named = request
+        .headers()
+        .get(crate::cluster::peer::INCARNATION_HEADER)
+        .and_then(|value| value.to_str().ok());
+    match (named, &state.cluster.incarnation) {
+        (Some(named), Some(own)) if named != own => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::IncarnationMismatch,
+            format!(
+                "node {} runs on another data directory than the one this cluster knows under its id (incarnation {own}, not {named})",
+                state.node_id
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn raft_append(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    check_incarnation(&state, &request)?;
     raft_answer(state.cluster.placement.serve_append(&body).await)
 }
 
-async fn raft_vote(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn raft_vote(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_incarnation(&state, &request)?;
     raft_answer(state.cluster.placement.serve_vote(&body).await)
 }
 
 async fn raft_snapshot(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    check_incarnation(&state, &request)?;
     raft_answer(state.cluster.placement.serve_snapshot(&body).await)
 }
 

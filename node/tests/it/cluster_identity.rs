@@ -148,6 +148,41 @@ async fn a_wiped_or_foreign_data_directory_is_refused() {
         second_identity["incarnation"]
     );
 
+    // A Raft request meant for another data directory under node 1's id
+    // (the incarnation its sender recorded) is refused; one naming node
+    // 1's own incarnation reaches Raft (and its empty body is malformed).
+    let secret = format!("Bearer {CLUSTER_SECRET}");
+    let own = first_identity["incarnation"]
+        .as_str()
+        .expect("an incarnation");
+    for (named, expected) in [
+        ("0123456789abcdef", StatusCode::CONFLICT),
+        (own, StatusCode::BAD_REQUEST),
+    ] {
+        let answer = first
+            .post_with_headers(
+                "/v1/internal/raft/vote",
+                &[
+                    ("authorization", secret.as_str()),
+                    ("x-sessiondb-incarnation", named),
+                ],
+                "{}",
+            )
+            .await;
+        assert_eq!(answer.status, expected, "{:?}", answer.body);
+    }
+    let refused = first
+        .post_with_headers(
+            "/v1/internal/raft/append",
+            &[
+                ("authorization", secret.as_str()),
+                ("x-sessiondb-incarnation", "0123456789abcdef"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(refused.error_code(), Some("incarnation_mismatch"));
+
     // A restart on the same directory is the node the cluster knows.
     second.kill_9().await;
     second.restart().await;
