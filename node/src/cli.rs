@@ -777,6 +777,12 @@ mod tests {
         let args = ServeArgs::parse_from(["serve", "--shards", "16"]);
         let config = NodeConfig::resolve(&args).unwrap();
         assert_eq!(config.engine.shards, 16);
+        assert_eq!(config.shards_configured, Some(16));
+        // Without the flag the default stands in, and the node knows it
+        // was not given (a joiner then takes the cluster's count).
+        let config = NodeConfig::resolve(&ServeArgs::parse_from(["serve"])).unwrap();
+        assert_eq!(config.shards_configured, None);
+        assert_eq!(config.engine.shards, EngineConfig::default().shards);
         assert_eq!(config.listen, "127.0.0.1:7070".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.admin_token, None);
