@@ -15,7 +15,9 @@
 //!    then rerouted to the new owner).
 
 use crate::inproc::percentile;
-use crate::process::{clock_ticks_per_second, cpu_seconds, start_node_with_args, Node, TempDir};
+use crate::process::{
+    clock_ticks_per_second, cpu_seconds, start_node_with_args, temp_dir, Node, TempDir,
+};
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use sessiondb_client::protocol::hashing::shard_of;
@@ -91,7 +93,7 @@ async fn start_cluster(
 ) -> Result<Vec<(Node, TempDir)>> {
     let mut nodes: Vec<(Node, TempDir)> = Vec::new();
     for id in 1..=count {
-        let data_dir = TempDir::new(&format!("sessiondb-bench-cluster-{id}"))?;
+        let data_dir = temp_dir(&format!("sessiondb-bench-cluster-{id}"))?;
         let mut args = vec![
             "--node-id".to_string(),
             id.to_string(),
@@ -104,7 +106,7 @@ async fn start_cluster(
             args.push("--join".to_string());
             args.push(first.base_url.clone());
         }
-        let node = start_node_with_args(binary, &data_dir.0, now_ms, &args)?;
+        let node = start_node_with_args(binary, data_dir.path(), now_ms, &args)?;
         nodes.push((node, data_dir));
     }
     let first = admin_client(nodes[0].0.base_url.clone());

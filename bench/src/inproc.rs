@@ -11,6 +11,8 @@ use sessiondb_node::hashing::sketch_hash_of;
 use sessiondb_node::project::{ProjectConfig, Settings};
 use sessiondb_workload::scale::{BROWSER_ATTRIBUTE, PURCHASE_KEY};
 use sessiondb_workload::{ScaleWorkload, DAY_MS};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -125,30 +127,154 @@ pub struct HllPoint {
     pub seeds: usize,
     pub rms_relative_error: f64,
     pub worst_relative_error: f64,
+    /// The same elements in `hyperloglogplus`'s HyperLogLog++ at the same
+    /// precision: the crate the node's own sketch must keep beating.
+    pub hyperloglogplus_rms_relative_error: f64,
+    pub hyperloglogplus_worst_relative_error: f64,
 }
 
-/// Relative errors of `Sketch::estimate` against the exact count, for
-/// distinct visitor names per seed, with the node's element hash.
+/// The `hyperloglogplus` sketch fed the node's element hashes; the crate
+/// hashes them once more with a fixed-key hasher (deterministic runs).
+use hyperloglogplus::HyperLogLog as _;
+
+type PlusSketch = hyperloglogplus::HyperLogLogPlus<u64, BuildHasherDefault<DefaultHasher>>;
+
+fn plus_sketch() -> PlusSketch {
+    PlusSketch::new(HLL_PRECISION, BuildHasherDefault::default())
+        .expect("precision 14 is within hyperloglogplus's range")
+}
+
+/// Relative errors of `Sketch::estimate` and of `hyperloglogplus` against
+/// the exact count, for distinct visitor names per seed, with the node's
+/// element hash.
 pub fn hll_accuracy(plan: &[(usize, usize)]) -> Vec<HllPoint> {
     plan.iter()
         .map(|&(cardinality, seeds)| {
-            let errors: Vec<f64> = (0..seeds)
+            let (ours, theirs): (Vec<f64>, Vec<f64>) = (0..seeds)
                 .map(|seed| {
                     let mut sketch = Sketch::new(HLL_PRECISION);
+                    let mut plus = plus_sketch();
                     for visitor in 0..cardinality {
-                        sketch.insert(sketch_hash_of("hll", &format!("s{seed}-{visitor}")));
+                        let hash = sketch_hash_of("hll", &format!("s{seed}-{visitor}"));
+                        sketch.insert(hash);
+                        plus.insert(&hash);
                     }
-                    sketch.estimate() / cardinality as f64 - 1.0
+                    let exact = cardinality as f64;
+                    (sketch.estimate() / exact - 1.0, plus.count() / exact - 1.0)
                 })
-                .collect();
+                .unzip();
             HllPoint {
                 cardinality,
                 seeds,
-                rms_relative_error: rms(&errors),
-                worst_relative_error: errors.iter().fold(0.0, |m, e| m.max(e.abs())),
+                rms_relative_error: rms(&ours),
+                worst_relative_error: worst(&ours),
+                hyperloglogplus_rms_relative_error: rms(&theirs),
+                hyperloglogplus_worst_relative_error: worst(&theirs),
             }
         })
         .collect()
+}
+
+fn worst(errors: &[f64]) -> f64 {
+    errors.iter().fold(0.0, |m, e| m.max(e.abs()))
+}
+
+/// Elements inserted per sketch when timing inserts: enough that both
+/// sketches are dense, as a busy cell's are.
+const SKETCH_INSERTS: usize = 1_000_000;
+/// Unions timed (each of two dense sketches into a copy of a third).
+const SKETCH_MERGES: usize = 200;
+
+/// What a sketch costs the engine: an insert on the ingest path, a union
+/// per (cell, bucket) on the query path, an estimate per answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SketchCosts {
+    pub insert_ns: f64,
+    pub merge_us: f64,
+    pub estimate_us: f64,
+}
+
+/// The node's sketch and `hyperloglogplus`, on the same hashes, one core.
+#[derive(Debug, Clone, Serialize)]
+pub struct SketchComparison {
+    pub precision: u8,
+    pub ours: SketchCosts,
+    pub hyperloglogplus: SketchCosts,
+}
+
+pub fn sketch_costs() -> SketchComparison {
+    let hashes: Vec<u64> = (0..SKETCH_INSERTS)
+        .map(|i| sketch_hash_of("costs", &format!("v{i}")))
+        .collect();
+
+    let started = Instant::now();
+    let mut ours = Sketch::new(HLL_PRECISION);
+    for &hash in &hashes {
+        ours.insert(hash);
+    }
+    let ours_insert_ns = nanoseconds_each(started, hashes.len());
+    let mut other = Sketch::new(HLL_PRECISION);
+    for &hash in hashes.iter().rev().step_by(2) {
+        other.insert(hash.rotate_left(7));
+    }
+    let started = Instant::now();
+    for _ in 0..SKETCH_MERGES {
+        let mut union = ours.clone();
+        union.merge(&other);
+        std::hint::black_box(&union);
+    }
+    let ours_merge_us = nanoseconds_each(started, SKETCH_MERGES) / 1e3;
+    let started = Instant::now();
+    for _ in 0..SKETCH_MERGES {
+        std::hint::black_box(ours.estimate());
+    }
+    let ours_estimate_us = nanoseconds_each(started, SKETCH_MERGES) / 1e3;
+
+    let started = Instant::now();
+    let mut plus = plus_sketch();
+    for hash in &hashes {
+        plus.insert(hash);
+    }
+    let plus_insert_ns = nanoseconds_each(started, hashes.len());
+    let mut plus_other = plus_sketch();
+    for &hash in hashes.iter().rev().step_by(2) {
+        plus_other.insert(&hash.rotate_left(7));
+    }
+    // Dense before timing the union, as `count` converts a sparse sketch.
+    plus_other.count();
+    plus.count();
+    let started = Instant::now();
+    for _ in 0..SKETCH_MERGES {
+        let mut union = plus.clone();
+        union
+            .merge(&plus_other)
+            .expect("sketches of one precision merge");
+        std::hint::black_box(&union);
+    }
+    let plus_merge_us = nanoseconds_each(started, SKETCH_MERGES) / 1e3;
+    let started = Instant::now();
+    for _ in 0..SKETCH_MERGES {
+        std::hint::black_box(plus.count());
+    }
+    let plus_estimate_us = nanoseconds_each(started, SKETCH_MERGES) / 1e3;
+
+    SketchComparison {
+        precision: HLL_PRECISION,
+        ours: SketchCosts {
+            insert_ns: ours_insert_ns,
+            merge_us: ours_merge_us,
+            estimate_us: ours_estimate_us,
+        },
+        hyperloglogplus: SketchCosts {
+            insert_ns: plus_insert_ns,
+            merge_us: plus_merge_us,
+            estimate_us: plus_estimate_us,
+        },
+    }
+}
+
+fn nanoseconds_each(started: Instant, count: usize) -> f64 {
+    started.elapsed().as_secs_f64() * 1e9 / count.max(1) as f64
 }
 
 pub fn rms(errors: &[f64]) -> f64 {

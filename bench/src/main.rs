@@ -81,6 +81,10 @@ struct Options {
     /// on the machine's load (docs/benchmarks.md, "What bounds us").
     #[arg(long)]
     engine_only: bool,
+    /// Only compare the node's HyperLogLog with hyperloglogplus (accuracy,
+    /// insert, union, estimate) and print the table; no workload, no node.
+    #[arg(long)]
+    sketches_only: bool,
 }
 
 /// Visitors of the cluster ingest workload unless --visitors says otherwise.
@@ -192,19 +196,34 @@ fn run_cluster(options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// `--sketches-only`: the sketch comparison of a full run, alone.
+fn sketches_only(profile: &Profile) -> Result<bool> {
+    step("HyperLogLog accuracy: ours and hyperloglogplus");
+    let hll = inproc::hll_accuracy(&profile.hll_plan);
+    step("sketch costs: ours and hyperloglogplus");
+    let sketches = inproc::sketch_costs();
+    let mut table = String::new();
+    sketch_table(&mut table, &sketches, &hll);
+    println!("{table}");
+    Ok(true)
+}
+
 /// Runs everything; answers whether the exact results agreed.
 fn run(options: &Options) -> Result<bool> {
     let profile = Profile::of(options);
     let config = ScaleConfig::new(options.seed, "bench", profile.visitors);
     let now_ms = config.base_ms + config.span_ms;
     let run_started = Instant::now();
+    if options.sketches_only {
+        return sketches_only(&profile);
+    }
 
     step(&format!("generating {} visitors", profile.visitors));
     let started = Instant::now();
     let workload = generate_scale(&config);
     let generate_s = started.elapsed().as_secs_f64();
-    let scratch = process::TempDir::new("sessiondb-bench")?;
-    let csv = scratch.0.join("events.csv");
+    let scratch = process::temp_dir("sessiondb-bench")?;
+    let csv = scratch.path().join("events.csv");
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&csv)?);
         workload.write_csv(&mut out)?;
@@ -226,6 +245,8 @@ fn run(options: &Options) -> Result<bool> {
     }
     step("HyperLogLog accuracy");
     let hll = inproc::hll_accuracy(&profile.hll_plan);
+    step("sketch costs: ours and hyperloglogplus");
+    let sketches = inproc::sketch_costs();
 
     step("end to end: client -> sessiondb serve");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -302,6 +323,7 @@ fn run(options: &Options) -> Result<bool> {
         distinct_events,
         engine: &engine,
         hll: &hll,
+        sketches: &sketches,
         node: &node,
         redis: &redis,
         peers: &peers,
@@ -336,6 +358,7 @@ struct Report<'a> {
     distinct_events: usize,
     engine: &'a inproc::EngineFigures,
     hll: &'a [inproc::HllPoint],
+    sketches: &'a inproc::SketchComparison,
     node: &'a node::NodeFigures,
     redis: &'a std::result::Result<redis::RedisFigures, String>,
     peers: &'a peers::Peers,
@@ -633,6 +656,7 @@ impl Report<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        sketch_table(&mut s, self.sketches, self.hll);
         if !self.mismatches.is_empty() {
             let _ = writeln!(s, "\n**Exact results differ from DuckDB:**\n");
             for line in self.mismatches.iter().take(50) {
@@ -651,6 +675,7 @@ impl Report<'_> {
             "total_s": self.total_s,
             "engine": self.engine,
             "hll": self.hll,
+            "sketches": self.sketches,
             "node": self.node,
             "redis": match self.redis { Ok(r) => json!(r), Err(e) => json!({"error": e}) },
             "peers": {
@@ -696,6 +721,18 @@ impl Report<'_> {
                     .collect::<Vec<_>>(),
             ),
             (
+                "hyperloglogplus RMS (in process)".to_string(),
+                self.hll
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.cardinality as f64,
+                            p.hyperloglogplus_rms_relative_error * 100.0,
+                        )
+                    })
+                    .collect(),
+            ),
+            (
                 "SessionDB worst".to_string(),
                 self.hll
                     .iter()
@@ -733,5 +770,53 @@ fn peer_json(peer: &peers::Peer) -> serde_json::Value {
             "approx_s": p.approx_s, "approx": p.approx,
         }),
         peers::Peer::Failed { error } => json!({"error": error}),
+    }
+}
+
+/// The node's own HyperLogLog beside `hyperloglogplus` on the same
+/// hashes: why the node keeps its own sketch, re-measured every run.
+fn sketch_table(s: &mut String, sketches: &inproc::SketchComparison, hll: &[inproc::HllPoint]) {
+    let (ours, theirs) = (&sketches.ours, &sketches.hyperloglogplus);
+    let _ = writeln!(
+        s,
+        "\n## Our sketch and hyperloglogplus (p={}, same hashes, one core)\n\n\
+         | figure | SessionDB `Sketch` | hyperloglogplus 0.4 | ratio |\n|---|---|---|---|",
+        sketches.precision
+    );
+    let rows = [
+        (
+            "insert, ns per element (1 M, dense)",
+            ours.insert_ns,
+            theirs.insert_ns,
+        ),
+        (
+            "union of two dense sketches, µs",
+            ours.merge_us,
+            theirs.merge_us,
+        ),
+        (
+            "estimate of a dense sketch, µs",
+            ours.estimate_us,
+            theirs.estimate_us,
+        ),
+    ];
+    for (figure, ours, theirs) in rows {
+        let _ = writeln!(
+            s,
+            "| {figure} | {ours:.2} | {theirs:.2} | {:.1}× |",
+            theirs / ours
+        );
+    }
+    for point in hll {
+        let _ = writeln!(
+            s,
+            "| RMS / worst error at {} ({} seeds) | {} / {} | {} / {} | — |",
+            point.cardinality,
+            point.seeds,
+            percent(point.rms_relative_error),
+            percent(point.worst_relative_error),
+            percent(point.hyperloglogplus_rms_relative_error),
+            percent(point.hyperloglogplus_worst_relative_error),
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::exact::{differences, from_results, ExactResults};
 use crate::inproc::percentile;
-use crate::process::{clock_ticks_per_second, cpu_seconds, rss_bytes, start_node, TempDir};
+use crate::process::{clock_ticks_per_second, cpu_seconds, rss_bytes, start_node, temp_dir};
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use sessiondb_client::protocol::{
@@ -70,8 +70,8 @@ pub async fn run(
     freshness_probes: usize,
 ) -> Result<NodeRun> {
     let config = &workload.config;
-    let data_dir = TempDir::new("sessiondb-bench-node")?;
-    let mut node = start_node(binary, &data_dir.0, now_ms)?;
+    let data_dir = temp_dir("sessiondb-bench-node")?;
+    let mut node = start_node(binary, data_dir.path(), now_ms)?;
     let pid = node.guard.pid().to_string();
     let client = Client::new(node.base_url.clone()).with_token(crate::process::ADMIN_TOKEN);
     client
@@ -158,7 +158,7 @@ pub async fn run(
     let before_results = from_results(&whole, &client.results(&request).await?)?;
     node.guard.kill();
     let restarted = Instant::now();
-    node = start_node(binary, &data_dir.0, now_ms)?;
+    node = start_node(binary, data_dir.path(), now_ms)?;
     let client = Client::new(node.base_url.clone()).with_token(crate::process::ADMIN_TOKEN);
     let mut healthy = false;
     for _ in 0..HEALTH_POLLS_MAX {

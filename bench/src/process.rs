@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -165,21 +165,12 @@ pub fn rss_bytes(pid: &str) -> Result<u64> {
     Ok(kib * 1024)
 }
 
-/// A scratch directory removed when dropped.
-#[derive(Debug)]
-pub struct TempDir(pub PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    pub fn new(label: &str) -> Result<TempDir> {
-        let path = std::env::temp_dir().join(format!("{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory (`<label>-…` under the system temp dir), removed
+/// when dropped.
+pub fn temp_dir(label: &str) -> Result<TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("{label}-"))
+        .tempdir()?)
 }

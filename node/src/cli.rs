@@ -23,7 +23,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -550,6 +550,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "http"
         };
         println!("sessiondb listening on {scheme}://{address}");
+        let start = StartBlock {
+            base_url: format!("{scheme}://{address}"),
+            data_dir: &config.data_dir,
+            admin_token: &admin_token_opened,
+            node_id,
+            join: config.join.as_deref(),
+            shards: config.engine.shards,
+        };
+        println!("{}", start.render());
         tracing::info!(
             recovery_ms = recovery.duration_ms,
             records_replayed = recovery.records_replayed,
@@ -707,6 +716,54 @@ fn log_admin_token(opened: &AdminTokenOpened) {
     }
 }
 
+/// What a node prints on stdout under its listening line: where to go next,
+/// where its data is and where its admin token comes from, so that the
+/// first start needs no reading of logs.
+struct StartBlock<'a> {
+    base_url: String,
+    data_dir: &'a Path,
+    admin_token: &'a AdminTokenOpened,
+    node_id: u64,
+    join: Option<&'a str>,
+    shards: u32,
+}
+
+impl StartBlock<'_> {
+    fn render(&self) -> String {
+        let data_dir = std::path::absolute(self.data_dir).unwrap_or_else(|_| self.data_dir.into());
+        let cluster = match self.join {
+            Some(target) => format!("node {}, joining the cluster at {target}", self.node_id),
+            None => format!("node {}, {} shards", self.node_id, self.shards),
+        };
+        [
+            format!("  console      {}/console/", self.base_url),
+            format!("  data dir     {}", data_dir.display()),
+            format!("  admin token  {}", admin_token_origin(self.admin_token)),
+            format!("  cluster      {cluster}"),
+            "  stop         Ctrl-C or SIGTERM (acknowledged events are already on disk)"
+                .to_string(),
+        ]
+        .join("\n")
+    }
+}
+
+/// Where the admin token a user signs in with comes from, in one line.
+fn admin_token_origin(opened: &AdminTokenOpened) -> String {
+    match opened {
+        AdminTokenOpened::Generated { path, .. } => format!(
+            "printed once above; keep it ({} holds only its hash)",
+            path.display()
+        ),
+        AdminTokenOpened::Configured(_) => {
+            "the one given by --admin-token / SESSIONDB_ADMIN_TOKEN".to_string()
+        }
+        AdminTokenOpened::File(path) | AdminTokenOpened::Migrated(path) => format!(
+            "printed at the first start; lost? stop the node, delete {} and start again",
+            path.display()
+        ),
+    }
+}
+
 /// Start of the stdout line that shows a generated admin token.
 pub const GENERATED_ADMIN_TOKEN_PREFIX: &str =
     "sessiondb generated admin token (shown once, only its hash is stored): ";
@@ -771,6 +828,51 @@ fn fault_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_block_says_where_to_go_and_where_the_token_comes_from() {
+        let file = PathBuf::from("/srv/data/admin-token");
+        let generated = AdminTokenOpened::Generated {
+            path: file.clone(),
+            token: AdminToken::generate(),
+        };
+        let block = StartBlock {
+            base_url: "http://127.0.0.1:7070".to_string(),
+            data_dir: Path::new("/srv/data"),
+            admin_token: &generated,
+            node_id: 1,
+            join: None,
+            shards: 256,
+        };
+        let text = block.render();
+        assert!(
+            text.contains("console      http://127.0.0.1:7070/console/"),
+            "{text}"
+        );
+        assert!(text.contains("data dir     /srv/data"), "{text}");
+        assert!(text.contains("printed once above"), "{text}");
+        assert!(text.contains("node 1, 256 shards"), "{text}");
+        // The block never shows the token itself.
+        if let AdminTokenOpened::Generated { token, .. } = &generated {
+            assert!(!text.contains(token.expose()), "{text}");
+        }
+
+        let earlier = AdminTokenOpened::File(file);
+        let joining = StartBlock {
+            admin_token: &earlier,
+            join: Some("10.0.0.5:7070"),
+            ..block
+        };
+        let text = joining.render();
+        assert!(
+            text.contains("lost? stop the node, delete /srv/data/admin-token"),
+            "{text}"
+        );
+        assert!(
+            text.contains("joining the cluster at 10.0.0.5:7070"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn flags_override_file_and_defaults_apply() {

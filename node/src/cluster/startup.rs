@@ -193,7 +193,7 @@ async fn join(
         incarnation: Some(startup.identity.incarnation.clone()),
     };
     let own_old_address = placement.member_address(placement.node_id());
-    let mut wait = JOIN_RETRY_WAIT_INITIAL;
+    let mut waits = join_waits();
     let mut leader_url: Option<String> = None;
     let mut last_failure = String::new();
     for attempt in 0..JOIN_ATTEMPTS_MAX {
@@ -257,12 +257,26 @@ async fn join(
                 last_failure = error.to_string();
             }
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(JOIN_RETRY_WAIT_MAX);
+        tokio::time::sleep(waits.next().unwrap_or(JOIN_RETRY_WAIT_MAX)).await;
     }
     anyhow::bail!(
         "cannot join the cluster after {JOIN_ATTEMPTS_MAX} attempts; last failure: {last_failure}"
     )
+}
+
+/// The waits between failed join attempts: doubling from
+/// `JOIN_RETRY_WAIT_INITIAL` to `JOIN_RETRY_WAIT_MAX`, with jitter so that
+/// nodes started together do not knock together. A leader redirect is
+/// followed at once, without a wait, so the waits are drawn by hand rather
+/// than by backon's `Retryable`.
+fn join_waits() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(JOIN_RETRY_WAIT_INITIAL)
+        .with_max_delay(JOIN_RETRY_WAIT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Keeps the engine's shard roles equal to the placement state, so this

@@ -4,34 +4,9 @@ use super::format::{self, RECORD_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
 use super::*;
 use std::collections::HashSet;
 use std::fs;
-use std::sync::atomic::AtomicUsize;
 
-/// A fresh directory under the system temp dir, removed on drop. Also the
-/// replicated log's tests' (`crate::replication`).
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "sessiondb-log-test-{}-{name}-{unique}",
-            std::process::id()
-        ));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+/// Also the replicated log's tests' (`crate::replication`).
+pub(crate) use sessiondb_test_support::TempDir;
 
 /// Small segments so that a few hundred records rotate several times.
 fn small_config() -> LogConfig {

@@ -24,8 +24,7 @@ use sessiondb_node::log::{Log, LogConfig, LogError};
 use sessiondb_node::project::{ProjectConfig, ProjectRegistry, SettingsPatch};
 use sessiondb_protocol as wire;
 use sessiondb_protocol::{ErrorCode, RejectCode};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use sessiondb_test_support::TempDir;
 use std::sync::Arc;
 
 /// "Now" for validation: 2025-11-26T10:00:00Z.
@@ -844,29 +843,6 @@ fn arb_records() -> impl Strategy<Value = Records> {
     )
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "sessiondb-fuzz-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Opens a log whose only segment holds `bytes`. On success, replays it and
 /// checks what recovery reported; returns the records kept, or `None` for a
 /// typed refusal.
@@ -874,10 +850,10 @@ impl Drop for TempDir {
 type Kept = Vec<(u64, u32, Vec<u8>)>;
 
 fn open_segment(bytes: &[u8]) -> Result<Option<Kept>, TestCaseError> {
-    let dir = TempDir::new();
-    let file = dir.0.join(format!("log-{:020}.seg", 1));
+    let dir = TempDir::new("fuzz");
+    let file = dir.path().join(format!("log-{:020}.seg", 1));
     std::fs::write(&file, bytes).unwrap();
-    match Log::open(&dir.0, LogConfig::default()) {
+    match Log::open(dir.path(), LogConfig::default()) {
         Err(error) => {
             prop_assert!(
                 matches!(error, LogError::Corrupt { .. }),
