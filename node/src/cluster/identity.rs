@@ -226,8 +226,15 @@ pub async fn check_before_join(
     identity: &NodeIdentity,
     fresh: bool,
 ) -> Result<wire::ClusterIdentity, IdentityError> {
+    use backon::BackoffBuilder;
     let peer = Peer::at(peers.base_url(url));
-    let mut wait = CHECK_RETRY_WAIT_INITIAL;
+    // Doubling waits with jitter, like the join's.
+    let mut waits = backon::ExponentialBuilder::default()
+        .with_min_delay(CHECK_RETRY_WAIT_INITIAL)
+        .with_max_delay(CHECK_RETRY_WAIT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build();
     let mut last_failure = String::new();
     for attempt in 0..CHECK_ATTEMPTS_MAX {
         match peers.cluster_identity(&peer, node).await {
@@ -244,8 +251,7 @@ pub async fn check_before_join(
                 last_failure = error.to_string();
             }
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(CHECK_RETRY_WAIT_MAX);
+        tokio::time::sleep(waits.next().unwrap_or(CHECK_RETRY_WAIT_MAX)).await;
     }
     Err(IdentityError::Unreachable {
         attempts: CHECK_ATTEMPTS_MAX,
