@@ -37,8 +37,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::state::{
-    DamagedState, Member, NodeId, PlacementResponse, PlacementState, PlacementStateBeforeWeights,
-    Role,
+    DamagedState, Member, NodeId, PlacementResponse, PlacementState, PlacementStateV2, Role,
 };
 use super::{PlacementNode, PlacementTypes};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -60,12 +59,13 @@ use tokio::sync::watch;
 /// The first byte of every stored value. Bump it when an encoding changes,
 /// and teach `decode` the old one.
 /// 2: the state gained `draining` and `retired`.
-/// 3: the state gained `experiment_weights` (its last field); every other
-/// value is laid out as in 2 (commands only gained variants at the end), so
-/// 2 is still read (`decode`, `decode_state`).
+/// 3: the state gained `experiment_weights`, the cluster id and the
+/// incarnations (its last fields); commands gained variants at their end,
+/// so every other value (log entries included) reads the same in 2 and 3.
 const FORMAT_VERSION: u8 = 3;
-/// The previous version, still read.
-const FORMAT_VERSION_BEFORE_WEIGHTS: u8 = 2;
+/// The version before experiment weights and cluster ids
+/// (`PlacementStateV2`), still read.
+const FORMAT_VERSION_BEFORE_IDENTITY: u8 = 2;
 
 const TREE_LOG: &str = "log";
 const TREE_LOG_META: &str = "log_meta";
@@ -156,16 +156,12 @@ pub fn open(
         read_value(&machine, KEY_APPLIED, subject()).map_err(damaged)?;
     let membership: Option<StoredMembership<NodeId, PlacementNode>> =
         read_value(&machine, KEY_MEMBERSHIP, subject()).map_err(damaged)?;
-    let state = machine
+    let state: Option<PlacementState> = machine
         .get(KEY_STATE)
-        .map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
-        .and_then(|bytes| {
-            bytes
-                .map(|bytes| decode_state(&bytes))
-                .transpose()
-                .map_err(|e| io_error(subject(), ErrorVerb::Read, e))
-        })
-        .map_err(damaged)?;
+        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, &e)))?
+        .map(|bytes| decode_state(&bytes))
+        .transpose()
+        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, e)))?;
     let state = state.unwrap_or_default();
     state
         .check()
@@ -187,10 +183,11 @@ fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, postcard::Err
     postcard::to_extend(value, vec![FORMAT_VERSION])
 }
 
-/// Decodes any stored value but the state (`decode_state`).
+/// Any value but the `PlacementState` (`decode_state`), whose layout
+/// alone changed in version 3.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError> {
     match bytes.split_first() {
-        Some((&(FORMAT_VERSION | FORMAT_VERSION_BEFORE_WEIGHTS), rest)) => {
+        Some((&(FORMAT_VERSION | FORMAT_VERSION_BEFORE_IDENTITY), rest)) => {
             postcard::from_bytes(rest).map_err(|e| AnyError::new(&e))
         }
         Some((version, _)) => Err(AnyError::error(format!(
@@ -200,15 +197,14 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError>
     }
 }
 
-/// Decodes a stored state or a snapshot's data: a version-2 state (before
-/// experiment weights) is upgraded, with no weights stored.
+/// A stored or snapshotted `PlacementState`, in the current layout or the
+/// one before experiment weights and cluster ids (which it gets none of
+/// yet).
 fn decode_state(bytes: &[u8]) -> std::result::Result<PlacementState, AnyError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION_BEFORE_WEIGHTS, rest)) => {
-            postcard::from_bytes::<PlacementStateBeforeWeights>(rest)
-                .map(PlacementState::from)
-                .map_err(|e| AnyError::new(&e))
-        }
+        Some((&FORMAT_VERSION_BEFORE_IDENTITY, rest)) => postcard::from_bytes(rest)
+            .map(|old: PlacementStateV2| PlacementState::from(old))
+            .map_err(|e| AnyError::new(&e)),
         _ => decode(bytes),
     }
 }
@@ -689,7 +685,7 @@ impl RaftStateMachine<PlacementTypes> for PlacementStateMachine {
                 source,
             )
         };
-        let mut state = decode_state(&data).map_err(read_error)?;
+        let mut state: PlacementState = decode_state(&data).map_err(read_error)?;
         state
             .check()
             .map_err(|damage| read_error(AnyError::new(&damage)))?;
@@ -768,6 +764,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_state_stored_before_cluster_ids_is_read() {
+        let mut before = PlacementState::default();
+        let member = Member {
+            address: "127.0.0.1:7001".to_string(),
+            role: Role::Voter,
+        };
+        before.set_members(BTreeMap::from([(1, member)]));
+        before.apply(super::super::PlacementCommand::Initialize {
+            shards: 12,
+            owner: 1,
+        });
+        let old = PlacementStateV2::of(&before);
+        let bytes = postcard::to_extend(&old, vec![FORMAT_VERSION_BEFORE_IDENTITY]).unwrap();
+        let state = decode_state(&bytes).unwrap();
+        assert_eq!(state, before);
+        assert_eq!(state.shard_count(), 12);
+        assert_eq!(state.cluster_id(), None);
+        let current = encode(&state).unwrap();
+        assert_eq!(current[0], FORMAT_VERSION);
+        assert_eq!(decode_state(&current).unwrap(), state);
+    }
+
+    #[test]
     fn values_round_trip_and_other_format_versions_are_refused() {
         let vote = Vote::new_committed(3, 1);
         let bytes = encode(&vote).unwrap();
@@ -806,10 +825,8 @@ mod tests {
         state.apply(PlacementCommand::PutProject {
             config: (*config).clone(),
         });
-        let current = encode(&state).unwrap();
-        assert_eq!(current.last(), Some(&0), "no weights: an empty map last");
-        let mut before = current[..current.len() - 1].to_vec();
-        before[0] = FORMAT_VERSION_BEFORE_WEIGHTS;
+        let mut before = encode(&PlacementStateV2::of(&state)).unwrap();
+        before[0] = FORMAT_VERSION_BEFORE_IDENTITY;
         let loaded = decode_state(&before).expect("an old state loads");
         assert_eq!(loaded, state);
         assert!(loaded.project("shop").is_some());
