@@ -95,7 +95,7 @@ use protocol::{
     ClusterStatus, CreateProject, DrainReport, ErrorCode, ErrorResponse, Event, ExperimentWeights,
     IngestResponse, MoveShardRequest, NodeRemoveReport, NodeStatus, Project, ProjectList,
     ProjectSettingsPatch, RebalanceReport, ResultsResponse, RotateKeyRequest, RotatedKey,
-    SetExperimentWeights, ShardMap, ShardMoveReport, TimeSeriesResponse,
+    SetExperimentWeights, ShardMap, ShardMoveReport, TimeSeriesResponse, UndrainReport,
 };
 use std::collections::BTreeMap;
 
@@ -590,6 +590,20 @@ impl Client {
         self.cluster_operation(
             admin_token,
             &["v1", "cluster", "nodes", &node_id.to_string(), "drain"],
+        )
+        .await
+    }
+
+    /// `POST /v1/cluster/nodes/{node}/undrain` (admin token): clears the
+    /// member's draining mark, so a rebalance gives it shards again.
+    pub async fn undrain_node(
+        &self,
+        admin_token: &str,
+        node_id: u64,
+    ) -> Result<UndrainReport, ClientError> {
+        self.cluster_operation(
+            admin_token,
+            &["v1", "cluster", "nodes", &node_id.to_string(), "undrain"],
         )
         .await
     }

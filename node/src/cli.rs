@@ -10,6 +10,7 @@ use crate::admin_token::{
     ADMIN_TOKEN_KIND,
 };
 use crate::clock::{ManualClock, SharedClock, SystemClock};
+use crate::cluster::identity::{self, IdentityOpened, NodeIdentity};
 use crate::cluster::peer::{PeerClient, PeerTransport};
 use crate::cluster::placement::{Placement, PlacementHandle, PlacementNetwork, RaftConfig};
 use crate::cluster::startup::{self, ClusterStartup};
@@ -69,7 +70,9 @@ pub struct ServeArgs {
     /// Directory for the node's data.
     #[arg(long, env = "SESSIONDB_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Virtual shards (fixed when the cluster is created).
+    /// Virtual shards (fixed when the cluster is created; default 256). A
+    /// joining or restarted node takes the cluster's count when this is not
+    /// given and refuses to start when it disagrees.
     #[arg(long)]
     pub shards: Option<u32>,
     /// Aggregate actors holding the aggregates (the flag keeps its
@@ -252,6 +255,9 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     pub voters_max: usize,
     pub raft: RaftConfig,
+    /// `--shards` as given; `None`: the cluster's count, or the default
+    /// for a new cluster (`engine.shards` holds the default then).
+    pub shards_configured: Option<u32>,
 }
 
 impl NodeConfig {
@@ -409,6 +415,7 @@ impl NodeConfig {
             advertise: args.advertise.clone().or(file.advertise),
             voters_max,
             raft,
+            shards_configured: args.shards.or(file.shards),
         })
     }
 }
@@ -463,9 +470,10 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = NodeConfig::resolve(&args)?;
+    let mut config = NodeConfig::resolve(&args)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+
     let listener = TcpListener::bind(config.listen).with_context(|| {
         format!(
             "cannot listen on {} (hint: is another node running? use --listen 127.0.0.1:0 for any free port)",
@@ -516,6 +524,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Placement's store first: the shard count of a cluster this node
+        // is (or joins) a member of is the cluster's, not a flag's.
+        let mut placement_store = Placement::open(&config.data_dir, config.server.node_id)
+            .with_context(|| {
+                format!(
+                    "cannot open the placement store in {}",
+                    config.data_dir.display()
+                )
+            })?;
+        placement_store.raft_config = config.raft.clone();
+        let (node_identity, identity_opened) = NodeIdentity::open(
+            &config.data_dir,
+            &placement_store.view.current(),
+            config.server.node_id,
+        )?;
+        if identity_opened == IdentityOpened::Created {
+            tracing::info!(incarnation = %node_identity.incarnation, "identity of this data directory written");
+        }
+        config.engine.shards =
+            cluster_shards(&config, &placement_store, &node_identity, &peers).await?;
         let defaults = crate::log::LogConfig::default();
         let segment_bytes_max = args
             .log_segment_bytes_max
@@ -536,7 +564,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("cannot recover the data in {}", config.data_dir.display()))?;
-        let placement = start_placement(&config, peers.clone()).await?;
+        let placement = start_placement(&config, placement_store, peers.clone()).await?;
         // Roles before serving: a joining node owns nothing until placement
         // says so; a restarted node takes its roles from the stored map.
         if config.join.is_some() && !placement.view().current().is_initialized() {
@@ -551,6 +579,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             engine.clone(),
             placement.view().clone(),
             node_id,
+            config.data_dir.clone(),
+            node_identity.clone(),
         ));
         // Tests and scripts read this exact line to find the port.
         let scheme = if config.server.tls.is_some() {
@@ -585,6 +615,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             advertise,
             shards: config.engine.shards,
             peers: peers.clone(),
+            identity: node_identity.clone(),
         };
         let membership = {
             let placement = placement.clone();
@@ -621,7 +652,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             key_rotation_grace_ms: config.key_rotation_grace_ms,
             viewer_token,
         };
-        let cluster = Cluster::new(node_id, engine.clone(), placement.clone(), peers);
+        let mut cluster = Cluster::new(node_id, engine.clone(), placement.clone(), peers);
+        cluster.incarnation = Some(node_identity.incarnation);
         let served = server::run(config.server, engine, cluster, secrets, listener, shutdown).await;
         membership.abort();
         placement.shutdown().await;
@@ -634,21 +666,64 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Opens the placement store under the data directory and starts its Raft
-/// node over HTTP.
+/// The shard count this node runs with (`docs/cluster.md`, "Node
+/// identity"): a member's store's, else — joining with an empty store —
+/// the cluster's as the `--join` member says, after checking that the
+/// cluster does not know this node id with another data directory; else
+/// (a new cluster) `--shards` or the default. A `--shards` that disagrees
+/// with the cluster's stops the node.
+async fn cluster_shards(
+    config: &NodeConfig,
+    store: &Placement,
+    node_identity: &NodeIdentity,
+    peers: &PeerClient,
+) -> anyhow::Result<u32> {
+    let state = store.view.current();
+    let default = config.engine.shards;
+    if state.is_initialized() {
+        if let Some(url) = &config.join {
+            identity::check_member_once(peers, url, config.server.node_id, node_identity)
+                .await
+                .context("cannot rejoin the cluster")?;
+        }
+        let source = "of the cluster this data directory belongs to";
+        return Ok(identity::resolve_shards(
+            config.shards_configured,
+            Some(state.shard_count()),
+            default,
+            source,
+        )?);
+    }
+    let Some(url) = &config.join else {
+        return Ok(identity::resolve_shards(
+            config.shards_configured,
+            None,
+            default,
+            "",
+        )?);
+    };
+    let fresh = state.members().is_empty();
+    let cluster =
+        identity::check_before_join(peers, url, config.server.node_id, node_identity, fresh)
+            .await
+            .context("cannot join the cluster")?;
+    let source = format!("of the cluster {url} is in");
+    Ok(identity::resolve_shards(
+        config.shards_configured,
+        Some(cluster.shards),
+        default,
+        &source,
+    )?)
+}
+
+/// Starts the placement Raft node of the opened store over HTTP.
 async fn start_placement(
     config: &NodeConfig,
+    placement: Placement,
     peers: PeerClient,
 ) -> anyhow::Result<PlacementHandle> {
     let node_id = config.server.node_id;
-    let mut placement = Placement::open(&config.data_dir, node_id).with_context(|| {
-        format!(
-            "cannot open the placement store in {}",
-            config.data_dir.display()
-        )
-    })?;
-    placement.raft_config = config.raft.clone();
-    let network = PlacementNetwork::new(peers, &config.raft);
+    let network = PlacementNetwork::new(peers, &config.raft).with_view(placement.view.clone());
     let (raft, view) = placement
         .start(network)
         .await
@@ -844,6 +919,12 @@ mod tests {
         let args = ServeArgs::parse_from(["serve", "--shards", "16"]);
         let config = NodeConfig::resolve(&args).unwrap();
         assert_eq!(config.engine.shards, 16);
+        assert_eq!(config.shards_configured, Some(16));
+        // Without the flag the default stands in, and the node knows it
+        // was not given (a joiner then takes the cluster's count).
+        let config = NodeConfig::resolve(&ServeArgs::parse_from(["serve"])).unwrap();
+        assert_eq!(config.shards_configured, None);
+        assert_eq!(config.engine.shards, EngineConfig::default().shards);
         assert_eq!(config.listen, "127.0.0.1:7070".parse().unwrap());
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.admin_token, None);

@@ -338,6 +338,15 @@ codes! {
         StillOwnsShards => "still_owns_shards",
         /// Handing a removed node's aggregates over failed (500).
         RemoveFailed => "remove_failed",
+        /// A drain could not move the node's shards: it does not answer
+        /// (502).
+        NodeUnreachable => "node_unreachable",
+        /// A joining node's data directory belongs to another cluster
+        /// (409).
+        ClusterMismatch => "cluster_mismatch",
+        /// A joining node uses the id of a member the cluster knows with
+        /// another data directory (409).
+        IncarnationMismatch => "incarnation_mismatch",
         /// Internal: this node does not own the shard asked for (409).
         NotOwner => "not_owner",
         /// Internal: a shard state that cannot be decoded (400).

@@ -692,6 +692,31 @@ pub struct JoinRequest {
     pub node_id: u64,
     /// Where the other nodes reach the joining node (`host:port`).
     pub address: String,
+    /// The cluster the joining node's data directory belongs to; `None`
+    /// for a fresh data directory (or a node older than cluster ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// The id of the joining node's data directory (`docs/cluster.md`,
+    /// "Node identity"); `None` from a node older than incarnations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
+}
+
+/// `GET /v1/internal/cluster/identity?node_id=N` (cluster secret): what a
+/// node checks before it joins, from the answering member's placement
+/// state — the cluster-wide constants and what the cluster knows of node
+/// `N`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    /// `None` while the cluster has none yet (a cluster older than cluster
+    /// ids, until its leader records one).
+    pub cluster_id: Option<String>,
+    /// The cluster's shard count; 0 before its shard map exists.
+    pub shards: u32,
+    /// Whether node `N` is a member now.
+    pub member: bool,
+    /// The incarnation the cluster recorded for node `N`, if any.
+    pub incarnation: Option<String>,
 }
 
 /// The answer to a successful join: the node is a member with this role.
@@ -775,6 +800,29 @@ pub struct DrainReport {
     pub remaining_shards: u32,
 }
 
+/// A drain that could not move some of the node's shards (`502
+/// move_failed`, or `502 node_unreachable` when the drained node does not
+/// answer): the error, the shards that failed, and the report of what did
+/// move. The node stays draining; run the drain again or undrain it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainFailure {
+    pub error: ErrorCode,
+    pub message: String,
+    /// The shards whose moves failed (also in `failures`, with why).
+    pub failed_shards: Vec<u32>,
+    #[serde(flatten)]
+    pub report: DrainReport,
+}
+
+/// `POST /v1/cluster/nodes/{id}/undrain` (admin token): the node may
+/// receive shards again (a rebalance gives it some).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndrainReport {
+    pub node_id: u64,
+    /// Whether the node was draining before the call.
+    pub was_draining: bool,
+}
+
 /// `POST /v1/cluster/nodes/{id}/remove` (admin token): the node is out of
 /// the membership and its aggregates live in `stores_kept_by`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -794,6 +842,7 @@ pub enum LeaderOperation {
     MoveShard { shard: u32, to: u64 },
     Rebalance,
     Drain { node_id: u64 },
+    Undrain { node_id: u64 },
     Remove { node_id: u64 },
 }
 
@@ -865,17 +914,26 @@ pub struct FailedMove {
 
 /// `POST /v1/cluster/rebalance` (admin token): the plan and what became of
 /// it. Moves run a few at a time (`MOVES_CONCURRENT_MAX`) in plan order;
-/// after the first failure no new move starts (`skipped`).
+/// a move that fails is reported and the others go on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RebalanceReport {
     /// Every move the balanced map needs (may be longer than what one call
     /// carries out).
     pub plan: Vec<PlannedMove>,
     pub moved: Vec<ShardMoveReport>,
+    /// The first move that failed (also first in `failures`).
     pub failed: Option<FailedMove>,
-    /// Planned moves not attempted: after a failure, or beyond the per-call
-    /// bound; call again to continue.
+    /// Every planned move that failed, in plan order; the other moves were
+    /// still carried out.
+    #[serde(default)]
+    pub failures: Vec<FailedMove>,
+    /// Planned moves not attempted: beyond the per-call bound; call again
+    /// to continue.
     pub skipped: Vec<PlannedMove>,
+    /// Members that did not answer when the plan was made: they neither
+    /// gave nor received shards.
+    #[serde(default)]
+    pub unreachable: Vec<u64>,
 }
 
 /// `POST /v1/projects/{name}/ingest-key/rotate` and

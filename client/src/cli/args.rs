@@ -188,6 +188,12 @@ pub enum NodesCommand {
         /// The member's node id.
         node_id: u64,
     },
+    /// Stop draining a member (after a drain that failed, or by mistake):
+    /// it may receive shards again from the next rebalance.
+    Undrain {
+        /// The member's node id.
+        node_id: u64,
+    },
     /// Take a drained member out of the cluster; its aggregates are handed
     /// to a remaining member first. Stop the node afterwards.
     #[command(

@@ -310,6 +310,7 @@ fn hint_for_code(code: &ErrorCode) -> Option<&'static str> {
         ErrorCode::NotLeader => "moves and rebalances run on the leader: point --node at it (and use its admin token); `sessiondb-ctl cluster status` names it",
         ErrorCode::MoveRefused => "`sessiondb-ctl shards list` shows each shard's owner and any move in progress; the target must be another member",
         ErrorCode::MoveFailed => "the move was aborted and the old owner keeps the shard; check that both nodes are up, then retry",
+        ErrorCode::NodeUnreachable => "the drained node does not answer: restart it and run the drain again, or `sessiondb-ctl nodes undrain <node>`",
         ErrorCode::DropFailed => "the new owner owns the shard; the old owner kept a stale copy, which it no longer serves",
         ErrorCode::UnknownShard => "`sessiondb-ctl shards list` shows the shards",
         _ => return None,

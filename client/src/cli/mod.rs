@@ -252,6 +252,9 @@ pub async fn run(mut cli: Cli, sources: CredentialSources) -> Result<u8, CliErro
         Command::Nodes(NodesCommand::Drain { node_id }) => {
             nodes::drain(&client, &context, &admin_token, node_id).await
         }
+        Command::Nodes(NodesCommand::Undrain { node_id }) => {
+            nodes::undrain(&client, &context, &admin_token, node_id).await
+        }
         Command::Nodes(NodesCommand::Remove { node_id }) => {
             nodes::remove(&client, &context, &admin_token, node_id).await
         }

@@ -1,4 +1,4 @@
-//! `nodes list`, `nodes drain` and `nodes remove`.
+//! `nodes list`, `nodes drain`, `nodes undrain` and `nodes remove`.
 
 use super::cluster::members_table;
 use super::node::print_fields;
@@ -80,6 +80,31 @@ fn finish(context: &Context, reports: &[DrainReport], code: u8) -> Result<u8, Cl
         ]);
     }
     Ok(code)
+}
+
+/// `sessiondb-ctl nodes undrain <node>`.
+pub async fn undrain(
+    client: &Client,
+    context: &Context,
+    admin_token: &str,
+    node_id: u64,
+) -> Result<u8, CliError> {
+    let report = client
+        .undrain_node(admin_token, node_id)
+        .await
+        .map_err(|error| context.client_error(error))?;
+    if context.json {
+        context.print_json(&report)?;
+        return Ok(EXIT_OK);
+    }
+    print_fields(&[
+        ("node", report.node_id.to_string()),
+        ("was draining", report.was_draining.to_string()),
+    ]);
+    eprintln!(
+        "node {node_id} may receive shards again; `sessiondb-ctl shards rebalance` gives it some"
+    );
+    Ok(EXIT_OK)
 }
 
 /// `sessiondb-ctl nodes remove <node>`.

@@ -3,7 +3,7 @@
 use super::node::print_fields;
 use super::table::{Align, Table};
 use super::{CliError, Context, EXIT_FAILED, EXIT_OK};
-use crate::protocol::{PlannedMove, RebalanceReport, ShardMoveReport};
+use crate::protocol::{FailedMove, PlannedMove, RebalanceReport, ShardMoveReport};
 use crate::Client;
 
 /// `sessiondb-ctl shards list`: the shard map of `GET /v1/cluster`.
@@ -66,8 +66,8 @@ pub async fn move_shard(
 }
 
 /// `sessiondb-ctl shards rebalance`: the plan and each move's outcome.
-/// Exits with `EXIT_FAILED` when a move failed (the moves before it stay
-/// done; run it again to continue).
+/// Exits with `EXIT_FAILED` when a move failed (the other moves are done;
+/// run it again to retry the failed ones).
 pub async fn rebalance(
     client: &Client,
     context: &Context,
@@ -111,11 +111,9 @@ fn rebalance_table(report: &RebalanceReport) -> Table {
                 moved.bytes.to_string(),
                 format!("{} ms", moved.duration_ms),
             ),
-            None => match &report.failed {
-                Some(failed) if failed.shard == step.shard => {
-                    (format!("failed: {}", failed.error), "-".into(), "-".into())
-                }
-                _ => ("skipped".to_string(), "-".into(), "-".into()),
+            None => match failure_of(report, step.shard) {
+                Some(failed) => (format!("failed: {}", failed.error), "-".into(), "-".into()),
+                None => ("skipped".to_string(), "-".into(), "-".into()),
             },
         };
         table.row(vec![
@@ -130,19 +128,41 @@ fn rebalance_table(report: &RebalanceReport) -> Table {
     table
 }
 
+/// The failure of `shard`'s move: `failures`, or `failed` from a node
+/// that reports only the first.
+fn failure_of(report: &RebalanceReport, shard: u32) -> Option<&FailedMove> {
+    report
+        .failures
+        .iter()
+        .chain(report.failed.iter())
+        .find(|failed| failed.shard == shard)
+}
+
 fn rebalance_summary(report: &RebalanceReport) -> String {
+    let unreachable = if report.unreachable.is_empty() {
+        String::new()
+    } else {
+        format!(" (left out, not answering: nodes {:?})", report.unreachable)
+    };
     if report.plan.is_empty() {
-        return "already balanced: nothing to move".to_string();
+        return format!("already balanced: nothing to move{unreachable}");
     }
     let mut summary = format!(
         "{} of {} planned moves done",
         report.moved.len(),
         report.plan.len()
     );
-    if let Some(failed) = &report.failed {
+    let failures: Vec<&FailedMove> = if report.failures.is_empty() {
+        report.failed.iter().collect()
+    } else {
+        report.failures.iter().collect()
+    };
+    if let Some(first) = failures.first() {
+        let shards: Vec<u32> = failures.iter().map(|failed| failed.shard).collect();
         summary.push_str(&format!(
-            "; shard {} failed: {}",
-            failed.shard, failed.message
+            "; {} failed (shards {shards:?}; first: {})",
+            failures.len(),
+            first.message
         ));
     }
     if !report.skipped.is_empty() {
@@ -151,13 +171,13 @@ fn rebalance_summary(report: &RebalanceReport) -> String {
             report.skipped.len()
         ));
     }
+    summary.push_str(&unreachable);
     summary
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::FailedMove;
 
     fn planned(shard: u32, to: u64) -> PlannedMove {
         PlannedMove { shard, from: 1, to }
@@ -165,6 +185,13 @@ mod tests {
 
     #[test]
     fn the_rebalance_table_shows_each_planned_moves_outcome() {
+        let failure = FailedMove {
+            shard: 6,
+            from: 1,
+            to: 3,
+            error: "move_failed".into(),
+            message: "the move failed at step import".into(),
+        };
         let report = RebalanceReport {
             plan: vec![planned(7, 2), planned(6, 3), planned(5, 3)],
             moved: vec![ShardMoveReport {
@@ -175,14 +202,10 @@ mod tests {
                 bytes: 1234,
                 duration_ms: 15,
             }],
-            failed: Some(FailedMove {
-                shard: 6,
-                from: 1,
-                to: 3,
-                error: "move_failed".into(),
-                message: "the move failed at step import".into(),
-            }),
+            failed: Some(failure.clone()),
+            failures: vec![failure],
             skipped: vec![planned(5, 3)],
+            unreachable: vec![4],
         };
         let text = rebalance_table(&report).render();
         let lines: Vec<&str> = text.lines().collect();
@@ -195,12 +218,19 @@ mod tests {
             summary.starts_with("1 of 3 planned moves done"),
             "{summary}"
         );
-        assert!(summary.contains("shard 6 failed") && summary.contains("1 not attempted"));
+        assert!(
+            summary.contains("1 failed (shards [6]")
+                && summary.contains("1 not attempted")
+                && summary.contains("nodes [4]"),
+            "{summary}"
+        );
         let empty = RebalanceReport {
             plan: Vec::new(),
             moved: Vec::new(),
             failed: None,
+            failures: Vec::new(),
             skipped: Vec::new(),
+            unreachable: Vec::new(),
         };
         assert_eq!(
             rebalance_summary(&empty),

@@ -508,7 +508,7 @@ async fn shards_list_move_and_rebalance_on_a_single_node_cluster() {
 }
 
 #[tokio::test]
-async fn nodes_list_drain_and_remove_on_a_single_node_cluster() {
+async fn nodes_list_drain_undrain_and_remove_on_a_single_node_cluster() {
     let node = TestNode::start().await;
     let url = node.base_url();
     let token = crate::support::TEST_ADMIN_TOKEN;
@@ -547,6 +547,21 @@ async fn nodes_list_drain_and_remove_on_a_single_node_cluster() {
     assert!(run.stderr.contains("(not_a_member)"), "{run:#?}");
     let run = ctl(url, &["nodes", "drain", "one", "--admin-token", token]).await;
     expect_code(&run, EXIT_USAGE);
+
+    // Undrain: a member that is not draining stays as it is (exit 0); a
+    // stranger is not a member.
+    let run = ctl(
+        url,
+        &["--json", "nodes", "undrain", "1", "--admin-token", token],
+    )
+    .await;
+    expect_code(&run, EXIT_OK);
+    let undone: sessiondb_client::protocol::UndrainReport =
+        serde_json::from_str(&run.stdout).expect("an undrain report");
+    assert_eq!((undone.node_id, undone.was_draining), (1, false));
+    let run = ctl(url, &["nodes", "undrain", "9", "--admin-token", token]).await;
+    expect_code(&run, EXIT_FAILED);
+    assert!(run.stderr.contains("(not_a_member)"), "{run:#?}");
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@
 //! `Cluster` bundles what the HTTP layer needs of it.
 
 pub mod coordinator;
+pub mod identity;
 pub mod leader;
 pub mod moves;
 pub mod peer;
@@ -54,6 +55,10 @@ pub struct Cluster {
     pub mover: ShardMover,
     /// The shard group replicas on this node, served to peers.
     pub replicas: replicas::GroupReplicas,
+    /// This node's incarnation (`identity`): a Raft request that names
+    /// another one was meant for the data directory placement knows under
+    /// this id, and is refused. `None`: requests are not checked.
+    pub incarnation: Option<String>,
 }
 
 impl Cluster {
@@ -78,6 +83,7 @@ impl Cluster {
             placement,
             peers,
             replicas: replicas::GroupReplicas::default(),
+            incarnation: None,
         }
     }
 }

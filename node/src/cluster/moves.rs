@@ -32,9 +32,10 @@ use super::placement::{
     ChangeError, NodeId, PlacementCommand, PlacementHandle, PlacementRejection, PlacementResponse,
     PlacementState,
 };
-use super::planner::{plan_rebalance, plan_rebalance_by_load};
+use super::planner::plan_rebalance_reachable;
 use sessiondb_protocol as wire;
 use sessiondb_protocol::ErrorCode;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -137,7 +138,15 @@ pub enum OperationReport {
     Move(wire::ShardMoveReport),
     Rebalance(wire::RebalanceReport),
     Drain(wire::DrainReport),
+    Undrain(wire::UndrainReport),
     Remove(wire::NodeRemoveReport),
+}
+
+/// What a plan evens out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Balance {
+    Counts,
+    CountsThenLoad,
 }
 
 /// Shard moves this node ran (as leader) since it started.
@@ -202,6 +211,9 @@ impl ShardMover {
             wire::LeaderOperation::Drain { node_id } => {
                 self.drain(node_id).await.map(OperationReport::Drain)
             }
+            wire::LeaderOperation::Undrain { node_id } => {
+                self.undrain(node_id).await.map(OperationReport::Undrain)
+            }
             wire::LeaderOperation::Remove { node_id } => {
                 self.remove(node_id).await.map(OperationReport::Remove)
             }
@@ -226,21 +238,38 @@ impl ShardMover {
     }
 
     /// Plans a balanced shard map over the members that may hold shards
-    /// and carries out up to `REBALANCE_MOVES_MAX` of its moves.
+    /// and answer, and carries out up to `REBALANCE_MOVES_MAX` of its moves.
     pub async fn rebalance(&self) -> Result<wire::RebalanceReport, MoveError> {
         self.not_leader()?;
         let _operation = self.operations.lock().await;
         let state = self.placement.view().current();
-        let loads = self.gather_loads(&state).await;
-        let plan = plan_rebalance_by_load(&state.shard_holders(), state.shards(), &loads);
-        Ok(self.run_plan(plan).await)
+        Ok(self.plan_and_run(&state, Balance::CountsThenLoad).await)
+    }
+
+    /// A plan over the reachable members that may hold shards (a member
+    /// that does not answer neither gives nor receives), carried out.
+    async fn plan_and_run(
+        &self,
+        state: &PlacementState,
+        balance: Balance,
+    ) -> wire::RebalanceReport {
+        let (loads, unreachable) = self.gather_loads(state).await;
+        let loads = match balance {
+            Balance::CountsThenLoad => loads,
+            // No loads: the planner balances counts only.
+            Balance::Counts => Vec::new(),
+        };
+        let plan =
+            plan_rebalance_reachable(&state.shard_holders(), state.shards(), &loads, &unreachable);
+        let mut report = self.run_plan(plan).await;
+        report.unreachable = unreachable.into_iter().collect();
+        report
     }
 
     /// Every shard's load as its owner reports it (`PeerClient::shard_loads`,
-    /// every member at once); a member that does not answer counts its
-    /// shards as 0 (the count balance still holds, only the load evening
-    /// is blind to them).
-    async fn gather_loads(&self, state: &PlacementState) -> Vec<u64> {
+    /// every member at once), and the members that did not answer: the
+    /// plan leaves them out, since a move from or to them would fail.
+    async fn gather_loads(&self, state: &PlacementState) -> (Vec<u64>, BTreeSet<NodeId>) {
         let members: Vec<(NodeId, String)> = state
             .members()
             .iter()
@@ -253,6 +282,7 @@ impl ShardMover {
             })
             .await;
         let mut loads = vec![0_u64; state.shards().len()];
+        let mut unreachable = BTreeSet::new();
         for answer in answers {
             match answer.answer {
                 Ok(reported) => {
@@ -263,11 +293,12 @@ impl ShardMover {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(node = answer.node, %error, "shard loads unknown; balancing counts only")
+                    tracing::warn!(node = answer.node, %error, "member unreachable; the plan leaves it out");
+                    unreachable.insert(answer.node);
                 }
             }
         }
-        loads
+        (loads, unreachable)
     }
 
     /// Marks `node` as draining and moves its shards to the other members
@@ -297,12 +328,39 @@ impl ShardMover {
             tracing::info!(node, "node draining");
         }
         let state = self.placement.view().current();
-        let plan = plan_rebalance(&state.shard_holders(), state.shards());
-        let moves = self.run_plan(plan).await;
+        // Counts only: every shard of the drained node moves anyway.
+        let moves = self.plan_and_run(&state, Balance::Counts).await;
         Ok(wire::DrainReport {
             node_id: node,
             moves,
             remaining_shards: self.placement.view().current().shards_owned(node),
+        })
+    }
+
+    /// Clears `node`'s draining mark (a drain that failed or was a
+    /// mistake): it may receive shards again, from the next rebalance.
+    pub async fn undrain(&self, node: NodeId) -> Result<wire::UndrainReport, MoveError> {
+        self.not_leader()?;
+        let _operation = self.operations.lock().await;
+        let state = self.placement.view().current();
+        if !state.is_member(node) {
+            return Err(MoveError::NotAMember { node });
+        }
+        let was_draining = state.is_draining(node);
+        if was_draining {
+            self.commit(
+                "undrain",
+                PlacementCommand::SetDraining {
+                    node,
+                    draining: false,
+                },
+            )
+            .await?;
+            tracing::info!(node, "node no longer draining");
+        }
+        Ok(wire::UndrainReport {
+            node_id: node,
+            was_draining,
         })
     }
 
@@ -442,24 +500,15 @@ impl ShardMover {
     }
 
     /// Carries out up to `REBALANCE_MOVES_MAX` moves of `plan`,
-    /// `MOVES_CONCURRENT_MAX` at a time; after a failure no new move
-    /// starts. The caller holds `operations`.
+    /// `MOVES_CONCURRENT_MAX` at a time. A move that fails is reported and
+    /// the others go on: one shard that cannot move must not keep the rest
+    /// where they are. The caller holds `operations`.
     async fn run_plan(&self, plan: Vec<wire::PlannedMove>) -> wire::RebalanceReport {
         use futures::StreamExt;
-        let stopped = std::sync::atomic::AtomicBool::new(false);
-        let attempts = plan.iter().take(REBALANCE_MOVES_MAX).map(|step| {
-            let stopped = &stopped;
-            async move {
-                if stopped.load(std::sync::atomic::Ordering::Acquire) {
-                    return (*step, None);
-                }
-                let result = self.move_locked(step.shard, step.to).await;
-                if result.is_err() {
-                    stopped.store(true, std::sync::atomic::Ordering::Release);
-                }
-                (*step, Some(result))
-            }
-        });
+        let attempts = plan
+            .iter()
+            .take(REBALANCE_MOVES_MAX)
+            .map(|step| async move { (*step, self.move_locked(step.shard, step.to).await) });
         let outcomes: Vec<_> = futures::stream::iter(attempts)
             .buffered(MOVES_CONCURRENT_MAX)
             .collect()
@@ -468,14 +517,16 @@ impl ShardMover {
             plan: plan.clone(),
             moved: Vec::new(),
             failed: None,
+            failures: Vec::new(),
             skipped: plan.iter().skip(REBALANCE_MOVES_MAX).copied().collect(),
+            unreachable: Vec::new(),
         };
         for (step, outcome) in outcomes {
             match outcome {
-                Some(Ok(moved)) => report.moved.push(moved),
-                Some(Err(error)) if report.failed.is_none() => {
+                Ok(moved) => report.moved.push(moved),
+                Err(error) => {
                     tracing::warn!(shard = step.shard, to = step.to, %error, "planned move failed");
-                    report.failed = Some(wire::FailedMove {
+                    report.failures.push(wire::FailedMove {
                         shard: step.shard,
                         from: step.from,
                         to: step.to,
@@ -483,15 +534,9 @@ impl ShardMover {
                         message: error.to_string(),
                     });
                 }
-                // A second failure among the moves already in flight, or a
-                // move not started after the first failure.
-                Some(Err(error)) => {
-                    tracing::warn!(shard = step.shard, to = step.to, %error, "planned move failed");
-                    report.skipped.push(step);
-                }
-                None => report.skipped.push(step),
             }
         }
+        report.failed = report.failures.first().cloned();
         report
     }
 

@@ -50,6 +50,11 @@ pub const SHARD_LOADS_PATH: &str = "/v1/internal/shards/loads";
 pub const STORES_HANDOVER_PATH: &str = "/v1/internal/stores/handover";
 pub const STORES_ABSORB_PATH: &str = "/v1/internal/stores/absorb";
 pub const JOIN_PATH: &str = "/v1/cluster/join";
+pub const CLUSTER_IDENTITY_PATH: &str = "/v1/internal/cluster/identity";
+/// The header of a Raft request that names the incarnation placement
+/// recorded for its target (`docs/cluster.md`, "Node identity"): a node
+/// running on another data directory refuses the request.
+pub const INCARNATION_HEADER: &str = "x-sessiondb-incarnation";
 pub const RAFT_APPEND_PATH: &str = "/v1/internal/raft/append";
 pub const RAFT_VOTE_PATH: &str = "/v1/internal/raft/vote";
 pub const RAFT_SNAPSHOT_PATH: &str = "/v1/internal/raft/snapshot";
@@ -85,6 +90,9 @@ pub const LOADS_WAIT_MS: u64 = 5_000;
 /// How long one join request may take: the leader answers only once the
 /// new node has caught up as a learner (and, maybe, became a voter).
 pub const JOIN_WAIT_MS: u64 = 60_000;
+/// A joining node's identity check: one read of the member's applied
+/// placement state.
+pub const CLUSTER_IDENTITY_WAIT_MS: u64 = 5_000;
 
 /// The internal routes, for the timeout policy and for errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +108,7 @@ pub enum Route {
     StoresHandover,
     StoresAbsorb,
     Join,
+    ClusterIdentity,
     Raft(RaftRoute),
     /// A shard group's Raft request (`crate::cluster::replicas`).
     GroupRaft(RaftRoute),
@@ -151,6 +160,7 @@ impl Route {
             Route::ShardDrop => DROP_WAIT_MS,
             Route::ShardLoads => LOADS_WAIT_MS,
             Route::Join => JOIN_WAIT_MS,
+            Route::ClusterIdentity => CLUSTER_IDENTITY_WAIT_MS,
             Route::Raft(_) | Route::GroupRaft(_) => return None,
         };
         Some(Duration::from_millis(milliseconds))
@@ -171,6 +181,7 @@ impl fmt::Display for Route {
             Route::StoresHandover => "stores handover",
             Route::StoresAbsorb => "stores absorb",
             Route::Join => "join",
+            Route::ClusterIdentity => "cluster identity",
             Route::Raft(RaftRoute::Append) => "raft append",
             Route::Raft(RaftRoute::Vote) => "raft vote",
             Route::Raft(RaftRoute::Snapshot) => "raft snapshot",
@@ -616,18 +627,46 @@ impl PeerClient {
         decode_json(peer, route, &body)
     }
 
+    /// What the member at `peer` knows of the cluster and of node
+    /// `node_id` (`GET /v1/internal/cluster/identity`), asked by a node
+    /// before it joins.
+    pub async fn cluster_identity(
+        &self,
+        peer: &Peer,
+        node_id: NodeId,
+    ) -> Result<wire::ClusterIdentity, PeerError> {
+        let route = Route::ClusterIdentity;
+        let path = format!("{CLUSTER_IDENTITY_PATH}?node_id={node_id}");
+        let body = self.get_ok(peer, route, &path).await?;
+        decode_json(peer, route, &body)
+    }
+
     /// One Raft request (JSON, openraft's types) within `deadline`;
-    /// answers the peer's body (its Raft's `Result`).
+    /// answers the peer's body (its Raft's `Result`). `incarnation`: the
+    /// one placement recorded for the peer, sent so that a process on
+    /// another data directory under its id refuses the request.
     pub async fn raft(
         &self,
         peer: &Peer,
         route: RaftRoute,
         request: Vec<u8>,
         deadline: Duration,
+        incarnation: Option<&str>,
     ) -> Result<Vec<u8>, PeerError> {
-        let body = Body::Bytes(request);
-        self.expect_ok(peer, Route::Raft(route), route.path(), body, Some(deadline))
-            .await
+        let url = format!("{}{}", self.base_url(&peer.address), route.path());
+        let mut http = self
+            .inner
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(request);
+        if let Some(incarnation) = incarnation {
+            http = http.header(INCARNATION_HEADER, incarnation);
+        }
+        let (status, body) = self
+            .send(peer, Route::Raft(route), http, Some(deadline))
+            .await?;
+        check_ok(peer, Route::Raft(route), status, body)
     }
 
     /// A shard group's Raft request to the peer's replica of `group`
@@ -870,6 +909,7 @@ mod tests {
             Route::StoresHandover,
             Route::StoresAbsorb,
             Route::Join,
+            Route::ClusterIdentity,
         ] {
             assert!(
                 route.budget().is_some_and(|budget| budget > Duration::ZERO),

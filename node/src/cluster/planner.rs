@@ -16,6 +16,35 @@ use std::collections::{BTreeMap, BTreeSet};
 /// is two moves).
 pub const LOAD_SWAPS_MAX: usize = 16;
 
+/// `plan_rebalance_by_load` over the part of the map that can move: the
+/// shards of `unreachable` members stay where they are (their owner cannot
+/// export them), and those members receive none (they cannot import). The
+/// reachable `members` share the other shards evenly.
+pub fn plan_rebalance_reachable(
+    members: &BTreeSet<NodeId>,
+    shards: &[ShardAssignment],
+    loads: &[u64],
+    unreachable: &BTreeSet<NodeId>,
+) -> Vec<wire::PlannedMove> {
+    let movable: Vec<usize> = (0..shards.len())
+        .filter(|shard| !unreachable.contains(&shards[*shard].owner))
+        .collect();
+    let movable_shards: Vec<ShardAssignment> = movable.iter().map(|shard| shards[*shard]).collect();
+    let movable_loads: Vec<u64> = if loads.len() == shards.len() {
+        movable.iter().map(|shard| loads[*shard]).collect()
+    } else {
+        Vec::new()
+    };
+    let targets: BTreeSet<NodeId> = members.difference(unreachable).copied().collect();
+    plan_rebalance_by_load(&targets, &movable_shards, &movable_loads)
+        .into_iter()
+        .map(|step| wire::PlannedMove {
+            shard: u32::try_from(movable[step.shard as usize]).expect("at most SHARDS_MAX shards"),
+            ..step
+        })
+        .collect()
+}
+
 /// `plan_rebalance`, then up to `LOAD_SWAPS_MAX` trades that even out load
 /// (`loads[shard]`, e.g. retained events) without changing counts: while
 /// a shard of the most loaded member and one of the least loaded can swap
@@ -219,6 +248,29 @@ mod tests {
         assert!(
             counts.keys().all(|node| members.contains(node)),
             "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_member_neither_gives_nor_receives() {
+        // Node 3 is down and owns shards 4 and 5; 1 owns the rest.
+        let shards = map(&[1, 1, 1, 1, 3, 3, 1, 1]);
+        let nodes = members(&[1, 2, 3]);
+        let unreachable = members(&[3]);
+        let plan = plan_rebalance_reachable(&nodes, &shards, &[], &unreachable);
+        assert!(
+            plan.iter().all(|step| step.from != 3 && step.to != 3),
+            "{plan:?}"
+        );
+        let counts = apply(&shards, &plan);
+        // The six movable shards are shared by nodes 1 and 2.
+        assert_eq!((counts[&1], counts[&2], counts[&3]), (3, 3, 2), "{plan:?}");
+        // With loads, still nothing of node 3 moves.
+        let loads = [5, 1, 9, 2, 100, 100, 3, 4];
+        let plan = plan_rebalance_reachable(&nodes, &shards, &loads, &unreachable);
+        assert!(
+            plan.iter().all(|step| step.from != 3 && step.to != 3),
+            "{plan:?}"
         );
     }
 

@@ -10,12 +10,20 @@
 //!   new port), the node announces its new address through the same join
 //!   call, to `--join` if given, else to the other members it knows.
 //!
-//! A refused cluster secret is fatal (the node exits): no retry can fix it.
+//! Every path ends with this node's incarnation (and the cluster's id)
+//! recorded in placement (`cluster::identity`): the leader records it
+//! itself; any other node announces itself through the join call when
+//! placement does not hold it yet (a data directory from before
+//! incarnations).
+//!
+//! A refused cluster secret is fatal (the node exits): no retry can fix
+//! it; so is a join refused for the node's identity (`409`).
 //!
 //! Once started, `follow_placement` keeps the engine in step with the
 //! placement state it applies: shard roles (`apply_roles`) and project
 //! configurations. The engine never imports placement; this is the glue.
 
+use super::identity::{self, NodeIdentity};
 use super::peer::{Peer, PeerClient, PeerError};
 use super::placement::{PlacementHandle, PlacementState, PlacementView, ShardAssignment};
 use crate::engine::handoff::ShardRole;
@@ -42,6 +50,8 @@ pub struct ClusterStartup {
     pub shards: u32,
     /// The node's one client for peer calls.
     pub peers: PeerClient,
+    /// This node's incarnation and cluster id (`<data-dir>/node-identity`).
+    pub identity: NodeIdentity,
 }
 
 /// Bootstraps, joins or re-announces, as the module documentation says.
@@ -67,7 +77,7 @@ pub async fn take_place(
                     shards = startup.shards,
                     "bootstrapped a single-node cluster"
                 );
-                Ok(())
+                record_own_identity(placement, startup).await
             }
             Some(url) => join(placement, startup, vec![url.clone()]).await,
         };
@@ -93,10 +103,18 @@ pub async fn take_place(
                 tracing::warn!(%error, "cannot record this node's new address");
             }
         }
-        return Ok(());
+        return record_own_identity(placement, startup).await;
     }
+    let recorded = {
+        let state = placement.view().current();
+        state.incarnation(node_id) == Some(startup.identity.incarnation.as_str())
+            && state.cluster_id().is_some()
+    };
     if placement.member_address(node_id).as_deref() == Some(startup.advertise.as_str()) {
         tracing::info!(node_id, "restarted as a member of the cluster");
+        if !recorded {
+            announce_identity(placement, startup).await?;
+        }
         return Ok(());
     }
     let targets: Vec<String> = match &startup.join {
@@ -108,8 +126,56 @@ pub async fn take_place(
             "this node's address changed and it knows no other member to tell (use --join)"
         );
     }
-    tracing::info!(node_id, address = %startup.advertise, "announcing this node's new address");
+    tracing::info!(node_id, address = %startup.advertise, "announcing this node's address and incarnation");
     join(placement, startup, targets).await
+}
+
+/// Has the leader record this node's incarnation (a member whose data
+/// directory predates incarnations, or one that stopped before it applied
+/// the record). Only a refusal is fatal: an unreachable cluster is
+/// retried at the next start.
+async fn announce_identity(
+    placement: &PlacementHandle,
+    startup: &ClusterStartup,
+) -> anyhow::Result<()> {
+    let targets: Vec<String> = match &startup.join {
+        Some(url) => vec![url.clone()],
+        None => placement.other_member_addresses(),
+    };
+    if targets.is_empty() {
+        return Ok(());
+    }
+    match join(placement, startup, targets).await {
+        Err(error) if error.downcast_ref::<JoinRefused>().is_some() => Err(error),
+        Err(error) => {
+            tracing::warn!(%error, "cannot record this node's incarnation now");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The leader refused this node (`409`): its data directory is not the one
+/// the cluster knows under its id, or belongs to another cluster.
+#[derive(Debug, thiserror::Error)]
+#[error("the cluster refused this node: {message}")]
+pub struct JoinRefused {
+    pub message: String,
+}
+
+/// Records this node's incarnation and names the cluster (this node
+/// leads: it bootstrapped, or it is the only voter).
+async fn record_own_identity(
+    placement: &PlacementHandle,
+    startup: &ClusterStartup,
+) -> anyhow::Result<()> {
+    identity::record_identity(
+        placement,
+        placement.node_id(),
+        &startup.identity.incarnation,
+    )
+    .await
+    .context("cannot record this node's identity in placement")
 }
 
 /// Asks `targets` in turn to admit this node until one (or the leader it
@@ -123,6 +189,8 @@ async fn join(
     let request = wire::JoinRequest {
         node_id: placement.node_id(),
         address: startup.advertise.clone(),
+        cluster_id: startup.identity.cluster_id.clone(),
+        incarnation: Some(startup.identity.incarnation.clone()),
     };
     let own_old_address = placement.member_address(placement.node_id());
     let mut waits = join_waits();
@@ -147,6 +215,14 @@ async fn join(
             Err(error @ PeerError::SecretRefused { .. }) => {
                 return Err(anyhow::Error::new(error).context("cannot join the cluster"));
             }
+            Err(PeerError::Refused {
+                status: 409,
+                message,
+                ..
+            }) => {
+                // The leader refused this node's identity: no retry helps.
+                return Err(JoinRefused { message }.into());
+            }
             Err(PeerError::NotLeader {
                 leader_address: Some(address),
                 ..
@@ -164,7 +240,7 @@ async fn join(
                             anyhow::anyhow!("cannot record this node's new address: {error}")
                         })?;
                     tracing::info!("recorded this node's new address as the leader");
-                    return Ok(());
+                    return record_own_identity(placement, startup).await;
                 }
                 last_failure = format!("{url} names this node as the leader; not leading yet");
             }
@@ -206,10 +282,19 @@ fn join_waits() -> impl Iterator<Item = Duration> {
 /// Keeps the engine's shard roles equal to the placement state, so this
 /// node accepts events only for the shards placement says it owns
 /// (`docs/cluster.md`, "Routing"). Runs until the placement node stops.
-pub async fn follow_placement(engine: Engine, mut view: PlacementView, node_id: u64) {
+/// Also writes the cluster's id into the data directory's identity file
+/// once placement holds one.
+pub async fn follow_placement(
+    engine: Engine,
+    mut view: PlacementView,
+    node_id: u64,
+    data_dir: std::path::PathBuf,
+    mut identity: NodeIdentity,
+) {
     loop {
         let state = view.current();
         apply_roles(&engine, &state, node_id);
+        identity::adopt_cluster_id(&data_dir, &mut identity, &state);
         install_projects(&engine, &state).await;
         if !view.changed().await {
             return;

@@ -8,6 +8,12 @@
 //! - `POST /v1/cluster/join` (cluster secret): a node asks to become a
 //!   member; only the leader admits it, any other node answers
 //!   `307 not_leader` naming the leader, and the joining node retries there;
+//!   A node whose data directory the cluster knows under another
+//!   incarnation, or that belongs to another cluster, is refused with
+//!   `409` (`docs/cluster.md`, "Node identity");
+//! - `GET /v1/internal/cluster/identity?node_id=N` (cluster secret): the
+//!   cluster's id and shard count and what it knows of node `N`, which a
+//!   joining node checks before it starts;
 //! - `GET /v1/cluster` (admin token): members, leader, term and shard map.
 //!
 //! The handlers see no openraft type: `PlacementHandle` takes and returns
@@ -16,11 +22,12 @@
 use super::auth;
 use super::error::ApiError;
 use super::AppState;
+use crate::cluster::identity::{self, IdentityError, NodeIdentity, RecordError};
 use crate::cluster::peer::RaftRoute;
 use crate::cluster::placement::{ChangeError, ClusterReport, RaftServerState, Role};
 use crate::cluster::replicas::GroupServeError;
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use sessiondb_protocol as wire;
 use sessiondb_protocol::ErrorCode;
 
@@ -53,6 +60,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::resource("/v1/cluster/join")
                 .wrap(actix_web::middleware::from_fn(auth::require_cluster_secret))
                 .route(web::post().to(join)),
+        )
+        .service(
+            web::resource(crate::cluster::peer::CLUSTER_IDENTITY_PATH)
+                .wrap(actix_web::middleware::from_fn(auth::require_cluster_secret))
+                .route(web::get().to(cluster_identity)),
         )
         .service(
             web::resource("/v1/cluster")
@@ -120,21 +132,53 @@ async fn group_raft_snapshot(
     group_raft(&state, group.into_inner(), RaftRoute::Snapshot, &body).await
 }
 
+/// `409 incarnation_mismatch` when the request names another incarnation
+/// than this node's: the sender's cluster knows another data directory
+/// under this node's id (this one was wiped, or belongs elsewhere), and
+/// taking its log or snapshot would make this empty directory the owner
+/// of the old node's shards.
+fn check_incarnation(state: &AppState, request: &HttpRequest) -> Result<(), ApiError> {
+    let named = request
+        .headers()
+        .get(crate::cluster::peer::INCARNATION_HEADER)
+        .and_then(|value| value.to_str().ok());
+    match (named, &state.cluster.incarnation) {
+        (Some(named), Some(own)) if named != own => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::IncarnationMismatch,
+            format!(
+                "node {} runs on another data directory than the one this cluster knows under its id (incarnation {own}, not {named})",
+                state.node_id
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn raft_append(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    check_incarnation(&state, &request)?;
     raft_answer(state.cluster.placement.serve_append(&body).await)
 }
 
-async fn raft_vote(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn raft_vote(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    check_incarnation(&state, &request)?;
     raft_answer(state.cluster.placement.serve_vote(&body).await)
 }
 
 async fn raft_snapshot(
     state: web::Data<AppState>,
+    request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    check_incarnation(&state, &request)?;
     raft_answer(state.cluster.placement.serve_snapshot(&body).await)
 }
 
@@ -152,13 +196,33 @@ async fn join(
             "`address` must be the joining node's `host:port`",
         ));
     }
-    match state
-        .cluster
-        .placement
-        .admit(request.node_id, &request.address)
-        .await
-    {
+    let placement = &state.cluster.placement;
+    if let Some(incarnation) = &request.incarnation {
+        let joining = NodeIdentity {
+            incarnation: incarnation.clone(),
+            cluster_id: request.cluster_id.clone(),
+        };
+        let known = identity::cluster_identity(&placement.view().current(), request.node_id);
+        if let Err(error) =
+            identity::check_identity(request.node_id, &joining, false, &known, "this cluster")
+        {
+            return Err(identity_refused(&error));
+        }
+    }
+    match placement.admit(request.node_id, &request.address).await {
         Ok((role, leader_id)) => {
+            if let Some(incarnation) = &request.incarnation {
+                identity::record_identity(placement, request.node_id, incarnation)
+                    .await
+                    .map_err(|error| match error {
+                        RecordError::KnownElsewhere(error) => identity_refused(&error),
+                        other => ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            ErrorCode::MembershipUnavailable,
+                            format!("the node is a member, but its incarnation is not recorded yet: {other}; retry"),
+                        ),
+                    })?;
+            }
             tracing::info!(node_id = request.node_id, address = %request.address, ?role, "node admitted");
             Ok(HttpResponse::Ok().json(wire::JoinResponse {
                 node_id: request.node_id,
@@ -194,6 +258,31 @@ async fn join(
             detail,
         )),
     }
+}
+
+/// `409 cluster_mismatch` or `409 incarnation_mismatch`: the joining node
+/// stops, since no retry can change its data directory.
+fn identity_refused(error: &IdentityError) -> ApiError {
+    let code = match error {
+        IdentityError::OtherCluster { .. } => ErrorCode::ClusterMismatch,
+        _ => ErrorCode::IncarnationMismatch,
+    };
+    tracing::warn!(%error, "join refused");
+    ApiError::new(StatusCode::CONFLICT, code, error.to_string())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityQuery {
+    node_id: u64,
+}
+
+async fn cluster_identity(
+    state: web::Data<AppState>,
+    query: web::Query<IdentityQuery>,
+) -> HttpResponse {
+    let placement = state.cluster.placement.view().current();
+    HttpResponse::Ok().json(identity::cluster_identity(&placement, query.node_id))
 }
 
 async fn status(state: web::Data<AppState>) -> HttpResponse {

@@ -11,8 +11,10 @@
 //!   the two halves of moving a leaving node's aggregates
 //!   (`engine::stores`);
 //! - `POST /v1/cluster/shards/{shard}/move` `{"to": N}`,
-//!   `POST /v1/cluster/rebalance`, `POST /v1/cluster/nodes/{id}/drain` and
-//!   `POST /v1/cluster/nodes/{id}/remove` (admin token): run by the leader.
+//!   `POST /v1/cluster/rebalance`, `POST /v1/cluster/nodes/{id}/drain`,
+//!   `.../undrain` and `.../remove` (admin token): run by the leader.
+//!   A drain that could not move every shard it planned answers `502`
+//!   with a `DrainFailure` body (the node stays draining).
 //!   Any member takes them: a follower forwards the operation to the
 //!   leader (`POST /v1/internal/leader`, cluster secret) and answers the
 //!   leader's answer, so leader changes are invisible to operators. The
@@ -76,6 +78,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::scope("/v1/cluster/nodes/{node}")
                 .wrap(actix_web::middleware::from_fn(auth::require_admin))
                 .route("/drain", web::post().to(drain))
+                .route("/undrain", web::post().to(undrain))
                 .route("/remove", web::post().to(remove)),
         );
 }
@@ -259,9 +262,50 @@ async fn operate(state: &AppState, operation: wire::LeaderOperation) -> HttpResp
 
 fn report(answer: Result<OperationReport, MoveError>) -> HttpResponse {
     match answer {
+        Ok(OperationReport::Drain(report)) => drain_answer(report),
         Ok(report) => HttpResponse::Ok().json(report),
         Err(error) => move_error(error),
     }
+}
+
+/// `200` with the report when every planned move of the drain was made;
+/// `502` with a `DrainFailure` when some failed, or when the drained node
+/// does not answer and still owns shards: a drain that leaves shards
+/// behind must not look like a success.
+fn drain_answer(report: wire::DrainReport) -> HttpResponse {
+    let unreachable =
+        report.remaining_shards > 0 && report.moves.unreachable.contains(&report.node_id);
+    if report.moves.failures.is_empty() && !unreachable {
+        return HttpResponse::Ok().json(report);
+    }
+    let failed_shards: Vec<u32> = report.moves.failures.iter().map(|f| f.shard).collect();
+    let node = report.node_id;
+    let (error, message) = if unreachable {
+        (
+            ErrorCode::NodeUnreachable,
+            format!(
+                "node {node} does not answer, so its {} shards cannot move; restart it, or undrain it (sessiondb-ctl nodes undrain {node})",
+                report.remaining_shards
+            ),
+        )
+    } else {
+        let first = &report.moves.failures[0];
+        (
+            ErrorCode::MoveFailed,
+            format!(
+                "{} of the drain's moves failed (shards {failed_shards:?}; first: {}); node {node} still owns {} shards and stays draining: run the drain again, or undrain it (sessiondb-ctl nodes undrain {node})",
+                failed_shards.len(),
+                first.message,
+                report.remaining_shards
+            ),
+        )
+    };
+    HttpResponse::build(StatusCode::BAD_GATEWAY).json(wire::DrainFailure {
+        error,
+        message,
+        failed_shards,
+        report,
+    })
 }
 
 /// `POST /v1/internal/leader`: an operation a member forwarded.
@@ -296,7 +340,56 @@ async fn drain(state: web::Data<AppState>, node: web::Path<u64>) -> HttpResponse
     operate(&state, wire::LeaderOperation::Drain { node_id }).await
 }
 
+async fn undrain(state: web::Data<AppState>, node: web::Path<u64>) -> HttpResponse {
+    let node_id = node.into_inner();
+    operate(&state, wire::LeaderOperation::Undrain { node_id }).await
+}
+
 async fn remove(state: web::Data<AppState>, node: web::Path<u64>) -> HttpResponse {
     let node_id = node.into_inner();
     operate(&state, wire::LeaderOperation::Remove { node_id }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(failures: Vec<wire::FailedMove>, unreachable: Vec<u64>) -> wire::DrainReport {
+        wire::DrainReport {
+            node_id: 2,
+            moves: wire::RebalanceReport {
+                plan: Vec::new(),
+                moved: Vec::new(),
+                failed: failures.first().cloned(),
+                failures,
+                skipped: Vec::new(),
+                unreachable,
+            },
+            remaining_shards: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_left_shards_behind_is_not_a_success() {
+        let failure = wire::FailedMove {
+            shard: 7,
+            from: 2,
+            to: 1,
+            error: ErrorCode::MoveFailed,
+            message: "the move failed at step import".to_string(),
+        };
+        let answer = drain_answer(report(vec![failure], Vec::new()));
+        assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+        let body = actix_web::body::to_bytes(answer.into_body()).await.unwrap();
+        let body: wire::DrainFailure = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.error, ErrorCode::MoveFailed);
+        assert_eq!(body.failed_shards, vec![7]);
+        assert_eq!(body.report.remaining_shards, 5);
+        assert!(body.message.contains("undrain"), "{}", body.message);
+        let answer = drain_answer(report(Vec::new(), vec![2]));
+        assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+        // Another member being unreachable is no failure of this drain.
+        let answer = drain_answer(report(Vec::new(), vec![3]));
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
 }

@@ -13,9 +13,6 @@ use crate::support::node::TestNode;
 use reqwest::StatusCode;
 use sessiondb_protocol::{ClusterStatus, MemberRole, RaftState};
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-const EXIT_WAIT_MAX: Duration = Duration::from_secs(120);
 
 /// Members by id with their roles.
 fn roles(status: &ClusterStatus) -> BTreeMap<u64, MemberRole> {
@@ -213,23 +210,22 @@ async fn the_cluster_secret_guards_node_to_node_calls() {
         .await;
     assert_eq!(status.status, StatusCode::FORBIDDEN);
 
-    // A node with another secret is refused and exits with an error.
-    let mut intruder = TestNode::start_with_args(
+    // A node with another secret is refused (at its identity check,
+    // before it listens) and exits with an error.
+    let refused = TestNode::try_start_with_args(
         member_options(),
         cluster_args(2, Some(&first), "another-cluster-secret-0123456789"),
     )
-    .await;
-    let exit = intruder
-        .wait_for_exit(EXIT_WAIT_MAX)
-        .await
-        .expect("the refused node exits");
-    assert_eq!(exit.code(), Some(1), "{}", intruder.stderr_text());
+    .await
+    .expect_err("a node with another secret must not start");
+    let exit = refused.status.expect("the refused node exited");
+    assert_eq!(exit.code(), Some(1), "{}", refused.stderr);
     assert!(
-        intruder
-            .stderr_text()
+        refused
+            .stderr
             .contains("refused this node's cluster secret"),
         "{}",
-        intruder.stderr_text()
+        refused.stderr
     );
     let status = cluster_status(&first).await.expect("node 1 answers");
     assert_eq!(roles(&status), voters(&[1]));

@@ -12,7 +12,8 @@
 //!   `compat_segment`, `durability`, `statistics`, `ingest_limits`,
 //!   `weights` (and a cluster of two);
 //! - against real multi-node clusters: `cluster`, `cluster_membership`,
-//!   `cluster_query`, `cluster_routing`, `shard_moves`;
+//!   `cluster_identity`, `cluster_degraded`, `cluster_query`,
+//!   `cluster_routing`, `shard_moves`;
 //! - the admin console in headless Chromium: `console`, `console_cluster`;
 //! - cross-origin ingest over HTTP and in headless Chromium: `cors`;
 //! - the real Optimizely and Segment Python libraries (from PyPI) against
@@ -28,6 +29,8 @@ mod admin_auth;
 mod api;
 mod bad_input;
 mod cluster;
+mod cluster_degraded;
+mod cluster_identity;
 mod cluster_membership;
 mod cluster_query;
 mod cluster_routing;

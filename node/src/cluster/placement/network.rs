@@ -19,7 +19,7 @@
 //! - the peer's Raft answered with an error: `RPCError::RemoteError`, the
 //!   protocol's own answer, passed on unchanged.
 
-use super::{NodeId, PlacementNode, PlacementTypes, RaftConfig};
+use super::{NodeId, PlacementNode, PlacementTypes, PlacementView, RaftConfig};
 use crate::cluster::peer::{Peer, PeerClient, PeerError, RaftRoute};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -40,6 +40,9 @@ pub struct PlacementNetwork {
     peers: PeerClient,
     rpc_timeout: Duration,
     snapshot_timeout: Duration,
+    /// The applied state, for the incarnation each request names
+    /// (`with_view`); `None`: requests name none.
+    view: Option<PlacementView>,
 }
 
 impl PlacementNetwork {
@@ -50,6 +53,17 @@ impl PlacementNetwork {
             peers,
             rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
             snapshot_timeout: Duration::from_millis(config.install_snapshot_timeout_ms),
+            view: None,
+        }
+    }
+
+    /// Names, in each request, the incarnation `view` records for its
+    /// target, so a process on another data directory under the target's
+    /// id refuses it (`cluster::identity`).
+    pub fn with_view(self, view: PlacementView) -> PlacementNetwork {
+        PlacementNetwork {
+            view: Some(view),
+            ..self
         }
     }
 }
@@ -90,10 +104,15 @@ impl PeerConnection {
         let body = serde_json::to_vec(request)
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         let peer = Peer::member(self.target, self.address.clone());
+        let incarnation = self
+            .network
+            .view
+            .as_ref()
+            .and_then(|view| view.current().incarnation(self.target).map(str::to_string));
         let answer = self
             .network
             .peers
-            .raft(&peer, route, body, timeout)
+            .raft(&peer, route, body, timeout, incarnation.as_deref())
             .await
             .map_err(|error| match error {
                 error @ PeerError::Unreachable { .. } => {

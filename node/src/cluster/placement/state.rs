@@ -89,6 +89,13 @@ pub enum PlacementCommand {
         experiment: String,
         weights: Option<project::ExperimentWeights>,
     },
+    /// Names the cluster (`docs/cluster.md`, "Node identity"): once; the
+    /// first node proposes it at bootstrap, a leader of an older cluster
+    /// when it finds none.
+    SetClusterId { cluster_id: String },
+    /// Records the incarnation (data directory id) member `node` runs
+    /// with. Refused when another one is recorded for it.
+    RecordIncarnation { node: NodeId, incarnation: String },
     /// Adds a compatible format's ids → keys to `project`'s experiment
     /// aliases (`experiment_aliases`); ids past the table's bound are left
     /// out.
@@ -110,6 +117,8 @@ impl PlacementCommand {
             | PlacementCommand::SetDraining { .. }
             | PlacementCommand::RetireStores { .. }
             | PlacementCommand::SetExperimentWeights { .. }
+            | PlacementCommand::SetClusterId { .. }
+            | PlacementCommand::RecordIncarnation { .. }
             | PlacementCommand::PutAliases { .. } => None,
         }
     }
@@ -150,6 +159,13 @@ pub enum PlacementResponse {
     MoveAborted {
         shard: u32,
         epoch: u64,
+    },
+    ClusterIdSet {
+        cluster_id: String,
+    },
+    IncarnationRecorded {
+        node: NodeId,
+        incarnation: String,
     },
     /// A precondition failed; nothing changed.
     Rejected {
@@ -232,7 +248,19 @@ pub enum PlacementRejection {
     UnknownProject { name: String },
     #[error("invalid experiment weights: {detail}")]
     InvalidExperimentWeights { detail: String },
+    #[error("the cluster is already named `{cluster_id}`")]
+    ClusterIdAlreadySet { cluster_id: String },
+    #[error(
+        "node {node} is known to the cluster with another data directory (incarnation {recorded})"
+    )]
+    IncarnationMismatch { node: NodeId, recorded: String },
+    #[error("`{value}` is not a valid id: 1-{max} ASCII letters, digits or `-`")]
+    InvalidIdentity { value: String, max: usize },
 }
+
+/// Longest cluster id or incarnation the state machine accepts (ours are
+/// 32 hexadecimal digits).
+pub const IDENTITY_BYTES_MAX: usize = 64;
 
 /// Everything the placement Raft group agrees on: members (mirrored from
 /// openraft's membership), the shard map and project configurations.
@@ -249,28 +277,36 @@ pub struct PlacementState {
     /// these stores, and each member's own, exactly once.
     retired: BTreeMap<NodeId, NodeId>,
     /// Per project, per experiment, its expected allocation weights
-    /// (`SetExperimentWeights`). Last, so a state of the layout before it
-    /// decodes as a prefix (`store::decode_state`).
+    /// (`SetExperimentWeights`).
     experiment_weights: BTreeMap<String, BTreeMap<String, project::ExperimentWeights>>,
+    /// The cluster's id (`SetClusterId`); `None` in a cluster older than
+    /// ids until its leader names it.
+    cluster_id: Option<String>,
+    /// Each member's incarnation: the id of the data directory it runs on
+    /// (`RecordIncarnation`). Forgotten when the node leaves.
+    incarnations: BTreeMap<NodeId, String>,
     /// Experiment aliases per project (`PutAliases`). Last, so a state of
     /// the layout before it decodes as a prefix (`store::decode_state`).
     aliases: BTreeMap<String, ProjectAliases>,
 }
 
-/// The placement state as format version 3 stored it: before experiment
-/// aliases. Read only to upgrade a stored state or snapshot.
+/// `PlacementState` as format version 3 stored it, before experiment
+/// aliases: read once from an older store, then written in the current
+/// layout.
 #[derive(Debug, Deserialize)]
-pub struct PlacementStateBeforeAliases {
+pub struct PlacementStateV3 {
     members: BTreeMap<NodeId, Member>,
     shards: Vec<ShardAssignment>,
     projects: BTreeMap<String, ProjectConfig>,
     draining: BTreeSet<NodeId>,
     retired: BTreeMap<NodeId, NodeId>,
     experiment_weights: BTreeMap<String, BTreeMap<String, project::ExperimentWeights>>,
+    cluster_id: Option<String>,
+    incarnations: BTreeMap<NodeId, String>,
 }
 
-impl From<PlacementStateBeforeAliases> for PlacementState {
-    fn from(old: PlacementStateBeforeAliases) -> PlacementState {
+impl From<PlacementStateV3> for PlacementState {
+    fn from(old: PlacementStateV3) -> PlacementState {
         PlacementState {
             members: old.members,
             shards: old.shards,
@@ -278,15 +314,18 @@ impl From<PlacementStateBeforeAliases> for PlacementState {
             draining: old.draining,
             retired: old.retired,
             experiment_weights: old.experiment_weights,
+            cluster_id: old.cluster_id,
+            incarnations: old.incarnations,
             aliases: BTreeMap::new(),
         }
     }
 }
 
-/// The placement state as format version 2 stored it: before experiment
-/// weights. Read only to upgrade a stored state or snapshot.
-#[derive(Debug, Deserialize)]
-pub struct PlacementStateBeforeWeights {
+/// `PlacementState` as format version 2 stored it, before experiment
+/// weights, cluster ids and incarnations: read once from an older store,
+/// then written in the current layout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlacementStateV2 {
     members: BTreeMap<NodeId, Member>,
     shards: Vec<ShardAssignment>,
     projects: BTreeMap<String, ProjectConfig>,
@@ -294,9 +333,22 @@ pub struct PlacementStateBeforeWeights {
     retired: BTreeMap<NodeId, NodeId>,
 }
 
-impl From<PlacementStateBeforeWeights> for PlacementState {
-    /// No experiment had stored weights then: every experiment's are equal.
-    fn from(old: PlacementStateBeforeWeights) -> PlacementState {
+impl PlacementStateV2 {
+    /// The old layout of `state` (tests of the migration).
+    #[cfg(test)]
+    pub fn of(state: &PlacementState) -> PlacementStateV2 {
+        PlacementStateV2 {
+            members: state.members.clone(),
+            shards: state.shards.clone(),
+            projects: state.projects.clone(),
+            draining: state.draining.clone(),
+            retired: state.retired.clone(),
+        }
+    }
+}
+
+impl From<PlacementStateV2> for PlacementState {
+    fn from(old: PlacementStateV2) -> PlacementState {
         PlacementState {
             members: old.members,
             shards: old.shards,
@@ -304,6 +356,8 @@ impl From<PlacementStateBeforeWeights> for PlacementState {
             draining: old.draining,
             retired: old.retired,
             experiment_weights: BTreeMap::new(),
+            cluster_id: None,
+            incarnations: BTreeMap::new(),
             aliases: BTreeMap::new(),
         }
     }
@@ -381,6 +435,16 @@ impl PlacementState {
         self.draining.contains(&node)
     }
 
+    /// The cluster's id, once named.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// The incarnation recorded for member `node`.
+    pub fn incarnation(&self, node: NodeId) -> Option<&str> {
+        self.incarnations.get(&node).map(String::as_str)
+    }
+
     /// Retired stores: node → the node that keeps them.
     pub fn retired(&self) -> &BTreeMap<NodeId, NodeId> {
         &self.retired
@@ -417,6 +481,10 @@ impl PlacementState {
     /// it owns until they are moved (draining first is the caller's job).
     pub fn set_members(&mut self, members: BTreeMap<NodeId, Member>) {
         self.draining.retain(|node| members.contains_key(node));
+        // A node that left may come back under its id with a new data
+        // directory (after `nodes remove`).
+        self.incarnations
+            .retain(|node, _| members.contains_key(node));
         self.members = members;
     }
 
@@ -480,6 +548,10 @@ impl PlacementState {
                 experiment,
                 weights,
             } => self.set_experiment_weights(project, experiment, weights),
+            PlacementCommand::SetClusterId { cluster_id } => self.set_cluster_id(cluster_id),
+            PlacementCommand::RecordIncarnation { node, incarnation } => {
+                self.record_incarnation(node, incarnation)
+            }
             PlacementCommand::PutAliases { project, aliases } => {
                 self.put_aliases(project, &aliases)
             }
@@ -497,6 +569,40 @@ impl PlacementState {
         let table = self.aliases.entry(project.clone()).or_default();
         let changed = aliases.iter().filter(|alias| table.insert(alias)).count();
         Ok(PlacementResponse::AliasesStored { project, changed })
+    }
+
+    fn set_cluster_id(
+        &mut self,
+        cluster_id: String,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        check_identity(&cluster_id)?;
+        if let Some(existing) = &self.cluster_id {
+            return Err(PlacementRejection::ClusterIdAlreadySet {
+                cluster_id: existing.clone(),
+            });
+        }
+        self.cluster_id = Some(cluster_id.clone());
+        Ok(PlacementResponse::ClusterIdSet { cluster_id })
+    }
+
+    fn record_incarnation(
+        &mut self,
+        node: NodeId,
+        incarnation: String,
+    ) -> Result<PlacementResponse, PlacementRejection> {
+        check_identity(&incarnation)?;
+        self.require_member(node)?;
+        match self.incarnations.get(&node) {
+            Some(recorded) if *recorded != incarnation => {
+                return Err(PlacementRejection::IncarnationMismatch {
+                    node,
+                    recorded: recorded.clone(),
+                })
+            }
+            _ => {}
+        }
+        self.incarnations.insert(node, incarnation.clone());
+        Ok(PlacementResponse::IncarnationRecorded { node, incarnation })
     }
 
     fn set_experiment_weights(
@@ -856,6 +962,24 @@ impl PlacementState {
     }
 }
 
+/// A cluster id or incarnation: short, plain ASCII (it is written into
+/// files and error messages).
+fn check_identity(value: &str) -> Result<(), PlacementRejection> {
+    let valid = !value.is_empty()
+        && value.len() <= IDENTITY_BYTES_MAX
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(PlacementRejection::InvalidIdentity {
+            value: value.chars().take(IDENTITY_BYTES_MAX).collect(),
+            max: IDENTITY_BYTES_MAX,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,6 +1014,65 @@ mod tests {
             PlacementResponse::Initialized { shards, owner: 1 }
         );
         state
+    }
+
+    #[test]
+    fn the_cluster_is_named_once_and_incarnations_do_not_change() {
+        let mut state = initialized(4);
+        let named = state.apply(PlacementCommand::SetClusterId {
+            cluster_id: "c1".to_string(),
+        });
+        assert!(matches!(named, PlacementResponse::ClusterIdSet { .. }));
+        let again = state.apply(PlacementCommand::SetClusterId {
+            cluster_id: "c2".to_string(),
+        });
+        assert!(matches!(
+            again,
+            PlacementResponse::Rejected {
+                reason: PlacementRejection::ClusterIdAlreadySet { .. }
+            }
+        ));
+        assert_eq!(state.cluster_id(), Some("c1"));
+        let record = |node: NodeId, incarnation: &str| PlacementCommand::RecordIncarnation {
+            node,
+            incarnation: incarnation.to_string(),
+        };
+        assert!(matches!(
+            state.apply(record(3, "aa")),
+            PlacementResponse::IncarnationRecorded { .. }
+        ));
+        // The same one again is fine (a restart); another is refused.
+        assert!(matches!(
+            state.apply(record(3, "aa")),
+            PlacementResponse::IncarnationRecorded { .. }
+        ));
+        assert_eq!(
+            state.apply(record(3, "bb")),
+            PlacementResponse::Rejected {
+                reason: PlacementRejection::IncarnationMismatch {
+                    node: 3,
+                    recorded: "aa".to_string()
+                }
+            }
+        );
+        assert!(matches!(
+            state.apply(record(9, "aa")),
+            PlacementResponse::Rejected {
+                reason: PlacementRejection::NotAMember { node: 9 }
+            }
+        ));
+        assert!(matches!(
+            state.apply(record(2, "no spaces")),
+            PlacementResponse::Rejected {
+                reason: PlacementRejection::InvalidIdentity { .. }
+            }
+        ));
+        // A node that left is forgotten: its id may come back with a new
+        // data directory.
+        let mut members = three_members();
+        members.remove(&3);
+        state.set_members(members);
+        assert_eq!(state.incarnation(3), None);
     }
 
     fn project(name: &str, version: u64, key: &str) -> ProjectConfig {

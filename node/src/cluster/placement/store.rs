@@ -37,8 +37,8 @@
 #![allow(clippy::result_large_err)]
 
 use super::state::{
-    DamagedState, Member, NodeId, PlacementResponse, PlacementState, PlacementStateBeforeAliases,
-    PlacementStateBeforeWeights, Role,
+    DamagedState, Member, NodeId, PlacementResponse, PlacementState, PlacementStateV2,
+    PlacementStateV3, Role,
 };
 use super::{PlacementNode, PlacementTypes};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -60,16 +60,17 @@ use tokio::sync::watch;
 /// The first byte of every stored value. Bump it when an encoding changes,
 /// and teach `decode` the old one.
 /// 2: the state gained `draining` and `retired`.
-/// 3: the state gained `experiment_weights` (its last field); every other
-/// value is laid out as in 2 (commands only gained variants at the end), so
-/// 2 is still read (`decode`, `decode_state`).
+/// 3: the state gained `experiment_weights`, the cluster id and the
+/// incarnations (its last fields); commands gained variants at their end,
+/// so every other value (log entries included) reads the same in 2 and 3.
 /// 4: the state gained `aliases` (its last field), commands `PutAliases` (a
-/// variant at the end); 3 and 2 are still read the same way.
+/// variant at their end); 3 and 2 are still read the same way.
 const FORMAT_VERSION: u8 = 4;
-/// The version before experiment aliases, still read.
+/// The version before experiment aliases (`PlacementStateV3`), still read.
 const FORMAT_VERSION_BEFORE_ALIASES: u8 = 3;
-/// The version before experiment weights, still read.
-const FORMAT_VERSION_BEFORE_WEIGHTS: u8 = 2;
+/// The version before experiment weights and cluster ids
+/// (`PlacementStateV2`), still read.
+const FORMAT_VERSION_BEFORE_IDENTITY: u8 = 2;
 
 const TREE_LOG: &str = "log";
 const TREE_LOG_META: &str = "log_meta";
@@ -160,16 +161,12 @@ pub fn open(
         read_value(&machine, KEY_APPLIED, subject()).map_err(damaged)?;
     let membership: Option<StoredMembership<NodeId, PlacementNode>> =
         read_value(&machine, KEY_MEMBERSHIP, subject()).map_err(damaged)?;
-    let state = machine
+    let state: Option<PlacementState> = machine
         .get(KEY_STATE)
-        .map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
-        .and_then(|bytes| {
-            bytes
-                .map(|bytes| decode_state(&bytes))
-                .transpose()
-                .map_err(|e| io_error(subject(), ErrorVerb::Read, e))
-        })
-        .map_err(damaged)?;
+        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, &e)))?
+        .map(|bytes| decode_state(&bytes))
+        .transpose()
+        .map_err(|e| damaged(io_error(subject(), ErrorVerb::Read, e)))?;
     let state = state.unwrap_or_default();
     state
         .check()
@@ -191,11 +188,12 @@ fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, postcard::Err
     postcard::to_extend(value, vec![FORMAT_VERSION])
 }
 
-/// Decodes any stored value but the state (`decode_state`).
+/// Any value but the `PlacementState` (`decode_state`), whose layout
+/// alone changed in version 3.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError> {
     match bytes.split_first() {
         Some((
-            &(FORMAT_VERSION | FORMAT_VERSION_BEFORE_ALIASES | FORMAT_VERSION_BEFORE_WEIGHTS),
+            &(FORMAT_VERSION | FORMAT_VERSION_BEFORE_ALIASES | FORMAT_VERSION_BEFORE_IDENTITY),
             rest,
         )) => postcard::from_bytes(rest).map_err(|e| AnyError::new(&e)),
         Some((version, _)) => Err(AnyError::error(format!(
@@ -205,20 +203,17 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, AnyError>
     }
 }
 
-/// Decodes a stored state or a snapshot's data: a version-2 state (before
-/// experiment weights) is upgraded, with no weights stored.
+/// A stored or snapshotted `PlacementState`, in the current layout or the
+/// one before experiment weights and cluster ids (which it gets none of
+/// yet).
 fn decode_state(bytes: &[u8]) -> std::result::Result<PlacementState, AnyError> {
     match bytes.split_first() {
-        Some((&FORMAT_VERSION_BEFORE_WEIGHTS, rest)) => {
-            postcard::from_bytes::<PlacementStateBeforeWeights>(rest)
-                .map(PlacementState::from)
-                .map_err(|e| AnyError::new(&e))
-        }
-        Some((&FORMAT_VERSION_BEFORE_ALIASES, rest)) => {
-            postcard::from_bytes::<PlacementStateBeforeAliases>(rest)
-                .map(PlacementState::from)
-                .map_err(|e| AnyError::new(&e))
-        }
+        Some((&FORMAT_VERSION_BEFORE_IDENTITY, rest)) => postcard::from_bytes(rest)
+            .map(|old: PlacementStateV2| PlacementState::from(old))
+            .map_err(|e| AnyError::new(&e)),
+        Some((&FORMAT_VERSION_BEFORE_ALIASES, rest)) => postcard::from_bytes(rest)
+            .map(|old: PlacementStateV3| PlacementState::from(old))
+            .map_err(|e| AnyError::new(&e)),
         _ => decode(bytes),
     }
 }
@@ -699,7 +694,7 @@ impl RaftStateMachine<PlacementTypes> for PlacementStateMachine {
                 source,
             )
         };
-        let mut state = decode_state(&data).map_err(read_error)?;
+        let mut state: PlacementState = decode_state(&data).map_err(read_error)?;
         state
             .check()
             .map_err(|damage| read_error(AnyError::new(&damage)))?;
@@ -778,6 +773,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_state_stored_before_cluster_ids_is_read() {
+        let mut before = PlacementState::default();
+        let member = Member {
+            address: "127.0.0.1:7001".to_string(),
+            role: Role::Voter,
+        };
+        before.set_members(BTreeMap::from([(1, member)]));
+        before.apply(super::super::PlacementCommand::Initialize {
+            shards: 12,
+            owner: 1,
+        });
+        let old = PlacementStateV2::of(&before);
+        let bytes = postcard::to_extend(&old, vec![FORMAT_VERSION_BEFORE_IDENTITY]).unwrap();
+        let state = decode_state(&bytes).unwrap();
+        assert_eq!(state, before);
+        assert_eq!(state.shard_count(), 12);
+        assert_eq!(state.cluster_id(), None);
+        let current = encode(&state).unwrap();
+        assert_eq!(current[0], FORMAT_VERSION);
+        assert_eq!(decode_state(&current).unwrap(), state);
+    }
+
+    /// A state stored by format version 3, before experiment aliases,
+    /// loads with none: the layout of 3 is the layout of 4 without its last
+    /// field (an empty map is one zero byte in postcard).
+    #[test]
+    fn a_state_stored_before_aliases_loads_with_none() {
+        let mut state = PlacementState::default();
+        state.apply(super::super::PlacementCommand::Initialize {
+            shards: 4,
+            owner: 1,
+        });
+        let current = encode(&state).unwrap();
+        assert_eq!(decode_state(&current).unwrap(), state);
+        assert_eq!(current.last(), Some(&0), "no aliases: an empty map last");
+        let mut before = current[..current.len() - 1].to_vec();
+        before[0] = FORMAT_VERSION_BEFORE_ALIASES;
+        assert_eq!(decode_state(&before).unwrap(), state);
+        assert!(decode::<PlacementState>(&before).is_err());
+    }
+
+    #[test]
     fn values_round_trip_and_other_format_versions_are_refused() {
         let vote = Vote::new_committed(3, 1);
         let bytes = encode(&vote).unwrap();
@@ -816,13 +853,8 @@ mod tests {
         state.apply(PlacementCommand::PutProject {
             config: (*config).clone(),
         });
-        let current = encode(&state).unwrap();
-        assert!(
-            current.ends_with(&[0, 0]),
-            "no weights, no aliases: two empty maps last"
-        );
-        let mut before = current[..current.len() - 2].to_vec();
-        before[0] = FORMAT_VERSION_BEFORE_WEIGHTS;
+        let mut before = encode(&PlacementStateV2::of(&state)).unwrap();
+        before[0] = FORMAT_VERSION_BEFORE_IDENTITY;
         let loaded = decode_state(&before).expect("an old state loads");
         assert_eq!(loaded, state);
         assert!(loaded.project("shop").is_some());
@@ -840,25 +872,6 @@ mod tests {
                 .map(|weights| weights["a"]),
             Some(2.0)
         );
-    }
-
-    /// A state stored by format version 3, before experiment aliases,
-    /// loads with none: the layout of 3 is the layout of 4 without its last
-    /// field.
-    #[test]
-    fn a_state_stored_before_aliases_loads_with_none() {
-        let mut state = PlacementState::default();
-        state.apply(super::super::state::PlacementCommand::Initialize {
-            shards: 4,
-            owner: 1,
-        });
-        let current = encode(&state).unwrap();
-        assert_eq!(decode_state(&current).unwrap(), state);
-        assert_eq!(current.last(), Some(&0), "no aliases: an empty map last");
-        let mut before = current[..current.len() - 1].to_vec();
-        before[0] = FORMAT_VERSION_BEFORE_ALIASES;
-        assert_eq!(decode_state(&before).unwrap(), state);
-        assert!(decode::<PlacementState>(&before).is_err());
     }
 
     #[test]

@@ -108,6 +108,15 @@ impl TestNode {
         TestNode::start_full(options, extra_args, true).await
     }
 
+    /// Like `start_with_args`, but a node that exits before listening (it
+    /// refused to start) is an answer, not a panic.
+    pub async fn try_start_with_args(
+        options: NodeOptions,
+        extra_args: Vec<String>,
+    ) -> Result<TestNode, StartFailure> {
+        TestNode::try_start_launched(options, extra_args, true, true, Vec::new(), |_| {}).await
+    }
+
     /// Starts a node without `--admin-token`, so it generates its token;
     /// the admin helpers then use the token it printed on stdout.
     pub async fn start_with_generated_admin_token(options: NodeOptions) -> TestNode {
@@ -170,6 +179,31 @@ impl TestNode {
         wrapper: Vec<String>,
         prepare: impl FnOnce(&Path),
     ) -> TestNode {
+        TestNode::try_start_launched(
+            options,
+            extra_args,
+            admin_token_flag,
+            manual_clock,
+            wrapper,
+            prepare,
+        )
+        .await
+        .unwrap_or_else(|failure| {
+            panic!(
+                "node exited before listening ({:?}); stderr:\n{}",
+                failure.status, failure.stderr
+            )
+        })
+    }
+
+    async fn try_start_launched(
+        options: NodeOptions,
+        extra_args: Vec<String>,
+        admin_token_flag: bool,
+        manual_clock: bool,
+        wrapper: Vec<String>,
+        prepare: impl FnOnce(&Path),
+    ) -> Result<TestNode, StartFailure> {
         let data_dir = TempDir::new("node");
         let stderr_path = data_dir.path().join("node.stderr");
         let node_data = data_dir.path().join("data");
@@ -186,20 +220,14 @@ impl TestNode {
             manual_clock,
             &wrapper,
         )
-        .await
-        .unwrap_or_else(|failure| {
-            panic!(
-                "node exited before listening ({:?}); stderr:\n{}",
-                failure.status, failure.stderr
-            )
-        });
+        .await?;
         let http = http_client_for(&extra_args);
         let admin_token = match (flag_token, generated) {
             (Some(token), _) => token.to_string(),
             (None, Some(token)) => token,
             (None, None) => panic!("a node without --admin-token printed no generated token"),
         };
-        TestNode {
+        Ok(TestNode {
             child,
             base_url,
             http,
@@ -212,7 +240,7 @@ impl TestNode {
             manual_clock,
             wrapper,
             data_dir,
-        }
+        })
     }
 
     /// The token that opens `/v1/admin/*` and `/console/api/*`.
