@@ -109,16 +109,18 @@ impl RoundRobin {
         })
     }
 
-    /// A router over the nodes at `base_urls`, sharing one connection pool.
-    pub fn from_urls<I, S>(base_urls: I) -> Option<RoundRobin>
+    /// A router over the nodes at `base_urls`, each reached with
+    /// `client`'s settings ([`Client::for_node`]: credential, timeout, TLS,
+    /// the one connection pool); `client`'s own URL is not in the rotation
+    /// unless listed. `None` when the list is empty.
+    pub fn from_urls<I, S>(client: &Client, base_urls: I) -> Option<RoundRobin>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let http = reqwest::Client::new();
         let clients = base_urls
             .into_iter()
-            .map(|url| Client::new(url).with_http_client(http.clone()))
+            .map(|url| client.for_node(url))
             .collect();
         RoundRobin::new(clients)
     }
@@ -137,7 +139,9 @@ mod tests {
 
     #[test]
     fn round_robin_rotates_over_every_node() {
-        let router = RoundRobin::from_urls(["http://a:1", "http://b:2", "http://c:3"]).unwrap();
+        let template = Client::new("http://unused:1").with_token("the-one-credential");
+        let router =
+            RoundRobin::from_urls(&template, ["http://a:1", "http://b:2", "http://c:3"]).unwrap();
         let picked: Vec<String> = (0..6)
             .map(|_| router.route(&[], 0).base_url().to_string())
             .collect();

@@ -4,7 +4,7 @@ use super::args::ResultsArgs;
 use super::table::{format_percent, format_signed_percent, format_utc, Align, Table};
 use super::{CliError, Context, EXIT_OK};
 use crate::protocol::{ResultsGroup, ResultsResponse, SampleRatioMismatch};
-use crate::{Client, ResultsRequest};
+use crate::{Client, RangeAlignment, ResultsRequest};
 
 pub async fn run(client: &Client, context: &Context, args: ResultsArgs) -> Result<u8, CliError> {
     let request = ResultsRequest {
@@ -12,6 +12,7 @@ pub async fn run(client: &Client, context: &Context, args: ResultsArgs) -> Resul
         experiment: args.experiment,
         from: args.from,
         to: args.to,
+        alignment: RangeAlignment::Outward,
         breakdown: args.breakdown,
         keys: args.keys,
         baseline: args.baseline,
