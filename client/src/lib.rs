@@ -5,49 +5,18 @@
 //! [`sessiondb_protocol`], re-exported here as [`protocol`], so the client and
 //! the node cannot disagree about field names.
 //!
-//! ```no_run
-//! use sessiondb_client::protocol::{CreateProject, Decision, Event, EventType, Timestamp};
-//! use sessiondb_client::{Client, ResultsRequest};
+//! The quick start (`examples/quick_start.rs`, run by the crate's tests
+//! against a real node): create a project, stream events with a [`Sender`]
+//! under the project's ingest key, read the results with the admin token.
 //!
-//! #[tokio::main]
-//! async fn main() -> Result<(), sessiondb_client::ClientError> {
-//!     // The admin token may do everything; a sender that only sends events
-//!     // uses its project's ingest key instead (`docs/security.md`).
-//!     let client = Client::new("http://127.0.0.1:7070").with_token("<admin token>");
-//!     client.health().await?;
-//!     client
-//!         .create_project(&CreateProject { name: "shop".into(), ..Default::default() })
-//!         .await?;
+#![doc = concat!("```no_run\n", include_str!("../examples/quick_start.rs"), "```")]
 //!
-//!     let exposure = Event {
-//!         id: "e-1".into(),
-//!         project: "shop".into(),
-//!         visitor: "v-42".into(),
-//!         ts: Timestamp::Rfc3339("2025-11-26T10:00:00Z".into()),
-//!         event_type: EventType::Decision,
-//!         key: None,
-//!         value: None,
-//!         attributes: [("browser".to_string(), "firefox".to_string())].into(),
-//!         decisions: vec![Decision { experiment: "checkout".into(), variation: "b".into() }],
-//!     };
-//!     let answer = client.send(&[exposure]).await?;
-//!     assert!(answer.rejected.is_empty(), "{:?}", answer.rejected);
-//!
-//!     let mut request = ResultsRequest::new("shop", "checkout");
-//!     request.keys = vec!["purchase".into()];
-//!     let results = client.results(&request).await?;
-//!     for group in &results.groups {
-//!         for variation in &group.variations {
-//!             println!("{}: {} visitors", variation.variation, variation.visitors);
-//!         }
-//!     }
-//!     Ok(())
-//! }
-//! ```
-//!
-//! Every request carries the client's credential ([`Client::with_token`]) as
-//! `Authorization: Bearer <token>`: the admin token, or a project's ingest
-//! key, which may only send events to that project.
+//! Every request carries the client's one credential
+//! ([`Client::with_token`]) as `Authorization: Bearer <token>`: the admin
+//! token, or a project's ingest key, which may only send events to that
+//! project. Cluster calls use it too, and so do routers: they build their
+//! per-node clients from a client ([`Client::for_node`]), so the
+//! credential, timeout and TLS settings are set once.
 //!
 //! Errors keep three failures apart (see [`ClientError`]): the request never
 //! got an answer (`Transport`), the node answered with an API error (`Api`,
@@ -67,12 +36,18 @@
 //! The crate also holds the `sessiondb-ctl` ops CLI (module `cli`, behind the
 //! default `cli` feature; `docs/cli.md`).
 
+#![deny(missing_docs)]
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// The `sessiondb-ctl` binary's commands: public for the binary, not a
+/// library API, so its items are documented for its readers (`docs/cli.md`)
+/// rather than held to `missing_docs`.
 #[cfg(feature = "cli")]
+#[allow(missing_docs)]
 pub mod cli;
 pub mod router;
 pub mod sender;
@@ -141,8 +116,11 @@ pub enum ClientError {
     /// [`ErrorCode::UnknownProject`], [`ErrorCode::Overloaded`]).
     #[error("server answered {status} {code}: {message}")]
     Api {
+        /// The HTTP status, e.g. 404.
         status: u16,
+        /// The stable error code of the body.
         code: ErrorCode,
+        /// The node's explanation.
         message: String,
         /// The answer's `Retry-After` in seconds (429 and `503 overloaded`
         /// carry one): how long to wait before sending again.
@@ -154,7 +132,9 @@ pub enum ClientError {
     /// [`ERROR_BODY_SNIPPET_BYTES_MAX`] bytes.
     #[error("answered {status} without a SessionDB error body: {body}")]
     UnexpectedErrorBody {
+        /// The HTTP status.
         status: u16,
+        /// The body's start, as text.
         body: String,
         /// The answer's `Retry-After` in seconds, if it had one.
         retry_after_seconds: Option<u64>,
@@ -163,8 +143,11 @@ pub enum ClientError {
     /// expected JSON type (usually a client/server version mismatch).
     #[error("could not decode the {status} answer from {url}")]
     Decode {
+        /// The URL asked.
         url: String,
+        /// The HTTP status (a success).
         status: u16,
+        /// The JSON decoder's error.
         #[source]
         source: serde_json::Error,
     },
@@ -179,7 +162,10 @@ pub enum ClientError {
     /// already holding `buffer_events_max` events. The event was not taken;
     /// try again after a flush, or use [`Backpressure::Wait`].
     #[error("the sender already holds {buffer_events_max} events (buffer_events_max); flush or slow down")]
-    BufferFull { buffer_events_max: usize },
+    BufferFull {
+        /// The sender's bound ([`SenderConfig::buffer_events_max`]).
+        buffer_events_max: usize,
+    },
     /// The sender was closed ([`Sender::close`]), or its worker is gone
     /// (the runtime is shutting down).
     #[error("the sender is closed")]
@@ -210,16 +196,25 @@ pub enum ClientError {
     },
     /// A [`SenderConfig`] (or a router's setup) is inconsistent.
     #[error("invalid sender configuration: {message}")]
-    InvalidConfig { message: String },
+    InvalidConfig {
+        /// Which setting is wrong, and why.
+        message: String,
+    },
     /// A CA file for [`Client::with_ca_pem`] / [`http_client_trusting`]
     /// holds no usable PEM certificate.
     #[error("invalid CA certificate: {message}")]
-    InvalidCa { message: String },
+    InvalidCa {
+        /// What is wrong with it.
+        message: String,
+    },
     /// A node answered a shard map this client cannot route with (an
     /// unknown shard function, or entries that do not match the shard
     /// count).
     #[error("unusable shard map: {message}")]
-    InvalidShardMap { message: String },
+    InvalidShardMap {
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl ClientError {

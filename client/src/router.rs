@@ -33,13 +33,18 @@ pub enum Feedback {
     /// The node does not own `shard`; it names the owner at `epoch` when it
     /// knows it.
     NotOwner {
+        /// The events' shard, if the node said.
         shard: Option<u32>,
+        /// The owner, if the node knows it.
         owner: Option<u64>,
+        /// The shard's epoch as the node knows it.
         epoch: Option<u64>,
     },
     /// `shard` is being moved; its events are refused until the move ends.
     ShardMoving {
+        /// The moving shard, if the node said.
         shard: Option<u32>,
+        /// The shard's epoch as the node knows it.
         epoch: Option<u64>,
     },
     /// The request got no answer (connection refused, reset, timeout).
@@ -79,6 +84,7 @@ pub struct SingleNode {
 }
 
 impl SingleNode {
+    /// A router sending every batch to `client`'s node, with its settings.
     pub fn new(client: Client) -> SingleNode {
         SingleNode { client }
     }

@@ -368,22 +368,9 @@ enum Command {
 /// [`SenderConfig::delivery_timeout`] each), logging failures; events
 /// still held when the runtime stops are lost.
 ///
-/// ```no_run
-/// use sessiondb_client::protocol::Event;
-/// use sessiondb_client::{Client, SenderConfig};
-/// use std::time::Duration;
+/// `examples/page_views.rs`, run by the crate's tests against a real node:
 ///
-/// # async fn example() -> Result<(), sessiondb_client::ClientError> {
-/// let client = Client::new("http://127.0.0.1:7070").with_token("<ingest key of shop>");
-/// let sender = client.sender_for("shop", SenderConfig::default())?;
-/// for n in 0..10_000 {
-///     sender.track(Event::pageview(format!("v-{}", n % 500))).await?;
-/// }
-/// let report = sender.close(Duration::from_secs(10)).await;
-/// println!("{} accepted, {} rejected", report.accepted, report.rejected.len());
-/// # Ok(())
-/// # }
-/// ```
+#[doc = concat!("```no_run\n", include_str!("../examples/page_views.rs"), "```")]
 #[derive(Debug, Clone)]
 pub struct Sender {
     handle: Arc<Handle>,

@@ -92,9 +92,13 @@ pub struct RouterStats {
 /// One shard of [`ShardMapRouter::assignments`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachedAssignment {
+    /// The shard's number.
     pub shard: u32,
+    /// The node the cached map names as owner.
     pub owner: u64,
+    /// The owner's epoch (grows with every move).
     pub epoch: u64,
+    /// A move of the shard was under way when the map was fetched.
     pub moving: bool,
 }
 
@@ -229,6 +233,7 @@ impl ShardMapRouter {
         Some(cache.entries[shard_of(project, visitor, shards) as usize].owner)
     }
 
+    /// A snapshot of the router's counters.
     pub fn stats(&self) -> RouterStats {
         RouterStats {
             refreshes: self.inner.refreshes.load(Ordering::Relaxed),
