@@ -85,7 +85,7 @@ pub enum Encoding {
 
 /// Whether a batch's body is compressed on the wire.
 ///
-/// Gzip shrinks a binary batch about fourfold and a JSON one about tenfold
+/// Gzip shrinks a binary batch about fourfold and a JSON one about sevenfold
 /// for the cost of compressing it on the client (and inflating it on the
 /// node): it pays on a slow link, not on a fast one (`docs/client.md`,
 /// "Compression", and the figures in `docs/benchmarks.md`).
