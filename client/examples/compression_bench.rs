@@ -96,10 +96,14 @@ fn event(n: usize) -> Event {
     let visitor = format!("visitor-{:08}", n % 10_000);
     let browsers = ["firefox", "chrome", "safari", "edge"];
     let countries = ["de", "fr", "us", "jp", "br"];
-    let event = if n % 4 == 0 {
+    let event = if n.is_multiple_of(4) {
         Event::custom(&visitor, "purchase").value(((n % 5_000) as f64) / 100.0)
     } else {
-        Event::decision(&visitor, "checkout", if n % 2 == 0 { "a" } else { "b" })
+        Event::decision(
+            &visitor,
+            "checkout",
+            if n.is_multiple_of(2) { "a" } else { "b" },
+        )
     };
     event
         .attribute("browser", browsers[n % browsers.len()])

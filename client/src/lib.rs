@@ -43,9 +43,9 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// The `sessiondb-ctl` binary's commands: public for the binary, not a
-/// library API, so its items are documented for its readers (`docs/cli.md`)
-/// rather than held to `missing_docs`.
+// The `sessiondb-ctl` binary's commands: public for the binary, not a
+// library API, so its items are documented for its readers (`docs/cli.md`)
+// rather than held to `missing_docs`.
 #[cfg(feature = "cli")]
 #[allow(missing_docs)]
 pub mod cli;

@@ -162,6 +162,16 @@ mod tests {
                 "http://c:3"
             ]
         );
+        // Every node's client carries the template's one credential.
+        let request = router
+            .route(&[], 0)
+            .request(reqwest::Method::GET, "http://a:1/v1/status")
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.headers()[reqwest::header::AUTHORIZATION],
+            "Bearer the-one-credential"
+        );
         assert!(RoundRobin::new(Vec::new()).is_none());
     }
 }

@@ -86,7 +86,7 @@ pub enum BinaryError {
         /// The field being read, e.g. `"event id"`.
         what: &'static str,
     },
-    /// A varint is longer than [`VARINT_BYTES_MAX`] bytes or over `u64`.
+    /// A varint is longer than 10 bytes or over `u64`.
     #[error(
         "malformed varint at offset {offset} (longer than {VARINT_BYTES_MAX} bytes or over u64)"
     )]
