@@ -583,7 +583,11 @@ impl Client {
 
     /// Send `token` on every request as `Authorization: Bearer <token>`: the
     /// admin token, or a project's ingest key (which may only send events
-    /// to its project; `docs/security.md`).
+    /// to its project; `docs/security.md`). This is the client's one
+    /// credential: every call uses it (the cluster calls too), and so do
+    /// the senders and routers built from the client ([`Client::sender`],
+    /// [`Client::for_node`], [`RoundRobin::from_urls`],
+    /// [`ShardMapRouter::new`]).
     pub fn with_token(mut self, token: impl Into<String>) -> Client {
         self.token = Some(Token(std::sync::Arc::from(token.into())));
         self
