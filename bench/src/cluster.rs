@@ -112,7 +112,7 @@ async fn start_cluster(
     let first = admin_client(nodes[0].0.base_url.clone());
     let mut agreed = false;
     for _ in 0..MEMBERSHIP_POLLS_MAX {
-        if let Ok(status) = first.cluster_status(crate::process::ADMIN_TOKEN).await {
+        if let Ok(status) = first.cluster_status().await {
             if status.members.len() == count as usize && !status.shards.is_empty() {
                 agreed = true;
                 break;
@@ -125,7 +125,7 @@ async fn start_cluster(
 }
 
 async fn leader(client: &Client) -> Result<ClusterStatus> {
-    Ok(client.cluster_status(crate::process::ADMIN_TOKEN).await?)
+    Ok(client.cluster_status().await?)
 }
 
 /// Rebalances until the plan is empty; answers the moves made.
@@ -135,7 +135,7 @@ async fn rebalance(nodes: &[(Node, TempDir)]) -> Result<usize> {
     let leader = admin_client(nodes[usize::try_from(leader_id - 1)?].0.base_url.clone());
     let mut moves = 0;
     for _ in 0..REBALANCE_CALLS_MAX {
-        let report: RebalanceReport = leader.rebalance(crate::process::ADMIN_TOKEN).await?;
+        let report: RebalanceReport = leader.rebalance().await?;
         ensure!(
             report.failed.is_none(),
             "rebalance failed: {:?}",
@@ -216,13 +216,8 @@ pub async fn ingest_and_query(
         .iter()
         .map(|(node, _)| node.base_url.clone())
         .collect();
-    let router = Arc::new(
-        ShardMapRouter::connect_with_token(
-            urls.clone(),
-            Some(crate::process::ADMIN_TOKEN.to_string()),
-        )
-        .await?,
-    );
+    let router =
+        Arc::new(ShardMapRouter::connect(&admin_client(urls[0].clone()), urls.clone()).await?);
     let sender = Sender::new(router, sender_config())?;
     let ticks = clock_ticks_per_second();
     let pids: Vec<String> = nodes
@@ -344,13 +339,8 @@ pub async fn shard_moves(
     let mut figures = Vec::new();
     for (index, &visitors) in sizes.iter().enumerate() {
         let shard = index as u32;
-        let router = Arc::new(
-            ShardMapRouter::connect_with_token(
-                urls.clone(),
-                Some(crate::process::ADMIN_TOKEN.to_string()),
-            )
-            .await?,
-        );
+        let router =
+            Arc::new(ShardMapRouter::connect(&admin_client(urls[0].clone()), urls.clone()).await?);
         let loader = Sender::new(router.clone(), sender_config())?;
         let names = visitors_in_shard(shard, 0, visitors);
         let ts_ms = now_ms - DAY_MS;
@@ -396,7 +386,7 @@ pub async fn shard_moves(
             }
         });
         let moved: ShardMoveReport = leader
-            .move_shard(crate::process::ADMIN_TOKEN, shard, 2)
+            .move_shard(shard, 2)
             .await
             .with_context(|| format!("moving shard {shard}"))?;
         moving.store(false, Ordering::Relaxed);

@@ -5,49 +5,18 @@
 //! [`sessiondb_protocol`], re-exported here as [`protocol`], so the client and
 //! the node cannot disagree about field names.
 //!
-//! ```no_run
-//! use sessiondb_client::protocol::{CreateProject, Decision, Event, EventType, Timestamp};
-//! use sessiondb_client::{Client, ResultsRequest};
+//! The quick start (`examples/quick_start.rs`, run by the crate's tests
+//! against a real node): create a project, stream events with a [`Sender`]
+//! under the project's ingest key, read the results with the admin token.
 //!
-//! #[tokio::main]
-//! async fn main() -> Result<(), sessiondb_client::ClientError> {
-//!     // The admin token may do everything; a sender that only sends events
-//!     // uses its project's ingest key instead (`docs/security.md`).
-//!     let client = Client::new("http://127.0.0.1:7070").with_token("<admin token>");
-//!     client.health().await?;
-//!     client
-//!         .create_project(&CreateProject { name: "shop".into(), ..Default::default() })
-//!         .await?;
+#![doc = concat!("```no_run\n", include_str!("../examples/quick_start.rs"), "```")]
 //!
-//!     let exposure = Event {
-//!         id: "e-1".into(),
-//!         project: "shop".into(),
-//!         visitor: "v-42".into(),
-//!         ts: Timestamp::Rfc3339("2025-11-26T10:00:00Z".into()),
-//!         event_type: EventType::Decision,
-//!         key: None,
-//!         value: None,
-//!         attributes: [("browser".to_string(), "firefox".to_string())].into(),
-//!         decisions: vec![Decision { experiment: "checkout".into(), variation: "b".into() }],
-//!     };
-//!     let answer = client.send(&[exposure]).await?;
-//!     assert!(answer.rejected.is_empty(), "{:?}", answer.rejected);
-//!
-//!     let mut request = ResultsRequest::new("shop", "checkout");
-//!     request.keys = vec!["purchase".into()];
-//!     let results = client.results(&request).await?;
-//!     for group in &results.groups {
-//!         for variation in &group.variations {
-//!             println!("{}: {} visitors", variation.variation, variation.visitors);
-//!         }
-//!     }
-//!     Ok(())
-//! }
-//! ```
-//!
-//! Every request carries the client's credential ([`Client::with_token`]) as
-//! `Authorization: Bearer <token>`: the admin token, or a project's ingest
-//! key, which may only send events to that project.
+//! Every request carries the client's one credential
+//! ([`Client::with_token`]) as `Authorization: Bearer <token>`: the admin
+//! token, or a project's ingest key, which may only send events to that
+//! project. Cluster calls use it too, and so do routers: they build their
+//! per-node clients from a client ([`Client::for_node`]), so the
+//! credential, timeout and TLS settings are set once.
 //!
 //! Errors keep three failures apart (see [`ClientError`]): the request never
 //! got an answer (`Transport`), the node answered with an API error (`Api`,
@@ -67,12 +36,18 @@
 //! The crate also holds the `sessiondb-ctl` ops CLI (module `cli`, behind the
 //! default `cli` feature; `docs/cli.md`).
 
+#![deny(missing_docs)]
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+// The `sessiondb-ctl` binary's commands: public for the binary, not a
+// library API, so its items are documented for its readers (`docs/cli.md`)
+// rather than held to `missing_docs`.
 #[cfg(feature = "cli")]
+#[allow(missing_docs)]
 pub mod cli;
 pub mod router;
 pub mod sender;
@@ -80,8 +55,8 @@ pub mod shard_map;
 
 pub use router::{Feedback, Partition, RoundRobin, Router, SingleNode};
 pub use sender::{
-    Backpressure, Encoding, FailedEvent, FlushReport, RejectedEvent, Sender, SenderConfig,
-    SenderStats,
+    Backpressure, Compression, Encoding, FailedEvent, FlushReport, RejectedEvent, Sender,
+    SenderConfig, SenderStats,
 };
 pub use sessiondb_protocol as protocol;
 pub use shard_map::{CachedAssignment, RouterStats, ShardMapRouter};
@@ -142,8 +117,11 @@ pub enum ClientError {
     /// [`ErrorCode::UnknownProject`], [`ErrorCode::Overloaded`]).
     #[error("server answered {status} {code}: {message}")]
     Api {
+        /// The HTTP status, e.g. 404.
         status: u16,
+        /// The stable error code of the body.
         code: ErrorCode,
+        /// The node's explanation.
         message: String,
         /// The answer's `Retry-After` in seconds (429 and `503 overloaded`
         /// carry one): how long to wait before sending again.
@@ -155,7 +133,9 @@ pub enum ClientError {
     /// [`ERROR_BODY_SNIPPET_BYTES_MAX`] bytes.
     #[error("answered {status} without a SessionDB error body: {body}")]
     UnexpectedErrorBody {
+        /// The HTTP status.
         status: u16,
+        /// The body's start, as text.
         body: String,
         /// The answer's `Retry-After` in seconds, if it had one.
         retry_after_seconds: Option<u64>,
@@ -164,8 +144,18 @@ pub enum ClientError {
     /// expected JSON type (usually a client/server version mismatch).
     #[error("could not decode the {status} answer from {url}")]
     Decode {
+        /// The URL asked.
         url: String,
+        /// The HTTP status (a success).
         status: u16,
+        /// The JSON decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The batch could not be written as JSON (nothing was sent).
+    #[error("could not encode the batch as JSON")]
+    Encode {
+        /// The JSON writer's error.
         #[source]
         source: serde_json::Error,
     },
@@ -173,7 +163,10 @@ pub enum ClientError {
     /// already holding `buffer_events_max` events. The event was not taken;
     /// try again after a flush, or use [`Backpressure::Wait`].
     #[error("the sender already holds {buffer_events_max} events (buffer_events_max); flush or slow down")]
-    BufferFull { buffer_events_max: usize },
+    BufferFull {
+        /// The sender's bound ([`SenderConfig::buffer_events_max`]).
+        buffer_events_max: usize,
+    },
     /// The sender was closed ([`Sender::close`]), or its worker is gone
     /// (the runtime is shutting down).
     #[error("the sender is closed")]
@@ -204,16 +197,25 @@ pub enum ClientError {
     },
     /// A [`SenderConfig`] (or a router's setup) is inconsistent.
     #[error("invalid sender configuration: {message}")]
-    InvalidConfig { message: String },
+    InvalidConfig {
+        /// Which setting is wrong, and why.
+        message: String,
+    },
     /// A CA file for [`Client::with_ca_pem`] / [`http_client_trusting`]
     /// holds no usable PEM certificate.
     #[error("invalid CA certificate: {message}")]
-    InvalidCa { message: String },
+    InvalidCa {
+        /// What is wrong with it.
+        message: String,
+    },
     /// A node answered a shard map this client cannot route with (an
     /// unknown shard function, or entries that do not match the shard
     /// count).
     #[error("unusable shard map: {message}")]
-    InvalidShardMap { message: String },
+    InvalidShardMap {
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -225,6 +227,7 @@ impl ClientError {
             | ClientError::Decode { status, .. } => Some(*status),
             ClientError::Transport { .. }
             | ClientError::InvalidUrl { .. }
+            | ClientError::Encode { .. }
             | ClientError::BufferFull { .. }
             | ClientError::SenderClosed
             | ClientError::DeliveryTimeout
@@ -261,19 +264,57 @@ impl ClientError {
     }
 }
 
+/// What [`Client::results`] and [`Client::timeseries`] do with a range
+/// whose ends are not on the project's bucket boundaries (the node answers
+/// only whole buckets, `docs/api.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RangeAlignment {
+    /// Widen the range to whole buckets: `from` down and `to` up to
+    /// multiples of the project's `bucket_ms`, so the answer covers at
+    /// least the range asked. The client reads `bucket_ms` from the
+    /// project's settings (`GET /v1/projects/{name}`, admin token, like the
+    /// query itself) on the first such query of a project and keeps it: a
+    /// project's bucket size never changes. The default.
+    #[default]
+    Outward,
+    /// Send the range as given: an end off a bucket boundary fails with
+    /// [`ErrorCode::UnalignedRange`].
+    Exact,
+}
+
 /// A query for `GET /v1/projects/{project}/experiments/{experiment}/results`.
 ///
 /// `None` and an empty `keys` leave the choice to the node (see
 /// `docs/api.md`: the whole range with data, no breakdown, every key seen,
 /// the lexicographically first variation as baseline).
+///
+/// ```
+/// use sessiondb_client::ResultsRequest;
+/// use std::time::Duration;
+///
+/// // The last 24 hours (widened to whole buckets), by browser.
+/// let request = ResultsRequest::new("shop", "checkout")
+///     .since(Duration::from_secs(24 * 3600))
+///     .breakdown("browser")
+///     .keys(["purchase"]);
+/// assert!(request.from.is_some() && request.to.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultsRequest {
+    /// The project's name.
     pub project: String,
+    /// The experiment's name.
     pub experiment: String,
-    /// Range start, ms since the epoch; a multiple of the project's `bucket_ms`.
+    /// Range start, ms since the epoch; moved down to a bucket boundary
+    /// unless `alignment` is [`RangeAlignment::Exact`].
     pub from: Option<i64>,
-    /// Range end (exclusive), ms since the epoch; a multiple of `bucket_ms`.
+    /// Range end (exclusive), ms since the epoch; moved up to a bucket
+    /// boundary unless `alignment` is [`RangeAlignment::Exact`]. `None`:
+    /// the end of the current bucket.
     pub to: Option<i64>,
+    /// What to do with ends off the project's bucket boundaries. Default
+    /// [`RangeAlignment::Outward`].
+    pub alignment: RangeAlignment,
     /// One of the project's `breakdown_attributes`.
     pub breakdown: Option<String>,
     /// Conversion keys. Sent comma-separated, so a key must not contain `,`.
@@ -293,6 +334,7 @@ impl ResultsRequest {
             experiment: experiment.into(),
             from: None,
             to: None,
+            alignment: RangeAlignment::Outward,
             breakdown: None,
             keys: Vec::new(),
             baseline: None,
@@ -322,26 +364,39 @@ impl ResultsRequest {
         self
     }
 
-    /// Restricts the results to `[from_ms, to_ms)`, ms since the epoch.
-    ///
-    /// Both ends must be multiples of the project's `bucket_ms`; the node
-    /// rejects a misaligned range rather than guessing which way to round.
+    /// Sets the expected allocation for the sample ratio mismatch check,
+    /// `variation:weight,…` naming every variation.
+    pub fn weights(mut self, weights: impl Into<String>) -> Self {
+        self.weights = Some(weights.into());
+        self
+    }
+
+    /// Restricts the results to `[from_ms, to_ms)`, ms since the epoch,
+    /// widened to whole buckets ([`RangeAlignment::Outward`]).
     pub fn range(mut self, from_ms: i64, to_ms: i64) -> Self {
         self.from = Some(from_ms);
         self.to = Some(to_ms);
         self
     }
 
-    /// Restricts the results to `[from_ms, now)`, ms since the epoch; the
-    /// same alignment rule as [`ResultsRequest::range`] applies to `from_ms`.
-    pub fn since(mut self, from_ms: i64) -> Self {
-        self.from = Some(from_ms);
+    /// Restricts the results to the last `duration` before this call (by
+    /// this machine's clock) up to the end of the current bucket; the start
+    /// is moved down to a bucket boundary ([`RangeAlignment::Outward`]).
+    pub fn since(mut self, duration: Duration) -> Self {
+        self.from = Some(ms_before_now(duration));
         self.to = None;
         self
     }
 
-    fn query(&self) -> Vec<(&'static str, String)> {
-        let mut query = range_query(self.from, self.to);
+    /// Sets what to do with ends off the bucket boundaries (default
+    /// [`RangeAlignment::Outward`]).
+    pub fn alignment(mut self, alignment: RangeAlignment) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    fn query(&self, (from, to): (Option<i64>, Option<i64>)) -> Vec<(&'static str, String)> {
+        let mut query = range_query(from, to);
         if let Some(breakdown) = &self.breakdown {
             query.push(("breakdown", breakdown.clone()));
         }
@@ -359,12 +414,19 @@ impl ResultsRequest {
 /// A query for `GET /v1/projects/{project}/experiments/{experiment}/timeseries`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimeSeriesRequest {
+    /// The project's name.
     pub project: String,
+    /// The experiment's name.
     pub experiment: String,
-    /// Range start, ms since the epoch; a multiple of the project's `bucket_ms`.
+    /// Range start, ms since the epoch; moved down to a bucket boundary
+    /// unless `alignment` is [`RangeAlignment::Exact`].
     pub from: Option<i64>,
-    /// Range end (exclusive), ms since the epoch; a multiple of `bucket_ms`.
+    /// Range end (exclusive), ms since the epoch; moved up to a bucket
+    /// boundary unless `alignment` is [`RangeAlignment::Exact`].
     pub to: Option<i64>,
+    /// What to do with ends off the project's bucket boundaries. Default
+    /// [`RangeAlignment::Outward`].
+    pub alignment: RangeAlignment,
     /// Conversion keys. Sent comma-separated, so a key must not contain `,`.
     pub keys: Vec<String>,
     /// Width of one point; a multiple of `bucket_ms` (node default: `bucket_ms`).
@@ -385,6 +447,7 @@ impl TimeSeriesRequest {
             experiment: experiment.into(),
             from: None,
             to: None,
+            alignment: RangeAlignment::Outward,
             keys: Vec::new(),
             interval_ms: None,
             breakdown: None,
@@ -392,8 +455,45 @@ impl TimeSeriesRequest {
         }
     }
 
-    fn query(&self) -> Vec<(&'static str, String)> {
-        let mut query = range_query(self.from, self.to);
+    /// Restricts the series to these conversion keys.
+    pub fn keys<I, K>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<String>,
+    {
+        self.keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// One point per `interval_ms` (a multiple of the project's `bucket_ms`).
+    pub fn interval_ms(mut self, interval_ms: i64) -> Self {
+        self.interval_ms = Some(interval_ms);
+        self
+    }
+
+    /// Restricts the series to `[from_ms, to_ms)`, widened to whole buckets.
+    pub fn range(mut self, from_ms: i64, to_ms: i64) -> Self {
+        self.from = Some(from_ms);
+        self.to = Some(to_ms);
+        self
+    }
+
+    /// Restricts the series to the last `duration` before this call, the
+    /// start moved down to a bucket boundary.
+    pub fn since(mut self, duration: Duration) -> Self {
+        self.from = Some(ms_before_now(duration));
+        self.to = None;
+        self
+    }
+
+    /// Sets what to do with ends off the bucket boundaries.
+    pub fn alignment(mut self, alignment: RangeAlignment) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    fn query(&self, (from, to): (Option<i64>, Option<i64>)) -> Vec<(&'static str, String)> {
+        let mut query = range_query(from, to);
         push_keys(&mut query, &self.keys);
         if let Some(interval_ms) = self.interval_ms {
             query.push(("interval_ms", interval_ms.to_string()));
@@ -406,6 +506,28 @@ impl TimeSeriesRequest {
         }
         query
     }
+}
+
+/// This machine's time minus `duration`, in ms since the epoch.
+fn ms_before_now(duration: Duration) -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    ms(since_epoch).saturating_sub(ms(duration))
+}
+
+/// `[from, to)` widened to multiples of `bucket_ms` (which is positive).
+fn align_outward(
+    (from, to): (Option<i64>, Option<i64>),
+    bucket_ms: i64,
+) -> (Option<i64>, Option<i64>) {
+    let down = |ms: i64| ms - ms.rem_euclid(bucket_ms);
+    let up = |ms: i64| match ms.rem_euclid(bucket_ms) {
+        0 => ms,
+        rest => ms.saturating_add(bucket_ms - rest),
+    };
+    (from.map(down), to.map(up))
 }
 
 fn range_query(from: Option<i64>, to: Option<i64>) -> Vec<(&'static str, String)> {
@@ -443,6 +565,9 @@ pub struct Client {
     timeout: Duration,
     /// Sent as `Authorization: Bearer` on every request (`with_token`).
     token: Option<Token>,
+    /// Each project's `bucket_ms`, learned for [`RangeAlignment::Outward`]
+    /// (it never changes); shared by clones.
+    bucket_ms: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 /// A credential whose `Debug` never shows it (clients end up in logs).
@@ -467,12 +592,17 @@ impl Client {
             http: reqwest::Client::new(),
             timeout: REQUEST_TIMEOUT_DEFAULT,
             token: None,
+            bucket_ms: Default::default(),
         }
     }
 
     /// Send `token` on every request as `Authorization: Bearer <token>`: the
     /// admin token, or a project's ingest key (which may only send events
-    /// to its project; `docs/security.md`).
+    /// to its project; `docs/security.md`). This is the client's one
+    /// credential: every call uses it (the cluster calls too), and so do
+    /// the senders and routers built from the client ([`Client::sender`],
+    /// [`Client::for_node`], [`RoundRobin::from_urls`],
+    /// [`ShardMapRouter::new`]).
     pub fn with_token(mut self, token: impl Into<String>) -> Client {
         self.token = Some(Token(std::sync::Arc::from(token.into())));
         self
@@ -505,6 +635,18 @@ impl Client {
         self
     }
 
+    /// A client for another node with this client's settings: its
+    /// credential, timeout, TLS trust, compression and connection pool.
+    /// Routers ([`RoundRobin::from_urls`], [`ShardMapRouter::new`]) make
+    /// their per-node clients this way, so one credential set with
+    /// [`Client::with_token`] goes with every request.
+    pub fn for_node(&self, base_url: impl Into<String>) -> Client {
+        Client {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            ..self.clone()
+        }
+    }
+
     /// The node's base URL, without a trailing `/`.
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -525,11 +667,8 @@ impl Client {
 
     /// `GET /v1/cluster` (admin token): members, leader, term and shard map
     /// as this node sees them.
-    pub async fn cluster_status(&self, admin_token: &str) -> Result<ClusterStatus, ClientError> {
-        let url = self.url(&["v1", "cluster"], &[]);
-        let request = self.http.get(&url).bearer_auth(admin_token);
-        let body = self.execute(request, &url).await?;
-        decode(&url, body)
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.get(&["v1", "cluster"], &[]).await
     }
 
     /// `POST /v1/cluster/shards/{shard}/move` (admin token, leader only):
@@ -537,20 +676,13 @@ impl Client {
     /// Another node answers 307 `not_leader` naming the leader (an
     /// [`ClientError::Api`] with that code). Waits up to
     /// [`SHARD_MOVE_TIMEOUT`] at least.
-    pub async fn move_shard(
-        &self,
-        admin_token: &str,
-        shard: u32,
-        to: u64,
-    ) -> Result<ShardMoveReport, ClientError> {
+    pub async fn move_shard(&self, shard: u32, to: u64) -> Result<ShardMoveReport, ClientError> {
         let url = self.url(
             &["v1", "cluster", "shards", &shard.to_string(), "move"],
             &[],
         );
         let request = self
-            .http
-            .post(&url)
-            .bearer_auth(admin_token)
+            .request(reqwest::Method::POST, &url)
             .timeout(self.timeout.max(SHARD_MOVE_TIMEOUT))
             .json(&MoveShardRequest { to });
         let body = self.execute_with_own_timeout(request, &url).await?;
@@ -560,15 +692,9 @@ impl Client {
     /// `POST /v1/cluster/rebalance` (admin token, leader only): plans a
     /// balanced shard map and carries out (a bounded number of) its moves.
     /// Waits up to [`REBALANCE_TIMEOUT`] at least.
-    pub async fn rebalance(&self, admin_token: &str) -> Result<RebalanceReport, ClientError> {
-        let url = self.url(&["v1", "cluster", "rebalance"], &[]);
-        let request = self
-            .http
-            .post(&url)
-            .bearer_auth(admin_token)
-            .timeout(self.timeout.max(REBALANCE_TIMEOUT));
-        let body = self.execute_with_own_timeout(request, &url).await?;
-        decode(&url, body)
+    pub async fn rebalance(&self) -> Result<RebalanceReport, ClientError> {
+        self.cluster_operation(&["v1", "cluster", "rebalance"])
+            .await
     }
 
     /// `GET /v1/shard-map`: the owner, its address and the epoch of every
@@ -582,57 +708,35 @@ impl Client {
     /// others; call again while `remaining_shards` is not 0. Any member
     /// forwards it to the leader. Waits up to [`REBALANCE_TIMEOUT`] at
     /// least.
-    pub async fn drain_node(
-        &self,
-        admin_token: &str,
-        node_id: u64,
-    ) -> Result<DrainReport, ClientError> {
-        self.cluster_operation(
-            admin_token,
-            &["v1", "cluster", "nodes", &node_id.to_string(), "drain"],
-        )
-        .await
+    pub async fn drain_node(&self, node_id: u64) -> Result<DrainReport, ClientError> {
+        self.cluster_operation(&["v1", "cluster", "nodes", &node_id.to_string(), "drain"])
+            .await
     }
 
     /// `POST /v1/cluster/nodes/{node}/undrain` (admin token): clears the
     /// member's draining mark, so a rebalance gives it shards again.
-    pub async fn undrain_node(
-        &self,
-        admin_token: &str,
-        node_id: u64,
-    ) -> Result<UndrainReport, ClientError> {
-        self.cluster_operation(
-            admin_token,
-            &["v1", "cluster", "nodes", &node_id.to_string(), "undrain"],
-        )
-        .await
+    pub async fn undrain_node(&self, node_id: u64) -> Result<UndrainReport, ClientError> {
+        self.cluster_operation(&["v1", "cluster", "nodes", &node_id.to_string(), "undrain"])
+            .await
     }
 
     /// `POST /v1/cluster/nodes/{node}/remove` (admin token): takes a
     /// drained member out of the cluster; its aggregates go to a remaining
     /// member.
-    pub async fn remove_node(
-        &self,
-        admin_token: &str,
-        node_id: u64,
-    ) -> Result<NodeRemoveReport, ClientError> {
-        self.cluster_operation(
-            admin_token,
-            &["v1", "cluster", "nodes", &node_id.to_string(), "remove"],
-        )
-        .await
+    pub async fn remove_node(&self, node_id: u64) -> Result<NodeRemoveReport, ClientError> {
+        self.cluster_operation(&["v1", "cluster", "nodes", &node_id.to_string(), "remove"])
+            .await
     }
 
+    /// A long-running operator call: POST with the client's credential,
+    /// waiting up to [`REBALANCE_TIMEOUT`] at least.
     async fn cluster_operation<T: DeserializeOwned>(
         &self,
-        admin_token: &str,
         path: &[&str],
     ) -> Result<T, ClientError> {
         let url = self.url(path, &[]);
         let request = self
-            .http
-            .post(&url)
-            .bearer_auth(admin_token)
+            .request(reqwest::Method::POST, &url)
             .timeout(self.timeout.max(REBALANCE_TIMEOUT));
         let body = self.execute_with_own_timeout(request, &url).await?;
         decode(&url, body)
@@ -725,27 +829,60 @@ impl Client {
         events: &[Event],
         encoding: Encoding,
     ) -> Result<IngestResponse, ClientError> {
+        self.send_compressed(events, encoding, Compression::None)
+            .await
+    }
+
+    /// `POST /v1/events`: send one batch in the given encoding, its body
+    /// compressed as `compression` says (`Content-Encoding: gzip` for
+    /// [`Compression::Gzip`]; `docs/client.md`, "Compression", says when it
+    /// pays).
+    pub async fn send_compressed(
+        &self,
+        events: &[Event],
+        encoding: Encoding,
+        compression: Compression,
+    ) -> Result<IngestResponse, ClientError> {
         let url = self.url(&["v1", "events"], &[]);
-        let request = match encoding {
-            Encoding::Json => self
-                .request(reqwest::Method::POST, &url)
-                .json(&EventBatchRef { events }),
-            Encoding::Binary => self
-                .request(reqwest::Method::POST, &url)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    protocol::binary::CONTENT_TYPE,
-                )
-                .body(protocol::binary::encode_batch(events)),
+        let (content_type, body) = match encoding {
+            Encoding::Json => (
+                "application/json",
+                serde_json::to_vec(&EventBatchRef { events })
+                    .map_err(|source| ClientError::Encode { source })?,
+            ),
+            Encoding::Binary => (
+                protocol::binary::CONTENT_TYPE,
+                protocol::binary::encode_batch(events),
+            ),
         };
-        let body = self.execute(request, &url).await?;
+        let mut request = self
+            .request(reqwest::Method::POST, &url)
+            .header(reqwest::header::CONTENT_TYPE, content_type);
+        let body = match compression {
+            Compression::None => body,
+            Compression::Gzip => {
+                request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
+                gzip(&body)
+            }
+        };
+        let body = self.execute(request.body(body), &url).await?;
         decode(&url, body)
     }
 
     /// Results of one experiment, per variation (and breakdown value).
+    ///
+    /// A range off the project's bucket boundaries is widened to whole
+    /// buckets first ([`RangeAlignment::Outward`], the default).
     pub async fn results(&self, request: &ResultsRequest) -> Result<ResultsResponse, ClientError> {
+        let range = self
+            .aligned(
+                &request.project,
+                request.alignment,
+                (request.from, request.to),
+            )
+            .await?;
         let path = experiment_path(&request.project, &request.experiment, "results");
-        self.get(&path, &request.query()).await
+        self.get(&path, &request.query(range)).await
     }
 
     /// `GET /v1/projects/{project}/experiments/{experiment}/weights`: the
@@ -779,13 +916,57 @@ impl Client {
         decode(&url, body)
     }
 
-    /// One experiment's counters over time, per variation.
+    /// One experiment's counters over time, per variation; the range is
+    /// aligned like [`Client::results`]'.
     pub async fn timeseries(
         &self,
         request: &TimeSeriesRequest,
     ) -> Result<TimeSeriesResponse, ClientError> {
+        let range = self
+            .aligned(
+                &request.project,
+                request.alignment,
+                (request.from, request.to),
+            )
+            .await?;
         let path = experiment_path(&request.project, &request.experiment, "timeseries");
-        self.get(&path, &request.query()).await
+        self.get(&path, &request.query(range)).await
+    }
+
+    /// The range to send: as given, or widened to the project's buckets.
+    async fn aligned(
+        &self,
+        project: &str,
+        alignment: RangeAlignment,
+        range: (Option<i64>, Option<i64>),
+    ) -> Result<(Option<i64>, Option<i64>), ClientError> {
+        if alignment == RangeAlignment::Exact || range == (None, None) {
+            return Ok(range);
+        }
+        let bucket_ms = self.bucket_ms_of(project).await?;
+        if bucket_ms <= 0 {
+            return Ok(range); // A node bug; let the node judge the range.
+        }
+        Ok(align_outward(range, bucket_ms))
+    }
+
+    /// The project's `bucket_ms`, asked once per project and kept.
+    async fn bucket_ms_of(&self, project: &str) -> Result<i64, ClientError> {
+        let known = self
+            .bucket_ms
+            .lock()
+            .expect("bucket cache lock")
+            .get(project)
+            .copied();
+        if let Some(bucket_ms) = known {
+            return Ok(bucket_ms);
+        }
+        let bucket_ms = self.project(project).await?.settings.bucket_ms;
+        self.bucket_ms
+            .lock()
+            .expect("bucket cache lock")
+            .insert(project.to_string(), bucket_ms);
+        Ok(bucket_ms)
     }
 
     async fn get<T: DeserializeOwned>(
@@ -899,6 +1080,19 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
+/// `body` gzipped at level 1: the fastest level, since the point is to
+/// spend little CPU for the bytes it saves on a slow link.
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    // Writing to a Vec cannot fail.
+    encoder.write_all(body).expect("write to a Vec");
+    encoder.finish().expect("finish into a Vec")
+}
+
 /// A `reqwest` client that trusts only the CA certificate(s) in `ca_pem`
 /// (for nodes running with TLS; share it between [`Client`]s).
 pub fn http_client_trusting(ca_pem: &[u8]) -> Result<reqwest::Client, ClientError> {
@@ -993,7 +1187,7 @@ mod tests {
 
     fn results_url(request: &ResultsRequest) -> String {
         let path = experiment_path(&request.project, &request.experiment, "results");
-        build_url(BASE, &path, &request.query())
+        build_url(BASE, &path, &request.query((request.from, request.to)))
     }
 
     #[test]
@@ -1021,9 +1215,35 @@ mod tests {
             ..ResultsRequest::new("shop", "checkout")
         };
         assert_eq!(built, literal);
-        let since = ResultsRequest::new("shop", "checkout").since(1_764_144_000_000);
-        assert_eq!(since.from, Some(1_764_144_000_000));
+        let before = ms_before_now(Duration::from_secs(3_600));
+        let since = ResultsRequest::new("shop", "checkout").since(Duration::from_secs(3_600));
+        let after = ms_before_now(Duration::from_secs(3_600));
+        assert!((before..=after).contains(&since.from.unwrap()), "{since:?}");
         assert_eq!(since.to, None);
+    }
+
+    #[test]
+    fn ranges_are_widened_to_whole_buckets() {
+        const HOUR_MS: i64 = 3_600_000;
+        let aligned = 1_764_144_000_000; // a multiple of an hour
+        assert_eq!(
+            align_outward((Some(aligned + 1), Some(aligned + HOUR_MS + 1)), HOUR_MS),
+            (Some(aligned), Some(aligned + 2 * HOUR_MS))
+        );
+        assert_eq!(
+            align_outward((Some(aligned), Some(aligned + HOUR_MS)), HOUR_MS),
+            (Some(aligned), Some(aligned + HOUR_MS)),
+            "aligned ends stay"
+        );
+        assert_eq!(
+            align_outward((Some(-1), None), HOUR_MS),
+            (Some(-HOUR_MS), None),
+            "before the epoch, down is still down"
+        );
+        assert_eq!(
+            align_outward((None, Some(i64::MAX)), HOUR_MS).1,
+            Some(i64::MAX)
+        );
     }
 
     #[test]
@@ -1101,7 +1321,7 @@ mod tests {
         };
         let path = experiment_path(&request.project, &request.experiment, "timeseries");
         assert_eq!(
-            build_url(BASE, &path, &request.query()),
+            build_url(BASE, &path, &request.query((request.from, request.to))),
             "http://127.0.0.1:7070/v1/projects/demo/experiments/homepage/timeseries\
              ?from=0&to=86400000&keys=purchase&interval_ms=3600000&breakdown=browser&baseline=control"
         );

@@ -33,13 +33,18 @@ pub enum Feedback {
     /// The node does not own `shard`; it names the owner at `epoch` when it
     /// knows it.
     NotOwner {
+        /// The events' shard, if the node said.
         shard: Option<u32>,
+        /// The owner, if the node knows it.
         owner: Option<u64>,
+        /// The shard's epoch as the node knows it.
         epoch: Option<u64>,
     },
     /// `shard` is being moved; its events are refused until the move ends.
     ShardMoving {
+        /// The moving shard, if the node said.
         shard: Option<u32>,
+        /// The shard's epoch as the node knows it.
         epoch: Option<u64>,
     },
     /// The request got no answer (connection refused, reset, timeout).
@@ -79,6 +84,7 @@ pub struct SingleNode {
 }
 
 impl SingleNode {
+    /// A router sending every batch to `client`'s node, with its settings.
     pub fn new(client: Client) -> SingleNode {
         SingleNode { client }
     }
@@ -109,16 +115,18 @@ impl RoundRobin {
         })
     }
 
-    /// A router over the nodes at `base_urls`, sharing one connection pool.
-    pub fn from_urls<I, S>(base_urls: I) -> Option<RoundRobin>
+    /// A router over the nodes at `base_urls`, each reached with
+    /// `client`'s settings ([`Client::for_node`]: credential, timeout, TLS,
+    /// the one connection pool); `client`'s own URL is not in the rotation
+    /// unless listed. `None` when the list is empty.
+    pub fn from_urls<I, S>(client: &Client, base_urls: I) -> Option<RoundRobin>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let http = reqwest::Client::new();
         let clients = base_urls
             .into_iter()
-            .map(|url| Client::new(url).with_http_client(http.clone()))
+            .map(|url| client.for_node(url))
             .collect();
         RoundRobin::new(clients)
     }
@@ -137,7 +145,9 @@ mod tests {
 
     #[test]
     fn round_robin_rotates_over_every_node() {
-        let router = RoundRobin::from_urls(["http://a:1", "http://b:2", "http://c:3"]).unwrap();
+        let template = Client::new("http://unused:1").with_token("the-one-credential");
+        let router =
+            RoundRobin::from_urls(&template, ["http://a:1", "http://b:2", "http://c:3"]).unwrap();
         let picked: Vec<String> = (0..6)
             .map(|_| router.route(&[], 0).base_url().to_string())
             .collect();
@@ -151,6 +161,16 @@ mod tests {
                 "http://b:2",
                 "http://c:3"
             ]
+        );
+        // Every node's client carries the template's one credential.
+        let request = router
+            .route(&[], 0)
+            .request(reqwest::Method::GET, "http://a:1/v1/status")
+            .build()
+            .unwrap();
+        assert_eq!(
+            request.headers()[reqwest::header::AUTHORIZATION],
+            "Bearer the-one-credential"
         );
         assert!(RoundRobin::new(Vec::new()).is_none());
     }

@@ -92,9 +92,13 @@ pub struct RouterStats {
 /// One shard of [`ShardMapRouter::assignments`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachedAssignment {
+    /// The shard's number.
     pub shard: u32,
+    /// The node the cached map names as owner.
     pub owner: u64,
+    /// The owner's epoch (grows with every move).
     pub epoch: u64,
+    /// A move of the shard was under way when the map was fetched.
     pub moving: bool,
 }
 
@@ -102,10 +106,9 @@ struct Inner {
     /// `https` when the seeds are, for the `host:port` addresses of a map.
     scheme: &'static str,
     seeds: Vec<Client>,
-    http: reqwest::Client,
-    /// The credential every client of the router sends (`with_token`):
-    /// an ingest key or the admin token, both of which open the shard map.
-    token: Option<String>,
+    /// The settings of every node's client (`Client::for_node`): the
+    /// credential, timeout, TLS trust and connection pool given to `new`.
+    template: Client,
     cache: RwLock<Cache>,
     refresh: Mutex<RefreshState>,
     next_seed: AtomicUsize,
@@ -143,31 +146,22 @@ impl fmt::Debug for ShardMapRouter {
 
 impl ShardMapRouter {
     /// A router that learns the map from any of `seed_urls` (base URLs,
-    /// `http://host:port`) on first use. Fails with
-    /// [`ClientError::InvalidConfig`] when the list is empty.
-    pub fn new<I, S>(seed_urls: I) -> Result<ShardMapRouter, ClientError>
+    /// `http://host:port`) on first use. Every request it makes — shard
+    /// map, event batches, to seeds and owners alike — has `client`'s
+    /// settings ([`Client::for_node`]): its credential (a project's ingest
+    /// key or the admin token, both of which open the shard map;
+    /// `docs/security.md`), timeout, TLS trust and connection pool.
+    /// `client`'s own URL is not a seed unless listed.
+    ///
+    /// Fails with [`ClientError::InvalidConfig`] when the list is empty.
+    pub fn new<I, S>(client: &Client, seed_urls: I) -> Result<ShardMapRouter, ClientError>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        ShardMapRouter::new_with_token(seed_urls, None)
-    }
-
-    /// [`ShardMapRouter::new`] whose requests (shard map, event batches)
-    /// carry `token` as `Authorization: Bearer`: a project's ingest key or
-    /// the admin token (`docs/security.md`).
-    pub fn new_with_token<I, S>(
-        seed_urls: I,
-        token: Option<String>,
-    ) -> Result<ShardMapRouter, ClientError>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let http = reqwest::Client::new();
         let seeds: Vec<Client> = seed_urls
             .into_iter()
-            .map(|url| with_token(Client::new(url).with_http_client(http.clone()), &token))
+            .map(|url| client.for_node(url))
             .collect();
         if seeds.is_empty() {
             return Err(ClientError::InvalidConfig {
@@ -182,9 +176,8 @@ impl ShardMapRouter {
         Ok(ShardMapRouter {
             inner: Arc::new(Inner {
                 scheme,
+                template: seeds[0].clone(),
                 seeds,
-                http,
-                token,
                 cache: RwLock::new(Cache::default()),
                 refresh: Mutex::new(RefreshState::default()),
                 next_seed: AtomicUsize::new(0),
@@ -197,25 +190,12 @@ impl ShardMapRouter {
 
     /// [`ShardMapRouter::new`], then one fetch of the map: fails with the
     /// last node's error when no seed answers with a usable map.
-    pub async fn connect<I, S>(seed_urls: I) -> Result<ShardMapRouter, ClientError>
+    pub async fn connect<I, S>(client: &Client, seed_urls: I) -> Result<ShardMapRouter, ClientError>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        ShardMapRouter::connect_with_token(seed_urls, None).await
-    }
-
-    /// [`ShardMapRouter::connect`] with a credential
-    /// ([`ShardMapRouter::new_with_token`]).
-    pub async fn connect_with_token<I, S>(
-        seed_urls: I,
-        token: Option<String>,
-    ) -> Result<ShardMapRouter, ClientError>
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let router = ShardMapRouter::new_with_token(seed_urls, token)?;
+        let router = ShardMapRouter::new(client, seed_urls)?;
         router.refresh_now().await?;
         Ok(router)
     }
@@ -253,6 +233,7 @@ impl ShardMapRouter {
         Some(cache.entries[shard_of(project, visitor, shards) as usize].owner)
     }
 
+    /// A snapshot of the router's counters.
     pub fn stats(&self) -> RouterStats {
         RouterStats {
             refreshes: self.inner.refreshes.load(Ordering::Relaxed),
@@ -389,11 +370,7 @@ impl Inner {
                 .get(&node)
                 .is_some_and(|client| client.base_url() == base_url);
             if !known {
-                let client = with_token(
-                    Client::new(base_url).with_http_client(self.http.clone()),
-                    &self.token,
-                );
-                cache.nodes.insert(node, client);
+                cache.nodes.insert(node, self.template.for_node(base_url));
             }
         }
         cache.version = cache.version.max(map.version);
@@ -515,14 +492,6 @@ impl Router for ShardMapRouter {
     }
 }
 
-/// `client` carrying `token`, if there is one.
-fn with_token(client: Client, token: &Option<String>) -> Client {
-    match token {
-        Some(token) => client.with_token(token.clone()),
-        None => client,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,7 +528,9 @@ mod tests {
 
     #[test]
     fn merge_keeps_the_larger_epoch_of_each_shard() {
-        let router = ShardMapRouter::new(["http://127.0.0.1:1"]).unwrap();
+        let router =
+            ShardMapRouter::new(&Client::new("http://127.0.0.1:1"), ["http://127.0.0.1:1"])
+                .unwrap();
         router
             .inner
             .merge(&map(10, &[(1, 1), (2, 2), (3, 2)]))
@@ -575,7 +546,9 @@ mod tests {
 
     #[test]
     fn maps_of_an_unknown_hash_or_broken_shape_are_refused() {
-        let router = ShardMapRouter::new(["http://127.0.0.1:1"]).unwrap();
+        let router =
+            ShardMapRouter::new(&Client::new("http://127.0.0.1:1"), ["http://127.0.0.1:1"])
+                .unwrap();
         let mut other_hash = map(1, &[(1, 1)]);
         other_hash.hash = "md5".into();
         let mut short = map(1, &[(1, 1), (1, 1)]);
@@ -592,12 +565,16 @@ mod tests {
             );
         }
         assert!(router.assignments().is_empty());
-        assert!(ShardMapRouter::new(Vec::<String>::new()).is_err());
+        assert!(
+            ShardMapRouter::new(&Client::new("http://127.0.0.1:1"), Vec::<String>::new()).is_err()
+        );
     }
 
     #[test]
     fn events_are_partitioned_by_the_owner_of_their_shard() {
-        let router = ShardMapRouter::new(["http://127.0.0.1:1"]).unwrap();
+        let router =
+            ShardMapRouter::new(&Client::new("http://127.0.0.1:1"), ["http://127.0.0.1:1"])
+                .unwrap();
         let event = |visitor: &str| Event {
             id: format!("e-{visitor}"),
             project: "p".into(),
@@ -626,7 +603,9 @@ mod tests {
 
     #[test]
     fn a_newer_not_owner_hint_reroutes_an_older_one_does_not() {
-        let router = ShardMapRouter::new(["http://127.0.0.1:1"]).unwrap();
+        let router =
+            ShardMapRouter::new(&Client::new("http://127.0.0.1:1"), ["http://127.0.0.1:1"])
+                .unwrap();
         router.inner.merge(&map(1, &[(1, 2), (2, 1)])).unwrap();
         let hint = |shard, owner, epoch| Feedback::NotOwner {
             shard: Some(shard),

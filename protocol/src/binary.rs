@@ -67,39 +67,89 @@ const PRESENT: u8 = 1;
 /// offset (from the start of the body) where the problem was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BinaryError {
+    /// The body does not start with the format's magic bytes `SDBB`.
     #[error("not a SessionDB binary batch: the body must start with \"SDBB\" (offset 0)")]
     BadMagic,
+    /// The batch is in a format version this build cannot read.
     #[error("unsupported binary batch version {version} at offset {offset}; this build reads version {VERSION}")]
-    UnsupportedVersion { offset: usize, version: u8 },
+    UnsupportedVersion {
+        /// Where the version byte is.
+        offset: usize,
+        /// The version the batch declares.
+        version: u8,
+    },
+    /// The body ends before a field it started.
     #[error("the batch ends at offset {offset} in the middle of {what}")]
-    Truncated { offset: usize, what: &'static str },
+    Truncated {
+        /// Where the body ended.
+        offset: usize,
+        /// The field being read, e.g. `"event id"`.
+        what: &'static str,
+    },
+    /// A varint is longer than 10 bytes or over `u64`.
     #[error(
         "malformed varint at offset {offset} (longer than {VARINT_BYTES_MAX} bytes or over u64)"
     )]
-    BadVarint { offset: usize },
+    BadVarint {
+        /// Where the varint starts.
+        offset: usize,
+    },
+    /// The batch declares more than [`BINARY_EVENTS_MAX`] events.
     #[error(
         "the batch declares {count} events at offset {offset}; the limit is {BINARY_EVENTS_MAX}"
     )]
-    TooManyEvents { offset: usize, count: u64 },
+    TooManyEvents {
+        /// Where the event count is.
+        offset: usize,
+        /// The count declared.
+        count: u64,
+    },
+    /// A length or count is over its limit.
     #[error("{what} at offset {offset} is {value}; the limit is {max}")]
     LimitExceeded {
+        /// Where the length or count is.
         offset: usize,
+        /// What it counts, e.g. `"attribute count"`.
         what: &'static str,
+        /// The value found.
         value: u64,
+        /// The limit.
         max: usize,
     },
+    /// A string field is not UTF-8.
     #[error("{what} at offset {offset} is not valid UTF-8")]
-    InvalidUtf8 { offset: usize, what: &'static str },
+    InvalidUtf8 {
+        /// Where the string starts.
+        offset: usize,
+        /// The field, e.g. `"visitor"`.
+        what: &'static str,
+    },
+    /// A tag byte (event type, timestamp form, presence) has no meaning.
     #[error("unknown {what} tag {tag} at offset {offset}")]
     InvalidTag {
+        /// Where the tag is.
         offset: usize,
+        /// Which tag, e.g. `"event type"`.
         what: &'static str,
+        /// The byte found.
         tag: u8,
     },
+    /// One event names an attribute twice.
     #[error("attribute `{name}` appears twice in one event (offset {offset})")]
-    DuplicateAttribute { offset: usize, name: String },
+    DuplicateAttribute {
+        /// Where the second one is.
+        offset: usize,
+        /// The attribute's name.
+        name: String,
+    },
+    /// Bytes follow the last declared event.
     #[error("{count} unexpected bytes after the last event, from offset {offset}")]
-    TrailingBytes { offset: usize, count: usize },
+    TrailingBytes {
+        /// Where the extra bytes start.
+        offset: usize,
+        /// How many there are.
+        count: usize,
+    },
 }
 
 impl BinaryError {

@@ -7,6 +7,8 @@
 //!
 //! Field names are part of the public API and documented in `docs/api.md`.
 
+#![deny(missing_docs)]
+
 pub mod binary;
 pub mod codes;
 pub mod hashing;
@@ -20,16 +22,22 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
+    /// A page view (one page shown to the visitor).
     Pageview,
+    /// A click on a tracked element.
     Click,
+    /// A custom event, e.g. a conversion named by `key`.
     Custom,
+    /// An exposure: the visitor was assigned `decisions`' variations.
     Decision,
 }
 
 /// One exposure of a visitor to an experiment variation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
+    /// The experiment's name.
     pub experiment: String,
+    /// The variation the visitor was assigned.
     pub variation: String,
 }
 
@@ -38,25 +46,40 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Timestamp {
+    /// Milliseconds since the Unix epoch.
     Milliseconds(i64),
+    /// An RFC 3339 date and time, e.g. `2026-01-31T10:00:00Z`.
     Rfc3339(String),
 }
 
 /// One event as sent by a client (`docs/api.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Unique per project: the node applies an event once and counts a resend
+    /// with the same id as a duplicate.
     pub id: String,
+    /// The project the event belongs to.
     pub project: String,
+    /// The visitor the event happened to; an event's shard is a function of
+    /// project and visitor.
     pub visitor: String,
+    /// When the event happened.
     pub ts: Timestamp,
+    /// What kind of event this is (`type` on the wire).
     #[serde(rename = "type")]
     pub event_type: EventType,
+    /// The conversion key of a custom event, e.g. `purchase`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The value of a custom event, e.g. a price; decimal on the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    /// Attributes of the event (browser, country, …); results break down by
+    /// those the project lists in `breakdown_attributes`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// For a decision event: the experiments and variations the visitor was
+    /// assigned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<Decision>,
 }
@@ -185,6 +208,7 @@ impl Event {
 /// A native ingest batch: `POST /v1/events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBatch {
+    /// The events, each judged on its own.
     pub events: Vec<Event>,
 }
 
@@ -214,8 +238,11 @@ pub struct Rejection {
 /// earlier, so nothing changed), or rejected with its index and a reason.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct IngestResponse {
+    /// Events newly applied.
     pub accepted: u64,
+    /// Events already applied before (same project and id): nothing changed.
     pub duplicates: u64,
+    /// Events refused, each with its index in the batch and a reason.
     pub rejected: Vec<Rejection>,
 }
 
@@ -233,14 +260,26 @@ pub struct ErrorResponse {
 /// `docs/api.md` for ranges.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectSettings {
+    /// A session ends after this long without an event, in ms.
     pub session_gap_ms: i64,
+    /// A session is cut after this long, in ms.
     pub session_max_ms: i64,
+    /// Whether sessions are cut at midnight in `time_zone`.
     pub midnight_split: bool,
+    /// The IANA time zone of day boundaries, e.g. `Europe/Berlin`.
     pub time_zone: String,
+    /// How late (behind the node's clock) an event may arrive and still be
+    /// accepted, in ms.
     pub allowed_lateness_ms: i64,
+    /// How far ahead of the node's clock an event may be, in ms.
     pub future_skew_ms: i64,
+    /// The width of one aggregate time bucket, in ms; query ranges are whole
+    /// buckets. Fixed at creation.
     pub bucket_ms: i64,
+    /// HyperLogLog precision of the active-visitor sketches (registers = 2^p).
+    /// Fixed at creation.
     pub hll_precision: u8,
+    /// How long aggregates are kept, in ms.
     pub retention_ms: i64,
     /// Attributes that results can be broken down by. A visitor's value for
     /// each is taken from its exposure event.
@@ -250,7 +289,9 @@ pub struct ProjectSettings {
 /// `POST /v1/projects`: create a project. Unset settings take defaults.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CreateProject {
+    /// The new project's name.
     pub name: String,
+    /// Settings differing from the defaults.
     #[serde(default)]
     pub settings: ProjectSettingsPatch,
 }
@@ -259,24 +300,34 @@ pub struct CreateProject {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectSettingsPatch {
+    /// See [`ProjectSettings::session_gap_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_gap_ms: Option<i64>,
+    /// See [`ProjectSettings::session_max_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_max_ms: Option<i64>,
+    /// See [`ProjectSettings::midnight_split`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub midnight_split: Option<bool>,
+    /// See [`ProjectSettings::time_zone`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// See [`ProjectSettings::allowed_lateness_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_lateness_ms: Option<i64>,
+    /// See [`ProjectSettings::future_skew_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub future_skew_ms: Option<i64>,
+    /// See [`ProjectSettings::bucket_ms`]; only at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_ms: Option<i64>,
+    /// See [`ProjectSettings::hll_precision`]; only at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hll_precision: Option<u8>,
+    /// See [`ProjectSettings::retention_ms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<i64>,
+    /// See [`ProjectSettings::breakdown_attributes`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown_attributes: Option<Vec<String>>,
 }
@@ -284,7 +335,9 @@ pub struct ProjectSettingsPatch {
 /// A project as returned by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Project {
+    /// The project's name.
     pub name: String,
+    /// The project's settings, defaults filled in.
     pub settings: ProjectSettings,
     /// Experiments that have received at least one decision.
     pub experiments: Vec<String>,
@@ -300,13 +353,16 @@ pub struct Project {
 /// `GET /v1/projects`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProjectList {
+    /// Every project, by name.
     pub projects: Vec<Project>,
 }
 
 /// An estimate with its standard error (HyperLogLog counts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
+    /// The estimate.
     pub value: f64,
+    /// Its standard error.
     pub standard_error: f64,
 }
 
@@ -322,6 +378,7 @@ pub struct Comparison {
     /// Fixed-horizon 95% confidence interval of the relative improvement:
     /// valid for one look at a sample size fixed in advance.
     pub ci_low: f64,
+    /// Upper end of the fixed-horizon interval (see `ci_low`).
     pub ci_high: f64,
     /// Fixed-horizon two-sided p-value (same caveat as the interval).
     pub p_value: f64,
@@ -338,6 +395,7 @@ pub struct Comparison {
     /// valid at every look at once. Absent with `always_valid_p_value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cs_low: Option<f64>,
+    /// Upper end of the confidence sequence (see `cs_low`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cs_high: Option<f64>,
 }
@@ -345,14 +403,19 @@ pub struct Comparison {
 /// Metrics of one conversion key for one variation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyMetrics {
+    /// The conversion key.
     pub key: String,
+    /// Visitors with at least one conversion on the key.
     pub unique_conversions: i64,
+    /// Conversion events on the key.
     pub total_conversions: i64,
     /// Sum of the converting events' values.
     pub value_sum: f64,
     /// Σ over visitors of (their converted value)², see `docs/semantics.md`.
     pub value_sum_squares: f64,
+    /// `unique_conversions / visitors` (0 without visitors).
     pub conversion_rate: f64,
+    /// `value_sum / visitors` (0 without visitors).
     pub value_per_visitor: f64,
     /// Sessions (starting in range, counted for this variation) that
     /// contain a conversion on this key.
@@ -368,28 +431,41 @@ pub struct KeyMetrics {
 /// Session metrics of one variation (`docs/semantics.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionMetrics {
+    /// Sessions counted for the experiment that started in the range.
     pub sessions: i64,
+    /// Sessions of exactly one event.
     pub bounced_sessions: i64,
+    /// Total duration of the sessions, in ms.
     pub duration_ms_sum: i64,
+    /// Total page views of the sessions.
     pub pageviews_sum: i64,
+    /// `bounced_sessions / sessions` (0 without sessions).
     pub bounce_rate: f64,
+    /// `duration_ms_sum / sessions`, in ms (0 without sessions).
     pub duration_ms_mean: f64,
+    /// `pageviews_sum / sessions` (0 without sessions).
     pub pageviews_per_session: f64,
 }
 
 /// Results of one variation (within one breakdown group).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariationResults {
+    /// The variation's name.
     pub variation: String,
     /// The id the variation's compatible format named it by, when the
     /// project's experiment aliases know it (`docs/ingest-formats.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variation_id: Option<String>,
+    /// Visitors assigned to the variation (exact).
     pub visitors: i64,
     /// Decisions that disagreed with the visitor's sticky variation.
     pub conflicts: i64,
+    /// Visitors (exposed before) with an event in the range: a
+    /// HyperLogLog estimate with its standard error.
     pub active_visitors: Estimate,
+    /// The variation's sessions.
     pub sessions: SessionMetrics,
+    /// Per conversion key of the query, its metrics.
     pub metrics: Vec<KeyMetrics>,
 }
 
@@ -417,6 +493,7 @@ pub struct ResultsGroup {
     /// the query has no breakdown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown_value: Option<String>,
+    /// The variations, sorted by name.
     pub variations: Vec<VariationResults>,
     /// Sample ratio mismatch check of this group's visitors; absent with
     /// fewer than two variations or no visitors.
@@ -428,6 +505,7 @@ pub struct ResultsGroup {
 /// expected allocation (`docs/statistics.md`, "Sample ratio mismatch").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleRatioMismatch {
+    /// The chi-square test's p-value.
     pub p_value: f64,
     /// Per variation, its expected share of visitors (summing to 1): equal
     /// unless the query gave `weights`.
@@ -459,6 +537,7 @@ pub enum WeightsSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetExperimentWeights {
+    /// The weight of each variation (relative: 2 and 1 mean two thirds and one third).
     pub weights: BTreeMap<String, f64>,
 }
 
@@ -467,14 +546,18 @@ pub struct SetExperimentWeights {
 /// is `null` when none are stored (the check then assumes equal shares).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExperimentWeights {
+    /// The project asked.
     pub project: String,
+    /// The experiment asked.
     pub experiment: String,
+    /// The stored weights; `None` when none are stored (equal shares are expected).
     pub weights: Option<BTreeMap<String, f64>>,
 }
 
 /// `GET /v1/projects/{project}/experiments/{experiment}/results`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultsResponse {
+    /// The project asked.
     pub project: String,
     /// The name the experiment's events are stored under (for Optimizely,
     /// its key), whether the query named it by that or by its id.
@@ -483,12 +566,19 @@ pub struct ResultsResponse {
     /// project's experiment aliases know it (`docs/ingest-formats.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_id: Option<String>,
+    /// Start of the range answered, ms since the epoch (a bucket boundary).
     pub from: i64,
+    /// End (exclusive) of the range answered, ms since the epoch (a bucket
+    /// boundary).
     pub to: i64,
+    /// The breakdown attribute, if the query had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<String>,
+    /// The baseline variation the comparisons are against.
     pub baseline: Option<String>,
+    /// The conversion keys answered.
     pub keys: Vec<String>,
+    /// One group per breakdown value (one group without breakdown).
     pub groups: Vec<ResultsGroup>,
     /// In a cluster: true when a member did not answer in time, so the
     /// numbers lack its share (`docs/cluster.md`, "Query fan-out and merge").
@@ -523,12 +613,17 @@ fn is_false(value: &bool) -> bool {
 pub struct TimeSeriesPoint {
     /// Bucket start, ms since the epoch.
     pub ts: i64,
+    /// Visitors assigned in the bucket.
     pub visitors: i64,
+    /// Visitors with an event in the bucket (estimate).
     pub active_visitors: f64,
+    /// Sessions that started in the bucket.
     pub sessions: i64,
     /// Per requested key, in the order of `TimeSeriesResponse::keys`.
     pub total_conversions: Vec<i64>,
+    /// Per requested key: visitors converting in the bucket.
     pub unique_conversions: Vec<i64>,
+    /// Per requested key: the sum of the converting events' values.
     pub value_sum: Vec<f64>,
     /// Per requested key, in the order of `TimeSeriesResponse::keys`: this
     /// variation against the baseline over everything from `from` to the
@@ -545,37 +640,48 @@ pub struct TimeSeriesPoint {
 /// are for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CumulativeComparison {
+    /// The comparison of conversion rates (unique conversions per visitor).
     pub rate_comparison: Option<Comparison>,
+    /// The comparison of values per visitor.
     pub value_comparison: Option<Comparison>,
 }
 
 /// The series of one breakdown value (`TimeSeriesResponse::groups`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimeSeriesGroup {
+    /// The breakdown value; `None` for visitors without one.
     pub breakdown_value: Option<String>,
+    /// Every variation's series within this value.
     pub variations: Vec<VariationSeries>,
 }
 
 /// The series of one variation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariationSeries {
+    /// The variation's name.
     pub variation: String,
     /// As in `VariationResults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variation_id: Option<String>,
+    /// One point per interval of the range, in time order.
     pub points: Vec<TimeSeriesPoint>,
 }
 
 /// `GET /v1/projects/{project}/experiments/{experiment}/timeseries`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimeSeriesResponse {
+    /// The project asked.
     pub project: String,
+    /// The experiment asked.
     pub experiment: String,
     /// As in `ResultsResponse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment_id: Option<String>,
+    /// Start of the range answered, ms since the epoch.
     pub from: i64,
+    /// End (exclusive) of the range answered, ms since the epoch.
     pub to: i64,
+    /// The width of one point, in ms.
     pub interval_ms: i64,
     /// The breakdown attribute asked; with one, `variations` is empty and
     /// `groups` holds one series per breakdown value.
@@ -584,6 +690,7 @@ pub struct TimeSeriesResponse {
     /// The variation the cumulative comparisons are against.
     #[serde(default)]
     pub baseline: Option<String>,
+    /// The conversion keys of the points' per-key vectors, in order.
     pub keys: Vec<String>,
     /// Without a breakdown: the series of every variation.
     pub variations: Vec<VariationSeries>,
@@ -595,6 +702,7 @@ pub struct TimeSeriesResponse {
     /// the series is then too low.
     #[serde(default, skip_serializing_if = "is_false")]
     pub partial: bool,
+    /// The members whose shares are missing when `partial`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_nodes: Vec<u64>,
 }
@@ -602,19 +710,28 @@ pub struct TimeSeriesResponse {
 /// `GET /v1/status`: what a node is and how it is doing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// The node's id in the cluster.
     pub node_id: u64,
+    /// The node's version.
     pub version: String,
+    /// The number of shards.
     pub shards: u32,
+    /// Projects on the node.
     pub projects: u64,
+    /// Visitors the node holds state for.
     pub live_visitors: u64,
     /// Events held inside the lateness horizon; older sessions are frozen
     /// into per-visitor summaries.
     pub retained_events: u64,
     /// Aggregate cells (cell × bucket) held by the aggregate actors.
     pub segment_cells: u64,
+    /// Events accepted since the node started.
     pub events_accepted: u64,
+    /// Events answered as duplicates since the node started.
     pub events_duplicate: u64,
+    /// Events rejected since the node started.
     pub events_rejected: u64,
+    /// The node's clock, ms since the epoch.
     pub now_ms: i64,
     /// What the storage went through: a failed log, what recovery repaired.
     #[serde(default)]
@@ -647,7 +764,9 @@ pub struct StorageStatus {
 /// A checkpoint recovery skipped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedCheckpoint {
+    /// The checkpoint's id.
     pub id: u64,
+    /// Why it could not be used.
     pub reason: String,
 }
 
@@ -656,11 +775,15 @@ pub struct SkippedCheckpoint {
 pub struct CheckpointResponse {
     /// Every log record up to this position is in the checkpoint.
     pub position: u64,
+    /// Size of the checkpoint.
     pub bytes: u64,
+    /// Visitors in the checkpoint.
     pub visitors: u64,
     /// How long ingest waited at the checkpoint's barrier.
     pub pause_ms: u64,
+    /// How long the checkpoint took, in ms.
     pub duration_ms: u64,
+    /// Log segments the checkpoint made unneeded and removed.
     pub log_segments_removed: u64,
 }
 
@@ -679,16 +802,22 @@ pub enum MemberRole {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RaftState {
+    /// Leads the group: changes go through it.
     Leader,
+    /// Follows a leader.
     Follower,
+    /// Asks for votes in an election.
     Candidate,
+    /// Receives the replicated state without voting.
     Learner,
+    /// The Raft node is stopping.
     Shutdown,
 }
 
 /// `POST /v1/cluster/join` (cluster secret): a node asks to become a member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
+    /// The joining node's id.
     pub node_id: u64,
     /// Where the other nodes reach the joining node (`host:port`).
     pub address: String,
@@ -722,7 +851,9 @@ pub struct ClusterIdentity {
 /// The answer to a successful join: the node is a member with this role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinResponse {
+    /// The new member's id.
     pub node_id: u64,
+    /// Its part in the group.
     pub role: MemberRole,
     /// The leader that admitted the node.
     pub leader_id: u64,
@@ -734,16 +865,22 @@ pub struct JoinResponse {
 pub struct NotLeader {
     /// Always [`ErrorCode::NotLeader`].
     pub error: ErrorCode,
+    /// Why the change was refused here.
     pub message: String,
+    /// The leader, if this node knows one.
     pub leader_id: Option<u64>,
+    /// The leader's address (`host:port`), if known.
     pub leader_address: Option<String>,
 }
 
 /// One member in `ClusterStatus`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMember {
+    /// The member's id.
     pub node_id: u64,
+    /// Where it serves HTTP (`host:port`).
     pub address: String,
+    /// Its part in the placement group.
     pub role: MemberRole,
     /// Being drained: its shards move away and it receives none.
     #[serde(default)]
@@ -753,7 +890,9 @@ pub struct ClusterMember {
 /// One shard in `ClusterStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardOwnership {
+    /// The shard's number.
     pub shard: u32,
+    /// The node that owns the shard.
     pub owner: u64,
     /// Grows by one each time the shard changes owner.
     pub epoch: u64,
@@ -766,9 +905,11 @@ pub struct ShardOwnership {
 pub struct ClusterStatus {
     /// The node that answered.
     pub node_id: u64,
+    /// This node's part in the placement group now.
     pub state: RaftState,
     /// The leader this node knows of, if any.
     pub leader: Option<u64>,
+    /// The Raft term this node is in.
     pub term: u64,
     /// The last Raft log index this node applied (`None` before the first).
     pub applied_index: Option<u64>,
@@ -785,7 +926,9 @@ pub struct ClusterStatus {
 /// (`docs/cluster.md`, "Removing a node").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiredStores {
+    /// The departed node.
     pub node_id: u64,
+    /// The member that keeps its aggregates.
     pub kept_by: u64,
 }
 
@@ -794,9 +937,12 @@ pub struct RetiredStores {
 /// many it still owns (call again while it is not 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainReport {
+    /// The node being drained.
     pub node_id: u64,
+    /// The moves of this call (flattened into the answer).
     #[serde(flatten)]
     pub moves: RebalanceReport,
+    /// Shards the node still owns; 0 when drained.
     pub remaining_shards: u32,
 }
 
@@ -806,10 +952,13 @@ pub struct DrainReport {
 /// move. The node stays draining; run the drain again or undrain it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainFailure {
+    /// `move_failed` or `node_unreachable`.
     pub error: ErrorCode,
+    /// What failed, for a person.
     pub message: String,
     /// The shards whose moves failed (also in `failures`, with why).
     pub failed_shards: Vec<u32>,
+    /// The drain's report, its fields beside `error` and `message`.
     #[serde(flatten)]
     pub report: DrainReport,
 }
@@ -818,6 +967,7 @@ pub struct DrainFailure {
 /// receive shards again (a rebalance gives it some).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UndrainReport {
+    /// The member asked.
     pub node_id: u64,
     /// Whether the node was draining before the call.
     pub was_draining: bool,
@@ -827,10 +977,13 @@ pub struct UndrainReport {
 /// the membership and its aggregates live in `stores_kept_by`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRemoveReport {
+    /// The removed node.
     pub node_id: u64,
+    /// The member that keeps its aggregates now.
     pub stores_kept_by: u64,
     /// Size of the handed-over aggregates.
     pub bytes: u64,
+    /// How long the removal took, in ms.
     pub duration_ms: u64,
 }
 
@@ -839,11 +992,31 @@ pub struct NodeRemoveReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "operation", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LeaderOperation {
-    MoveShard { shard: u32, to: u64 },
+    /// Move `shard` to member `to` (`POST /v1/cluster/shards/{shard}/move`).
+    MoveShard {
+        /// The shard to move.
+        shard: u32,
+        /// The member it goes to.
+        to: u64,
+    },
+    /// Rebalance the shard map (`POST /v1/cluster/rebalance`).
     Rebalance,
-    Drain { node_id: u64 },
-    Undrain { node_id: u64 },
-    Remove { node_id: u64 },
+    /// Drain member `node_id` (`POST /v1/cluster/nodes/{id}/drain`).
+    Drain {
+        /// The member to drain.
+        node_id: u64,
+    },
+    /// Clear member `node_id`'s draining mark
+    /// (`POST /v1/cluster/nodes/{id}/undrain`).
+    Undrain {
+        /// The member to undrain.
+        node_id: u64,
+    },
+    /// Remove drained member `node_id` (`POST /v1/cluster/nodes/{id}/remove`).
+    Remove {
+        /// The member to remove.
+        node_id: u64,
+    },
 }
 
 /// `POST /v1/internal/partial` (cluster secret): a coordinating node asks a
@@ -852,15 +1025,20 @@ pub enum LeaderOperation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartialRequest {
+    /// The project.
     pub project: String,
+    /// The experiment.
     pub experiment: String,
     /// `None`: only the member's first bucket of the experiment is asked
     /// (the coordinator resolves a missing `from` with it).
     #[serde(default)]
     pub from: Option<i64>,
+    /// End (exclusive) of the range, ms since the epoch.
     pub to: i64,
+    /// The breakdown attribute, if any.
     #[serde(default)]
     pub breakdown: Option<String>,
+    /// The conversion keys asked.
     #[serde(default)]
     pub keys: Vec<String>,
     /// Set for a time series: the share is one partial per interval of
@@ -874,12 +1052,14 @@ pub struct PartialRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MoveShardRequest {
+    /// The member that receives the shard.
     pub to: u64,
 }
 
 /// A finished shard move.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMoveReport {
+    /// The shard moved.
     pub shard: u32,
     /// The previous owner.
     pub from: u64,
@@ -896,19 +1076,26 @@ pub struct ShardMoveReport {
 /// One planned move of a rebalance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedMove {
+    /// The shard to move.
     pub shard: u32,
+    /// Its owner now.
     pub from: u64,
+    /// The member it goes to.
     pub to: u64,
 }
 
 /// A planned move that failed, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailedMove {
+    /// The shard.
     pub shard: u32,
+    /// Its owner.
     pub from: u64,
+    /// The member it was to go to.
     pub to: u64,
     /// Why, e.g. [`ErrorCode::MoveFailed`].
     pub error: ErrorCode,
+    /// What went wrong.
     pub message: String,
 }
 
@@ -920,6 +1107,7 @@ pub struct RebalanceReport {
     /// Every move the balanced map needs (may be longer than what one call
     /// carries out).
     pub plan: Vec<PlannedMove>,
+    /// The moves carried out, in order.
     pub moved: Vec<ShardMoveReport>,
     /// The first move that failed (also first in `failures`).
     pub failed: Option<FailedMove>,
@@ -985,6 +1173,7 @@ pub struct ShardMap {
 /// One shard of a [`ShardMap`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMapEntry {
+    /// The shard's number.
     pub shard: u32,
     /// The node that accepts the shard's events at `epoch`.
     pub owner: u64,

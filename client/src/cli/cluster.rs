@@ -8,9 +8,9 @@ use crate::Client;
 use std::collections::BTreeMap;
 
 /// `sessiondb-ctl cluster status`: `GET /v1/cluster` with the admin token.
-pub async fn status(client: &Client, context: &Context, admin_token: &str) -> Result<u8, CliError> {
+pub async fn status(client: &Client, context: &Context) -> Result<u8, CliError> {
     let status = client
-        .cluster_status(admin_token)
+        .cluster_status()
         .await
         .map_err(|error| context.client_error(error))?;
     if context.json {

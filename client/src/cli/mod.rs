@@ -196,7 +196,6 @@ pub async fn run(mut cli: Cli, sources: CredentialSources) -> Result<u8, CliErro
         Some(token) => Client::new(cli.node.clone()).with_token(token),
         None => Client::new(cli.node.clone()),
     };
-    let admin_token = cli.admin_token.unwrap_or_default();
     if let Some(path) = &cli.ca_file {
         let pem = std::fs::read(path).map_err(|error| {
             CliError::new(
@@ -238,25 +237,21 @@ pub async fn run(mut cli: Cli, sources: CredentialSources) -> Result<u8, CliErro
         Command::Import(args) => import::run(&client, &context, args).await,
         Command::Results(args) => results::run(&client, &context, args).await,
         Command::Weights(args) => weights::run(&client, &context, args).await,
-        Command::Cluster(ClusterCommand::Status) => {
-            cluster::status(&client, &context, &admin_token).await
-        }
-        Command::Shards(ShardsCommand::List) => shards::list(&client, &context, &admin_token).await,
+        Command::Cluster(ClusterCommand::Status) => cluster::status(&client, &context).await,
+        Command::Shards(ShardsCommand::List) => shards::list(&client, &context).await,
         Command::Shards(ShardsCommand::Move { shard, to }) => {
-            shards::move_shard(&client, &context, &admin_token, shard, to).await
+            shards::move_shard(&client, &context, shard, to).await
         }
-        Command::Shards(ShardsCommand::Rebalance) => {
-            shards::rebalance(&client, &context, &admin_token).await
-        }
-        Command::Nodes(NodesCommand::List) => nodes::list(&client, &context, &admin_token).await,
+        Command::Shards(ShardsCommand::Rebalance) => shards::rebalance(&client, &context).await,
+        Command::Nodes(NodesCommand::List) => nodes::list(&client, &context).await,
         Command::Nodes(NodesCommand::Drain { node_id }) => {
-            nodes::drain(&client, &context, &admin_token, node_id).await
+            nodes::drain(&client, &context, node_id).await
         }
         Command::Nodes(NodesCommand::Undrain { node_id }) => {
-            nodes::undrain(&client, &context, &admin_token, node_id).await
+            nodes::undrain(&client, &context, node_id).await
         }
         Command::Nodes(NodesCommand::Remove { node_id }) => {
-            nodes::remove(&client, &context, &admin_token, node_id).await
+            nodes::remove(&client, &context, node_id).await
         }
     }
 }

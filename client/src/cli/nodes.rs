@@ -12,9 +12,9 @@ use crate::Client;
 const DRAIN_CALLS_MAX: usize = 256;
 
 /// `sessiondb-ctl nodes list`: the members of `GET /v1/cluster`.
-pub async fn list(client: &Client, context: &Context, admin_token: &str) -> Result<u8, CliError> {
+pub async fn list(client: &Client, context: &Context) -> Result<u8, CliError> {
     let status = client
-        .cluster_status(admin_token)
+        .cluster_status()
         .await
         .map_err(|error| context.client_error(error))?;
     if context.json {
@@ -28,17 +28,12 @@ pub async fn list(client: &Client, context: &Context, admin_token: &str) -> Resu
 /// `sessiondb-ctl nodes drain <node>`: drain calls until the node owns no
 /// shard, with a progress line per call. Exits with `EXIT_FAILED` when a
 /// move failed or a call made no progress.
-pub async fn drain(
-    client: &Client,
-    context: &Context,
-    admin_token: &str,
-    node_id: u64,
-) -> Result<u8, CliError> {
+pub async fn drain(client: &Client, context: &Context, node_id: u64) -> Result<u8, CliError> {
     let mut reports: Vec<DrainReport> = Vec::new();
     let mut moved_total = 0_usize;
     for _ in 0..DRAIN_CALLS_MAX {
         let report = client
-            .drain_node(admin_token, node_id)
+            .drain_node(node_id)
             .await
             .map_err(|error| context.client_error(error))?;
         moved_total += report.moves.moved.len();
@@ -83,14 +78,9 @@ fn finish(context: &Context, reports: &[DrainReport], code: u8) -> Result<u8, Cl
 }
 
 /// `sessiondb-ctl nodes undrain <node>`.
-pub async fn undrain(
-    client: &Client,
-    context: &Context,
-    admin_token: &str,
-    node_id: u64,
-) -> Result<u8, CliError> {
+pub async fn undrain(client: &Client, context: &Context, node_id: u64) -> Result<u8, CliError> {
     let report = client
-        .undrain_node(admin_token, node_id)
+        .undrain_node(node_id)
         .await
         .map_err(|error| context.client_error(error))?;
     if context.json {
@@ -108,15 +98,10 @@ pub async fn undrain(
 }
 
 /// `sessiondb-ctl nodes remove <node>`.
-pub async fn remove(
-    client: &Client,
-    context: &Context,
-    admin_token: &str,
-    node_id: u64,
-) -> Result<u8, CliError> {
+pub async fn remove(client: &Client, context: &Context, node_id: u64) -> Result<u8, CliError> {
     eprintln!("removing node {node_id}: handing its aggregates to another member…");
     let report = client
-        .remove_node(admin_token, node_id)
+        .remove_node(node_id)
         .await
         .map_err(|error| context.client_error(error))?;
     if context.json {

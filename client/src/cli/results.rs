@@ -9,7 +9,7 @@ use super::{CliError, Context, EXIT_OK, EXIT_USAGE};
 use crate::protocol::{
     Comparison, ErrorCode, ResultsGroup, ResultsResponse, SampleRatioMismatch, VariationResults,
 };
-use crate::{Client, ClientError, ResultsRequest};
+use crate::{Client, ClientError, RangeAlignment, ResultsRequest};
 
 /// Visitors each of a variation and the baseline need before a verdict is
 /// given: with fewer, a single conversion swings the rate by tens of
@@ -28,6 +28,8 @@ pub async fn run(client: &Client, context: &Context, args: ResultsArgs) -> Resul
         experiment: args.experiment,
         from,
         to,
+        // Aligned above, where the note on stderr says so.
+        alignment: RangeAlignment::Exact,
         breakdown: args.breakdown,
         keys: args.keys,
         baseline: args.baseline,

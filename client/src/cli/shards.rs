@@ -7,9 +7,9 @@ use crate::protocol::{FailedMove, PlannedMove, RebalanceReport, ShardMoveReport}
 use crate::Client;
 
 /// `sessiondb-ctl shards list`: the shard map of `GET /v1/cluster`.
-pub async fn list(client: &Client, context: &Context, admin_token: &str) -> Result<u8, CliError> {
+pub async fn list(client: &Client, context: &Context) -> Result<u8, CliError> {
     let status = client
-        .cluster_status(admin_token)
+        .cluster_status()
         .await
         .map_err(|error| context.client_error(error))?;
     if context.json {
@@ -40,13 +40,12 @@ pub async fn list(client: &Client, context: &Context, admin_token: &str) -> Resu
 pub async fn move_shard(
     client: &Client,
     context: &Context,
-    admin_token: &str,
     shard: u32,
     to: u64,
 ) -> Result<u8, CliError> {
     eprintln!("moving shard {shard} to node {to}…");
     let report = client
-        .move_shard(admin_token, shard, to)
+        .move_shard(shard, to)
         .await
         .map_err(|error| context.client_error(error))?;
     if context.json {
@@ -68,14 +67,10 @@ pub async fn move_shard(
 /// `sessiondb-ctl shards rebalance`: the plan and each move's outcome.
 /// Exits with `EXIT_FAILED` when a move failed (the other moves are done;
 /// run it again to retry the failed ones).
-pub async fn rebalance(
-    client: &Client,
-    context: &Context,
-    admin_token: &str,
-) -> Result<u8, CliError> {
+pub async fn rebalance(client: &Client, context: &Context) -> Result<u8, CliError> {
     eprintln!("rebalancing: the leader plans the moves and runs them one by one…");
     let report = client
-        .rebalance(admin_token)
+        .rebalance()
         .await
         .map_err(|error| context.client_error(error))?;
     let code = if report.failed.is_some() {

@@ -11,7 +11,7 @@ use sessiondb_client::protocol::{
     binary, ClusterMember, Decision, Event, EventType, IngestResponse, MemberRole, RejectCode,
     Rejection, ShardMap, ShardMapEntry, Timestamp,
 };
-use sessiondb_client::{Sender, SenderConfig, ShardMapRouter};
+use sessiondb_client::{Client, Sender, SenderConfig, ShardMapRouter};
 use sessiondb_test_support::eventually;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,8 @@ struct ClusterState {
     map_fetches: usize,
     map_fetches_running: usize,
     map_fetches_running_max: usize,
+    /// The `Authorization` header of every request, `-` when absent.
+    authorizations: BTreeSet<String>,
 }
 
 type Shared = Arc<Mutex<ClusterState>>;
@@ -78,6 +80,7 @@ impl FakeCluster {
             map_fetches: 0,
             map_fetches_running: 0,
             map_fetches_running_max: 0,
+            authorizations: BTreeSet::new(),
         }));
         let mut urls = Vec::new();
         for node in 1..=nodes {
@@ -150,6 +153,15 @@ async fn serve_connection(node: u64, mut stream: TcpStream, state: Shared) {
         let body = buffer[header_end..header_end + length].to_vec();
         buffer.drain(..header_end + length);
         let request_line = head.lines().next().unwrap_or_default().to_string();
+        let authorization = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("authorization")
+                    .then(|| value.trim().to_string())
+            })
+            .unwrap_or_else(|| "-".to_string());
+        state.lock().unwrap().authorizations.insert(authorization);
         let answer = if request_line.starts_with("GET /v1/shard-map") {
             shard_map(node, &state).await
         } else if request_line.starts_with("POST /v1/events") {
@@ -302,7 +314,11 @@ async fn send_all(sender: &Sender, events: usize) -> sessiondb_client::FlushRepo
 #[tokio::test]
 async fn every_batch_holds_one_owner_and_goes_to_it() {
     let cluster = FakeCluster::start(3, &OWNERS, Refusal::WithOwner).await;
-    let router = Arc::new(ShardMapRouter::connect(cluster.urls.clone()).await.unwrap());
+    let router = Arc::new(
+        ShardMapRouter::connect(&Client::new(&cluster.urls[0]), cluster.urls.clone())
+            .await
+            .unwrap(),
+    );
     let sender = Sender::new(router.clone(), config()).unwrap();
     let report = send_all(&sender, 1_000).await;
     assert!(report.is_success(), "{report:?}");
@@ -315,9 +331,34 @@ async fn every_batch_holds_one_owner_and_goes_to_it() {
 }
 
 #[tokio::test]
+async fn the_client_credential_goes_with_every_map_fetch_and_batch() {
+    let cluster = FakeCluster::start(3, &OWNERS, Refusal::WithOwner).await;
+    // One credential, set once on the client the router is built from.
+    let client = Client::new(&cluster.urls[0]).with_token("ingest-key-of-routing");
+    let router = Arc::new(
+        ShardMapRouter::connect(&client, [cluster.urls[1].clone()])
+            .await
+            .unwrap(),
+    );
+    let sender = Sender::new(router, config()).unwrap();
+    let report = send_all(&sender, 300).await;
+    assert_eq!(report.accepted, 300, "{report:?}");
+    let state = cluster.state.lock().unwrap();
+    assert_eq!(state.batches.len(), 3, "every owner got batches");
+    assert_eq!(
+        state.authorizations,
+        BTreeSet::from(["Bearer ingest-key-of-routing".to_string()])
+    );
+}
+
+#[tokio::test]
 async fn a_moved_shard_is_rerouted_by_the_owner_named_in_the_refusal() {
     let cluster = FakeCluster::start(3, &OWNERS, Refusal::WithOwner).await;
-    let router = Arc::new(ShardMapRouter::connect(cluster.urls.clone()).await.unwrap());
+    let router = Arc::new(
+        ShardMapRouter::connect(&Client::new(&cluster.urls[0]), cluster.urls.clone())
+            .await
+            .unwrap(),
+    );
     // Shards 0 and 1 move; the published map does not say so yet, so only
     // the refusals can tell the client.
     cluster.move_shard(0, 3, false);
@@ -351,7 +392,11 @@ async fn a_moved_shard_is_rerouted_by_the_owner_named_in_the_refusal() {
 #[tokio::test]
 async fn without_an_owner_in_the_refusal_a_bounded_refresh_finds_it() {
     let cluster = FakeCluster::start(3, &OWNERS, Refusal::Bare).await;
-    let router = Arc::new(ShardMapRouter::connect(cluster.urls.clone()).await.unwrap());
+    let router = Arc::new(
+        ShardMapRouter::connect(&Client::new(&cluster.urls[0]), cluster.urls.clone())
+            .await
+            .unwrap(),
+    );
     for shard in 0..SHARDS {
         cluster.move_shard(shard, (u64::from(shard) + 1) % 3 + 1, false);
     }
@@ -390,7 +435,11 @@ async fn without_an_owner_in_the_refusal_a_bounded_refresh_finds_it() {
 async fn shard_moving_is_retried_and_every_fate_stays_exact() {
     let cluster = FakeCluster::start(3, &OWNERS, Refusal::WithOwner).await;
     cluster.state.lock().unwrap().moving_answers = (0..SHARDS).map(|s| (s, 30)).collect();
-    let router = Arc::new(ShardMapRouter::connect(cluster.urls.clone()).await.unwrap());
+    let router = Arc::new(
+        ShardMapRouter::connect(&Client::new(&cluster.urls[0]), cluster.urls.clone())
+            .await
+            .unwrap(),
+    );
     let sender = Sender::new(router, config()).unwrap();
     let report = send_all(&sender, 600).await;
     assert!(report.is_success(), "{report:?}");
@@ -401,7 +450,11 @@ async fn shard_moving_is_retried_and_every_fate_stays_exact() {
     // once, with the node's reason.
     let cluster = FakeCluster::start(3, &OWNERS, Refusal::WithOwner).await;
     cluster.state.lock().unwrap().moving_answers = (0..SHARDS).map(|s| (s, usize::MAX)).collect();
-    let router = Arc::new(ShardMapRouter::connect(cluster.urls.clone()).await.unwrap());
+    let router = Arc::new(
+        ShardMapRouter::connect(&Client::new(&cluster.urls[0]), cluster.urls.clone())
+            .await
+            .unwrap(),
+    );
     let sender = Sender::new(
         router,
         SenderConfig {
@@ -426,9 +479,10 @@ async fn seeds_that_do_not_answer_fail_connect_with_the_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let error = ShardMapRouter::connect([format!("http://{address}")])
-        .await
-        .unwrap_err();
+    let error =
+        ShardMapRouter::connect(&Client::new("http://unused"), [format!("http://{address}")])
+            .await
+            .unwrap_err();
     assert!(
         matches!(error, sessiondb_client::ClientError::Transport { .. }),
         "{error:?}"

@@ -408,12 +408,37 @@ async fn unreachable_node_fails_every_event_after_bounded_retries() {
         .map(|f| (f.seq, f.event.id.as_str()))
         .collect();
     assert_eq!(failed, [(first, "d-0"), (second, "d-1")]);
-    assert!(matches!(
-        *report.failed[0].error,
-        ClientError::Transport { .. }
-    ));
+    // Each failed event is handed back whole, to be sent again later.
+    assert_eq!(report.failed[0].event, event(0));
+    assert_eq!(report.failed[1].event, event(1));
+    let error = &*report.failed[0].error;
+    assert!(matches!(error, ClientError::Transport { .. }), "{error:?}");
+    // The message says why without walking `source()`.
+    assert!(
+        error
+            .to_string()
+            .ends_with("/v1/events failed: connection refused"),
+        "{error}"
+    );
     assert_eq!(sender.stats().requests_sent, 3);
     assert_eq!(sender.stats().events_held, 0);
+}
+
+#[tokio::test]
+async fn a_url_without_scheme_fails_every_event_at_once_saying_so() {
+    let sender = Client::new("127.0.0.1:7070")
+        .sender(SenderConfig::default())
+        .unwrap();
+    sender.track(event(0)).await.unwrap();
+    let report = sender.flush().await.unwrap();
+    assert_eq!(report.failed.len(), 1, "{}", brief(&report));
+    assert_eq!(report.failed[0].event, event(0));
+    assert_eq!(
+        report.failed[0].error.to_string(),
+        "invalid node URL `127.0.0.1:7070`: no scheme; write http://127.0.0.1:7070 (or https://)"
+    );
+    // Not worth retrying: one attempt.
+    assert_eq!(sender.stats().requests_sent, 1);
 }
 
 /// A node that lets one request in flight per caller and syncs slowly:

@@ -19,7 +19,7 @@ use crate::support::cluster::{
 use crate::support::node::{TestNode, TEST_ADMIN_TOKEN};
 use crate::support::workload::{generate, Workload, WorkloadConfig, DAY_MS, HOUR_MS, MINUTE_MS};
 use reqwest::StatusCode;
-use sessiondb_client::{FlushReport, Sender, SenderConfig, ShardMapRouter};
+use sessiondb_client::{Client, FlushReport, Sender, SenderConfig, ShardMapRouter};
 use sessiondb_protocol::hashing::shard_of;
 use sessiondb_protocol::{Event, NodeStatus, RebalanceReport, ShardMap, ShardMoveReport};
 use sessiondb_test_support::oracle::{assert_matches, Oracle, OracleSettings};
@@ -43,6 +43,12 @@ fn workload(seed: u64) -> Workload {
     config.span_ms = DAYS * DAY_MS;
     config.max_delay_ms = HOUR_MS;
     generate(&config)
+}
+
+/// A client of `node` carrying the admin token, the one credential of
+/// every request a router built from it makes.
+fn admin_client(node: &TestNode) -> Client {
+    Client::new(node.base_url()).with_token(TEST_ADMIN_TOKEN)
 }
 
 /// A sender that outlasts shard moves: many attempts, short backoffs.
@@ -166,12 +172,9 @@ async fn after_a_rebalance_every_batch_goes_to_its_owner() {
 
     // The router learns the map from one seed; it finds the others in it.
     let router = Arc::new(
-        ShardMapRouter::connect_with_token(
-            [nodes[1].base_url().to_string()],
-            Some(TEST_ADMIN_TOKEN.to_string()),
-        )
-        .await
-        .expect("a shard map"),
+        ShardMapRouter::connect(&admin_client(&nodes[1]), [nodes[1].base_url()])
+            .await
+            .expect("a shard map"),
     );
     let cached: BTreeMap<u32, u64> = router
         .assignments()
@@ -268,9 +271,9 @@ async fn rebalance_under_continuous_ingest_loses_and_doubles_nothing() {
     // then, until the moves are over, the whole workload again (every copy
     // a duplicate), so that events stream during every move.
     let router = Arc::new(
-        ShardMapRouter::connect_with_token(
+        ShardMapRouter::connect(
+            &admin_client(&nodes[0]),
             urls.iter().map(|(_, url)| url.clone()),
-            Some(TEST_ADMIN_TOKEN.to_string()),
         )
         .await
         .expect("a shard map"),

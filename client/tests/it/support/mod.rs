@@ -87,8 +87,21 @@ impl TestNode {
         TestNode::start_with_args(&[]).await
     }
 
-    /// Starts a node with extra `serve` flags (e.g. TLS files).
+    /// Starts a node with extra `serve` flags (e.g. TLS files), on the
+    /// manual clock at [`START_MS`].
     pub async fn start_with_args(extra_args: &[String]) -> TestNode {
+        let mut args = vec!["--manual-clock".to_string(), START_MS.to_string()];
+        args.extend_from_slice(extra_args);
+        TestNode::spawn(&args).await
+    }
+
+    /// Starts a node on the system clock, for code that sends events
+    /// happening now (the examples).
+    pub async fn start_with_system_clock() -> TestNode {
+        TestNode::spawn(&[]).await
+    }
+
+    async fn spawn(args: &[String]) -> TestNode {
         let dir = TempDir::new("node");
         let stderr_path = dir.path().join("node.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("create the stderr file");
@@ -98,9 +111,7 @@ impl TestNode {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .arg("--manual-clock")
-            .arg(START_MS.to_string())
-            .args(extra_args)
+            .args(args)
             .arg("--admin-token")
             .arg(TEST_ADMIN_TOKEN)
             .env_remove("SESSIONDB_ADMIN_TOKEN")
