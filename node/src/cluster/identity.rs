@@ -30,7 +30,6 @@ use rand::RngCore;
 use sessiondb_protocol as wire;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The file, in the data directory.
 pub const IDENTITY_FILE_NAME: &str = "node-identity";
@@ -39,9 +38,6 @@ const ID_BYTES: usize = 16;
 /// Identity checks a joining node makes before it gives up (the member it
 /// asks may still be starting).
 const CHECK_ATTEMPTS_MAX: u32 = 60;
-/// Wait after a failed check, doubling up to the maximum.
-const CHECK_RETRY_WAIT_INITIAL: Duration = Duration::from_millis(100);
-const CHECK_RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// Why a node may not start (or join) with its data directory and flags.
 #[derive(Debug, thiserror::Error)]
@@ -226,15 +222,8 @@ pub async fn check_before_join(
     identity: &NodeIdentity,
     fresh: bool,
 ) -> Result<wire::ClusterIdentity, IdentityError> {
-    use backon::BackoffBuilder;
     let peer = Peer::at(peers.base_url(url));
-    // Doubling waits with jitter, like the join's.
-    let mut waits = backon::ExponentialBuilder::default()
-        .with_min_delay(CHECK_RETRY_WAIT_INITIAL)
-        .with_max_delay(CHECK_RETRY_WAIT_MAX)
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut waits = super::join_retry_waits();
     let mut last_failure = String::new();
     for attempt in 0..CHECK_ATTEMPTS_MAX {
         match peers.cluster_identity(&peer, node).await {
@@ -251,7 +240,7 @@ pub async fn check_before_join(
                 last_failure = error.to_string();
             }
         }
-        tokio::time::sleep(waits.next().unwrap_or(CHECK_RETRY_WAIT_MAX)).await;
+        tokio::time::sleep(waits.next().unwrap_or(super::JOIN_RETRY_WAIT_MAX)).await;
     }
     Err(IdentityError::Unreachable {
         attempts: CHECK_ATTEMPTS_MAX,

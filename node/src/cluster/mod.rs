@@ -91,6 +91,26 @@ impl Cluster {
 /// How long an export waits for this node to apply the move's `BeginMove`.
 pub const MOVE_VISIBLE_WAIT_MS: u64 = 3_000;
 
+/// The first wait after a failed join attempt or identity check of a
+/// joining node; it doubles up to `JOIN_RETRY_WAIT_MAX`.
+const JOIN_RETRY_WAIT_INITIAL: Duration = Duration::from_millis(100);
+const JOIN_RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// The waits between a joining node's failed calls (identity check, join):
+/// doubling from `JOIN_RETRY_WAIT_INITIAL` to `JOIN_RETRY_WAIT_MAX`, with
+/// jitter so that nodes started together do not knock together. Drawn by
+/// hand rather than by backon's `Retryable`: a leader redirect is followed
+/// at once, without a wait.
+fn join_retry_waits() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(JOIN_RETRY_WAIT_INITIAL)
+        .with_max_delay(JOIN_RETRY_WAIT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Why this node did not export a shard.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

@@ -31,13 +31,9 @@ use crate::engine::Engine;
 use anyhow::Context;
 use sessiondb_protocol as wire;
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 /// Join requests a node makes before it gives up.
 const JOIN_ATTEMPTS_MAX: u32 = 60;
-/// Wait after a failed join attempt, doubling up to the maximum.
-const JOIN_RETRY_WAIT_INITIAL: Duration = Duration::from_millis(100);
-const JOIN_RETRY_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// What the node knows about its place in the cluster at startup.
 #[derive(Debug, Clone)]
@@ -193,7 +189,7 @@ async fn join(
         incarnation: Some(startup.identity.incarnation.clone()),
     };
     let own_old_address = placement.member_address(placement.node_id());
-    let mut waits = join_waits();
+    let mut waits = super::join_retry_waits();
     let mut leader_url: Option<String> = None;
     let mut last_failure = String::new();
     for attempt in 0..JOIN_ATTEMPTS_MAX {
@@ -257,26 +253,11 @@ async fn join(
                 last_failure = error.to_string();
             }
         }
-        tokio::time::sleep(waits.next().unwrap_or(JOIN_RETRY_WAIT_MAX)).await;
+        tokio::time::sleep(waits.next().unwrap_or(super::JOIN_RETRY_WAIT_MAX)).await;
     }
     anyhow::bail!(
         "cannot join the cluster after {JOIN_ATTEMPTS_MAX} attempts; last failure: {last_failure}"
     )
-}
-
-/// The waits between failed join attempts: doubling from
-/// `JOIN_RETRY_WAIT_INITIAL` to `JOIN_RETRY_WAIT_MAX`, with jitter so that
-/// nodes started together do not knock together. A leader redirect is
-/// followed at once, without a wait, so the waits are drawn by hand rather
-/// than by backon's `Retryable`.
-fn join_waits() -> impl Iterator<Item = Duration> {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(JOIN_RETRY_WAIT_INITIAL)
-        .with_max_delay(JOIN_RETRY_WAIT_MAX)
-        .with_jitter()
-        .without_max_times()
-        .build()
 }
 
 /// Keeps the engine's shard roles equal to the placement state, so this
