@@ -6,7 +6,7 @@
 //! counted by reason.
 
 use crate::support::node::{RawResponse, TestNode};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sessiondb_protocol::IngestResponse;
 use std::io::Write;
@@ -132,18 +132,21 @@ async fn every_ingest_path_reads_gzip_and_deflate() {
         "ts": NOW_MS - 60_000, "type": "pageview"}))
     .unwrap();
     let binary = sessiondb_protocol::binary::encode_batch(&[event]);
-    // Its own request: the harness's helpers send a JSON content type.
-    let response = reqwest::Client::new()
-        .post(node.url("/v1/events"))
-        .header("authorization", shop.as_str())
-        .header("content-encoding", "gzip")
-        .header("content-type", sessiondb_protocol::binary::CONTENT_TYPE)
-        .body(gzip(&binary))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let response: IngestResponse = response.json().await.unwrap();
+    let headers = [
+        ("authorization", shop.as_str()),
+        ("content-encoding", "gzip"),
+        ("content-type", sessiondb_protocol::binary::CONTENT_TYPE),
+    ];
+    let raw = node
+        .send_with_exact_headers(
+            Method::POST,
+            "/v1/events",
+            &headers,
+            Some(gzip(&binary).into()),
+        )
+        .await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    let response: IngestResponse = serde_json::from_value(raw.body).unwrap();
     let raw_counts = (
         response.accepted,
         response.duplicates,

@@ -32,31 +32,16 @@ async fn start_node(allowed_origins: &str) -> TestNode {
 /// An `OPTIONS` preflight from `origin` for a POST with a credential and a
 /// compressed body.
 async fn preflight(node: &TestNode, path: &str, origin: &str) -> RawResponse {
-    let response = reqwest::Client::new()
-        .request(Method::OPTIONS, node.url(path))
-        .header("origin", origin)
-        .header("access-control-request-method", "POST")
-        .header(
+    let headers = [
+        ("origin", origin),
+        ("access-control-request-method", "POST"),
+        (
             "access-control-request-headers",
             "authorization,content-type,content-encoding",
-        )
-        .send()
+        ),
+    ];
+    node.send_with_exact_headers(Method::OPTIONS, path, &headers, None)
         .await
-        .expect("the node answers");
-    raw(response).await
-}
-
-async fn raw(response: reqwest::Response) -> RawResponse {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-    RawResponse {
-        status,
-        headers,
-        body,
-        text,
-    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

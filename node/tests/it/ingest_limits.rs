@@ -17,7 +17,7 @@
 //!   results are identical and the limits hold as before.
 
 use crate::support::node::{RawResponse, TestNode};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sessiondb_protocol::{
     Decision, Event, EventBatch, EventType, IngestResponse, ResultsResponse, Timestamp,
@@ -353,16 +353,17 @@ async fn native_json_and_binary_events_over_attribute_limits_are_kept() {
     let search = |query: &str| format!("https://Search.Example/?q={}", query.repeat(300));
     let json_response = node.send_batch(&[event("json", search("j"))]).await;
     let binary = sessiondb_protocol::binary::encode_batch(&[event("binary", search("b"))]);
-    let raw = reqwest::Client::new()
-        .post(node.url("/v1/events"))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", sessiondb_protocol::binary::CONTENT_TYPE)
-        .body(binary)
-        .send()
-        .await
-        .expect("the node answers");
-    assert_eq!(raw.status(), StatusCode::OK);
-    let binary_response: IngestResponse = raw.json().await.expect("an IngestResponse");
+    let authorization = format!("Bearer {key}");
+    let headers = [
+        ("authorization", authorization.as_str()),
+        ("content-type", sessiondb_protocol::binary::CONTENT_TYPE),
+    ];
+    let raw = node
+        .send_with_exact_headers(Method::POST, "/v1/events", &headers, Some(binary.into()))
+        .await;
+    assert_eq!(raw.status, StatusCode::OK, "{}", raw.text);
+    let binary_response: IngestResponse =
+        serde_json::from_value(raw.body).expect("an IngestResponse");
     for response in [&json_response, &binary_response] {
         assert_eq!(
             (response.accepted, response.rejected.len()),

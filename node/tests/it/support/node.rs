@@ -437,6 +437,28 @@ impl TestNode {
         TestNode::into_raw(response).await
     }
 
+    /// Sends a request with exactly `headers` (no default content type or
+    /// credential): preflights, binary bodies, compressed bodies.
+    pub async fn send_with_exact_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<reqwest::Body>,
+    ) -> RawResponse {
+        let mut request = self.http.request(method.clone(), self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap_or_else(|e| {
+            panic!("{method} {path}: {e}; node stderr:\n{}", self.stderr_tail())
+        });
+        TestNode::into_raw(response).await
+    }
+
     /// POSTs `body` to an admin endpoint with the node's admin token.
     pub async fn post_admin(&self, path: &str, body: impl Into<reqwest::Body>) -> RawResponse {
         self.post_raw(path, body).await
