@@ -34,6 +34,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod demo;
+pub mod durable_file;
 pub mod engine;
 pub mod event;
 pub mod experiment_aliases;

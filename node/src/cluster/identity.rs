@@ -28,7 +28,6 @@ use super::placement::{
 };
 use rand::RngCore;
 use sessiondb_protocol as wire;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The file, in the data directory.
@@ -130,21 +129,9 @@ impl NodeIdentity {
     /// Writes the file so that a crash leaves the old or the new one whole.
     pub fn write(&self, data_dir: &Path) -> Result<(), IdentityError> {
         let path = data_dir.join(IDENTITY_FILE_NAME);
-        let temporary = path.with_extension("tmp");
-        let write_error = |source| IdentityError::Write {
-            path: path.clone(),
-            source,
-        };
         let text = serde_json::to_vec_pretty(self).expect("plain fields serialize");
-        let mut file = std::fs::File::create(&temporary).map_err(write_error)?;
-        file.write_all(&text)
-            .and_then(|()| file.sync_all())
-            .map_err(write_error)?;
-        drop(file);
-        std::fs::rename(&temporary, &path).map_err(write_error)?;
-        std::fs::File::open(data_dir)
-            .and_then(|directory| directory.sync_all())
-            .map_err(write_error)
+        crate::durable_file::replace_whole(&path, &text)
+            .map_err(|source| IdentityError::Write { path, source })
     }
 }
 

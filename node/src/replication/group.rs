@@ -540,16 +540,7 @@ impl SnapshotFile {
             .parent()
             .ok_or_else(|| self.error("no directory"))?;
         std::fs::create_dir_all(dir).map_err(|error| self.error(error))?;
-        let temporary = self.path.with_extension("snapshot.partial");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &self.path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|error| self.error(error))
+        crate::durable_file::replace_whole(&self.path, &bytes).map_err(|error| self.error(error))
     }
 }
 
