@@ -318,6 +318,27 @@ async fn shown_query(page: &Page) -> (i64, i64, String) {
 
 /// Waits until the page's table equals the API's answer for the query the
 /// page shows (the page refreshes every 2 s), then checks it cell by cell.
+/// Types `typed` into the range inputs, submits the query form and waits
+/// until the results answer the range `expected_ms` (ms since the epoch).
+async fn submit_range(page: &Page, typed: (&str, &str), expected_ms: (i64, i64), what: &str) {
+    page.evaluate(&format!(
+        "document.querySelector('#range-from').value = '{}'; \
+         document.querySelector('#range-to').value = '{}'; \
+         document.querySelector('#query-form').requestSubmit(); true",
+        typed.0, typed.1
+    ))
+    .await;
+    let (from_ms, to_ms) = expected_ms;
+    page.wait_for(
+        what,
+        &format!(
+            "Number(document.querySelector('#results').dataset.from) === {from_ms} && \
+             Number(document.querySelector('#results').dataset.to) === {to_ms}"
+        ),
+    )
+    .await;
+}
+
 async fn wait_until_page_equals_api(page: &Page, node: &TestNode, what: &str) -> ResultsResponse {
     let (from, to, breakdown) = shown_query(page).await;
     let breakdown = (!breakdown.is_empty()).then_some(breakdown);
@@ -616,20 +637,11 @@ async fn experiment_page_updates_live_and_shows_the_results_api_numbers() {
             .format("%Y-%m-%dT%H:%M")
             .to_string()
     };
-    page.evaluate(&format!(
-        "document.querySelector('#range-from').value = '{}'; \
-         document.querySelector('#range-to').value = '{}'; \
-         document.querySelector('#query-form').requestSubmit(); true",
-        input(from_ms),
-        input(to_ms)
-    ))
-    .await;
-    page.wait_for(
+    submit_range(
+        &page,
+        (&input(from_ms), &input(to_ms)),
+        (from_ms, to_ms),
         "the chosen range",
-        &format!(
-            "Number(document.querySelector('#results').dataset.from) === {from_ms} && \
-             Number(document.querySelector('#results').dataset.to) === {to_ms}"
-        ),
     )
     .await;
     let ranged = wait_until_page_equals_api(&page, &node, "a 15-minute range").await;
@@ -1363,20 +1375,11 @@ async fn times_are_shown_and_taken_in_the_project_time_zone_or_utc() {
     .await;
     let chosen_from = START_MS - 45 * MINUTE_MS;
     let chosen_to = START_MS - 30 * MINUTE_MS;
-    page.evaluate(&format!(
-        "document.querySelector('#range-from').value = '{}'; \
-         document.querySelector('#range-to').value = '{}'; \
-         document.querySelector('#query-form').requestSubmit(); true",
-        pacific(chosen_from),
-        pacific(chosen_to)
-    ))
-    .await;
-    page.wait_for(
+    submit_range(
+        &page,
+        (&pacific(chosen_from), &pacific(chosen_to)),
+        (chosen_from, chosen_to),
         "the range typed in Pacific time",
-        &format!(
-            "Number(document.querySelector('#results').dataset.from) === {chosen_from} && \
-             Number(document.querySelector('#results').dataset.to) === {chosen_to}"
-        ),
     )
     .await;
 }
