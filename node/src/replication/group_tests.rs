@@ -625,3 +625,133 @@ async fn snapshot_files_round_trip_and_refuse_damage() {
     let error = file.read().await.unwrap_err();
     assert!(error.to_string().contains("checksum"), "{error}");
 }
+
+/// Repeats the leader's `reconcile` towards `wanted` until the group is in
+/// sync; answers the steps taken.
+async fn reconcile_until_in_sync(
+    group: &TestGroup,
+    wanted: &BTreeMap<ReplicaId, ReplicaNode>,
+) -> Vec<ReconcileStep> {
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    eventually(
+        WAIT,
+        "the group reaches the wanted replica set",
+        async || {
+            let leader = group.leader().await;
+            let handle = GroupHandle::new(GROUP, group.raft(leader).clone());
+            let step = handle
+                .reconcile(wanted)
+                .await
+                .map_err(|error| error.to_string())?;
+            let in_sync = step == ReconcileStep::InSync;
+            steps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(step);
+            if in_sync {
+                Ok(())
+            } else {
+                Err("not in sync yet".to_string())
+            }
+        },
+    )
+    .await;
+    let steps = steps.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    steps
+}
+
+fn replica_set(ids: &[ReplicaId]) -> BTreeMap<ReplicaId, ReplicaNode> {
+    ids.iter()
+        .map(|&id| {
+            let address = format!("replica-{id}");
+            (id, ReplicaNode { address })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_voter_is_replaced_by_a_new_member_that_catches_up() {
+    let mut group = TestGroup::start("replace", test_config()).await;
+    let leader = group.leader().await;
+    let lost = MEMBERS.into_iter().find(|&id| id != leader).unwrap();
+    let mut expected = Vec::new();
+    for number in 0..20 {
+        let bytes = payload("before-loss", number);
+        group.write(leader, &bytes).await;
+        expected.push(bytes);
+    }
+    group.stop(lost).await;
+    group.start_replica(4).await;
+    let wanted_ids: Vec<ReplicaId> = MEMBERS
+        .into_iter()
+        .filter(|&id| id != lost)
+        .chain([4])
+        .collect();
+
+    let steps = reconcile_until_in_sync(&group, &replica_set(&wanted_ids)).await;
+
+    assert!(
+        steps.contains(&ReconcileStep::AddedLearners([4].into())),
+        "the new member came in as a learner first: {steps:?}"
+    );
+    let leader = group.leader().await;
+    let handle = GroupHandle::new(GROUP, group.raft(leader).clone());
+    let mut voters = handle.status().voters;
+    voters.sort_unstable();
+    assert_eq!(
+        voters, wanted_ids,
+        "the lost member is out, the new one votes"
+    );
+    let mut last = None;
+    for number in 0..5 {
+        let bytes = payload("after-replacement", number);
+        last = Some(group.write(leader, &bytes).await);
+        expected.push(bytes);
+    }
+    for id in wanted_ids {
+        group.applied(id, last.unwrap().index).await;
+        assert_eq!(
+            group.payloads(id),
+            expected,
+            "replica {id} holds every write once"
+        );
+    }
+    let progress = handle.progress().expect("the leader reports progress");
+    assert_eq!(progress.lag_entries(4), Some(0));
+    assert_eq!(progress.lag_entries(lost), None, "the lost member is gone");
+    group.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_an_empty_set_is_refused() {
+    let group = TestGroup::start("reconcile-refusals", test_config()).await;
+    let leader = group.leader().await;
+    let follower = MEMBERS.into_iter().find(|&id| id != leader).unwrap();
+    group
+        .raft(follower)
+        .wait(Some(WAIT))
+        .current_leader(leader, "the follower knows the leader")
+        .await
+        .expect("the follower hears the leader");
+    let handle = GroupHandle::new(GROUP, group.raft(follower).clone());
+    let refused = handle.reconcile(&replica_set(&MEMBERS)).await;
+    assert!(
+        matches!(refused, Err(MembershipError::NotLeader { leader: Some(named), .. }) if named == leader),
+        "a follower refuses and names the leader: {refused:?}"
+    );
+    assert!(
+        handle.progress().is_none(),
+        "a follower reports no progress"
+    );
+    let leading = GroupHandle::new(GROUP, group.raft(leader).clone());
+    let empty = leading.reconcile(&BTreeMap::new()).await;
+    assert!(
+        matches!(empty, Err(MembershipError::EmptyReplicaSet { .. })),
+        "{empty:?}"
+    );
+    assert_eq!(
+        leading.reconcile(&replica_set(&MEMBERS)).await.unwrap(),
+        ReconcileStep::InSync
+    );
+    group.shutdown().await;
+}

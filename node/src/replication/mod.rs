@@ -94,6 +94,7 @@
 
 mod group;
 mod log_store;
+mod membership;
 mod network;
 mod reclaim;
 mod record;
@@ -115,6 +116,10 @@ pub use group::{
 pub use log_store::{
     AppendDurable, GroupLog, GroupLogReader, GroupTypes, OpenReport, ReclaimReport, ReplicatedLog,
     ReplicatedLogStats,
+};
+pub use membership::{
+    plan_membership, GroupProgress, MemberProgress, MembershipAction, MembershipError,
+    ReconcileStep, CATCH_UP_LAG_ENTRIES_MAX,
 };
 pub use network::{
     serve, GroupConnection, GroupNetwork, GroupRpc, GroupRpcError, GroupTransport, TransportError,
