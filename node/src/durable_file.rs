@@ -14,6 +14,12 @@ pub fn replace_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()?;
     drop(file);
     std::fs::rename(&temporary, path)?;
+    sync_parent(path)
+}
+
+/// `fsync`s the directory holding `path`, so a rename or removal of
+/// `path` survives a power cut.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

@@ -205,6 +205,8 @@ pub enum GroupError {
         path: PathBuf,
         reason: String,
     },
+    #[error("the groups' snapshot directory {path}: {reason}")]
+    Snapshots { path: PathBuf, reason: String },
     #[error("group {group}'s state could not take its snapshot back")]
     Install {
         group: GroupId,
@@ -514,6 +516,19 @@ impl SnapshotFile {
         tokio::task::spawn_blocking(move || file.write_blocking(&snapshot).map(|()| snapshot))
             .await
             .map_err(|error| self.error(error))?
+    }
+
+    /// Removes the group's snapshot file (the group left this node); a
+    /// missing file is not an error.
+    pub fn remove(&self) -> Result<(), GroupError> {
+        let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {
+                crate::durable_file::sync_parent(&self.path).map_err(|error| self.error(error))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(self.error(error)),
+        }
     }
 
     fn read_blocking(&self) -> Result<Option<StoredSnapshot>, GroupError> {

@@ -755,3 +755,93 @@ async fn only_the_leader_reconciles_and_an_empty_set_is_refused() {
     );
     group.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_restarts_its_groups_from_disk_and_forgets_one_wholly() {
+    let root = TemporaryDirectory::new("host");
+    let open = || {
+        let transport = LocalTransport {
+            from: 1,
+            board: Switchboard::default(),
+        };
+        GroupHost::open(
+            root.path(),
+            1,
+            ReplicatedLogConfig::default(),
+            test_config(),
+            transport,
+        )
+        .expect("open the host")
+        .0
+    };
+    let host = open();
+    assert!(
+        host.groups_on_disk().unwrap().is_empty(),
+        "a new host holds nothing"
+    );
+    let state = RecordingApply::default();
+    let replica = host
+        .start(GROUP, state.clone())
+        .await
+        .expect("start the group");
+    replica
+        .initialize(replica_set(&[1]))
+        .await
+        .expect("a group of one");
+    replica
+        .raft()
+        .wait(Some(WAIT))
+        .state(ServerState::Leader, "the only voter leads")
+        .await
+        .expect("the only voter is elected");
+    let written: Vec<Vec<u8>> = (0..5).map(|number| payload("hosted", number)).collect();
+    let mut last = 0;
+    for bytes in &written {
+        last = replica
+            .write(bytes.clone())
+            .await
+            .expect("the only voter leads");
+    }
+    replica.shutdown().await.unwrap();
+    drop(host);
+
+    let host = open();
+    assert_eq!(host.groups_on_disk().unwrap(), [GROUP].into());
+    let restarted = RecordingApply::default();
+    let replica = host
+        .start(GROUP, restarted.clone())
+        .await
+        .expect("restart the group");
+    replica
+        .raft()
+        .wait(Some(WAIT))
+        .applied_index_at_least(Some(last), "the restarted group applies its log")
+        .await
+        .expect("the log is applied again");
+    assert_eq!(restarted.payloads(), written, "every write is back, once");
+    assert!(
+        host.start(GROUP, RecordingApply::default()).await.is_err(),
+        "a group runs once per node"
+    );
+
+    replica
+        .raft()
+        .trigger()
+        .snapshot()
+        .await
+        .expect("ask for a snapshot");
+    replica
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(
+            |metrics| metrics.snapshot.is_some_and(|log_id| log_id.index >= last),
+            "the group's snapshot is on disk",
+        )
+        .await
+        .expect("the snapshot is written");
+    host.forget(replica).await.expect("forget the group");
+    assert!(
+        host.groups_on_disk().unwrap().is_empty(),
+        "nothing of the group is left"
+    );
+}

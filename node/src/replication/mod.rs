@@ -93,6 +93,7 @@
 //! process per directory.
 
 mod group;
+mod host;
 mod log_store;
 mod membership;
 mod network;
@@ -113,6 +114,7 @@ pub use group::{
     GroupRaft, GroupSnapshotBuilder, GroupStateMachine, GroupStatus, GroupWriteError, ReplicaId,
     ReplicaNode, ReplicaTypes,
 };
+pub use host::GroupHost;
 pub use log_store::{
     AppendDurable, GroupLog, GroupLogReader, GroupTypes, OpenReport, ReclaimReport, ReplicatedLog,
     ReplicatedLogStats,
