@@ -55,6 +55,15 @@ impl GroupReplicas {
         self.write().remove(&group)
     }
 
+    /// `group`'s replica here, if it runs.
+    pub fn get(&self, group: GroupId) -> Option<GroupHandle> {
+        self.running
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&group)
+            .cloned()
+    }
+
     /// The groups with a replica here, in order.
     pub fn groups(&self) -> Vec<GroupId> {
         let running = self.running.read().unwrap_or_else(PoisonError::into_inner);
@@ -71,11 +80,7 @@ impl GroupReplicas {
         body: &[u8],
     ) -> Result<Vec<u8>, GroupServeError> {
         let replica = self
-            .running
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&group)
-            .cloned()
+            .get(group)
             .ok_or(GroupServeError::NotHosted { group })?;
         Ok(replica.serve(rpc_of(route), body).await?)
     }
@@ -145,38 +150,17 @@ fn transport_error(target: ReplicaId, error: PeerError) -> TransportError {
     }
 }
 
+/// Test support: a minimal server of the group routes over a table.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_server {
     use super::*;
-    use crate::admin_token::ClusterSecret;
-    use crate::cluster::peer::PeerTransport;
-
-    #[test]
-    fn routes_and_rpcs_map_both_ways() {
-        for route in [RaftRoute::Append, RaftRoute::Vote, RaftRoute::Snapshot] {
-            assert_eq!(route_of(rpc_of(route)), route);
-        }
-        assert_eq!(
-            crate::cluster::peer::group_raft_path(7, RaftRoute::Snapshot),
-            "/v1/internal/groups/7/raft/snapshot"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_group_not_hosted_here_is_named() {
-        let replicas = GroupReplicas::default();
-        assert!(replicas.groups().is_empty());
-        let error = replicas.serve(3, RaftRoute::Vote, b"{}").await.unwrap_err();
-        assert!(
-            matches!(error, GroupServeError::NotHosted { group: 3 }),
-            "{error}"
-        );
-    }
 
     /// A minimal server of the group routes over a table, so the test runs
     /// the real `PeerClient`, transport and `serve` over real sockets
     /// (the node's own handler is `http::cluster`'s, tested over the binary).
-    async fn serve_table(replicas: GroupReplicas) -> (String, actix_web::dev::ServerHandle) {
+    pub(crate) async fn serve_table(
+        replicas: GroupReplicas,
+    ) -> (String, actix_web::dev::ServerHandle) {
         use actix_web::{web, App, HttpResponse, HttpServer};
         async fn handle(
             replicas: web::Data<GroupReplicas>,
@@ -213,6 +197,36 @@ mod tests {
         let handle = server.handle();
         tokio::spawn(server);
         (address, handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin_token::ClusterSecret;
+    use crate::cluster::peer::PeerTransport;
+    use test_server::serve_table;
+
+    #[test]
+    fn routes_and_rpcs_map_both_ways() {
+        for route in [RaftRoute::Append, RaftRoute::Vote, RaftRoute::Snapshot] {
+            assert_eq!(route_of(rpc_of(route)), route);
+        }
+        assert_eq!(
+            crate::cluster::peer::group_raft_path(7, RaftRoute::Snapshot),
+            "/v1/internal/groups/7/raft/snapshot"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_not_hosted_here_is_named() {
+        let replicas = GroupReplicas::default();
+        assert!(replicas.groups().is_empty());
+        let error = replicas.serve(3, RaftRoute::Vote, b"{}").await.unwrap_err();
+        assert!(
+            matches!(error, GroupServeError::NotHosted { group: 3 }),
+            "{error}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
