@@ -713,6 +713,81 @@ impl PeerClient {
         futures::future::join_all(calls).await
     }
 
+    /// Asks `candidates` (replicas able to give the same answer, best
+    /// first) for one answer, hedging: the first at once, the next as soon
+    /// as the previous one failed or has not answered within `hedge_delay`
+    /// (a paused or overloaded member then costs that delay, not the
+    /// route's whole budget). The first success wins and the calls still
+    /// out are dropped; when every candidate fails, their answers in the
+    /// order asked.
+    pub async fn ask_hedged<T, F, Fut>(
+        &self,
+        candidates: &[(NodeId, String)],
+        hedge_delay: Duration,
+        ask: F,
+    ) -> Result<MemberAnswer<T>, Vec<MemberAnswer<T>>>
+    where
+        F: Fn(PeerClient, Peer) -> Fut,
+        Fut: Future<Output = Result<T, PeerError>>,
+    {
+        use futures::stream::{FuturesUnordered, StreamExt};
+        let mut out = FuturesUnordered::new();
+        let mut failed: Vec<(usize, MemberAnswer<T>)> = Vec::new();
+        let mut asked = 0;
+        loop {
+            if out.is_empty() && asked == candidates.len() {
+                failed.sort_by_key(|(order, _)| *order);
+                return Err(failed.into_iter().map(|(_, answer)| answer).collect());
+            }
+            if out.is_empty() {
+                out.push(self.timed_ask(asked, &candidates[asked], &ask));
+                asked += 1;
+            }
+            let hedge = tokio::time::sleep(hedge_delay);
+            tokio::select! {
+                Some((order, answer)) = out.next() => {
+                    if answer.answer.is_ok() {
+                        return Ok(answer);
+                    }
+                    failed.push((order, answer));
+                    if asked < candidates.len() {
+                        out.push(self.timed_ask(asked, &candidates[asked], &ask));
+                        asked += 1;
+                    }
+                }
+                () = hedge, if asked < candidates.len() => {
+                    out.push(self.timed_ask(asked, &candidates[asked], &ask));
+                    asked += 1;
+                }
+            }
+        }
+    }
+
+    fn timed_ask<T, F, Fut>(
+        &self,
+        order: usize,
+        (node, address): &(NodeId, String),
+        ask: &F,
+    ) -> impl Future<Output = (usize, MemberAnswer<T>)>
+    where
+        F: Fn(PeerClient, Peer) -> Fut,
+        Fut: Future<Output = Result<T, PeerError>>,
+    {
+        let call = ask(self.clone(), Peer::member(*node, address.clone()));
+        let (node, address) = (*node, address.clone());
+        async move {
+            let started = Instant::now();
+            let answer = call.await;
+            let answer = MemberAnswer {
+                node,
+                address,
+                elapsed: started.elapsed(),
+                answer,
+            };
+            (order, answer)
+        }
+    }
+
     /// `GET path`; the body of a `200`.
     async fn get_ok(&self, peer: &Peer, route: Route, path: &str) -> Result<Vec<u8>, PeerError> {
         let url = format!("{}{path}", self.base_url(&peer.address));
@@ -999,5 +1074,105 @@ mod tests {
         assert_eq!(answers.len(), 1);
         assert_eq!(answers[0].node, 7);
         assert!(answers[0].answer.is_err());
+    }
+
+    fn failure(node: NodeId) -> PeerError {
+        PeerError::Malformed {
+            route: Route::QueryShare,
+            peer: Peer::member(node, format!("127.0.0.1:{node}")),
+            detail: "a garbled answer".into(),
+        }
+    }
+
+    fn members(nodes: &[NodeId]) -> Vec<(NodeId, String)> {
+        nodes
+            .iter()
+            .map(|node| (*node, format!("127.0.0.1:{node}")))
+            .collect()
+    }
+
+    /// A paused member (its call never ends) costs the hedge delay: the
+    /// next replica is asked and its answer wins.
+    #[tokio::test]
+    async fn a_paused_replica_is_hedged_past() {
+        let peers = client(PeerTransport::Http);
+        let answer = peers
+            .ask_hedged(
+                &members(&[1, 2]),
+                Duration::from_millis(200),
+                |_, peer| async move {
+                    if peer.node == Some(1) {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok(peer.node)
+                },
+            )
+            .await
+            .expect("the second replica answers");
+        assert_eq!(answer.node, 2);
+        assert_eq!(answer.answer.unwrap(), Some(2));
+    }
+
+    /// A failed member hands over at once, without waiting for the delay
+    /// (an hour here).
+    #[tokio::test]
+    async fn a_failed_replica_hands_over_at_once_and_all_failing_are_listed() {
+        let peers = client(PeerTransport::Http);
+        let candidates = members(&[1, 2]);
+        let hedged = peers.ask_hedged(
+            &candidates,
+            Duration::from_secs(3_600),
+            |_, peer| async move {
+                match peer.node {
+                    Some(1) => Err(failure(1)),
+                    node => Ok(node),
+                }
+            },
+        );
+        // The failure point of a wait for the hour: far below it.
+        let answer = tokio::time::timeout(Duration::from_secs(60), hedged)
+            .await
+            .expect("handed over without waiting for the delay")
+            .expect("the second replica answers");
+        assert_eq!(answer.node, 2);
+
+        let failures = peers
+            .ask_hedged(
+                &members(&[3, 1, 2]),
+                Duration::from_millis(10),
+                |_, peer| async move {
+                    let node = peer.node.unwrap();
+                    Err::<(), _>(failure(node))
+                },
+            )
+            .await
+            .expect_err("nobody answers");
+        let asked: Vec<NodeId> = failures.iter().map(|failure| failure.node).collect();
+        assert_eq!(asked, [3, 1, 2], "every candidate, in the order asked");
+    }
+
+    /// The first candidate that answers wins even when an earlier one is
+    /// still out.
+    #[tokio::test]
+    async fn the_first_answer_wins() {
+        let peers = client(PeerTransport::Http);
+        let answer = peers
+            .ask_hedged(
+                &members(&[1, 2, 3]),
+                Duration::from_millis(100),
+                |_, peer| async move {
+                    let node = peer.node.unwrap();
+                    // Node 1 answers late, node 2 never, node 3 at once.
+                    match node {
+                        1 => tokio::time::sleep(Duration::from_secs(10)).await,
+                        2 => std::future::pending::<()>().await,
+                        _ => {}
+                    }
+                    Ok(node)
+                },
+            )
+            .await
+            .expect("an answer");
+        assert_eq!(answer.node, 3);
     }
 }
