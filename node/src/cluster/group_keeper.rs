@@ -179,7 +179,7 @@ mod tests {
     use super::*;
     use crate::admin_token::ClusterSecret;
     use crate::cluster::peer::{PeerClient, PeerTransport};
-    use crate::cluster::replicas::test_server::serve_table;
+    use crate::cluster::replicas::standalone::serve_table;
     use crate::cluster::replicas::PeerGroupTransport;
     use crate::replication::group_tests::RecordingApply;
     use crate::replication::{GroupConfig, ReplicatedLogConfig};

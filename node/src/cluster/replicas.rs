@@ -150,17 +150,16 @@ fn transport_error(target: ReplicaId, error: PeerError) -> TransportError {
     }
 }
 
-/// Test support: a minimal server of the group routes over a table.
-#[cfg(test)]
-pub(crate) mod test_server {
+/// A server of the group routes alone, without the rest of the node, for
+/// in-process tests and the groups benchmark (`node/benches/groups.rs`).
+/// It checks no cluster secret: loopback only. The node serves these
+/// routes in `http::cluster`, behind the secret.
+pub mod standalone {
     use super::*;
 
-    /// A minimal server of the group routes over a table, so the test runs
-    /// the real `PeerClient`, transport and `serve` over real sockets
-    /// (the node's own handler is `http::cluster`'s, tested over the binary).
-    pub(crate) async fn serve_table(
-        replicas: GroupReplicas,
-    ) -> (String, actix_web::dev::ServerHandle) {
+    /// Serves `replicas` on a new loopback port; answers its address and
+    /// the server's handle (stop it to take the "node" off the network).
+    pub async fn serve_table(replicas: GroupReplicas) -> (String, actix_web::dev::ServerHandle) {
         use actix_web::{web, App, HttpResponse, HttpServer};
         async fn handle(
             replicas: web::Data<GroupReplicas>,
@@ -205,7 +204,7 @@ mod tests {
     use super::*;
     use crate::admin_token::ClusterSecret;
     use crate::cluster::peer::PeerTransport;
-    use test_server::serve_table;
+    use standalone::serve_table;
 
     #[test]
     fn routes_and_rpcs_map_both_ways() {
