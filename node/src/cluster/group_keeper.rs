@@ -95,6 +95,11 @@ where
         }
     }
 
+    /// `group`'s replica on this node, if it runs.
+    pub fn replica(&self, group: GroupId) -> Option<GroupHandle> {
+        self.replicas.get(group)
+    }
+
     pub fn host(&self) -> &GroupHost<T> {
         &self.host
     }
@@ -174,41 +179,61 @@ where
     }
 }
 
+/// Test support: nodes in one process, each a `GroupKeeper` over a real
+/// `GroupHost` and a standalone server of the group routes.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_cluster {
     use super::*;
     use crate::admin_token::ClusterSecret;
     use crate::cluster::peer::{PeerClient, PeerTransport};
     use crate::cluster::replicas::standalone::serve_table;
     use crate::cluster::replicas::PeerGroupTransport;
-    use crate::replication::group_tests::RecordingApply;
     use crate::replication::{GroupConfig, ReplicatedLogConfig};
     use sessiondb_test_support::eventually;
     use std::sync::{Arc, Mutex, PoisonError};
     use std::time::Duration;
 
-    const WAIT: Duration = Duration::from_secs(30);
-    const GROUPS: [GroupId; 2] = [0, 1];
+    pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
-    type States = Arc<Mutex<BTreeMap<GroupId, RecordingApply>>>;
+    type States<A> = Arc<Mutex<BTreeMap<GroupId, A>>>;
+    type MakeState<A> = Arc<dyn Fn(GroupId) -> A + Send + Sync>;
 
     /// One node: its keeper, the table its server serves, each group's
     /// recorded state.
-    struct TestNode {
-        keeper: GroupKeeper<PeerGroupTransport, Box<dyn Fn(GroupId) -> RecordingApply>>,
-        states: States,
+    pub(crate) struct TestNode<A> {
+        pub(crate) keeper: GroupKeeper<PeerGroupTransport, Box<dyn Fn(GroupId) -> A>>,
+        pub(crate) states: States<A>,
         server: actix_web::dev::ServerHandle,
     }
 
-    struct TestCluster {
+    /// `groups` groups on nodes started by `start`, each group's state made
+    /// by `make`, with `config`'s timings and snapshot policy.
+    pub(crate) struct TestCluster<A> {
         root: sessiondb_test_support::TempDir,
         peers: PeerClient,
+        groups: Vec<GroupId>,
+        config: GroupConfig,
+        make: MakeState<A>,
         addresses: BTreeMap<ReplicaId, ReplicaNode>,
-        nodes: BTreeMap<ReplicaId, TestNode>,
+        pub(crate) nodes: BTreeMap<ReplicaId, TestNode<A>>,
     }
 
-    impl TestCluster {
-        fn new() -> TestCluster {
+    /// Fast elections for tests.
+    pub(crate) fn test_config() -> GroupConfig {
+        GroupConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1_200,
+            ..GroupConfig::default()
+        }
+    }
+
+    impl<A: GroupApply + Clone> TestCluster<A> {
+        pub(crate) fn new(
+            groups: Vec<GroupId>,
+            config: GroupConfig,
+            make: impl Fn(GroupId) -> A + Send + Sync + 'static,
+        ) -> TestCluster<A> {
             let peers = PeerClient::new(
                 PeerTransport::Http,
                 ClusterSecret::generate(),
@@ -218,33 +243,31 @@ mod tests {
             TestCluster {
                 root: sessiondb_test_support::TempDir::new("group-keeper"),
                 peers,
+                groups,
+                config,
+                make: Arc::new(make),
                 addresses: BTreeMap::new(),
                 nodes: BTreeMap::new(),
             }
         }
 
-        async fn start(&mut self, id: ReplicaId) {
+        pub(crate) async fn start(&mut self, id: ReplicaId) {
             let table = GroupReplicas::default();
             let (address, server) = serve_table(table.clone()).await;
             self.addresses.insert(id, ReplicaNode { address });
-            let config = GroupConfig {
-                heartbeat_interval_ms: 100,
-                election_timeout_min_ms: 600,
-                election_timeout_max_ms: 1_200,
-                ..GroupConfig::default()
-            };
             let (host, _) = GroupHost::open(
                 &self.root.path().join(format!("node-{id}")),
                 id,
                 ReplicatedLogConfig::default(),
-                config,
+                self.config.clone(),
                 PeerGroupTransport::new(self.peers.clone()),
             )
             .unwrap();
-            let states: States = Arc::default();
+            let states: States<A> = Arc::default();
             let recorded = Arc::clone(&states);
-            let make_state: Box<dyn Fn(GroupId) -> RecordingApply> = Box::new(move |group| {
-                let state = RecordingApply::default();
+            let make = Arc::clone(&self.make);
+            let make_state: Box<dyn Fn(GroupId) -> A> = Box::new(move |group| {
+                let state = make(group);
                 let mut states = recorded.lock().unwrap_or_else(PoisonError::into_inner);
                 states.insert(group, state.clone());
                 state
@@ -261,13 +284,17 @@ mod tests {
         }
 
         /// Loses node `id` for good: its replicas stop, its server closes.
-        async fn lose(&mut self, id: ReplicaId) {
+        pub(crate) async fn lose(&mut self, id: ReplicaId) {
             let node = self.nodes.remove(&id).unwrap();
             node.keeper.shutdown().await;
             node.server.stop(true).await;
         }
 
-        fn wanted(&self, voters: &[ReplicaId], first_set: bool) -> BTreeMap<GroupId, WantedGroup> {
+        pub(crate) fn wanted(
+            &self,
+            voters: &[ReplicaId],
+            first_set: bool,
+        ) -> BTreeMap<GroupId, WantedGroup> {
             let set = WantedGroup {
                 voters: voters
                     .iter()
@@ -275,12 +302,15 @@ mod tests {
                     .collect(),
                 first_set,
             };
-            GROUPS.iter().map(|&group| (group, set.clone())).collect()
+            self.groups
+                .iter()
+                .map(|&group| (group, set.clone()))
+                .collect()
         }
 
         /// Rounds on every node until each group's leader reports it in
         /// sync with `voters`.
-        async fn follow_until_in_sync(&self, wanted: &BTreeMap<GroupId, WantedGroup>) {
+        pub(crate) async fn follow_until_in_sync(&self, wanted: &BTreeMap<GroupId, WantedGroup>) {
             eventually(WAIT, "every group reaches its wanted set", async || {
                 let mut in_sync = BTreeSet::new();
                 for node in self.nodes.values() {
@@ -294,7 +324,7 @@ mod tests {
                         }
                     }
                 }
-                if in_sync.len() == GROUPS.len() {
+                if in_sync.len() == self.groups.len() {
                     Ok(())
                 } else {
                     Err(format!("in sync: {in_sync:?}"))
@@ -303,26 +333,48 @@ mod tests {
             .await;
         }
 
-        fn leader(&self, group: GroupId) -> GroupHandle {
-            self.nodes
-                .values()
-                .filter_map(|node| node.keeper.replicas.get(group))
-                .find(|replica| replica.status().is_leader)
-                .expect("a leader")
+        pub(crate) fn leader(&self, group: GroupId) -> GroupHandle {
+            self.leader_now(group).expect("a leader")
         }
 
-        fn payloads(&self, id: ReplicaId, group: GroupId) -> Vec<Vec<u8>> {
-            let states = self.nodes[&id]
-                .states
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            states[&group].payloads()
+        /// The replica leading `group` in the newest term, if any (a
+        /// deposed leader may not know yet).
+        pub(crate) fn leader_now(&self, group: GroupId) -> Option<GroupHandle> {
+            self.nodes
+                .values()
+                .filter_map(|node| node.keeper.replica(group))
+                .filter(|replica| replica.status().is_leader)
+                .max_by_key(|replica| replica.status().term)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_cluster::{test_config, TestCluster, WAIT};
+    use super::*;
+    use crate::replication::group_tests::RecordingApply;
+    use std::sync::PoisonError;
+
+    const GROUPS: [GroupId; 2] = [0, 1];
+
+    fn payloads(
+        cluster: &TestCluster<RecordingApply>,
+        id: ReplicaId,
+        group: GroupId,
+    ) -> Vec<Vec<u8>> {
+        let states = cluster.nodes[&id]
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        states[&group].payloads()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nodes_form_their_groups_and_replace_a_lost_member() {
-        let mut cluster = TestCluster::new();
+        let mut cluster = TestCluster::new(GROUPS.to_vec(), test_config(), |_| {
+            RecordingApply::default()
+        });
         for id in [1, 2, 3, 4] {
             cluster.start(id).await;
         }
@@ -366,7 +418,7 @@ mod tests {
                     .await
                     .unwrap();
                 assert_eq!(
-                    cluster.payloads(id, group),
+                    payloads(&cluster, id, group),
                     written[&group],
                     "node {id} holds group {group}'s writes once each"
                 );

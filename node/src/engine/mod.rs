@@ -26,13 +26,16 @@ pub mod audit;
 pub mod cardinality;
 pub mod contribution;
 pub mod durability;
+pub mod group;
+#[cfg(test)]
+mod group_tests;
 pub mod handoff;
 pub mod ingest;
 pub mod journal;
 pub mod mailbox;
 pub mod memory;
 #[cfg(test)]
-mod oracle_tests;
+pub(crate) mod oracle_tests;
 pub mod projects;
 pub mod query;
 pub mod shard;

@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// 2025-11-20 10:30 UTC.
-const NOW_MS: i64 = 1_763_634_600_000;
+pub(super) const NOW_MS: i64 = 1_763_634_600_000;
 const HOUR_MS: i64 = 3_600_000;
-const PROJECT: &str = "shop";
-const EXPERIMENT: &str = "checkout";
+pub(super) const PROJECT: &str = "shop";
+pub(super) const EXPERIMENT: &str = "checkout";
 /// Events spread over this many hours before `NOW_MS`: several buckets,
 /// gaps long and short enough to split sessions, all inside the lateness
 /// horizon (a day by default).
@@ -83,7 +83,7 @@ fn generated() -> impl Strategy<Value = Generated> {
 
 /// A history: distinct events, then the order they arrive in (with
 /// duplicates: indexes may repeat) and the batch sizes they arrive in.
-fn history() -> impl Strategy<Value = (Vec<wire::Event>, Vec<usize>, Vec<usize>)> {
+pub(super) fn history() -> impl Strategy<Value = (Vec<wire::Event>, Vec<usize>, Vec<usize>)> {
     proptest::collection::vec(generated(), 1..EVENTS_MAX)
         .prop_map(|generated| {
             generated
@@ -291,6 +291,16 @@ fn compare(actual: Option<query::Results>, expected: &BTreeMap<Cell, CellCounts>
 }
 
 fn check(core: &Core, oracle: &Oracle, context: &str) {
+    check_with(|query| core.results(query), oracle, context);
+}
+
+/// Compares the answers of `results` with the oracle's, on the whole
+/// spread and on a range cutting into it, with and without a breakdown.
+pub(super) fn check_with(
+    results: impl Fn(&ResultsQuery) -> Option<query::Results>,
+    oracle: &Oracle,
+    context: &str,
+) {
     let now_bucket_ms = NOW_MS - NOW_MS % HOUR_MS;
     let to_ms = now_bucket_ms + HOUR_MS;
     let whole_ms = now_bucket_ms - SPREAD_HOURS * HOUR_MS;
@@ -308,7 +318,7 @@ fn check(core: &Core, oracle: &Oracle, context: &str) {
             let keys = ["buy", "signup"];
             let expected = oracle.results(EXPERIMENT, from_ms, to_ms, breakdown, &keys);
             let context = format!("{context}, [{from_ms}, {to_ms}) by {breakdown:?}");
-            compare(core.results(&query), &expected.cells, &context);
+            compare(results(&query), &expected.cells, &context);
         }
     }
 }
