@@ -337,6 +337,30 @@ pub(crate) mod test_cluster {
             self.leader_now(group).expect("a leader")
         }
 
+        /// Waits until every node's replica of `group` applied the leader's
+        /// whole log. Call with no write in flight: every entry the leader
+        /// holds is then committed. (The leader's applied index is no
+        /// bound: openraft's metrics report an apply a moment after the
+        /// state holds it.)
+        pub(crate) async fn applied_everywhere(&self, group: GroupId) {
+            let leader = self.leader(group);
+            let last_log_index = leader.raft().metrics().borrow().last_log_index;
+            for (id, node) in &self.nodes {
+                let Some(replica) = node.keeper.replica(group) else {
+                    continue;
+                };
+                replica
+                    .raft()
+                    .wait(Some(WAIT))
+                    .applied_index_at_least(
+                        last_log_index,
+                        format!("node {id} applies group {group}"),
+                    )
+                    .await
+                    .expect("every replica applies the leader's log");
+            }
+        }
+
         /// The replica leading `group` in the newest term, if any (a
         /// deposed leader may not know yet).
         pub(crate) fn leader_now(&self, group: GroupId) -> Option<GroupHandle> {

@@ -23,6 +23,7 @@
 //! `Cluster` bundles what the HTTP layer needs of it.
 
 pub mod coordinator;
+pub mod group_ingest;
 pub mod group_keeper;
 pub mod identity;
 pub mod leader;

@@ -143,6 +143,12 @@ impl GroupReader {
         core.aggregates.experiment(project, experiment).cloned()
     }
 
+    /// The version of `project`'s configuration this group applied, if any.
+    pub fn project_version(&self, project: &str) -> Option<u64> {
+        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        core.projects.get(project).map(|config| config.version)
+    }
+
     pub fn report(&self) -> GroupReport {
         let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
         GroupReport {

@@ -55,11 +55,7 @@ impl Leader {
             events
                 .entry(group_of(shard, GROUPS))
                 .or_default()
-                .push(JournalEvent {
-                    project: std::sync::Arc::clone(&validated.project.name),
-                    visitor: validated.visitor,
-                    event: validated.event,
-                });
+                .push(JournalEvent::from(validated));
         }
         events
             .into_iter()
@@ -312,18 +308,11 @@ async fn replicated_groups_lose_nothing_when_a_leader_is_lost_and_a_replacement_
         .follow_until_in_sync(&cluster.wanted(&replaced, false))
         .await;
 
+    for group in 0..GROUPS {
+        cluster.applied_everywhere(group).await;
+    }
     for id in replaced {
         let node = &cluster.nodes[&id];
-        for group in 0..GROUPS {
-            let target = cluster.leader(group).status().last_applied;
-            let replica = node.keeper.replica(group).expect("holds the group");
-            replica
-                .raft()
-                .wait(Some(WAIT))
-                .applied_index_at_least(target, format!("node {id} applies group {group}"))
-                .await
-                .expect("caught up");
-        }
         let states: Vec<GroupState> = node
             .states
             .lock()

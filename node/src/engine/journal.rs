@@ -64,6 +64,16 @@ pub struct JournalEvent {
     pub event: Event,
 }
 
+impl From<crate::event::VisitorEvent> for JournalEvent {
+    fn from(event: crate::event::VisitorEvent) -> JournalEvent {
+        JournalEvent {
+            project: Arc::clone(&event.project.name),
+            visitor: event.visitor,
+            event: event.event,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     #[error("empty record")]

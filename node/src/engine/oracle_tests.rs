@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// 2025-11-20 10:30 UTC.
-pub(super) const NOW_MS: i64 = 1_763_634_600_000;
+pub(crate) const NOW_MS: i64 = 1_763_634_600_000;
 const HOUR_MS: i64 = 3_600_000;
-pub(super) const PROJECT: &str = "shop";
-pub(super) const EXPERIMENT: &str = "checkout";
+pub(crate) const PROJECT: &str = "shop";
+pub(crate) const EXPERIMENT: &str = "checkout";
 /// Events spread over this many hours before `NOW_MS`: several buckets,
 /// gaps long and short enough to split sessions, all inside the lateness
 /// horizon (a day by default).
@@ -83,7 +83,7 @@ fn generated() -> impl Strategy<Value = Generated> {
 
 /// A history: distinct events, then the order they arrive in (with
 /// duplicates: indexes may repeat) and the batch sizes they arrive in.
-pub(super) fn history() -> impl Strategy<Value = (Vec<wire::Event>, Vec<usize>, Vec<usize>)> {
+pub(crate) fn history() -> impl Strategy<Value = (Vec<wire::Event>, Vec<usize>, Vec<usize>)> {
     proptest::collection::vec(generated(), 1..EVENTS_MAX)
         .prop_map(|generated| {
             generated
@@ -296,7 +296,7 @@ fn check(core: &Core, oracle: &Oracle, context: &str) {
 
 /// Compares the answers of `results` with the oracle's, on the whole
 /// spread and on a range cutting into it, with and without a breakdown.
-pub(super) fn check_with(
+pub(crate) fn check_with(
     results: impl Fn(&ResultsQuery) -> Option<query::Results>,
     oracle: &Oracle,
     context: &str,
