@@ -31,6 +31,7 @@ pub mod moves;
 pub mod peer;
 pub mod placement;
 pub mod planner;
+pub mod replica_planner;
 pub mod replicas;
 pub mod startup;
 
