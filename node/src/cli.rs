@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// before the node answers `503 overloaded`.
     #[arg(long)]
     pub ingest_queue_wait_ms: Option<u64>,
+    /// Take a checkpoint once the log grew by this many bytes since the
+    /// last one (besides every minute), which bounds recovery's replay
+    /// (docs/durability.md, "Checkpoints"); 0 turns it off.
+    #[arg(long)]
+    pub checkpoint_log_bytes_max: Option<u64>,
     /// Events per second each project may send (token bucket holding one
     /// second's worth); beyond it `429 rate_limited`. Default: no limit.
     #[arg(long)]
@@ -224,6 +229,7 @@ pub struct FileConfig {
     pub requests_in_flight_per_credential_max: Option<usize>,
     pub query_cost_max: Option<u64>,
     pub ingest_queue_wait_ms: Option<u64>,
+    pub checkpoint_log_bytes_max: Option<u64>,
     pub project_events_per_second_max: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -387,6 +393,10 @@ impl NodeConfig {
                     .ingest_queue_wait_ms
                     .or(file.ingest_queue_wait_ms)
                     .unwrap_or(engine_defaults.ingest_queue_wait_ms),
+                checkpoint_log_bytes_max: args
+                    .checkpoint_log_bytes_max
+                    .or(file.checkpoint_log_bytes_max)
+                    .unwrap_or(engine_defaults.checkpoint_log_bytes_max),
                 query_cost_max,
                 ..engine_defaults
             },
