@@ -51,9 +51,12 @@ pub enum ShardMessage {
     /// copy of every visitor in memory. Then tells every aggregate actor
     /// that this shard is covered (`AggregateMessage::ShardCovered`): the
     /// deltas it forwarded before belong to the checkpoint, those after do
-    /// not. Only this shard waits meanwhile: the checkpoint encodes one
-    /// shard at a time (`docs/durability.md`, "Checkpoints").
-    Encode { reply: RpcReplyPort<EncodedShard> },
+    /// not. Only this shard waits meanwhile: the checkpoint asks a few
+    /// shards at a time (`docs/durability.md`, "Checkpoints").
+    Encode {
+        checkpoint: u64,
+        reply: RpcReplyPort<EncodedShard>,
+    },
     /// Replace the shard's state: a shard moved in (its state) or away
     /// (empty state).
     Replace {
@@ -176,7 +179,7 @@ impl Actor for ShardActor {
             ShardMessage::Snapshot { reply } => {
                 let _ = reply.send(state.shard.clone());
             }
-            ShardMessage::Encode { reply } => {
+            ShardMessage::Encode { checkpoint, reply } => {
                 let encoded = EncodedShard {
                     bytes: journal::encode(&state.shard),
                     visitors: state.shard.visitor_count(),
@@ -184,7 +187,10 @@ impl Actor for ShardActor {
                 // Behind every delta this shard forwarded, ahead of every
                 // later one: each aggregate actor's queue is in send order.
                 for actor in state.aggregate_actors.iter() {
-                    let covered = AggregateMessage::ShardCovered { shard: state.index };
+                    let covered = AggregateMessage::ShardCovered {
+                        checkpoint,
+                        shard: state.index,
+                    };
                     if actor.send(covered).await.is_err() {
                         tracing::warn!("aggregate actor stopped; node is shutting down");
                     }
@@ -240,12 +246,15 @@ pub enum AggregateMessage {
     /// copy of the store that takes only the deltas of shards not yet
     /// covered, and answer it once all `shards` are covered.
     BeginCheckpoint {
+        /// Tells this checkpoint's marks from a failed one's late marks.
+        checkpoint: u64,
         shards: usize,
         reply: RpcReplyPort<AggregateStore>,
     },
     /// Shard `shard` encoded its state for the running checkpoint; its
     /// later deltas stay out of the checkpoint's copy.
     ShardCovered {
+        checkpoint: u64,
         shard: u32,
     },
     /// The running checkpoint failed: drop its copy.
@@ -340,6 +349,7 @@ pub struct AggregateActorState {
 /// delta at once, so an acknowledged event stays visible.
 #[derive(Debug)]
 struct CheckpointCopy {
+    checkpoint: u64,
     copy: AggregateStore,
     covered: Vec<bool>,
     uncovered: usize,
@@ -356,11 +366,17 @@ impl AggregateActorState {
         }
     }
 
-    fn begin_checkpoint(&mut self, shards: usize, reply: RpcReplyPort<AggregateStore>) {
+    fn begin_checkpoint(
+        &mut self,
+        checkpoint: u64,
+        shards: usize,
+        reply: RpcReplyPort<AggregateStore>,
+    ) {
         assert!(shards > 0, "a checkpoint covers at least one shard");
         // A copy left by a checkpoint that never finished is dropped: its
         // answer was given up on.
         self.checkpoint = Some(CheckpointCopy {
+            checkpoint,
             copy: self.store.clone(),
             covered: vec![false; shards],
             uncovered: shards,
@@ -368,11 +384,16 @@ impl AggregateActorState {
         });
     }
 
-    fn cover(&mut self, shard: u32) {
+    fn cover(&mut self, id: u64, shard: u32) {
         let Some(checkpoint) = &mut self.checkpoint else {
             // The checkpoint was aborted before this shard's mark arrived.
             return;
         };
+        if checkpoint.checkpoint != id {
+            // A late mark of a checkpoint that failed (a shard answered
+            // after its wait ran out).
+            return;
+        }
         let covered = &mut checkpoint.covered[shard as usize];
         assert!(!*covered, "a shard is covered once per checkpoint");
         *covered = true;
@@ -416,10 +437,12 @@ impl Actor for AggregateActor {
         let message = envelope.message;
         match message {
             AggregateMessage::Apply { shard, batch } => state.apply(shard, &batch),
-            AggregateMessage::BeginCheckpoint { shards, reply } => {
-                state.begin_checkpoint(shards, reply)
-            }
-            AggregateMessage::ShardCovered { shard } => state.cover(shard),
+            AggregateMessage::BeginCheckpoint {
+                checkpoint,
+                shards,
+                reply,
+            } => state.begin_checkpoint(checkpoint, shards, reply),
+            AggregateMessage::ShardCovered { checkpoint, shard } => state.cover(checkpoint, shard),
             AggregateMessage::AbortCheckpoint => state.checkpoint = None,
             AggregateMessage::Expire { project, before_ms } => state.expire(&project, before_ms),
             other => handle_read(&mut state.store, other),

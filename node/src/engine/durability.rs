@@ -724,6 +724,8 @@ pub struct LogVolume {
     replayed_bytes: AtomicU64,
     /// `written_bytes` when the last checkpoint started.
     checkpointed_bytes: AtomicU64,
+    /// Checkpoints started since the open: each one's id for the actors.
+    started: AtomicU64,
 }
 
 impl LogVolume {
@@ -739,12 +741,20 @@ impl LogVolume {
     }
 }
 
+/// Shards asked for their copy at once. More than one hides the round
+/// trip (a shard's copy waits for the sync of what is queued ahead of it);
+/// few, so that a batch touching many shards waits for at most this many
+/// copies.
+const CHECKPOINT_SHARDS_IN_FLIGHT: usize = 4;
+
 /// Run after each shard's copy, with the shard's index.
 pub(crate) type BetweenShards<'a> =
     dyn FnMut(usize) -> futures::future::BoxFuture<'a, ()> + Send + 'a;
 
 /// What the checkpoint copies at its start, under the sequencer.
 struct CheckpointStart {
+    /// This checkpoint among those started since the open.
+    checkpoint: u64,
     position: u64,
     projects: Vec<ProjectConfig>,
     coverage: StoreCoverage,
@@ -824,7 +834,7 @@ impl Engine {
                 return Err(error);
             }
         };
-        let copies = match self.copy_shards(between).await {
+        let copies = match self.copy_shards(start.checkpoint, between).await {
             Ok(copies) => copies,
             Err(error) => {
                 self.abort_checkpoint().await;
@@ -924,12 +934,22 @@ impl Engine {
             return Err(CheckpointError::LogFailed { cause });
         }
         let shards = self.inner.shard_actors.len();
+        let checkpoint = self
+            .inner
+            .log_volume
+            .started
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
         // The wait starts when the answer is awaited, after every shard's
         // copy (`Pending::answer`).
         let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
         let mut aggregate_copies = Vec::with_capacity(self.inner.aggregate_actors.len());
         for actor in self.inner.aggregate_actors.iter() {
-            let begin = |reply| AggregateMessage::BeginCheckpoint { shards, reply };
+            let begin = |reply| AggregateMessage::BeginCheckpoint {
+                checkpoint,
+                shards,
+                reply,
+            };
             aggregate_copies.push(actor.request(begin, wait).await.map_err(copy_failed)?);
         }
         let projects = self
@@ -940,6 +960,7 @@ impl Engine {
             .map(|config| (**config).clone())
             .collect();
         Ok(CheckpointStart {
+            checkpoint,
             position: self.inner.storage.log.enqueued_position(),
             projects,
             coverage: self.store_coverage(),
@@ -954,6 +975,7 @@ impl Engine {
     /// state encoded in its own turn. Other shards take ingest meanwhile.
     async fn copy_shards(
         &self,
+        checkpoint: u64,
         mut between: Option<&mut BetweenShards<'_>>,
     ) -> Result<ShardCopies, CheckpointError> {
         let wait = Duration::from_millis(limits::ACTOR_REPLY_WAIT_MS);
@@ -963,27 +985,49 @@ impl Engine {
             positions: Vec::with_capacity(count),
             shard_pause_max: Duration::ZERO,
         };
+        // With the test hook, one shard at a time: the hook runs between
+        // two shards' requests.
+        let in_flight_max = match between {
+            Some(_) => 1,
+            None => CHECKPOINT_SHARDS_IN_FLIGHT,
+        };
+        let mut asked = std::collections::VecDeque::with_capacity(in_flight_max);
         for (index, shard) in self.inner.shard_actors.iter().enumerate() {
-            let (answer, position, asked) = {
-                let _order = self.inner.sequencer.lock().await;
-                let encode = |reply| ShardMessage::Encode { reply };
-                let answer = shard.request(encode, wait).await.map_err(copy_failed)?;
-                (
-                    answer,
-                    self.inner.storage.log.enqueued_position(),
-                    Instant::now(),
-                )
-            };
+            if asked.len() == in_flight_max {
+                self.take_copy(&mut copies, asked.pop_front()).await?;
+                if let Some(between) = between.as_mut() {
+                    between(index - 1).await;
+                }
+            }
+            let _order = self.inner.sequencer.lock().await;
+            let encode = |reply| ShardMessage::Encode { checkpoint, reply };
+            let answer = shard.request(encode, wait).await.map_err(copy_failed)?;
             copies
-                .shards
-                .push(answer.answer().await.map_err(copy_failed)?);
-            copies.positions.push(position);
-            copies.shard_pause_max = copies.shard_pause_max.max(asked.elapsed());
+                .positions
+                .push(self.inner.storage.log.enqueued_position());
+            asked.push_back((answer, Instant::now()));
+        }
+        while let Some(request) = asked.pop_front() {
+            self.take_copy(&mut copies, Some(request)).await?;
             if let Some(between) = between.as_mut() {
-                between(index).await;
+                between(copies.shards.len() - 1).await;
             }
         }
+        assert_eq!(copies.shards.len(), count);
         Ok(copies)
+    }
+
+    async fn take_copy(
+        &self,
+        copies: &mut ShardCopies,
+        request: Option<(Pending<EncodedShard>, Instant)>,
+    ) -> Result<(), CheckpointError> {
+        let (answer, asked) = request.expect("a request in flight");
+        copies
+            .shards
+            .push(answer.answer().await.map_err(copy_failed)?);
+        copies.shard_pause_max = copies.shard_pause_max.max(asked.elapsed());
+        Ok(())
     }
 
     /// Tells the aggregate actors to drop their copies.
