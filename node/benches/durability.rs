@@ -61,17 +61,19 @@ fn options() -> Options {
 /// When each batch was sent and answered.
 type Timings = Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>;
 
+fn batches(events: &[VisitorEvent], batch_events: usize) -> Vec<Vec<VisitorEvent>> {
+    events
+        .chunks(batch_events)
+        .map(<[VisitorEvent]>::to_vec)
+        .collect()
+}
+
 async fn ingest_concurrently(
     engine: &Engine,
-    events: Vec<VisitorEvent>,
-    batch_events: usize,
+    batches: Vec<Vec<VisitorEvent>>,
     clients: usize,
     timings: Timings,
 ) -> f64 {
-    let batches: Vec<Vec<VisitorEvent>> = events
-        .chunks(batch_events)
-        .map(<[VisitorEvent]>::to_vec)
-        .collect();
     let count: usize = batches.iter().map(Vec::len).sum();
     let queue = Arc::new(std::sync::Mutex::new(batches));
     let started = Instant::now();
@@ -152,8 +154,7 @@ async fn run(options: Options) {
     let (head, tail) = events.split_at(split);
     let rate = ingest_concurrently(
         &engine,
-        head.to_vec(),
-        options.batch_events,
+        batches(head, options.batch_events),
         options.clients,
         Timings::default(),
     )
@@ -165,6 +166,7 @@ async fn run(options: Options) {
         head.len()
     );
     // The checkpoint runs while the tail is ingested.
+    let tail_batches = batches(tail, options.batch_events);
     let timings = Timings::default();
     let checkpointing = {
         let engine = engine.clone();
@@ -176,14 +178,8 @@ async fn run(options: Options) {
             (report, started, Instant::now())
         })
     };
-    let tail_rate = ingest_concurrently(
-        &engine,
-        tail.to_vec(),
-        options.batch_events,
-        options.clients,
-        Arc::clone(&timings),
-    )
-    .await;
+    let tail_rate =
+        ingest_concurrently(&engine, tail_batches, options.clients, Arc::clone(&timings)).await;
     let (checkpoint, checkpoint_started, checkpoint_ended) =
         checkpointing.await.expect("checkpoint task");
     println!(
@@ -212,6 +208,8 @@ async fn run(options: Options) {
         engine.log_bytes_since_checkpoint() as f64 / 1e6
     );
     let before = engine.status().await;
+    // A checkpoint by volume may still be running.
+    engine.checkpoints_idle().await;
     engine.shutdown();
     drop(engine);
 

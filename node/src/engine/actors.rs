@@ -101,6 +101,9 @@ pub struct ReplayRecord {
 pub struct EncodedShard {
     pub bytes: Vec<u8>,
     pub visitors: usize,
+    /// How long the actor spent on it: the time this shard's ingest
+    /// waited for the checkpoint.
+    pub encode_time: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -180,9 +183,11 @@ impl Actor for ShardActor {
                 let _ = reply.send(state.shard.clone());
             }
             ShardMessage::Encode { checkpoint, reply } => {
-                let encoded = EncodedShard {
+                let started = std::time::Instant::now();
+                let mut encoded = EncodedShard {
                     bytes: journal::encode(&state.shard),
                     visitors: state.shard.visitor_count(),
+                    encode_time: std::time::Duration::ZERO,
                 };
                 // Behind every delta this shard forwarded, ahead of every
                 // later one: each aggregate actor's queue is in send order.
@@ -195,6 +200,7 @@ impl Actor for ShardActor {
                         tracing::warn!("aggregate actor stopped; node is shutting down");
                     }
                 }
+                encoded.encode_time = started.elapsed();
                 let _ = reply.send(encoded);
             }
             ShardMessage::Replace {

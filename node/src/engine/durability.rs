@@ -95,8 +95,8 @@ pub struct CheckpointReport {
     pub position: u64,
     pub bytes: usize,
     pub visitors: u64,
-    /// The longest one shard's ingest was held: its own encoding, and
-    /// what was queued ahead of it. Other shards take ingest meanwhile.
+    /// The longest one shard's ingest was held: its own encoding (in its
+    /// actor). Other shards take ingest meanwhile.
     pub pause_ms: u64,
     pub duration_ms: u64,
     pub log_segments_removed: usize,
@@ -766,8 +766,7 @@ struct CheckpointStart {
 struct ShardCopies {
     shards: Vec<EncodedShard>,
     positions: Vec<u64>,
-    /// The longest one shard's queue was held (its encode, and waiting for
-    /// what was queued ahead of it).
+    /// The longest one shard's actor spent encoding.
     shard_pause_max: Duration,
 }
 
@@ -802,6 +801,13 @@ impl Engine {
         }
         tracing::info!(grown, bytes_max, "the log grew past the checkpoint volume");
         Some(self.checkpoint().await)
+    }
+
+    /// Completes once no checkpoint is running. A running one holds the
+    /// engine (and so its checkpoint store's lock) until it ends, so an
+    /// in-process restart waits for it first.
+    pub async fn checkpoints_idle(&self) {
+        drop(self.inner.checkpointing.lock().await);
     }
 
     /// Log bytes a recovery would replay after the newest checkpoint.
@@ -1005,7 +1011,7 @@ impl Engine {
             copies
                 .positions
                 .push(self.inner.storage.log.enqueued_position());
-            asked.push_back((answer, Instant::now()));
+            asked.push_back(answer);
         }
         while let Some(request) = asked.pop_front() {
             self.take_copy(&mut copies, Some(request)).await?;
@@ -1020,13 +1026,12 @@ impl Engine {
     async fn take_copy(
         &self,
         copies: &mut ShardCopies,
-        request: Option<(Pending<EncodedShard>, Instant)>,
+        request: Option<Pending<EncodedShard>>,
     ) -> Result<(), CheckpointError> {
-        let (answer, asked) = request.expect("a request in flight");
-        copies
-            .shards
-            .push(answer.answer().await.map_err(copy_failed)?);
-        copies.shard_pause_max = copies.shard_pause_max.max(asked.elapsed());
+        let answer = request.expect("a request in flight");
+        let shard = answer.answer().await.map_err(copy_failed)?;
+        copies.shard_pause_max = copies.shard_pause_max.max(shard.encode_time);
+        copies.shards.push(shard);
         Ok(())
     }
 

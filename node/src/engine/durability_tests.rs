@@ -64,6 +64,7 @@ async fn open_engine(directory: &Path, checkpoint_log_bytes_max: u64) -> (Engine
 /// Stops `engine` (a crash, as far as the disk is concerned: nothing more
 /// is written) and recovers from the directory.
 async fn reopen(engine: Engine, directory: &Path) -> (Engine, RecoveryReport) {
+    engine.checkpoints_idle().await;
     engine.shutdown();
     drop(engine);
     open_engine(directory, 0).await
