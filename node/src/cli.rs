@@ -1019,6 +1019,21 @@ mod tests {
     }
 
     #[test]
+    fn the_checkpoint_volume_has_a_default_a_flag_and_a_file_key() {
+        let args = ServeArgs::parse_from(["serve"]);
+        let config = NodeConfig::resolve(&args).unwrap();
+        assert_eq!(
+            config.engine.checkpoint_log_bytes_max,
+            limits::CHECKPOINT_LOG_BYTES_MAX_DEFAULT
+        );
+        let args = ServeArgs::parse_from(["serve", "--checkpoint-log-bytes-max", "0"]);
+        let config = NodeConfig::resolve(&args).unwrap();
+        assert_eq!(config.engine.checkpoint_log_bytes_max, 0, "0 turns it off");
+        let file = toml::from_str::<FileConfig>("checkpoint_log_bytes_max = 4096").unwrap();
+        assert_eq!(file.checkpoint_log_bytes_max, Some(4096));
+    }
+
+    #[test]
     fn tls_needs_all_three_files() {
         let args = ServeArgs::parse_from(["serve", "--tls-cert", "a.pem", "--tls-key", "a.key"]);
         let error = NodeConfig::resolve(&args).unwrap_err();
