@@ -26,7 +26,12 @@ use std::sync::Mutex;
 /// A complete checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// Every log record up to and including this position is reflected.
+    /// The file format's version (`CHECKPOINT_VERSION` for what this build
+    /// writes; older versions are read as they were written).
+    pub version: u32,
+    /// Every log record up to and including this position is reflected
+    /// (version 2: by every shard; a shard may include more, as its own
+    /// part says).
     pub position: u64,
     /// When it was taken (node clock, ms since the epoch).
     pub created_ms: i64,
@@ -121,7 +126,14 @@ const LOCK_FILE: &str = "LOCK";
 const NEWEST_FILE: &str = "NEWEST";
 const NEWEST_TEMPORARY: &str = "NEWEST.tmp";
 const MAGIC: &[u8; 8] = b"SDB-CKPT";
-const VERSION: u32 = 1;
+/// The version this build writes. 1: one position for the whole state.
+/// 2: the header's position is the lowest of the shards' positions, and a
+/// part names each shard's own (checkpoints taken shard by shard); a build
+/// that knew only version 1 would replay records twice from it, so it must
+/// refuse it, hence the new number.
+pub const CHECKPOINT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+const VERSION_OLDEST: u32 = 1;
 /// magic, version, id, position, created_ms, part count.
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8 + 4;
 const CHECKSUM_BYTES: usize = 4;
@@ -314,6 +326,7 @@ impl FileCheckpointStore {
     /// directory `fsync`. Returns the file's size.
     fn write_file(&self, id: u64, checkpoint: &Checkpoint) -> Result<u64, CheckpointError> {
         assert!(checkpoint.parts.len() <= CHECKPOINT_PARTS_MAX);
+        assert!((VERSION_OLDEST..=CHECKPOINT_VERSION).contains(&checkpoint.version));
         let temporary = self.path.join(temporary_name(id));
         let file = File::create(&temporary).map_err(io_error(&temporary, "create"))?;
         let mut writer = ChecksumWriter {
@@ -323,7 +336,7 @@ impl FileCheckpointStore {
         };
         let written = (|| -> std::io::Result<()> {
             writer.write_all(MAGIC)?;
-            writer.write_all(&VERSION.to_le_bytes())?;
+            writer.write_all(&checkpoint.version.to_le_bytes())?;
             writer.write_all(&id.to_le_bytes())?;
             writer.write_all(&checkpoint.position.to_le_bytes())?;
             writer.write_all(&checkpoint.created_ms.to_le_bytes())?;
@@ -551,9 +564,9 @@ fn decode(id: u64, file: File) -> Result<Checkpoint, CheckpointError> {
         return Err(damaged("not a checkpoint file (magic)".into()));
     }
     let version = u32_of(field("the version", 4)?);
-    if version != VERSION {
+    if !(VERSION_OLDEST..=CHECKPOINT_VERSION).contains(&version) {
         return Err(damaged(format!(
-            "format version {version} (this build reads {VERSION})"
+            "format version {version} (this build reads {VERSION_OLDEST} to {CHECKPOINT_VERSION})"
         )));
     }
     let stored_id = u64_of(field("the id", 8)?);
@@ -595,6 +608,7 @@ fn decode(id: u64, file: File) -> Result<Checkpoint, CheckpointError> {
         return Err(damaged("checksum mismatch".into()));
     }
     Ok(Checkpoint {
+        version,
         position,
         created_ms,
         parts,
@@ -681,7 +695,9 @@ mod legacy_sled {
                 .ok_or_else(|| damaged(format!("part `{name}` missing")))?;
             parts.push((name, bytes.to_vec()));
         }
+        // Sled held whole-state checkpoints: one position for all.
         Ok(Some(Checkpoint {
+            version: 1,
             position: meta.position,
             created_ms: meta.created_ms,
             parts,
@@ -704,6 +720,7 @@ mod tests {
 
     fn checkpoint(position: u64, parts: &[(&str, &[u8])]) -> Checkpoint {
         Checkpoint {
+            version: CHECKPOINT_VERSION,
             position,
             created_ms: position as i64 * 10,
             parts: parts
@@ -844,6 +861,26 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_file_reads_as_written_and_an_unknown_version_is_refused() {
+        let path = temporary_directory("versions");
+        let store = FileCheckpointStore::open(&path).unwrap();
+        let old = Checkpoint {
+            version: 1,
+            ..checkpoint(9, &[("projects", b"p"), ("shard/00000", b"s")])
+        };
+        let id = store.write(&old).unwrap().id;
+        assert_eq!(store.read(id).unwrap(), old);
+        let file = path.join(file_name(id));
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[8..12].copy_from_slice(&(CHECKPOINT_VERSION + 1).to_le_bytes());
+        std::fs::write(&file, &bytes).unwrap();
+        let error = store.read(id).unwrap_err().to_string();
+        assert!(error.contains("format version 3"), "{error}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
     fn a_checkpoint_of_the_old_sled_store_is_moved_into_a_file() {
         let path = temporary_directory("migrate");
         {
@@ -861,6 +898,7 @@ mod tests {
         assert_eq!(
             store.read(1).unwrap(),
             Checkpoint {
+                version: 1,
                 position: 42,
                 created_ms: 7,
                 parts: vec![("projects".to_string(), vec![1, 2, 3])],

@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// before the node answers `503 overloaded`.
     #[arg(long)]
     pub ingest_queue_wait_ms: Option<u64>,
+    /// Take a checkpoint once the log grew by this many bytes since the
+    /// last one (besides every minute), which bounds recovery's replay
+    /// (docs/durability.md, "Checkpoints"); 0 turns it off.
+    #[arg(long)]
+    pub checkpoint_log_bytes_max: Option<u64>,
     /// Events per second each project may send (token bucket holding one
     /// second's worth); beyond it `429 rate_limited`. Default: no limit.
     #[arg(long)]
@@ -224,6 +229,7 @@ pub struct FileConfig {
     pub requests_in_flight_per_credential_max: Option<usize>,
     pub query_cost_max: Option<u64>,
     pub ingest_queue_wait_ms: Option<u64>,
+    pub checkpoint_log_bytes_max: Option<u64>,
     pub project_events_per_second_max: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -387,6 +393,10 @@ impl NodeConfig {
                     .ingest_queue_wait_ms
                     .or(file.ingest_queue_wait_ms)
                     .unwrap_or(engine_defaults.ingest_queue_wait_ms),
+                checkpoint_log_bytes_max: args
+                    .checkpoint_log_bytes_max
+                    .or(file.checkpoint_log_bytes_max)
+                    .unwrap_or(engine_defaults.checkpoint_log_bytes_max),
                 query_cost_max,
                 ..engine_defaults
             },
@@ -1006,6 +1016,21 @@ mod tests {
         let args = ServeArgs::parse_from(["serve", "--query-cost-max", "0"]);
         let error = NodeConfig::resolve(&args).unwrap_err();
         assert!(format!("{error:#}").contains("--query-cost-max must be at least 1"));
+    }
+
+    #[test]
+    fn the_checkpoint_volume_has_a_default_a_flag_and_a_file_key() {
+        let args = ServeArgs::parse_from(["serve"]);
+        let config = NodeConfig::resolve(&args).unwrap();
+        assert_eq!(
+            config.engine.checkpoint_log_bytes_max,
+            limits::CHECKPOINT_LOG_BYTES_MAX_DEFAULT
+        );
+        let args = ServeArgs::parse_from(["serve", "--checkpoint-log-bytes-max", "0"]);
+        let config = NodeConfig::resolve(&args).unwrap();
+        assert_eq!(config.engine.checkpoint_log_bytes_max, 0, "0 turns it off");
+        let file = toml::from_str::<FileConfig>("checkpoint_log_bytes_max = 4096").unwrap();
+        assert_eq!(file.checkpoint_log_bytes_max, Some(4096));
     }
 
     #[test]

@@ -152,6 +152,13 @@ pub const QUERY_COST_MAX_DEFAULT: u64 = 1_000_000;
 /// for room (the sequencer, a full shard queue, the log's group-commit
 /// backlog) before the node answers `503 overloaded`.
 pub const INGEST_QUEUE_WAIT_MS_DEFAULT: u64 = INGEST_QUEUE_WAIT_MS;
+/// Default of `--checkpoint-log-bytes-max`: a checkpoint is taken once
+/// the log grew by this much since the last one. Recovery replays about
+/// this much log (`docs/benchmarks.md`, "Durability": replay runs at
+/// ~0.9 M events/s, ~51 log bytes per event), so ~2.6 M events, ~3 s.
+pub const CHECKPOINT_LOG_BYTES_MAX_DEFAULT: u64 = 128 * 1024 * 1024;
+/// How often the log's growth is compared with `--checkpoint-log-bytes-max`.
+pub const CHECKPOINT_LOG_CHECK_INTERVAL_MS: u64 = 1_000;
 /// `Retry-After` of `503 overloaded` and `429 too_many_requests`: long
 /// enough for a queue of `ACTOR_QUEUE_MESSAGES_MAX` batches to drain.
 pub const OVERLOAD_RETRY_AFTER_SECONDS: u64 = 1;

@@ -48,8 +48,15 @@ pub enum ShardMessage {
     /// The shard's state encoded for a checkpoint (`journal::encode`), with
     /// its visitor count. Encoding in place, instead of copying the state
     /// and encoding the copy, keeps a checkpoint from holding a second
-    /// copy of every visitor in memory.
-    Encode { reply: RpcReplyPort<EncodedShard> },
+    /// copy of every visitor in memory. Then tells every aggregate actor
+    /// that this shard is covered (`AggregateMessage::ShardCovered`): the
+    /// deltas it forwarded before belong to the checkpoint, those after do
+    /// not. Only this shard waits meanwhile: the checkpoint asks a few
+    /// shards at a time (`docs/durability.md`, "Checkpoints").
+    Encode {
+        checkpoint: u64,
+        reply: RpcReplyPort<EncodedShard>,
+    },
     /// Replace the shard's state: a shard moved in (its state) or away
     /// (empty state).
     Replace {
@@ -94,10 +101,15 @@ pub struct ReplayRecord {
 pub struct EncodedShard {
     pub bytes: Vec<u8>,
     pub visitors: usize,
+    /// How long the actor spent on it: the time this shard's ingest
+    /// waited for the checkpoint.
+    pub encode_time: std::time::Duration,
 }
 
 #[derive(Debug)]
 pub struct ShardActorState {
+    /// Which shard this actor holds: deltas and checkpoint marks carry it.
+    pub index: u32,
     pub shard: ShardState,
     pub aggregate_actors: Arc<Vec<Mailbox<AggregateMessage>>>,
     pub clock: SharedClock,
@@ -170,11 +182,26 @@ impl Actor for ShardActor {
             ShardMessage::Snapshot { reply } => {
                 let _ = reply.send(state.shard.clone());
             }
-            ShardMessage::Encode { reply } => {
-                let _ = reply.send(EncodedShard {
+            ShardMessage::Encode { checkpoint, reply } => {
+                let started = std::time::Instant::now();
+                let mut encoded = EncodedShard {
                     bytes: journal::encode(&state.shard),
                     visitors: state.shard.visitor_count(),
-                });
+                    encode_time: std::time::Duration::ZERO,
+                };
+                // Behind every delta this shard forwarded, ahead of every
+                // later one: each aggregate actor's queue is in send order.
+                for actor in state.aggregate_actors.iter() {
+                    let covered = AggregateMessage::ShardCovered {
+                        checkpoint,
+                        shard: state.index,
+                    };
+                    if actor.send(covered).await.is_err() {
+                        tracing::warn!("aggregate actor stopped; node is shutting down");
+                    }
+                }
+                encoded.encode_time = started.elapsed();
+                let _ = reply.send(encoded);
             }
             ShardMessage::Replace {
                 state: replacement,
@@ -205,18 +232,39 @@ async fn forward(state: &ShardActorState, sink: &mut DeltaSink) {
         // Waiting without a bound is deliberate: the visitor state already
         // changed, so the delta must arrive. Aggregate actors wait on
         // nothing, so room always comes.
-        if state.aggregate_actors[actor]
-            .send(AggregateMessage::Apply(batch))
-            .await
-            .is_err()
-        {
+        let apply = AggregateMessage::Apply {
+            shard: state.index,
+            batch,
+        };
+        if state.aggregate_actors[actor].send(apply).await.is_err() {
             tracing::warn!(actor, "aggregate actor stopped; node is shutting down");
         }
     }
 }
 
 pub enum AggregateMessage {
-    Apply(AggregateBatch),
+    /// Deltas forwarded by shard `shard`.
+    Apply {
+        shard: u32,
+        batch: AggregateBatch,
+    },
+    /// A checkpoint starts (sent in log order, under the sequencer): keep a
+    /// copy of the store that takes only the deltas of shards not yet
+    /// covered, and answer it once all `shards` are covered.
+    BeginCheckpoint {
+        /// Tells this checkpoint's marks from a failed one's late marks.
+        checkpoint: u64,
+        shards: usize,
+        reply: RpcReplyPort<AggregateStore>,
+    },
+    /// Shard `shard` encoded its state for the running checkpoint; its
+    /// later deltas stay out of the checkpoint's copy.
+    ShardCovered {
+        checkpoint: u64,
+        shard: u32,
+    },
+    /// The running checkpoint failed: drop its copy.
+    AbortCheckpoint,
     /// The experiments of a project held here, with their earliest bucket.
     Experiments {
         project: Arc<str>,
@@ -274,7 +322,10 @@ pub enum AggregateMessage {
 impl std::fmt::Debug for AggregateMessage {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
-            AggregateMessage::Apply(_) => "Apply",
+            AggregateMessage::Apply { .. } => "Apply",
+            AggregateMessage::BeginCheckpoint { .. } => "BeginCheckpoint",
+            AggregateMessage::ShardCovered { .. } => "ShardCovered",
+            AggregateMessage::AbortCheckpoint => "AbortCheckpoint",
             AggregateMessage::Experiments { .. } => "Experiments",
             AggregateMessage::Expire { .. } => "Expire",
             AggregateMessage::CellCount { .. } => "CellCount",
@@ -291,9 +342,85 @@ impl std::fmt::Debug for AggregateMessage {
 #[derive(Debug)]
 pub struct AggregateActor;
 
+/// An aggregate actor's store and the copy a running checkpoint takes.
+#[derive(Debug)]
+pub struct AggregateActorState {
+    store: AggregateStore,
+    checkpoint: Option<CheckpointCopy>,
+}
+
+/// The store as of each shard's checkpoint position: taken when the
+/// checkpoint began, it receives the deltas of a shard until that shard
+/// is covered. Queries keep reading the live store, which takes every
+/// delta at once, so an acknowledged event stays visible.
+#[derive(Debug)]
+struct CheckpointCopy {
+    checkpoint: u64,
+    copy: AggregateStore,
+    covered: Vec<bool>,
+    uncovered: usize,
+    reply: RpcReplyPort<AggregateStore>,
+}
+
+impl AggregateActorState {
+    fn apply(&mut self, shard: u32, batch: &AggregateBatch) {
+        self.store.apply(batch);
+        if let Some(checkpoint) = &mut self.checkpoint {
+            if !checkpoint.covered[shard as usize] {
+                checkpoint.copy.apply(batch);
+            }
+        }
+    }
+
+    fn begin_checkpoint(
+        &mut self,
+        checkpoint: u64,
+        shards: usize,
+        reply: RpcReplyPort<AggregateStore>,
+    ) {
+        assert!(shards > 0, "a checkpoint covers at least one shard");
+        // A copy left by a checkpoint that never finished is dropped: its
+        // answer was given up on.
+        self.checkpoint = Some(CheckpointCopy {
+            checkpoint,
+            copy: self.store.clone(),
+            covered: vec![false; shards],
+            uncovered: shards,
+            reply,
+        });
+    }
+
+    fn cover(&mut self, id: u64, shard: u32) {
+        let Some(checkpoint) = &mut self.checkpoint else {
+            // The checkpoint was aborted before this shard's mark arrived.
+            return;
+        };
+        if checkpoint.checkpoint != id {
+            // A late mark of a checkpoint that failed (a shard answered
+            // after its wait ran out).
+            return;
+        }
+        let covered = &mut checkpoint.covered[shard as usize];
+        assert!(!*covered, "a shard is covered once per checkpoint");
+        *covered = true;
+        checkpoint.uncovered -= 1;
+        if checkpoint.uncovered == 0 {
+            let done = self.checkpoint.take().expect("checked above");
+            let _ = done.reply.send(done.copy);
+        }
+    }
+
+    fn expire(&mut self, project: &str, before_ms: i64) {
+        self.store.expire(project, before_ms);
+        if let Some(checkpoint) = &mut self.checkpoint {
+            checkpoint.copy.expire(project, before_ms);
+        }
+    }
+}
+
 impl Actor for AggregateActor {
     type Msg = Envelope<AggregateMessage>;
-    type State = AggregateStore;
+    type State = AggregateActorState;
     type Arguments = AggregateStore;
 
     async fn pre_start(
@@ -301,17 +428,48 @@ impl Actor for AggregateActor {
         _myself: ActorRef<Self::Msg>,
         arguments: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(arguments)
+        Ok(AggregateActorState {
+            store: arguments,
+            checkpoint: None,
+        })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         envelope: Self::Msg,
-        store: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match envelope.message {
-            AggregateMessage::Apply(batch) => store.apply(&batch),
+        let message = envelope.message;
+        match message {
+            AggregateMessage::Apply { shard, batch } => state.apply(shard, &batch),
+            AggregateMessage::BeginCheckpoint {
+                checkpoint,
+                shards,
+                reply,
+            } => state.begin_checkpoint(checkpoint, shards, reply),
+            AggregateMessage::ShardCovered { checkpoint, shard } => state.cover(checkpoint, shard),
+            AggregateMessage::AbortCheckpoint => state.checkpoint = None,
+            AggregateMessage::Expire { project, before_ms } => state.expire(&project, before_ms),
+            other => handle_read(&mut state.store, other),
+        }
+        Ok(())
+    }
+}
+
+/// The messages that leave a running checkpoint's copy alone. An absorb
+/// changes only the live store: it is logged after the checkpoint's start,
+/// so replay applies it again after the copy.
+fn handle_read(store: &mut AggregateStore, message: AggregateMessage) {
+    {
+        match message {
+            AggregateMessage::Apply { .. }
+            | AggregateMessage::BeginCheckpoint { .. }
+            | AggregateMessage::ShardCovered { .. }
+            | AggregateMessage::AbortCheckpoint
+            | AggregateMessage::Expire { .. } => {
+                unreachable!("handled by the actor with the checkpoint's copy")
+            }
             AggregateMessage::Experiments { project, reply } => {
                 let experiments = store
                     .experiments_of(&project)
@@ -325,7 +483,6 @@ impl Actor for AggregateActor {
                     .collect();
                 let _ = reply.send(experiments);
             }
-            AggregateMessage::Expire { project, before_ms } => store.expire(&project, before_ms),
             AggregateMessage::CellCount { reply } => {
                 let _ = reply.send(store.cell_count());
             }
@@ -384,6 +541,5 @@ impl Actor for AggregateActor {
                 let _ = reply.send(share);
             }
         }
-        Ok(())
     }
 }

@@ -81,6 +81,10 @@ pub struct EngineConfig {
     pub maintenance_interval_ms: u64,
     /// How often a checkpoint is taken.
     pub checkpoint_interval_ms: u64,
+    /// A checkpoint is also taken once the log grew by this many bytes
+    /// since the last one (0: only by time), so recovery's replay stays
+    /// short under heavy ingest (`durability`).
+    pub checkpoint_log_bytes_max: u64,
     /// How long an ingest call waits for room (sequencer, shard queues,
     /// the log's backlog) before it fails with `Overloaded`.
     pub ingest_queue_wait_ms: u64,
@@ -95,6 +99,7 @@ impl Default for EngineConfig {
             aggregate_actors: 4,
             maintenance_interval_ms: 10_000,
             checkpoint_interval_ms: 60_000,
+            checkpoint_log_bytes_max: limits::CHECKPOINT_LOG_BYTES_MAX_DEFAULT,
             ingest_queue_wait_ms: limits::INGEST_QUEUE_WAIT_MS_DEFAULT,
             query_cost_max: limits::QUERY_COST_MAX_DEFAULT,
         }
@@ -152,10 +157,13 @@ struct Inner {
     storage: Storage,
     /// Held while a change is given its place in the log and queued at the
     /// actors, so every shard applies its records in log order (replay
-    /// then reaches the same state). Also held by a checkpoint's barrier.
+    /// then reaches the same state). A checkpoint holds it only to queue
+    /// its requests at their place in the log.
     sequencer: tokio::sync::Mutex<()>,
     /// One checkpoint at a time.
     checkpointing: tokio::sync::Mutex<()>,
+    /// How much log the last checkpoint left to replay (volume trigger).
+    log_volume: durability::LogVolume,
     /// This node's role for each shard; read on every ingest, written when
     /// ownership changes.
     roles: std::sync::RwLock<Vec<handoff::ShardRole>>,
@@ -213,6 +221,7 @@ impl Engine {
             mut shards,
             mut aggregate_stores,
             coverage,
+            ..
         } = restored;
         shards.resize_with(config.shards as usize, ShardState::default);
         aggregate_stores.resize_with(config.aggregate_actors, AggregateStore::default);
@@ -264,6 +273,7 @@ impl Engine {
                 storage,
                 sequencer: tokio::sync::Mutex::new(()),
                 checkpointing: tokio::sync::Mutex::new(()),
+                log_volume: durability::LogVolume::default(),
                 // A node starts owning every shard (a single-node cluster);
                 // placement tells it otherwise.
                 roles: std::sync::RwLock::new(vec![

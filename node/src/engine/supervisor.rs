@@ -195,6 +195,7 @@ impl Actor for Supervisor {
         let mut shard_actors = Vec::with_capacity(arguments.shards.len());
         for (index, shard) in arguments.shards.into_iter().enumerate() {
             let state = ShardActorState {
+                index: u32::try_from(index).expect("at most SHARDS_MAX shards"),
                 shard,
                 aggregate_actors: Arc::clone(&aggregate_actors),
                 clock: Arc::clone(&arguments.clock),

@@ -439,6 +439,10 @@ struct SharedState {
     segments: Vec<Position>,
     /// Last synced (acknowledged or acknowledgeable) position.
     last_position: Position,
+    /// Last position handed to the writer: the writer numbers requests in
+    /// the order they are sent, so this is the position the last record
+    /// queued so far will get (`Log::enqueued_position`).
+    enqueued_position: Position,
     /// Why the log failed, once it has.
     failure: Option<String>,
 }
@@ -452,6 +456,9 @@ struct Shared {
     replay_payload_bytes_max: usize,
     state: Mutex<SharedState>,
     counters: Counters,
+    /// The last synced position, for waiters (`Log::wait_synced`); also
+    /// signalled when the log fails.
+    synced: tokio::sync::watch::Sender<Position>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the state stays coherent
@@ -500,9 +507,11 @@ impl Log {
             state: Mutex::new(SharedState {
                 segments: recovered.segments,
                 last_position: recovered.last_position,
+                enqueued_position: recovered.last_position,
                 failure: None,
             }),
             counters: Counters::default(),
+            synced: tokio::sync::watch::Sender::new(recovered.last_position),
             config,
         });
         let (sender, receiver) = mpsc::channel();
@@ -594,7 +603,13 @@ impl Log {
             permits: (record_permits, byte_permits),
         };
         let sender = self.sender.as_ref().ok_or(LogError::Closed)?;
-        sender.send(request).map_err(|_| LogError::Closed)
+        // Counted and sent under one lock, so the count is the position of
+        // the last record queued whatever the callers' interleaving.
+        let mut state = lock(&self.shared.state);
+        let records = request.records.len() as u64;
+        sender.send(request).map_err(|_| LogError::Closed)?;
+        state.enqueued_position += records;
+        Ok(())
     }
 
     /// Records with positions after `checkpoint`, up to the last position
@@ -679,6 +694,31 @@ impl Log {
     /// Last position on disk: every append answered so far is at or below.
     pub fn last_position(&self) -> Position {
         lock(&self.shared.state).last_position
+    }
+
+    /// Position the last record queued so far gets (synced or not): a
+    /// caller that orders its appends (the engine's sequencer) learns where
+    /// its records stand before they are synced. Meaningless once the log
+    /// failed (records queued then never get their positions).
+    pub fn enqueued_position(&self) -> Position {
+        lock(&self.shared.state).enqueued_position
+    }
+
+    /// Completes once every record up to `position` is synced, or with the
+    /// failure if the log failed first. Call it only for positions already
+    /// queued (at most `enqueued_position`), or it waits for appends.
+    pub async fn wait_synced(&self, position: Position) -> Result<(), LogError> {
+        let mut synced = self.shared.synced.subscribe();
+        loop {
+            // Read before the failure check: a failure after it is
+            // signalled after this read and wakes `changed`.
+            let last = *synced.borrow_and_update();
+            self.check_failure()?;
+            if last >= position {
+                return Ok(());
+            }
+            synced.changed().await.map_err(|_| LogError::Closed)?;
+        }
     }
 
     /// Why the log stopped accepting appends, if it has.

@@ -641,3 +641,59 @@ async fn group_commit_report() {
         stats.group_records_max,
     );
 }
+
+#[tokio::test]
+async fn the_enqueued_position_is_where_the_last_queued_record_lands() {
+    let dir = TempDir::new("log-enqueued-position");
+    {
+        let (log, _) = open(&dir, small_config());
+        append_numbered(&log, 5).await;
+        assert_eq!(log.enqueued_position(), 5);
+        let mut pending = Vec::new();
+        for i in 6..=9 {
+            let records = vec![(shard_of(i), payload(i)), (shard_of(i), payload(i))];
+            pending.push(log.enqueue_batch(records).await.expect("enqueue"));
+            // Known before the sync, in queue order.
+            assert_eq!(log.enqueued_position(), 5 + (i - 5) * 2);
+        }
+        let mut last = 0;
+        for batch in pending {
+            last = batch.durable().await.expect("durable").end - 1;
+        }
+        assert_eq!(last, log.enqueued_position());
+        assert_eq!(log.last_position(), log.enqueued_position());
+    }
+    let (log, _) = open(&dir, small_config());
+    assert_eq!(log.enqueued_position(), 13, "reopened at the last record");
+}
+
+#[tokio::test]
+async fn waiting_for_a_synced_position_ends_with_its_sync_or_the_failure() {
+    let dir = TempDir::new("log-wait-synced");
+    let (log, _) = open(&dir, small_config());
+    append_numbered(&log, 3).await;
+    log.wait_synced(3).await.expect("already synced");
+    let pending = log
+        .enqueue_batch(vec![(1, payload(4)), (2, payload(5))])
+        .await
+        .expect("enqueue");
+    log.wait_synced(log.enqueued_position())
+        .await
+        .expect("synced in its group");
+    assert!(log.last_position() >= 5);
+    pending.durable().await.expect("durable");
+    drop(log);
+    let plan = Arc::new(FaultPlan::new());
+    plan.fail_sync_after(0);
+    let config = LogConfig {
+        fault: Some(Arc::clone(&plan)),
+        ..small_config()
+    };
+    let (log, _) = open(&dir, config);
+    let _pending = log
+        .enqueue_batch(vec![(1, payload(6))])
+        .await
+        .expect("enqueue");
+    let error = log.wait_synced(6).await.unwrap_err();
+    assert!(matches!(error, LogError::Failed { .. }), "{error}");
+}

@@ -265,6 +265,7 @@ impl Writer {
         state.segments.extend(new_segments);
         state.last_position = self.next_position - 1;
         drop(state);
+        self.shared.synced.send_replace(self.next_position - 1);
         self.shared.counters.add_group(group.len() as u64, records);
     }
 
@@ -277,6 +278,8 @@ impl Writer {
         tracing::error!(%cause, "log: write or fsync failed; the log accepts no more appends");
         lock(&self.shared.state).failure = Some(cause.clone());
         self.failure = Some(cause);
+        // Wakes `Log::wait_synced` callers to see the failure.
+        self.shared.synced.send_modify(|_| {});
         for path in start.created.iter().rev() {
             if let Err(error) = std::fs::remove_file(path) {
                 tracing::warn!(segment = %path.display(), %error, "log: could not remove a failed segment");
