@@ -239,7 +239,7 @@ mod tests {
         cluster
             .follow_until_in_sync(&cluster.wanted(&[1, 2, 3], true))
             .await;
-        let group_0_leader = cluster.leader(0).status().replica;
+        let group_0_leader = cluster.leader(0).await.status().replica;
         let entry = [1, 2, 3]
             .into_iter()
             .find(|id| *id != group_0_leader)

@@ -333,8 +333,29 @@ pub(crate) mod test_cluster {
             .await;
         }
 
-        pub(crate) fn leader(&self, group: GroupId) -> GroupHandle {
-            self.leader_now(group).expect("a leader")
+        /// The leader of `group`, once there is one.
+        pub(crate) async fn leader(&self, group: GroupId) -> GroupHandle {
+            eventually(WAIT, "the group has a leader", async || {
+                self.leader_now(group).ok_or("no leader yet")
+            })
+            .await
+        }
+
+        /// Writes `bytes` at `group`'s leader, again at the next leader when
+        /// the one asked was not it (then nothing was appended); answers
+        /// the entry's index.
+        pub(crate) async fn write(&self, group: GroupId, bytes: &[u8]) -> u64 {
+            eventually(WAIT, "a leader takes the write", async || {
+                let leader = self.leader(group).await;
+                match leader.write(bytes.to_vec()).await {
+                    Ok(index) => Ok(index),
+                    Err(error @ crate::replication::GroupWriteError::NotLeader { .. }) => {
+                        Err(error.to_string())
+                    }
+                    Err(error) => panic!("group {group} failed: {error}"),
+                }
+            })
+            .await
         }
 
         /// Waits until every node's replica of `group` applied the leader's
@@ -343,7 +364,7 @@ pub(crate) mod test_cluster {
         /// bound: openraft's metrics report an apply a moment after the
         /// state holds it.)
         pub(crate) async fn applied_everywhere(&self, group: GroupId) {
-            let leader = self.leader(group);
+            let leader = self.leader(group).await;
             let last_log_index = leader.raft().metrics().borrow().last_log_index;
             for (id, node) in &self.nodes {
                 let Some(replica) = node.keeper.replica(group) else {
@@ -413,7 +434,7 @@ mod tests {
         for group in GROUPS {
             for number in 0..10 {
                 let bytes = format!("group-{group}-before-{number}").into_bytes();
-                cluster.leader(group).write(bytes.clone()).await.unwrap();
+                cluster.write(group, &bytes).await;
                 written.entry(group).or_default().push(bytes);
             }
         }
@@ -423,14 +444,14 @@ mod tests {
         cluster.follow_until_in_sync(&replaced).await;
 
         for group in GROUPS {
-            let leader = cluster.leader(group);
+            let leader = cluster.leader(group).await;
             let mut voters = leader.status().voters;
             voters.sort_unstable();
             assert_eq!(voters, [1, 2, 4], "group {group}: the lost node is out");
             let mut last = 0;
             for number in 0..5 {
                 let bytes = format!("group-{group}-after-{number}").into_bytes();
-                last = leader.write(bytes.clone()).await.unwrap();
+                last = cluster.write(group, &bytes).await;
                 written.entry(group).or_default().push(bytes);
             }
             for id in [1, 2, 4] {

@@ -224,8 +224,8 @@ fn damaged_or_foreign_entries_fail_the_apply_and_never_panic() {
 /// node's groups, merged, answer what the oracle computes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicated_groups_lose_nothing_when_a_leader_is_lost_and_a_replacement_catches_up() {
-    use crate::cluster::group_keeper::test_cluster::{test_config, TestCluster, WAIT};
-    use crate::replication::{GroupConfig, GroupWriteError};
+    use crate::cluster::group_keeper::test_cluster::{test_config, TestCluster};
+    use crate::replication::GroupConfig;
     use proptest::strategy::{Strategy, ValueTree};
 
     let mut runner = proptest::test_runner::TestRunner::deterministic();
@@ -254,25 +254,10 @@ async fn replicated_groups_lose_nothing_when_a_leader_is_lost_and_a_replacement_
         .await;
 
     let leader = Leader::new();
-    let write =
-        async |cluster: &TestCluster<GroupState>, group: GroupId, command: &GroupCommand| {
-            let bytes = command.encode();
-            sessiondb_test_support::eventually(WAIT, "a leader takes the entry", async || {
-                let Some(leader) = cluster.leader_now(group) else {
-                    return Err("no leader yet".to_string());
-                };
-                match leader.write(bytes.clone()).await {
-                    Ok(_) => Ok(()),
-                    // Not written, or not known to be: sent again, and an event
-                    // applied twice is a duplicate by its id.
-                    Err(error @ GroupWriteError::NotLeader { .. })
-                    | Err(error @ GroupWriteError::Stopped { .. }) => Err(error.to_string()),
-                }
-            })
-            .await;
-        };
     for group in 0..GROUPS {
-        write(&cluster, group, &leader.project_command()).await;
+        cluster
+            .write(group, &leader.project_command().encode())
+            .await;
     }
     let arrivals: Vec<wire::Event> = order.iter().map(|index| events[*index].clone()).collect();
     let halfway = arrivals.len() / 2;
@@ -284,10 +269,10 @@ async fn replicated_groups_lose_nothing_when_a_leader_is_lost_and_a_replacement_
         let size = (*sizes.next().expect("cycled")).min(rest.len());
         let (batch, later) = rest.split_at(size);
         for (group, command) in leader.commands(batch) {
-            write(&cluster, group, &command).await;
+            cluster.write(group, &command.encode()).await;
         }
         if lost.is_none() && applied + size >= halfway {
-            let leading = cluster.leader(0).status().replica;
+            let leading = cluster.leader(0).await.status().replica;
             cluster.lose(leading).await;
             lost = Some(leading);
         }
@@ -298,7 +283,7 @@ async fn replicated_groups_lose_nothing_when_a_leader_is_lost_and_a_replacement_
     let survivors: Vec<_> = [1, 2, 3].into_iter().filter(|id| *id != lost).collect();
     let replaced: Vec<_> = survivors.iter().copied().chain([4]).collect();
     for group in 0..GROUPS {
-        let purged = cluster.leader(group).raft().metrics().borrow().purged;
+        let purged = cluster.leader(group).await.raft().metrics().borrow().purged;
         assert!(
             purged.is_some(),
             "group {group}'s log is purged: node 4 can only start from a snapshot"
