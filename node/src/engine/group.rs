@@ -143,6 +143,24 @@ impl GroupReader {
         core.aggregates.experiment(project, experiment).cloned()
     }
 
+    /// This group's share of a query: what a node answers for its stores
+    /// (`Engine::share`), over the group's one store; nothing for a project
+    /// the group has not applied.
+    pub fn share(
+        &self,
+        request: &super::ShareRequest,
+        query_cost_max: u64,
+    ) -> Result<super::LocalShare, super::query::QueryError> {
+        let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(config) = core.projects.get(request.project.as_str()) else {
+            return Ok(super::LocalShare::default());
+        };
+        let aggregates = core
+            .aggregates
+            .experiment(&request.project, &request.experiment);
+        super::share::share_of_store(aggregates, config, request, query_cost_max)
+    }
+
     /// The version of `project`'s configuration this group applied, if any.
     pub fn project_version(&self, project: &str) -> Option<u64> {
         let core = self.core.lock().unwrap_or_else(PoisonError::into_inner);

@@ -107,6 +107,33 @@ impl Replicas {
         }
     }
 
+    /// A coordinator's answer: each group's share (`GroupReader::share`)
+    /// merged and finished.
+    fn finish_shares(&self, query: &query::ResultsQuery) -> Option<query::Results> {
+        let request = super::ShareRequest {
+            project: PROJECT.to_string(),
+            experiment: EXPERIMENT.to_string(),
+            from_ms: Some(query.from_ms),
+            to_ms: query.to_ms,
+            breakdown: query.breakdown.as_deref().map(str::to_string),
+            keys: query.keys.iter().map(|key| key.to_string()).collect(),
+            interval_ms: None,
+        };
+        let mut merged: Option<query::Partial> = None;
+        for state in &self.states {
+            let share = state
+                .reader()
+                .share(&request, crate::limits::QUERY_COST_MAX_DEFAULT)
+                .expect("a valid share");
+            match (&mut merged, share.partial) {
+                (Some(merged), Some(partial)) => merged.merge(partial),
+                (None, partial) => merged = partial,
+                (Some(_), None) => {}
+            }
+        }
+        Some(query::finish(merged?, query).expect("finishes"))
+    }
+
     /// The experiment across groups: each group's share counted once.
     fn experiment(&self) -> Option<ExperimentAggregates> {
         let mut merged: Option<ExperimentAggregates> = None;
@@ -153,6 +180,11 @@ fn run(events: &[wire::Event], order: &[usize], batches: &[usize]) {
         Some(query::results(aggregates, request).expect("a valid query"))
     };
     check_with(results, &oracle, "groups");
+    check_with(
+        |request| replicas.finish_shares(request),
+        &oracle,
+        "group shares",
+    );
 }
 
 proptest! {
@@ -323,4 +355,65 @@ async fn replicated_groups_lose_nothing_when_a_leader_is_lost_and_a_replacement_
     for id in cluster.nodes.keys().copied().collect::<Vec<_>>() {
         cluster.lose(id).await;
     }
+}
+
+#[test]
+fn a_group_share_checks_the_request_as_a_node_share_does() {
+    let leader = Leader::new();
+    let mut replicas = Replicas::new();
+    for group in 0..GROUPS {
+        replicas.apply(group, &leader.project_command());
+    }
+    let exposures: Vec<wire::Event> = (0..30)
+        .map(|visitor| {
+            let mut event = pageview(&format!("v{visitor}"));
+            event.event_type = wire::EventType::Decision;
+            event.decisions = vec![wire::Decision {
+                experiment: EXPERIMENT.to_string(),
+                variation: "a".to_string(),
+            }];
+            event
+        })
+        .collect();
+    for (group, command) in leader.commands(&exposures) {
+        replicas.apply(group, &command);
+    }
+    let hour_ms = 3_600_000;
+    let request = super::ShareRequest {
+        project: PROJECT.to_string(),
+        experiment: EXPERIMENT.to_string(),
+        from_ms: Some(NOW_MS - NOW_MS % hour_ms - hour_ms),
+        to_ms: NOW_MS - NOW_MS % hour_ms + hour_ms,
+        breakdown: None,
+        keys: Vec::new(),
+        interval_ms: None,
+    };
+    let reader = replicas.states[0].reader();
+    let share = reader.share(&request, u64::MAX).expect("a share");
+    assert!(
+        share.first_ms.is_some() && share.partial.is_some(),
+        "{share:?}"
+    );
+    let too_expensive = reader.share(&request, 0).unwrap_err();
+    assert!(
+        matches!(too_expensive, query::QueryError::TooExpensive { .. }),
+        "{too_expensive:?}"
+    );
+    let unknown_breakdown = super::ShareRequest {
+        breakdown: Some("country".to_string()),
+        ..request.clone()
+    };
+    assert!(reader.share(&unknown_breakdown, u64::MAX).is_err());
+    let series = super::ShareRequest {
+        interval_ms: Some(hour_ms),
+        ..request.clone()
+    };
+    let series = reader.share(&series, u64::MAX).expect("a series share");
+    assert_eq!(series.series.map(|points| points.len()), Some(2));
+    let unknown = super::ShareRequest {
+        project: "elsewhere".to_string(),
+        ..request
+    };
+    let nothing = reader.share(&unknown, u64::MAX).expect("no error");
+    assert!(nothing.first_ms.is_none() && nothing.partial.is_none());
 }

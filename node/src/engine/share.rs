@@ -10,6 +10,7 @@
 //! (`cluster::coordinator`).
 
 use super::actors::AggregateMessage;
+use super::aggregates::ExperimentAggregates;
 use super::mailbox::{CallError, Mailbox};
 use super::query::{self, Partial, QueryError, Results, ResultsQuery};
 use super::Engine;
@@ -315,18 +316,13 @@ impl Engine {
             // share, answers nothing).
             return Ok(());
         };
-        let buckets = u64::try_from((to_ms - from_ms) / config.settings.bucket_ms).unwrap_or(0);
-        let cost = cells.saturating_mul(buckets);
-        let limit = self.inner.config.query_cost_max;
-        if cost > limit {
-            return Err(QueryError::TooExpensive {
-                cost,
-                cells,
-                buckets,
-                limit,
-            });
-        }
-        Ok(())
+        check_cost_limit(
+            cells,
+            config.settings.bucket_ms,
+            from_ms,
+            to_ms,
+            self.inner.config.query_cost_max,
+        )
     }
 
     /// Asks an aggregate actor, within `ACTOR_REPLY_WAIT_MS`. A node whose
@@ -349,6 +345,85 @@ impl Engine {
             .await
             .map_err(|_: CallError| QueryError::Unavailable)
     }
+}
+
+/// `QueryError::TooExpensive` when reading `cells` cells over [from, to)
+/// in buckets of `bucket_ms` touches more than `limit` cell-buckets.
+fn check_cost_limit(
+    cells: u64,
+    bucket_ms: i64,
+    from_ms: i64,
+    to_ms: i64,
+    limit: u64,
+) -> Result<(), QueryError> {
+    let buckets = u64::try_from((to_ms - from_ms) / bucket_ms).unwrap_or(0);
+    let cost = cells.saturating_mul(buckets);
+    if cost > limit {
+        return Err(QueryError::TooExpensive {
+            cost,
+            cells,
+            buckets,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// The share of one store's aggregates of the experiment (`None`: the
+/// store holds none), with the checks `Engine::share` makes: what a
+/// replicated shard group answers for its own store (`engine::group`).
+pub fn share_of_store(
+    aggregates: Option<&ExperimentAggregates>,
+    config: &ProjectConfig,
+    request: &ShareRequest,
+    query_cost_max: u64,
+) -> Result<LocalShare, QueryError> {
+    let first_ms = aggregates.and_then(ExperimentAggregates::first_bucket_ms);
+    let Some(from_ms) = request.from_ms else {
+        return Ok(LocalShare {
+            first_ms,
+            ..LocalShare::default()
+        });
+    };
+    let to_ms = request.to_ms;
+    let settings = &config.settings;
+    if let Some(interval_ms) = request.interval_ms {
+        series_interval(settings.bucket_ms, from_ms, to_ms, Some(interval_ms))?;
+        let breakdown = match &request.breakdown {
+            Some(attribute) => Some(check_breakdown(settings, attribute)?),
+            None => None,
+        };
+        if let Some(aggregates) = aggregates {
+            let cells = aggregates.cells_read(breakdown.as_deref());
+            check_cost_limit(cells, settings.bucket_ms, from_ms, to_ms, query_cost_max)?;
+        }
+        let series = aggregates.map(|aggregates| {
+            query::series_partial(aggregates, from_ms, to_ms, interval_ms, breakdown.as_ref())
+        });
+        return Ok(LocalShare {
+            first_ms,
+            series,
+            ..LocalShare::default()
+        });
+    }
+    let results = ResultsRequest {
+        from_ms: Some(from_ms),
+        to_ms: Some(to_ms),
+        breakdown: request.breakdown.clone(),
+        keys: request.keys.clone(),
+        baseline: None,
+        weights: None,
+    };
+    let query = results_query(settings, from_ms, to_ms, &results)?;
+    if let Some(aggregates) = aggregates {
+        let cells = aggregates.cells_read(query.breakdown.as_deref());
+        check_cost_limit(cells, settings.bucket_ms, from_ms, to_ms, query_cost_max)?;
+    }
+    Ok(LocalShare {
+        first_ms,
+        partial: aggregates.map(|aggregates| query::partial(aggregates, &query)),
+        series: None,
+    })
 }
 
 /// A results query over a checked range: breakdown and keys checked
